@@ -1,0 +1,77 @@
+"""Emulator settings: one frozen dataclass, built by the CLI or by tests.
+
+The emulator is a stand-in for a ConfigMgr SMS Provider reached through WinRM. Every knob
+lives here with its default so the CLI flags, the README table and in-process users agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+AuthMode = Literal["basic", "ntlm"]
+MediumFailureMode = Literal["return_value", "fault"]
+LatencyDistribution = Literal["fixed", "uniform", "exponential"]
+
+# Fault kinds the emulator can inject at random, by rate (0.0-1.0 each).
+FAULT_KINDS: tuple[str, ...] = (
+    "http_503",
+    "connection_reset",
+    "timeout_fault",
+    "quota_fault",
+    "generic_failure",
+)
+
+
+@dataclass(frozen=True)
+class FaultRates:
+    """Per-request probability of each injected fault kind (seeded, so runs repeat)."""
+
+    http_503: float = 0.0
+    connection_reset: float = 0.0
+    timeout_fault: float = 0.0
+    quota_fault: float = 0.0
+    generic_failure: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {kind: getattr(self, kind) for kind in FAULT_KINDS}
+
+
+@dataclass(frozen=True)
+class EmulatorSettings:
+    host: str = "127.0.0.1"
+    port: int = 5985  # 0 = pick a free port (tests)
+    site_code: str = "PS1"
+    machine: str = "sccm-emulator.lab.local"
+
+    # Authentication, as a WinRM listener would be configured.
+    username: str = "LAB\\sccm-svc"
+    password: str = field(default="", repr=False)  # empty -> generated and printed by the CLI
+    auth_modes: tuple[AuthMode, ...] = ("basic", "ntlm")
+    allow_unencrypted: bool = False  # WinRM's AllowUnencrypted: Basic over plain HTTP
+    # TLS: None -> plain HTTP; "self-signed" -> generate a CA + server cert on start.
+    tls: Literal["off", "self-signed", "files"] = "off"
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    # Catalogue.
+    package_count: int = 50
+    seed: int = 1
+    compress_share: float = 0.2  # share of packages with PkgSourceFlag = 3 (STORAGE_COMPRESS)
+    medium_not_ready_share: float = 0.5  # share of STORAGE_COMPRESS packages whose medium starts not ready
+    # The medium of a not-ready package becomes ready after this many seconds / failed
+    # refresh attempts (None = only when told so through the control interface).
+    medium_ready_after_s: float | None = None
+    medium_ready_after_attempts: int | None = None
+    medium_failure_mode: MediumFailureMode = "return_value"
+    distmgr_delay_s: float = 0.0  # delay before SourceVersion is bumped (ActionInProgress=1 meanwhile)
+
+    # Operational behaviour.
+    latency_s: float = 0.0
+    latency_distribution: LatencyDistribution = "fixed"
+    fault_rates: FaultRates = field(default_factory=FaultRates)
+    idle_timeout_s: float = 120.0  # HTTP.sys closes idle keep-alive connections (~2 min)
+    max_concurrent_operations_per_user: int = (
+        25  # WinRM MaxConcurrentOperationsPerUser is 1500; SMS is tighter
+    )
+    max_envelope_size_bytes: int = 512_000

@@ -1,0 +1,6 @@
+"""Shared pytest wiring: fixtures live in the installed `testing` package, one module per service."""
+
+pytest_plugins = [
+    "testing.fixtures_redis",
+    "testing.fixtures_emulator",
+]

@@ -1,0 +1,169 @@
+"""One error hierarchy for everything the worker can hit, split by what to do about it.
+
+    RefreshError
+    ├── TransientError          retry soon (in-call, then by re-queueing)
+    │   ├── ConnectError        cannot reach the provider / connection reset / TLS handshake blip
+    │   ├── OperationTimeoutError read timeout or w:TimedOut fault
+    │   ├── ServerBusyError     HTTP 5xx other than a SOAP fault (503 from HTTP.sys)
+    │   ├── QuotaError          WinRM quota: too many concurrent operations for the user
+    │   └── ProviderFailureError WBEM_E_FAILED / PROVIDER_FAILURE without a better meaning
+    ├── MediumNotReadyError     STORAGE_COMPRESS source medium not ready: wait minutes-hours
+    └── PermanentError          fail at once, never retry
+        ├── AuthError           401: bad credentials (retrying only locks the account)
+        ├── AccessDeniedError   WBEM_E_ACCESS_DENIED / RBAC
+        ├── NotFoundError       no such package instance
+        ├── InvalidRequestError invalid class / selector / query / parameter
+        ├── ProtocolError       reply we cannot trust (bad RelatesTo, unparseable XML)
+        └── ConfigError         no provider configured for the site, unreadable secret
+
+Every error carries structured attributes (`kind`, `code`, `wsman_code`, `wmi_code`,
+`extended_status`) so outcomes can be published without parsing messages. Messages never
+contain credentials: they are built from fault XML and our own text only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "AccessDeniedError",
+    "AuthError",
+    "ConfigError",
+    "ConnectError",
+    "ExtendedStatus",
+    "InvalidRequestError",
+    "MediumNotReadyError",
+    "NotFoundError",
+    "OperationTimeoutError",
+    "PermanentError",
+    "ProtocolError",
+    "ProviderFailureError",
+    "QuotaError",
+    "RefreshError",
+    "ServerBusyError",
+    "TransientError",
+]
+
+
+@dataclass(frozen=True)
+class ExtendedStatus:
+    """`__ExtendedStatus` / `SMS_ExtendedStatus` from a WMI fault's `f:ExtendedError`."""
+
+    class_name: str
+    description: str | None = None
+    error_code: int | None = None
+    operation: str | None = None
+    parameter_info: str | None = None
+    provider_name: str | None = None
+    status_code: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "class": self.class_name,
+            "description": self.description,
+            "error_code": self.error_code,
+            "operation": self.operation,
+            "parameter_info": self.parameter_info,
+            "provider_name": self.provider_name,
+            "status_code": self.status_code,
+        }
+
+
+class RefreshError(Exception):
+    """Root of every error the refresh path raises on purpose."""
+
+    kind: str = "error"
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        wsman_code: int | None = None,
+        wmi_code: int | None = None,
+        extended_status: ExtendedStatus | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.wsman_code = wsman_code
+        self.wmi_code = wmi_code
+        self.extended_status = extended_status
+        self.http_status = http_status
+
+    def as_dict(self) -> dict[str, Any]:
+        """The error as published in an outcome (JSON-ready, no secrets)."""
+        return {
+            "kind": self.kind,
+            "message": self.message,
+            "code": self.code,
+            "wsman_code": self.wsman_code,
+            "wmi_code": self.wmi_code,
+            "http_status": self.http_status,
+            "extended_status": self.extended_status.as_dict() if self.extended_status else None,
+        }
+
+
+class TransientError(RefreshError):
+    kind = "transient"
+    retryable = True
+
+
+class ConnectError(TransientError):
+    kind = "connect"
+
+
+class OperationTimeoutError(TransientError):
+    kind = "timeout"
+
+
+class ServerBusyError(TransientError):
+    kind = "server_busy"
+
+
+class QuotaError(TransientError):
+    kind = "quota"
+
+
+class ProviderFailureError(TransientError):
+    kind = "provider_failure"
+
+
+class MediumNotReadyError(RefreshError):
+    """The package is STORAGE_COMPRESS and its source medium is not ready: wait, then retry."""
+
+    kind = "medium_not_ready"
+    retryable = True
+
+
+class PermanentError(RefreshError):
+    kind = "permanent"
+    retryable = False
+
+
+class AuthError(PermanentError):
+    kind = "auth"
+
+
+class AccessDeniedError(PermanentError):
+    kind = "access_denied"
+
+
+class NotFoundError(PermanentError):
+    kind = "not_found"
+
+
+class InvalidRequestError(PermanentError):
+    kind = "invalid_request"
+
+
+class ProtocolError(PermanentError):
+    kind = "protocol"
+
+
+class ConfigError(PermanentError):
+    kind = "config"
