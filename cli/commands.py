@@ -1,0 +1,98 @@
+"""The small CLI commands: enqueue requests, watch outcomes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+from config.settings import get_settings
+from tasks.enqueue import enqueue_refresh
+from worker.app import app
+from worker.constants import RedisKeys
+from worker.errors import InvalidRequestError
+from worker.outcomes import Outcome
+from worker.redis_client import redis_from_url
+
+__all__ = ["enqueue", "format_outcome", "watch"]
+
+
+def enqueue(
+    site_code: str,
+    package_ids: Sequence[str],
+    *,
+    package_class: str,
+    correlation_id: str | None,
+    verify: bool,
+    force: bool,
+) -> int:
+    """Validate every request first (all or nothing), then enqueue; print one JSON line each."""
+    validated = []
+    for package_id in package_ids:
+        try:
+            from worker.request import parse_request
+
+            validated.append(
+                parse_request(
+                    {
+                        "site_code": site_code,
+                        "package_id": package_id,
+                        "package_class": package_class,
+                        "correlation_id": correlation_id,
+                        "verify": verify,
+                        "force": force,
+                    }
+                )
+            )
+        except InvalidRequestError as exc:
+            raise InvalidRequestError(f"{exc.message} (nothing was enqueued)") from None
+    queue = get_settings().queue
+    for request in validated:
+        sent, _ = enqueue_refresh(app, queue=queue, **request.model_dump())
+        print(json.dumps({"request_id": sent.request_id, "site_code": sent.site_code, "package_id": sent.package_id}))
+    return 0
+
+
+def format_outcome(outcome: Outcome) -> str:
+    """One human line per outcome event."""
+    data = outcome.to_dict()
+    error = data.get("error") or {}
+    detail = ""
+    if error:
+        detail = f" {error.get('kind')}: {error.get('message')}"
+    if data.get("status") == "retrying" and data.get("next_retry_at"):
+        detail += f" (next try {data['next_retry_at']})"
+    if data.get("source_version_after") is not None:
+        detail += f" SourceVersion {data.get('source_version_before')} -> {data.get('source_version_after')}"
+    name = data.get("package_name") or ""
+    return (
+        f"{data.get('site_code')}/{data.get('package_id')} {name[:40]!s:<40} "
+        f"{data.get('status'):<26} attempt {data.get('attempt')}{detail}"
+    )
+
+
+def watch(*, count: int, timeout_s: float) -> int:
+    """Print outcome events as they are published; stop after `count` finals or `timeout_s`."""
+    settings = get_settings()
+    client = redis_from_url(settings.redis_url)
+    keys = RedisKeys(settings.key_prefix)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(keys.outcome_channel)
+    deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
+    finals = 0
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=1.0)
+            if message is None:
+                continue
+            outcome = Outcome.from_json(message["data"])
+            print(format_outcome(outcome), flush=True)
+            if outcome.final:
+                finals += 1
+                if count and finals >= count:
+                    return 0
+    finally:
+        pubsub.close()
+    print(f"watch: stopped after {timeout_s:.0f}s with {finals} final outcome(s)", file=sys.stderr)
+    return 0

@@ -1,0 +1,105 @@
+"""`sccm-refresh`: the command line.
+
+    sccm-refresh demo                  the main job end to end on the embedded default
+    sccm-refresh emulator [flags]      the SMS Provider emulator (see `sccm-refresh emulator -h`)
+    sccm-refresh enqueue SITE PKG...   validate and enqueue refresh requests
+    sccm-refresh watch                 follow outcomes live (Redis pub/sub)
+    sccm-refresh worker [celery args]  a Celery worker (same as `celery -A worker.app worker`)
+
+Bad input is reported as one line on stderr with exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from worker.errors import RefreshError
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sccm-refresh",
+        description="Refresh ConfigMgr package sources at scale (RefreshPkgSource over WinRM).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run the main job end to end against the emulator")
+    demo.add_argument("--packages", type=int, default=24, help="catalogue size of the demo emulator")
+    demo.add_argument("--timeout-s", type=float, default=120.0, help="give up waiting for outcomes after this")
+    demo.add_argument("--medium-ready-after-s", type=float, default=8.0,
+                      help="when the demo 'operator' makes the STORAGE_COMPRESS media ready")
+    demo.add_argument("--seed", type=int, default=7, help="emulator seed (catalogue and faults)")
+
+    sub.add_parser("emulator", help="run the SMS Provider emulator", add_help=False)
+
+    enqueue = sub.add_parser("enqueue", help="validate and enqueue refresh requests")
+    enqueue.add_argument("site_code", help="3-character site code, e.g. PS1")
+    enqueue.add_argument("package_ids", nargs="+", metavar="PACKAGE_ID", help="e.g. PS100012")
+    enqueue.add_argument("--class", dest="package_class", default="SMS_DriverPackage", help="WMI package class")
+    enqueue.add_argument("--correlation-id", default=None)
+    enqueue.add_argument("--verify", action="store_true", help="wait (bounded) for SourceVersion to increase")
+    enqueue.add_argument("--force", action="store_true", help="allow SMS_TaskSequencePackage")
+
+    watch = sub.add_parser("watch", help="follow outcomes live")
+    watch.add_argument("--count", type=int, default=0, help="stop after this many final outcomes (0 = never)")
+    watch.add_argument("--timeout-s", type=float, default=0.0, help="stop after this long (0 = never)")
+
+    sub.add_parser("worker", help="run a Celery worker", add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    # Pass-through commands keep their own argument parsers.
+    if args_list and args_list[0] == "emulator":
+        from emulator.cli import main as emulator_main
+
+        return emulator_main(args_list[1:])
+    if args_list and args_list[0] == "worker":
+        from worker.app import app
+
+        app.worker_main(["worker", *args_list[1:]])
+        return 0
+
+    args = _build_parser().parse_args(args_list)
+    try:
+        if args.command == "demo":
+            from cli.demo import run_demo
+
+            return run_demo(
+                packages=args.packages,
+                timeout_s=args.timeout_s,
+                medium_ready_after_s=args.medium_ready_after_s,
+                seed=args.seed,
+            )
+        if args.command == "enqueue":
+            from cli.commands import enqueue
+
+            return enqueue(
+                args.site_code,
+                args.package_ids,
+                package_class=args.package_class,
+                correlation_id=args.correlation_id,
+                verify=args.verify,
+                force=args.force,
+            )
+        if args.command == "watch":
+            from cli.commands import watch
+
+            return watch(count=args.count, timeout_s=args.timeout_s)
+    except RefreshError as exc:
+        print(f"sccm-refresh: error: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

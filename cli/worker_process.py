@@ -1,0 +1,158 @@
+"""Run a Celery worker as a child process (the demo and the integration tests use this).
+
+A real `celery worker` process, not an in-thread stand-in: it is what production runs, and
+killing it by PID is how the crash tests simulate a lost worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO
+
+__all__ = ["WorkerProcess"]
+
+_READY_MARKER = " ready."
+
+
+class WorkerProcess:
+    """`celery -A worker.app worker` with a given environment; started, watched, stopped by PID."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        queue: str,
+        pool: str = "threads",
+        concurrency: int = 4,
+        name: str = "sccm-refresh",
+        log_file: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.env = dict(env)
+        self.queue = queue
+        self.pool = pool
+        self.concurrency = concurrency
+        self.name = name
+        self.log_file = log_file
+        self.extra_args = extra_args
+        self.process: subprocess.Popen[str] | None = None
+        self.lines: deque[str] = deque(maxlen=5000)
+        self._ready = threading.Event()
+        self._reader: threading.Thread | None = None
+        self._log: IO[str] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise RuntimeError("worker not started")
+        return self.process.pid
+
+    def argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.app",
+            "worker",
+            "--pool",
+            self.pool,
+            "--concurrency",
+            str(self.concurrency),
+            "--queues",
+            self.queue,
+            "--hostname",
+            f"{self.name}-{os.getpid()}-{time.monotonic_ns()}@%h",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--events",
+            *self.extra_args,
+        ]
+
+    def start(self, *, ready_timeout_s: float = 60.0) -> WorkerProcess:
+        if self.log_file is not None:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            self._log = self.log_file.open("a", encoding="utf-8")
+        self._ready.clear()
+        self.process = subprocess.Popen(
+            self.argv(),
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            # Its own process group (pgid = its PID): a crash test kills the pool children too.
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, name="celery-worker-log", daemon=True)
+        self._reader.start()
+        if not self._ready.wait(ready_timeout_s):
+            tail = "\n".join(list(self.lines)[-30:])
+            self.stop()
+            raise RuntimeError(f"celery worker did not become ready in {ready_timeout_s:.0f}s:\n{tail}")
+        return self
+
+    def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if self._log is not None:
+                self._log.write(line)
+                self._log.flush()
+            if line.rstrip().endswith(_READY_MARKER):
+                self._ready.set()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, *, timeout_s: float = 20.0) -> int | None:
+        """Warm shutdown (SIGTERM: unacked messages go back to the queue), then SIGKILL."""
+        return self._signal_and_wait(signal.SIGTERM, timeout_s)
+
+    def kill(self) -> int | None:
+        """A crash: SIGKILL the whole process group, so the pool's children die with it."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return self._finish(10.0)
+
+    def _signal_and_wait(self, sig: signal.Signals, timeout_s: float) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self._finish(timeout_s)
+
+    def _finish(self, timeout_s: float) -> int | None:
+        assert self.process is not None
+        try:
+            code = self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait(timeout=10)
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return code
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

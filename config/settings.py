@@ -1,0 +1,254 @@
+"""Typed, frozen settings, read once from the environment and an optional TOML file.
+
+Environment variables use the prefix `SCCM_REFRESH_` and `__` for nesting, e.g.
+`SCCM_REFRESH_BROKER_URL`, `SCCM_REFRESH_PROVIDERS__PS1__PASSWORD_FILE`. A TOML file named by
+`SCCM_REFRESH_CONFIG_FILE` supplies the same fields; the environment wins over the file.
+
+Secrets are `SecretStr` (masked in `repr`, logs and `model_dump`) and are read only by
+`ProviderSettings.secret_password()` at the moment a WinRM session is built.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from worker.errors import ConfigError
+
+__all__ = [
+    "ENV_PREFIX",
+    "LimitSettings",
+    "ProviderSettings",
+    "RetryPolicy",
+    "RetrySettings",
+    "Settings",
+    "get_settings",
+    "reset_settings",
+]
+
+ENV_PREFIX = "SCCM_REFRESH_"
+CONFIG_FILE_ENV = f"{ENV_PREFIX}CONFIG_FILE"
+
+Transport = Literal["ntlm", "kerberos", "basic", "credssp", "certificate"]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class RetryPolicy(BaseModel):
+    """One retry policy as data: capped exponential backoff with full jitter and a deadline.
+
+    `max_attempts` counts calls, the first included; `deadline_s` bounds the time from the
+    first attempt, whichever comes first ends the retrying.
+    """
+
+    model_config = _FROZEN
+
+    max_attempts: int = Field(ge=1, le=10_000)
+    initial_backoff_s: float = Field(ge=0)
+    max_backoff_s: float = Field(ge=0)
+    multiplier: float = Field(default=2.0, ge=1.0)
+    jitter: float = Field(default=0.2, ge=0.0, le=1.0, description="share of each delay drawn at random")
+    deadline_s: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _caps_are_ordered(self) -> RetryPolicy:
+        if self.max_backoff_s < self.initial_backoff_s:
+            raise ValueError("max_backoff_s must be >= initial_backoff_s")
+        return self
+
+
+class RetrySettings(BaseModel):
+    """The three waits of a refresh, each its own policy (see README, "Retries")."""
+
+    model_config = _FROZEN
+
+    # Short blips inside one task run (connection reset, 503, read timeout): seconds.
+    in_call: RetryPolicy = RetryPolicy(max_attempts=3, initial_backoff_s=0.2, max_backoff_s=2.0, deadline_s=30)
+    # Transient errors that outlast in-call retries: the task is re-queued with a countdown.
+    transient: RetryPolicy = RetryPolicy(max_attempts=8, initial_backoff_s=5.0, max_backoff_s=300.0, deadline_s=3600)
+    # STORAGE_COMPRESS source medium not ready: minutes to hours, never one long countdown.
+    medium: RetryPolicy = RetryPolicy(
+        max_attempts=200, initial_backoff_s=30.0, max_backoff_s=900.0, jitter=0.1, deadline_s=6 * 3600
+    )
+
+
+class LimitSettings(BaseModel):
+    model_config = _FROZEN
+
+    # Every countdown is capped below the broker visibility timeout (kombu #337): a longer
+    # wait is split into several re-queues.
+    visibility_timeout_s: int = Field(default=3600, ge=60)
+    max_countdown_s: int = Field(default=900, ge=1)
+    # After an accepted refresh, optionally poll SourceVersion until it increases.
+    verify_timeout_s: float = Field(default=0.0, ge=0, le=600)
+    verify_poll_s: float = Field(default=1.0, gt=0, le=60)
+    stream_maxlen: int = Field(default=100_000, ge=100)
+    final_marker_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    publish_deadline_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _countdown_below_visibility(self) -> LimitSettings:
+        if self.max_countdown_s >= self.visibility_timeout_s:
+            raise ValueError("max_countdown_s must be below visibility_timeout_s")
+        return self
+
+
+class ProviderSettings(BaseModel):
+    """How to reach the SMS Provider of one site over WinRM."""
+
+    model_config = _FROZEN
+
+    endpoint: str = Field(description="WS-Man URL, e.g. https://sccm01.corp.example:5986/wsman")
+    transport: Transport = "ntlm"
+    username: str = ""
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    cert_pem: Path | None = None
+    cert_key_pem: Path | None = None
+    server_cert_validation: Literal["validate", "ignore"] = "validate"
+    ca_trust_path: Path | None = None
+    message_encryption: Literal["auto", "always", "never"] = "auto"
+    operation_timeout_s: int = Field(default=20, ge=1, le=600)
+    read_timeout_s: int = Field(default=30, ge=2, le=660)
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    max_concurrency: int = Field(default=3, ge=1, le=256)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("endpoint must be an http:// or https:// WS-Man URL")
+        if "@" in value.split("//", 1)[1].split("/", 1)[0]:
+            raise ValueError("endpoint must not embed credentials; use username/password_file")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials_fit_transport(self) -> ProviderSettings:
+        if self.operation_timeout_s >= self.read_timeout_s:
+            raise ValueError("operation_timeout_s must be below read_timeout_s (pywinrm requires it)")
+        if self.transport == "certificate":
+            if not (self.cert_pem and self.cert_key_pem):
+                raise ValueError("transport 'certificate' needs cert_pem and cert_key_pem")
+        elif self.transport != "kerberos":
+            if not self.username:
+                raise ValueError(f"transport {self.transport!r} needs a username")
+            if self.password is None and self.password_file is None:
+                raise ValueError(f"transport {self.transport!r} needs password or password_file")
+        return self
+
+    def secret_password(self) -> str:
+        """The password, read at use time (a password file may be rotated without restart)."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is None:
+            return ""
+        try:
+            return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            # The path is configuration, not a secret; the content never reaches the message.
+            raise ConfigError(f"cannot read password_file {str(self.password_file)!r}: {exc.strerror}") from None
+
+
+class _TomlFileSource(PydanticBaseSettingsSource):
+    """Settings from the TOML file named by SCCM_REFRESH_CONFIG_FILE, if any."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get(CONFIG_FILE_ENV)
+        if not path:
+            return {}
+        try:
+            with open(path, "rb") as handle:
+                return tomllib.load(handle)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {CONFIG_FILE_ENV}={path!r}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"invalid TOML in {path!r}: {exc}") from None
+
+
+class Settings(BaseSettings):
+    """Everything the producers and workers read, in one place."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="ignore",
+    )
+
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = Field(default="sccm-refresh", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+    queue: str = Field(default="sccm-refresh", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    retry: RetrySettings = RetrySettings()
+    limits: LimitSettings = LimitSettings()
+    task_soft_time_limit_s: int = Field(default=300, ge=10)
+    task_time_limit_s: int = Field(default=360, ge=15)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("providers")
+    @classmethod
+    def _site_codes_are_valid(cls, value: dict[str, ProviderSettings]) -> dict[str, ProviderSettings]:
+        normalised: dict[str, ProviderSettings] = {}
+        for site_code, provider in value.items():
+            if not (len(site_code) == 3 and site_code.isascii() and site_code.isalnum()):
+                raise ValueError(f"site code {site_code!r} must be 3 letters or digits")
+            normalised[site_code.upper()] = provider
+        return normalised
+
+    @model_validator(mode="after")
+    def _time_limits_ordered(self) -> Settings:
+        if self.task_soft_time_limit_s >= self.task_time_limit_s:
+            raise ValueError("task_soft_time_limit_s must be below task_time_limit_s")
+        if self.task_time_limit_s >= self.limits.visibility_timeout_s:
+            raise ValueError("task_time_limit_s must be below limits.visibility_timeout_s")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlFileSource(settings_cls), file_secret_settings)
+
+    def provider(self, site_code: str) -> ProviderSettings:
+        try:
+            return self.providers[site_code.upper()]
+        except KeyError:
+            known = ", ".join(sorted(self.providers)) or "none"
+            raise ConfigError(f"no SMS Provider configured for site {site_code!r} (configured: {known})") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once; a validation error becomes one clear ConfigError."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid sccm-refresh settings: {problems}") from None
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests and the demo change the environment)."""
+    get_settings.cache_clear()

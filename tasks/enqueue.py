@@ -1,0 +1,41 @@
+"""The Python producer: validate at the edge, then send the task by name.
+
+Producers never import the worker's code paths that talk to WinRM; they only need the task
+name and the JSON kwargs contract (`worker.request.RefreshRequest`), which non-Python
+producers speak too.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from celery import Celery
+from celery.result import AsyncResult
+
+from worker.app import REFRESH_TASK
+from worker.request import RefreshRequest, parse_request
+
+__all__ = ["enqueue_refresh", "new_request_id"]
+
+
+def new_request_id() -> str:
+    return f"req-{uuid.uuid4().hex}"
+
+
+def enqueue_refresh(app: Celery, *, queue: str | None = None, **kwargs: Any) -> tuple[RefreshRequest, AsyncResult]:
+    """Validate one request (raises InvalidRequestError), give it a request id, enqueue it.
+
+    The task id is the request id, so a producer can look the task up in Flower by the id it
+    already holds.
+    """
+    request = parse_request(kwargs)
+    if request.request_id is None:
+        request = request.model_copy(update={"request_id": new_request_id()})
+    assert request.request_id is not None
+    payload = request.model_dump(exclude_defaults=False)
+    options: dict[str, Any] = {"task_id": request.request_id}
+    if queue is not None:
+        options["queue"] = queue
+    result = app.send_task(REFRESH_TASK, kwargs=payload, **options)
+    return request, result

@@ -1,0 +1,82 @@
+"""The Celery app: `celery -A worker.app worker` runs the refresh tasks.
+
+At-least-once on Redis: acks late, reject on worker lost, prefetch 1, and one visibility
+timeout used everywhere (broker and result backend) that every countdown stays below. JSON
+only, so producers in any language (celery-node, gocelery, curl via the future HTTP API) speak
+the same contract. Task events are on for Flower.
+
+Settings are read when the app is first configured, not at import, so a process can set its
+environment (tests, the demo) before touching the app.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from config.settings import Settings
+
+__all__ = ["REFRESH_TASK", "app", "celery_config", "create_app"]
+
+REFRESH_TASK = "sccm.refresh_package"
+TASK_MODULES = ["tasks.refresh"]
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings derived from ours (pure: tests assert the invariants on it)."""
+    visibility_timeout_s = settings.limits.visibility_timeout_s
+    redis_transport = {
+        "visibility_timeout": visibility_timeout_s,
+        "socket_keepalive": True,
+        "socket_timeout": 30,
+        "socket_connect_timeout": 10,
+        "health_check_interval": 10,
+        "retry_on_timeout": True,
+    }
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.redis_url,
+        "broker_transport_options": redis_transport,
+        "result_backend_transport_options": {"visibility_timeout": visibility_timeout_s},
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "broker_pool_limit": 10,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        # ETA/countdown messages are held unacked in worker memory: cap them.
+        "worker_eta_task_limit": 1000,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_soft_time_limit": settings.task_soft_time_limit_s,
+        "task_time_limit": settings.task_time_limit_s,
+        "task_default_queue": settings.queue,
+        "task_routes": {"sccm.*": {"queue": settings.queue}},
+        "task_track_started": True,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "result_expires": 24 * 3600,
+        "result_extended": True,
+        "worker_hijack_root_logger": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    """A configured app; with no settings, they are read from the environment on first use."""
+    celery = Celery("sccm_refresh", include=TASK_MODULES)
+    if settings is not None:
+        celery.conf.update(celery_config(settings))
+    else:
+        # A module name is imported lazily, when Celery first reads its configuration.
+        celery.config_from_object("worker.celeryconfig")
+    return celery
+
+
+app = create_app()

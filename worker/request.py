@@ -1,0 +1,143 @@
+"""The refresh request contract: what a producer may put in the task's kwargs.
+
+Strict at the edge: every field is validated before anything reaches a WS-Man selector or a
+WQL string, unknown fields are refused (a typo must not silently change behaviour), and the
+error text names the field and the rule, never echoing more than a short, repr-quoted value.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from worker.errors import InvalidRequestError
+from worker.wsman.selectors import (
+    TASK_SEQUENCE_CLASS,
+    validate_package_class,
+    validate_package_id,
+    validate_site_code,
+)
+
+__all__ = [
+    "DEFAULT_PACKAGE_CLASS",
+    "RETRY_STATE_KWARG",
+    "RefreshRequest",
+    "RetryState",
+    "parse_request",
+]
+
+DEFAULT_PACKAGE_CLASS = "SMS_DriverPackage"
+# Internal kwarg carried across re-queues; producers never set it.
+RETRY_STATE_KWARG = "retry_state"
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+
+
+class RefreshRequest(BaseModel):
+    """One "refresh package X at site S" request, as producers send it (JSON kwargs)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    site_code: str
+    package_id: str
+    package_class: str = DEFAULT_PACKAGE_CLASS
+    request_id: str | None = Field(default=None, description="idempotency key; defaults to the task id")
+    correlation_id: str | None = None
+    force: bool = Field(default=False, description="allow SMS_TaskSequencePackage (Microsoft warns against it)")
+    verify: bool = Field(default=False, description="wait (bounded) for SourceVersion to increase")
+
+    @field_validator("site_code")
+    @classmethod
+    def _site(cls, value: str) -> str:
+        return _as_value_error(validate_site_code, value)
+
+    @field_validator("package_id")
+    @classmethod
+    def _package(cls, value: str) -> str:
+        return _as_value_error(validate_package_id, value)
+
+    @field_validator("package_class")
+    @classmethod
+    def _class(cls, value: str) -> str:
+        return _as_value_error(validate_package_class, value)
+
+    @field_validator("request_id", "correlation_id")
+    @classmethod
+    def _ids(cls, value: str | None) -> str | None:
+        if value is not None and not _ID_PATTERN.match(value):
+            raise ValueError("must be 1-128 letters, digits or _ . : - (starting with a letter or digit)")
+        return value
+
+    @property
+    def is_task_sequence(self) -> bool:
+        return self.package_class == TASK_SEQUENCE_CLASS
+
+
+def _as_value_error(normalize: Any, value: str) -> str:
+    try:
+        result: str = normalize(value)
+    except InvalidRequestError as exc:
+        raise ValueError(exc.message) from None
+    return result
+
+
+def parse_request(kwargs: dict[str, Any]) -> RefreshRequest:
+    """Validate task kwargs; every problem is reported at once, as one InvalidRequestError."""
+    try:
+        return RefreshRequest.model_validate(kwargs)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'request'}: {_short_msg(err)}" for err in exc.errors()
+        )
+        raise InvalidRequestError(f"invalid refresh request: {problems}") from None
+
+
+def _short_msg(err: Any) -> str:
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return "unknown field"
+    return msg
+
+
+@dataclass(frozen=True)
+class RetryState:
+    """What survives between attempts of one request (carried in the re-queued message).
+
+    Counters are per policy: a medium wait does not eat the transient budget and vice versa.
+    `not_before` lets one long wait be split into several countdowns below the visibility
+    timeout: a run woken early re-queues itself without calling the provider.
+    """
+
+    attempts: int = 0
+    transient_retries: int = 0
+    medium_retries: int = 0
+    first_attempt_at: float = 0.0
+    transient_since: float | None = None
+    medium_since: float | None = None
+    not_before: float | None = None
+    source_version_before: int | None = None
+    package_name: str | None = None
+    requested_at: float | None = None
+
+    def to_kwargs(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_kwargs(cls, raw: object, *, now: float | None = None) -> RetryState:
+        """Rebuild from a message; anything malformed starts afresh rather than failing."""
+        if not isinstance(raw, dict):
+            return cls(first_attempt_at=now if now is not None else time.time())
+        known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
+        try:
+            return _RETRY_STATE_ADAPTER.validate_python(known)
+        except ValidationError:
+            return cls(first_attempt_at=now if now is not None else time.time())
+
+    def evolve(self, **changes: Any) -> RetryState:
+        return replace(self, **changes)
+
+
+_RETRY_STATE_ADAPTER = TypeAdapter(RetryState)
