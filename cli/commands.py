@@ -13,7 +13,9 @@ from worker.app import app
 from worker.constants import RedisKeys
 from worker.errors import InvalidRequestError
 from worker.outcomes import Outcome
+from worker.publish import subscribe
 from worker.redis_client import redis_from_url
+from worker.request import parse_request
 
 __all__ = ["enqueue", "format_outcome", "watch"]
 
@@ -31,8 +33,6 @@ def enqueue(
     validated = []
     for package_id in package_ids:
         try:
-            from worker.request import parse_request
-
             validated.append(
                 parse_request(
                     {
@@ -75,24 +75,18 @@ def format_outcome(outcome: Outcome) -> str:
 def watch(*, count: int, timeout_s: float) -> int:
     """Print outcome events as they are published; stop after `count` finals or `timeout_s`."""
     settings = get_settings()
-    client = redis_from_url(settings.redis_url)
     keys = RedisKeys(settings.key_prefix)
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(keys.outcome_channel)
     deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
     finals = 0
-    try:
+    with subscribe(redis_from_url(settings.redis_url), keys) as live:
         while deadline is None or time.monotonic() < deadline:
-            message = pubsub.get_message(timeout=1.0)
-            if message is None:
+            outcome = live.get(timeout_s=1.0)
+            if outcome is None:
                 continue
-            outcome = Outcome.from_json(message["data"])
             print(format_outcome(outcome), flush=True)
             if outcome.final:
                 finals += 1
                 if count and finals >= count:
                     return 0
-    finally:
-        pubsub.close()
     print(f"watch: stopped after {timeout_s:.0f}s with {finals} final outcome(s)", file=sys.stderr)
     return 0

@@ -32,8 +32,12 @@ def _build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the main job end to end against the emulator")
     demo.add_argument("--packages", type=int, default=24, help="catalogue size of the demo emulator")
     demo.add_argument("--timeout-s", type=float, default=120.0, help="give up waiting for outcomes after this")
-    demo.add_argument("--medium-ready-after-s", type=float, default=8.0,
-                      help="when the demo 'operator' makes the STORAGE_COMPRESS media ready")
+    demo.add_argument(
+        "--medium-ready-after-s",
+        type=float,
+        default=8.0,
+        help="when the demo 'operator' makes the STORAGE_COMPRESS media ready",
+    )
     demo.add_argument("--seed", type=int, default=7, help="emulator seed (catalogue and faults)")
 
     sub.add_parser("emulator", help="run the SMS Provider emulator", add_help=False)
@@ -54,7 +58,7 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one return per command
     args_list = list(sys.argv[1:] if argv is None else argv)
     # Pass-through commands keep their own argument parsers.
     if args_list and args_list[0] == "emulator":

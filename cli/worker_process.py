@@ -96,10 +96,17 @@ class WorkerProcess:
         )
         self._reader = threading.Thread(target=self._read, name="celery-worker-log", daemon=True)
         self._reader.start()
-        if not self._ready.wait(ready_timeout_s):
-            tail = "\n".join(list(self.lines)[-30:])
-            self.stop()
-            raise RuntimeError(f"celery worker did not become ready in {ready_timeout_s:.0f}s:\n{tail}")
+        deadline = time.monotonic() + ready_timeout_s
+        while not self._ready.wait(0.2):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = "\n".join(list(self.lines)[-30:])
+                why = (
+                    f"exited with code {self.process.returncode}"
+                    if self.process.returncode is not None
+                    else (f"did not become ready in {ready_timeout_s:.0f}s")
+                )
+                raise RuntimeError(f"celery worker {why}:\n{tail}")
         return self
 
     def _read(self) -> None:

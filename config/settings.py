@@ -81,6 +81,19 @@ class RetrySettings(BaseModel):
         max_attempts=200, initial_backoff_s=30.0, max_backoff_s=900.0, jitter=0.1, deadline_s=6 * 3600
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _partial_policies_keep_their_defaults(cls, data: Any) -> Any:
+        """`SCCM_REFRESH_RETRY__MEDIUM__MAX_BACKOFF_S=60` changes one field, not the whole policy."""
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, value in data.items():
+            field = cls.model_fields.get(name)
+            if field is not None and isinstance(value, dict) and isinstance(field.default, RetryPolicy):
+                merged[name] = {**field.default.model_dump(), **value}
+        return merged
+
 
 class LimitSettings(BaseModel):
     model_config = _FROZEN

@@ -77,7 +77,14 @@ def attempt_refresh(
     if verify_timeout_s <= 0 or before is None:
         return AttemptResult("accepted", return_value, package, before, None)
     after = _wait_for_new_version(
-        client, package_class, package_id, before, verify_timeout_s, verify_poll_s, sleep=sleep, clock=clock
+        client,
+        package_class=package_class,
+        package_id=package_id,
+        before=before,
+        timeout_s=verify_timeout_s,
+        poll_s=verify_poll_s,
+        sleep=sleep,
+        clock=clock,
     )
     status: AttemptStatus = "source_updated" if after is not None and after > before else "accepted"
     return AttemptResult(status, return_value, package, before, after)
@@ -85,12 +92,12 @@ def attempt_refresh(
 
 def _wait_for_new_version(
     client: SccmClient,
+    *,
     package_class: str,
     package_id: str,
     before: int,
     timeout_s: float,
     poll_s: float,
-    *,
     sleep: Callable[[float], None],
     clock: Callable[[], float],
 ) -> int | None:

@@ -1,13 +1,13 @@
 """Process-wide objects of a worker, created on first use and resettable in one place.
 
-Nothing here is built at import time: a prefork child builds its own after the fork, and a
-test can reset everything with `reset_runtime()`.
+Nothing here is built at import time: a prefork child builds its own after the fork (objects
+inherited through fork() would share sockets with the parent), and a test can reset
+everything with `reset_runtime()`.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import threading
 
 from config.settings import get_settings
@@ -17,61 +17,57 @@ from worker.redis_client import redis_from_url
 from worker.sccm import SccmClient
 from worker.transport import ProviderTransport
 
-__all__ = ["client_for", "publisher", "reset_runtime", "worker_identity"]
-
-_lock = threading.Lock()
-_clients: dict[str, SccmClient] = {}
-_publisher: OutcomePublisher | None = None
-_pid: int | None = None
+__all__ = ["client_for", "publisher", "reset_runtime"]
 
 
-def _check_fork() -> None:
-    """Objects inherited through fork() share sockets with the parent: drop them."""
-    global _pid, _publisher
-    if _pid != os.getpid():
-        _clients.clear()
-        _publisher = None
-        _pid = os.getpid()
+class _Runtime:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.clients: dict[str, SccmClient] = {}
+        self.publisher: OutcomePublisher | None = None
+        self.pid = os.getpid()
+
+    def check_fork(self) -> None:
+        if self.pid != os.getpid():
+            self.clients = {}
+            self.publisher = None
+            self.pid = os.getpid()
+
+
+_runtime = _Runtime()
 
 
 def client_for(site_code: str) -> SccmClient:
     """The SMS Provider client for a site (its transport keeps one WinRM session per thread)."""
-    with _lock:
-        _check_fork()
-        client = _clients.get(site_code)
+    with _runtime.lock:
+        _runtime.check_fork()
+        client = _runtime.clients.get(site_code)
         if client is None:
             settings = get_settings()
             transport = ProviderTransport(site_code, settings.provider(site_code))
             client = SccmClient(transport, site_code, settings.retry.in_call)
-            _clients[site_code] = client
+            _runtime.clients[site_code] = client
         return client
 
 
 def publisher() -> OutcomePublisher:
-    global _publisher
-    with _lock:
-        _check_fork()
-        if _publisher is None:
+    with _runtime.lock:
+        _runtime.check_fork()
+        if _runtime.publisher is None:
             settings = get_settings()
-            _publisher = OutcomePublisher(
+            _runtime.publisher = OutcomePublisher(
                 redis_from_url(settings.redis_url),
                 RedisKeys(settings.key_prefix),
                 stream_maxlen=settings.limits.stream_maxlen,
                 final_marker_ttl_s=settings.limits.final_marker_ttl_s,
-                deadline_s=settings.limits.publish_deadline_s,
+                retry_deadline_s=settings.limits.publish_deadline_s,
             )
-        return _publisher
-
-
-def worker_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+        return _runtime.publisher
 
 
 def reset_runtime() -> None:
-    global _publisher, _pid
-    with _lock:
-        for client in _clients.values():
+    with _runtime.lock:
+        for client in _runtime.clients.values():
             client.transport.close()
-        _clients.clear()
-        _publisher = None
-        _pid = None
+        _runtime.clients = {}
+        _runtime.publisher = None

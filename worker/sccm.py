@@ -16,7 +16,9 @@ from config.settings import RetryPolicy
 from worker.retry import in_call_retrying
 from worker.transport import ProviderTransport
 from worker.wsman import (
+    REFRESH_METHOD,
     EnumerationPage,
+    Envelope,
     PackageInfo,
     WmiInstance,
     build_enumerate,
@@ -32,11 +34,10 @@ from worker.wsman import (
     resource_uri,
 )
 
-__all__ = ["REFRESH_METHOD", "SccmClient"]
+__all__ = ["SccmClient"]
 
 log = logging.getLogger(__name__)
 
-REFRESH_METHOD = "RefreshPkgSource"
 _MAX_PULLS = 10_000  # bounds an enumeration against a provider that never ends its sequence
 
 T = TypeVar("T")
@@ -51,14 +52,14 @@ class SccmClient:
         self.in_call_policy = in_call_policy
         self.round_trips = 0
 
-    def _exchange(self, build: Callable[[], tuple[bytes, str]], parse: Callable[[bytes], T]) -> T:
+    def _exchange(self, build: Callable[[], Envelope], parse: Callable[[bytes], T]) -> T:
         """Send one request (fresh MessageID per try), check RelatesTo, parse; retry short blips."""
 
         def _once() -> T:
-            envelope, message_id = build()
+            envelope = build()
             self.round_trips += 1
-            reply = self.transport.send(envelope)
-            check_relates_to(parse_header(reply), message_id)
+            reply = self.transport.send(envelope.xml)
+            check_relates_to(parse_header(reply), envelope.message_id)
             return parse(reply)
 
         def _log_retry(exc: BaseException) -> None:
@@ -66,15 +67,24 @@ class SccmClient:
 
         return in_call_retrying(self.in_call_policy, before_retry=_log_retry)(_once)
 
-    def _common(self) -> dict[str, object]:
-        p = self.transport.provider
-        return {"to_url": p.endpoint, "operation_timeout_s": p.operation_timeout_s}
+    @property
+    def _to_url(self) -> str:
+        return self.transport.provider.endpoint
+
+    @property
+    def _timeout_s(self) -> float:
+        return float(self.transport.provider.operation_timeout_s)
 
     def get_package(self, package_class: str, package_id: str) -> PackageInfo:
         uri = resource_uri(self.site_code, package_class)
 
-        def build() -> tuple[bytes, str]:
-            return build_get(resource_uri=uri, selectors={"PackageID": package_id}, **self._common())  # type: ignore[arg-type]
+        def build() -> Envelope:
+            return build_get(
+                to_url=self._to_url,
+                resource_uri=uri,
+                selectors={"PackageID": package_id},
+                operation_timeout_s=self._timeout_s,
+            )
 
         instance = self._exchange(build, parse_instance)
         return PackageInfo.from_instance(instance)
@@ -83,9 +93,13 @@ class SccmClient:
         """Invoke RefreshPkgSource; returns its ReturnValue (0 = accepted by the provider)."""
         uri = resource_uri(self.site_code, package_class)
 
-        def build() -> tuple[bytes, str]:
-            return build_invoke(  # type: ignore[arg-type]
-                resource_uri=uri, selectors={"PackageID": package_id}, method=REFRESH_METHOD, **self._common()
+        def build() -> Envelope:
+            return build_invoke(
+                to_url=self._to_url,
+                resource_uri=uri,
+                selectors={"PackageID": package_id},
+                operation_timeout_s=self._timeout_s,
+                method=REFRESH_METHOD,
             )
 
         output = self._exchange(build, lambda xml: parse_method_output(xml, REFRESH_METHOD))
@@ -95,8 +109,14 @@ class SccmClient:
         """Instances matching a WQL query, page by page (Enumerate, then Pull until EndOfSequence)."""
         uri = enumeration_uri(self.site_code)
 
-        def first() -> tuple[bytes, str]:
-            return build_enumerate(resource_uri=uri, wql=wql, max_elements=page_size, **self._common())  # type: ignore[arg-type]
+        def first() -> Envelope:
+            return build_enumerate(
+                to_url=self._to_url,
+                resource_uri=uri,
+                wql=wql,
+                max_elements=page_size,
+                operation_timeout_s=self._timeout_s,
+            )
 
         page: EnumerationPage = self._exchange(first, parse_enumeration)
         yield from page.items
@@ -105,8 +125,14 @@ class SccmClient:
                 return
             context = page.context
 
-            def pull(context: str = context) -> tuple[bytes, str]:
-                return build_pull(resource_uri=uri, context=context, max_elements=page_size, **self._common())  # type: ignore[arg-type]
+            def pull(context: str = context) -> Envelope:
+                return build_pull(
+                    to_url=self._to_url,
+                    resource_uri=uri,
+                    context=context,
+                    max_elements=page_size,
+                    operation_timeout_s=self._timeout_s,
+                )
 
             page = self._exchange(pull, parse_enumeration)
             yield from page.items

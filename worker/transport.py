@@ -86,7 +86,7 @@ class ProviderTransport:
             try:
                 slot.protocol = self._build_protocol()
             except Exception as exc:
-                raise classify_exception(exc) from None
+                raise _typed(exc) from None
         return slot.protocol
 
     def reset(self) -> None:
@@ -111,7 +111,7 @@ class ProviderTransport:
             return protocol.send_message(envelope)  # type: ignore[arg-type]
         except WSManFaultError as exc:
             # A SOAP fault is a healthy conversation: keep the session.
-            raise classify_exception(exc) from None
+            raise _typed(exc) from None
         except RefreshError:
             self.reset()
             raise
@@ -119,4 +119,10 @@ class ProviderTransport:
             # Anything else broke the conversation (connection, TLS, 4xx/5xx, auth): reset, then
             # raise the typed error. `from None`: requests' chained errors may carry URLs.
             self.reset()
-            raise classify_exception(exc) from None
+            raise _typed(exc) from None
+
+
+def _typed(exc: Exception) -> BaseException:
+    """The typed error for a library exception; an unknown one is a bug and stays itself."""
+    error = classify_exception(exc)
+    return exc if error is None else error

@@ -102,3 +102,13 @@ def test_celery_config_is_at_least_once_json_only_with_events() -> None:
     assert settings.limits.max_countdown_s < vt
     assert max(settings.retry.transient.max_backoff_s, settings.limits.max_countdown_s) <= vt
     assert conf["task_time_limit"] < vt
+
+
+def test_one_field_of_a_retry_policy_can_be_overridden_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Setting one field of the medium policy keeps the policy's other defaults."""
+    monkeypatch.setenv("SCCM_REFRESH_RETRY__MEDIUM__MAX_BACKOFF_S", "60")
+    settings = get_settings()
+    default = Settings().retry
+    assert settings.retry.medium.max_backoff_s == 60
+    assert settings.retry.medium.max_attempts == default.medium.max_attempts
+    assert settings.retry.transient == default.transient

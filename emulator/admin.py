@@ -1,0 +1,328 @@
+"""The emulator's control and observation API (JSON under `/admin/`), and the server statistics.
+
+Why `/admin/` and not `/wsman`: the WS-Man path must behave exactly like a WinRM listener
+(every POST is a SOAP operation that counts for fault injection, quotas and statistics, and
+WinRM answers anything else with 404/405). A separate prefix on the same port keeps that
+exact, needs no second port to expose, and a real WinRM server answers 404 there, so a
+client can never mistake one for the other.
+
+Why it needs credentials: the routes flip medium readiness, inject faults and read the call
+log, so an unauthenticated path would be a backdoor around the listener's authentication.
+It takes HTTP Basic with the emulator's own credentials on any transport (over plain HTTP
+they travel readable, like WinRM's AllowUnencrypted Basic: use TLS off localhost).
+
+`AdminApi.handle(method, path, body)` is pure routing (no sockets): the server authenticates
+and writes what it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from emulator.faultplan import FaultPlan, parse_latency_distribution
+
+__all__ = [
+    "ADMIN_PREFIX",
+    "AdminApi",
+    "AdminResponse",
+    "ProviderApi",
+    "ReplyLike",
+    "ServerStats",
+]
+
+ADMIN_PREFIX = "/admin/"
+ADMIN_REALM_CHALLENGE = 'Basic realm="sccm-emulator-admin"'
+_CPU_SAMPLES_KEPT = 20_000
+_WAIT_SLICE_S = 0.5
+
+
+class ReplyLike(Protocol):
+    """What `Provider.handle` / `fault_reply` return (emulator.provider.WsmanReply)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+
+class ProviderApi(Protocol):
+    """The protocol core's surface the server and the admin routes use (emulator.provider.Provider)."""
+
+    def handle(self, envelope: bytes, *, user: str) -> ReplyLike: ...
+
+    def fault_reply(self, kind: Any, envelope: bytes) -> ReplyLike: ...
+
+    def set_medium_ready(self, package_id: str | None = None, ready: bool = True) -> list[str]: ...
+
+    def package(self, package_id: str) -> dict[str, Any] | None: ...
+
+    def packages(self) -> list[dict[str, Any]]: ...
+
+    def call_log(self) -> dict[str, Any]: ...
+
+    def reset_log(self) -> None: ...
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of already sorted values (0.0 when there are none)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, min(len(sorted_values), round(fraction * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+class ServerStats:
+    """Counters and per-operation CPU samples; `wait_for` lets tests await a counter, not sleep."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._condition = threading.Condition()
+        self._counters: dict[str, int] = {}
+        self._cpu_s: deque[float] = deque(maxlen=_CPU_SAMPLES_KEPT)
+        self._operations = 0
+        self._started_at = clock()
+        self._first_at: float | None = None
+        self._last_at: float | None = None
+
+    def incr(self, name: str, amount: int = 1) -> None:
+        with self._condition:
+            self._counters[name] = self._counters.get(name, 0) + amount
+            self._condition.notify_all()
+
+    def record_operation(self, cpu_s: float) -> None:
+        """One WS-Man operation answered, costing `cpu_s` seconds of the handling thread's CPU."""
+        now = self._clock()
+        with self._condition:
+            self._operations += 1
+            self._cpu_s.append(cpu_s)
+            if self._first_at is None:
+                self._first_at = now
+            self._last_at = now
+            self._condition.notify_all()
+
+    def count(self, name: str) -> int:
+        with self._condition:
+            return self._counters.get(name, 0)
+
+    def wait_for(self, name: str, at_least: int, timeout_s: float) -> bool:
+        """Block until counter `name` reaches `at_least` (True) or `timeout_s` passes (False)."""
+        deadline = self._clock() + timeout_s
+        with self._condition:
+            while self._counters.get(name, 0) < at_least:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    return False
+                self._condition.wait(min(remaining, _WAIT_SLICE_S))
+            return True
+
+    def reset(self) -> None:
+        with self._condition:
+            self._counters.clear()
+            self._cpu_s.clear()
+            self._operations = 0
+            self._started_at = self._clock()
+            self._first_at = self._last_at = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-ready: operations, CPU ms per operation (mean/p50/p95), operations/s, counters."""
+        with self._condition:
+            samples_ms = sorted(sample * 1000.0 for sample in self._cpu_s)
+            operations = self._operations
+            elapsed_s = self._clock() - self._started_at
+            active_s = (self._last_at - self._started_at) if self._last_at is not None else 0.0
+            counters = dict(sorted(self._counters.items()))
+        return {
+            "http_responses": sum(count for name, count in counters.items() if name.startswith("http_")),
+            "operations": operations,
+            "elapsed_s": round(elapsed_s, 3),
+            # Rate over the span from start/reset to the last operation, so idle time after a
+            # burst does not dilute it.
+            "operations_per_s": round(operations / active_s, 1) if active_s > 0 else 0.0,
+            "cpu_ms_per_operation": {
+                "samples": len(samples_ms),
+                "mean": round(statistics.fmean(samples_ms), 3) if samples_ms else 0.0,
+                "p50": round(_percentile(samples_ms, 0.50), 3),
+                "p95": round(_percentile(samples_ms, 0.95), 3),
+                "max": round(samples_ms[-1], 3) if samples_ms else 0.0,
+            },
+            "counters": counters,
+        }
+
+
+@dataclass(frozen=True)
+class AdminResponse:
+    """A JSON answer: status, payload, extra headers (e.g. Allow on 405)."""
+
+    status: int
+    payload: Any
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def body(self) -> bytes:
+        return json.dumps(self.payload, sort_keys=True).encode()
+
+
+class BadRequestError(ValueError):
+    """The request body is not what the route expects (answered 400 with the message)."""
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> AdminResponse:
+    return AdminResponse(status, {"error": message}, headers or {})
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequestError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise BadRequestError("body must be a JSON object")
+    return value
+
+
+Handler = Callable[[str, bytes], AdminResponse]
+
+
+class AdminApi:
+    """Routes of `/admin/`: health, packages, medium, calls, faults, stats (see module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        provider: ProviderApi,
+        faults: FaultPlan,
+        stats: ServerStats,
+        describe: Callable[[], dict[str, Any]],
+    ) -> None:
+        self._provider = provider
+        self._faults = faults
+        self._stats = stats
+        self._describe = describe
+        self._routes: dict[str, dict[str, Handler]] = {
+            "health": {"GET": self._health},
+            "packages": {"GET": self._packages},
+            "medium": {"POST": self._medium},
+            "calls": {"GET": self._calls},
+            "calls/reset": {"POST": self._calls_reset},
+            "faults": {"GET": self._faults_get, "POST": self._faults_post, "DELETE": self._faults_delete},
+            "stats": {"GET": self._stats_get},
+            "stats/reset": {"POST": self._stats_reset},
+        }
+
+    def handle(self, method: str, path: str, body: bytes) -> AdminResponse:
+        """Answer one admin request (`path` starts with /admin/; query strings are ignored)."""
+        route = path.split("?", 1)[0].removeprefix(ADMIN_PREFIX).strip("/")
+        argument = ""
+        if route.startswith("packages/"):
+            route, argument = "packages/<id>", route.removeprefix("packages/")
+        methods = {"GET": self._package} if route == "packages/<id>" else self._routes.get(route)
+        if methods is None:
+            return _error(404, f"no admin route {path.split('?', 1)[0]!r}")
+        handler = methods.get(method)
+        if handler is None:
+            allowed = ", ".join(sorted(methods))
+            return _error(405, f"method {method} not allowed here", {"Allow": allowed})
+        try:
+            return handler(argument, body)
+        except BadRequestError as exc:
+            return _error(400, str(exc))
+
+    def _health(self, _argument: str, _body: bytes) -> AdminResponse:
+        return AdminResponse(200, {"status": "ok", **self._describe()})
+
+    def _packages(self, _argument: str, _body: bytes) -> AdminResponse:
+        return AdminResponse(200, {"packages": self._provider.packages()})
+
+    def _package(self, package_id: str, _body: bytes) -> AdminResponse:
+        package = self._provider.package(package_id)
+        if package is None:
+            return _error(404, f"no package {package_id!r}")
+        return AdminResponse(200, package)
+
+    def _medium(self, _argument: str, body: bytes) -> AdminResponse:
+        request = _json_object(body)
+        package_id = request.get("package_id")
+        ready = request.get("ready", True)
+        if package_id is not None and not isinstance(package_id, str):
+            raise BadRequestError("package_id must be a string (or omitted / null for every package)")
+        if not isinstance(ready, bool):
+            raise BadRequestError("ready must be true or false")
+        if package_id is not None and self._provider.package(package_id) is None:
+            return _error(404, f"no package {package_id!r}")
+        changed = self._provider.set_medium_ready(package_id, ready)
+        return AdminResponse(200, {"changed": changed, "ready": ready})
+
+    def _calls(self, _argument: str, _body: bytes) -> AdminResponse:
+        return AdminResponse(200, self._provider.call_log())
+
+    def _calls_reset(self, _argument: str, _body: bytes) -> AdminResponse:
+        self._provider.reset_log()
+        return AdminResponse(200, {"reset": True})
+
+    def _faults_get(self, _argument: str, _body: bytes) -> AdminResponse:
+        return AdminResponse(200, self._faults.snapshot())
+
+    def _faults_post(self, _argument: str, body: bytes) -> AdminResponse:
+        request = _json_object(body)
+        unknown = set(request) - {"rates", "latency_ms", "latency_distribution", "next"}
+        if unknown:
+            raise BadRequestError(f"unknown fields: {', '.join(sorted(unknown))}")
+        try:
+            self._apply_faults(request)
+        except (TypeError, ValueError) as exc:
+            raise BadRequestError(str(exc)) from exc
+        return AdminResponse(200, self._faults.snapshot())
+
+    def _apply_faults(self, request: dict[str, Any]) -> None:
+        # Validate everything before changing anything, so a bad request leaves the plan intact.
+        rates = request.get("rates", {})
+        if not isinstance(rates, dict) or not all(
+            isinstance(rate, int | float) and not isinstance(rate, bool) for rate in rates.values()
+        ):
+            raise ValueError("rates must be an object of kind -> number")
+        latency_ms = request.get("latency_ms")
+        if latency_ms is not None and (isinstance(latency_ms, bool) or not isinstance(latency_ms, int | float)):
+            raise ValueError("latency_ms must be a number")
+        distribution = request.get("latency_distribution")
+        if distribution is not None:
+            distribution = parse_latency_distribution(str(distribution))
+        queued = request.get("next", [])
+        if not isinstance(queued, list) or not all(
+            isinstance(item, dict)
+            and isinstance(item.get("kind"), str)
+            and isinstance(item.get("count", 1), int)
+            and not isinstance(item.get("count", 1), bool)
+            for item in queued
+        ):
+            raise ValueError('next must be a list of {"kind": str, "count": int}')
+        probe = FaultPlan(rates={**self._faults.snapshot()["rates"], **rates})
+        if latency_ms is not None:
+            probe.set_latency(latency_ms / 1000.0, distribution)
+        for item in queued:
+            probe.inject_next(item["kind"], item.get("count", 1))
+        self._faults.set_rates(rates)
+        if latency_ms is not None or distribution is not None:
+            current_ms = self._faults.snapshot()["latency_ms"]
+            self._faults.set_latency((latency_ms if latency_ms is not None else current_ms) / 1000.0, distribution)
+        for item in queued:
+            self._faults.inject_next(item["kind"], item.get("count", 1))
+
+    def _faults_delete(self, _argument: str, _body: bytes) -> AdminResponse:
+        self._faults.clear()
+        return AdminResponse(200, self._faults.snapshot())
+
+    def _stats_get(self, _argument: str, _body: bytes) -> AdminResponse:
+        return AdminResponse(200, {**self._stats.snapshot(), "in_flight": self._describe().get("in_flight", {})})
+
+    def _stats_reset(self, _argument: str, _body: bytes) -> AdminResponse:
+        self._stats.reset()
+        return AdminResponse(200, {"reset": True})

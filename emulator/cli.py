@@ -1,0 +1,343 @@
+"""`python -m emulator`: run the SMS Provider emulator until Ctrl-C / SIGTERM.
+
+Parses flags into EmulatorSettings (one flag per field, defaults shown by --help), starts
+`emulator.server.Emulator` and prints where it listens and where its credentials come from:
+--password, --password-file, the SCCM_EMULATOR_PASSWORD environment variable, or a generated
+password printed once on stdout (a dev tool; it is never logged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import secrets
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+from typing import TextIO, get_args
+
+from emulator.faultplan import LATENCY_DISTRIBUTIONS
+from emulator.server import Emulator
+from emulator.settings import FAULT_KINDS, AuthMode, EmulatorSettings, FaultRates, MediumFailureMode
+
+__all__ = ["PASSWORD_ENV", "build_parser", "main", "settings_from_args"]
+
+PASSWORD_ENV = "SCCM_EMULATOR_PASSWORD"  # noqa: S105 - the variable name, not a secret
+_AUTH_MODES: tuple[str, ...] = get_args(AuthMode)
+_MEDIUM_FAILURE_MODES: tuple[str, ...] = get_args(MediumFailureMode)
+_TLS_MODES = ("off", "self-signed", "files")
+_GENERATED_PASSWORD_BYTES = 18
+_DEFAULTS = EmulatorSettings()
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0.0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0.0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _auth_modes(text: str) -> tuple[AuthMode, ...]:
+    modes = tuple(part.strip().lower() for part in text.split(",") if part.strip())
+    unknown = [mode for mode in modes if mode not in _AUTH_MODES]
+    if not modes or unknown:
+        raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(_AUTH_MODES)}, got {text!r}")
+    return tuple(dict.fromkeys(modes))  # type: ignore[arg-type]  # checked against AuthMode above
+
+
+def _fault_rate(text: str) -> tuple[str, float]:
+    kind, separator, rate_text = text.partition("=")
+    if not separator or kind not in FAULT_KINDS:
+        raise argparse.ArgumentTypeError(f"expected KIND=RATE with KIND one of {', '.join(FAULT_KINDS)}")
+    try:
+        return kind, _share(rate_text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"rate of {kind} must be a number between 0 and 1") from exc
+
+
+def _typed(parse: Callable[[str], object], name: str) -> Callable[[str], object]:
+    """Wrap `parse` so plain ValueErrors become argparse messages (never tracebacks)."""
+
+    def convert(text: str) -> object:
+        try:
+            return parse(text)
+        except argparse.ArgumentTypeError:
+            raise
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"invalid {name}: {text!r}") from exc
+
+    convert.__name__ = name
+    return convert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `python -m emulator` argument parser (one flag per EmulatorSettings field)."""
+    d = _DEFAULTS
+    parser = argparse.ArgumentParser(
+        prog="python -m emulator",
+        description="SMS Provider (ConfigMgr) emulator speaking WS-Management like a WinRM listener.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    net = parser.add_argument_group("listener")
+    net.add_argument("--host", default=d.host, help="address to bind")
+    net.add_argument("--port", type=_typed(_port, "port"), default=d.port, help="port (0 = any free port)")
+    net.add_argument("--machine", default=d.machine, help="machine name reported in faults")
+    net.add_argument(
+        "--tls",
+        choices=_TLS_MODES,
+        default=d.tls,
+        help="off = plain HTTP; self-signed = generate a CA and certificate (CA path printed); "
+        "files = --tls-cert/--tls-key",
+    )
+    net.add_argument("--tls-cert", default=d.tls_cert_file, help="PEM certificate (chain) for --tls files")
+    net.add_argument("--tls-key", default=d.tls_key_file, help="PEM private key for --tls files")
+    net.add_argument(
+        "--idle-timeout-s",
+        type=_typed(_positive_float, "seconds"),
+        default=d.idle_timeout_s,
+        help="close keep-alive connections idle this long (HTTP.sys: about 120)",
+    )
+    net.add_argument(
+        "--max-envelope-size-bytes",
+        type=_typed(_positive_int, "size"),
+        default=d.max_envelope_size_bytes,
+        help="largest SOAP envelope accepted",
+    )
+
+    auth = parser.add_argument_group("authentication")
+    auth.add_argument("--username", default=d.username, help="the one account the listener accepts")
+    auth.add_argument(
+        "--password",
+        default=None,
+        help=f"its password (visible in the process list: prefer --password-file or ${PASSWORD_ENV}; "
+        "generated and printed when none is given)",
+    )
+    auth.add_argument("--password-file", default=None, help="file whose first line is the password")
+    auth.add_argument(
+        "--auth",
+        type=_auth_modes,
+        default=d.auth_modes,
+        help="comma list of accepted schemes: basic, ntlm",
+    )
+    auth.add_argument(
+        "--allow-unencrypted",
+        action="store_true",
+        default=d.allow_unencrypted,
+        help="WinRM AllowUnencrypted: accept Basic and plaintext SOAP over plain HTTP",
+    )
+
+    cat = parser.add_argument_group("catalogue")
+    cat.add_argument("--site-code", default=d.site_code, help="ConfigMgr site code (3 letters/digits)")
+    cat.add_argument(
+        "--packages", type=_typed(_positive_int, "count"), default=d.package_count, help="packages generated"
+    )
+    cat.add_argument("--seed", type=_typed(int, "seed"), default=d.seed, help="seed of catalogue and faults")
+    cat.add_argument(
+        "--compress-share",
+        type=_typed(_share, "share"),
+        default=d.compress_share,
+        help="share of packages with PkgSourceFlag=3 (STORAGE_COMPRESS)",
+    )
+    cat.add_argument(
+        "--medium-not-ready-share",
+        type=_typed(_share, "share"),
+        default=d.medium_not_ready_share,
+        help="share of STORAGE_COMPRESS packages whose medium starts not ready",
+    )
+    cat.add_argument(
+        "--medium-ready-after-s",
+        type=_typed(_non_negative_float, "seconds"),
+        default=d.medium_ready_after_s,
+        help="a not-ready medium becomes ready after this many seconds (default: only when told)",
+    )
+    cat.add_argument(
+        "--medium-ready-after-attempts",
+        type=_typed(_positive_int, "count"),
+        default=d.medium_ready_after_attempts,
+        help="... or after this many failed refresh attempts",
+    )
+    cat.add_argument(
+        "--medium-failure-mode",
+        choices=_MEDIUM_FAILURE_MODES,
+        default=d.medium_failure_mode,
+        help="how a refresh with the medium not ready fails: non-zero ReturnValue or a WMI fault",
+    )
+    cat.add_argument(
+        "--distmgr-delay-s",
+        type=_typed(_non_negative_float, "seconds"),
+        default=d.distmgr_delay_s,
+        help="delay before an accepted refresh bumps SourceVersion",
+    )
+
+    ops = parser.add_argument_group("operational faults")
+    ops.add_argument(
+        "--latency-ms",
+        type=_typed(_non_negative_float, "milliseconds"),
+        default=d.latency_s * 1000.0,
+        help="mean latency added to every WS-Man operation",
+    )
+    ops.add_argument(
+        "--latency-distribution",
+        choices=LATENCY_DISTRIBUTIONS,
+        default=d.latency_distribution,
+        help="fixed, uniform on [0, 2*mean), or exponential with that mean (capped at 10*mean)",
+    )
+    ops.add_argument(
+        "--fault-rate",
+        type=_fault_rate,
+        action="append",
+        default=[],
+        metavar="KIND=RATE",
+        help=f"probability per operation of an injected fault (repeatable); KIND: {', '.join(FAULT_KINDS)}",
+    )
+    ops.add_argument(
+        "--max-ops-per-user",
+        type=_typed(_positive_int, "count"),
+        default=d.max_concurrent_operations_per_user,
+        help="concurrent WS-Man operations per user before the quota fault",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default="WARNING",
+        help="logging level (credentials are never logged)",
+    )
+    return parser
+
+
+def _password(args: argparse.Namespace, environ: dict[str, str]) -> tuple[str, str]:
+    """(password, where it came from); OSError/ValueError for an unusable --password-file."""
+    if args.password:
+        return args.password, "--password"
+    if args.password_file:
+        lines = Path(args.password_file).read_text(encoding="utf-8").splitlines()
+        if not lines or not lines[0]:
+            raise ValueError("the password file is empty")
+        return lines[0], f"--password-file {args.password_file}"
+    if environ.get(PASSWORD_ENV):
+        return environ[PASSWORD_ENV], f"${PASSWORD_ENV}"
+    return secrets.token_urlsafe(_GENERATED_PASSWORD_BYTES), "generated"
+
+
+def settings_from_args(args: argparse.Namespace, password: str) -> EmulatorSettings:
+    """EmulatorSettings from parsed flags (semantic checks raise ValueError)."""
+    if args.tls == "files" and not (args.tls_cert and args.tls_key):
+        raise ValueError("--tls files needs --tls-cert and --tls-key")
+    if args.tls != "files" and (args.tls_cert or args.tls_key):
+        raise ValueError("--tls-cert/--tls-key need --tls files")
+    rates = dict(args.fault_rate)
+    if sum(rates.values()) > 1.0:
+        raise ValueError("--fault-rate values must add up to at most 1")
+    return replace(
+        _DEFAULTS,
+        host=args.host,
+        port=args.port,
+        site_code=args.site_code,
+        machine=args.machine,
+        username=args.username,
+        password=password,
+        auth_modes=args.auth,
+        allow_unencrypted=args.allow_unencrypted,
+        tls=args.tls,
+        tls_cert_file=args.tls_cert,
+        tls_key_file=args.tls_key,
+        package_count=args.packages,
+        seed=args.seed,
+        compress_share=args.compress_share,
+        medium_not_ready_share=args.medium_not_ready_share,
+        medium_ready_after_s=args.medium_ready_after_s,
+        medium_ready_after_attempts=args.medium_ready_after_attempts,
+        medium_failure_mode=args.medium_failure_mode,
+        distmgr_delay_s=args.distmgr_delay_s,
+        latency_s=args.latency_ms / 1000.0,
+        latency_distribution=args.latency_distribution,
+        fault_rates=FaultRates(**rates),
+        idle_timeout_s=args.idle_timeout_s,
+        max_concurrent_operations_per_user=args.max_ops_per_user,
+        max_envelope_size_bytes=args.max_envelope_size_bytes,
+    )
+
+
+def _print_banner(emulator: Emulator, settings: EmulatorSettings, source: str, out: TextIO) -> None:
+    print(f"WS-Man endpoint: {emulator.url}", file=out)
+    if source == "generated":
+        # Printed once, on stdout only: this is a dev tool and the operator needs it to log in.
+        print(f"credentials: user {settings.username!r}, generated password: {settings.password}", file=out)
+    else:
+        print(f"credentials: user {settings.username!r}, password from {source}", file=out)
+    print(f"admin API: {emulator.admin_url} (HTTP Basic, same credentials)", file=out)
+    if emulator.ca_cert_path:
+        print(f"CA certificate (pass as ca_trust_path): {emulator.ca_cert_path}", file=out)
+    print(
+        f"site {settings.site_code}, {settings.package_count} packages, auth {','.join(settings.auth_modes)}, "
+        f"allow_unencrypted={settings.allow_unencrypted}; Ctrl-C or SIGTERM stops",
+        file=out,
+    )
+    out.flush()
+
+
+def main(argv: Sequence[str] | None = None, *, environ: dict[str, str] | None = None) -> int:
+    """Run the emulator until interrupted; 0 on a clean stop, 1 when it cannot start, 2 on bad flags."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        password, source = _password(args, dict(os.environ) if environ is None else environ)
+        settings = settings_from_args(args, password)
+    except (OSError, ValueError) as exc:
+        parser.error(str(exc))
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    try:
+        emulator = Emulator(settings).start()
+    except (OSError, ValueError) as exc:
+        print(f"emulator: cannot start: {exc}", file=sys.stderr)
+        return 1
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    try:
+        _print_banner(emulator, settings, source, sys.stdout)
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        emulator.stop()
+    return 0

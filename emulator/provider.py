@@ -1,0 +1,545 @@
+"""The SMS Provider behind WinRM's WMI plugin: one decrypted SOAP request in, one reply out.
+
+Pure protocol core (no sockets): the HTTP server authenticates, decrypts and calls `handle`.
+This module only dispatches; `soap` parses and renders, `catalogue` holds the packages and
+their semantics, `faults` draws every fault, `wql` answers queries. One lock makes it
+thread-safe; every call is short (no I/O, no sleeping).
+
+Order of checks, as WinRM and WMI apply them: envelope, action, resource URI and namespace,
+the caller's right to the namespace, class, method, selectors, instance, then RBAC on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, NoReturn
+
+from emulator import faults, soap
+from emulator.catalogue import BASE_CLASS, MEDIUM_NOT_READY_ERROR_CODE, PROPERTY_NAMES, Catalogue
+from emulator.faults import HResult
+from emulator.namespaces import (
+    ACTION_ENUMERATE,
+    ACTION_GET,
+    ACTION_PULL,
+    ACTION_RELEASE,
+    WQL_DIALECT,
+    class_resource_uri,
+    parse_resource_uri,
+    sms_namespace_path,
+)
+from emulator.settings import EmulatorSettings
+from emulator.soap import SoapError, WsmanRequest
+from emulator.wql import Query, Value, WqlError, evaluate, parse, resolve
+
+__all__ = ["InjectedFault", "Provider", "WsmanReply"]
+
+logger = logging.getLogger(__name__)
+
+InjectedFault = Literal["timeout_fault", "quota_fault", "generic_failure"]
+Operation = Literal["get", "invoke", "enumerate", "pull"]
+
+REFRESH_METHOD: Final = "RefreshPkgSource"
+ENUMERATION_CONTEXT_TTL_S: Final = 180.0  # idle enumerations are dropped, as WinRM does
+MAX_ENUMERATION_CONTEXTS: Final = 1_000
+MAX_EVENTS_PER_PACKAGE: Final = 100
+_WMI_OPERATION: Final[dict[str, str]] = {
+    ACTION_GET: "GetObject",
+    ACTION_ENUMERATE: "ExecQuery",
+    ACTION_PULL: "ExecQuery",
+}
+_OP_BY_ACTION: Final[dict[str, Operation]] = {
+    ACTION_GET: "get",
+    ACTION_ENUMERATE: "enumerate",
+    ACTION_PULL: "pull",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WsmanReply:
+    status: int  # 200, or 500 with a SOAP fault, as WinRM does
+    body: bytes  # UTF-8 SOAP envelope
+
+
+class _Reject(Exception):  # noqa: N818 - control flow, not an error: carries the fault reply
+    """Raised inside dispatch to answer with a fault at once."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__()
+        self.body = body
+
+
+@dataclass(slots=True)
+class _Enumeration:
+    items: list[tuple[str, dict[str, Value]]]
+    selected: tuple[str, ...] | None
+    position: int
+    expires_at: float
+
+
+@dataclass(slots=True)
+class _PackageLog:
+    gets: int = 0
+    invokes: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_EVENTS_PER_PACKAGE))
+
+
+def _account(user: str) -> tuple[str | None, str]:
+    """(domain, name), lower-cased, from `DOMAIN\\name`, `name@domain.fqdn` or `name`."""
+    user = user.strip()
+    if "\\" in user:
+        domain, name = user.split("\\", 1)
+    elif "@" in user:
+        name, domain = user.split("@", 1)
+        domain = domain.split(".", 1)[0]
+    else:
+        domain, name = "", user
+    return (domain.lower() or None), name.lower()
+
+
+class Provider:
+    """Answers Get / Invoke RefreshPkgSource / Enumerate / Pull / Release for one emulated site."""
+
+    def __init__(
+        self,
+        settings: EmulatorSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._lock = threading.Lock()
+        self._catalogue = Catalogue(settings, clock=clock, wall_clock=wall_clock)
+        self._site = settings.site_code.upper()
+        self._namespace = sms_namespace_path(self._site).lower()
+        self._machine = settings.machine
+        self._account = _account(settings.username)
+        self._denied: set[str] = set()
+        self._enumerations: OrderedDict[str, _Enumeration] = OrderedDict()
+        self._package_logs: dict[str, _PackageLog] = {}
+        self._totals: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ entry points
+
+    def handle(self, envelope: bytes, *, user: str) -> WsmanReply:
+        """Answer one decrypted SOAP request; `user` is the account the server authenticated."""
+        with self._lock:
+            self._totals["requests"] += 1
+            try:
+                reply = WsmanReply(200, self._dispatch(envelope, user))
+            except _Reject as rejection:
+                reply = WsmanReply(500, rejection.body)
+            except Exception:
+                # A bug here must look like a failing WMI provider to the client, never take the
+                # server down: WinRM answers a plugin failure with a fault, and so do we.
+                logger.exception("emulator provider failed on a request")
+                reply = WsmanReply(500, faults.internal_error(relates_to=None, machine=self._machine))
+            if reply.status != 200:
+                self._totals["faults"] += 1
+            return reply
+
+    def fault_reply(self, kind: InjectedFault, envelope: bytes) -> WsmanReply:
+        """Windows-shaped fault for an injected failure, RelatesTo the request's MessageID."""
+        with self._lock:
+            relates_to: str | None = None
+            request: WsmanRequest | None = None
+            try:
+                request = soap.parse_request(envelope)
+                relates_to = request.message_id
+            except SoapError as exc:
+                relates_to = exc.message_id
+            if kind == "timeout_fault":
+                body = faults.timed_out(relates_to=relates_to, machine=self._machine)
+            elif kind == "quota_fault":
+                limit = self._settings.max_concurrent_operations_per_user
+                body = faults.quota_exceeded(relates_to=relates_to, machine=self._machine, limit=limit)
+            else:
+                body = faults.generic_failure(
+                    relates_to=relates_to, machine=self._machine, extended=self._injected_status(request)
+                )
+            self._totals["requests"] += 1
+            self._totals["faults"] += 1
+            if request is not None:
+                package_id = request.selector("PackageID")
+                operation = _OP_BY_ACTION.get(request.action, "invoke")
+                if package_id and self._catalogue.class_of(package_id):
+                    self._record(package_id.upper(), operation, "", f"injected:{kind}")
+            return WsmanReply(500, body)
+
+    # ------------------------------------------------------------------ control and observation
+
+    def set_medium_ready(self, package_id: str | None = None, ready: bool = True) -> list[str]:
+        """Make one (or, with None, every) STORAGE_COMPRESS package's medium ready / not ready."""
+        with self._lock:
+            return self._catalogue.set_medium_ready(package_id, ready)
+
+    def deny_access(self, package_id: str) -> None:
+        """RBAC: the configured account may no longer read or refresh this package."""
+        with self._lock:
+            self._denied.add(package_id.upper())
+
+    def allow_access(self, package_id: str) -> None:
+        with self._lock:
+            self._denied.discard(package_id.upper())
+
+    def package(self, package_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            view = self._catalogue.snapshot(package_id)
+            if view is not None:
+                view["_access_denied"] = view["PackageID"] in self._denied
+            return view
+
+    def packages(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return self._catalogue.summaries()
+
+    def call_log(self) -> dict[str, Any]:
+        with self._lock:
+            packages = {
+                package_id: {
+                    "gets": log.gets,
+                    "invokes": log.invokes,
+                    "accepted": log.accepted,
+                    "rejected": log.rejected,
+                    "events": list(log.events),
+                }
+                for package_id, log in self._package_logs.items()
+            }
+            keys = ("requests", "gets", "invokes", "accepted", "rejected", "enumerates", "pulls", "faults")
+            return {"packages": packages, "totals": {key: self._totals[key] for key in keys}}
+
+    def reset_log(self) -> None:
+        with self._lock:
+            self._package_logs.clear()
+            self._totals.clear()
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _dispatch(self, envelope: bytes, user: str) -> bytes:
+        try:
+            request = soap.parse_request(envelope)
+        except SoapError as exc:
+            if exc.kind == "missing_header":
+                header = "Action" if exc.message_id else "MessageID"
+                raise _Reject(
+                    faults.message_header_required(relates_to=exc.message_id, machine=self._machine, header=header)
+                ) from None
+            raise _Reject(
+                faults.schema_validation(relates_to=exc.message_id, machine=self._machine, message=str(exc))
+            ) from None
+
+        action = request.action
+        if action == ACTION_GET:
+            return self._get(request, user)
+        if action == ACTION_ENUMERATE:
+            return self._enumerate(request, user)
+        if action == ACTION_PULL:
+            return self._pull(request)
+        if action == ACTION_RELEASE:
+            return self._release(request)
+        if request.resource_uri and action.lower().startswith(request.resource_uri.lower().rstrip("/") + "/"):
+            return self._invoke(request, user, action[len(request.resource_uri.rstrip("/")) + 1 :])
+        raise _Reject(faults.action_not_supported(relates_to=request.message_id, machine=self._machine, action=action))
+
+    # ------------------------------------------------------------------ shared checks
+
+    def _class_of_target(self, request: WsmanRequest, user: str, operation: Operation) -> str:
+        """Canonical class (or `*`) named by the resource URI, after namespace and access checks."""
+        relates = request.message_id
+        parsed = parse_resource_uri(request.resource_uri or "")
+        if parsed is None or parsed.namespace_path.lower() != self._namespace:
+            # Unknown plugin URI or namespace: WBEM_E_INVALID_NAMESPACE surfaces as not found.
+            raise _Reject(faults.resource_not_found(relates_to=relates, machine=self._machine))
+        if not self._is_configured_user(user):
+            self._record_selected(request, operation, user, "access_denied")
+            raise _Reject(faults.access_denied(relates_to=relates, machine=self._machine, scope="service"))
+        if parsed.class_name == "*":
+            return "*"
+        class_name = self._catalogue.canonical_class(parsed.class_name)
+        if class_name is None:
+            self._reject_invalid_class(request, parsed.class_name, operation)
+        return class_name
+
+    def _reject_invalid_class(self, request: WsmanRequest, class_name: str, operation: Operation) -> NoReturn:
+        message = "The specified class does not exist in the given namespace. "
+        if operation in ("enumerate", "pull"):
+            extended = faults.wmi_extended_status(
+                self._site,
+                operation="ExecQuery",
+                parameter_info=request.filter_text or f"select * from {class_name}",  # noqa: S608 - WQL text, not SQL
+                status_code=HResult.WBEM_E_INVALID_CLASS,
+            )
+            raise _Reject(
+                faults.cannot_process_filter(
+                    relates_to=request.message_id, machine=self._machine, message=message, extended=extended
+                )
+            )
+        extended = faults.wmi_extended_status(
+            self._site,
+            operation="GetObject" if operation == "get" else "ExecMethod",
+            parameter_info=class_name,
+            status_code=HResult.WBEM_E_INVALID_CLASS,
+        )
+        raise _Reject(
+            faults.resource_not_found(
+                relates_to=request.message_id, machine=self._machine, message=message, extended=extended
+            )
+        )
+
+    def _package_id(self, request: WsmanRequest, class_name: str) -> str:
+        """The PackageID selector: the class's only key, so anything else is an invalid selector."""
+        if class_name in ("*", BASE_CLASS):
+            raise _Reject(faults.resource_not_found(relates_to=request.message_id, machine=self._machine))
+        if not request.selectors:
+            raise _Reject(
+                faults.invalid_selectors(
+                    relates_to=request.message_id, machine=self._machine, detail_name="InsufficientSelectors"
+                )
+            )
+        if len(request.selectors) != 1 or request.selectors[0][0].lower() != "packageid":
+            raise _Reject(
+                faults.invalid_selectors(
+                    relates_to=request.message_id, machine=self._machine, detail_name="UnexpectedSelectors"
+                )
+            )
+        return request.selectors[0][1].upper()
+
+    def _instance(
+        self, request: WsmanRequest, class_name: str, package_id: str, operation: Operation, user: str
+    ) -> dict[str, Value]:
+        """The instance, or a not-found / access-denied fault as WMI and RBAC would answer."""
+        wmi_operation = "GetObject" if operation == "get" else "ExecMethod"
+        object_path = f'{class_name}.PackageID="{package_id}"'
+        properties = self._catalogue.instance(class_name, package_id)
+        if properties is None:
+            self._record_if_known(package_id, operation, user, "not_found")
+            extended = faults.wmi_extended_status(
+                self._site, operation=wmi_operation, parameter_info=object_path, status_code=HResult.WBEM_E_NOT_FOUND
+            )
+            raise _Reject(
+                faults.resource_not_found(relates_to=request.message_id, machine=self._machine, extended=extended)
+            )
+        if package_id in self._denied:
+            self._record(package_id, operation, user, "access_denied")
+            extended = faults.sms_extended_status(
+                self._site,
+                description=f"User {user} does not have permission to access {object_path}.",
+                error_code=0x40480001,
+                operation=wmi_operation,
+                parameter_info=object_path,
+                status_code=HResult.WBEM_E_ACCESS_DENIED,
+                line=1874,
+                object_info="CSspSecurity",
+            )
+            raise _Reject(
+                faults.access_denied(
+                    relates_to=request.message_id, machine=self._machine, scope="provider", extended=extended
+                )
+            )
+        return properties
+
+    # ------------------------------------------------------------------ operations
+
+    def _get(self, request: WsmanRequest, user: str) -> bytes:
+        self._totals["gets"] += 1
+        class_name = self._class_of_target(request, user, "get")
+        package_id = self._package_id(request, class_name)
+        properties = self._instance(request, class_name, package_id, "get", user)
+        self._record(package_id, "get", user, "ok")
+        instance_xml = soap.render_instance(class_name, class_resource_uri(self._site, class_name), properties)
+        return soap.render_get_response(request.message_id, instance_xml)
+
+    def _invoke(self, request: WsmanRequest, user: str, method: str) -> bytes:
+        self._totals["invokes"] += 1
+        class_name = self._class_of_target(request, user, "invoke")
+        object_path = f"{class_name}.PackageID={request.selector('PackageID') or ''}"
+        if method.lower() != REFRESH_METHOD.lower() or class_name in ("*", BASE_CLASS):
+            extended = faults.wmi_extended_status(
+                self._site,
+                operation="ExecMethod",
+                parameter_info=f"{object_path}::{method}",
+                status_code=HResult.WBEM_E_INVALID_METHOD,
+            )
+            raise _Reject(
+                faults.method_not_found(relates_to=request.message_id, machine=self._machine, extended=extended)
+            )
+        package_id = self._package_id(request, class_name)
+        if request.body_tag is not None and not request.body_tag.endswith(f"}}{REFRESH_METHOD}_INPUT"):
+            raise _Reject(
+                faults.schema_validation(
+                    relates_to=request.message_id,
+                    machine=self._machine,
+                    message=f"The body of a {REFRESH_METHOD} request must be {REFRESH_METHOD}_INPUT. ",
+                )
+            )
+        self._instance(request, class_name, package_id, "invoke", user)
+        outcome = self._catalogue.refresh(package_id)
+        accepted = outcome.result == "accepted"
+        result = "accepted" if accepted else f"{outcome.result}:{'fault' if outcome.fault else outcome.return_value}"
+        self._record(package_id, "invoke", user, result, accepted=accepted)
+        class_uri = class_resource_uri(self._site, class_name)
+        if outcome.fault:
+            extended = faults.sms_extended_status(
+                self._site,
+                description=self._catalogue.medium_not_ready_description(package_id),
+                error_code=MEDIUM_NOT_READY_ERROR_CODE,
+                operation="ExecMethod",
+                parameter_info=f'{class_name}.PackageID="{package_id}"',
+                status_code=HResult.WBEM_E_FAILED,
+                line=2112,
+                object_info="CSspPackage::RefreshPkgSource",
+            )
+            raise _Reject(
+                faults.generic_failure(relates_to=request.message_id, machine=self._machine, extended=extended)
+            )
+        return soap.render_invoke_response(request.message_id, class_uri, REFRESH_METHOD, outcome.return_value)
+
+    def _query(self, request: WsmanRequest, target: str) -> Query:
+        """The query an Enumerate asks for: its WQL filter, or every instance of the URI's class."""
+        if request.filter_text is None:
+            if target == "*":
+                self._reject_query(request, "A WQL filter is required to enumerate the * resource URI. ", "")
+            return Query(class_name=target, properties=None, where=None)
+        dialect = request.filter_dialect
+        if dialect is not None and dialect.lower() != WQL_DIALECT.lower():
+            raise _Reject(
+                faults.filter_dialect_unavailable(relates_to=request.message_id, machine=self._machine, dialect=dialect)
+            )
+        try:
+            query = parse(request.filter_text)
+        except WqlError as exc:
+            self._reject_query(request, f"The query is not valid: {exc}. ", request.filter_text)
+        class_name = self._catalogue.canonical_class(query.class_name)
+        if class_name is None:
+            self._reject_invalid_class(request, query.class_name, "enumerate")
+        if target not in ("*", class_name):
+            self._reject_query(request, f"The query must select from {target}. ", request.filter_text)
+        try:
+            return resolve(query, class_name, PROPERTY_NAMES)
+        except WqlError as exc:
+            self._reject_query(request, f"The query is not valid: {exc}. ", request.filter_text)
+
+    def _reject_query(self, request: WsmanRequest, message: str, query_text: str) -> NoReturn:
+        extended = faults.wmi_extended_status(
+            self._site, operation="ExecQuery", parameter_info=query_text, status_code=HResult.WBEM_E_INVALID_QUERY
+        )
+        raise _Reject(
+            faults.cannot_process_filter(
+                relates_to=request.message_id, machine=self._machine, message=message, extended=extended
+            )
+        )
+
+    def _enumerate(self, request: WsmanRequest, user: str) -> bytes:
+        self._totals["enumerates"] += 1
+        target = self._class_of_target(request, user, "enumerate")
+        query = self._query(request, target)
+        # RBAC filters query results silently: the SMS Provider only returns what you may see.
+        items = [
+            (own_class, properties)
+            for own_class, properties in self._catalogue.instances(query.class_name)
+            if properties["PackageID"] not in self._denied and evaluate(query.where, properties)
+        ]
+        context = soap.new_message_id()
+        state = _Enumeration(items, query.properties, 0, self._clock() + ENUMERATION_CONTEXT_TTL_S)
+        if not request.optimize:
+            self._store_enumeration(context, state)
+            return soap.render_enumerate_response(request.message_id, context, (), optimized=False, end=False)
+        page = self._next_page(state, request.max_elements or 1, "enumerate", user)
+        end = state.position >= len(state.items)
+        if not end:
+            self._store_enumeration(context, state)
+        return soap.render_enumerate_response(request.message_id, context, page, optimized=True, end=end)
+
+    def _pull(self, request: WsmanRequest) -> bytes:
+        self._totals["pulls"] += 1
+        context = request.enumeration_context or ""
+        state = self._take_enumeration(context)
+        if state is None:
+            raise _Reject(faults.invalid_enumeration_context(relates_to=request.message_id, machine=self._machine))
+        page = self._next_page(state, request.max_elements or 1, "pull", "")
+        end = state.position >= len(state.items)
+        if not end:
+            state.expires_at = self._clock() + ENUMERATION_CONTEXT_TTL_S
+            self._store_enumeration(context, state)
+        return soap.render_pull_response(request.message_id, context, page, end=end)
+
+    def _release(self, request: WsmanRequest) -> bytes:
+        if self._take_enumeration(request.enumeration_context or "") is None:
+            raise _Reject(faults.invalid_enumeration_context(relates_to=request.message_id, machine=self._machine))
+        return soap.render_release_response(request.message_id)
+
+    # ------------------------------------------------------------------ enumeration contexts
+
+    def _next_page(self, state: _Enumeration, size: int, operation: Operation, user: str) -> list[str]:
+        page = state.items[state.position : state.position + size]
+        state.position += len(page)
+        rendered = []
+        for own_class, properties in page:
+            self._record(str(properties["PackageID"]), operation, user, "returned")
+            class_uri = class_resource_uri(self._site, own_class)
+            rendered.append(soap.render_instance(own_class, class_uri, properties, state.selected))
+        return rendered
+
+    def _store_enumeration(self, context: str, state: _Enumeration) -> None:
+        self._enumerations[context] = state
+        while len(self._enumerations) > MAX_ENUMERATION_CONTEXTS:
+            self._enumerations.popitem(last=False)
+
+    def _take_enumeration(self, context: str) -> _Enumeration | None:
+        """Remove and return a live context (expired ones are dropped on the way)."""
+        now = self._clock()
+        for stale in [key for key, state in self._enumerations.items() if state.expires_at <= now]:
+            del self._enumerations[stale]
+        return self._enumerations.pop(context, None)
+
+    # ------------------------------------------------------------------ access and logging
+
+    def _is_configured_user(self, user: str) -> bool:
+        domain, name = _account(user)
+        expected_domain, expected_name = self._account
+        return name == expected_name and (domain is None or expected_domain is None or domain == expected_domain)
+
+    def _injected_status(self, request: WsmanRequest | None) -> faults.ExtendedStatus:
+        operation = "ExecMethod" if request is None else _WMI_OPERATION.get(request.action, "ExecMethod")
+        package_id = None if request is None else request.selector("PackageID")
+        return faults.sms_extended_status(
+            self._site,
+            description="Failed to get a connection to the site database. Error: 0x80004005",
+            error_code=0x40240001,
+            operation=operation,
+            parameter_info="" if package_id is None else f'PackageID="{package_id}"',
+            status_code=HResult.WBEM_E_FAILED,
+            line=731,
+            object_info="CSspConnection",
+        )
+
+    def _record(self, package_id: str, operation: Operation, user: str, result: str, *, accepted: bool = False) -> None:
+        log = self._package_logs.setdefault(package_id, _PackageLog())
+        if operation == "get":
+            log.gets += 1
+        elif operation == "invoke":
+            log.invokes += 1
+            if accepted:
+                log.accepted += 1
+                self._totals["accepted"] += 1
+            else:
+                log.rejected += 1
+                self._totals["rejected"] += 1
+        log.events.append({"op": operation, "at": self._wall_clock(), "user": user, "result": result})
+
+    def _record_if_known(self, package_id: str, operation: Operation, user: str, result: str) -> None:
+        if self._catalogue.class_of(package_id) is not None:
+            self._record(package_id, operation, user, result)
+
+    def _record_selected(self, request: WsmanRequest, operation: Operation, user: str, result: str) -> None:
+        package_id = request.selector("PackageID")
+        if package_id:
+            self._record_if_known(package_id.upper(), operation, user, result)

@@ -1,0 +1,153 @@
+"""Tiny WS-Man request builders and reply readers for emulator tests (not the product's client).
+
+Envelopes follow [MS-WSMV] 4.1 as pywinrm would send them through
+`Protocol.send_message`: WS-Addressing header, ResourceURI, Action, MessageID, OperationTimeout,
+and a SelectorSet for instance operations. Values are XML-escaped.
+"""
+
+from __future__ import annotations
+
+import uuid
+import xml.etree.ElementTree as ET
+from xml.sax.saxutils import escape, quoteattr
+
+__all__ = [
+    "ACTION_ENUMERATE",
+    "ACTION_GET",
+    "NS",
+    "class_uri",
+    "enumerate_envelope",
+    "get_envelope",
+    "invoke_envelope",
+    "relates_to",
+    "return_value",
+]
+
+NS = {
+    "s": "http://www.w3.org/2003/05/soap-envelope",
+    "a": "http://schemas.xmlsoap.org/ws/2004/08/addressing",
+    "w": "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd",
+    "n": "http://schemas.xmlsoap.org/ws/2004/09/enumeration",
+    "p": "http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd",
+}
+ACTION_GET = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Get"
+ACTION_ENUMERATE = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/Enumerate"
+_WMI_BASE = "http://schemas.microsoft.com/wbem/wsman/1/wmi/root/sms/site_"
+_ANONYMOUS = "http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous"
+_WQL_DIALECT = "http://schemas.microsoft.com/wbem/wsman/1/WQL"
+
+
+def class_uri(site_code: str, class_name: str) -> str:
+    """Resource URI of a WMI class in the site's namespace (`*` for WQL enumeration)."""
+    return f"{_WMI_BASE}{site_code.lower()}/{class_name}"
+
+
+def _envelope(
+    *,
+    endpoint: str,
+    resource_uri: str,
+    action: str,
+    message_id: str,
+    body: str,
+    selectors: dict[str, str] | None = None,
+) -> str:
+    selector_xml = ""
+    if selectors:
+        inner = "".join(
+            f"<w:Selector Name={quoteattr(name)}>{escape(value)}</w:Selector>" for name, value in selectors.items()
+        )
+        selector_xml = f"<w:SelectorSet>{inner}</w:SelectorSet>"
+    return (
+        f'<s:Envelope xmlns:s="{NS["s"]}" xmlns:a="{NS["a"]}" xmlns:w="{NS["w"]}" xmlns:n="{NS["n"]}"'
+        f' xmlns:p="{NS["p"]}">'
+        "<s:Header>"
+        f"<a:To>{escape(endpoint)}</a:To>"
+        f'<w:ResourceURI s:mustUnderstand="true">{escape(resource_uri)}</w:ResourceURI>'
+        f'<a:ReplyTo><a:Address s:mustUnderstand="true">{_ANONYMOUS}</a:Address></a:ReplyTo>'
+        f'<a:Action s:mustUnderstand="true">{escape(action)}</a:Action>'
+        '<w:MaxEnvelopeSize s:mustUnderstand="true">153600</w:MaxEnvelopeSize>'
+        f"<a:MessageID>{escape(message_id)}</a:MessageID>"
+        '<w:Locale xml:lang="en-US" s:mustUnderstand="false"/>'
+        '<p:DataLocale xml:lang="en-US" s:mustUnderstand="false"/>'
+        "<w:OperationTimeout>PT20S</w:OperationTimeout>"
+        f"{selector_xml}"
+        "</s:Header>"
+        f"<s:Body>{body}</s:Body>"
+        "</s:Envelope>"
+    )
+
+
+def _message_id(message_id: str | None) -> str:
+    return message_id or f"uuid:{str(uuid.uuid4()).upper()}"
+
+
+def invoke_envelope(
+    endpoint: str,
+    site_code: str,
+    package_id: str,
+    *,
+    class_name: str = "SMS_Package",
+    method: str = "RefreshPkgSource",
+    message_id: str | None = None,
+) -> str:
+    """Invoke an instance method (default RefreshPkgSource) on a package."""
+    uri = class_uri(site_code, class_name)
+    return _envelope(
+        endpoint=endpoint,
+        resource_uri=uri,
+        action=f"{uri}/{method}",
+        message_id=_message_id(message_id),
+        selectors={"PackageID": package_id},
+        body=f'<p:{method}_INPUT xmlns:p="{escape(uri)}"/>',
+    )
+
+
+def get_envelope(
+    endpoint: str,
+    site_code: str,
+    package_id: str,
+    *,
+    class_name: str = "SMS_Package",
+    message_id: str | None = None,
+) -> str:
+    """WS-Transfer Get of one package instance."""
+    return _envelope(
+        endpoint=endpoint,
+        resource_uri=class_uri(site_code, class_name),
+        action=ACTION_GET,
+        message_id=_message_id(message_id),
+        selectors={"PackageID": package_id},
+        body="",
+    )
+
+
+def enumerate_envelope(
+    endpoint: str, site_code: str, wql: str, *, max_elements: int = 32, message_id: str | None = None
+) -> str:
+    """WS-Enumeration Enumerate with a WQL filter (optimized: first items in the reply)."""
+    return _envelope(
+        endpoint=endpoint,
+        resource_uri=class_uri(site_code, "*"),
+        action=ACTION_ENUMERATE,
+        message_id=_message_id(message_id),
+        body=(
+            "<n:Enumerate><w:OptimizeEnumeration/>"
+            f"<w:MaxElements>{max_elements}</w:MaxElements>"
+            f'<w:Filter Dialect="{_WQL_DIALECT}">{escape(wql)}</w:Filter>'
+            "</n:Enumerate>"
+        ),
+    )
+
+
+def relates_to(reply: bytes) -> str | None:
+    """The reply's `a:RelatesTo` (the request MessageID it answers)."""
+    node = ET.fromstring(reply).find("s:Header/a:RelatesTo", NS)
+    return node.text if node is not None else None
+
+
+def return_value(reply: bytes) -> int:
+    """`ReturnValue` of a method's `_OUTPUT` body, whatever its prefix."""
+    for element in ET.fromstring(reply).iter():
+        if element.tag.endswith("}ReturnValue") and element.text is not None:
+            return int(element.text)
+    raise ValueError("reply holds no ReturnValue")

@@ -1,0 +1,127 @@
+"""Unit tests of emulator.auth: Basic checks, the NTLM user file and the NTLM acceptor (in memory)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+from collections.abc import Iterator
+
+import pytest
+import spnego
+
+from emulator.auth import (
+    NTLM_USER_FILE_ENV,
+    AuthFailedError,
+    NtlmAcceptor,
+    NtlmUserStore,
+    check_basic,
+    parse_authorization,
+)
+
+_USER = "LAB\\unit-user"
+_PASSWORD = "Unit-Pa55word"
+
+
+@pytest.fixture
+def user_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[NtlmUserStore]:
+    """A private user store; NTLM_USER_FILE is restored afterwards."""
+    monkeypatch.setenv(NTLM_USER_FILE_ENV, os.environ.get(NTLM_USER_FILE_ENV, ""))
+    store = NtlmUserStore()
+    yield store
+    store.cleanup()
+
+
+def _basic(user: str, password: str) -> str:
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_basic_accepts_the_right_credentials_case_insensitively() -> None:
+    """The configured account matches whatever the case of its name."""
+    assert check_basic(_basic("lab\\UNIT-USER", _PASSWORD), username=_USER, password=_PASSWORD) == _USER
+
+
+@pytest.mark.parametrize("token", [_basic(_USER, "wrong"), _basic("LAB\\other", _PASSWORD), "%%%", _basic(_USER, "")])
+def test_basic_rejects_wrong_credentials_without_revealing_them(token: str) -> None:
+    """Wrong password, unknown user or garbage raise AuthFailedError whose text holds no secret."""
+    with pytest.raises(AuthFailedError) as raised:
+        check_basic(token, username=_USER, password=_PASSWORD)
+    assert _PASSWORD not in str(raised.value)
+
+
+def test_parse_authorization_splits_scheme_and_token() -> None:
+    """Schemes are lower-cased; empty or tokenless headers give None; the token is not in repr."""
+    header = parse_authorization("Negotiate TlRMTVNTUAAB")
+    assert header is not None and header.scheme == "negotiate" and header.token == "TlRMTVNTUAAB"
+    assert "TlRM" not in repr(header)
+    assert parse_authorization("Basic") is None
+    assert parse_authorization(None) is None
+
+
+def test_user_file_is_private_and_reference_counted(user_store: NtlmUserStore) -> None:
+    """The file is 0600, named by NTLM_USER_FILE, and keeps a user until its last unregistration."""
+    user_store.register(_USER, _PASSWORD)
+    user_store.register(_USER, _PASSWORD)
+    path = user_store.path
+    assert path is not None and os.environ[NTLM_USER_FILE_ENV] == path
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    with open(path, encoding="utf-8") as handle:
+        assert handle.read() == f"LAB:unit-user:{_PASSWORD}\n"
+    user_store.unregister(_USER)
+    with open(path, encoding="utf-8") as handle:
+        assert "unit-user" in handle.read()
+    user_store.unregister(_USER)
+    with open(path, encoding="utf-8") as handle:
+        assert handle.read() == ""
+
+
+def test_user_file_refuses_a_second_password_for_one_user(user_store: NtlmUserStore) -> None:
+    """One process cannot register the same account with two passwords at once."""
+    user_store.register(_USER, _PASSWORD)
+    with pytest.raises(ValueError, match="another password") as raised:
+        user_store.register("lab\\UNIT-user", "Different-1")
+    assert "Different-1" not in str(raised.value)
+
+
+def test_user_file_refuses_characters_the_format_cannot_hold(user_store: NtlmUserStore) -> None:
+    """A colon or line break in the password would corrupt DOMAIN:USER:PASSWORD lines."""
+    with pytest.raises(ValueError, match="cannot contain"):
+        user_store.register(_USER, "pass:word")
+
+
+def _handshake(acceptor: NtlmAcceptor, password: str) -> spnego.ContextProxy:
+    client = spnego.client(_USER, password, protocol="ntlm", options=spnego.NegotiateOptions.use_ntlm)
+    challenge = acceptor.step(client.step() or b"")
+    assert challenge is not None
+    assert acceptor.step(client.step(challenge) or b"") is None
+    return client
+
+
+def test_ntlm_acceptor_authenticates_and_seals_both_ways(user_store: NtlmUserStore) -> None:
+    """A pyspnego client completes the handshake; messages round-trip sealed in both directions."""
+    user_store.register(_USER, _PASSWORD)
+    acceptor = NtlmAcceptor()
+    client = _handshake(acceptor, _PASSWORD)
+    assert acceptor.complete and acceptor.user == _USER
+    assert acceptor.unwrap(client.wrap(b"request", encrypt=True).data) == b"request"
+    assert client.unwrap(acceptor.wrap(b"reply")).data == b"reply"
+
+
+def test_ntlm_acceptor_rejects_a_wrong_password(user_store: NtlmUserStore) -> None:
+    """The AUTHENTICATE message of a wrong password raises AuthFailedError and leaves no context."""
+    user_store.register(_USER, _PASSWORD)
+    acceptor = NtlmAcceptor()
+    with pytest.raises(AuthFailedError):
+        _handshake(acceptor, "Wrong-Pa55word")
+    assert not acceptor.complete
+    with pytest.raises(AuthFailedError):
+        acceptor.wrap(b"nothing to seal with")
+
+
+def test_ntlm_acceptor_rejects_tokens_out_of_order(user_store: NtlmUserStore) -> None:
+    """An AUTHENTICATE without a NEGOTIATE first, or a non-NTLM token, is refused."""
+    user_store.register(_USER, _PASSWORD)
+    with pytest.raises(AuthFailedError):
+        NtlmAcceptor().step(b"NTLMSSP\x00\x03\x00\x00\x00" + b"\x00" * 60)
+    with pytest.raises(AuthFailedError):
+        NtlmAcceptor().step(b"\x60\x82garbage")

@@ -1,0 +1,95 @@
+"""Unit tests of emulator.cli: flags map onto EmulatorSettings; bad values are argparse errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from emulator.cli import build_parser, settings_from_args
+from emulator.settings import EmulatorSettings, FaultRates
+
+_PASSWORD = "pw"
+
+
+def _settings(*argv: str) -> EmulatorSettings:
+    return settings_from_args(build_parser().parse_args(list(argv)), _PASSWORD)
+
+
+def test_defaults_match_emulator_settings() -> None:
+    """With no flags the settings equal the dataclass defaults (plus the password)."""
+    assert _settings() == dataclasses.replace(EmulatorSettings(), password=_PASSWORD)
+
+
+def test_every_flag_reaches_its_field() -> None:
+    """Each flag sets the EmulatorSettings field it names."""
+    settings = _settings(
+        "--host", "192.0.2.1", "--port", "0", "--site-code", "ABC", "--machine", "m1",
+        "--username", "DOM\\u", "--auth", "ntlm", "--allow-unencrypted", "--tls", "self-signed",
+        "--packages", "7", "--seed", "3", "--compress-share", "0.5", "--medium-not-ready-share", "1",
+        "--medium-ready-after-s", "2.5", "--medium-ready-after-attempts", "4",
+        "--medium-failure-mode", "fault", "--distmgr-delay-s", "1.5", "--latency-ms", "250",
+        "--latency-distribution", "exponential", "--fault-rate", "http_503=0.1",
+        "--fault-rate", "quota_fault=0.2", "--idle-timeout-s", "9", "--max-ops-per-user", "3",
+        "--max-envelope-size-bytes", "1000",
+    )  # fmt: skip
+    assert settings == EmulatorSettings(
+        host="192.0.2.1",
+        port=0,
+        site_code="ABC",
+        machine="m1",
+        username="DOM\\u",
+        password=_PASSWORD,
+        auth_modes=("ntlm",),
+        allow_unencrypted=True,
+        tls="self-signed",
+        package_count=7,
+        seed=3,
+        compress_share=0.5,
+        medium_not_ready_share=1.0,
+        medium_ready_after_s=2.5,
+        medium_ready_after_attempts=4,
+        medium_failure_mode="fault",
+        distmgr_delay_s=1.5,
+        latency_s=0.25,
+        latency_distribution="exponential",
+        fault_rates=FaultRates(http_503=0.1, quota_fault=0.2),
+        idle_timeout_s=9.0,
+        max_concurrent_operations_per_user=3,
+        max_envelope_size_bytes=1000,
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--port", "99999"],
+        ["--auth", "kerberos"],
+        ["--fault-rate", "disk_full=0.1"],
+        ["--fault-rate", "http_503=2"],
+        ["--packages", "0"],
+        ["--latency-ms", "-1"],
+        ["--idle-timeout-s", "0"],
+        ["--tls", "sometimes"],
+    ],
+)
+def test_bad_values_exit_2_with_a_message(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse rejects bad values with exit status 2 and a usage message, not a traceback."""
+    with pytest.raises(SystemExit) as raised:
+        build_parser().parse_args(argv)
+    assert raised.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--tls", "files"], "--tls-cert"),
+        (["--tls-cert", "c.pem"], "--tls files"),
+        (["--fault-rate", "http_503=0.7", "--fault-rate", "timeout_fault=0.7"], "add up"),
+    ],
+)
+def test_inconsistent_flags_are_rejected(argv: list[str], message: str) -> None:
+    """Combinations argparse cannot check alone raise ValueError (main turns it into exit 2)."""
+    with pytest.raises(ValueError, match=message):
+        _settings(*argv)

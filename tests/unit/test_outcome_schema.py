@@ -1,0 +1,385 @@
+"""The outcome schema: builders, consistency rules, JSON round trip, docs/outcome.schema.json."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from worker.constants import OUTCOME_SCHEMA_NAME, OUTCOME_SCHEMA_VERSION
+from worker.errors import (
+    AuthError,
+    ConnectError,
+    ExtendedStatus,
+    InvalidRequestError,
+    MediumNotReadyError,
+    ProviderFailureError,
+    RefreshError,
+)
+from worker.outcomes import (
+    ERROR_MESSAGE_MAX_CHARS,
+    STATUSES,
+    AttemptInfo,
+    InvalidOutcomeError,
+    Outcome,
+    RequestInfo,
+    format_timestamp,
+    parse_timestamp,
+)
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "outcome.schema.json"
+T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+REQUEST = RequestInfo(
+    request_id="req-0001",
+    site_code="PS1",
+    package_class="SMS_DriverPackage",
+    package_id="PS100012",
+    requested_at=T0,
+    correlation_id="bulk-7",
+    task_id="9f1c0c1e-task",
+    package_name="Drivers - HP EliteBook",
+)
+SECRET = "Sup3r-S3cret!"
+SECRET_LOOKING_KEY = re.compile(r"pass|secret|token|credential|cookie|authorization", re.IGNORECASE)
+
+
+def run(attempt: int = 1, attempts: int | None = None) -> AttemptInfo:
+    return AttemptInfo(
+        attempt=attempt,
+        attempts=attempts if attempts is not None else attempt,
+        started_at=T0 + timedelta(seconds=1),
+        finished_at=T0 + timedelta(seconds=2),
+        worker="worker-1:4242",
+        duration_ms=987.654,
+    )
+
+
+def wmi_failure() -> ProviderFailureError:
+    return ProviderFailureError(
+        "Generic failure",
+        wsman_code=0x80338000,
+        wmi_code=0x80041001,
+        extended_status=ExtendedStatus("SMS_ExtendedStatus", description="busy", error_code=5, status_code=1),
+    )
+
+
+def one_of_each_status() -> list[Outcome]:
+    return [
+        Outcome.succeeded(REQUEST, run(), source_version_before=3),
+        Outcome.succeeded(REQUEST, run(), source_version_before=3, source_version_after=4),
+        Outcome.final_failure(REQUEST, run(5), wmi_failure(), return_value=None),
+        Outcome.final_failure(REQUEST, run(9), MediumNotReadyError("medium not ready", code=1)),
+        Outcome.rejected(REQUEST, run(), InvalidRequestError("task sequence packages need force=true")),
+        Outcome.retrying(REQUEST, run(2), ConnectError("connection reset"), next_retry_at=T0 + timedelta(minutes=1)),
+    ]
+
+
+def test_builders_cover_every_status() -> None:
+    """The builders between them produce each of the six statuses."""
+    assert sorted(o.status for o in one_of_each_status()) == sorted(STATUSES)
+
+
+@pytest.mark.parametrize("outcome", one_of_each_status(), ids=lambda o: o.status)
+def test_json_round_trip_is_lossless(outcome: Outcome) -> None:
+    """to_json then from_json gives back an equal outcome."""
+    assert Outcome.from_json(outcome.to_json()) == outcome
+    assert Outcome.from_json(outcome.to_json().encode()) == outcome
+
+
+@pytest.mark.parametrize("outcome", one_of_each_status(), ids=lambda o: o.status)
+def test_built_outcomes_validate_against_the_json_schema(outcome: Outcome) -> None:
+    """Every built outcome satisfies docs/outcome.schema.json."""
+    assert schema_errors(json.loads(outcome.to_json())) == []
+
+
+def test_schema_and_dataclass_agree_on_the_field_set() -> None:
+    """The JSON keys emitted are exactly the schema's required properties."""
+    schema = json.loads(SCHEMA_PATH.read_text())
+    emitted = set(one_of_each_status()[0].to_dict())
+    assert emitted == set(schema["required"]) == set(schema["properties"])
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"final": True, "status": "retrying"}, "retrying is never final"),
+        ({"final": False}, "only retrying is non-final"),
+        ({"error": {"kind": "x"}}, "accepted carries no error, and errors have a fixed key set"),
+        ({"status": "failed"}, "failed needs an error"),
+        ({"requested_at": "2024-05-01T12:00:00Z"}, "timestamps carry milliseconds"),
+        ({"attempt": 0}, "attempt is 1-based"),
+        ({"password": SECRET}, "no extra fields"),
+        ({"version": 2}, "this is version 1"),
+        ({"source_version_before": -1}, "uint32"),
+    ],
+)
+def test_schema_rejects_inconsistent_documents(change: dict[str, Any], why: str) -> None:
+    """The schema itself encodes the consistency rules, not just the field types."""
+    document = json.loads(one_of_each_status()[0].to_json()) | change
+    assert schema_errors(document), why
+
+
+def test_final_is_derived_from_status() -> None:
+    """Only retrying events are non-final, and the flag cannot be set apart from the status."""
+    assert [o.final for o in one_of_each_status()] == [True, True, True, True, True, False]
+
+
+def test_succeeded_reports_source_updated_only_when_the_version_rose() -> None:
+    """SourceVersion unchanged or unknown is "accepted"; risen is "source_updated"."""
+    assert Outcome.succeeded(REQUEST, run()).status == "accepted"
+    assert Outcome.succeeded(REQUEST, run(), source_version_before=4, source_version_after=4).status == "accepted"
+    assert Outcome.succeeded(REQUEST, run(), source_version_before=4, source_version_after=5).status == "source_updated"
+
+
+def test_final_failure_picks_the_status_from_the_error() -> None:
+    """A final medium-not-ready error is gave_up_medium_not_ready; anything else is failed."""
+    assert Outcome.final_failure(REQUEST, run(), MediumNotReadyError("not ready")).status == "gave_up_medium_not_ready"
+    assert Outcome.final_failure(REQUEST, run(), ConnectError("reset")).status == "failed"
+    assert Outcome.final_failure(REQUEST, run(), AuthError("401")).status == "failed"
+
+
+def test_retrying_refuses_a_permanent_error() -> None:
+    """A permanent error is never retried, so it cannot produce a retrying event."""
+    with pytest.raises(InvalidOutcomeError, match="permanent"):
+        Outcome.retrying(REQUEST, run(), AuthError("bad credentials"), next_retry_at=T0 + timedelta(minutes=1))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"status": "accepted", "return_value": 1},
+        {"status": "accepted", "source_version_after": 4},  # rose: must be source_updated
+        {"status": "source_updated"},  # no version increase
+        {"status": "retrying"},  # no next_retry_at
+        {"next_retry_at": T0 + timedelta(minutes=5)},  # on a final outcome
+        {"status": "failed"},  # no error
+        {"error": ConnectError("x").as_dict()},  # accepted with an error
+        {"attempt": 0},
+        {"attempt": 3, "attempts": 2},
+        {"finished_at": T0},  # before started_at
+        {"duration_ms": -1.0},
+        {"duration_ms": float("nan")},
+        {"requested_at": datetime(2024, 5, 1, 12, 0, 0)},  # naive
+        {"request_id": "has space"},
+        {"site_code": ""},
+        {"status": "done"},
+        {"source_version_before": 2**32},
+        {"return_value": True},
+    ],
+)
+def test_construction_refuses_inconsistent_states(change: dict[str, Any]) -> None:
+    """Whatever the construction path, an inconsistent outcome raises InvalidOutcomeError."""
+    base = Outcome.succeeded(REQUEST, run(), source_version_before=3, source_version_after=3)
+    with pytest.raises(InvalidOutcomeError):
+        replace(base, **change)
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        ("failed", MediumNotReadyError("not ready").as_dict()),
+        ("gave_up_medium_not_ready", ConnectError("reset").as_dict()),
+        ("rejected", InvalidRequestError("bad").as_dict() | {"password": SECRET}),
+        ("rejected", InvalidRequestError("bad").as_dict() | {"message": "x" * (ERROR_MESSAGE_MAX_CHARS + 1)}),
+    ],
+)
+def test_failure_statuses_refuse_mismatched_or_unexpected_errors(status: str, error: dict[str, Any]) -> None:
+    """The medium status goes with its error kind only, and the error dict has a fixed, bounded shape."""
+    base = Outcome.rejected(REQUEST, run(), InvalidRequestError("bad"))
+    with pytest.raises(InvalidOutcomeError):
+        replace(base, status=status, error=error)  # type: ignore[arg-type]  # status is deliberately a str
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"schema": "other"}, "not an outcome"),
+        ({"version": 2}, "unsupported outcome version"),
+        ({"extra": 1}, "unknown"),
+        ({"final": False}, "contradicts"),
+        ({"started_at": "2024-05-01 12:00:00.000"}, "timestamp"),
+    ],
+)
+def test_from_json_refuses_foreign_or_malformed_documents(change: dict[str, Any], match: str) -> None:
+    """Readers refuse other schemas, other versions and documents that do not match version 1 exactly."""
+    document = json.loads(one_of_each_status()[0].to_json()) | change
+    with pytest.raises(InvalidOutcomeError, match=match):
+        Outcome.from_json(json.dumps(document))
+
+
+def test_from_json_refuses_missing_keys_and_non_json() -> None:
+    """A document missing a key, or not JSON at all, is refused with InvalidOutcomeError."""
+    document = json.loads(one_of_each_status()[0].to_json())
+    del document["worker"]
+    with pytest.raises(InvalidOutcomeError, match="missing"):
+        Outcome.from_json(json.dumps(document))
+    with pytest.raises(InvalidOutcomeError, match="not JSON"):
+        Outcome.from_json("{not json")
+
+
+def test_timestamps_are_utc_with_milliseconds_and_z() -> None:
+    """Any timezone is converted to UTC and written with exactly three fractional digits."""
+    paris = timezone(timedelta(hours=2))
+    moment = datetime(2024, 5, 1, 14, 0, 0, 999999, tzinfo=paris)
+    assert format_timestamp(moment) == "2024-05-01T12:00:00.999Z"
+    assert parse_timestamp("2024-05-01T12:00:00.999Z") == datetime(2024, 5, 1, 12, 0, 0, 999000, tzinfo=UTC)
+    with pytest.raises(InvalidOutcomeError):
+        parse_timestamp("2024-05-01T12:00:00.999Z\n")
+
+
+@given(st.datetimes(timezones=st.just(UTC)), st.datetimes(timezones=st.just(UTC)))
+def test_timestamp_text_order_is_chronological_order(a: datetime, b: datetime) -> None:
+    """The publisher compares requested_at as strings: that must agree with time order."""
+    text_a, text_b = format_timestamp(a), format_timestamp(b)
+    assert (text_a < text_b) == (parse_timestamp(text_a) < parse_timestamp(text_b))
+
+
+class LeakyError(AuthError):
+    """An error that (wrongly) keeps the credentials it was raised with."""
+
+    def __init__(self, message: str, *, password: str) -> None:
+        super().__init__(message, http_status=401)
+        self.password = password
+        self.headers = {"Authorization": f"Basic {password}"}
+
+
+def test_outcomes_never_carry_secret_looking_fields() -> None:
+    """Extra attributes on an error never reach the outcome; no key anywhere looks like a secret."""
+    outcome = Outcome.final_failure(REQUEST, run(), LeakyError("the server rejected the credentials", password=SECRET))
+    assert SECRET not in outcome.to_json()
+    for each in [*one_of_each_status(), outcome]:
+        assert [key for key in walk_keys(each.to_dict()) if SECRET_LOOKING_KEY.search(key)] == []
+
+
+def test_long_error_messages_are_capped() -> None:
+    """A huge fault text is cut to ERROR_MESSAGE_MAX_CHARS so stream entries stay small."""
+    outcome = Outcome.rejected(REQUEST, run(), RefreshError("x" * 10_000))
+    assert outcome.error is not None
+    assert len(outcome.error["message"]) == ERROR_MESSAGE_MAX_CHARS
+
+
+def test_outcome_json_names_schema_and_version() -> None:
+    """Every outcome says which schema and version it follows."""
+    data = json.loads(one_of_each_status()[0].to_json())
+    assert (data["schema"], data["version"]) == (OUTCOME_SCHEMA_NAME, OUTCOME_SCHEMA_VERSION)
+
+
+def walk_keys(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [key for key, item in value.items() for key in [key, *walk_keys(item)]]
+    if isinstance(value, list):
+        return [key for item in value for key in walk_keys(item)]
+    return []
+
+
+# -- JSON Schema validation -----------------------------------------------------------------------
+# `jsonschema` is not a dependency yet; until it is, a small validator for exactly the keywords
+# docs/outcome.schema.json uses. It refuses unknown keywords, so it cannot silently skip a rule.
+
+
+def schema_errors(document: Any) -> list[str]:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    try:
+        jsonschema = importlib.import_module("jsonschema")  # optional until it is a dev dependency
+    except ImportError:
+        return MiniValidator(schema).errors(document, schema, "$")
+    validator = jsonschema.Draft202012Validator(schema)
+    return [error.message for error in validator.iter_errors(document)]
+
+
+def _same(a: Any, b: Any) -> bool:
+    # JSON equality: true is not 1.
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return bool(a == b)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class MiniValidator:
+    _ANNOTATIONS = frozenset({"$schema", "$defs", "title", "description", "then", "else"})
+    _TYPES: dict[str, Any] = {
+        "object": lambda v: isinstance(v, dict),
+        "array": lambda v: isinstance(v, list),
+        "string": lambda v: isinstance(v, str),
+        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "number": _is_number,
+        "boolean": lambda v: isinstance(v, bool),
+        "null": lambda v: v is None,
+    }
+    # Leaf keywords: (applies to this value?, holds?).
+    _LEAVES: dict[str, Any] = {
+        "type": (
+            lambda v: True,
+            lambda v, a: any(MiniValidator._TYPES[t](v) for t in ([a] if isinstance(a, str) else a)),
+        ),
+        "const": (lambda v: True, _same),
+        "enum": (lambda v: True, lambda v, a: any(_same(v, o) for o in a)),
+        "pattern": (lambda v: isinstance(v, str), lambda v, a: re.search(a, v) is not None),
+        "minLength": (lambda v: isinstance(v, str), lambda v, a: len(v) >= a),
+        "maxLength": (lambda v: isinstance(v, str), lambda v, a: len(v) <= a),
+        "minimum": (_is_number, lambda v, a: v >= a),
+        "maximum": (_is_number, lambda v, a: v <= a),
+        "required": (lambda v: isinstance(v, dict), lambda v, a: all(n in v for n in a)),
+    }
+
+    def __init__(self, root: dict[str, Any]) -> None:
+        self.root = root
+
+    def errors(self, value: Any, schema: dict[str, Any], path: str) -> list[str]:
+        found: list[str] = []
+        for keyword, arg in schema.items():
+            if keyword in self._ANNOTATIONS:
+                continue
+            if keyword in self._LEAVES:
+                applies, holds = self._LEAVES[keyword]
+                if applies(value) and not holds(value, arg):
+                    found.append(f"{path}: {keyword} {str(arg)[:60]}")
+            else:
+                found += self.structural(keyword, arg, value, schema, path)
+        return found
+
+    def structural(  # noqa: PLR0911  # one return per keyword reads like the spec
+        self, keyword: str, arg: Any, value: Any, schema: dict[str, Any], path: str
+    ) -> list[str]:
+        fail = [f"{path}: {keyword}"]
+        match keyword:
+            case "properties":
+                items = [(n, sub) for n, sub in arg.items() if isinstance(value, dict) and n in value]
+                return [e for n, sub in items for e in self.errors(value[n], sub, f"{path}.{n}")]
+            case "additionalProperties":
+                extra = [n for n in value if n not in schema.get("properties", {})] if isinstance(value, dict) else []
+                return fail if arg is False and extra else []
+            case "$ref":
+                return self.errors(value, self.root["$defs"][arg.removeprefix("#/$defs/")], path)
+            case "allOf":
+                return [e for sub in arg for e in self.errors(value, sub, path)]
+            case "oneOf":
+                return [] if sum(not self.errors(value, sub, path) for sub in arg) == 1 else fail
+            case "not":
+                return [] if self.errors(value, arg, path) else fail
+            case "if":
+                branch = schema.get("else" if self.errors(value, arg, path) else "then")
+                return self.errors(value, branch, path) if branch is not None else []
+        raise AssertionError(f"MiniValidator does not know the keyword {keyword!r}")
+
+
+def test_mini_validator_catches_what_it_claims_to() -> None:
+    """The fallback validator flags a wrong type, a bad pattern and a failed if/then (it is not vacuous)."""
+    schema = json.loads(SCHEMA_PATH.read_text())
+    validator = MiniValidator(schema)
+    good = json.loads(one_of_each_status()[5].to_json())
+    assert validator.errors(good, schema, "$") == []
+    assert validator.errors(good | {"attempt": "1"}, schema, "$")
+    assert validator.errors(good | {"finished_at": "yesterday"}, schema, "$")
+    assert validator.errors(good | {"next_retry_at": None}, schema, "$")

@@ -1,0 +1,163 @@
+"""Every Redis key and channel name sccm-refresh uses, in one place (see docs/outcomes.md).
+
+Keys are built from a prefix so several deployments (and every test) can share one Redis
+without seeing each other's data. Templates below are the single source of the key layout;
+`RedisKeys` fills them in and validates the parts that come from requests.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "DEFAULT_FINAL_MARKER_TTL_S",
+    "DEFAULT_PREFIX",
+    "DEFAULT_STREAM_MAXLEN",
+    "FINAL_MARKER",
+    "INFLIGHT",
+    "OUTCOME_CHANNEL",
+    "OUTCOME_SCHEMA_NAME",
+    "OUTCOME_SCHEMA_VERSION",
+    "OUTCOME_STREAM",
+    "PACKAGE_STATE",
+    "PROVIDER_SEMAPHORE",
+    "STATE_FIELDS",
+    "STATE_FIELD_ATTEMPT",
+    "STATE_FIELD_FINAL",
+    "STATE_FIELD_OUTCOME",
+    "STATE_FIELD_REQUESTED_AT",
+    "STATE_FIELD_REQUEST_ID",
+    "STATE_FIELD_SOURCE_VERSION",
+    "STATE_FIELD_STATUS",
+    "STATE_FIELD_UPDATED_AT",
+    "STREAM_FIELDS",
+    "STREAM_FIELD_FINAL",
+    "STREAM_FIELD_OUTCOME",
+    "STREAM_FIELD_PACKAGE_ID",
+    "STREAM_FIELD_REQUEST_ID",
+    "STREAM_FIELD_SITE_CODE",
+    "STREAM_FIELD_STATUS",
+    "RedisKeys",
+    "is_key_part",
+    "is_request_id_key_part",
+]
+
+DEFAULT_PREFIX = "sccm-refresh"
+
+OUTCOME_SCHEMA_NAME = "sccm-refresh.outcome"
+OUTCOME_SCHEMA_VERSION = 1
+
+DEFAULT_STREAM_MAXLEN = 100_000
+# A Celery redelivery can come days later (long medium-not-ready waits); a week covers it.
+DEFAULT_FINAL_MARKER_TTL_S = 7 * 24 * 3600
+
+# Key templates ("{prefix}" and friends are filled in by RedisKeys).
+OUTCOME_STREAM = "{prefix}:outcomes"  # XADD, trimmed with MAXLEN ~
+OUTCOME_CHANNEL = "{prefix}:outcomes:live"  # PUBLISH; the payload is the outcome JSON
+PACKAGE_STATE = "{prefix}:package:{site_code}:{package_id}"  # hash: latest state of one package
+FINAL_MARKER = "{prefix}:final:{request_id}"  # string (stream entry id), TTL: final published once
+# Reserved for the per-provider concurrency cap and request coalescing; nothing uses them yet.
+PROVIDER_SEMAPHORE = "{prefix}:sem:{site_code}"
+INFLIGHT = "{prefix}:inflight:{site_code}:{package_id}"
+
+# Flat fields of a stream entry, next to the full JSON, so consumers can filter cheaply.
+STREAM_FIELD_OUTCOME = "outcome"
+STREAM_FIELD_REQUEST_ID = "request_id"
+STREAM_FIELD_PACKAGE_ID = "package_id"
+STREAM_FIELD_SITE_CODE = "site_code"
+STREAM_FIELD_STATUS = "status"
+STREAM_FIELD_FINAL = "final"
+STREAM_FIELDS = (
+    STREAM_FIELD_OUTCOME,
+    STREAM_FIELD_REQUEST_ID,
+    STREAM_FIELD_PACKAGE_ID,
+    STREAM_FIELD_SITE_CODE,
+    STREAM_FIELD_STATUS,
+    STREAM_FIELD_FINAL,
+)
+
+# Fields of the latest-state hash. requested_at and attempt decide whether an outcome may
+# overwrite the stored one (see worker/publish.py and docs/outcomes.md).
+STATE_FIELD_STATUS = "status"
+STATE_FIELD_REQUEST_ID = "request_id"
+STATE_FIELD_FINAL = "final"
+STATE_FIELD_UPDATED_AT = "updated_at"
+STATE_FIELD_SOURCE_VERSION = "source_version"
+STATE_FIELD_OUTCOME = "outcome"
+STATE_FIELD_REQUESTED_AT = "requested_at"
+STATE_FIELD_ATTEMPT = "attempt"
+STATE_FIELDS = (
+    STATE_FIELD_STATUS,
+    STATE_FIELD_REQUEST_ID,
+    STATE_FIELD_FINAL,
+    STATE_FIELD_UPDATED_AT,
+    STATE_FIELD_SOURCE_VERSION,
+    STATE_FIELD_OUTCOME,
+    STATE_FIELD_REQUESTED_AT,
+    STATE_FIELD_ATTEMPT,
+)
+
+# A key part must not contain ":" (it would make "site:package" ambiguous) nor whitespace.
+_KEY_PART = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+_PREFIX = re.compile(r"^[A-Za-z0-9_.\-:]{1,64}$")
+_REQUEST_ID = re.compile(r"^\S{1,256}$")
+
+
+def is_key_part(value: str) -> bool:
+    """True when `value` can be a site code or package id inside a key."""
+    return bool(_KEY_PART.fullmatch(value))
+
+
+def is_request_id_key_part(value: str) -> bool:
+    """True when `value` can end a key: 1-256 characters, no whitespace (":" is fine at the end)."""
+    return bool(_REQUEST_ID.fullmatch(value))
+
+
+def _key_part(name: str, value: str) -> str:
+    if not is_key_part(value):
+        raise ValueError(f"{name} cannot be part of a Redis key: {value[:40]!r}")
+    # Site codes and package ids are case-insensitive in ConfigMgr: one hash per package.
+    return value.upper()
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """The key layout under one prefix (default "sccm-refresh"; tests use "t-<uuid8>")."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        if not _PREFIX.fullmatch(self.prefix) or self.prefix.endswith(":"):
+            raise ValueError(f"invalid Redis key prefix: {self.prefix[:40]!r}")
+
+    @property
+    def outcome_stream(self) -> str:
+        return OUTCOME_STREAM.format(prefix=self.prefix)
+
+    @property
+    def outcome_channel(self) -> str:
+        return OUTCOME_CHANNEL.format(prefix=self.prefix)
+
+    def package_state(self, site_code: str, package_id: str) -> str:
+        return PACKAGE_STATE.format(
+            prefix=self.prefix,
+            site_code=_key_part("site_code", site_code),
+            package_id=_key_part("package_id", package_id),
+        )
+
+    def final_marker(self, request_id: str) -> str:
+        # The request id is the key's last part, so a ":" inside it cannot collide.
+        if not is_request_id_key_part(request_id):
+            raise ValueError(f"request_id cannot be part of a Redis key: {request_id[:40]!r}")
+        return FINAL_MARKER.format(prefix=self.prefix, request_id=request_id)
+
+    def provider_semaphore(self, site_code: str) -> str:
+        return PROVIDER_SEMAPHORE.format(prefix=self.prefix, site_code=_key_part("site_code", site_code))
+
+    def inflight(self, site_code: str, package_id: str) -> str:
+        return INFLIGHT.format(
+            prefix=self.prefix,
+            site_code=_key_part("site_code", site_code),
+            package_id=_key_part("package_id", package_id),
+        )

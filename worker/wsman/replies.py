@@ -1,0 +1,384 @@
+"""Parse WS-Man replies from the WinRM WMI plug-in into typed values.
+
+Liberal in what it accepts: any prefixes (namespaces are matched by URI), `xml:lang` and
+`xsi:type` attributes, pretty-printing whitespace. Strict in what it trusts: anything that
+is not the reply we asked for raises `ProtocolError`, never a raw `ParseError`, and the
+reply's RelatesTo is checked against our MessageID (pywinrm does not do it).
+
+WMI instances over WS-Man ([MS-WSMV] 3.1.4.1.11, DSP0230): one child element per property,
+`xsi:nil="true"` for NULL, a `cim:Datetime` (or `cim:Date`/`cim:Time`/`cim:Interval`)
+child for datetimes, and one repeated element per item for arrays.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from worker.errors import ProtocolError
+from worker.wsman.namespaces import (
+    NS_ADDRESSING,
+    NS_CIM,
+    NS_ENUMERATION,
+    NS_SOAP,
+    NS_WSMAN,
+    NS_XSI,
+    qname,
+)
+
+__all__ = [
+    "STORAGE_COMPRESS",
+    "EnumerationPage",
+    "MethodOutput",
+    "PackageInfo",
+    "PkgSourceFlag",
+    "PropertyValue",
+    "ReplyHeader",
+    "WmiInstance",
+    "body_element",
+    "check_action",
+    "check_relates_to",
+    "parse_enumeration",
+    "parse_envelope",
+    "parse_header",
+    "parse_instance",
+    "parse_method_output",
+]
+
+PropertyValue = str | None | list[str | None]
+
+# Replies larger than this are refused before parsing: the biggest legitimate one is bounded
+# by the MaxEnvelopeSize we send (500 KiB by default), so this only stops runaway input.
+_MAX_REPLY_CHARS = 16 * 1024 * 1024
+_DOCTYPE_MARKERS = ("<!DOCTYPE", "<!doctype")
+_TRUE_VALUES = frozenset({"true", "1"})
+# Wrappers a property's value may come in; their text is the value (DSP0230 cim common types).
+_CIM_SCALAR_WRAPPERS = frozenset({"Datetime", "Date", "Time", "Interval", "CIMDateTime"})
+# Children of an instance element that are not properties (cim:Location, EPR parts).
+_NON_PROPERTY_NAMESPACES = frozenset({NS_CIM, NS_ADDRESSING, NS_WSMAN})
+_XSI_NIL = qname(NS_XSI, "nil")
+_RETURN_VALUE = "ReturnValue"
+_OUTPUT_SUFFIX = "_OUTPUT"
+_MAX_MESSAGE_ECHO_CHARS = 120
+
+
+class PkgSourceFlag(IntEnum):
+    """`SMS_PackageBaseclass.PkgSourceFlag` values (DESIGN.md section 1)."""
+
+    STORAGE_NEEDS_SPECIFYING = 0
+    STORAGE_NO_SOURCE = 1
+    STORAGE_DIRECT = 2
+    STORAGE_COMPRESS = 3
+    STORAGE_LOCAL = 4
+
+
+STORAGE_COMPRESS = int(PkgSourceFlag.STORAGE_COMPRESS)
+
+
+@dataclass(frozen=True)
+class ReplyHeader:
+    """The WS-Addressing header fields of a reply (each None when absent)."""
+
+    action: str | None
+    message_id: str | None
+    relates_to: str | None
+
+
+@dataclass(frozen=True)
+class WmiInstance:
+    """One WMI instance: its class and its properties as text (None for NULL, list for arrays)."""
+
+    class_name: str
+    properties: dict[str, PropertyValue] = field(default_factory=dict)
+
+    def get(self, name: str) -> PropertyValue:
+        """The value of property `name`, or None when the reply did not carry it."""
+        return self.properties.get(name)
+
+    def get_list(self, name: str) -> list[str | None]:
+        """Property `name` as a list: a single element is a one-item array, absent/NULL is empty."""
+        value = self.properties.get(name)
+        if value is None:
+            return []
+        return list(value) if isinstance(value, list) else [value]
+
+
+@dataclass(frozen=True)
+class MethodOutput:
+    """The `<Method>_OUTPUT` of a WMI method call."""
+
+    return_value: int
+    out_params: dict[str, PropertyValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EnumerationPage:
+    """One EnumerateResponse or PullResponse: its items and whether to Pull again."""
+
+    items: list[WmiInstance]
+    context: str | None
+    end_of_sequence: bool
+
+    @property
+    def has_more(self) -> bool:
+        """True while the server handed back a context and did not say EndOfSequence."""
+        return self.context is not None and not self.end_of_sequence
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    """The package properties the worker uses, typed (None where the reply had no value)."""
+
+    class_name: str
+    package_id: str
+    name: str | None = None
+    package_type: int | None = None
+    pkg_source_flag: int | None = None
+    pkg_source_path: str | None = None
+    source_version: int | None = None
+    source_date: str | None = None
+    last_refresh_time: str | None = None
+    action_in_progress: int | None = None
+
+    @property
+    def is_storage_compress(self) -> bool:
+        """True for STORAGE_COMPRESS packages, whose source medium may not be ready."""
+        return self.pkg_source_flag == STORAGE_COMPRESS
+
+    @classmethod
+    def from_instance(cls, inst: WmiInstance) -> PackageInfo:
+        """Type the properties of a package instance; ProtocolError if one cannot be trusted."""
+        package_id = _scalar(inst, "PackageID")
+        if not package_id or not package_id.strip():
+            raise ProtocolError(f"{inst.class_name} instance carries no PackageID")
+        return cls(
+            class_name=inst.class_name,
+            package_id=package_id.strip(),
+            name=_scalar(inst, "Name"),
+            package_type=_int_property(inst, "PackageType"),
+            pkg_source_flag=_int_property(inst, "PkgSourceFlag"),
+            pkg_source_path=_scalar(inst, "PkgSourcePath"),
+            source_version=_int_property(inst, "SourceVersion"),
+            source_date=_stripped(_scalar(inst, "SourceDate")),
+            last_refresh_time=_stripped(_scalar(inst, "LastRefreshTime")),
+            action_in_progress=_int_property(inst, "ActionInProgress"),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form for outcomes."""
+        return {
+            "class": self.class_name,
+            "package_id": self.package_id,
+            "name": self.name,
+            "package_type": self.package_type,
+            "pkg_source_flag": self.pkg_source_flag,
+            "pkg_source_path": self.pkg_source_path,
+            "source_version": self.source_version,
+            "source_date": self.source_date,
+            "last_refresh_time": self.last_refresh_time,
+            "action_in_progress": self.action_in_progress,
+        }
+
+
+def parse_envelope(xml: bytes | str) -> ET.Element:
+    """The root `s:Envelope` of a reply; ProtocolError for anything else or unparseable XML."""
+    if not isinstance(xml, bytes | str):
+        raise ProtocolError(f"reply is {type(xml).__name__}, not XML text")
+    if len(xml) > _MAX_REPLY_CHARS:
+        raise ProtocolError(f"reply of {len(xml)} bytes exceeds {_MAX_REPLY_CHARS}")
+    # SOAP 1.2 part 1, 5: a SOAP message must not contain a DTD; refusing one also rules out
+    # entity-expansion tricks before expat sees them.
+    probe = xml[:4096] if isinstance(xml, str) else xml[:4096].decode("latin-1")
+    if any(marker in probe for marker in _DOCTYPE_MARKERS):
+        raise ProtocolError("reply contains a DTD, which SOAP forbids")
+    try:
+        root = ET.fromstring(xml)
+    except (ET.ParseError, ValueError, LookupError, UnicodeError, OverflowError) as exc:
+        raise ProtocolError(f"reply is not well-formed XML: {_describe_parse_error(exc)}") from exc
+    if root.tag != qname(NS_SOAP, "Envelope"):
+        raise ProtocolError(f"reply root is {_echo(root.tag)}, not a SOAP 1.2 Envelope")
+    return root
+
+
+def parse_header(xml: bytes | str) -> ReplyHeader:
+    """Action, MessageID and RelatesTo of a reply's header."""
+    header = parse_envelope(xml).find(qname(NS_SOAP, "Header"))
+    if header is None:
+        return ReplyHeader(action=None, message_id=None, relates_to=None)
+    return ReplyHeader(
+        action=_child_text(header, NS_ADDRESSING, "Action"),
+        message_id=_child_text(header, NS_ADDRESSING, "MessageID"),
+        relates_to=_child_text(header, NS_ADDRESSING, "RelatesTo"),
+    )
+
+
+def check_relates_to(header: ReplyHeader, expected_message_id: str) -> None:
+    """ProtocolError unless the reply relates to our request (UUIDs compared case-insensitively)."""
+    if header.relates_to is None:
+        raise ProtocolError(f"reply has no RelatesTo; expected {_echo(expected_message_id)}")
+    if header.relates_to.strip().lower() != expected_message_id.strip().lower():
+        raise ProtocolError(
+            f"reply RelatesTo {_echo(header.relates_to)} does not match MessageID {_echo(expected_message_id)}"
+        )
+
+
+def check_action(header: ReplyHeader, expected_action: str) -> None:
+    """ProtocolError unless the reply carries the Action we expect."""
+    if header.action != expected_action:
+        raise ProtocolError(f"reply Action {_echo(header.action)} is not {_echo(expected_action)}")
+
+
+def body_element(root: ET.Element) -> ET.Element:
+    """The single payload element of the Body; a Fault raises the error it maps to."""
+    body = root.find(qname(NS_SOAP, "Body"))
+    if body is None:
+        raise ProtocolError("reply has no SOAP Body")
+    payload = next(iter(body), None)
+    if payload is None:
+        raise ProtocolError("reply Body is empty")
+    if payload.tag == qname(NS_SOAP, "Fault"):
+        # A fault in a 200 reply is still a fault: classify it like one that came as HTTP 500.
+        # Imported here because faults imports this module (a top-level import is circular).
+        from worker.wsman.faults import (  # noqa: PLC0415
+            fault_from_element,
+            fault_to_error,
+        )
+
+        raise fault_to_error(fault_from_element(payload), http_status=None)
+    return payload
+
+
+def parse_instance(xml: bytes | str) -> WmiInstance:
+    """The instance in a GetResponse body."""
+    return _instance_from_element(body_element(parse_envelope(xml)))
+
+
+def parse_method_output(xml: bytes | str, method: str) -> MethodOutput:
+    """ReturnValue and out-parameters of a `<method>_OUTPUT` body."""
+    output = body_element(parse_envelope(xml))
+    expected = f"{method}{_OUTPUT_SUFFIX}"
+    if _local(output.tag).lower() != expected.lower():
+        raise ProtocolError(f"reply body is {_echo(_local(output.tag))}, not {_echo(expected)}")
+    params = _properties(output)
+    raw = params.pop(_RETURN_VALUE, None)
+    if not isinstance(raw, str):
+        raise ProtocolError(f"{expected} carries no single {_RETURN_VALUE}")
+    return MethodOutput(return_value=_parse_int(raw, _RETURN_VALUE), out_params=params)
+
+
+def parse_enumeration(xml: bytes | str) -> EnumerationPage:
+    """Items, context and end-of-sequence of an EnumerateResponse or a PullResponse."""
+    response = body_element(parse_envelope(xml))
+    if response.tag not in (qname(NS_ENUMERATION, "EnumerateResponse"), qname(NS_ENUMERATION, "PullResponse")):
+        raise ProtocolError(f"reply body is {_echo(_local(response.tag))}, not an enumeration response")
+    context: str | None = None
+    end_of_sequence = False
+    items: list[WmiInstance] = []
+    for child in response:
+        name = _local(child.tag)
+        if child.tag == qname(NS_ENUMERATION, "EnumerationContext"):
+            context = (child.text or "").strip() or None
+        # Optimized EnumerateResponses use w:Items / w:EndOfSequence, PullResponses n:Items / n:EndOfSequence.
+        elif name == "EndOfSequence" and _namespace(child.tag) in (NS_ENUMERATION, NS_WSMAN):
+            end_of_sequence = True
+        elif name == "Items" and _namespace(child.tag) in (NS_ENUMERATION, NS_WSMAN):
+            items.extend(_instance_from_item(item) for item in child)
+    return EnumerationPage(items=items, context=context, end_of_sequence=end_of_sequence)
+
+
+def _instance_from_item(item: ET.Element) -> WmiInstance:
+    # EnumerationMode EnumerateObjectAndEPR wraps each object in w:Item next to its EPR.
+    if item.tag == qname(NS_WSMAN, "Item"):
+        for child in item:
+            if _namespace(child.tag) not in _NON_PROPERTY_NAMESPACES:
+                return _instance_from_element(child)
+        raise ProtocolError("enumeration item carries no instance")
+    return _instance_from_element(item)
+
+
+def _instance_from_element(element: ET.Element) -> WmiInstance:
+    return WmiInstance(class_name=_local(element.tag), properties=_properties(element))
+
+
+def _properties(element: ET.Element) -> dict[str, PropertyValue]:
+    properties: dict[str, PropertyValue] = {}
+    for child in element:
+        if not isinstance(child.tag, str) or _namespace(child.tag) in _NON_PROPERTY_NAMESPACES:
+            continue
+        name = _local(child.tag)
+        value = _property_value(child)
+        if name not in properties:
+            properties[name] = value
+            continue
+        # A repeated element is an array property (DSP0230 7.2.3).
+        existing = properties[name]
+        if isinstance(existing, list):
+            existing.append(value)
+        else:
+            properties[name] = [existing, value]
+    return properties
+
+
+def _property_value(element: ET.Element) -> str | None:
+    if element.get(_XSI_NIL, "").strip().lower() in _TRUE_VALUES:
+        return None
+    children = list(element)
+    if not children:
+        return element.text or ""
+    wrapper = children[0]
+    if _namespace(wrapper.tag) == NS_CIM and _local(wrapper.tag) in _CIM_SCALAR_WRAPPERS:
+        return (wrapper.text or "").strip()
+    # An embedded object: the worker reads no such property, so keep its text only.
+    return "".join(element.itertext()).strip()
+
+
+def _scalar(inst: WmiInstance, name: str) -> str | None:
+    value = inst.get(name)
+    if isinstance(value, list):
+        raise ProtocolError(f"{inst.class_name}.{name} is an array, expected one value")
+    return value
+
+
+def _int_property(inst: WmiInstance, name: str) -> int | None:
+    value = _scalar(inst, name)
+    if value is None or not value.strip():
+        return None
+    return _parse_int(value, f"{inst.class_name}.{name}")
+
+
+def _parse_int(text: str, what: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ProtocolError(f"{what} is {_echo(text)}, not an integer") from None
+
+
+def _stripped(value: str | None) -> str | None:
+    return value.strip() if value is not None else None
+
+
+def _child_text(parent: ET.Element, namespace: str, local_name: str) -> str | None:
+    child = parent.find(qname(namespace, local_name))
+    if child is None:
+        return None
+    return (child.text or "").strip()
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _namespace(tag: str) -> str | None:
+    return tag[1:].split("}", 1)[0] if tag.startswith("{") else None
+
+
+def _echo(value: object) -> str:
+    """A reply value quoted for an error message, cut short: replies are not ours to trust."""
+    text = repr(value)
+    return text if len(text) <= _MAX_MESSAGE_ECHO_CHARS else text[: _MAX_MESSAGE_ECHO_CHARS - 3] + "..."
+
+
+def _describe_parse_error(exc: Exception) -> str:
+    return _echo(str(exc)).strip("'\"")
