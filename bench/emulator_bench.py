@@ -37,6 +37,7 @@ from testing.wsman_requests import invoke_envelope, return_value
 _USERNAME = "LAB\\bench"
 _STARTUP_TIMEOUT_S = 15.0
 _STOP_TIMEOUT_S = 10.0
+_SETTLE_TIMEOUT_S = 2.0
 _URL_PREFIX = "WS-Man endpoint: "
 _STORAGE_DIRECT = 2
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -143,8 +144,13 @@ def _wsman_mode(
     envelopes = [
         invoke_envelope(server.url, site_code, package_id, class_name=class_name) for package_id, class_name in packages
     ]
-    # Authenticate (and for NTLM set up encryption) outside the measured window.
+    # Authenticate (and for NTLM set up encryption) outside the measured window. The server
+    # records an operation just after writing its reply: wait for that before resetting.
+    before = _admin(admin, server, "GET", "stats")["operations"]
     protocol.send_message(envelopes[0])
+    deadline = time.monotonic() + _SETTLE_TIMEOUT_S
+    while _admin(admin, server, "GET", "stats")["operations"] <= before and time.monotonic() < deadline:
+        time.sleep(0.001)
     _admin(admin, server, "POST", "stats/reset")
 
     def call(index: int) -> None:

@@ -100,8 +100,9 @@ class LimitSettings(BaseModel):
 
     # Every countdown is capped below the broker visibility timeout (kombu #337): a longer
     # wait is split into several re-queues.
-    visibility_timeout_s: int = Field(default=3600, ge=60)
+    visibility_timeout_s: int = Field(default=3600, ge=5)
     max_countdown_s: int = Field(default=900, ge=1)
+    # Keep the defaults in production; the crash tests shrink both to see a redelivery quickly.
     # After an accepted refresh, optionally poll SourceVersion until it increases.
     verify_timeout_s: float = Field(default=0.0, ge=0, le=600)
     verify_poll_s: float = Field(default=1.0, gt=0, le=60)
@@ -208,8 +209,8 @@ class Settings(BaseSettings):
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     retry: RetrySettings = RetrySettings()
     limits: LimitSettings = LimitSettings()
-    task_soft_time_limit_s: int = Field(default=300, ge=10)
-    task_time_limit_s: int = Field(default=360, ge=15)
+    task_soft_time_limit_s: int = Field(default=300, ge=1)
+    task_time_limit_s: int = Field(default=360, ge=2)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("providers")

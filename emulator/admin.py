@@ -70,6 +70,10 @@ class ProviderApi(Protocol):
 
     def reset_log(self) -> None: ...
 
+    def deny_access(self, package_id: str) -> None: ...
+
+    def allow_access(self, package_id: str) -> None: ...
+
 
 def _percentile(sorted_values: list[float], fraction: float) -> float:
     """Nearest-rank percentile of already sorted values (0.0 when there are none)."""

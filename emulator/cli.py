@@ -296,9 +296,9 @@ def _print_banner(emulator: Emulator, settings: EmulatorSettings, source: str, o
     print(f"WS-Man endpoint: {emulator.url}", file=out)
     if source == "generated":
         # Printed once, on stdout only: this is a dev tool and the operator needs it to log in.
-        print(f"credentials: user {settings.username!r}, generated password: {settings.password}", file=out)
+        print(f"credentials: user {settings.username}, generated password: {settings.password}", file=out)
     else:
-        print(f"credentials: user {settings.username!r}, password from {source}", file=out)
+        print(f"credentials: user {settings.username}, password from {source}", file=out)
     print(f"admin API: {emulator.admin_url} (HTTP Basic, same credentials)", file=out)
     if emulator.ca_cert_path:
         print(f"CA certificate (pass as ca_trust_path): {emulator.ca_cert_path}", file=out)

@@ -1,11 +1,11 @@
 """The SMS Provider behind WinRM's WMI plugin: one decrypted SOAP request in, one reply out.
 
 Pure protocol core (no sockets): the HTTP server authenticates, decrypts and calls `handle`.
-This module only dispatches; `soap` parses and renders, `catalogue` holds the packages and
-their semantics, `faults` draws every fault, `wql` answers queries. One lock makes it
-thread-safe; every call is short (no I/O, no sleeping).
+This module only dispatches; `soap` parses and renders, `catalogue` holds the packages and their
+semantics, `faults` draws every fault, `wql` answers queries. One lock makes it thread-safe;
+every call is short (no I/O, no sleeping).
 
-Order of checks, as WinRM and WMI apply them: envelope, action, resource URI and namespace,
+Checks run in the order WinRM and WMI apply them: envelope, action, resource URI and namespace,
 the caller's right to the namespace, class, method, selectors, instance, then RBAC on it.
 """
 
@@ -17,11 +17,10 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, NoReturn
+from typing import Any, Final, Literal
 
 from emulator import faults, soap
 from emulator.catalogue import BASE_CLASS, MEDIUM_NOT_READY_ERROR_CODE, PROPERTY_NAMES, Catalogue
-from emulator.faults import HResult
 from emulator.namespaces import (
     ACTION_ENUMERATE,
     ACTION_GET,
@@ -36,7 +35,7 @@ from emulator.settings import EmulatorSettings
 from emulator.soap import SoapError, WsmanRequest
 from emulator.wql import Query, Value, WqlError, evaluate, parse, resolve
 
-__all__ = ["InjectedFault", "Provider", "WsmanReply"]
+__all__ = ["ENUMERATION_CONTEXT_TTL_S", "InjectedFault", "Provider", "WsmanReply"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +46,17 @@ REFRESH_METHOD: Final = "RefreshPkgSource"
 ENUMERATION_CONTEXT_TTL_S: Final = 180.0  # idle enumerations are dropped, as WinRM does
 MAX_ENUMERATION_CONTEXTS: Final = 1_000
 MAX_EVENTS_PER_PACKAGE: Final = 100
-_WMI_OPERATION: Final[dict[str, str]] = {
-    ACTION_GET: "GetObject",
-    ACTION_ENUMERATE: "ExecQuery",
-    ACTION_PULL: "ExecQuery",
-}
-_OP_BY_ACTION: Final[dict[str, Operation]] = {
+_TOTAL_KEYS: Final = ("requests", "gets", "invokes", "accepted", "rejected", "enumerates", "pulls", "faults")
+_OPERATION_BY_ACTION: Final[dict[str, Operation]] = {
     ACTION_GET: "get",
     ACTION_ENUMERATE: "enumerate",
     ACTION_PULL: "pull",
+}
+_WMI_OPERATION: Final[dict[Operation, str]] = {
+    "get": "GetObject",
+    "invoke": "ExecMethod",
+    "enumerate": "ExecQuery",
+    "pull": "ExecQuery",
 }
 
 
@@ -75,7 +76,7 @@ class _Reject(Exception):  # noqa: N818 - control flow, not an error: carries th
 
 @dataclass(slots=True)
 class _Enumeration:
-    items: list[tuple[str, dict[str, Value]]]
+    items: list[tuple[str, dict[str, Value]]]  # (own class, properties), snapshot at Enumerate
     selected: tuple[str, ...] | None
     position: int
     expires_at: float
@@ -88,6 +89,15 @@ class _PackageLog:
     accepted: int = 0
     rejected: int = 0
     events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_EVENTS_PER_PACKAGE))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "gets": self.gets,
+            "invokes": self.invokes,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "events": list(self.events),
+        }
 
 
 def _account(user: str) -> tuple[str | None, str]:
@@ -149,29 +159,30 @@ class Provider:
     def fault_reply(self, kind: InjectedFault, envelope: bytes) -> WsmanReply:
         """Windows-shaped fault for an injected failure, RelatesTo the request's MessageID."""
         with self._lock:
-            relates_to: str | None = None
             request: WsmanRequest | None = None
+            relates_to: str | None
             try:
                 request = soap.parse_request(envelope)
                 relates_to = request.message_id
             except SoapError as exc:
                 relates_to = exc.message_id
+            operation = "invoke" if request is None else _OPERATION_BY_ACTION.get(request.action, "invoke")
+            package_id = (request.selector("PackageID") or "").upper() if request else ""
+            where: dict[str, Any] = {"relates_to": relates_to, "machine": self._machine}
             if kind == "timeout_fault":
-                body = faults.timed_out(relates_to=relates_to, machine=self._machine)
+                body = faults.timed_out(**where)
             elif kind == "quota_fault":
-                limit = self._settings.max_concurrent_operations_per_user
-                body = faults.quota_exceeded(relates_to=relates_to, machine=self._machine, limit=limit)
+                body = faults.quota_exceeded(**where, limit=self._settings.max_concurrent_operations_per_user)
             else:
-                body = faults.generic_failure(
-                    relates_to=relates_to, machine=self._machine, extended=self._injected_status(request)
+                body = faults.site_database_failure(
+                    **where,
+                    site_code=self._site,
+                    operation=_WMI_OPERATION[operation],
+                    object_path=f'PackageID="{package_id}"' if package_id else "",
                 )
             self._totals["requests"] += 1
             self._totals["faults"] += 1
-            if request is not None:
-                package_id = request.selector("PackageID")
-                operation = _OP_BY_ACTION.get(request.action, "invoke")
-                if package_id and self._catalogue.class_of(package_id):
-                    self._record(package_id.upper(), operation, "", f"injected:{kind}")
+            self._record_if_known(package_id, operation, "", f"injected:{kind}")
             return WsmanReply(500, body)
 
     # ------------------------------------------------------------------ control and observation
@@ -191,6 +202,7 @@ class Provider:
             self._denied.discard(package_id.upper())
 
     def package(self, package_id: str) -> dict[str, Any] | None:
+        """Current properties (JSON-ready), plus `_`-prefixed emulator state."""
         with self._lock:
             view = self._catalogue.snapshot(package_id)
             if view is not None:
@@ -203,18 +215,10 @@ class Provider:
 
     def call_log(self) -> dict[str, Any]:
         with self._lock:
-            packages = {
-                package_id: {
-                    "gets": log.gets,
-                    "invokes": log.invokes,
-                    "accepted": log.accepted,
-                    "rejected": log.rejected,
-                    "events": list(log.events),
-                }
-                for package_id, log in self._package_logs.items()
+            return {
+                "packages": {package_id: log.as_dict() for package_id, log in self._package_logs.items()},
+                "totals": {key: self._totals[key] for key in _TOTAL_KEYS},
             }
-            keys = ("requests", "gets", "invokes", "accepted", "rejected", "enumerates", "pulls", "faults")
-            return {"packages": packages, "totals": {key: self._totals[key] for key in keys}}
 
     def reset_log(self) -> None:
         with self._lock:
@@ -227,14 +231,11 @@ class Provider:
         try:
             request = soap.parse_request(envelope)
         except SoapError as exc:
+            where: dict[str, Any] = {"relates_to": exc.message_id, "machine": self._machine}
             if exc.kind == "missing_header":
                 header = "Action" if exc.message_id else "MessageID"
-                raise _Reject(
-                    faults.message_header_required(relates_to=exc.message_id, machine=self._machine, header=header)
-                ) from None
-            raise _Reject(
-                faults.schema_validation(relates_to=exc.message_id, machine=self._machine, message=str(exc))
-            ) from None
+                raise _Reject(faults.message_header_required(**where, header=header)) from None
+            raise _Reject(faults.schema_validation(**where, message=str(exc))) from None
 
         action = request.action
         if action == ACTION_GET:
@@ -245,112 +246,75 @@ class Provider:
             return self._pull(request)
         if action == ACTION_RELEASE:
             return self._release(request)
-        if request.resource_uri and action.lower().startswith(request.resource_uri.lower().rstrip("/") + "/"):
-            return self._invoke(request, user, action[len(request.resource_uri.rstrip("/")) + 1 :])
-        raise _Reject(faults.action_not_supported(relates_to=request.message_id, machine=self._machine, action=action))
+        # [MS-WSMV] 3.1.4.1.27: a custom action is the resource URI followed by the method name.
+        resource_uri = (request.resource_uri or "").rstrip("/")
+        if resource_uri and action.lower().startswith(resource_uri.lower() + "/"):
+            return self._invoke(request, user, action[len(resource_uri) + 1 :])
+        raise _Reject(faults.action_not_supported(**self._where(request), action=action))
+
+    def _where(self, request: WsmanRequest) -> dict[str, Any]:
+        """The arguments every fault builder takes."""
+        return {"relates_to": request.message_id, "machine": self._machine}
 
     # ------------------------------------------------------------------ shared checks
 
-    def _class_of_target(self, request: WsmanRequest, user: str, operation: Operation) -> str:
+    def _target_class(self, request: WsmanRequest, user: str, operation: Operation) -> str:
         """Canonical class (or `*`) named by the resource URI, after namespace and access checks."""
-        relates = request.message_id
         parsed = parse_resource_uri(request.resource_uri or "")
         if parsed is None or parsed.namespace_path.lower() != self._namespace:
             # Unknown plugin URI or namespace: WBEM_E_INVALID_NAMESPACE surfaces as not found.
-            raise _Reject(faults.resource_not_found(relates_to=relates, machine=self._machine))
+            raise _Reject(faults.resource_not_found(**self._where(request)))
         if not self._is_configured_user(user):
-            self._record_selected(request, operation, user, "access_denied")
-            raise _Reject(faults.access_denied(relates_to=relates, machine=self._machine, scope="service"))
+            self._record_if_known((request.selector("PackageID") or "").upper(), operation, user, "access_denied")
+            raise _Reject(faults.access_denied(**self._where(request), scope="service"))
         if parsed.class_name == "*":
             return "*"
         class_name = self._catalogue.canonical_class(parsed.class_name)
         if class_name is None:
-            self._reject_invalid_class(request, parsed.class_name, operation)
+            raise self._invalid_class(request, parsed.class_name, operation)
         return class_name
 
-    def _reject_invalid_class(self, request: WsmanRequest, class_name: str, operation: Operation) -> NoReturn:
-        message = "The specified class does not exist in the given namespace. "
-        if operation in ("enumerate", "pull"):
-            extended = faults.wmi_extended_status(
-                self._site,
-                operation="ExecQuery",
-                parameter_info=request.filter_text or f"select * from {class_name}",  # noqa: S608 - WQL text, not SQL
-                status_code=HResult.WBEM_E_INVALID_CLASS,
-            )
-            raise _Reject(
-                faults.cannot_process_filter(
-                    relates_to=request.message_id, machine=self._machine, message=message, extended=extended
-                )
-            )
-        extended = faults.wmi_extended_status(
-            self._site,
-            operation="GetObject" if operation == "get" else "ExecMethod",
-            parameter_info=class_name,
-            status_code=HResult.WBEM_E_INVALID_CLASS,
-        )
-        raise _Reject(
-            faults.resource_not_found(
-                relates_to=request.message_id, machine=self._machine, message=message, extended=extended
+    def _invalid_class(self, request: WsmanRequest, class_name: str, operation: Operation) -> _Reject:
+        return _Reject(
+            faults.invalid_class(
+                **self._where(request),
+                site_code=self._site,
+                class_name=class_name,
+                operation=_WMI_OPERATION[operation],
+                query=request.filter_text,
             )
         )
 
     def _package_id(self, request: WsmanRequest, class_name: str) -> str:
         """The PackageID selector: the class's only key, so anything else is an invalid selector."""
         if class_name in ("*", BASE_CLASS):
-            raise _Reject(faults.resource_not_found(relates_to=request.message_id, machine=self._machine))
+            raise _Reject(faults.resource_not_found(**self._where(request)))
         if not request.selectors:
-            raise _Reject(
-                faults.invalid_selectors(
-                    relates_to=request.message_id, machine=self._machine, detail_name="InsufficientSelectors"
-                )
-            )
+            raise _Reject(faults.invalid_selectors(**self._where(request), detail_name="InsufficientSelectors"))
         if len(request.selectors) != 1 or request.selectors[0][0].lower() != "packageid":
-            raise _Reject(
-                faults.invalid_selectors(
-                    relates_to=request.message_id, machine=self._machine, detail_name="UnexpectedSelectors"
-                )
-            )
+            raise _Reject(faults.invalid_selectors(**self._where(request), detail_name="UnexpectedSelectors"))
         return request.selectors[0][1].upper()
 
     def _instance(
         self, request: WsmanRequest, class_name: str, package_id: str, operation: Operation, user: str
     ) -> dict[str, Value]:
-        """The instance, or a not-found / access-denied fault as WMI and RBAC would answer."""
-        wmi_operation = "GetObject" if operation == "get" else "ExecMethod"
+        """The instance, or the not-found / access-denied fault WMI and RBAC would answer."""
+        where = {**self._where(request), "site_code": self._site, "operation": _WMI_OPERATION[operation]}
         object_path = f'{class_name}.PackageID="{package_id}"'
         properties = self._catalogue.instance(class_name, package_id)
         if properties is None:
             self._record_if_known(package_id, operation, user, "not_found")
-            extended = faults.wmi_extended_status(
-                self._site, operation=wmi_operation, parameter_info=object_path, status_code=HResult.WBEM_E_NOT_FOUND
-            )
-            raise _Reject(
-                faults.resource_not_found(relates_to=request.message_id, machine=self._machine, extended=extended)
-            )
+            raise _Reject(faults.instance_not_found(**where, object_path=object_path))
         if package_id in self._denied:
             self._record(package_id, operation, user, "access_denied")
-            extended = faults.sms_extended_status(
-                self._site,
-                description=f"User {user} does not have permission to access {object_path}.",
-                error_code=0x40480001,
-                operation=wmi_operation,
-                parameter_info=object_path,
-                status_code=HResult.WBEM_E_ACCESS_DENIED,
-                line=1874,
-                object_info="CSspSecurity",
-            )
-            raise _Reject(
-                faults.access_denied(
-                    relates_to=request.message_id, machine=self._machine, scope="provider", extended=extended
-                )
-            )
+            raise _Reject(faults.rbac_access_denied(**where, user=user, object_path=object_path))
         return properties
 
     # ------------------------------------------------------------------ operations
 
     def _get(self, request: WsmanRequest, user: str) -> bytes:
         self._totals["gets"] += 1
-        class_name = self._class_of_target(request, user, "get")
+        class_name = self._target_class(request, user, "get")
         package_id = self._package_id(request, class_name)
         properties = self._instance(request, class_name, package_id, "get", user)
         self._record(package_id, "get", user, "ok")
@@ -359,88 +323,68 @@ class Provider:
 
     def _invoke(self, request: WsmanRequest, user: str, method: str) -> bytes:
         self._totals["invokes"] += 1
-        class_name = self._class_of_target(request, user, "invoke")
-        object_path = f"{class_name}.PackageID={request.selector('PackageID') or ''}"
+        class_name = self._target_class(request, user, "invoke")
         if method.lower() != REFRESH_METHOD.lower() or class_name in ("*", BASE_CLASS):
-            extended = faults.wmi_extended_status(
-                self._site,
-                operation="ExecMethod",
-                parameter_info=f"{object_path}::{method}",
-                status_code=HResult.WBEM_E_INVALID_METHOD,
-            )
+            object_path = f"{class_name}.PackageID={request.selector('PackageID') or ''}"
             raise _Reject(
-                faults.method_not_found(relates_to=request.message_id, machine=self._machine, extended=extended)
+                faults.unknown_method(
+                    **self._where(request), site_code=self._site, object_path=object_path, method=method
+                )
             )
         package_id = self._package_id(request, class_name)
         if request.body_tag is not None and not request.body_tag.endswith(f"}}{REFRESH_METHOD}_INPUT"):
-            raise _Reject(
-                faults.schema_validation(
-                    relates_to=request.message_id,
-                    machine=self._machine,
-                    message=f"The body of a {REFRESH_METHOD} request must be {REFRESH_METHOD}_INPUT. ",
-                )
-            )
+            message = f"The body of a {REFRESH_METHOD} request must be {REFRESH_METHOD}_INPUT. "
+            raise _Reject(faults.schema_validation(**self._where(request), message=message))
         self._instance(request, class_name, package_id, "invoke", user)
+
         outcome = self._catalogue.refresh(package_id)
         accepted = outcome.result == "accepted"
-        result = "accepted" if accepted else f"{outcome.result}:{'fault' if outcome.fault else outcome.return_value}"
-        self._record(package_id, "invoke", user, result, accepted=accepted)
-        class_uri = class_resource_uri(self._site, class_name)
+        detail = "fault" if outcome.fault else outcome.return_value
+        self._record(package_id, "invoke", user, "accepted" if accepted else f"{outcome.result}:{detail}", accepted)
         if outcome.fault:
-            extended = faults.sms_extended_status(
-                self._site,
-                description=self._catalogue.medium_not_ready_description(package_id),
-                error_code=MEDIUM_NOT_READY_ERROR_CODE,
-                operation="ExecMethod",
-                parameter_info=f'{class_name}.PackageID="{package_id}"',
-                status_code=HResult.WBEM_E_FAILED,
-                line=2112,
-                object_info="CSspPackage::RefreshPkgSource",
-            )
             raise _Reject(
-                faults.generic_failure(relates_to=request.message_id, machine=self._machine, extended=extended)
+                faults.medium_not_ready(
+                    **self._where(request),
+                    site_code=self._site,
+                    object_path=f'{class_name}.PackageID="{package_id}"',
+                    description=self._catalogue.medium_not_ready_description(package_id),
+                    error_code=MEDIUM_NOT_READY_ERROR_CODE,
+                )
             )
+        class_uri = class_resource_uri(self._site, class_name)
         return soap.render_invoke_response(request.message_id, class_uri, REFRESH_METHOD, outcome.return_value)
 
     def _query(self, request: WsmanRequest, target: str) -> Query:
         """The query an Enumerate asks for: its WQL filter, or every instance of the URI's class."""
-        if request.filter_text is None:
+        text = request.filter_text
+        if text is None:
             if target == "*":
-                self._reject_query(request, "A WQL filter is required to enumerate the * resource URI. ", "")
+                raise self._invalid_query(request, "A WQL filter is required to enumerate the * resource URI. ")
             return Query(class_name=target, properties=None, where=None)
         dialect = request.filter_dialect
         if dialect is not None and dialect.lower() != WQL_DIALECT.lower():
-            raise _Reject(
-                faults.filter_dialect_unavailable(relates_to=request.message_id, machine=self._machine, dialect=dialect)
-            )
+            raise _Reject(faults.filter_dialect_unavailable(**self._where(request), dialect=dialect))
         try:
-            query = parse(request.filter_text)
-        except WqlError as exc:
-            self._reject_query(request, f"The query is not valid: {exc}. ", request.filter_text)
-        class_name = self._catalogue.canonical_class(query.class_name)
-        if class_name is None:
-            self._reject_invalid_class(request, query.class_name, "enumerate")
-        if target not in ("*", class_name):
-            self._reject_query(request, f"The query must select from {target}. ", request.filter_text)
-        try:
+            query = parse(text)
+            class_name = self._catalogue.canonical_class(query.class_name)
+            if class_name is None:
+                raise self._invalid_class(request, query.class_name, "enumerate")
+            if target not in ("*", class_name):
+                raise self._invalid_query(request, f"The query must select from {target}. ")
             return resolve(query, class_name, PROPERTY_NAMES)
         except WqlError as exc:
-            self._reject_query(request, f"The query is not valid: {exc}. ", request.filter_text)
+            raise self._invalid_query(request, f"The query is not valid: {exc}. ") from None
 
-    def _reject_query(self, request: WsmanRequest, message: str, query_text: str) -> NoReturn:
-        extended = faults.wmi_extended_status(
-            self._site, operation="ExecQuery", parameter_info=query_text, status_code=HResult.WBEM_E_INVALID_QUERY
-        )
-        raise _Reject(
-            faults.cannot_process_filter(
-                relates_to=request.message_id, machine=self._machine, message=message, extended=extended
+    def _invalid_query(self, request: WsmanRequest, message: str) -> _Reject:
+        return _Reject(
+            faults.invalid_query(
+                **self._where(request), site_code=self._site, message=message, query=request.filter_text or ""
             )
         )
 
     def _enumerate(self, request: WsmanRequest, user: str) -> bytes:
         self._totals["enumerates"] += 1
-        target = self._class_of_target(request, user, "enumerate")
-        query = self._query(request, target)
+        query = self._query(request, self._target_class(request, user, "enumerate"))
         # RBAC filters query results silently: the SMS Provider only returns what you may see.
         items = [
             (own_class, properties)
@@ -463,7 +407,7 @@ class Provider:
         context = request.enumeration_context or ""
         state = self._take_enumeration(context)
         if state is None:
-            raise _Reject(faults.invalid_enumeration_context(relates_to=request.message_id, machine=self._machine))
+            raise _Reject(faults.invalid_enumeration_context(**self._where(request)))
         page = self._next_page(state, request.max_elements or 1, "pull", "")
         end = state.position >= len(state.items)
         if not end:
@@ -473,7 +417,7 @@ class Provider:
 
     def _release(self, request: WsmanRequest) -> bytes:
         if self._take_enumeration(request.enumeration_context or "") is None:
-            raise _Reject(faults.invalid_enumeration_context(relates_to=request.message_id, machine=self._machine))
+            raise _Reject(faults.invalid_enumeration_context(**self._where(request)))
         return soap.render_release_response(request.message_id)
 
     # ------------------------------------------------------------------ enumeration contexts
@@ -507,39 +451,17 @@ class Provider:
         expected_domain, expected_name = self._account
         return name == expected_name and (domain is None or expected_domain is None or domain == expected_domain)
 
-    def _injected_status(self, request: WsmanRequest | None) -> faults.ExtendedStatus:
-        operation = "ExecMethod" if request is None else _WMI_OPERATION.get(request.action, "ExecMethod")
-        package_id = None if request is None else request.selector("PackageID")
-        return faults.sms_extended_status(
-            self._site,
-            description="Failed to get a connection to the site database. Error: 0x80004005",
-            error_code=0x40240001,
-            operation=operation,
-            parameter_info="" if package_id is None else f'PackageID="{package_id}"',
-            status_code=HResult.WBEM_E_FAILED,
-            line=731,
-            object_info="CSspConnection",
-        )
-
-    def _record(self, package_id: str, operation: Operation, user: str, result: str, *, accepted: bool = False) -> None:
+    def _record(self, package_id: str, operation: Operation, user: str, result: str, accepted: bool = False) -> None:
         log = self._package_logs.setdefault(package_id, _PackageLog())
         if operation == "get":
             log.gets += 1
         elif operation == "invoke":
             log.invokes += 1
-            if accepted:
-                log.accepted += 1
-                self._totals["accepted"] += 1
-            else:
-                log.rejected += 1
-                self._totals["rejected"] += 1
+            outcome = "accepted" if accepted else "rejected"
+            setattr(log, outcome, getattr(log, outcome) + 1)
+            self._totals[outcome] += 1
         log.events.append({"op": operation, "at": self._wall_clock(), "user": user, "result": result})
 
     def _record_if_known(self, package_id: str, operation: Operation, user: str, result: str) -> None:
-        if self._catalogue.class_of(package_id) is not None:
+        if package_id and self._catalogue.class_of(package_id) is not None:
             self._record(package_id, operation, user, result)
-
-    def _record_selected(self, request: WsmanRequest, operation: Operation, user: str, result: str) -> None:
-        package_id = request.selector("PackageID")
-        if package_id:
-            self._record_if_known(package_id.upper(), operation, user, result)

@@ -71,7 +71,5 @@ class EmulatorSettings:
     latency_distribution: LatencyDistribution = "fixed"
     fault_rates: FaultRates = field(default_factory=FaultRates)
     idle_timeout_s: float = 120.0  # HTTP.sys closes idle keep-alive connections (~2 min)
-    max_concurrent_operations_per_user: int = (
-        25  # WinRM MaxConcurrentOperationsPerUser is 1500; SMS is tighter
-    )
+    max_concurrent_operations_per_user: int = 25  # WinRM MaxConcurrentOperationsPerUser is 1500; SMS is tighter
     max_envelope_size_bytes: int = 512_000

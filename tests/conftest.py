@@ -3,4 +3,5 @@
 pytest_plugins = [
     "testing.fixtures_redis",
     "testing.fixtures_emulator",
+    "testing.fixtures_pipeline",
 ]

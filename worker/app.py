@@ -28,6 +28,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     visibility_timeout_s = settings.limits.visibility_timeout_s
     redis_transport = {
         "visibility_timeout": visibility_timeout_s,
+        # kombu sweeps for unacked messages of dead workers every interval x throttle seconds
+        # (100 s by default); scan every few seconds so a lost message returns soon after its
+        # visibility timeout. The scan is one ZRANGE on the unacked index.
+        "unacked_restore_interval": max(1, min(10, visibility_timeout_s // 6)),
+        "unacked_restore_throttle": 1,
         "socket_keepalive": True,
         "socket_timeout": 30,
         "socket_connect_timeout": 10,

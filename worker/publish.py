@@ -18,7 +18,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from string import Template
@@ -172,7 +172,6 @@ class OutcomePublisher:
             raise ValueError("stream_maxlen and final_marker_ttl_s must be positive")
         if retry_deadline_s < 0 or retry_min_backoff_s <= 0 or retry_max_backoff_s < retry_min_backoff_s:
             raise ValueError("retry deadline/backoff must be positive, min <= max")
-        self._redis = redis
         self._keys = keys
         self._stream_maxlen = stream_maxlen
         self._final_marker_ttl_s = final_marker_ttl_s
@@ -243,13 +242,13 @@ class OutcomePublisher:
         return keys, args
 
 
-def _log_retry(request_id: str) -> Any:
+def _log_retry(request_id: str) -> Callable[[RetryCallState], None]:
     def log(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         sleep_s = state.next_action.sleep if state.next_action is not None else 0.0
         # redis-py messages name host:port and the errno, never the password.
         logger.warning(
-            "Redis unavailable while publishing outcome of request %s (%s: %s); try %d again in %.2f s",
+            "Redis unavailable while publishing outcome of request %s (%s: %s); attempt %d in %.2f s",
             request_id,
             type(exc).__name__,
             exc,
@@ -367,13 +366,22 @@ def subscribe(redis: Redis, keys: RedisKeys, *, confirm_timeout_s: float = 5.0) 
     return OutcomeSubscription(redis, keys, confirm_timeout_s=confirm_timeout_s)
 
 
-def _stream_items(reply: Any) -> list[tuple[Any, list[tuple[Any, dict[Any, Any]]]]]:
-    # RESP2 answers a list of [stream, entries]; RESP3 a mapping stream -> entries.
+def _stream_items(reply: Any) -> list[tuple[Any, Any]]:
+    # RESP2 answers [[stream, entries]]; RESP3 a mapping stream -> entries (redis-py 8 nests them
+    # one list deeper there).
     if not reply:
         return []
     if isinstance(reply, dict):
-        return [(name, items) for name, items in reply.items()]
-    return [(name, items) for name, items in reply]
+        return [(name, list(_entries(items))) for name, items in reply.items()]
+    return [(name, list(_entries(items))) for name, items in reply]
+
+
+def _entries(items: Any) -> Iterator[tuple[Any, dict[Any, Any]]]:
+    for item in items:
+        if isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[1], dict):
+            yield item[0], item[1]
+        elif isinstance(item, list):
+            yield from _entries(item)
 
 
 def _text(value: Any) -> str:

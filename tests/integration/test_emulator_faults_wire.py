@@ -161,7 +161,7 @@ def test_injected_latency_is_observed_and_costs_no_cpu(emulator_factory: Emulato
 
 def test_idle_closed_ntlm_session_fails_until_reset(emulator_factory: EmulatorFactory) -> None:
     """After an idle close, NTLM calls on the old Protocol get 400; a fresh session works."""
-    emulator = emulator_factory(idle_timeout_s=0.2, **_NTLM_HTTP)
+    emulator = emulator_factory(idle_timeout_s=0.5, **_NTLM_HTTP)
     protocol = winrm_protocol(emulator)
     assert _refresh(protocol, emulator) == 0
     assert emulator.stats.wait_for("idle_closes", 1, timeout_s=5.0)
@@ -174,7 +174,7 @@ def test_idle_closed_ntlm_session_fails_until_reset(emulator_factory: EmulatorFa
 
 def test_idle_closed_basic_connection_reconnects_transparently(emulator_factory: EmulatorFactory) -> None:
     """Basic authenticates every request, so an idle close only costs a new connection."""
-    emulator = emulator_factory(idle_timeout_s=0.2, **_BASIC_HTTP)
+    emulator = emulator_factory(idle_timeout_s=0.5, **_BASIC_HTTP)
     protocol = winrm_protocol(emulator)
     assert _refresh(protocol, emulator) == 0
     assert emulator.stats.wait_for("idle_closes", 1, timeout_s=5.0)

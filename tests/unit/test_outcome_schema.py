@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from dataclasses import replace
@@ -10,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import jsonschema  # type: ignore[import-untyped,unused-ignore]  # no stubs until types-jsonschema is a dev dep
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -281,105 +281,9 @@ def walk_keys(value: Any) -> list[str]:
 
 
 # -- JSON Schema validation -----------------------------------------------------------------------
-# `jsonschema` is not a dependency yet; until it is, a small validator for exactly the keywords
-# docs/outcome.schema.json uses. It refuses unknown keywords, so it cannot silently skip a rule.
 
 
 def schema_errors(document: Any) -> list[str]:
     schema = json.loads(SCHEMA_PATH.read_text())
-    try:
-        jsonschema = importlib.import_module("jsonschema")  # optional until it is a dev dependency
-    except ImportError:
-        return MiniValidator(schema).errors(document, schema, "$")
-    validator = jsonschema.Draft202012Validator(schema)
-    return [error.message for error in validator.iter_errors(document)]
-
-
-def _same(a: Any, b: Any) -> bool:
-    # JSON equality: true is not 1.
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    return bool(a == b)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-class MiniValidator:
-    _ANNOTATIONS = frozenset({"$schema", "$defs", "title", "description", "then", "else"})
-    _TYPES: dict[str, Any] = {
-        "object": lambda v: isinstance(v, dict),
-        "array": lambda v: isinstance(v, list),
-        "string": lambda v: isinstance(v, str),
-        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "number": _is_number,
-        "boolean": lambda v: isinstance(v, bool),
-        "null": lambda v: v is None,
-    }
-    # Leaf keywords: (applies to this value?, holds?).
-    _LEAVES: dict[str, Any] = {
-        "type": (
-            lambda v: True,
-            lambda v, a: any(MiniValidator._TYPES[t](v) for t in ([a] if isinstance(a, str) else a)),
-        ),
-        "const": (lambda v: True, _same),
-        "enum": (lambda v: True, lambda v, a: any(_same(v, o) for o in a)),
-        "pattern": (lambda v: isinstance(v, str), lambda v, a: re.search(a, v) is not None),
-        "minLength": (lambda v: isinstance(v, str), lambda v, a: len(v) >= a),
-        "maxLength": (lambda v: isinstance(v, str), lambda v, a: len(v) <= a),
-        "minimum": (_is_number, lambda v, a: v >= a),
-        "maximum": (_is_number, lambda v, a: v <= a),
-        "required": (lambda v: isinstance(v, dict), lambda v, a: all(n in v for n in a)),
-    }
-
-    def __init__(self, root: dict[str, Any]) -> None:
-        self.root = root
-
-    def errors(self, value: Any, schema: dict[str, Any], path: str) -> list[str]:
-        found: list[str] = []
-        for keyword, arg in schema.items():
-            if keyword in self._ANNOTATIONS:
-                continue
-            if keyword in self._LEAVES:
-                applies, holds = self._LEAVES[keyword]
-                if applies(value) and not holds(value, arg):
-                    found.append(f"{path}: {keyword} {str(arg)[:60]}")
-            else:
-                found += self.structural(keyword, arg, value, schema, path)
-        return found
-
-    def structural(  # noqa: PLR0911  # one return per keyword reads like the spec
-        self, keyword: str, arg: Any, value: Any, schema: dict[str, Any], path: str
-    ) -> list[str]:
-        fail = [f"{path}: {keyword}"]
-        match keyword:
-            case "properties":
-                items = [(n, sub) for n, sub in arg.items() if isinstance(value, dict) and n in value]
-                return [e for n, sub in items for e in self.errors(value[n], sub, f"{path}.{n}")]
-            case "additionalProperties":
-                extra = [n for n in value if n not in schema.get("properties", {})] if isinstance(value, dict) else []
-                return fail if arg is False and extra else []
-            case "$ref":
-                return self.errors(value, self.root["$defs"][arg.removeprefix("#/$defs/")], path)
-            case "allOf":
-                return [e for sub in arg for e in self.errors(value, sub, path)]
-            case "oneOf":
-                return [] if sum(not self.errors(value, sub, path) for sub in arg) == 1 else fail
-            case "not":
-                return [] if self.errors(value, arg, path) else fail
-            case "if":
-                branch = schema.get("else" if self.errors(value, arg, path) else "then")
-                return self.errors(value, branch, path) if branch is not None else []
-        raise AssertionError(f"MiniValidator does not know the keyword {keyword!r}")
-
-
-def test_mini_validator_catches_what_it_claims_to() -> None:
-    """The fallback validator flags a wrong type, a bad pattern and a failed if/then (it is not vacuous)."""
-    schema = json.loads(SCHEMA_PATH.read_text())
-    validator = MiniValidator(schema)
-    good = json.loads(one_of_each_status()[5].to_json())
-    assert validator.errors(good, schema, "$") == []
-    assert validator.errors(good | {"attempt": "1"}, schema, "$")
-    assert validator.errors(good | {"finished_at": "yesterday"}, schema, "$")
-    assert validator.errors(good | {"next_retry_at": None}, schema, "$")
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return [error.message for error in jsonschema.Draft202012Validator(schema).iter_errors(document)]

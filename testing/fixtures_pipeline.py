@@ -1,0 +1,242 @@
+"""The whole pipeline for integration tests: real Redis, real Celery worker process, emulators.
+
+    producer (send_task) -> Redis broker -> `celery worker` subprocess -> pywinrm over HTTP
+        -> SMS Provider emulator;  outcomes -> Redis stream + pub/sub + latest-state hash
+
+`Pipeline.refresh(...)` subscribes to the live channel first, enqueues one request, and
+collects its events until the final one arrives: tests synchronise on outcomes, not sleeps.
+Sites configured for the worker:
+
+    PS1  NTLM + message encryption over HTTP      (emulator `ntlm`)
+    BS1  Basic over HTTP (AllowUnencrypted)       (emulator `basic`)
+    XP1  NTLM against PS1's emulator, wrong password
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from cli.redis_server import RedisServer
+from cli.worker_process import WorkerProcess
+from config.settings import Settings
+from emulator.server import Emulator
+from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME, make_emulator_settings
+from worker.app import REFRESH_TASK, create_app
+from worker.constants import RedisKeys
+from worker.outcomes import Outcome
+from worker.publish import PackageState, latest_state, read_stream, subscribe
+from worker.redis_client import redis_from_url
+
+__all__ = ["Pipeline", "RefreshRun", "pipeline", "pipeline_factory"]
+
+WRONG_PASSWORD = "Not-The-Emulator-Pa55word"  # noqa: S105 - test credential for a local emulator
+
+# Test-sized retry policies: the medium is re-checked every ~0.3 s, gives up after 6 tries.
+FAST_RETRY_ENV = {
+    "SCCM_REFRESH_RETRY__IN_CALL__MAX_ATTEMPTS": "3",
+    "SCCM_REFRESH_RETRY__IN_CALL__INITIAL_BACKOFF_S": "0.05",
+    "SCCM_REFRESH_RETRY__IN_CALL__MAX_BACKOFF_S": "0.1",
+    "SCCM_REFRESH_RETRY__TRANSIENT__MAX_ATTEMPTS": "5",
+    "SCCM_REFRESH_RETRY__TRANSIENT__INITIAL_BACKOFF_S": "0.2",
+    "SCCM_REFRESH_RETRY__TRANSIENT__MAX_BACKOFF_S": "0.5",
+    "SCCM_REFRESH_RETRY__MEDIUM__MAX_ATTEMPTS": "6",
+    "SCCM_REFRESH_RETRY__MEDIUM__INITIAL_BACKOFF_S": "0.3",
+    "SCCM_REFRESH_RETRY__MEDIUM__MAX_BACKOFF_S": "0.5",
+    "SCCM_REFRESH_LIMITS__VERIFY_TIMEOUT_S": "5",
+    "SCCM_REFRESH_LIMITS__VERIFY_POLL_S": "0.1",
+}
+
+
+@dataclass
+class RefreshRun:
+    """Everything one request produced, seen three ways."""
+
+    request_id: str
+    live: list[Outcome]  # pub/sub, in arrival order
+    final: Outcome | None
+    stream: list[Outcome] = field(default_factory=list)
+    state: PackageState | None = None
+
+    @property
+    def statuses(self) -> list[str]:
+        return [o.status for o in self.live]
+
+
+@dataclass
+class Pipeline:
+    redis_server: RedisServer
+    keys: RedisKeys
+    queue: str
+    emulators: dict[str, Emulator]
+    worker: WorkerProcess
+    producer: Celery
+    password_files: dict[str, Path]
+
+    @property
+    def redis_url(self) -> str:
+        return self.redis_server.url
+
+    def redis(self) -> Any:
+        return redis_from_url(self.redis_url)
+
+    def send(self, kwargs: dict[str, Any], *, request_id: str | None = None) -> str:
+        """Enqueue raw kwargs (no producer-side validation: the worker's edge is under test)."""
+        request_id = request_id or f"req-{uuid.uuid4().hex}"
+        kwargs = {"request_id": request_id, **kwargs}
+        self.producer.send_task(REFRESH_TASK, kwargs=kwargs, task_id=request_id, queue=self.queue)
+        return request_id
+
+    def refresh(
+        self,
+        *,
+        timeout_s: float = 30.0,
+        on_event: Callable[[Outcome], None] | None = None,
+        request_id: str | None = None,
+        **kwargs: Any,
+    ) -> RefreshRun:
+        """Enqueue one request and collect its events until its final outcome (or the timeout)."""
+        client = self.redis()
+        try:
+            with subscribe(client, self.keys) as live:
+                rid = self.send(kwargs, request_id=request_id)
+                events: list[Outcome] = []
+                final: Outcome | None = None
+                deadline = time.monotonic() + timeout_s
+                while (remaining := deadline - time.monotonic()) > 0:
+                    outcome = live.get(timeout_s=remaining)
+                    if outcome is None:
+                        break
+                    if outcome.request_id != rid:
+                        continue
+                    events.append(outcome)
+                    if on_event is not None:
+                        on_event(outcome)
+                    if outcome.final:
+                        final = outcome
+                        break
+            stream = [e.outcome for e in read_stream(client, self.keys, count=100_000) if e.outcome.request_id == rid]
+            state = None
+            site, package = kwargs.get("site_code"), kwargs.get("package_id")
+            if isinstance(site, str) and isinstance(package, str) and final is not None:
+                try:
+                    state = latest_state(client, self.keys, site, package)
+                except ValueError:
+                    state = None
+            return RefreshRun(rid, events, final, stream, state)
+        finally:
+            client.close()
+
+    def package(
+        self,
+        site: str,
+        *,
+        pkg_source_flag: int,
+        medium_ready: bool | None = None,
+        package_class: str | None = None,
+        exclude: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """A catalogue package of the site's emulator with the given properties."""
+        for pkg in self.emulators[site].provider.packages():
+            if pkg["PackageID"] in exclude or pkg["class"] == "SMS_TaskSequencePackage":
+                continue
+            if pkg["PkgSourceFlag"] != pkg_source_flag:
+                continue
+            if medium_ready is not None and pkg["medium_ready"] is not medium_ready:
+                continue
+            if package_class is not None and pkg["class"] != package_class:
+                continue
+            return pkg
+        raise LookupError(f"no package with PkgSourceFlag={pkg_source_flag} medium_ready={medium_ready} at {site}")
+
+
+def worker_env(
+    *,
+    redis_url: str,
+    keys: RedisKeys,
+    queue: str,
+    providers: dict[str, dict[str, str]],
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCCM_REFRESH_")}
+    env.update(
+        {
+            "SCCM_REFRESH_BROKER_URL": redis_url,
+            "SCCM_REFRESH_REDIS_URL": redis_url,
+            "SCCM_REFRESH_KEY_PREFIX": keys.prefix,
+            "SCCM_REFRESH_QUEUE": queue,
+            **FAST_RETRY_ENV,
+        }
+    )
+    for site, fields in providers.items():
+        for name, value in fields.items():
+            env[f"SCCM_REFRESH_PROVIDERS__{site}__{name.upper()}"] = value
+    env.update(extra or {})
+    return env
+
+
+PipelineFactory = Callable[..., Pipeline]
+
+
+@pytest.fixture(scope="module")
+def pipeline_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineFactory]:
+    """Build pipelines (own Redis, emulators, worker); everything is stopped at module end."""
+    stops: list[Callable[[], object]] = []
+
+    def build(
+        *,
+        emulator_overrides: dict[str, dict[str, Any]] | None = None,
+        worker_extra_env: dict[str, str] | None = None,
+        concurrency: int = 4,
+    ) -> Pipeline:
+        tmp = tmp_path_factory.mktemp("pipeline")
+        server = RedisServer(data_dir=tmp / "redis", appendfsync="always").start()
+        stops.append(server.close)
+        overrides = emulator_overrides or {}
+        emulators = {
+            "PS1": Emulator(make_emulator_settings(site_code="PS1", auth_modes=("ntlm",), **overrides.get("PS1", {}))),
+            "BS1": Emulator(
+                make_emulator_settings(
+                    site_code="BS1", auth_modes=("basic",), allow_unencrypted=True, **overrides.get("BS1", {})
+                )
+            ),
+        }
+        for emulator in emulators.values():
+            emulator.start()
+            stops.append(emulator.stop)
+        good, bad = tmp / "password", tmp / "wrong-password"
+        for path, secret in ((good, EMULATOR_PASSWORD), (bad, WRONG_PASSWORD)):
+            path.touch(mode=0o600)
+            path.write_text(secret, encoding="utf-8")
+        keys = RedisKeys(f"t-{uuid.uuid4().hex[:8]}")
+        queue = f"q-{keys.prefix}"
+        common = {"username": EMULATOR_USERNAME, "operation_timeout_s": "5", "read_timeout_s": "8"}
+        providers = {
+            "PS1": {"endpoint": emulators["PS1"].url, "transport": "ntlm", "password_file": str(good), **common},
+            "BS1": {"endpoint": emulators["BS1"].url, "transport": "basic", "password_file": str(good), **common},
+            "XP1": {"endpoint": emulators["PS1"].url, "transport": "ntlm", "password_file": str(bad), **common},
+        }
+        env = worker_env(redis_url=server.url, keys=keys, queue=queue, providers=providers, extra=worker_extra_env)
+        worker = WorkerProcess(env, queue=queue, concurrency=concurrency, log_file=tmp / "worker.log")
+        worker.start()
+        stops.append(worker.stop)
+        producer = create_app(Settings(broker_url=server.url, redis_url=server.url, queue=queue))
+        return Pipeline(server, keys, queue, emulators, worker, producer, {"good": good, "bad": bad})
+
+    yield build
+    for stop in reversed(stops):
+        stop()
+
+
+@pytest.fixture(scope="module")
+def pipeline(pipeline_factory: PipelineFactory) -> Pipeline:
+    """One shared pipeline per test module (tests must not leave faults set on its emulators)."""
+    return pipeline_factory()
