@@ -116,7 +116,8 @@ class RedisServer:
         self._requested_port = port
         self._port: int | None = port or None
         self._owns_data_dir = data_dir is None
-        self._data_dir = Path(data_dir) if data_dir is not None else None
+        # Absolute: redis-server runs with its data dir as cwd, where a relative path would not resolve.
+        self._data_dir = Path(data_dir).resolve() if data_dir is not None else None
         self._appendonly = appendonly
         self._appendfsync = appendfsync
         self._password = password

@@ -104,7 +104,7 @@ class LimitSettings(BaseModel):
     max_countdown_s: int = Field(default=900, ge=1)
     # Keep the defaults in production; the crash tests shrink both to see a redelivery quickly.
     # After an accepted refresh, optionally poll SourceVersion until it increases.
-    verify_timeout_s: float = Field(default=0.0, ge=0, le=600)
+    verify_timeout_s: float = Field(default=30.0, ge=0, le=600)
     verify_poll_s: float = Field(default=1.0, gt=0, le=60)
     stream_maxlen: int = Field(default=100_000, ge=100)
     final_marker_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)

@@ -174,3 +174,11 @@ def test_ensure_redis_starts_an_embedded_server_without_a_url(tmp_path: Path) ->
     finally:
         server.close()
     assert not server.running
+
+
+def test_relative_data_dir_is_resolved_before_redis_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data dir given relative to the caller's cwd works (redis-server runs inside it)."""
+    monkeypatch.chdir(tmp_path)
+    with RedisServer(data_dir="relative/redis") as server:
+        assert server.data_dir == tmp_path / "relative" / "redis"
+        assert (tmp_path / "relative" / "redis").is_dir()

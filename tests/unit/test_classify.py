@@ -7,10 +7,8 @@ the exception objects, attributes and texts are exactly what the worker will see
 
 from __future__ import annotations
 
-import io
 import socket
 import ssl
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,6 @@ import requests
 import urllib3
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from requests.adapters import BaseAdapter, HTTPAdapter
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ReadTimeoutError
 from winrm.exceptions import (
     InvalidCredentialsError,
@@ -29,6 +26,7 @@ from winrm.exceptions import (
 )
 from winrm.protocol import Protocol
 
+from testing.canned_http import CannedAdapter
 from worker.classify import classify_exception, error_for_medium_fault, refresh_outcome, sanitize_text
 from worker.errors import (
     AccessDeniedError,
@@ -54,35 +52,6 @@ ENDPOINT = "http://sccm01.lab.local:5985/wsman"
 PASSWORD = "Sup3r$ecret!pw"
 
 
-class _CannedAdapter(BaseAdapter):
-    """A requests adapter standing in for the network: answers every request with one reply."""
-
-    def __init__(self, status: int, body: bytes) -> None:
-        super().__init__()
-        self.status = status
-        self.body = body
-
-    def send(  # noqa: PLR0917 - mirrors requests' BaseAdapter.send
-        self,
-        request: requests.PreparedRequest,
-        stream: bool = False,
-        timeout: float | tuple[float, float] | tuple[float, None] | None = None,
-        verify: bool | str = True,
-        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
-        proxies: Mapping[str, str] | None = None,
-    ) -> requests.Response:
-        raw = urllib3.HTTPResponse(
-            body=io.BytesIO(self.body),
-            headers={"Content-Type": "application/soap+xml;charset=UTF-8"},
-            status=self.status,
-            preload_content=False,
-        )
-        return HTTPAdapter().build_response(request, raw)
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
 def _raised_by_pywinrm(status: int, body: bytes = b"") -> Exception:
     """What pywinrm's Protocol.send_message raises when the server answers `status` + `body`."""
     protocol = Protocol(
@@ -94,7 +63,7 @@ def _raised_by_pywinrm(status: int, body: bytes = b"") -> Exception:
         server_cert_validation="ignore",
         proxy=None,
     )
-    protocol.transport.build_session().mount("http://", _CannedAdapter(status, body))
+    protocol.transport.build_session().mount("http://", CannedAdapter(body, status))
     envelope = build_get(to_url=ENDPOINT, resource_uri="urn:x", selectors={}, operation_timeout_s=5)
     with pytest.raises(Exception) as caught:
         protocol.send_message(envelope.text)
@@ -105,12 +74,12 @@ def _raised_by_pywinrm(status: int, body: bytes = b"") -> Exception:
 @pytest.mark.parametrize(
     ("capture", "pywinrm_type", "error_class"),
     [
-        ("client_pywinrm_timed_out.xml", WinRMOperationTimeoutError, OperationTimeoutError),
-        ("client_omi_wmi_not_found.xml", WSManFaultError, NotFoundError),
+        ("pywinrm_timed_out.xml", WinRMOperationTimeoutError, OperationTimeoutError),
+        ("omi_wmi_not_found.xml", WSManFaultError, NotFoundError),
         ("client_winrb_wmi_class_not_found.xml", WSManFaultError, InvalidRequestError),
-        ("client_pypsrp_invalid_selectors.xml", WSManFaultError, InvalidRequestError),
-        ("client_winrb_quota_shells.xml", WSManFaultError, QuotaError),
-        ("client_pywinrm_msft_wmierror.xml", WSManFaultError, QuotaError),
+        ("pypsrp_invalid_selectors.xml", WSManFaultError, InvalidRequestError),
+        ("winrb_quota_shells.xml", WSManFaultError, QuotaError),
+        ("pywinrm_quota_operations.xml", WSManFaultError, QuotaError),
         ("client_omi_provider_fault_text.xml", WSManFaultError, ProviderFailureError),
     ],
 )
@@ -128,7 +97,7 @@ def test_pywinrm_fault_exceptions_map_to_the_fault_meaning(
 
 def test_pywinrm_timeout_keeps_the_wsman_timeout_code() -> None:
     """WinRMOperationTimeoutError carries no details; the error still names 2150858793."""
-    error = classify_exception(_raised_by_pywinrm(500, (CAPTURES / "client_pywinrm_timed_out.xml").read_bytes()))
+    error = classify_exception(_raised_by_pywinrm(500, (CAPTURES / "pywinrm_timed_out.xml").read_bytes()))
 
     assert isinstance(error, OperationTimeoutError)
     assert error.wsman_code == WSMAN_TIMED_OUT and error.retryable
@@ -209,7 +178,7 @@ def test_wsman_fault_error_with_unparseable_response_uses_its_attributes() -> No
 
 def test_transport_error_carrying_a_fault_is_read_as_the_fault() -> None:
     """A WinRMTransportError whose text is a SOAP fault maps by the fault, not the status."""
-    body = (CAPTURES / "client_omi_wmi_not_found.xml").read_text()
+    body = (CAPTURES / "omi_wmi_not_found.xml").read_text()
 
     assert isinstance(classify_exception(WinRMTransportError("http", 500, body)), NotFoundError)
 
@@ -301,7 +270,7 @@ def test_urls_with_credentials_are_stripped_from_messages() -> None:
 
 def test_pywinrm_exceptions_never_carry_the_password_into_messages() -> None:
     """Whatever pywinrm raised for a session built with a password, the error omits it."""
-    for status, body in ((401, b""), (400, b""), (500, (CAPTURES / "client_omi_wmi_not_found.xml").read_bytes())):
+    for status, body in ((401, b""), (400, b""), (500, (CAPTURES / "omi_wmi_not_found.xml").read_bytes())):
         error = classify_exception(_raised_by_pywinrm(status, body))
         assert error is not None
         assert PASSWORD not in error.message and PASSWORD not in repr(error.as_dict())

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import math
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
 
 import pytest
-import requests
-import urllib3
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from requests.adapters import BaseAdapter, HTTPAdapter
 from winrm.protocol import Protocol
 
+from testing.canned_http import CannedAdapter
 from worker.errors import InvalidRequestError
 from worker.wsman import (
     PACKAGE_CLASSES,
@@ -305,38 +301,7 @@ def test_locales_must_look_like_language_tags(locale: str) -> None:
 # --- pywinrm sends them ---------------------------------------------------------------
 
 
-class _RecordingAdapter(BaseAdapter):
-    """A requests adapter standing in for the network: records each request, answers 200."""
-
-    def __init__(self, reply: bytes) -> None:
-        super().__init__()
-        self.reply = reply
-        self.bodies: list[bytes] = []
-
-    def send(  # noqa: PLR0917 - mirrors requests' BaseAdapter.send
-        self,
-        request: requests.PreparedRequest,
-        stream: bool = False,
-        timeout: float | tuple[float, float] | tuple[float, None] | None = None,
-        verify: bool | str = True,
-        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
-        proxies: Mapping[str, str] | None = None,
-    ) -> requests.Response:
-        body = request.body
-        self.bodies.append(body if isinstance(body, bytes) else str(body).encode("utf-8"))
-        raw = urllib3.HTTPResponse(
-            body=io.BytesIO(self.reply),
-            headers={"Content-Type": "application/soap+xml;charset=UTF-8"},
-            status=200,
-            preload_content=False,
-        )
-        return HTTPAdapter().build_response(request, raw)
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
-def _protocol_with(adapter: _RecordingAdapter) -> Protocol:
+def _protocol_with(adapter: CannedAdapter) -> Protocol:
     protocol = Protocol(
         endpoint=TO_URL,
         transport="plaintext",
@@ -354,7 +319,7 @@ def _protocol_with(adapter: _RecordingAdapter) -> Protocol:
 def test_pywinrm_sends_the_envelope_bytes_unchanged() -> None:
     """pywinrm's transport accepts the bytes and its Protocol the text; both reach the wire as built."""
     envelope = _get()
-    adapter = _RecordingAdapter(reply=b"<ok/>")
+    adapter = CannedAdapter(b"<ok/>")
     protocol = _protocol_with(adapter)
 
     assert protocol.transport.send_message(envelope.xml) == b"<ok/>"

@@ -54,7 +54,7 @@ CAPTURE_EXPECTATIONS = [
     Expected("client_pywinrm_must_understand.xml", "s:MustUnderstand", None, None, None, None, InvalidRequestError),
     Expected("client_pywinrm_no_reason.xml", "s:Unknown", None, None, None, None, ProviderFailureError),
     Expected(
-        "client_pywinrm_timed_out.xml",
+        "pywinrm_timed_out.xml",
         "s:Receiver",
         "w:TimedOut",
         2150858793,
@@ -71,9 +71,9 @@ CAPTURE_EXPECTATIONS = [
         None,
         InvalidRequestError,
     ),
-    Expected("client_pywinrm_msft_wmierror.xml", "s:Receiver", "w:InternalError", None, None, 2150859174, QuotaError),
+    Expected("pywinrm_quota_operations.xml", "s:Receiver", "w:InternalError", None, None, 2150859174, QuotaError),
     Expected(
-        "client_pypsrp_invalid_selectors.xml",
+        "pypsrp_invalid_selectors.xml",
         "s:Sender",
         "w:InvalidSelectors",
         2150858843,
@@ -99,9 +99,9 @@ CAPTURE_EXPECTATIONS = [
         None,
         InvalidRequestError,
     ),
-    Expected("client_winrb_quota_shells.xml", "s:Sender", "w:QuotaLimit", None, None, 2150859173, QuotaError),
+    Expected("winrb_quota_shells.xml", "s:Sender", "w:QuotaLimit", None, None, 2150859173, QuotaError),
     Expected(
-        "client_omi_wmi_not_found.xml",
+        "omi_wmi_not_found.xml",
         "s:Sender",
         "a:DestinationUnreachable",
         2150858752,
@@ -168,7 +168,7 @@ def test_wmi_provider_fault_exposes_inner_fault_and_extended_status() -> None:
 
 def test_not_found_capture_keeps_fault_detail_and_extended_status() -> None:
     """The Get-of-a-missing-instance capture keeps FaultDetail and the GetObject status."""
-    info = parse_fault(_capture("client_omi_wmi_not_found.xml"))
+    info = parse_fault(_capture("omi_wmi_not_found.xml"))
 
     assert info is not None
     assert info.fault_detail == "http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/InvalidResourceURI"
@@ -181,7 +181,7 @@ def test_not_found_capture_keeps_fault_detail_and_extended_status() -> None:
 
 def test_msft_wmierror_fields_are_kept_raw() -> None:
     """MSFT_WmiError's fields are kept by name, nils as None, and error_Code read as the WMI code."""
-    info = parse_fault(_capture("client_winrb_quota_shells.xml"))
+    info = parse_fault(_capture("winrb_quota_shells.xml"))
 
     assert info is not None
     assert info.wmi_error["MessageID"] == "HRESULT 0x803381a5"
@@ -205,7 +205,7 @@ def test_provider_fault_with_plain_text_keeps_the_text() -> None:
 
 def test_a_reply_without_a_fault_parses_to_none() -> None:
     """parse_fault returns None for a normal reply."""
-    assert parse_fault(_capture("client_winrb_pull_response.xml")) is None
+    assert parse_fault(_capture("winrb_pull_response.xml")) is None
 
 
 # --- SMS Provider faults (documented shape; no public capture exists) ------------------

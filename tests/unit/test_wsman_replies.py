@@ -89,7 +89,7 @@ REFRESH_OUTPUT = f"""<s:Envelope xmlns:s="{NS_SOAP}" xmlns:a="http://schemas.xml
 
 def test_header_fields_are_read_from_a_real_capture() -> None:
     """parse_header returns Action, MessageID and RelatesTo of a Windows EnumerateResponse."""
-    header = parse_header(_capture("client_winrb_enumerate_response.xml"))
+    header = parse_header(_capture("winrb_enumerate_response.xml"))
 
     assert header == ReplyHeader(
         action=ACTION_ENUMERATE_RESPONSE,
@@ -106,7 +106,7 @@ def test_relates_to_matches_our_message_id_case_insensitively() -> None:
 
 def test_relates_to_of_another_request_is_a_protocol_error() -> None:
     """A reply to some other request raises ProtocolError naming both IDs."""
-    header = parse_header(_capture("client_winrb_enumerate_response.xml"))
+    header = parse_header(_capture("winrb_enumerate_response.xml"))
 
     with pytest.raises(ProtocolError, match="does not match"):
         check_relates_to(header, REQUEST_ID)
@@ -114,7 +114,7 @@ def test_relates_to_of_another_request_is_a_protocol_error() -> None:
 
 def test_missing_relates_to_is_a_protocol_error() -> None:
     """A reply without RelatesTo cannot be trusted."""
-    header = parse_header(_capture("client_winrb_quota_shells.xml"))
+    header = parse_header(_capture("winrb_quota_shells.xml"))
 
     assert header.relates_to is None
     with pytest.raises(ProtocolError, match="no RelatesTo"):
@@ -191,7 +191,7 @@ def test_untrustworthy_package_properties_are_protocol_errors(
 def test_a_fault_inside_a_200_reply_raises_the_error_it_means() -> None:
     """parse_instance on a Fault body raises the mapped error, not a parse error."""
     with pytest.raises(NotFoundError):
-        parse_instance(_capture("client_omi_wmi_not_found.xml"))
+        parse_instance(_capture("omi_wmi_not_found.xml"))
 
 
 # --- Invoke ---------------------------------------------------------------------------
@@ -208,7 +208,7 @@ def test_refresh_output_yields_the_return_value(return_value: int) -> None:
 
 def test_real_method_output_capture_parses() -> None:
     """The WMI plug-in's Delete_OUTPUT capture yields ReturnValue 0."""
-    output = parse_method_output(_capture("client_winrb_invoke_output.xml"), "Delete")
+    output = parse_method_output(_capture("winrb_invoke_output.xml"), "Delete")
 
     assert output.return_value == 0
 
@@ -216,7 +216,7 @@ def test_real_method_output_capture_parses() -> None:
 def test_output_of_another_method_is_a_protocol_error() -> None:
     """A reply for a different method is refused."""
     with pytest.raises(ProtocolError, match="RefreshPkgSource_OUTPUT"):
-        parse_method_output(_capture("client_winrb_invoke_output.xml"), "RefreshPkgSource")
+        parse_method_output(_capture("winrb_invoke_output.xml"), "RefreshPkgSource")
 
 
 @pytest.mark.parametrize("return_value", ["", "zero", "0x"])
@@ -239,7 +239,7 @@ def test_missing_return_value_is_a_protocol_error() -> None:
 
 def test_enumerate_response_capture_gives_items_and_a_context() -> None:
     """An optimized EnumerateResponse yields its w:Items and the context to Pull with."""
-    page = parse_enumeration(_capture("client_winrb_enumerate_response.xml"))
+    page = parse_enumeration(_capture("winrb_enumerate_response.xml"))
 
     assert [item.class_name for item in page.items] == ["Win32_Process", "Win32_Process"]
     assert page.context == "uuid:12AE5286-91FE-48F3-937E-0C22FF1AD7A1"
@@ -255,7 +255,7 @@ def test_enumerate_response_capture_gives_items_and_a_context() -> None:
 
 def test_pull_response_capture_ends_the_sequence() -> None:
     """The final PullResponse has n:Items, no context and EndOfSequence."""
-    page = parse_enumeration(_capture("client_winrb_pull_response.xml"))
+    page = parse_enumeration(_capture("winrb_pull_response.xml"))
 
     assert len(page.items) == 1 and page.items[0].get("Caption") == "conhost.exe"
     assert page.context is None and page.end_of_sequence and not page.has_more

@@ -1,0 +1,107 @@
+"""The `sccm-refresh` command as a user runs it: real processes, real Redis, the emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from testing.fixtures_pipeline import Pipeline
+
+pytestmark = pytest.mark.integration
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCCM_REFRESH_")}
+    # The repo root on the path: the subprocess runs `-m cli.main` from another cwd.
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    env.update(extra)
+    return env
+
+
+def test_enqueue_refuses_a_bad_package_id_with_one_line_and_exit_2() -> None:
+    """Bad input is a one-line error naming the field, exit code 2, no traceback, nothing sent."""
+    result = run_cli("enqueue", "PS1", "PS100001", "PS1' OR 1=1", env=clean_env())
+    assert result.returncode == 2
+    assert "package_id" in result.stderr and "nothing was enqueued" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stdout == ""
+
+
+def test_enqueue_sends_requests_that_the_worker_completes(pipeline: Pipeline) -> None:
+    """`sccm-refresh enqueue` prints one JSON line per request; each reaches a final outcome."""
+    pkg = pipeline.package("BS1", pkg_source_flag=2)
+    env = clean_env(
+        SCCM_REFRESH_BROKER_URL=pipeline.redis_url,
+        SCCM_REFRESH_REDIS_URL=pipeline.redis_url,
+        SCCM_REFRESH_QUEUE=pipeline.queue,
+        SCCM_REFRESH_KEY_PREFIX=pipeline.keys.prefix,
+    )
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "watch", "--count", "1", "--timeout-s", "30"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        client = pipeline.redis()
+        try:
+            # Enqueue only once `watch` is subscribed, so its one final outcome is ours.
+            deadline = time.monotonic() + 20
+            while dict(client.pubsub_numsub(pipeline.keys.outcome_channel)).get(pipeline.keys.outcome_channel, 0) < 1:
+                assert time.monotonic() < deadline and watcher.poll() is None, "watch never subscribed"
+                time.sleep(0.05)
+        finally:
+            client.close()
+        result = run_cli("enqueue", "bs1", pkg["PackageID"].lower(), "--class", pkg["class"], env=env)
+        assert result.returncode == 0, result.stderr
+        sent = json.loads(result.stdout.strip())
+        assert sent["site_code"] == "BS1" and sent["package_id"] == pkg["PackageID"]
+        out, err = watcher.communicate(timeout=30)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    assert watcher.returncode == 0, err
+    assert f"BS1/{pkg['PackageID']}" in out and "accepted" in out
+
+
+def test_demo_runs_end_to_end_with_an_embedded_redis(tmp_path: Path) -> None:
+    """`sccm-refresh demo` with no Redis configured starts its own and ends with every final outcome."""
+    result = run_cli(
+        "demo",
+        "--packages",
+        "8",
+        "--medium-ready-after-s",
+        "2",
+        "--timeout-s",
+        "60",
+        env=clean_env(),
+        cwd=tmp_path,
+        timeout_s=120,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "started an embedded redis-server" in result.stdout
+    assert "demo: OK, every request has exactly one final outcome" in result.stdout
+    assert "rejected" in result.stdout  # the hostile request is refused at the worker's edge
+    assert (tmp_path / ".sccm-refresh").is_dir()
