@@ -36,4 +36,4 @@ emulator: $(STAMP)
 	$(BIN)/sccm-refresh emulator
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .sccm-refresh

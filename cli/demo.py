@@ -206,9 +206,10 @@ def _follow(
         outcome = live.get(timeout_s=0.5)
         if outcome is None or outcome.request_id not in expected:
             continue
-        _say(f"  {format_outcome(outcome)}")
         if outcome.final:
             finals[outcome.request_id] = outcome
+        progress = f"[{len(finals):>{len(str(len(expected)))}}/{len(expected)} done]"
+        _say(f"  {progress} {format_outcome(outcome)}")
     return finals
 
 

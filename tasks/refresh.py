@@ -22,7 +22,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from config.settings import Settings, get_settings
 from worker.app import REFRESH_TASK, app
 from worker.decide import decide_after_error, wake_early
-from worker.errors import ConfigError, InvalidRequestError, OperationTimeoutError, ProtocolError, RefreshError
+from worker.errors import ConfigError, InternalError, InvalidRequestError, OperationTimeoutError, RefreshError
 from worker.outcomes import AttemptInfo, Outcome, RequestInfo
 from worker.publish import worker_identity
 from worker.refresh import attempt_refresh
@@ -35,12 +35,6 @@ __all__ = ["refresh_package"]
 log = logging.getLogger(__name__)
 
 _UNKNOWN = "unknown"
-
-
-class InternalError(ProtocolError):
-    """A bug in sccm-refresh, not an SCCM condition: reported as failed, then re-raised."""
-
-    kind = "internal"
 
 
 # Celery ships no type information for its decorators.

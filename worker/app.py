@@ -47,6 +47,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "broker_pool_limit": 10,
+        # A re-queue (Task.retry) or enqueue during a Redis restart keeps trying for ~1 minute
+        # instead of Celery's default 3 quick tries: the re-queue is how a waiting request lives on.
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {
+            "max_retries": 30,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 2,
+        },
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],

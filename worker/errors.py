@@ -13,7 +13,9 @@
         ├── AccessDeniedError   WBEM_E_ACCESS_DENIED / RBAC
         ├── NotFoundError       no such package instance
         ├── InvalidRequestError invalid class / selector / query / parameter
+        ├── ReturnValueError    RefreshPkgSource returned non-zero on a package with no medium to wait for
         ├── ProtocolError       reply we cannot trust (bad RelatesTo, unparseable XML)
+        │   └── InternalError   a bug in sccm-refresh (reported as failed, then re-raised)
         └── ConfigError         no provider configured for the site, unreadable secret
 
 Every error carries structured attributes (`kind`, `code`, `wsman_code`, `wmi_code`,
@@ -32,6 +34,7 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "ExtendedStatus",
+    "InternalError",
     "InvalidRequestError",
     "MediumNotReadyError",
     "NotFoundError",
@@ -41,6 +44,7 @@ __all__ = [
     "ProviderFailureError",
     "QuotaError",
     "RefreshError",
+    "ReturnValueError",
     "ServerBusyError",
     "TransientError",
 ]
@@ -163,6 +167,18 @@ class InvalidRequestError(PermanentError):
 
 class ProtocolError(PermanentError):
     kind = "protocol"
+
+
+class ReturnValueError(PermanentError):
+    """RefreshPkgSource returned non-zero on a package that is not STORAGE_COMPRESS: a refusal."""
+
+    kind = "return_value"
+
+
+class InternalError(ProtocolError):
+    """A bug in sccm-refresh, not an SCCM condition."""
+
+    kind = "internal"
 
 
 class ConfigError(PermanentError):

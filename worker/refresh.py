@@ -11,23 +11,23 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from worker.classify import error_for_medium_fault, refresh_outcome
-from worker.errors import MediumNotReadyError, RefreshError
-from worker.sccm import SccmClient
+from worker.errors import MediumNotReadyError, RefreshError, ReturnValueError
 from worker.wsman import PackageInfo
 
-__all__ = ["AttemptResult", "ReturnValueError", "attempt_refresh"]
+__all__ = ["AttemptResult", "RefreshClient", "attempt_refresh"]
 
 AttemptStatus = Literal["accepted", "source_updated"]
 
 
-class ReturnValueError(RefreshError):
-    """RefreshPkgSource returned non-zero on a package that is not STORAGE_COMPRESS: a refusal."""
+class RefreshClient(Protocol):
+    """What an attempt needs from the SMS Provider client (`worker.sccm.SccmClient`)."""
 
-    kind = "return_value"
-    retryable = False
+    def get_package(self, package_class: str, package_id: str) -> PackageInfo: ...
+
+    def refresh(self, package_class: str, package_id: str) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class AttemptResult:
 
 
 def attempt_refresh(
-    client: SccmClient,
+    client: RefreshClient,
     package_class: str,
     package_id: str,
     *,
@@ -91,7 +91,7 @@ def attempt_refresh(
 
 
 def _wait_for_new_version(
-    client: SccmClient,
+    client: RefreshClient,
     *,
     package_class: str,
     package_id: str,

@@ -1,0 +1,112 @@
+"""One refresh attempt's logic (Get, Invoke, classify, verify) with a scripted provider client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import pytest
+
+from worker.errors import MediumNotReadyError, OperationTimeoutError, ProviderFailureError, ReturnValueError
+from worker.refresh import attempt_refresh
+from worker.wsman import PackageInfo
+
+PLAIN = PackageInfo(class_name="SMS_Package", package_id="PS100001", name="7-Zip", pkg_source_flag=2, source_version=4)
+COMPRESS = replace(PLAIN, pkg_source_flag=3)
+NO_SOURCE = replace(PLAIN, pkg_source_flag=1)
+
+
+@dataclass
+class ScriptedClient:
+    """Answers Gets from a list of versions (last one repeats) and Invokes with a fixed reply."""
+
+    package: PackageInfo
+    return_value: int | Exception = 0
+    versions: list[int | Exception] = field(default_factory=list)
+    gets: int = 0
+    invokes: int = 0
+
+    def get_package(self, package_class: str, package_id: str) -> PackageInfo:
+        self.gets += 1
+        if self.gets == 1 or not self.versions:
+            return self.package
+        version = self.versions[min(self.gets - 2, len(self.versions) - 1)]
+        if isinstance(version, Exception):
+            raise version
+        return replace(self.package, source_version=version)
+
+    def refresh(self, package_class: str, package_id: str) -> int:
+        self.invokes += 1
+        if isinstance(self.return_value, Exception):
+            raise self.return_value
+        return self.return_value
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_return_value_zero_is_accepted_without_verification() -> None:
+    """ReturnValue 0 and no verify: accepted, with the version read before, after unknown."""
+    result = attempt_refresh(ScriptedClient(PLAIN), "SMS_Package", "PS100001")
+    assert (result.status, result.return_value, result.source_version_before, result.source_version_after) == (
+        "accepted",
+        0,
+        4,
+        None,
+    )
+
+
+def test_verification_waits_until_source_version_rises() -> None:
+    """With verify, Gets are polled until SourceVersion passes the version read before."""
+    clock = FakeClock()
+    client = ScriptedClient(PLAIN, versions=[4, 4, OperationTimeoutError("blip"), 5])
+    result = attempt_refresh(
+        client, "SMS_Package", "PS100001", verify_timeout_s=10, verify_poll_s=1, sleep=clock.sleep, clock=clock
+    )
+    assert (result.status, result.source_version_after) == ("source_updated", 5)
+    assert clock.now == 3.0
+
+
+def test_verification_gives_up_at_its_bound_and_stays_accepted() -> None:
+    """A version that never rises ends the wait at the bound; the refresh is still accepted."""
+    clock = FakeClock()
+    client = ScriptedClient(PLAIN, versions=[4])
+    result = attempt_refresh(
+        client, "SMS_Package", "PS100001", verify_timeout_s=5, verify_poll_s=2, sleep=clock.sleep, clock=clock
+    )
+    assert (result.status, result.source_version_after) == ("accepted", 4)
+    assert clock.now == pytest.approx(5.0)
+
+
+def test_nonzero_return_value_on_storage_compress_means_medium_not_ready() -> None:
+    """Only a STORAGE_COMPRESS package waits for its medium; the ReturnValue is kept as the code."""
+    with pytest.raises(MediumNotReadyError) as info:
+        attempt_refresh(ScriptedClient(COMPRESS, return_value=21), "SMS_Package", "PS100001")
+    assert info.value.code == 21 and info.value.retryable
+
+
+def test_nonzero_return_value_elsewhere_is_a_permanent_refusal() -> None:
+    """STORAGE_NO_SOURCE answers non-zero: nothing to refresh, and retrying would not change it."""
+    with pytest.raises(ReturnValueError) as info:
+        attempt_refresh(ScriptedClient(NO_SOURCE, return_value=50), "SMS_Package", "PS100001")
+    assert not info.value.retryable and "STORAGE_NO_SOURCE" in info.value.message
+
+
+def test_wmi_generic_failure_on_storage_compress_is_medium_not_ready() -> None:
+    """WBEM_E_FAILED from RefreshPkgSource on a STORAGE_COMPRESS package is the SDK's medium shape."""
+    failure = ProviderFailureError("generic failure", wmi_code=0x80041001, wsman_code=2150858752)
+    with pytest.raises(MediumNotReadyError):
+        attempt_refresh(ScriptedClient(COMPRESS, return_value=failure), "SMS_Package", "PS100001")
+
+
+def test_a_known_version_before_from_an_earlier_attempt_is_kept() -> None:
+    """On a retry, the version read before the first attempt stays the reference."""
+    result = attempt_refresh(ScriptedClient(PLAIN), "SMS_Package", "PS100001", known_version_before=3)
+    assert result.source_version_before == 3
