@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck pytest bench emulator worker flower clean
+.PHONY: demo test lint typecheck pytest bench bench-pipeline emulator clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "sccm-refresh needs Python 3.11+ (set PYTHON=python3.11)")'
@@ -31,6 +31,9 @@ pytest: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.emulator_bench
+
+bench-pipeline: $(STAMP)
+	$(BIN)/python -m bench.pipeline_bench
 
 emulator: $(STAMP)
 	$(BIN)/sccm-refresh emulator

@@ -18,11 +18,12 @@ and writes what it returns.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -75,11 +76,11 @@ class ProviderApi(Protocol):
     def allow_access(self, package_id: str) -> None: ...
 
 
-def _percentile(sorted_values: list[float], fraction: float) -> float:
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
     """Nearest-rank percentile of already sorted values (0.0 when there are none)."""
     if not sorted_values:
         return 0.0
-    rank = max(1, min(len(sorted_values), round(fraction * len(sorted_values) + 0.5)))
+    rank = max(1, min(len(sorted_values), math.ceil(fraction * len(sorted_values))))
     return sorted_values[rank - 1]
 
 
@@ -153,8 +154,8 @@ class ServerStats:
             "cpu_ms_per_operation": {
                 "samples": len(samples_ms),
                 "mean": round(statistics.fmean(samples_ms), 3) if samples_ms else 0.0,
-                "p50": round(_percentile(samples_ms, 0.50), 3),
-                "p95": round(_percentile(samples_ms, 0.95), 3),
+                "p50": round(percentile(samples_ms, 0.50), 3),
+                "p95": round(percentile(samples_ms, 0.95), 3),
                 "max": round(samples_ms[-1], 3) if samples_ms else 0.0,
             },
             "counters": counters,
