@@ -196,6 +196,7 @@ def pipeline_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipel
         emulator_overrides: dict[str, dict[str, Any]] | None = None,
         worker_extra_env: dict[str, str] | None = None,
         concurrency: int = 4,
+        worker_args: tuple[str, ...] = (),
     ) -> Pipeline:
         tmp = tmp_path_factory.mktemp("pipeline")
         server = RedisServer(data_dir=tmp / "redis", appendfsync="always").start()
@@ -225,7 +226,9 @@ def pipeline_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipel
             "XP1": {"endpoint": emulators["PS1"].url, "transport": "ntlm", "password_file": str(bad), **common},
         }
         env = worker_env(redis_url=server.url, keys=keys, queue=queue, providers=providers, extra=worker_extra_env)
-        worker = WorkerProcess(env, queue=queue, concurrency=concurrency, log_file=tmp / "worker.log")
+        worker = WorkerProcess(
+            env, queue=queue, concurrency=concurrency, log_file=tmp / "worker.log", extra_args=worker_args
+        )
         worker.start()
         stops.append(worker.stop)
         producer = create_app(Settings(broker_url=server.url, redis_url=server.url, queue=queue))

@@ -67,6 +67,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # ETA/countdown messages are held unacked in worker memory: cap them.
         "worker_eta_task_limit": 1000,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Celery's consumer, surviving a broker loss while messages are held (celery 5.7.0 bug).
+        "worker_consumer": "worker.consumer:Consumer",
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_time_limit": settings.task_time_limit_s,
         "task_default_queue": settings.queue,

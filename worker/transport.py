@@ -9,6 +9,7 @@ priming POST would leave it sending plaintext.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 
@@ -31,6 +32,19 @@ _PYWINRM_AUTH = {
 }
 
 
+# pyspnego logs every NTLM / SPNEGO / CredSSP token at DEBUG ("NTLM step output: <base64>"). An
+# NTLM AUTHENTICATE message next to the CHALLENGE it answers is a NetNTLMv2 hash anyone reading
+# the log can crack offline: a worker run with --loglevel DEBUG must not write it.
+_HANDSHAKE_LOGGER = "spnego"
+_HANDSHAKE_LOG_MIN_LEVEL = logging.INFO
+
+
+def _quiet_handshake_logging() -> None:
+    logger = logging.getLogger(_HANDSHAKE_LOGGER)
+    if logger.level < _HANDSHAKE_LOG_MIN_LEVEL:  # NOTSET (inherit the root's DEBUG) included
+        logger.setLevel(_HANDSHAKE_LOG_MIN_LEVEL)
+
+
 @dataclass
 class _Slot:
     protocol: Protocol | None = None
@@ -46,6 +60,7 @@ class ProviderTransport:
         self.provider = provider
         self._local = threading.local()
         self.resets = 0
+        _quiet_handshake_logging()
 
     def __repr__(self) -> str:
         return f"ProviderTransport(site_code={self.site_code!r}, endpoint={self.provider.endpoint!r})"

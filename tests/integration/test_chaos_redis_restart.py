@@ -1,0 +1,213 @@
+"""Nothing is lost through Redis restarts, and the worker comes back on its own.
+
+Redis here is the broker, the result backend and the outcome store at once, with an AOF
+fsynced on every write (the pipeline default). The worker process is never restarted: after
+each outage it must reconnect and keep consuming by itself (celery #8030 is the failure mode:
+a worker that looks alive but no longer consumes). The tests' own pub/sub subscription dies
+with Redis; as docs/outcomes.md prescribes, they re-subscribe and catch up from the stream.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import pytest
+
+from testing.fixtures_pipeline import Pipeline, PipelineFactory
+from worker.outcomes import Outcome
+from worker.publish import OutcomeSubscription, latest_state, read_stream, subscribe
+
+pytestmark = pytest.mark.integration
+
+# A lost unacked message returns after the visibility timeout: keep it short here. Medium
+# retries every 0.5-1 s, patiently (the request must still be waiting when Redis dies).
+CHAOS_ENV: Final = {
+    "SCCM_REFRESH_LIMITS__VISIBILITY_TIMEOUT_S": "6",
+    "SCCM_REFRESH_LIMITS__MAX_COUNTDOWN_S": "2",
+    "SCCM_REFRESH_TASK_SOFT_TIME_LIMIT_S": "3",
+    "SCCM_REFRESH_TASK_TIME_LIMIT_S": "4",
+    "SCCM_REFRESH_RETRY__MEDIUM__MAX_ATTEMPTS": "200",
+    "SCCM_REFRESH_RETRY__MEDIUM__INITIAL_BACKOFF_S": "0.5",
+    "SCCM_REFRESH_RETRY__MEDIUM__MAX_BACKOFF_S": "1",
+}
+UNACKED_HASH: Final = "unacked"  # kombu's Redis transport: delivered, not yet acknowledged
+# Celery's consumer logs this while it retries a lost broker connection.
+RECONNECTING: Final = "Cannot connect to redis"
+FINAL_TIMEOUT_S: Final = 25.0
+_POLL_S: Final = 0.05
+
+
+def test_waiting_refresh_survives_a_redis_kill_and_ends_exactly_once(pipeline_factory: PipelineFactory) -> None:
+    """kill -9 Redis while a request waits for its medium (held unacked): after a restart it ends accepted, once."""
+    pipeline = pipeline_factory(worker_extra_env=CHAOS_ENV, concurrency=2)
+    provider = pipeline.emulators["PS1"].provider
+    pkg = pipeline.package("PS1", pkg_source_flag=3, medium_ready=False)
+    provider.set_medium_ready(pkg["PackageID"], False)
+    worker_pid = pipeline.worker.pid
+    kwargs = {"site_code": "PS1", "package_id": pkg["PackageID"], "package_class": pkg["class"]}
+
+    client = pipeline.redis()
+    try:
+        live = subscribe(client, pipeline.keys)
+        request_id = pipeline.send(kwargs)
+        first = next_event(live, request_id, timeout_s=10)
+        assert first is not None and first.status == "retrying", first
+        # Given the retry message held by the worker, unacked, counting down to its next attempt,
+        assert wait_until(lambda: held_retry_states(pipeline, request_id) != [], timeout_s=5)
+
+        # when Redis crashes, stays down until the worker has torn down its broker connection
+        # (so nothing can be restored to a live Redis on the way), and comes back,
+        pipeline.redis_server.kill()
+        live.close()  # its connection died with the server: pub/sub kept nothing for us meanwhile
+        assert wait_until(lambda: RECONNECTING in pipeline.worker.output(), timeout_s=10), worker_tail(pipeline)
+        pipeline.redis_server.start()
+        # the AOF (fsync always) still holds the message (held, or already back in the queue),
+        assert broker_copies(pipeline, request_id) != []
+
+        # and once the medium is mounted the request ends: seen live after re-subscribing, or
+        # caught up from the durable stream (subscribe first, then read, so nothing falls between).
+        live = subscribe(client, pipeline.keys)
+        try:
+            provider.set_medium_ready(pkg["PackageID"], True)
+            final = await_final(pipeline, live, request_id, timeout_s=FINAL_TIMEOUT_S)
+        finally:
+            live.close()
+    finally:
+        client.close()
+
+    assert final is not None, f"no final outcome; worker log tail:\n{worker_tail(pipeline)}"
+    assert final.status == "accepted", final.to_dict()
+    assert final.attempt >= 2  # attempts continued from the retry state, they did not restart
+    # Exactly once: nothing of the request is left in the broker to run again, and the stream,
+    # the latest state and the final marker all name the one final outcome.
+    assert wait_until(lambda: broker_copies(pipeline, request_id) == [], timeout_s=10), broker_copies(
+        pipeline, request_id
+    )
+    assert finals_in_stream(pipeline, request_id) == [final]
+    check = pipeline.redis()
+    try:
+        state = latest_state(check, pipeline.keys, "PS1", pkg["PackageID"])
+    finally:
+        check.close()
+    assert state is not None and state.final and state.outcome == final
+    # The same worker process did it: it survived the outage and reconnected by itself.
+    assert pipeline.worker.alive() and pipeline.worker.pid == worker_pid
+
+
+def test_idle_worker_keeps_consuming_after_redis_stops_and_restarts(pipeline_factory: PipelineFactory) -> None:
+    """Redis stopped under an idle worker, then restarted: requests sent afterwards are consumed (celery #8030)."""
+    pipeline = pipeline_factory(worker_extra_env=CHAOS_ENV, concurrency=2)
+    worker_pid = pipeline.worker.pid
+    ps1 = pipeline.package("PS1", pkg_source_flag=2)
+    bs1 = pipeline.package("BS1", pkg_source_flag=2)
+    before = pipeline.refresh(site_code="BS1", package_id=bs1["PackageID"], package_class=bs1["class"])
+    assert before.final is not None and before.final.status == "accepted"
+    # Idle: the final outcome is published just before the message is acked; wait for the ack.
+    assert wait_until(lambda: broker_copies(pipeline, before.request_id) == [], timeout_s=5)
+
+    # Given Redis stopped under the idle worker, which notices and starts retrying its connection,
+    pipeline.redis_server.stop()
+    assert wait_until(lambda: RECONNECTING in pipeline.worker.output(), timeout_s=10), worker_tail(pipeline)
+    # when Redis comes back (same port, same AOF),
+    pipeline.redis_server.start()
+
+    # then new requests over both transports are consumed and end normally, by the same process.
+    runs = [
+        pipeline.refresh(site_code="PS1", package_id=ps1["PackageID"], package_class=ps1["class"], timeout_s=20),
+        pipeline.refresh(site_code="BS1", package_id=bs1["PackageID"], package_class=bs1["class"], timeout_s=20),
+        pipeline.refresh(site_code="PS1", package_id="PS1FFFFF", package_class="SMS_Package", timeout_s=20),
+    ]
+    assert [run.final.status if run.final else None for run in runs] == ["accepted", "accepted", "failed"], worker_tail(
+        pipeline
+    )
+    for run in runs:
+        assert run.stream == run.live  # each event once, in order, live and durable alike
+    assert pipeline.worker.alive() and pipeline.worker.pid == worker_pid
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def wait_until(condition: Callable[[], bool], *, timeout_s: float) -> bool:
+    """Poll broker state (no event to await there), bounded."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(_POLL_S)
+    return condition()
+
+
+def next_event(live: OutcomeSubscription, request_id: str, *, timeout_s: float) -> Outcome | None:
+    """The next live outcome of `request_id` (others are skipped), or None at the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while (remaining := deadline - time.monotonic()) > 0:
+        outcome = live.get(timeout_s=remaining)
+        if outcome is None:
+            return None
+        if outcome.request_id == request_id:
+            return outcome
+    return None
+
+
+def await_final(pipeline: Pipeline, live: OutcomeSubscription, request_id: str, *, timeout_s: float) -> Outcome | None:
+    """The request's final outcome: from the stream if already recorded, else as it arrives live."""
+    caught_up = finals_in_stream(pipeline, request_id)
+    if caught_up:
+        return caught_up[0]
+    deadline = time.monotonic() + timeout_s
+    while (remaining := deadline - time.monotonic()) > 0:
+        outcome = next_event(live, request_id, timeout_s=remaining)
+        if outcome is None or outcome.final:
+            return outcome
+    return None
+
+
+def finals_in_stream(pipeline: Pipeline, request_id: str) -> list[Outcome]:
+    client = pipeline.redis()
+    try:
+        entries = read_stream(client, pipeline.keys, count=100_000)
+    finally:
+        client.close()
+    return [e.outcome for e in entries if e.outcome.request_id == request_id and e.outcome.final]
+
+
+def broker_copies(pipeline: Pipeline, request_id: str) -> list[dict[str, Any]]:
+    """kwargs of every copy of the request's message in the queue or held unacked (read atomically)."""
+    client = pipeline.redis()
+    try:
+        # One transaction: a message moving from the queue to 'unacked' is seen in exactly one.
+        with client.pipeline(transaction=True) as tx:
+            tx.lrange(pipeline.queue, 0, -1)
+            tx.hvals(UNACKED_HASH)
+            queued, held = tx.execute()
+    finally:
+        client.close()
+    messages = [json.loads(raw) for raw in queued] + [json.loads(raw)[0] for raw in held]
+    copies = [_message_kwargs(message) for message in messages]
+    return [kwargs for kwargs in copies if kwargs.get("request_id") == request_id]
+
+
+def held_retry_states(pipeline: Pipeline, request_id: str) -> list[dict[str, Any]]:
+    """retry_state of the request's messages held unacked by a worker (a countdown in progress)."""
+    client = pipeline.redis()
+    try:
+        held = [_message_kwargs(json.loads(raw)[0]) for raw in client.hvals(UNACKED_HASH)]
+    finally:
+        client.close()
+    return [kw["retry_state"] for kw in held if kw.get("request_id") == request_id and kw.get("retry_state")]
+
+
+def _message_kwargs(message: dict[str, Any]) -> dict[str, Any]:
+    # Celery protocol 2: the body is [args, kwargs, embed], JSON, base64-encoded by kombu.
+    _args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    result: dict[str, Any] = kwargs
+    return result
+
+
+def worker_tail(pipeline: Pipeline, lines: int = 40) -> str:
+    return "\n".join(pipeline.worker.output().splitlines()[-lines:])

@@ -1,0 +1,667 @@
+"""The acceptance line "a grep of Redis, logs and Flower-visible task data after the suite finds no password".
+
+One pipeline (worker at DEBUG, the most talkative level) and a real Flower watching it carry a
+representative mix of requests: accepted over NTLM and Basic, not found, access denied, a wrong
+password, injected 503 / timeout / generic failures, a medium that is not ready (retried, then
+accepted), a rejected request and a site whose password file is missing. Then every place a
+secret could land is searched for both test passwords in each encoding a leak would take: raw,
+UTF-16LE, base64 and URL-safe base64 at every byte alignment, and the Basic `Authorization`
+value; also for NTLM AUTHENTICATE messages, which are not the password but crack to it offline
+(pyspnego logs them at DEBUG: worker/transport.py keeps that logger at INFO). Redis is read key
+by key, every type, in every database, with Celery message bodies and result-backend records
+decoded. Flower's /metrics needs no login even with --basic-auth, so it is searched too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Final, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import redis
+import requests
+
+from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME
+from testing.fixtures_pipeline import WRONG_PASSWORD, Pipeline, PipelineFactory, RefreshRun
+from worker.outcomes import Outcome
+
+pytestmark = pytest.mark.integration
+
+SECRETS: Final = {"EMULATOR_PASSWORD": EMULATOR_PASSWORD, "WRONG_PASSWORD": WRONG_PASSWORD}
+# [MS-NLMP] 2.2.1.3: an AUTHENTICATE_MESSAGE starts with "NTLMSSP\0" and MessageType 3.
+NTLM_AUTHENTICATE_SIGNATURE: Final = b"NTLMSSP\x00\x03\x00\x00\x00"
+# Written to the last database before the search: proves every database is read, not just db 0.
+CANARY_KEY: Final = "leak-search-canary"
+
+# A site whose password file does not exist: its error names the path, never a secret.
+MISSING_FILE_SITE: Final = "MF1"
+MISSING_FILE_NAME: Final = "no-such-password-file"
+# Never contacted: the password file is read (and fails) before any connection is made.
+UNREACHABLE_ENDPOINT: Final = "http://127.0.0.1:9/wsman"
+
+# Flower's own login, deliberately unlike the SCCM secrets searched for.
+FLOWER_USER: Final = "flower-admin"
+FLOWER_LOGIN_PASSWORD: Final = "flower-test-login"
+FLOWER_READY_TIMEOUT_S: Final = 20.0
+FLOWER_HTTP_TIMEOUT_S: Final = 5.0
+_FLOWER_PORT_ATTEMPTS: Final = 5
+_ADDRESS_IN_USE: Final = "Address already in use"
+# Flower sets this gauge from worker heartbeats: its event receiver is live once it shows.
+_WORKER_ONLINE_METRIC: Final = re.compile(r"^flower_worker_online\{[^}]*\} 1\.0$", re.MULTILINE)
+
+# The parked request keeps waiting for its medium while the rest of the traffic runs.
+LEAK_ENV: Final = {"SCCM_REFRESH_RETRY__MEDIUM__MAX_ATTEMPTS": "200"}
+WORKER_DEBUG_ARGS: Final = ("--loglevel", "DEBUG")
+
+_RESULT_META_PREFIX: Final = b"celery-task-meta-"
+_BASE64_TEXT: Final = re.compile(rb"^[A-Za-z0-9+/_-]{8,}={0,2}$")
+_EXPAND_DEPTH: Final = 4
+_POLL_S: Final = 0.05
+
+
+# -- the needles ----------------------------------------------------------------------------
+
+
+def base64_at_every_alignment(data: bytes) -> list[bytes]:
+    """The base64 (standard and URL-safe) of `data` as it appears inside any longer encoded blob.
+
+    A secret embedded at byte offset 0, 1 or 2 (mod 3) of a larger value encodes to three
+    different strings; the characters fully determined by the secret are searched for.
+    """
+    variants: list[bytes] = []
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + data)
+        start = -(-offset * 8 // 6)  # first character holding no padding bits
+        end = (offset + len(data)) * 8 // 6  # last character holding only the secret's bits
+        core = encoded[start:end]
+        variants += [core, core.replace(b"+", b"-").replace(b"/", b"_")]
+    return variants
+
+
+def basic_authorization(username: str, password: str) -> bytes:
+    """The value of an HTTP Basic `Authorization` header (RFC 7617)."""
+    return base64.b64encode(f"{username}:{password}".encode())
+
+
+def secret_needles() -> dict[bytes, str]:
+    """Every byte string whose presence means a leak, labelled with what it encodes."""
+    needles: dict[bytes, str] = {}
+    for name, secret in SECRETS.items():
+        for encoding in ("utf-8", "utf-16-le"):
+            raw = secret.encode(encoding)
+            needles[raw] = f"{name} ({encoding})"
+            for variant in base64_at_every_alignment(raw):
+                needles[variant] = f"{name} ({encoding}, base64)"
+        needles[basic_authorization(EMULATOR_USERNAME, secret)] = f"{name} (Basic Authorization value)"
+    # Not the password, but as good as one: with the CHALLENGE it answers, an NTLM AUTHENTICATE
+    # message is a NetNTLMv2 hash that a reader of the log can crack offline.
+    needles[NTLM_AUTHENTICATE_SIGNATURE] = "NTLM AUTHENTICATE message"
+    for variant in base64_at_every_alignment(NTLM_AUTHENTICATE_SIGNATURE):
+        needles[variant] = "NTLM AUTHENTICATE message (base64)"
+    return needles
+
+
+NEEDLES: Final = secret_needles()
+
+
+def expand(blob: bytes, depth: int = _EXPAND_DEPTH) -> Iterator[bytes]:
+    """`blob`, then every string inside it as JSON, then whatever base64 among those decodes to."""
+    yield blob
+    if depth == 0:
+        return
+    if _BASE64_TEXT.match(blob.strip()):
+        decoded = _b64decode(blob.strip())
+        if decoded is not None:
+            yield from expand(decoded, depth - 1)
+    try:
+        parsed = json.loads(blob)
+    except (ValueError, UnicodeDecodeError):
+        return
+    for text in json_strings(parsed):
+        if text.encode() != blob:
+            yield from expand(text.encode(), depth - 1)
+
+
+def json_strings(value: Any) -> Iterator[str]:
+    """Every string in a parsed JSON document, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from json_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from json_strings(item)
+
+
+def _b64decode(text: bytes) -> bytes | None:
+    padded = text + b"=" * (-len(text) % 4)
+    try:
+        if b"-" in text or b"_" in text:
+            return base64.urlsafe_b64decode(padded)
+        return base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def leaks_in(blob: bytes | str) -> set[str]:
+    """Labels of the secrets found in `blob` or anything it decodes to."""
+    data = blob.encode() if isinstance(blob, str) else blob
+    return {label for piece in expand(data) for needle, label in NEEDLES.items() if needle in piece}
+
+
+def leak_report(blobs: Mapping[str, bytes | str]) -> dict[str, set[str]]:
+    """{where: labels} for every blob that holds a secret (empty when nothing leaks)."""
+    return {where: found for where, blob in blobs.items() if (found := leaks_in(blob))}
+
+
+# -- Redis, read key by key -----------------------------------------------------------------
+
+
+@dataclass
+class RedisSnapshot:
+    """Every key and value of every database, plus the Celery data decoded from them."""
+
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    types: Counter[str] = field(default_factory=Counter)
+    keys_by_db: dict[int, set[bytes]] = field(default_factory=dict)
+    # kwargs of every Celery message found (queues, the 'unacked' hash), decoded from base64 JSON.
+    message_kwargs: list[dict[str, Any]] = field(default_factory=list)
+    # task id -> the result backend's record (celery-task-meta-*).
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def snapshot_redis(url: str) -> RedisSnapshot:
+    """Read all keys with SCAN and the read command of their type (no DUMP: values as clients see them)."""
+    snapshot = RedisSnapshot()
+    for db in range(database_count(url)):
+        client = redis_for_db(url, db)
+        snapshot.keys_by_db[db] = set()
+        try:
+            for raw_key in client.scan_iter(count=500):
+                key = _as_bytes(raw_key)
+                kind = _as_bytes(client.type(key)).decode()
+                values = read_key(client, key, kind)
+                snapshot.types[kind] += 1
+                snapshot.keys_by_db[db].add(key)
+                where = f"db{db}:{key!r}"
+                snapshot.blobs[f"{where} (name)"] = key
+                for index, value in enumerate(values):
+                    snapshot.blobs[f"{where} [{kind} #{index}]"] = value
+                    collect_celery_data(snapshot, key, value)
+        finally:
+            client.close()
+    return snapshot
+
+
+def database_count(url: str) -> int:
+    admin = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return int(str(admin.config_get("databases")["databases"]))
+    finally:
+        admin.close()
+
+
+def redis_for_db(url: str, db: int) -> redis.Redis:
+    # The URL's own /db path wins over a db= argument in redis-py: name the database in the URL.
+    return redis.Redis.from_url(urlunsplit(urlsplit(url)._replace(path=f"/{db}")), decode_responses=False)
+
+
+def plant_canary(url: str) -> int:
+    """Write the canary key into the last database; returns that database's number."""
+    last = database_count(url) - 1
+    client = redis_for_db(url, last)
+    try:
+        client.set(CANARY_KEY, "not a secret")
+    finally:
+        client.close()
+    return last
+
+
+def read_key(client: redis.Redis, key: bytes, kind: str) -> list[bytes]:
+    """Every member, field and value of one key (a key gone since SCAN reads as empty)."""
+    reader = _READERS.get(kind)
+    return [] if reader is None else reader(client, key)
+
+
+def _read_string(client: redis.Redis, key: bytes) -> list[bytes]:
+    value = client.get(key)
+    return [] if value is None else [_as_bytes(value)]
+
+
+def _read_hash(client: redis.Redis, key: bytes) -> list[bytes]:
+    return [_as_bytes(part) for pair in client.hgetall(key).items() for part in pair]
+
+
+def _read_list(client: redis.Redis, key: bytes) -> list[bytes]:
+    return [_as_bytes(item) for item in client.lrange(key, 0, -1)]
+
+
+def _read_set(client: redis.Redis, key: bytes) -> list[bytes]:
+    return [_as_bytes(member) for member in client.smembers(key)]
+
+
+def _read_zset(client: redis.Redis, key: bytes) -> list[bytes]:
+    return [_as_bytes(pair[0]) for pair in client.zrange(key, 0, -1, withscores=True)]
+
+
+def _read_stream(client: redis.Redis, key: bytes) -> list[bytes]:
+    # redis-py types the reply loosely (RESP2 and RESP3 shapes); RESP2 gives [(id, {field: value})].
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(key, "-", "+"))
+    return [_as_bytes(part) for _id, fields in entries for pair in fields.items() for part in pair]
+
+
+def _as_bytes(value: object) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+_READERS: Final[dict[str, Callable[[redis.Redis, bytes], list[bytes]]]] = {
+    "string": _read_string,
+    "hash": _read_hash,
+    "list": _read_list,
+    "set": _read_set,
+    "zset": _read_zset,
+    "stream": _read_stream,
+}
+
+
+def collect_celery_data(snapshot: RedisSnapshot, key: bytes, value: bytes) -> None:
+    """Decode kombu messages and result-backend records found in a value."""
+    try:
+        parsed = json.loads(value)
+    except (ValueError, UnicodeDecodeError):
+        return
+    if key.startswith(_RESULT_META_PREFIX) and isinstance(parsed, dict):
+        snapshot.results[key[len(_RESULT_META_PREFIX) :].decode()] = parsed
+        return
+    # A queue holds the message itself; the 'unacked' hash holds [message, exchange, routing_key].
+    message = parsed[0] if isinstance(parsed, list) and parsed else parsed
+    if not (isinstance(message, dict) and "body" in message and "properties" in message):
+        return
+    body = message["body"]
+    if message["properties"].get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    _args, kwargs, _embed = json.loads(body)
+    snapshot.message_kwargs.append(kwargs)
+
+
+# -- Flower, a real one ---------------------------------------------------------------------
+
+
+class FlowerProcess:
+    """`celery -A worker.app flower` with the worker's environment and basic auth; stopped by PID."""
+
+    def __init__(self, env: Mapping[str, str], *, log_file: Path) -> None:
+        self.env = dict(env)
+        self.log_file = log_file
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FlowerProcess:
+        """Start on a free port (another if it was taken meanwhile) and wait until events flow."""
+        for _attempt in range(_FLOWER_PORT_ATTEMPTS):
+            self.port = _free_port()
+            log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+            self._log = self.log_file.open("ab")
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "worker.app",
+                    "flower",
+                    "--address=127.0.0.1",
+                    f"--port={self.port}",
+                    f"--basic-auth={FLOWER_USER}:{FLOWER_LOGIN_PASSWORD}",
+                ],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            if self._wait_ready():
+                return self
+            self.stop()
+            if _ADDRESS_IN_USE not in self.log_file.read_bytes()[log_offset:].decode(errors="replace"):
+                break
+        raise RuntimeError(f"Flower did not become ready; see {self.log_file}:\n{self.log_text()[-3000:]}")
+
+    def _wait_ready(self) -> bool:
+        """True once Flower has received a worker heartbeat (its event receiver is consuming)."""
+        deadline = time.monotonic() + FLOWER_READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                return False
+            try:
+                metrics = self.get("/metrics")
+                if metrics.status_code == 200 and _WORKER_ONLINE_METRIC.search(metrics.text):
+                    return True
+            except requests.ConnectionError:
+                pass  # not listening yet
+            time.sleep(_POLL_S)  # an external process: no event to await
+        return False
+
+    def get(self, path: str, *, auth: tuple[str, str] | None = None) -> requests.Response:
+        return requests.get(self.base_url + path, auth=auth, timeout=FLOWER_HTTP_TIMEOUT_S)
+
+    def api(self, path: str) -> requests.Response:
+        """GET with Flower's basic-auth login; raises on an HTTP error."""
+        response = self.get(path, auth=(FLOWER_USER, FLOWER_LOGIN_PASSWORD))
+        response.raise_for_status()
+        return response
+
+    def log_text(self) -> str:
+        return self.log_file.read_text(encoding="utf-8", errors="replace") if self.log_file.exists() else ""
+
+    def stop(self) -> None:
+        """SIGTERM our PID, then SIGKILL if it lingers."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(condition: Callable[[], bool], *, timeout_s: float) -> bool:
+    """Poll state of another process that offers no event to await (broker contents, Flower), bounded."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(_POLL_S)
+    return condition()
+
+
+# -- the traffic ----------------------------------------------------------------------------
+
+
+@dataclass
+class Traffic:
+    """What the mix produced, and everything collected from Redis, the worker and Flower."""
+
+    pipeline: Pipeline
+    flower: FlowerProcess
+    runs: dict[str, RefreshRun]
+    missing_password_file: Path
+    canary_db: int
+    redis_while_waiting: RedisSnapshot
+    redis_after: RedisSnapshot
+    flower_tasks: dict[str, Any]
+    flower_responses: dict[str, str]
+    flower_unauthenticated: dict[str, int]
+
+    @property
+    def request_ids(self) -> set[str]:
+        return {run.request_id for run in self.runs.values()}
+
+
+@pytest.fixture(scope="module")
+def traffic(pipeline_factory: PipelineFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traffic]:
+    """Drive the mix through a DEBUG worker watched by Flower; collect all three places to search."""
+    tmp = tmp_path_factory.mktemp("leaks")
+    missing = tmp / MISSING_FILE_NAME
+    prefix = f"SCCM_REFRESH_PROVIDERS__{MISSING_FILE_SITE}__"
+    missing_site_env = {
+        f"{prefix}ENDPOINT": UNREACHABLE_ENDPOINT,
+        f"{prefix}TRANSPORT": "ntlm",
+        f"{prefix}USERNAME": EMULATOR_USERNAME,
+        f"{prefix}PASSWORD_FILE": str(missing),
+    }
+    pipeline = pipeline_factory(worker_extra_env={**LEAK_ENV, **missing_site_env}, worker_args=WORKER_DEBUG_ARGS)
+    flower = FlowerProcess(pipeline.worker.env, log_file=tmp / "flower.log").start()
+    try:
+        yield drive_traffic(pipeline, flower, missing)
+    finally:
+        flower.stop()
+
+
+def drive_traffic(pipeline: Pipeline, flower: FlowerProcess, missing: Path) -> Traffic:
+    runs: dict[str, RefreshRun] = {}
+    canary_db = plant_canary(pipeline.redis_url)
+    ps1, bs1 = pipeline.emulators["PS1"], pipeline.emulators["BS1"]
+    parked = pipeline.package("PS1", pkg_source_flag=3, medium_ready=False)
+    ps1.provider.set_medium_ready(parked["PackageID"], False)
+    parked_id = f"req-parked-{uuid.uuid4().hex}"
+    first_retry = threading.Event()
+
+    def on_parked_event(outcome: Outcome) -> None:
+        if outcome.status == "retrying":
+            first_retry.set()
+
+    with ThreadPoolExecutor(max_workers=1) as background:
+        waiting = background.submit(
+            pipeline.refresh,
+            site_code="PS1",
+            package_id=parked["PackageID"],
+            package_class=parked["class"],
+            on_event=on_parked_event,
+            request_id=parked_id,
+        )
+        assert first_retry.wait(timeout=10), "the medium request never reported retrying"
+
+        plain_ps1 = pipeline.package("PS1", pkg_source_flag=2)
+        denied = pipeline.package("PS1", pkg_source_flag=2, exclude=(plain_ps1["PackageID"],))
+        plain_bs1 = pipeline.package("BS1", pkg_source_flag=2)
+
+        runs["ntlm_accepted"] = pipeline.refresh(
+            site_code="PS1", package_id=plain_ps1["PackageID"], package_class=plain_ps1["class"], verify=True
+        )
+        runs["basic_accepted"] = pipeline.refresh(
+            site_code="BS1", package_id=plain_bs1["PackageID"], package_class=plain_bs1["class"]
+        )
+        runs["not_found"] = pipeline.refresh(site_code="PS1", package_id="PS1FFFFF", package_class="SMS_Package")
+        ps1.provider.deny_access(denied["PackageID"])
+        try:
+            runs["access_denied"] = pipeline.refresh(
+                site_code="PS1", package_id=denied["PackageID"], package_class=denied["class"]
+            )
+        finally:
+            ps1.provider.allow_access(denied["PackageID"])
+        runs["wrong_password"] = pipeline.refresh(
+            site_code="XP1", package_id=plain_ps1["PackageID"], package_class=plain_ps1["class"]
+        )
+        # Three faults exhaust the in-call budget of one run: re-queued, then accepted.
+        for kind in ("http_503", "timeout_fault", "generic_failure"):
+            bs1.faults.inject_next(kind)
+        try:
+            runs["faults_then_accepted"] = pipeline.refresh(
+                site_code="BS1", package_id=plain_bs1["PackageID"], package_class=plain_bs1["class"]
+            )
+        finally:
+            bs1.faults.clear()
+        runs["rejected"] = pipeline.refresh(
+            site_code="PS1", package_id="PS100001", package_class="SMS_TaskSequencePackage"
+        )
+        runs["missing_password_file"] = pipeline.refresh(
+            site_code=MISSING_FILE_SITE, package_id="MF100001", package_class="SMS_Package"
+        )
+
+        # While the medium request waits, its retry message sits in the broker: catch it there.
+        while_waiting = RedisSnapshot()
+
+        def parked_message_seen() -> bool:
+            nonlocal while_waiting
+            while_waiting = snapshot_redis(pipeline.redis_url)
+            return any(
+                kw.get("request_id") == parked_id and kw.get("retry_state") for kw in while_waiting.message_kwargs
+            )
+
+        assert wait_until(parked_message_seen, timeout_s=10), "the waiting request's message never showed in Redis"
+        ps1.provider.set_medium_ready(parked["PackageID"], True)
+        runs["medium_retried_then_accepted"] = waiting.result(timeout=30)
+
+    request_ids = {run.request_id for run in runs.values()}
+    flower_tasks: dict[str, Any] = {}
+
+    def flower_saw_every_request() -> bool:
+        nonlocal flower_tasks
+        flower_tasks = flower.api("/api/tasks").json()
+        return all(flower_tasks.get(rid, {}).get("state") == "SUCCESS" for rid in request_ids)
+
+    assert wait_until(flower_saw_every_request, timeout_s=15), f"Flower saw: {sorted(flower_tasks)}"
+    responses = {"/api/tasks": flower.api("/api/tasks").text}
+    for rid in sorted(request_ids):
+        for path in (f"/api/task/info/{rid}", f"/api/task/result/{rid}"):
+            responses[path] = flower.api(path).text
+    responses["/api/workers?refresh=1"] = flower.api("/api/workers?refresh=1").text
+    responses["/metrics"] = flower.get("/metrics").text
+    responses["flower log"] = flower.log_text()
+    some_task = sorted(request_ids)[0]
+    unauthenticated = {
+        path: flower.get(path).status_code
+        for path in ("/api/tasks", f"/api/task/info/{some_task}", "/api/workers", "/api/queues/length")
+    }
+    unauthenticated["/api/tasks (wrong login)"] = flower.get("/api/tasks", auth=(FLOWER_USER, "wrong")).status_code
+    return Traffic(
+        pipeline=pipeline,
+        flower=flower,
+        runs=runs,
+        missing_password_file=missing,
+        canary_db=canary_db,
+        redis_while_waiting=while_waiting,
+        redis_after=snapshot_redis(pipeline.redis_url),
+        flower_tasks=flower_tasks,
+        flower_responses=responses,
+        flower_unauthenticated=unauthenticated,
+    )
+
+
+# -- the tests ------------------------------------------------------------------------------
+
+
+def test_leak_finder_catches_every_encoding_it_claims() -> None:
+    """The search is not vacuous: a secret hidden in each encoding, at each alignment, is found."""
+    for secret in SECRETS.values():
+        for prefix in ("", "x", "xy"):
+            embedded = f'{{"note": "{prefix}{secret}!"}}'.encode()
+            assert leaks_in(embedded)
+            assert leaks_in(base64.b64encode(embedded))
+            assert leaks_in(base64.urlsafe_b64encode(embedded))
+            assert leaks_in(base64.b64encode(embedded.decode().encode("utf-16-le")))
+            assert leaks_in(json.dumps({"body": base64.b64encode(embedded).decode()}))
+        header = b"Authorization: Basic " + basic_authorization(EMULATOR_USERNAME, secret)
+        assert leaks_in(header)
+    authenticate = NTLM_AUTHENTICATE_SIGNATURE + b"\x18\x00" * 8
+    assert leaks_in(b"NTLM step output: " + base64.b64encode(authenticate))
+    assert not leaks_in(f"cannot read password_file '/tmp/{MISSING_FILE_NAME}'")
+
+
+def test_the_mix_reaches_every_intended_outcome(traffic: Traffic) -> None:
+    """Each request of the mix ended where it should, so the search covers every path."""
+    expected = {
+        "ntlm_accepted": ("source_updated", None),
+        "basic_accepted": ("accepted", None),
+        "not_found": ("failed", "not_found"),
+        "access_denied": ("failed", "access_denied"),
+        "wrong_password": ("failed", "auth"),
+        "faults_then_accepted": ("accepted", None),
+        "rejected": ("rejected", "invalid_request"),
+        "missing_password_file": ("failed", "config"),
+        "medium_retried_then_accepted": ("accepted", None),
+    }
+    seen = {
+        name: (
+            run.final.status if run.final else None,
+            run.final.error["kind"] if run.final and run.final.error else None,
+        )
+        for name, run in traffic.runs.items()
+    }
+    assert seen == expected
+    assert traffic.runs["faults_then_accepted"].statuses[0] == "retrying"
+    assert "retrying" in traffic.runs["medium_retried_then_accepted"].statuses
+
+
+def test_redis_holds_no_secret_in_any_key_of_any_type(traffic: Traffic) -> None:
+    """Every key in every database, while a request waits and after the suite, is free of secrets."""
+    for snapshot in (traffic.redis_while_waiting, traffic.redis_after):
+        assert leak_report(snapshot.blobs) == {}
+        assert CANARY_KEY.encode() in snapshot.keys_by_db[traffic.canary_db]
+    # Not vacuous: the outcome stream, state hashes, markers, kombu's bindings and unacked index
+    # and the result backend were all read, and Celery messages were decoded from base64.
+    assert {"stream", "hash", "string", "set", "zset"} <= set(traffic.redis_while_waiting.types)
+    assert traffic.redis_while_waiting.message_kwargs
+    assert traffic.request_ids <= set(traffic.redis_after.results)
+    # result_extended stores each request's kwargs next to its result: decoded and searched too.
+    assert all(traffic.redis_after.results[rid]["kwargs"] for rid in traffic.request_ids)
+
+
+def test_worker_debug_log_holds_no_secret(traffic: Traffic) -> None:
+    """The worker's whole output, at DEBUG, names no secret in any encoding."""
+    worker = traffic.pipeline.worker
+    assert worker.log_file is not None
+    log_text = worker.log_file.read_text(encoding="utf-8")
+    assert " DEBUG" in log_text or "DEBUG/" in log_text, "the worker did not run at DEBUG"
+    assert all(rid in log_text for rid in traffic.request_ids)
+    assert leak_report({"worker log file": log_text, "worker output": worker.output()}) == {}
+
+
+def test_flower_task_data_holds_no_secret(traffic: Traffic) -> None:
+    """Flower's task list, task details, results, workers and metrics name no secret."""
+    assert traffic.request_ids <= set(traffic.flower_tasks)
+    wrong_password = traffic.flower_tasks[traffic.runs["wrong_password"].request_id]
+    assert "XP1" in wrong_password["kwargs"] and "auth" in wrong_password["result"]
+    assert leak_report(traffic.flower_responses) == {}
+
+
+def test_flower_api_refuses_requests_without_its_login(traffic: Traffic) -> None:
+    """Without (or with a wrong) basic-auth login, Flower's API answers 401."""
+    assert traffic.flower_unauthenticated == dict.fromkeys(traffic.flower_unauthenticated, 401)
+
+
+def test_wrong_password_outcome_carries_no_secret(traffic: Traffic) -> None:
+    """The auth failure says the credentials were rejected, and nothing in it holds a password."""
+    run = traffic.runs["wrong_password"]
+    assert run.final is not None and run.final.error is not None
+    assert "401" in run.final.error["message"]
+    assert (
+        leak_report({"live": run.final.to_json(), **{f"stream #{i}": o.to_json() for i, o in enumerate(run.stream)}})
+        == {}
+    )
+
+
+def test_missing_password_file_is_named_but_no_secret_is(traffic: Traffic) -> None:
+    """A configuration error may name the password file's path; the message still holds no secret."""
+    run = traffic.runs["missing_password_file"]
+    assert run.final is not None and run.final.error is not None
+    message = run.final.error["message"]
+    assert str(traffic.missing_password_file) in message
+    assert leak_report({"message": message, "outcome": run.final.to_json()}) == {}
+    # The real password files' paths may show in configuration, never their contents.
+    for path in traffic.pipeline.password_files.values():
+        assert not leaks_in(str(path))
