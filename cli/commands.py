@@ -49,7 +49,7 @@ def enqueue(
             raise InvalidRequestError(f"{exc.message} (nothing was enqueued)") from None
     queue = get_settings().queue
     for request in validated:
-        sent, _ = enqueue_refresh(app, queue=queue, **request.model_dump())
+        sent, _ = enqueue_refresh(app, queue=queue, **request.model_dump(exclude_none=True))
         print(json.dumps({"request_id": sent.request_id, "site_code": sent.site_code, "package_id": sent.package_id}))
     return 0
 

@@ -8,6 +8,7 @@ producers speak too.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
@@ -30,10 +31,14 @@ def enqueue_refresh(app: Celery, *, queue: str | None = None, **kwargs: Any) -> 
     already holds.
     """
     request = parse_request(kwargs)
+    stamps: dict[str, Any] = {}
     if request.request_id is None:
-        request = request.model_copy(update={"request_id": new_request_id()})
+        stamps["request_id"] = new_request_id()
+    if request.requested_at is None:
+        stamps["requested_at"] = datetime.now(UTC)
+    request = request.model_copy(update=stamps)
     assert request.request_id is not None
-    payload = request.model_dump(exclude_defaults=False)
+    payload = request.model_dump(mode="json")
     options: dict[str, Any] = {"task_id": request.request_id}
     if queue is not None:
         options["queue"] = queue

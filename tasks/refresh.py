@@ -18,6 +18,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from redis.exceptions import RedisError
 
 from config.settings import Settings, get_settings
 from worker.app import REFRESH_TASK, app
@@ -35,6 +36,8 @@ __all__ = ["refresh_package"]
 log = logging.getLogger(__name__)
 
 _UNKNOWN = "unknown"
+# When the outcome Redis is down past the publisher's deadline, try the request again after this.
+PUBLISH_REQUEUE_S = 30
 
 
 # Celery ships no type information for its decorators.
@@ -42,6 +45,19 @@ _UNKNOWN = "unknown"
     bind=True, name=REFRESH_TASK, max_retries=None, acks_late=True, reject_on_worker_lost=True
 )
 def refresh_package(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    original = dict(kwargs)
+    try:
+        return _run(self, args, kwargs)
+    except _FinalNotPublishedError:
+        # The outcome Redis stayed unreachable past the publisher's deadline. Acking now would
+        # lose the request's only record: re-queue it (the refresh is harmless to repeat, and
+        # the final marker keeps the outcome single), from the state it arrived with.
+        countdown_s = min(PUBLISH_REQUEUE_S, get_settings().limits.max_countdown_s)
+        log.warning("final outcome not published (Redis unreachable); request re-queued in %ss", countdown_s)
+        raise self.retry(args=args, kwargs=original, countdown=countdown_s, max_retries=None) from None
+
+
+def _run(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     started = _Clock.start()
     raw_state = kwargs.pop(RETRY_STATE_KWARG, None)
     task_id = str(self.request.id or "")
@@ -52,7 +68,9 @@ def refresh_package(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
 
     state = RetryState.from_kwargs(raw_state, now=started.epoch)
     if state.requested_at is None:
-        state = state.evolve(requested_at=started.epoch, first_attempt_at=started.epoch)
+        asked = request.requested_at.timestamp() if request.requested_at is not None else started.epoch
+        # A producer clock ahead of ours must not put requested_at after the attempt started.
+        state = state.evolve(requested_at=min(asked, started.epoch), first_attempt_at=started.epoch)
     limits = settings.limits
     early = wake_early(state, now=started.epoch, max_countdown_s=limits.max_countdown_s)
     if early is not None:
@@ -217,9 +235,19 @@ def _rejected_request(kwargs: dict[str, Any], task_id: str, started: _Clock) -> 
 
 
 def _retry_kwargs(request: RefreshRequest, state: RetryState) -> dict[str, Any]:
-    return {**request.model_dump(), RETRY_STATE_KWARG: state.to_kwargs()}
+    return {**request.model_dump(mode="json"), RETRY_STATE_KWARG: state.to_kwargs()}
+
+
+class _FinalNotPublishedError(Exception):
+    """A final outcome could not be written to Redis within the publisher's deadline."""
 
 
 def _publish(outcome: Outcome) -> dict[str, Any]:
-    publisher().publish(outcome)
+    try:
+        publisher().publish(outcome)
+    except RedisError as exc:
+        if outcome.final:
+            raise _FinalNotPublishedError from exc
+        # A lost "retrying" event is only a gap in the live view; the final outcome is what counts.
+        log.warning("retrying event for %s not published: %s", outcome.request_id, type(exc).__name__)
     return outcome.to_dict()

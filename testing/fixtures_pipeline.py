@@ -80,13 +80,23 @@ class Pipeline:
     worker: WorkerProcess
     producer: Celery
     password_files: dict[str, Path]
+    # Outcomes go to the broker's Redis unless the pipeline was built with a separate one.
+    outcome_server: RedisServer | None = None
 
     @property
     def redis_url(self) -> str:
         return self.redis_server.url
 
+    @property
+    def outcome_redis_url(self) -> str:
+        return (self.outcome_server or self.redis_server).url
+
     def redis(self) -> Any:
+        """A client of the broker's Redis (also the outcome store unless separate)."""
         return redis_from_url(self.redis_url)
+
+    def outcome_redis(self) -> Any:
+        return redis_from_url(self.outcome_redis_url)
 
     def send(self, kwargs: dict[str, Any], *, request_id: str | None = None) -> str:
         """Enqueue raw kwargs (no producer-side validation: the worker's edge is under test)."""
@@ -104,7 +114,7 @@ class Pipeline:
         **kwargs: Any,
     ) -> RefreshRun:
         """Enqueue one request and collect its events until its final outcome (or the timeout)."""
-        client = self.redis()
+        client = self.outcome_redis()
         try:
             with subscribe(client, self.keys) as live:
                 rid = self.send(kwargs, request_id=request_id)
@@ -197,10 +207,15 @@ def pipeline_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipel
         worker_extra_env: dict[str, str] | None = None,
         concurrency: int = 4,
         worker_args: tuple[str, ...] = (),
+        separate_outcome_redis: bool = False,
     ) -> Pipeline:
         tmp = tmp_path_factory.mktemp("pipeline")
         server = RedisServer(data_dir=tmp / "redis", appendfsync="always").start()
         stops.append(server.close)
+        outcome_server = None
+        if separate_outcome_redis:
+            outcome_server = RedisServer(data_dir=tmp / "outcome-redis", appendfsync="always").start()
+            stops.append(outcome_server.close)
         overrides = emulator_overrides or {}
         emulators = {
             "PS1": Emulator(make_emulator_settings(site_code="PS1", auth_modes=("ntlm",), **overrides.get("PS1", {}))),
@@ -226,13 +241,17 @@ def pipeline_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipel
             "XP1": {"endpoint": emulators["PS1"].url, "transport": "ntlm", "password_file": str(bad), **common},
         }
         env = worker_env(redis_url=server.url, keys=keys, queue=queue, providers=providers, extra=worker_extra_env)
+        if outcome_server is not None:
+            env["SCCM_REFRESH_REDIS_URL"] = outcome_server.url
         worker = WorkerProcess(
             env, queue=queue, concurrency=concurrency, log_file=tmp / "worker.log", extra_args=worker_args
         )
         worker.start()
         stops.append(worker.stop)
         producer = create_app(Settings(broker_url=server.url, redis_url=server.url, queue=queue))
-        return Pipeline(server, keys, queue, emulators, worker, producer, {"good": good, "bad": bad})
+        return Pipeline(
+            server, keys, queue, emulators, worker, producer, {"good": good, "bad": bad}, outcome_server=outcome_server
+        )
 
     yield build
     for stop in reversed(stops):

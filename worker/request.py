@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
@@ -48,6 +49,9 @@ class RefreshRequest(BaseModel):
     correlation_id: str | None = None
     force: bool = Field(default=False, description="allow SMS_TaskSequencePackage (Microsoft warns against it)")
     verify: bool = Field(default=False, description="wait (bounded) for SourceVersion to increase")
+    requested_at: datetime | None = Field(
+        default=None, description="when the producer asked (ISO-8601 with a zone); defaults to the first attempt"
+    )
 
     @field_validator("site_code")
     @classmethod
@@ -69,6 +73,13 @@ class RefreshRequest(BaseModel):
     def _ids(cls, value: str | None) -> str | None:
         if value is not None and not _ID_PATTERN.match(value):
             raise ValueError("must be 1-128 letters, digits or _ . : - (starting with a letter or digit)")
+        return value
+
+    @field_validator("requested_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+            raise ValueError("must carry a time zone, e.g. 2026-11-23T10:00:00Z")
         return value
 
     @property

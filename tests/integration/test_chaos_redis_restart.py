@@ -211,3 +211,36 @@ def _message_kwargs(message: dict[str, Any]) -> dict[str, Any]:
 
 def worker_tail(pipeline: Pipeline, lines: int = 40) -> str:
     return "\n".join(pipeline.worker.output().splitlines()[-lines:])
+
+
+def test_final_outcome_waits_out_an_outcome_redis_outage(pipeline_factory: PipelineFactory) -> None:
+    """The outcome Redis dies mid-refresh and stays down past the publisher's deadline: the request
+    is re-queued, not acked away, and its one final outcome lands once that Redis is back."""
+    env = {**CHAOS_ENV, "SCCM_REFRESH_LIMITS__PUBLISH_DEADLINE_S": "0.5"}
+    pipeline = pipeline_factory(worker_extra_env=env, concurrency=2, separate_outcome_redis=True)
+    outcome_server = pipeline.outcome_server
+    assert outcome_server is not None
+    emulator = pipeline.emulators["BS1"]
+    pkg = pipeline.package("BS1", pkg_source_flag=2)
+    # Given a refresh in flight at the provider when the outcome Redis goes away,
+    with emulator.hold_operations():
+        request_id = pipeline.send({"site_code": "BS1", "package_id": pkg["PackageID"], "package_class": pkg["class"]})
+        assert emulator.wait_in_flight(emulator.settings.username, 1, timeout_s=10)
+        outcome_server.stop()
+    # its final outcome cannot be published: the worker re-queues the request instead of acking it.
+    assert wait_until(lambda: "final outcome not published" in pipeline.worker.output(), timeout_s=FINAL_TIMEOUT_S), (
+        pipeline.worker.output()[-3000:]
+    )
+    outcome_server.start()
+    client = pipeline.outcome_redis()
+    try:
+
+        def finals() -> list[Outcome]:
+            entries = read_stream(client, pipeline.keys, count=1000)
+            return [e.outcome for e in entries if e.outcome.request_id == request_id and e.outcome.final]
+
+        assert wait_until(lambda: finals() != [], timeout_s=FINAL_TIMEOUT_S), pipeline.worker.output()[-3000:]
+        recorded = finals()
+    finally:
+        client.close()
+    assert len(recorded) == 1 and recorded[0].status == "accepted"
