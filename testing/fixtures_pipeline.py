@@ -7,9 +7,11 @@
 collects its events until the final one arrives: tests synchronise on outcomes, not sleeps.
 Sites configured for the worker:
 
-    PS1  NTLM + message encryption over HTTP      (emulator `ntlm`)
-    BS1  Basic over HTTP (AllowUnencrypted)       (emulator `basic`)
+    PS1  NTLM + message encryption over HTTP      (emulator PS1)
+    BS1  Basic over HTTP (AllowUnencrypted)       (emulator BS1)
+    HS1  Basic over HTTPS, validated against the emulator's generated CA (emulator HS1)
     XP1  NTLM against PS1's emulator, wrong password
+    HX1  HTTPS to HS1's emulator without its CA: certificate validation fails
 """
 
 from __future__ import annotations
@@ -224,6 +226,11 @@ def pipeline_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipel
                     site_code="BS1", auth_modes=("basic",), allow_unencrypted=True, **overrides.get("BS1", {})
                 )
             ),
+            "HS1": Emulator(
+                make_emulator_settings(
+                    site_code="HS1", auth_modes=("basic",), tls="self-signed", **overrides.get("HS1", {})
+                )
+            ),
         }
         for emulator in emulators.values():
             emulator.start()
@@ -239,6 +246,15 @@ def pipeline_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipel
             "PS1": {"endpoint": emulators["PS1"].url, "transport": "ntlm", "password_file": str(good), **common},
             "BS1": {"endpoint": emulators["BS1"].url, "transport": "basic", "password_file": str(good), **common},
             "XP1": {"endpoint": emulators["PS1"].url, "transport": "ntlm", "password_file": str(bad), **common},
+            "HS1": {
+                "endpoint": emulators["HS1"].url,
+                "transport": "basic",
+                "password_file": str(good),
+                "ca_trust_path": str(emulators["HS1"].ca_cert_path),
+                **common,
+            },
+            # The same HTTPS listener without our CA: its certificate cannot be validated.
+            "HX1": {"endpoint": emulators["HS1"].url, "transport": "basic", "password_file": str(good), **common},
         }
         env = worker_env(redis_url=server.url, keys=keys, queue=queue, providers=providers, extra=worker_extra_env)
         if outcome_server is not None:

@@ -51,6 +51,24 @@ def test_refresh_over_basic_is_accepted(pipeline: Pipeline) -> None:
     assert run.final is not None and run.final.source_version_after is None
 
 
+def test_refresh_over_https_validates_the_certificate_against_the_configured_ca(pipeline: Pipeline) -> None:
+    """Basic over HTTPS with ca_trust_path set to the emulator's CA: accepted."""
+    pkg = pipeline.package("HS1", pkg_source_flag=2)
+    run = pipeline.refresh(site_code="HS1", package_id=pkg["PackageID"], package_class=pkg["class"])
+    assert_recorded_everywhere(run, "accepted")
+
+
+def test_untrusted_certificate_fails_at_once_as_a_configuration_error(pipeline: Pipeline) -> None:
+    """A certificate that does not validate is a configuration problem, not a blip: no retries."""
+    pkg = pipeline.package("HS1", pkg_source_flag=2)
+    run = pipeline.refresh(site_code="HX1", package_id=pkg["PackageID"], package_class=pkg["class"])
+    assert_recorded_everywhere(run, "failed")
+    assert run.final is not None and run.final.error is not None
+    assert run.final.error["kind"] == "config"
+    assert "certificate" in run.final.error["message"].lower()
+    assert run.statuses == ["failed"]
+
+
 def test_unknown_package_fails_at_once_as_not_found(pipeline: Pipeline) -> None:
     """A PackageID the provider does not have fails permanently after one attempt, no Invoke."""
     run = pipeline.refresh(site_code="PS1", package_id="PS1FFFFF", package_class="SMS_Package")
