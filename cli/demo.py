@@ -224,6 +224,7 @@ def _summarise(
         _say(f"  {status:<26} {count}")
     _say(f"  requests {len(expected)}, final outcomes {len(finals)}, outcome events in stream {len(stream_entries)}")
     _say(f"  provider saw: {totals}")
+    _say(f"  outcomes kept in Redis under prefix {keys.prefix!r}: stream {keys.outcome_stream!r}")
     _say(f"  files: {workdir}/ (worker.log)")
     # "failed" is a legitimate outcome (e.g. a STORAGE_NO_SOURCE package has nothing to
     # refresh); the demo fails only if a request was left without its final outcome.
