@@ -16,6 +16,8 @@ Sites configured for the worker:
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import time
 import uuid
@@ -38,7 +40,15 @@ from worker.outcomes import Outcome
 from worker.publish import PackageState, latest_state, read_stream, subscribe
 from worker.redis_client import redis_from_url
 
-__all__ = ["Pipeline", "RefreshRun", "pipeline", "pipeline_factory"]
+__all__ = [
+    "SHORT_VISIBILITY_ENV",
+    "UNACKED_HASH",
+    "Pipeline",
+    "RefreshRun",
+    "message_kwargs",
+    "pipeline",
+    "pipeline_factory",
+]
 
 WRONG_PASSWORD = "Not-The-Emulator-Pa55word"  # noqa: S105 - test credential for a local emulator
 
@@ -56,6 +66,21 @@ FAST_RETRY_ENV = {
     "SCCM_REFRESH_LIMITS__VERIFY_TIMEOUT_S": "5",
     "SCCM_REFRESH_LIMITS__VERIFY_POLL_S": "0.1",
 }
+
+
+# Redelivery of an unacked message needs the visibility timeout to pass: crash and chaos tests
+# shrink it. Medium retries every 0.5-1 s, patiently (a request must still be waiting when
+# the test breaks something).
+SHORT_VISIBILITY_ENV = {
+    "SCCM_REFRESH_LIMITS__VISIBILITY_TIMEOUT_S": "6",
+    "SCCM_REFRESH_LIMITS__MAX_COUNTDOWN_S": "2",
+    "SCCM_REFRESH_TASK_SOFT_TIME_LIMIT_S": "3",
+    "SCCM_REFRESH_TASK_TIME_LIMIT_S": "4",
+    "SCCM_REFRESH_RETRY__MEDIUM__MAX_ATTEMPTS": "200",
+    "SCCM_REFRESH_RETRY__MEDIUM__INITIAL_BACKOFF_S": "0.5",
+    "SCCM_REFRESH_RETRY__MEDIUM__MAX_BACKOFF_S": "1",
+}
+UNACKED_HASH = "unacked"  # kombu's Redis transport: delivered, not yet acknowledged
 
 
 @dataclass
@@ -147,6 +172,15 @@ class Pipeline:
         finally:
             client.close()
 
+    def held_retry_states(self, request_id: str) -> list[dict[str, Any]]:
+        """retry_state of the request's messages held unacked by a worker (a countdown in progress)."""
+        client = self.redis()
+        try:
+            held = [message_kwargs(json.loads(raw)[0]) for raw in client.hvals(UNACKED_HASH)]
+        finally:
+            client.close()
+        return [kw["retry_state"] for kw in held if kw.get("request_id") == request_id and kw.get("retry_state")]
+
     def package(
         self,
         site: str,
@@ -168,6 +202,13 @@ class Pipeline:
                 continue
             return pkg
         raise LookupError(f"no package with PkgSourceFlag={pkg_source_flag} medium_ready={medium_ready} at {site}")
+
+
+def message_kwargs(message: dict[str, Any]) -> dict[str, Any]:
+    """The kwargs of a kombu message (Celery protocol 2: body = base64 JSON [args, kwargs, embed])."""
+    _args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    result: dict[str, Any] = kwargs
+    return result
 
 
 def worker_env(

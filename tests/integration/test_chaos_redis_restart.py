@@ -9,41 +9,27 @@ with Redis; as docs/outcomes.md prescribes, they re-subscribe and catch up from 
 
 from __future__ import annotations
 
-import base64
 import json
 import time
-from collections.abc import Callable
 from typing import Any, Final
 
 import pytest
 
-from testing.fixtures_pipeline import Pipeline, PipelineFactory
+from testing.fixtures_pipeline import SHORT_VISIBILITY_ENV, UNACKED_HASH, Pipeline, PipelineFactory, message_kwargs
+from testing.waiting import wait_until
 from worker.outcomes import Outcome
 from worker.publish import OutcomeSubscription, latest_state, read_stream, subscribe
 
 pytestmark = pytest.mark.integration
 
-# A lost unacked message returns after the visibility timeout: keep it short here. Medium
-# retries every 0.5-1 s, patiently (the request must still be waiting when Redis dies).
-CHAOS_ENV: Final = {
-    "SCCM_REFRESH_LIMITS__VISIBILITY_TIMEOUT_S": "6",
-    "SCCM_REFRESH_LIMITS__MAX_COUNTDOWN_S": "2",
-    "SCCM_REFRESH_TASK_SOFT_TIME_LIMIT_S": "3",
-    "SCCM_REFRESH_TASK_TIME_LIMIT_S": "4",
-    "SCCM_REFRESH_RETRY__MEDIUM__MAX_ATTEMPTS": "200",
-    "SCCM_REFRESH_RETRY__MEDIUM__INITIAL_BACKOFF_S": "0.5",
-    "SCCM_REFRESH_RETRY__MEDIUM__MAX_BACKOFF_S": "1",
-}
-UNACKED_HASH: Final = "unacked"  # kombu's Redis transport: delivered, not yet acknowledged
 # Celery's consumer logs this while it retries a lost broker connection.
 RECONNECTING: Final = "Cannot connect to redis"
 FINAL_TIMEOUT_S: Final = 25.0
-_POLL_S: Final = 0.05
 
 
 def test_waiting_refresh_survives_a_redis_kill_and_ends_exactly_once(pipeline_factory: PipelineFactory) -> None:
     """kill -9 Redis while a request waits for its medium (held unacked): after a restart it ends accepted, once."""
-    pipeline = pipeline_factory(worker_extra_env=CHAOS_ENV, concurrency=2)
+    pipeline = pipeline_factory(worker_extra_env=SHORT_VISIBILITY_ENV, concurrency=2)
     provider = pipeline.emulators["PS1"].provider
     pkg = pipeline.package("PS1", pkg_source_flag=3, medium_ready=False)
     provider.set_medium_ready(pkg["PackageID"], False)
@@ -57,7 +43,7 @@ def test_waiting_refresh_survives_a_redis_kill_and_ends_exactly_once(pipeline_fa
         first = next_event(live, request_id, timeout_s=10)
         assert first is not None and first.status == "retrying", first
         # Given the retry message held by the worker, unacked, counting down to its next attempt,
-        assert wait_until(lambda: held_retry_states(pipeline, request_id) != [], timeout_s=5)
+        assert wait_until(lambda: pipeline.held_retry_states(request_id) != [], timeout_s=5)
 
         # when Redis crashes, stays down until the worker has torn down its broker connection
         # (so nothing can be restored to a live Redis on the way), and comes back,
@@ -100,7 +86,7 @@ def test_waiting_refresh_survives_a_redis_kill_and_ends_exactly_once(pipeline_fa
 
 def test_idle_worker_keeps_consuming_after_redis_stops_and_restarts(pipeline_factory: PipelineFactory) -> None:
     """Redis stopped under an idle worker, then restarted: requests sent afterwards are consumed (celery #8030)."""
-    pipeline = pipeline_factory(worker_extra_env=CHAOS_ENV, concurrency=2)
+    pipeline = pipeline_factory(worker_extra_env=SHORT_VISIBILITY_ENV, concurrency=2)
     worker_pid = pipeline.worker.pid
     ps1 = pipeline.package("PS1", pkg_source_flag=2)
     bs1 = pipeline.package("BS1", pkg_source_flag=2)
@@ -130,16 +116,6 @@ def test_idle_worker_keeps_consuming_after_redis_stops_and_restarts(pipeline_fac
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-def wait_until(condition: Callable[[], bool], *, timeout_s: float) -> bool:
-    """Poll broker state (no event to await there), bounded."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(_POLL_S)
-    return condition()
 
 
 def next_event(live: OutcomeSubscription, request_id: str, *, timeout_s: float) -> Outcome | None:
@@ -188,25 +164,8 @@ def broker_copies(pipeline: Pipeline, request_id: str) -> list[dict[str, Any]]:
     finally:
         client.close()
     messages = [json.loads(raw) for raw in queued] + [json.loads(raw)[0] for raw in held]
-    copies = [_message_kwargs(message) for message in messages]
+    copies = [message_kwargs(message) for message in messages]
     return [kwargs for kwargs in copies if kwargs.get("request_id") == request_id]
-
-
-def held_retry_states(pipeline: Pipeline, request_id: str) -> list[dict[str, Any]]:
-    """retry_state of the request's messages held unacked by a worker (a countdown in progress)."""
-    client = pipeline.redis()
-    try:
-        held = [_message_kwargs(json.loads(raw)[0]) for raw in client.hvals(UNACKED_HASH)]
-    finally:
-        client.close()
-    return [kw["retry_state"] for kw in held if kw.get("request_id") == request_id and kw.get("retry_state")]
-
-
-def _message_kwargs(message: dict[str, Any]) -> dict[str, Any]:
-    # Celery protocol 2: the body is [args, kwargs, embed], JSON, base64-encoded by kombu.
-    _args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-    result: dict[str, Any] = kwargs
-    return result
 
 
 def worker_tail(pipeline: Pipeline, lines: int = 40) -> str:
@@ -216,7 +175,7 @@ def worker_tail(pipeline: Pipeline, lines: int = 40) -> str:
 def test_final_outcome_waits_out_an_outcome_redis_outage(pipeline_factory: PipelineFactory) -> None:
     """The outcome Redis dies mid-refresh and stays down past the publisher's deadline: the request
     is re-queued, not acked away, and its one final outcome lands once that Redis is back."""
-    env = {**CHAOS_ENV, "SCCM_REFRESH_LIMITS__PUBLISH_DEADLINE_S": "0.5"}
+    env = {**SHORT_VISIBILITY_ENV, "SCCM_REFRESH_LIMITS__PUBLISH_DEADLINE_S": "0.5"}
     pipeline = pipeline_factory(worker_extra_env=env, concurrency=2, separate_outcome_redis=True)
     outcome_server = pipeline.outcome_server
     assert outcome_server is not None

@@ -39,6 +39,7 @@ import requests
 
 from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME
 from testing.fixtures_pipeline import WRONG_PASSWORD, Pipeline, PipelineFactory, RefreshRun
+from testing.waiting import wait_until
 from worker.outcomes import Outcome
 
 pytestmark = pytest.mark.integration
@@ -396,16 +397,6 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def wait_until(condition: Callable[[], bool], *, timeout_s: float) -> bool:
-    """Poll state of another process that offers no event to await (broker contents, Flower), bounded."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(_POLL_S)
-    return condition()
 
 
 # -- the traffic ----------------------------------------------------------------------------

@@ -3,29 +3,15 @@ a worker killed while a request waits for its medium, a Redis restart mid-wait."
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
-import time
-from collections.abc import Callable
 
 import pytest
 
-from testing.fixtures_pipeline import Pipeline, PipelineFactory
+from testing.fixtures_pipeline import SHORT_VISIBILITY_ENV, PipelineFactory
+from testing.waiting import wait_until
 from worker.outcomes import Outcome
 
 pytestmark = pytest.mark.integration
-
-# Redelivery of an unacked message needs the visibility timeout to pass: keep it short here.
-SHORT_VISIBILITY_ENV = {
-    "SCCM_REFRESH_LIMITS__VISIBILITY_TIMEOUT_S": "6",
-    "SCCM_REFRESH_LIMITS__MAX_COUNTDOWN_S": "2",
-    "SCCM_REFRESH_TASK_SOFT_TIME_LIMIT_S": "3",
-    "SCCM_REFRESH_TASK_TIME_LIMIT_S": "4",
-    "SCCM_REFRESH_RETRY__MEDIUM__MAX_ATTEMPTS": "200",
-    "SCCM_REFRESH_RETRY__MEDIUM__INITIAL_BACKOFF_S": "0.5",
-    "SCCM_REFRESH_RETRY__MEDIUM__MAX_BACKOFF_S": "1",
-}
 
 
 def test_idle_keepalive_close_is_recovered_by_a_new_session(pipeline_factory: PipelineFactory) -> None:
@@ -58,7 +44,7 @@ def test_waiting_refresh_survives_a_worker_crash(pipeline_factory: PipelineFacto
         if outcome.status == "retrying" and not crashed.is_set():
             crashed.set()
             # Crash while the re-queued request is held by the worker (unacked, counting down).
-            assert wait_until(lambda: held_retry_state(pipeline, outcome.request_id) is not None, timeout_s=5)
+            assert wait_until(lambda: pipeline.held_retry_states(outcome.request_id) != [], timeout_s=5)
             pipeline.worker.kill()
             provider.set_medium_ready(pkg["PackageID"], True)
             pipeline.worker.start()
@@ -75,28 +61,3 @@ def test_waiting_refresh_survives_a_worker_crash(pipeline_factory: PipelineFacto
     assert [o for o in run.stream if o.final] == [run.final]
     # The redelivered message carried the retry state: attempts continue, they do not restart.
     assert run.final.attempt >= 2
-
-
-def wait_until(condition: Callable[[], bool], *, timeout_s: float, poll_s: float = 0.05) -> bool:
-    """Poll a condition that has no event to wait on (here: broker state), bounded."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(poll_s)
-    return condition()
-
-
-def held_retry_state(pipeline: Pipeline, request_id: str) -> dict[str, object] | None:
-    """The retry_state of the request's message held unacked by a worker (kombu's 'unacked' hash)."""
-    client = pipeline.redis()
-    try:
-        for raw in client.hvals("unacked"):
-            message = json.loads(raw)[0]
-            _args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-            if kwargs.get("request_id") == request_id and kwargs.get("retry_state"):
-                state: dict[str, object] = kwargs["retry_state"]
-                return state
-    finally:
-        client.close()
-    return None
