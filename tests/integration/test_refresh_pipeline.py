@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from testing.fixtures_pipeline import Pipeline, RefreshRun
+from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun
+from worker.outcomes import Outcome
 
 pytestmark = pytest.mark.integration
 
@@ -190,3 +191,42 @@ def test_bad_task_arguments_are_rejected_with_a_clear_error(
     assert run.final is not None and run.final.status == "rejected"
     assert run.final.error is not None and fragment in run.final.error["message"]
     assert "Traceback" not in run.final.error["message"]
+
+
+def test_wmi_generic_failure_is_retried_as_a_provider_failure(pipeline: Pipeline) -> None:
+    """WBEM_E_FAILED on a plain package is transient: re-queued (provider_failure), then accepted."""
+    emulator = pipeline.emulators["BS1"]
+    pkg = pipeline.package("BS1", pkg_source_flag=2)
+    emulator.faults.inject_next("generic_failure", count=3)  # the whole in-call budget of the first run
+    try:
+        run = pipeline.refresh(site_code="BS1", package_id=pkg["PackageID"], package_class=pkg["class"])
+    finally:
+        emulator.faults.clear()
+    assert_recorded_everywhere(run, "accepted")
+    assert run.statuses == ["retrying", "accepted"]
+    error = run.live[0].error
+    assert error is not None and error["kind"] == "provider_failure" and error["wmi_code"] == 0x80041001
+
+
+def test_medium_not_ready_as_a_wmi_fault_carries_the_sms_extended_status(pipeline_factory: PipelineFactory) -> None:
+    """With the provider failing RefreshPkgSource by a WMI fault, the wait and its details are the same."""
+    pipeline = pipeline_factory(emulator_overrides={"PS1": {"medium_failure_mode": "fault"}}, concurrency=2)
+    provider = pipeline.emulators["PS1"].provider
+    pkg = pipeline.package("PS1", pkg_source_flag=3, medium_ready=False)
+    provider.set_medium_ready(pkg["PackageID"], False)
+
+    def mount_on_first_retry(outcome: Outcome) -> None:
+        if outcome.status == "retrying":
+            provider.set_medium_ready(pkg["PackageID"], True)
+
+    run = pipeline.refresh(
+        site_code="PS1", package_id=pkg["PackageID"], package_class=pkg["class"], on_event=mount_on_first_retry
+    )
+    assert_recorded_everywhere(run, "accepted")
+    retry = run.live[0]
+    assert retry.status == "retrying" and retry.error is not None
+    assert retry.error["kind"] == "medium_not_ready" and retry.error["wmi_code"] == 0x80041001
+    assert retry.return_value is None  # a fault, not a ReturnValue
+    extended = retry.error["extended_status"]
+    assert extended is not None and extended["class"] == "SMS_ExtendedStatus"
+    assert "medium" in (extended["description"] or "").lower()
