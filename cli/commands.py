@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from cli.redis_server import require_redis
 from config.settings import get_settings
 from tasks.enqueue import enqueue_refresh
 from worker.app import app
@@ -18,6 +19,8 @@ from worker.redis_client import redis_from_url
 from worker.request import parse_request
 
 __all__ = ["enqueue", "format_outcome", "watch"]
+
+_REDIS_HINT = "is it running? (set SCCM_REFRESH_BROKER_URL and SCCM_REFRESH_REDIS_URL)"
 
 
 def enqueue(
@@ -47,7 +50,11 @@ def enqueue(
             )
         except InvalidRequestError as exc:
             raise InvalidRequestError(f"{exc.message} (nothing was enqueued)") from None
-    queue = get_settings().queue
+    settings = get_settings()
+    # Fail fast, in one line, when Redis is not there (Celery would retry for a minute first).
+    require_redis(settings.broker_url, hint=_REDIS_HINT)
+    require_redis(settings.redis_url, hint=_REDIS_HINT)
+    queue = settings.queue
     for request in validated:
         sent, _ = enqueue_refresh(app, queue=queue, **request.model_dump(exclude_none=True))
         print(json.dumps({"request_id": sent.request_id, "site_code": sent.site_code, "package_id": sent.package_id}))
@@ -75,6 +82,7 @@ def format_outcome(outcome: Outcome) -> str:
 def watch(*, count: int, timeout_s: float) -> int:
     """Print outcome events as they are published; stop after `count` finals or `timeout_s`."""
     settings = get_settings()
+    require_redis(settings.redis_url, hint=_REDIS_HINT)
     keys = RedisKeys(settings.key_prefix)
     deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
     finals = 0

@@ -15,11 +15,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from cli.redis_server import RedisUnavailableError
 from worker.errors import RefreshError
 
 __all__ = ["main"]
 
 EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE: a service we need is not there
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -100,6 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
     except RefreshError as exc:
         print(f"sccm-refresh: error: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
+    except RedisUnavailableError as exc:
+        print(f"sccm-refresh: error: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
     return EXIT_USAGE

@@ -46,6 +46,7 @@ __all__ = [
     "ensure_redis",
     "find_redis_server",
     "main",
+    "require_redis",
 ]
 
 REDIS_SERVER_BINARY: Final = "redis-server"
@@ -320,21 +321,28 @@ def ensure_redis(
     The caller owns a returned server and must close() it.
     """
     if url:
-        client = redis.Redis.from_url(
-            url, socket_timeout=ping_timeout_s, socket_connect_timeout=ping_timeout_s, retry=_no_retry()
+        require_redis(
+            url, ping_timeout_s=ping_timeout_s, hint="fix the URL or leave it unset to start an embedded Redis"
         )
-        try:
-            client.ping()
-        except redis_errors.RedisError as exc:
-            raise RedisUnavailableError(
-                f"Redis at {redacted_url(url)} did not answer PING within {ping_timeout_s} s "
-                f"({type(exc).__name__}: {exc}); fix the URL or leave it unset to start an embedded Redis"
-            ) from None
-        finally:
-            client.close()
         return url, None
     server = RedisServer(data_dir=data_dir).start()
     return server.url, server
+
+
+def require_redis(url: str, *, hint: str, ping_timeout_s: float = DEFAULT_PING_TIMEOUT_S) -> None:
+    """Raise RedisUnavailableError (one clear line, password redacted) unless `url` answers PING."""
+    client = redis.Redis.from_url(
+        url, socket_timeout=ping_timeout_s, socket_connect_timeout=ping_timeout_s, retry=_no_retry()
+    )
+    try:
+        client.ping()
+    except redis_errors.RedisError as exc:
+        raise RedisUnavailableError(
+            f"Redis at {redacted_url(url)} did not answer PING within {ping_timeout_s} s "
+            f"({type(exc).__name__}: {exc}); {hint}"
+        ) from None
+    finally:
+        client.close()
 
 
 def main(argv: list[str] | None = None) -> int:

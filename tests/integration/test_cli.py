@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -105,3 +106,21 @@ def test_demo_runs_end_to_end_with_an_embedded_redis(tmp_path: Path) -> None:
     assert "demo: OK, every request has exactly one final outcome" in result.stdout
     assert "rejected" in result.stdout  # the hostile request is refused at the worker's edge
     assert (tmp_path / ".sccm-refresh").is_dir()
+
+
+@pytest.mark.parametrize("command", [("enqueue", "PS1", "PS100001"), ("watch", "--count", "1")])
+def test_unreachable_redis_is_one_clear_line_with_the_password_redacted(command: tuple[str, ...]) -> None:
+    """No Redis where configured: exit 69 (EX_UNAVAILABLE) and one line, fast, no traceback, no password."""
+    dead = f"redis://:{'Hunter2-secret'}@127.0.0.1:{free_port()}/0"
+    result = run_cli(*command, env=clean_env(SCCM_REFRESH_BROKER_URL=dead, SCCM_REFRESH_REDIS_URL=dead), timeout_s=30)
+    assert result.returncode == 69
+    assert "did not answer PING" in result.stderr and "Traceback" not in result.stderr
+    assert "Hunter2-secret" not in result.stderr + result.stdout
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
