@@ -124,3 +124,22 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def test_worker_with_invalid_settings_exits_78_with_one_line() -> None:
+    """`celery -A worker.app worker` with a bad setting names it on stderr and exits EX_CONFIG."""
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool", "solo"],
+        env=clean_env(
+            SCCM_REFRESH_PROVIDERS__PS1__ENDPOINT="ftp://sccm01",
+            SCCM_REFRESH_PROVIDERS__PS1__USERNAME="u",
+            SCCM_REFRESH_PROVIDERS__PS1__PASSWORD="Hunter2-secret",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 78, result.stderr[-2000:]
+    assert "providers.ps1.endpoint: endpoint must be an http:// or https:// WS-Man URL" in result.stderr
+    assert "Traceback" not in result.stderr and "Hunter2-secret" not in result.stderr
