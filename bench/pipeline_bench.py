@@ -408,6 +408,8 @@ def _worker_env(shared: _Shared, auth: str, keys: RedisKeys, queue: str) -> dict
             provider + "TRANSPORT": auth,
             provider + "USERNAME": USERNAME,
             provider + "PASSWORD_FILE": str(shared.password_file),
+            # Basic over plain HTTP is what the benchmark measures (the emulator allows it).
+            provider + "ALLOW_UNENCRYPTED": "true",
         }
     )
     return env
@@ -461,7 +463,11 @@ def _run_mode(auth: str, shared: _Shared) -> dict[str, Any]:
 
     _say(f"[{auth}] direct: {len(plan.measured)} Get+Invoke from {args.concurrency} threads, no Celery/Redis")
     provider = ProviderSettings(
-        endpoint=shared.emulator.url, transport=auth, username=USERNAME, password_file=shared.password_file
+        endpoint=shared.emulator.url,
+        transport=auth,
+        username=USERNAME,
+        password_file=shared.password_file,
+        allow_unencrypted=True,
     )
     work = [(package_id, plan.classes[package_id]) for package_id in plan.measured]
     direct = _DirectRun(mode, provider, work, args.concurrency).run(args.seconds)

@@ -13,7 +13,7 @@ from tasks.enqueue import enqueue_refresh
 from worker.app import app
 from worker.constants import RedisKeys
 from worker.errors import InvalidRequestError
-from worker.outcomes import Outcome
+from worker.outcomes import InvalidOutcomeError, Outcome
 from worker.publish import subscribe
 from worker.redis_client import redis_from_url
 from worker.request import parse_request
@@ -88,7 +88,12 @@ def watch(*, count: int, timeout_s: float) -> int:
     finals = 0
     with subscribe(redis_from_url(settings.redis_url), keys) as live:
         while deadline is None or time.monotonic() < deadline:
-            outcome = live.get(timeout_s=1.0)
+            try:
+                outcome = live.get(timeout_s=1.0)
+            except InvalidOutcomeError as exc:
+                # Someone else's message on the channel, or a schema version we do not know.
+                print(f"watch: skipped a message that is not a v1 outcome ({exc})", file=sys.stderr)
+                continue
             if outcome is None:
                 continue
             print(format_outcome(outcome), flush=True)

@@ -15,6 +15,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from redis.exceptions import RedisError
+
 from cli.redis_server import RedisUnavailableError
 from worker.errors import RefreshError
 
@@ -104,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
         return EXIT_USAGE
     except RedisUnavailableError as exc:
         print(f"sccm-refresh: error: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except RedisError as exc:
+        # Lost mid-command (the up-front PING passed). redis-py's messages name host and port only.
+        print(f"sccm-refresh: error: lost the connection to Redis ({type(exc).__name__}: {exc})", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130

@@ -32,6 +32,7 @@ __all__ = [
     "RetryPolicy",
     "RetrySettings",
     "Settings",
+    "check_basic_password",
     "get_settings",
     "reset_settings",
 ]
@@ -132,9 +133,11 @@ class ProviderSettings(BaseModel):
     server_cert_validation: Literal["validate", "ignore"] = "validate"
     ca_trust_path: Path | None = None
     message_encryption: Literal["auto", "always", "never"] = "auto"
+    # WinRM's AllowUnencrypted, client side: Basic over plain http:// sends the password in the
+    # clear on every request, so it must be asked for explicitly.
+    allow_unencrypted: bool = False
     operation_timeout_s: int = Field(default=20, ge=1, le=600)
     read_timeout_s: int = Field(default=30, ge=2, le=660)
-    connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
     max_concurrency: int = Field(default=3, ge=1, le=256)
 
     @field_validator("endpoint")
@@ -158,6 +161,14 @@ class ProviderSettings(BaseModel):
                 raise ValueError(f"transport {self.transport!r} needs a username")
             if self.password is None and self.password_file is None:
                 raise ValueError(f"transport {self.transport!r} needs password or password_file")
+        if self.transport == "basic":
+            if self.endpoint.startswith("http://") and not self.allow_unencrypted:
+                raise ValueError(
+                    "transport 'basic' over http:// sends the password in the clear: use https://, "
+                    "ntlm (encrypted), or set allow_unencrypted=true"
+                )
+            if self.password is not None:
+                check_basic_password(self.password.get_secret_value())
         return self
 
     def secret_password(self) -> str:
@@ -171,6 +182,18 @@ class ProviderSettings(BaseModel):
         except OSError as exc:
             # The path is configuration, not a secret; the content never reaches the message.
             raise ConfigError(f"cannot read password_file {str(self.password_file)!r}: {exc.strerror}") from None
+
+
+def check_basic_password(password: str) -> None:
+    """requests encodes Basic credentials as Latin-1; anything else fails deep inside it, with
+    the password in the exception's arguments. Refuse it here, without echoing it."""
+    try:
+        password.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(
+            "a password for transport 'basic' must be Latin-1 (requests encodes Basic credentials so); "
+            "use ntlm or change the password"
+        ) from None
 
 
 class _TomlFileSource(PydanticBaseSettingsSource):

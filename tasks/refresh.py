@@ -1,23 +1,27 @@
 """Task `sccm.refresh_package`: validate, attempt, decide, publish. Nothing else lives here.
 
 Contract (JSON kwargs only): site_code, package_id, package_class="SMS_DriverPackage",
-request_id=None (defaults to the task id), correlation_id=None, force=False, verify=False.
-The worker adds `retry_state` when it re-queues a request; producers never send it.
+request_id=None (defaults to the task id), correlation_id=None, force=False, verify=False,
+requested_at=None. The worker adds `retry_state` when it re-queues a request; a producer that
+sends one gets it validated and, if implausible, ignored.
 
 Every attempt publishes an outcome event (status "retrying" while waiting), and exactly one
-final outcome is published per request id, whatever redeliveries happen.
+final outcome is published per request id, whatever redeliveries happen. No path acks a
+request without its final outcome recorded: anything unexpected becomes an `internal` final
+outcome, and a final outcome that cannot be written re-queues the request.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from redis.exceptions import RedisError
 
 from config.settings import Settings, get_settings
@@ -36,8 +40,14 @@ __all__ = ["refresh_package"]
 log = logging.getLogger(__name__)
 
 _UNKNOWN = "unknown"
-# When the outcome Redis is down past the publisher's deadline, try the request again after this.
+# When a final outcome cannot be written (outcome Redis down past the publisher's deadline, or
+# the soft time limit hit while publishing), try the request again after this.
 PUBLISH_REQUEUE_S = 30
+_CELERY_CONTROL_FLOW = (Retry, Reject, Ignore)
+
+
+class _FinalNotPublishedError(Exception):
+    """The outcome Redis is unreachable (past the publisher's deadline): no final can be recorded."""
 
 
 # Celery ships no type information for its decorators.
@@ -48,13 +58,29 @@ def refresh_package(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     original = dict(kwargs)
     try:
         return _run(self, args, kwargs)
-    except _FinalNotPublishedError:
-        # The outcome Redis stayed unreachable past the publisher's deadline. Acking now would
-        # lose the request's only record: re-queue it (the refresh is harmless to repeat, and
-        # the final marker keeps the outcome single), from the state it arrived with.
-        countdown_s = min(PUBLISH_REQUEUE_S, get_settings().limits.max_countdown_s)
-        log.warning("final outcome not published (Redis unreachable); request re-queued in %ss", countdown_s)
-        raise self.retry(args=args, kwargs=original, countdown=countdown_s, max_retries=None) from None
+    except _CELERY_CONTROL_FLOW:
+        raise
+    except (_FinalNotPublishedError, SoftTimeLimitExceeded) as exc:
+        # Acking now would lose the request's only record: re-queue it from the state it arrived
+        # with (the refresh is harmless to repeat; the final marker keeps the outcome single).
+        countdown_s = _publish_requeue_s()
+        log.warning("final outcome not published (%s): request re-queued in %ss", _cause(exc), countdown_s)
+        _requeue(self, args=args, kwargs=original, countdown_s=countdown_s)
+    except Exception as exc:
+        # A bug, not an SCCM condition. Only the type and the code path are logged or stored:
+        # an exception's text can hold what it failed on (a password that would not encode).
+        log.error(
+            "internal error (%s) in %s; traceback without messages:\n%s",
+            type(exc).__name__,
+            REFRESH_TASK,
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )
+        error = InternalError(f"internal error: {type(exc).__name__}")
+        try:
+            _publish(Outcome.final_failure(_untrusted_request(original, self), _Clock.start().run(1, 1), error))
+        except _FinalNotPublishedError:
+            _requeue(self, args=args, kwargs=original, countdown_s=_publish_requeue_s())
+        raise error from None
 
 
 def _run(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -64,18 +90,29 @@ def _run(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str,
     try:
         request, settings = _validate(args, kwargs)
     except (InvalidRequestError, ConfigError) as exc:
-        return _publish(Outcome.rejected(_rejected_request(kwargs, task_id, started), started.run(1, 1), exc))
+        return _publish(Outcome.rejected(_untrusted_request(kwargs, self), started.run(1, 1), exc))
 
-    state = RetryState.from_kwargs(raw_state, now=started.epoch)
+    request_id = request.request_id or task_id
+    try:
+        already_final = publisher().final_recorded(request_id)
+    except RedisError as exc:
+        # The outcome store is down: an attempt now could not record its outcome anyway.
+        raise _FinalNotPublishedError from exc
+    if already_final:
+        # A redelivery (or a duplicate re-queue) of a request that already ended: nothing to do.
+        log.info("request %s already has its final outcome; redelivery dropped", request_id)
+        return {"request_id": request_id, "already_final": True}
+
+    limits = settings.limits
+    state = RetryState.from_kwargs(raw_state, now=started.epoch, max_wait_s=_longest_wait_s(settings))
     if state.requested_at is None:
         asked = request.requested_at.timestamp() if request.requested_at is not None else started.epoch
         # A producer clock ahead of ours must not put requested_at after the attempt started.
         state = state.evolve(requested_at=min(asked, started.epoch), first_attempt_at=started.epoch)
-    limits = settings.limits
     early = wake_early(state, now=started.epoch, max_countdown_s=limits.max_countdown_s)
     if early is not None:
         # Woken before the policy's wait is over: re-queue without touching the provider.
-        raise self.retry(kwargs=_retry_kwargs(request, state), countdown=early, max_retries=None)
+        _requeue(self, kwargs=_retry_kwargs(request, state), countdown_s=early)
 
     state = state.evolve(attempts=state.attempts + 1, not_before=None)
     seen = _Seen(name=state.package_name, version_before=state.source_version_before)
@@ -93,18 +130,6 @@ def _run(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str,
         error: RefreshError = OperationTimeoutError("task soft time limit reached during the WS-Man exchange")
     except RefreshError as exc:
         error = exc
-    except Exception as exc:
-        # Only the type name: str() of a library error may carry URLs.
-        log.exception("internal error refreshing %s/%s", request.site_code, request.package_id)
-        info = _request_info(request, task_id, state, seen)
-        _publish(
-            Outcome.final_failure(
-                info,
-                started.run(state.attempts, state.attempts),
-                InternalError(f"internal error: {type(exc).__name__}"),
-            )
-        )
-        raise
     else:
         seen.name = result.package.name
         return _publish(
@@ -120,8 +145,7 @@ def _run(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str,
     state = state.evolve(package_name=seen.name, source_version_before=seen.version_before)
     info = _request_info(request, task_id, state, seen)
     run = started.run(state.attempts, state.attempts)
-    now = time.time()
-    decision = decide_after_error(error, state, settings.retry, now=now, max_countdown_s=limits.max_countdown_s)
+    decision = decide_after_error(error, state, settings.retry, now=time.time(), max_countdown_s=limits.max_countdown_s)
     # A ReturnValue exists only when RefreshPkgSource answered (no fault): then `code` holds it.
     answered = error.kind in ("medium_not_ready", "return_value") and error.wsman_code is None
     return_value = error.code if answered else None
@@ -145,9 +169,7 @@ def _run(self: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str,
             error.kind,
             decision.wait_s,
         )
-        raise self.retry(
-            kwargs=_retry_kwargs(request, decision.state), countdown=decision.countdown_s, max_retries=None
-        )
+        _requeue(self, kwargs=_retry_kwargs(request, decision.state), countdown_s=decision.countdown_s)
     return _publish(
         Outcome.final_failure(info, run, error, return_value=return_value, source_version_before=seen.version_before)
     )
@@ -165,6 +187,35 @@ def _validate(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[RefreshReq
     settings = get_settings()
     settings.provider(request.site_code)  # unknown site -> ConfigError before any attempt
     return request, settings
+
+
+def _requeue(task: Task, *, kwargs: dict[str, Any], countdown_s: float, args: tuple[Any, ...] = ()) -> NoReturn:
+    """Task.retry, except that a failed re-queue puts the message back instead of dropping it.
+
+    Celery turns a failed publish of the retry into Reject(requeue=False), which on Redis deletes
+    the message: the request would vanish. Requeue=True restores it to the queue instead.
+    """
+    try:
+        task.retry(args=args or None, kwargs=kwargs, countdown=max(0.0, countdown_s), max_retries=None)
+    except Reject as exc:
+        log.warning("re-queue of %s failed (%s); message returned to the queue", task.request.id, exc.reason)
+        raise Reject("re-queue failed", requeue=True) from None
+    raise AssertionError("Task.retry returned")  # pragma: no cover - it always raises
+
+
+def _cause(exc: BaseException) -> str:
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return "soft time limit"
+    return f"outcome Redis unavailable: {type(exc.__cause__).__name__}"
+
+
+def _publish_requeue_s() -> float:
+    return float(min(PUBLISH_REQUEUE_S, get_settings().limits.max_countdown_s))
+
+
+def _longest_wait_s(settings: Settings) -> float:
+    policies = (settings.retry.in_call, settings.retry.transient, settings.retry.medium)
+    return max(p.max_backoff_s for p in policies)
 
 
 @dataclass
@@ -190,31 +241,35 @@ class _Clock:
         return cls(epoch=time.time())
 
     def run(self, attempt: int, attempts: int) -> AttemptInfo:
+        started_at = datetime.fromtimestamp(self.epoch, UTC)
         return AttemptInfo(
             attempt=attempt,
             attempts=attempts,
-            started_at=datetime.fromtimestamp(self.epoch, UTC),
-            finished_at=datetime.now(UTC),
+            started_at=started_at,
+            # The wall clock may step back during an attempt; an outcome never ends before it starts.
+            finished_at=max(started_at, datetime.now(UTC)),
             worker=worker_identity(),
             duration_ms=(time.monotonic() - self.monotonic) * 1000.0,
         )
 
 
 def _request_info(request: RefreshRequest, task_id: str, state: RetryState, seen: _Seen) -> RequestInfo:
+    asked = state.requested_at if state.requested_at is not None else state.first_attempt_at
     return RequestInfo(
         request_id=request.request_id or task_id,
         site_code=request.site_code,
         package_class=request.package_class,
         package_id=request.package_id,
-        requested_at=datetime.fromtimestamp(state.requested_at or state.first_attempt_at or time.time(), UTC),
+        requested_at=datetime.fromtimestamp(asked if asked is not None else time.time(), UTC),
         correlation_id=request.correlation_id,
         task_id=task_id or None,
         package_name=seen.name,
     )
 
 
-def _rejected_request(kwargs: dict[str, Any], task_id: str, started: _Clock) -> RequestInfo:
-    """What can be said of a request we refuse, without trusting it: short strings only."""
+def _untrusted_request(kwargs: dict[str, Any], task: Task) -> RequestInfo:
+    """What can be said of a request we refuse or failed on, without trusting it: short strings only."""
+    task_id = str(task.request.id or "")
 
     def text(name: str) -> str | None:
         value = kwargs.get(name)
@@ -228,7 +283,7 @@ def _rejected_request(kwargs: dict[str, Any], task_id: str, started: _Clock) -> 
         site_code=text("site_code") or _UNKNOWN,
         package_class=text("package_class") or _UNKNOWN,
         package_id=text("package_id") or _UNKNOWN,
-        requested_at=datetime.fromtimestamp(started.epoch, UTC),
+        requested_at=datetime.now(UTC),
         correlation_id=text("correlation_id"),
         task_id=task_id or None,
     )
@@ -236,10 +291,6 @@ def _rejected_request(kwargs: dict[str, Any], task_id: str, started: _Clock) -> 
 
 def _retry_kwargs(request: RefreshRequest, state: RetryState) -> dict[str, Any]:
     return {**request.model_dump(mode="json"), RETRY_STATE_KWARG: state.to_kwargs()}
-
-
-class _FinalNotPublishedError(Exception):
-    """A final outcome could not be written to Redis within the publisher's deadline."""
 
 
 def _publish(outcome: Outcome) -> dict[str, Any]:

@@ -12,6 +12,7 @@ Sites configured for the worker:
     HS1  Basic over HTTPS, validated against the emulator's generated CA (emulator HS1)
     XP1  NTLM against PS1's emulator, wrong password
     HX1  HTTPS to HS1's emulator without its CA: certificate validation fails
+    BL1  Basic to HS1's emulator with a password requests cannot encode (not Latin-1)
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from worker.publish import PackageState, latest_state, read_stream, subscribe
 from worker.redis_client import redis_from_url
 
 __all__ = [
+    "NON_LATIN1_PASSWORD",
     "SHORT_VISIBILITY_ENV",
     "UNACKED_HASH",
     "Pipeline",
@@ -51,6 +53,8 @@ __all__ = [
 ]
 
 WRONG_PASSWORD = "Not-The-Emulator-Pa55word"  # noqa: S105 - test credential for a local emulator
+# requests cannot encode it for Basic (Latin-1 only): must fail as config, never leak.
+NON_LATIN1_PASSWORD = "Sommer€2024-Geheim"  # noqa: S105 - test credential for a local emulator
 
 # Test-sized retry policies: the medium is re-checked every ~0.3 s, gives up after 6 tries.
 FAST_RETRY_ENV = {
@@ -276,8 +280,8 @@ def pipeline_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipel
         for emulator in emulators.values():
             emulator.start()
             stops.append(emulator.stop)
-        good, bad = tmp / "password", tmp / "wrong-password"
-        for path, secret in ((good, EMULATOR_PASSWORD), (bad, WRONG_PASSWORD)):
+        good, bad, euro = tmp / "password", tmp / "wrong-password", tmp / "non-latin1-password"
+        for path, secret in ((good, EMULATOR_PASSWORD), (bad, WRONG_PASSWORD), (euro, NON_LATIN1_PASSWORD)):
             path.touch(mode=0o600)
             path.write_text(secret, encoding="utf-8")
         keys = RedisKeys(f"t-{uuid.uuid4().hex[:8]}")
@@ -285,12 +289,26 @@ def pipeline_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipel
         common = {"username": EMULATOR_USERNAME, "operation_timeout_s": "5", "read_timeout_s": "8"}
         providers = {
             "PS1": {"endpoint": emulators["PS1"].url, "transport": "ntlm", "password_file": str(good), **common},
-            "BS1": {"endpoint": emulators["BS1"].url, "transport": "basic", "password_file": str(good), **common},
+            "BS1": {
+                "endpoint": emulators["BS1"].url,
+                "transport": "basic",
+                "password_file": str(good),
+                "allow_unencrypted": "true",
+                **common,
+            },
             "XP1": {"endpoint": emulators["PS1"].url, "transport": "ntlm", "password_file": str(bad), **common},
             "HS1": {
                 "endpoint": emulators["HS1"].url,
                 "transport": "basic",
                 "password_file": str(good),
+                "ca_trust_path": str(emulators["HS1"].ca_cert_path),
+                **common,
+            },
+            # Basic with a password requests cannot encode (read from a file, so only at use time).
+            "BL1": {
+                "endpoint": emulators["HS1"].url,
+                "transport": "basic",
+                "password_file": str(euro),
                 "ca_trust_path": str(emulators["HS1"].ca_cert_path),
                 **common,
             },

@@ -1,9 +1,13 @@
 """The Celery app: `celery -A worker.app worker` runs the refresh tasks.
 
 At-least-once on Redis: acks late, reject on worker lost, prefetch 1, and one visibility
-timeout used everywhere (broker and result backend) that every countdown stays below. JSON
-only, so producers in any language (celery-node, gocelery, curl via the future HTTP API) speak
-the same contract. Task events are on for Flower.
+timeout that every countdown stays below. JSON only, so producers in any language
+(celery-node, gocelery, curl via the future HTTP API) speak the same contract. Task events are
+on for Flower.
+
+No result backend: the outcome stream is the record of every request. A backend would only add
+a second Redis dependency on the hot path (Celery stores STARTED before running a task, and a
+failure to store it drops or wedges the request) and a second copy of results to keep clean.
 
 Settings are read when the app is first configured, not at import, so a process can set its
 environment (tests, the demo) before touching the app.
@@ -41,9 +45,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     return {
         "broker_url": settings.broker_url,
-        "result_backend": settings.redis_url,
         "broker_transport_options": redis_transport,
-        "result_backend_transport_options": {"visibility_timeout": visibility_timeout_s},
+        "task_ignore_result": True,
+        "task_store_errors_even_if_ignored": False,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "broker_pool_limit": 10,
@@ -57,12 +61,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "interval_max": 2,
         },
         "task_serializer": "json",
-        "result_serializer": "json",
         "accept_content": ["json"],
-        "result_accept_content": ["json"],
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        "task_acks_on_failure_or_timeout": True,
+        # A failed task has already published its final outcome (tasks/refresh.py never fails
+        # without one), so its message is done. A hard time limit should never fire: the soft
+        # limit re-queues first. On Redis a reject without requeue would drop it just the same.
+        "task_acks_on_failure": True,
+        "task_acks_on_timeout": True,
         "worker_prefetch_multiplier": 1,
         # ETA/countdown messages are held unacked in worker memory: cap them.
         "worker_eta_task_limit": 1000,
@@ -73,11 +79,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_time_limit": settings.task_time_limit_s,
         "task_default_queue": settings.queue,
         "task_routes": {"sccm.*": {"queue": settings.queue}},
-        "task_track_started": True,
+        "task_track_started": False,
         "task_send_sent_event": True,
         "worker_send_task_events": True,
-        "result_expires": 24 * 3600,
-        "result_extended": True,
         "worker_hijack_root_logger": False,
         "timezone": "UTC",
         "enable_utc": True,

@@ -51,7 +51,9 @@ def decide_after_error(
         delay = next_delay_s(retry.medium, made, now - since, rand=rand)
         if delay is None:
             return Decision("give_up_medium", state.evolve(medium_since=since))
-        new_state = state.evolve(medium_retries=made, medium_since=since)
+        # The provider answered: whatever transient trouble came before is over, so a blip
+        # hours into a medium wait gets a fresh transient budget.
+        new_state = state.evolve(medium_retries=made, medium_since=since, transient_retries=0, transient_since=None)
     elif error.retryable:
         since = state.transient_since if state.transient_since is not None else now
         made = state.transient_retries + 1

@@ -73,7 +73,9 @@ _PUBLISH_LUA: Final = Template(
 --       7 requested_at, 8 attempt, 9 updated_at, 10 source_version ('' = unknown),
 --       11 stream maxlen (approximate), 12 final marker ttl (s), 13 channel
 local is_final = ARGV[6] == '1'
-if is_final and redis.call('EXISTS', KEYS[3]) == 1 then
+-- Once a request has its final outcome, nothing more is recorded for it: not a second final
+-- (a redelivery), and not a late retrying event (a duplicate lineage after a lost ack).
+if redis.call('EXISTS', KEYS[3]) == 1 then
   return {0, '', 0}
 end
 -- Read before the first write: a wrong-type key fails here, leaving nothing half-written.
@@ -131,7 +133,7 @@ def worker_identity() -> str:
 class PublishResult:
     """What one publication did: whether anything was written, the stream id, the hash update."""
 
-    published: bool  # False only for a final outcome already recorded for this request
+    published: bool  # False when the request already has its final outcome recorded
     stream_id: str | None
     state_updated: bool
 
@@ -172,6 +174,7 @@ class OutcomePublisher:
             raise ValueError("stream_maxlen and final_marker_ttl_s must be positive")
         if retry_deadline_s < 0 or retry_min_backoff_s <= 0 or retry_max_backoff_s < retry_min_backoff_s:
             raise ValueError("retry deadline/backoff must be positive, min <= max")
+        self._redis = redis
         self._keys = keys
         self._stream_maxlen = stream_maxlen
         self._final_marker_ttl_s = final_marker_ttl_s
@@ -189,6 +192,10 @@ class OutcomePublisher:
     def publish(self, outcome: Outcome) -> bool:
         """Publish; False when a final outcome for this request was already recorded."""
         return self.publish_detailed(outcome).published
+
+    def final_recorded(self, request_id: str) -> bool:
+        """True when the request already has its final outcome (a redelivery has nothing to do)."""
+        return bool(self._redis.exists(self._keys.final_marker(request_id)))
 
     def publish_detailed(self, outcome: Outcome) -> PublishResult:
         """Publish and report what was written (see PublishResult).

@@ -7,10 +7,11 @@ error text names the field and the rule, never echoing more than a short, repr-q
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
@@ -35,6 +36,14 @@ DEFAULT_PACKAGE_CLASS = "SMS_DriverPackage"
 # Internal kwarg carried across re-queues; producers never set it.
 RETRY_STATE_KWARG = "retry_state"
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+_REQUESTED_AT_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+_REQUESTED_AT_MAX = datetime(2100, 1, 1, tzinfo=UTC)
+# Plausibility bounds of a retry state read from a message (a producer could forge one).
+_MAX_COUNT = 100_000
+_MAX_STATE_AGE_S = 30 * 24 * 3600
+_CLOCK_SKEW_S = 60.0
+_MAX_NAME_CHARS = 256
+_UINT32_MAX = 2**32 - 1
 
 
 class RefreshRequest(BaseModel):
@@ -78,8 +87,12 @@ class RefreshRequest(BaseModel):
     @field_validator("requested_at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("must carry a time zone, e.g. 2026-11-23T10:00:00Z")
+        if not _REQUESTED_AT_MIN <= value <= _REQUESTED_AT_MAX:
+            raise ValueError("must be between the years 2000 and 2100")
         return value
 
     @property
@@ -125,7 +138,7 @@ class RetryState:
     attempts: int = 0
     transient_retries: int = 0
     medium_retries: int = 0
-    first_attempt_at: float = 0.0
+    first_attempt_at: float | None = None
     transient_since: float | None = None
     medium_since: float | None = None
     not_before: float | None = None
@@ -137,15 +150,41 @@ class RetryState:
         return asdict(self)
 
     @classmethod
-    def from_kwargs(cls, raw: object, *, now: float | None = None) -> RetryState:
-        """Rebuild from a message; anything malformed starts afresh rather than failing."""
+    def from_kwargs(cls, raw: object, *, now: float | None = None, max_wait_s: float = 86_400.0) -> RetryState:
+        """Rebuild from a message; anything malformed or implausible starts afresh.
+
+        The state normally comes from our own re-queue, but it travels in kwargs a producer
+        could also send: a forged `not_before` far in the future (or NaN) must not park or drop
+        the request, so every number is bounded against `now` and the longest policy wait.
+        """
+        now = time.time() if now is None else now
+        fresh = cls()
         if not isinstance(raw, dict):
-            return cls(first_attempt_at=now if now is not None else time.time())
+            return fresh
         known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
         try:
-            return _RETRY_STATE_ADAPTER.validate_python(known)
+            state = _RETRY_STATE_ADAPTER.validate_python(known)
         except ValidationError:
-            return cls(first_attempt_at=now if now is not None else time.time())
+            return fresh
+        return state if state._plausible(now, max_wait_s) else fresh
+
+    def _plausible(self, now: float, max_wait_s: float) -> bool:
+        counts = (self.attempts, self.transient_retries, self.medium_retries)
+        if not all(0 <= n <= _MAX_COUNT for n in counts):
+            return False
+        past = (self.first_attempt_at, self.transient_since, self.medium_since, self.requested_at)
+        for moment in past:
+            if moment is not None and not (
+                math.isfinite(moment) and now - _MAX_STATE_AGE_S <= moment <= now + _CLOCK_SKEW_S
+            ):
+                return False
+        if self.not_before is not None and not (
+            math.isfinite(self.not_before) and self.not_before <= now + max_wait_s + _CLOCK_SKEW_S
+        ):
+            return False
+        if self.source_version_before is not None and not 0 <= self.source_version_before <= _UINT32_MAX:
+            return False
+        return self.package_name is None or len(self.package_name) <= _MAX_NAME_CHARS
 
     def evolve(self, **changes: Any) -> RetryState:
         return replace(self, **changes)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from winrm.exceptions import WSManFaultError
 from winrm.protocol import Protocol
 
-from config.settings import ProviderSettings
+from config.settings import ProviderSettings, check_basic_password
 from worker.classify import classify_exception
-from worker.errors import RefreshError
+from worker.errors import ConfigError, RefreshError
 
 __all__ = ["ProviderTransport"]
 
@@ -78,11 +78,19 @@ class ProviderTransport:
 
     def _build_protocol(self) -> Protocol:
         p = self.provider
+        password = p.secret_password() if p.transport != "certificate" else None
+        if p.ca_trust_path is not None and not p.ca_trust_path.is_file():
+            raise ConfigError(f"ca_trust_path {str(p.ca_trust_path)!r} is not a readable file")
+        if p.transport == "basic" and password is not None:
+            try:
+                check_basic_password(password)  # a password file is read only now
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         return Protocol(
             endpoint=p.endpoint,
             transport=_PYWINRM_AUTH[p.transport],  # type: ignore[arg-type]  # values are pywinrm's literals
             username=p.username or None,
-            password=p.secret_password() if p.transport != "certificate" else None,
+            password=password,
             cert_pem=str(p.cert_pem) if p.cert_pem else None,
             cert_key_pem=str(p.cert_key_pem) if p.cert_key_pem else None,
             server_cert_validation=p.server_cert_validation,

@@ -72,6 +72,8 @@ def test_enqueue_sends_requests_that_the_worker_completes(pipeline: Pipeline) ->
             while dict(client.pubsub_numsub(pipeline.keys.outcome_channel)).get(pipeline.keys.outcome_channel, 0) < 1:
                 assert time.monotonic() < deadline and watcher.poll() is None, "watch never subscribed"
                 time.sleep(0.05)
+            # A stray message on the channel must not kill the watcher.
+            client.publish(pipeline.keys.outcome_channel, "not an outcome")
         finally:
             client.close()
         result = run_cli("enqueue", "bs1", pkg["PackageID"].lower(), "--class", pkg["class"], env=env)
@@ -85,6 +87,7 @@ def test_enqueue_sends_requests_that_the_worker_completes(pipeline: Pipeline) ->
             watcher.wait()
     assert watcher.returncode == 0, err
     assert f"BS1/{pkg['PackageID']}" in out and "accepted" in out
+    assert "skipped a message that is not a v1 outcome" in err and "Traceback" not in err
 
 
 def test_demo_runs_end_to_end_with_an_embedded_redis(tmp_path: Path) -> None:

@@ -120,16 +120,17 @@ def test_retrying_events_then_final_are_all_streamed_and_final_wins(
     assert (state.status, state.final, state.outcome.attempt) == ("source_updated", True, 3)
 
 
-def test_late_retrying_event_does_not_overwrite_a_final_state(redis_client: redis.Redis, redis_keys: RedisKeys) -> None:
-    """A retrying event arriving after its request's final is streamed but leaves the hash alone."""
+def test_nothing_is_recorded_for_a_request_after_its_final(redis_client: redis.Redis, redis_keys: RedisKeys) -> None:
+    """A retrying event arriving after its request's final (a duplicate lineage) is dropped entirely."""
     publisher = OutcomePublisher(redis_client, redis_keys)
     publisher.publish(final(number=2))
     late = publisher.publish_detailed(retrying(number=1))
 
-    assert late.published and not late.state_updated
+    assert not late.published and not late.state_updated
+    assert publisher.final_recorded("req-1")
     state = latest_state(redis_client, redis_keys, SITE, PACKAGE)
     assert state is not None and state.status == "source_updated"
-    assert redis_client.xlen(redis_keys.outcome_stream) == 2
+    assert redis_client.xlen(redis_keys.outcome_stream) == 1
 
 
 def test_earlier_attempt_does_not_overwrite_a_later_retrying_state(

@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun
+from testing.fixtures_pipeline import NON_LATIN1_PASSWORD, Pipeline, PipelineFactory, RefreshRun
+from testing.waiting import wait_until
 from worker.outcomes import Outcome
+from worker.publish import read_stream
 
 pytestmark = pytest.mark.integration
 
@@ -230,3 +232,49 @@ def test_medium_not_ready_as_a_wmi_fault_carries_the_sms_extended_status(pipelin
     extended = retry.error["extended_status"]
     assert extended is not None and extended["class"] == "SMS_ExtendedStatus"
     assert "medium" in (extended["description"] or "").lower()
+
+
+def test_basic_password_requests_cannot_encode_fails_at_once_without_leaking(pipeline: Pipeline) -> None:
+    """A non-Latin-1 Basic password (from a file) is a config failure; the secret appears nowhere."""
+    pkg = pipeline.package("HS1", pkg_source_flag=2)
+    run = pipeline.refresh(site_code="BL1", package_id=pkg["PackageID"], package_class=pkg["class"])
+    assert_recorded_everywhere(run, "failed")
+    assert run.final is not None and run.final.error is not None
+    assert run.final.error["kind"] == "config" and "Latin-1" in run.final.error["message"]
+    assert NON_LATIN1_PASSWORD not in run.final.to_json()
+    assert NON_LATIN1_PASSWORD not in pipeline.worker.output()
+
+
+def test_a_forged_retry_state_cannot_park_the_request(pipeline: Pipeline) -> None:
+    """retry_state sent by a producer with not_before far in the future is ignored: refreshed now."""
+    pkg = pipeline.package("BS1", pkg_source_flag=2)
+    run = pipeline.refresh(
+        site_code="BS1",
+        package_id=pkg["PackageID"],
+        package_class=pkg["class"],
+        retry_state={"not_before": 1e12, "attempts": 3},
+    )
+    assert_recorded_everywhere(run, "accepted")
+    assert run.final is not None and run.final.attempt == 1
+
+
+def test_a_request_delivered_again_after_its_final_outcome_does_nothing(pipeline: Pipeline) -> None:
+    """The same request id sent again once it ended: no provider call, no new event."""
+    provider = pipeline.emulators["BS1"].provider
+    pkg = pipeline.package("BS1", pkg_source_flag=2)
+    kwargs = {"site_code": "BS1", "package_id": pkg["PackageID"], "package_class": pkg["class"]}
+    run = pipeline.refresh(**kwargs)
+    assert_recorded_everywhere(run, "accepted")
+    invokes = provider.call_log()["packages"][pkg["PackageID"]]["invokes"]
+
+    pipeline.send(kwargs, request_id=run.request_id)
+    assert wait_until(
+        lambda: f"request {run.request_id} already has its final outcome" in pipeline.worker.output(), timeout_s=15
+    )
+    assert provider.call_log()["packages"][pkg["PackageID"]]["invokes"] == invokes
+    client = pipeline.outcome_redis()
+    try:
+        events = [e.outcome for e in read_stream(client, pipeline.keys, count=100_000)]
+    finally:
+        client.close()
+    assert [o.status for o in events if o.request_id == run.request_id] == ["accepted"]

@@ -61,3 +61,12 @@ def test_medium_and_transient_budgets_are_independent() -> None:
     assert decision.verdict == "retry"
     assert decision.state.transient_retries == 1
     assert decision.state.medium_retries == 3
+
+
+def test_a_medium_answer_resets_the_transient_budget() -> None:
+    """A blip early in a long medium wait does not make a single later blip fatal."""
+    state = RetryState(attempts=4, transient_retries=2, transient_since=NOW - 7200, medium_since=NOW - 7000)
+    after_medium = decide_after_error(MediumNotReadyError("not ready"), state, RETRY, now=NOW, max_countdown_s=900)
+    assert after_medium.state.transient_retries == 0 and after_medium.state.transient_since is None
+    blip = decide_after_error(QuotaError("quota"), after_medium.state, RETRY, now=NOW + 600, max_countdown_s=900)
+    assert blip.verdict == "retry"

@@ -48,9 +48,40 @@ def test_no_string_but_a_valid_package_id_passes(package_id: str) -> None:
         assert request.package_id.isalnum() and request.package_id.isascii()
 
 
+NOW = 1_800_000_000.0
+
+
 def test_retry_state_survives_a_round_trip_and_tolerates_junk() -> None:
     """The state carried across re-queues round-trips; junk starts afresh instead of failing."""
-    state = RetryState(attempts=2, medium_retries=1, medium_since=5.0, source_version_before=3)
-    assert RetryState.from_kwargs(state.to_kwargs()) == state
-    assert RetryState.from_kwargs("junk", now=9.0) == RetryState(first_attempt_at=9.0)
-    assert RetryState.from_kwargs({"attempts": "x", "bogus": 1}, now=1.0) == RetryState(first_attempt_at=1.0)
+    state = RetryState(
+        attempts=2, medium_retries=1, first_attempt_at=NOW - 90, medium_since=NOW - 60, source_version_before=3
+    )
+    assert RetryState.from_kwargs(state.to_kwargs(), now=NOW) == state
+    assert RetryState.from_kwargs("junk", now=NOW) == RetryState()
+    assert RetryState.from_kwargs({"attempts": "x", "bogus": 1}, now=NOW) == RetryState()
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        {"not_before": 1e12},  # would park the request for ever, one countdown at a time
+        {"not_before": float("nan")},  # would make Celery drop the re-queue
+        {"not_before": float("inf")},
+        {"attempts": -5},
+        {"medium_since": NOW + 3600},  # a wait that starts in the future never ends
+        {"first_attempt_at": 0.0},
+        {"source_version_before": 2**40},
+    ],
+)
+def test_implausible_retry_state_from_a_producer_is_discarded(forged: dict[str, object]) -> None:
+    """A retry_state a producer forged cannot park, drop or skew a request: it starts afresh."""
+    assert RetryState.from_kwargs(forged, now=NOW, max_wait_s=900) == RetryState()
+
+
+def test_requested_at_must_be_a_plausible_aware_time() -> None:
+    """requested_at needs a zone and a year between 2000 and 2100 (outcomes are built from it)."""
+    base = {"site_code": "PS1", "package_id": "PS100001"}
+    for bad in ("2026-11-23T10:00:00", "0001-01-01T00:00:00+01:00", "9999-01-01T00:00:00Z"):
+        with pytest.raises(InvalidRequestError, match="requested_at"):
+            parse_request({**base, "requested_at": bad})
+    assert parse_request({**base, "requested_at": "2026-11-23T10:00:00Z"}).requested_at is not None

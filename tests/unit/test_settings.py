@@ -97,7 +97,7 @@ def test_celery_config_is_at_least_once_json_only_with_events() -> None:
     assert conf["worker_send_task_events"] and conf["task_send_sent_event"]
     vt = settings.limits.visibility_timeout_s
     assert conf["broker_transport_options"]["visibility_timeout"] == vt
-    assert conf["result_backend_transport_options"]["visibility_timeout"] == vt
+    assert "result_backend" not in conf and conf["task_ignore_result"]  # the outcome stream is the record
     assert settings.limits.max_countdown_s < vt
     assert max(settings.retry.transient.max_backoff_s, settings.limits.max_countdown_s) <= vt
     assert conf["task_time_limit"] < vt
@@ -111,3 +111,22 @@ def test_one_field_of_a_retry_policy_can_be_overridden_alone(monkeypatch: pytest
     assert settings.retry.medium.max_backoff_s == 60
     assert settings.retry.medium.max_attempts == default.medium.max_attempts
     assert settings.retry.transient == default.transient
+
+
+def test_basic_over_plain_http_needs_an_explicit_opt_in() -> None:
+    """Basic over http:// would send the password in the clear: refused unless allow_unencrypted."""
+    base = {"endpoint": "http://sccm01:5985/wsman", "transport": "basic", "username": "u", "password": "p"}
+    with pytest.raises(ValueError, match="in the clear"):
+        Settings(providers={"PS1": base})
+    assert Settings(providers={"PS1": {**base, "allow_unencrypted": True}}).provider("PS1").allow_unencrypted
+
+
+def test_basic_password_outside_latin1_is_refused_without_echoing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """requests cannot send it; the error says why and never shows the password."""
+    monkeypatch.setenv("SCCM_REFRESH_PROVIDERS__PS1__ENDPOINT", "https://sccm01:5986/wsman")
+    monkeypatch.setenv("SCCM_REFRESH_PROVIDERS__PS1__TRANSPORT", "basic")
+    monkeypatch.setenv("SCCM_REFRESH_PROVIDERS__PS1__USERNAME", "u")
+    monkeypatch.setenv("SCCM_REFRESH_PROVIDERS__PS1__PASSWORD", "Sommer€2024-Geheim")
+    with pytest.raises(ConfigError) as info:
+        get_settings()
+    assert "Latin-1" in info.value.message and "Sommer" not in info.value.message
