@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from emulator.faultplan import FaultPlan, parse_latency_distribution
+from emulator.faultplan import MAX_LATENCY_S, MAX_QUEUED_FAULTS, FaultPlan, parse_latency_distribution
 
 __all__ = [
     "ADMIN_PREFIX",
@@ -297,6 +297,8 @@ class AdminApi:
         latency_ms = request.get("latency_ms")
         if latency_ms is not None and (isinstance(latency_ms, bool) or not isinstance(latency_ms, int | float)):
             raise ValueError("latency_ms must be a number")
+        if latency_ms is not None and not 0 <= latency_ms <= MAX_LATENCY_S * 1000.0:
+            raise ValueError(f"latency_ms must be between 0 and {MAX_LATENCY_S * 1000.0:g}")
         distribution = request.get("latency_distribution")
         if distribution is not None:
             distribution = parse_latency_distribution(str(distribution))
@@ -309,11 +311,15 @@ class AdminApi:
             for item in queued
         ):
             raise ValueError('next must be a list of {"kind": str, "count": int}')
-        probe = FaultPlan(rates={**self._faults.snapshot()["rates"], **rates})
+        current = self._faults.snapshot()
+        probe = FaultPlan(rates={**current["rates"], **rates})
         if latency_ms is not None:
             probe.set_latency(latency_ms / 1000.0, distribution)
         for item in queued:
             probe.inject_next(item["kind"], item.get("count", 1))
+        if len(current["next"]) + len(probe.snapshot()["next"]) > MAX_QUEUED_FAULTS:
+            already = len(current["next"])
+            raise ValueError(f"at most {MAX_QUEUED_FAULTS} injected faults can be queued ({already} already are)")
         self._faults.set_rates(rates)
         if latency_ms is not None or distribution is not None:
             current_ms = self._faults.snapshot()["latency_ms"]

@@ -1,10 +1,12 @@
-"""WinRM-style authentication for the emulator: Basic and NTLM (pyspnego's acceptor).
+"""WinRM-style authentication for the emulator: Basic and Negotiate/NTLM (pyspnego's acceptor).
 
-WinRM authenticates the TCP connection, not the request: an NTLM handshake (three legs, the
-last one carrying the first real request or pywinrm's empty priming POST) leaves a security
-context on the connection, and later requests arrive sealed with it and without an
-Authorization header. `NtlmAcceptor` is that per-connection context; the server keeps one on
-each connection's handler.
+WinRM authenticates the TCP connection, not the request: a Negotiate handshake (the last leg
+carrying the first real request or pywinrm's empty priming POST) leaves a security context on
+the connection, and later requests arrive sealed with it and without an Authorization header.
+`NtlmAcceptor` is that per-connection context; the server keeps one on each connection's
+handler. Like Windows it accepts both token forms clients send under the `Negotiate` scheme:
+raw NTLMSSP (pywinrm, requests-ntlm) and NTLM wrapped in SPNEGO ([MS-SPNG]; pypsrp, curl
+--negotiate, Windows' own client), whose last leg answers with a final SPNEGO token.
 
 pyspnego's NTLM acceptor validates users against the flat file named by the environment
 variable NTLM_USER_FILE (`DOMAIN:USER:PASSWORD` lines). `NTLM_USERS` owns that file for the
@@ -19,16 +21,16 @@ import atexit
 import base64
 import binascii
 import hmac
+import logging
 import os
 import shutil
-import struct
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import spnego
 import spnego.channel_bindings
-import spnego.exceptions
 
 __all__ = [
     "BASIC_CHALLENGE",
@@ -41,6 +43,7 @@ __all__ = [
     "NtlmUserStore",
     "check_basic",
     "parse_authorization",
+    "quiet_handshake_logging",
 ]
 
 NTLM_USER_FILE_ENV = "NTLM_USER_FILE"
@@ -50,11 +53,22 @@ SCHEME_NTLM = "ntlm"
 # What a WinRM listener advertises on 401 (Negotiate always; Basic only when enabled).
 NEGOTIATE_CHALLENGE = "Negotiate"
 BASIC_CHALLENGE = 'Basic realm="WSMAN"'
-_NTLMSSP_SIGNATURE = b"NTLMSSP\x00"
-_NTLM_NEGOTIATE_MESSAGE = 1
-_NTLM_AUTHENTICATE_MESSAGE = 3
+_NTLMSSP_NEGOTIATE_PREFIX = b"NTLMSSP\x00\x01\x00\x00\x00"  # [MS-NLMP] 2.2.1.1: signature, MessageType 1
+# [RFC 2743] 3.1: an InitialContextToken (SPNEGO's NegTokenInit) starts with the [APPLICATION 0] tag.
+_GSS_INITIAL_CONTEXT_TOKEN_TAG = 0x60
 _TLS_SERVER_END_POINT = b"tls-server-end-point:"
 _FORBIDDEN_IN_USER_FILE = (":", "\n", "\r")
+# pyspnego logs every handshake token at DEBUG ("NTLM step input/output: <base64>"): a CHALLENGE
+# next to its AUTHENTICATE is a NetNTLMv2 hash anyone reading the log can crack offline.
+_HANDSHAKE_LOGGER = "spnego"
+_HANDSHAKE_LOG_MIN_LEVEL = logging.INFO
+
+
+def quiet_handshake_logging() -> None:
+    """Raise pyspnego's logger to at least INFO (never lower it), even under --log-level DEBUG."""
+    logger = logging.getLogger(_HANDSHAKE_LOGGER)
+    if logger.level < _HANDSHAKE_LOG_MIN_LEVEL:  # NOTSET (inherit the root's DEBUG) included
+        logger.setLevel(_HANDSHAKE_LOG_MIN_LEVEL)
 
 
 class AuthFailedError(Exception):
@@ -86,30 +100,29 @@ def _decode_b64(token: str) -> bytes:
         raise AuthFailedError("authorization token is not valid base64") from exc
 
 
-def check_basic(token: str, *, username: str, password: str) -> str:
-    """Return the user name when the Basic `token` holds these credentials, else raise AuthFailedError."""
+def check_basic(token: str, *, username: str, password: str, extra_usernames: Sequence[str] = ()) -> str:
+    """The account (as configured) when the Basic `token` holds `username` or one of `extra_usernames`
+    with `password`, else raise AuthFailedError."""
     try:
         decoded = _decode_b64(token).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise AuthFailedError("basic credentials are not UTF-8") from exc
     given_user, separator, given_password = decoded.partition(":")
     # Windows account names are case-insensitive; passwords are compared in constant time.
-    user_ok = given_user.casefold() == username.casefold()
+    matched = next((name for name in (username, *extra_usernames) if given_user.casefold() == name.casefold()), None)
     password_ok = hmac.compare_digest(given_password.encode(), password.encode())
-    if not (separator and user_ok and password_ok):
+    if not (separator and matched is not None and password_ok):
         raise AuthFailedError("basic credentials rejected")
-    return username
+    return matched
 
 
-def _ntlm_message_type(token: bytes) -> int | None:
-    if len(token) < 12 or not token.startswith(_NTLMSSP_SIGNATURE):
-        return None
-    (message_type,) = struct.unpack_from("<I", token, len(_NTLMSSP_SIGNATURE))
-    return int(message_type)
+def _is_initial_token(token: bytes) -> bool:
+    """True for the first token of a handshake: raw NTLM NEGOTIATE or a SPNEGO NegTokenInit."""
+    return token.startswith(_NTLMSSP_NEGOTIATE_PREFIX) or token[:1] == bytes((_GSS_INITIAL_CONTEXT_TOKEN_TAG,))
 
 
 class NtlmAcceptor:
-    """The NTLM security context of one connection: handshake, then seal/unseal messages."""
+    """The Negotiate (NTLM, raw or in SPNEGO) context of one connection: handshake, then seal/unseal."""
 
     def __init__(self, *, channel_binding_hash: bytes | None = None) -> None:
         self._bindings = (
@@ -125,33 +138,40 @@ class NtlmAcceptor:
         return self.user is not None
 
     def step(self, token: bytes) -> bytes | None:
-        """Feed one client token; return the challenge to send back (None once authenticated)."""
-        message_type = _ntlm_message_type(token)
-        if message_type == _NTLM_NEGOTIATE_MESSAGE:
+        """Feed one client token; return the token to send back (None when there is none).
+
+        `complete` tells whether the client is authenticated: SPNEGO's last leg both completes
+        the context and returns a final token (accept-completed, with the mechListMIC).
+        """
+        if _is_initial_token(token):
             # A new handshake replaces whatever context the connection had.
             self.user = None
+            # use_negotiate: pyspnego's own SPNEGO acceptor (never GSSAPI, which has no NTLM
+            # user file); it takes raw NTLMSSP tokens as well as SPNEGO-wrapped ones.
             self._context = spnego.server(
-                protocol="ntlm",
-                options=spnego.NegotiateOptions.use_ntlm,
+                protocol="negotiate",
+                options=spnego.NegotiateOptions.use_negotiate,
                 channel_bindings=self._bindings,
             )
-        elif message_type != _NTLM_AUTHENTICATE_MESSAGE or self._context is None:
-            self._context = None
-            raise AuthFailedError("unexpected NTLM message (only raw NTLMSSP tokens are accepted)")
+        elif self._context is None or self.user is not None:
+            self._context, self.user = None, None
+            raise AuthFailedError("unexpected authentication token: no handshake in progress")
         try:
             reply = self._context.step(token)
-        except (spnego.exceptions.SpnegoError, ValueError, struct.error) as exc:
+        except Exception as exc:
+            # The token is attacker-controlled and pyspnego's parsers raise many types on garbage
+            # (KeyError, IndexError, OverflowError, ... besides SpnegoError): all mean "refused".
             self._context = None
-            raise AuthFailedError("NTLM authentication failed") from exc
-        if message_type == _NTLM_AUTHENTICATE_MESSAGE:
-            if not self._context.complete or not self._context.client_principal:
+            raise AuthFailedError("Negotiate authentication failed") from exc
+        if self._context.complete:
+            if not self._context.client_principal:
                 self._context = None
-                raise AuthFailedError("NTLM authentication did not complete")
+                raise AuthFailedError("Negotiate authentication did not identify a user")
             self.user = self._context.client_principal
         return reply
 
     def step_b64(self, token: str) -> str | None:
-        """`step` on a base64 token from an Authorization header; base64 reply or None."""
+        """`step` on a base64 token from an Authorization header; base64 reply or None (see `step`)."""
         reply = self.step(_decode_b64(token))
         return base64.b64encode(reply).decode() if reply else None
 
@@ -163,12 +183,12 @@ class NtlmAcceptor:
         """Verify and unseal `signature + sealed` bytes; AuthFailedError when they do not check out."""
         try:
             return self._established().unwrap(data).data
-        except (spnego.exceptions.SpnegoError, ValueError, struct.error) as exc:
+        except Exception as exc:  # garbage from the network: any parse failure is a failed verification
             raise AuthFailedError("sealed message failed verification") from exc
 
     def _established(self) -> spnego.ContextProxy:
         if self._context is None or self.user is None:
-            raise AuthFailedError("no NTLM security context on this connection")
+            raise AuthFailedError("no Negotiate security context on this connection")
         return self._context
 
 

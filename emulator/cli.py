@@ -22,7 +22,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO, get_args
 
-from emulator.faultplan import LATENCY_DISTRIBUTIONS
+from emulator.auth import quiet_handshake_logging
+from emulator.faultplan import LATENCY_DISTRIBUTIONS, MAX_LATENCY_S
 from emulator.server import Emulator
 from emulator.settings import FAULT_KINDS, AuthMode, EmulatorSettings, FaultRates, MediumFailureMode
 
@@ -61,6 +62,13 @@ def _positive_float(text: str) -> float:
     value = _non_negative_float(text)
     if value == 0.0:
         raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def _latency_ms(text: str) -> float:
+    value = _non_negative_float(text)
+    if value > MAX_LATENCY_S * 1000.0:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_LATENCY_S * 1000.0:g} ms, got {text}")
     return value
 
 
@@ -148,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     auth.add_argument("--password-file", default=None, help="file whose first line is the password")
     auth.add_argument(
+        "--denied-user",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="repeatable: an account that authenticates with the same password but gets WMI access denied",
+    )
+    auth.add_argument(
         "--auth",
         type=_auth_modes,
         default=d.auth_modes,
@@ -206,9 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     ops = parser.add_argument_group("operational faults")
     ops.add_argument(
         "--latency-ms",
-        type=_typed(_non_negative_float, "milliseconds"),
+        type=_typed(_latency_ms, "milliseconds"),
         default=d.latency_s * 1000.0,
-        help="mean latency added to every WS-Man operation",
+        help=f"mean latency added to every WS-Man operation (at most {MAX_LATENCY_S * 1000.0:g}); past a "
+        "request's OperationTimeout the reply is the w:TimedOut fault",
     )
     ops.add_argument(
         "--latency-distribution",
@@ -259,6 +275,8 @@ def settings_from_args(args: argparse.Namespace, password: str) -> EmulatorSetti
         raise ValueError("--tls files needs --tls-cert and --tls-key")
     if args.tls != "files" and (args.tls_cert or args.tls_key):
         raise ValueError("--tls-cert/--tls-key need --tls files")
+    if any(user.casefold() == args.username.casefold() for user in args.denied_user):
+        raise ValueError("--denied-user cannot name --username")
     rates = dict(args.fault_rate)
     if sum(rates.values()) > 1.0:
         raise ValueError("--fault-rate values must add up to at most 1")
@@ -270,6 +288,7 @@ def settings_from_args(args: argparse.Namespace, password: str) -> EmulatorSetti
         machine=args.machine,
         username=args.username,
         password=password,
+        denied_users=tuple(args.denied_user),
         auth_modes=args.auth,
         allow_unencrypted=args.allow_unencrypted,
         tls=args.tls,
@@ -315,6 +334,7 @@ def main(argv: Sequence[str] | None = None, *, environ: dict[str, str] | None = 
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_handshake_logging()  # even at --log-level DEBUG, NTLM tokens are never written
     try:
         password, source = _password(args, dict(os.environ) if environ is None else environ)
         settings = settings_from_args(args, password)

@@ -1,8 +1,9 @@
 """Seeded decisions about injected latency and operational faults (pure: no I/O, no sleeping).
 
-The server asks `FaultPlan.decide()` once per WS-Man operation (never for authentication
-handshakes or the empty priming POST) and acts on the answer: sleep `delay_s`, then fail with
-`kind` or answer normally. Every decision draws the same number of values from one
+The server asks `FaultPlan.decide()` once per WS-Man operation admitted by the per-user quota
+(never for authentication handshakes, the empty priming POST or a quota rejection) and acts on
+the answer: wait `delay_s` (only up to the request's OperationTimeout, then w:TimedOut), then
+fail with `kind` or answer normally. Every decision draws the same number of values from one
 `random.Random(seed)`, so a sequential run repeats exactly whatever faults are configured.
 
 Rates are per-operation probabilities, one draw picks at most one kind (their sum must not
@@ -24,6 +25,8 @@ from emulator.settings import FAULT_KINDS, EmulatorSettings, FaultRates, Latency
 
 __all__ = [
     "LATENCY_DISTRIBUTIONS",
+    "MAX_LATENCY_S",
+    "MAX_QUEUED_FAULTS",
     "SOAP_FAULT_KINDS",
     "Decision",
     "FaultKind",
@@ -39,7 +42,11 @@ SOAP_FAULT_KINDS: frozenset[str] = frozenset({"timeout_fault", "quota_fault", "g
 LATENCY_DISTRIBUTIONS: tuple[str, ...] = get_args(LatencyDistribution)
 # An exponential draw is unbounded; cap it so one unlucky request cannot stall a test run.
 _EXPONENTIAL_CAP_FACTOR = 10.0
-_MAX_QUEUED_PER_CALL = 1_000_000
+# Mean added latency at most a minute: more is no test of anything, and it keeps every wait
+# far inside what Event.wait / time.sleep accept.
+MAX_LATENCY_S = 60.0
+# Queued injected faults, all calls together: a typo'd count must not grow memory without end.
+MAX_QUEUED_FAULTS = 10_000
 
 assert set(get_args(FaultKind)) == set(FAULT_KINDS), "FaultKind must list settings.FAULT_KINDS"
 
@@ -81,8 +88,8 @@ def _validated_rates(rates: Mapping[str, float]) -> dict[str, float]:
 
 def _validated_latency(latency_s: float) -> float:
     latency_f = float(latency_s)
-    if not latency_f >= 0.0 or math.isinf(latency_f):
-        raise ValueError(f"latency must be a finite number of seconds >= 0, got {latency_s!r}")
+    if not 0.0 <= latency_f <= MAX_LATENCY_S:  # NaN and infinities fail too
+        raise ValueError(f"latency must be between 0 and {MAX_LATENCY_S:g} s, got {latency_s!r}")
     return latency_f
 
 
@@ -136,11 +143,18 @@ class FaultPlan:
                 self._distribution = dist
 
     def inject_next(self, kind: str, count: int = 1) -> None:
-        """Make the next `count` WS-Man operations fail with `kind`, before any random fault."""
+        """Make the next `count` WS-Man operations fail with `kind`, before any random fault.
+
+        ValueError when `count` < 1 or the queue would hold more than MAX_QUEUED_FAULTS.
+        """
         checked = parse_fault_kind(kind)
-        if not 1 <= count <= _MAX_QUEUED_PER_CALL:
-            raise ValueError(f"count must be between 1 and {_MAX_QUEUED_PER_CALL}, got {count}")
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
         with self._lock:
+            if len(self._queue) + count > MAX_QUEUED_FAULTS:
+                raise ValueError(
+                    f"at most {MAX_QUEUED_FAULTS} injected faults can be queued ({len(self._queue)} already are)"
+                )
             self._queue.extend([checked] * count)
 
     def clear(self) -> None:

@@ -35,7 +35,7 @@ from emulator.settings import EmulatorSettings
 from emulator.soap import SoapError, WsmanRequest
 from emulator.wql import Query, Value, WqlError, evaluate, parse, resolve
 
-__all__ = ["ENUMERATION_CONTEXT_TTL_S", "InjectedFault", "Provider", "WsmanReply"]
+__all__ = ["ENUMERATION_CONTEXT_TTL_S", "MAX_ENUMERATION_ITEMS", "InjectedFault", "Provider", "WsmanReply"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,10 @@ Operation = Literal["get", "invoke", "enumerate", "pull"]
 REFRESH_METHOD: Final = "RefreshPkgSource"
 ENUMERATION_CONTEXT_TTL_S: Final = 180.0  # idle enumerations are dropped, as WinRM does
 MAX_ENUMERATION_CONTEXTS: Final = 1_000
+# PackageIDs held by all open enumeration contexts together. Storing past either cap evicts the
+# oldest contexts (their next Pull gets n:InvalidEnumerationContext, as an expired one does):
+# abandoned enumerations cannot grow memory, and the one being served always fits.
+MAX_ENUMERATION_ITEMS: Final = 1_000_000
 MAX_EVENTS_PER_PACKAGE: Final = 100
 _TOTAL_KEYS: Final = ("requests", "gets", "invokes", "accepted", "rejected", "enumerates", "pulls", "faults")
 _OPERATION_BY_ACTION: Final[dict[str, Operation]] = {
@@ -76,7 +80,9 @@ class _Reject(Exception):  # noqa: N818 - control flow, not an error: carries th
 
 @dataclass(slots=True)
 class _Enumeration:
-    items: list[tuple[str, dict[str, Value]]]  # (own class, properties), snapshot at Enumerate
+    # Matches of the query at Enumerate; each is rendered from its current state when a page is
+    # served, so a context costs a pointer per package, not a copy of every instance.
+    package_ids: tuple[str, ...]
     selected: tuple[str, ...] | None
     position: int
     expires_at: float
@@ -122,6 +128,7 @@ class Provider:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        max_enumeration_items: int = MAX_ENUMERATION_ITEMS,
     ) -> None:
         self._settings = settings
         self._clock = clock
@@ -132,8 +139,12 @@ class Provider:
         self._namespace = sms_namespace_path(self._site).lower()
         self._machine = settings.machine
         self._account = _account(settings.username)
+        if any(self._is_configured_user(user) for user in settings.denied_users):
+            raise ValueError("EmulatorSettings.denied_users cannot name the configured username")
         self._denied: set[str] = set()
         self._enumerations: OrderedDict[str, _Enumeration] = OrderedDict()
+        self._enumeration_items = 0  # len(package_ids) summed over self._enumerations
+        self._max_enumeration_items = max_enumeration_items
         self._package_logs: dict[str, _PackageLog] = {}
         self._totals: Counter[str] = Counter()
 
@@ -172,7 +183,10 @@ class Provider:
             if kind == "timeout_fault":
                 body = faults.timed_out(**where)
             elif kind == "quota_fault":
-                body = faults.quota_exceeded(**where, limit=self._settings.max_concurrent_operations_per_user)
+                # WinRM refuses over-quota requests before reading them: both captured quota faults
+                # (tests/fixtures/windows/*quota*.xml) carry no RelatesTo.
+                limit = self._settings.max_concurrent_operations_per_user
+                body = faults.quota_exceeded(relates_to=None, machine=self._machine, limit=limit)
             else:
                 body = faults.site_database_failure(
                     **where,
@@ -219,6 +233,11 @@ class Provider:
                 "packages": {package_id: log.as_dict() for package_id, log in self._package_logs.items()},
                 "totals": {key: self._totals[key] for key in _TOTAL_KEYS},
             }
+
+    def open_enumerations(self) -> dict[str, int]:
+        """Open enumeration contexts and the PackageIDs they hold (the latter capped, see MAX_ENUMERATION_ITEMS)."""
+        with self._lock:
+            return {"contexts": len(self._enumerations), "package_ids": self._enumeration_items}
 
     def reset_log(self) -> None:
         with self._lock:
@@ -386,18 +405,18 @@ class Provider:
         self._totals["enumerates"] += 1
         query = self._query(request, self._target_class(request, user, "enumerate"))
         # RBAC filters query results silently: the SMS Provider only returns what you may see.
-        items = [
-            (own_class, properties)
-            for own_class, properties in self._catalogue.instances(query.class_name)
+        package_ids = tuple(
+            str(properties["PackageID"])
+            for _own_class, properties in self._catalogue.instances(query.class_name)
             if properties["PackageID"] not in self._denied and evaluate(query.where, properties)
-        ]
+        )
         context = soap.new_message_id()
-        state = _Enumeration(items, query.properties, 0, self._clock() + ENUMERATION_CONTEXT_TTL_S)
+        state = _Enumeration(package_ids, query.properties, 0, self._clock() + ENUMERATION_CONTEXT_TTL_S)
         if not request.optimize:
             self._store_enumeration(context, state)
             return soap.render_enumerate_response(request.message_id, context, (), optimized=False, end=False)
         page = self._next_page(state, request.max_elements or 1, "enumerate", user)
-        end = state.position >= len(state.items)
+        end = state.position >= len(state.package_ids)
         if not end:
             self._store_enumeration(context, state)
         return soap.render_enumerate_response(request.message_id, context, page, optimized=True, end=end)
@@ -409,7 +428,7 @@ class Provider:
         if state is None:
             raise _Reject(faults.invalid_enumeration_context(**self._where(request)))
         page = self._next_page(state, request.max_elements or 1, "pull", "")
-        end = state.position >= len(state.items)
+        end = state.position >= len(state.package_ids)
         if not end:
             state.expires_at = self._clock() + ENUMERATION_CONTEXT_TTL_S
             self._store_enumeration(context, state)
@@ -423,26 +442,41 @@ class Provider:
     # ------------------------------------------------------------------ enumeration contexts
 
     def _next_page(self, state: _Enumeration, size: int, operation: Operation, user: str) -> list[str]:
-        page = state.items[state.position : state.position + size]
+        page = state.package_ids[state.position : state.position + size]
         state.position += len(page)
         rendered = []
-        for own_class, properties in page:
-            self._record(str(properties["PackageID"]), operation, user, "returned")
+        for package_id in page:
+            own_class = self._catalogue.class_of(package_id)
+            properties = None if own_class is None else self._catalogue.instance(own_class, package_id)
+            if own_class is None or properties is None:
+                continue  # gone since Enumerate (the catalogue never deletes today)
+            self._record(package_id, operation, user, "returned")
             class_uri = class_resource_uri(self._site, own_class)
             rendered.append(soap.render_instance(own_class, class_uri, properties, state.selected))
         return rendered
 
     def _store_enumeration(self, context: str, state: _Enumeration) -> None:
+        self._drop_expired_enumerations()
         self._enumerations[context] = state
-        while len(self._enumerations) > MAX_ENUMERATION_CONTEXTS:
-            self._enumerations.popitem(last=False)
+        self._enumeration_items += len(state.package_ids)
+        while len(self._enumerations) > 1 and (
+            len(self._enumerations) > MAX_ENUMERATION_CONTEXTS or self._enumeration_items > self._max_enumeration_items
+        ):
+            _oldest_context, oldest = self._enumerations.popitem(last=False)
+            self._enumeration_items -= len(oldest.package_ids)
 
     def _take_enumeration(self, context: str) -> _Enumeration | None:
         """Remove and return a live context (expired ones are dropped on the way)."""
+        self._drop_expired_enumerations()
+        state = self._enumerations.pop(context, None)
+        if state is not None:
+            self._enumeration_items -= len(state.package_ids)
+        return state
+
+    def _drop_expired_enumerations(self) -> None:
         now = self._clock()
         for stale in [key for key, state in self._enumerations.items() if state.expires_at <= now]:
-            del self._enumerations[stale]
-        return self._enumerations.pop(context, None)
+            self._enumeration_items -= len(self._enumerations.pop(stale).package_ids)
 
     # ------------------------------------------------------------------ access and logging
 

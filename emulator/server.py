@@ -3,14 +3,15 @@
 One port serves two things:
 
 * `/wsman`: what pywinrm talks to. Authentication works like a WinRM listener's: Basic (over
-  HTTPS, or over HTTP only with AllowUnencrypted) and NTLM/Negotiate, whose security context
-  lives on the TCP connection and seals every later message ([MS-WSMV] 2.2.9.1.1). Each SOAP
-  operation then passes the fault plan (latency, injected failures), the per-user quota and
-  reaches `Provider.handle`.
+  HTTPS, or over HTTP only with AllowUnencrypted) and Negotiate (NTLM, raw or in SPNEGO), whose
+  security context lives on the TCP connection and seals every later message ([MS-WSMV]
+  2.2.9.1.1). Each SOAP operation then passes the per-user quota, the fault plan (latency
+  bounded by the request's OperationTimeout, injected failures) and reaches `Provider.handle`.
 * `/admin/`: the JSON control API (emulator.admin), Basic-authenticated.
 
 Replies carry `Server: Microsoft-HTTPAPI/2.0` like HTTP.sys; keep-alive connections idle for
-`idle_timeout_s` are closed like HTTP.sys does. `Emulator(settings).start()` runs it in-process
+`idle_timeout_s` are closed like HTTP.sys does; bodies are sized or chunked (a WS-Man POST with
+neither is 411). Every request gets exactly one response. `Emulator(settings).start()` runs it in-process
 (port 0 picks a free port); the CLI wraps the same object.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import logging
+import re
 import shutil
 import socket
 import ssl
@@ -46,6 +48,7 @@ from emulator.auth import (
     NtlmAcceptor,
     check_basic,
     parse_authorization,
+    quiet_handshake_logging,
 )
 from emulator.encryption import (
     ENCRYPTED_CONTENT_TYPE,
@@ -57,6 +60,7 @@ from emulator.encryption import (
 from emulator.faultplan import SOAP_FAULT_KINDS, FaultPlan
 from emulator.provider import Provider
 from emulator.settings import EmulatorSettings
+from emulator.soap import SoapError, parse_request
 from emulator.tls import TlsFiles, channel_binding_hash, generate_self_signed, server_context
 
 __all__ = ["SERVER_HEADER", "WSMAN_PATH", "Emulator", "OperationGate", "OperationQuota"]
@@ -88,8 +92,15 @@ _MAX_REQUEST_LINE_BYTES = 65_536
 _ADMIN_MAX_BODY_BYTES = 64 * 1024
 # Sealing adds a few dozen bytes of framing; leave room above the SOAP envelope limit.
 _BODY_SLACK_BYTES = 64 * 1024
+# One deadline for joining every thread in stop(): in-flight operations are woken by the stop
+# event, so this only bounds a thread stuck in a socket call.
 _STOP_JOIN_TIMEOUT_S = 5.0
 _GATE_MAX_HOLD_S = 60.0
+# Chunked request bodies ([RFC 9112] 7.1): size lines and trailers are bounded like request lines.
+_MAX_CHUNK_LINE_BYTES = 1_024
+_MAX_TRAILER_LINES = 64
+_CHUNK_SIZE_RE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_CRLF = b"\r\n"
 # How often serve_forever checks for shutdown: stop() waits up to this long.
 _POLL_INTERVAL_S = 0.05
 
@@ -154,7 +165,8 @@ class OperationGate:
         self._open.set()
 
     def pass_through(self) -> None:
-        # Bounded: a test that forgets to release cannot wedge a handler thread forever.
+        # Bounded: a test that forgets to release cannot wedge a handler thread forever
+        # (Emulator.stop() releases the gate too).
         self._open.wait(_GATE_MAX_HOLD_S)
 
 
@@ -187,12 +199,39 @@ class _App:
         self.is_tls = tls_binding is not None
         self.quota = OperationQuota(settings.max_concurrent_operations_per_user)
         self.gate = OperationGate()
+        # Set by Emulator.stop(): injected latency waits on it, so stopping never waits for a delay.
+        self.stopping = threading.Event()
         self.max_body_bytes = settings.max_envelope_size_bytes + _BODY_SLACK_BYTES
         basic_usable = "basic" in settings.auth_modes and (self.is_tls or settings.allow_unencrypted)
         self.challenges = [NEGOTIATE_CHALLENGE] if "ntlm" in settings.auth_modes else []
         if basic_usable:
             self.challenges.append(BASIC_CHALLENGE)
         self.basic_usable = basic_usable
+
+
+def _chunked_refusal(transfer_encoding: str, content_length: str | None) -> int | None:
+    """The status refusing a Transfer-Encoding request, or None when its chunked body can be read."""
+    if transfer_encoding.strip().lower() != "chunked":
+        return 501  # no other coding is implemented ([RFC 9112] 6.1)
+    if content_length is not None:
+        return 400  # both framings at once is how requests are smuggled ([RFC 9112] 6.3)
+    return None
+
+
+def _content_length(text: str) -> int | None:
+    """Content-Length as a non-negative int, None when malformed."""
+    stripped = text.strip()
+    if not stripped.isascii() or not stripped.isdigit():
+        return None
+    return int(stripped)
+
+
+def _operation_timeout_s(envelope: bytes) -> float | None:
+    """The request's w:OperationTimeout in seconds (None when absent or the envelope is unusable)."""
+    try:
+        return parse_request(envelope).operation_timeout_s
+    except SoapError:
+        return None
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -242,6 +281,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.idle_closed = False
         self.was_reset = False
         self.operation_ran = False
+        self.final_auth_header: str | None = None
         # The idle timeout is the socket timeout (an SSLSocket inherits it from the plain one).
         self.request.settimeout(app.settings.idle_timeout_s)
         if self.server.ssl_context is not None:
@@ -275,6 +315,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         # from other errors and measures CPU per WS-Man operation. thread_time() does not
         # advance while the thread blocks reading, so starting before readline is fair.
         self.operation_ran = False
+        self.final_auth_header = None
         cpu_start_s = time.thread_time()
         try:
             self.raw_requestline = self.rfile.readline(_MAX_REQUEST_LINE_BYTES + 1)
@@ -328,14 +369,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path.lower() == WSMAN_PATH:
             if self.command != "POST":
-                self._discard_body()
-                self._respond(405, _httpsys_page(405), HTML_CONTENT_TYPE, {"Allow": "POST"})
+                if self._discard_body():
+                    self._respond(405, _httpsys_page(405), HTML_CONTENT_TYPE, {"Allow": "POST"})
                 return
             self._wsman()
         elif path.startswith(ADMIN_PREFIX) or path == ADMIN_PREFIX.rstrip("/"):
             self._admin()
-        else:
-            self._discard_body()
+        elif self._discard_body():
             self._respond(404, _httpsys_page(404), HTML_CONTENT_TYPE)
 
     # -- I/O helpers ----------------------------------------------------------------------------
@@ -357,6 +397,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         ]
         if content_type:
             lines.append(f"Content-Type: {content_type}")
+        if www_authenticate is None and self.final_auth_header is not None:
+            # SPNEGO's last leg: the accept-completed token rides on the answer to the request.
+            www_authenticate = [self.final_auth_header]
         lines.extend(f"WWW-Authenticate: {value}" for value in www_authenticate or [])
         lines.extend(f"{name}: {value}" for name, value in (headers or {}).items())
         lines.append(f"Content-Length: {len(body)}")
@@ -367,29 +410,79 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.app.stats.incr(f"http_{status}")
         self.log_request(status, len(body))
 
-    def _read_body(self, limit: int) -> bytes | None:
-        """The request body, or None after answering 411/413/400 (then the connection closes)."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self.close_connection = True
-            self._respond(411, _httpsys_page(411), HTML_CONTENT_TYPE)
-            return None
-        try:
-            length = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            length = -1
-        if length < 0:
-            self.close_connection = True
-            self._respond(400)
-            return None
-        if length > limit:
-            self.close_connection = True
-            self._respond(413, _httpsys_page(413), HTML_CONTENT_TYPE)
-            return None
-        return self.rfile.read(length) if length else b""
+    def _read_body(self, limit: int, *, length_required: bool = False) -> bytes | None:
+        """The request body, or None after answering 400/411/413/501 (then the connection closes).
 
-    def _discard_body(self) -> None:
+        Like HTTP.sys: chunked bodies are accepted; a POST with neither Content-Length nor
+        chunked coding is 411 when `length_required` (WS-Man); otherwise it has no body.
+        """
+        transfer_encoding = self.headers.get("Transfer-Encoding")
+        length_text = self.headers.get("Content-Length")
+        refusal: int | None
+        if transfer_encoding is not None:
+            refusal = _chunked_refusal(transfer_encoding, length_text)
+            if refusal is None:
+                return self._read_chunked(limit)
+        elif length_text is None:
+            if not (length_required and self.command == "POST"):
+                return b""
+            refusal = 411
+        else:
+            length = _content_length(length_text)
+            refusal = 400 if length is None else 413 if length > limit else None
+            if length is not None and refusal is None:
+                return self.rfile.read(length) if length else b""
+        self._refuse_body(refusal or 400)
+        return None
+
+    def _read_chunked(self, limit: int) -> bytes | None:
+        """Decode a chunked body ([RFC 9112] 7.1): size lines, data + CRLF, `0`, trailers, CRLF."""
+        body = bytearray()
+        # Bounded: every chunk but the last carries at least one byte of a body capped at `limit`.
+        for _ in range(limit + 2):
+            line = self.rfile.readline(_MAX_CHUNK_LINE_BYTES + 1)
+            size_match = _CHUNK_SIZE_RE.fullmatch(line.split(b";", 1)[0].strip())
+            if len(line) > _MAX_CHUNK_LINE_BYTES or not line.endswith(b"\n") or size_match is None:
+                self._refuse_body(400)
+                return None
+            size = int(size_match.group(), 16)
+            if size == 0:
+                if self._skip_trailers():
+                    return bytes(body)
+                self._refuse_body(400)
+                return None
+            if len(body) + size > limit:
+                self._refuse_body(413)
+                return None
+            data = self.rfile.read(size)
+            if len(data) < size or self.rfile.read(len(_CRLF)) != _CRLF:
+                self._refuse_body(400)
+                return None
+            body += data
+        self._refuse_body(400)
+        return None
+
+    def _skip_trailers(self) -> bool:
+        for _ in range(_MAX_TRAILER_LINES):
+            line = self.rfile.readline(_MAX_CHUNK_LINE_BYTES + 1)
+            if line in (_CRLF, b"\n"):
+                return True
+            if not line.endswith(b"\n"):
+                return False
+        return False
+
+    def _refuse_body(self, status: int) -> None:
+        """Answer a request whose body cannot be read; the connection closes (its framing is lost)."""
+        self.close_connection = True
+        if status in _HTTPSYS_TEXTS:
+            self._respond(status, _httpsys_page(status), HTML_CONTENT_TYPE)
+        else:
+            self._respond(status)
+
+    def _discard_body(self) -> bool:
+        """Read and drop the body; False when it could not be read (the error is already answered)."""
         # Keep the connection usable: an unread body would be parsed as the next request.
-        self._read_body(self.app.max_body_bytes)
+        return self._read_body(self.app.max_body_bytes) is not None
 
     def _reset_connection(self) -> None:
         """Abort the TCP connection with RST (SO_LINGER 0), as a dropped connection looks."""
@@ -439,7 +532,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._unauthorized("auth_basic_refused")
             return None
         try:
-            return check_basic(token, username=app.settings.username, password=app.settings.password)
+            return check_basic(
+                token,
+                username=app.settings.username,
+                password=app.settings.password,
+                extra_usernames=app.settings.denied_users,
+            )
         except AuthFailedError:
             self._unauthorized("auth_failures")
             return None
@@ -447,24 +545,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _ntlm_step(self, scheme: str, token: str) -> str | None:
         if self.conn.ntlm is None:
             self.conn.ntlm = NtlmAcceptor(channel_binding_hash=self.app.tls_binding)
+        acceptor = self.conn.ntlm
         try:
-            challenge = self.conn.ntlm.step_b64(token)
+            reply_token = acceptor.step_b64(token)
         except AuthFailedError:
             self.conn.ntlm = None
             self._unauthorized("auth_failures")
             return None
-        if challenge is not None:
+        # Answer in the scheme the client used (requests_ntlm looks for "<scheme> <token>").
+        scheme_name = "Negotiate" if scheme == SCHEME_NEGOTIATE else "NTLM"
+        if not acceptor.complete:
+            if reply_token is None:
+                self.conn.ntlm = None
+                self._unauthorized("auth_failures")
+                return None
             self.app.stats.incr("ntlm_challenges")
-            # Answer in the scheme the client used (requests_ntlm looks for "<scheme> <token>").
-            scheme_name = "Negotiate" if scheme == SCHEME_NEGOTIATE else "NTLM"
-            self._respond(401, www_authenticate=[f"{scheme_name} {challenge}"])
+            self._respond(401, www_authenticate=[f"{scheme_name} {reply_token}"])
             return None
+        if reply_token is not None:
+            self.final_auth_header = f"{scheme_name} {reply_token}"
         self.app.stats.incr("ntlm_authenticated")
-        return self.conn.ntlm.user
+        return acceptor.user
 
     def _wsman(self) -> None:
         app = self.app
-        body = self._read_body(app.max_body_bytes)
+        body = self._read_body(app.max_body_bytes, length_required=True)
         if body is None:
             return
         encrypted = is_encrypted_content_type(self.headers.get("Content-Type"))
@@ -500,15 +605,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _operation(self, envelope: bytes, user: str, acceptor: NtlmAcceptor | None) -> None:
         app = self.app
         self.operation_ran = True
-        decision = app.faults.decide()
         with app.quota.enter(user) as admitted:
             if not admitted:
                 app.stats.incr("quota_rejections")
                 self._send_reply(app.provider.fault_reply("quota_fault", envelope), acceptor)
                 return
+            # Decide only once admitted: a quota rejection must not consume a queued fault.
+            decision = app.faults.decide()
+            app.stats.incr("operations_admitted")
             app.gate.pass_through()
-            if decision.delay_s > 0:
-                time.sleep(decision.delay_s)
+            if decision.delay_s > 0 and self._delay_timed_out(decision.delay_s, envelope, acceptor):
+                return
+            if app.stopping.is_set():
+                self.close_connection = True  # stop() is closing the socket: nothing to answer
+                return
             kind = decision.kind
             if kind == "connection_reset":
                 self._reset_connection()
@@ -523,6 +633,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             else:
                 reply = app.provider.handle(envelope, user=user)
             self._send_reply(reply, acceptor)
+
+    def _delay_timed_out(self, delay_s: float, envelope: bytes, acceptor: NtlmAcceptor | None) -> bool:
+        """Wait out injected latency; past the request's OperationTimeout answer w:TimedOut (True)."""
+        app = self.app
+        timeout_s = _operation_timeout_s(envelope)
+        if timeout_s is None or delay_s <= timeout_s:
+            app.stopping.wait(delay_s)
+            return False
+        # WinRM gives up on a provider slower than the request's OperationTimeout and answers
+        # the w:TimedOut fault ([MS-WSMV] 3.1.4.1.2) once that much time has passed.
+        if app.stopping.wait(timeout_s):
+            self.close_connection = True
+        else:
+            app.stats.incr("operation_timeouts")
+            self._send_reply(app.provider.fault_reply("timeout_fault", envelope), acceptor)
+        return True
 
     def _send_reply(self, reply: Any, acceptor: NtlmAcceptor | None) -> None:
         if acceptor is not None:
@@ -583,7 +709,7 @@ class Emulator:
         self._tls_dir: str | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
-        self._ntlm_registered = False
+        self._ntlm_registered: list[str] = []
         self._started_at = 0.0
         self._app: _App | None = None
 
@@ -594,11 +720,14 @@ class Emulator:
         if self._server is not None:
             raise RuntimeError("emulator already started")
         settings = self.settings
+        quiet_handshake_logging()
         try:
             ssl_context, binding = self._tls_setup()
             if "ntlm" in settings.auth_modes:
-                NTLM_USERS.register(settings.username, settings.password)
-                self._ntlm_registered = True
+                # Denied users authenticate with the same password; the provider refuses them WMI access.
+                for user in (settings.username, *settings.denied_users):
+                    NTLM_USERS.register(user, settings.password)
+                    self._ntlm_registered.append(user)
             app = _App(
                 settings=settings,
                 provider=self.provider,
@@ -624,16 +753,23 @@ class Emulator:
         return self
 
     def stop(self) -> None:
-        """Stop accepting, close every connection, join the threads, remove generated files."""
+        """Stop accepting, wake and close every connection, join the threads, remove generated files."""
         server, self._server = self._server, None
+        if self._app is not None:
+            # Wake operations waiting out injected latency or a held gate: they answer nothing.
+            self._app.stopping.set()
+            self._app.gate.release()
+        threads: list[threading.Thread] = []
         if server is not None:
             server.shutdown()
             server.server_close()
-            for thread in server.close_all_connections():
-                thread.join(_STOP_JOIN_TIMEOUT_S)
+            threads = server.close_all_connections()
         if self._thread is not None:
-            self._thread.join(_STOP_JOIN_TIMEOUT_S)
+            threads.append(self._thread)
             self._thread = None
+        deadline_s = time.monotonic() + _STOP_JOIN_TIMEOUT_S
+        for thread in threads:
+            thread.join(max(0.0, deadline_s - time.monotonic()))
         self._cleanup()
 
     def __enter__(self) -> Emulator:
@@ -667,9 +803,8 @@ class Emulator:
         return [*names, "localhost", "127.0.0.1", "::1", self.settings.machine, socket.gethostname()]
 
     def _cleanup(self) -> None:
-        if self._ntlm_registered:
-            NTLM_USERS.unregister(self.settings.username)
-            self._ntlm_registered = False
+        while self._ntlm_registered:
+            NTLM_USERS.unregister(self._ntlm_registered.pop())
         if self._tls_dir is not None:
             shutil.rmtree(self._tls_dir, ignore_errors=True)
             self._tls_dir = None

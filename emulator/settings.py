@@ -48,6 +48,9 @@ class EmulatorSettings:
     username: str = "LAB\\sccm-svc"
     password: str = field(default="", repr=False)  # empty -> generated and printed by the CLI
     auth_modes: tuple[AuthMode, ...] = ("basic", "ntlm")
+    # Accounts that authenticate (Basic and NTLM, with `password`) but get WMI access denied,
+    # like accounts without rights on the SMS namespace.
+    denied_users: tuple[str, ...] = ()
     allow_unencrypted: bool = False  # WinRM's AllowUnencrypted: Basic over plain HTTP
     # TLS: None -> plain HTTP; "self-signed" -> generate a CA + server cert on start.
     tls: Literal["off", "self-signed", "files"] = "off"

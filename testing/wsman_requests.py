@@ -35,6 +35,7 @@ ACTION_ENUMERATE = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/Enumerate"
 _WMI_BASE = "http://schemas.microsoft.com/wbem/wsman/1/wmi/root/sms/site_"
 _ANONYMOUS = "http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous"
 _WQL_DIALECT = "http://schemas.microsoft.com/wbem/wsman/1/WQL"
+_OPERATION_TIMEOUT_S = 20.0  # pywinrm's default operation_timeout_sec
 
 
 def class_uri(site_code: str, class_name: str) -> str:
@@ -50,6 +51,7 @@ def _envelope(
     message_id: str,
     body: str,
     selectors: dict[str, str] | None = None,
+    operation_timeout_s: float = _OPERATION_TIMEOUT_S,
 ) -> str:
     selector_xml = ""
     if selectors:
@@ -69,7 +71,7 @@ def _envelope(
         f"<a:MessageID>{escape(message_id)}</a:MessageID>"
         '<w:Locale xml:lang="en-US" s:mustUnderstand="false"/>'
         '<p:DataLocale xml:lang="en-US" s:mustUnderstand="false"/>'
-        "<w:OperationTimeout>PT20S</w:OperationTimeout>"
+        f"<w:OperationTimeout>PT{operation_timeout_s:.3f}S</w:OperationTimeout>"
         f"{selector_xml}"
         "</s:Header>"
         f"<s:Body>{body}</s:Body>"
@@ -89,6 +91,7 @@ def invoke_envelope(
     class_name: str = "SMS_Package",
     method: str = "RefreshPkgSource",
     message_id: str | None = None,
+    operation_timeout_s: float = _OPERATION_TIMEOUT_S,
 ) -> str:
     """Invoke an instance method (default RefreshPkgSource) on a package."""
     uri = class_uri(site_code, class_name)
@@ -99,6 +102,7 @@ def invoke_envelope(
         message_id=_message_id(message_id),
         selectors={"PackageID": package_id},
         body=f'<p:{method}_INPUT xmlns:p="{escape(uri)}"/>',
+        operation_timeout_s=operation_timeout_s,
     )
 
 
@@ -109,6 +113,7 @@ def get_envelope(
     *,
     class_name: str = "SMS_Package",
     message_id: str | None = None,
+    operation_timeout_s: float = _OPERATION_TIMEOUT_S,
 ) -> str:
     """WS-Transfer Get of one package instance."""
     return _envelope(
@@ -118,6 +123,7 @@ def get_envelope(
         message_id=_message_id(message_id),
         selectors={"PackageID": package_id},
         body="",
+        operation_timeout_s=operation_timeout_s,
     )
 
 

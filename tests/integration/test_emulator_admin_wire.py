@@ -129,6 +129,10 @@ def test_faults_set_read_and_clear(emulator: Emulator, admin: requests.Session) 
         b'{"rates": {"http_503": 3}}',
         b'{"next": [{"kind": "http_503", "count": "two"}]}',
         b'{"latency_ms": "slow"}',
+        b'{"latency_ms": 60001}',
+        b'{"latency_ms": 1e300}',
+        b'{"next": [{"kind": "http_503", "count": 10001}]}',
+        b'{"next": [{"kind": "http_503", "count": 6000}, {"kind": "timeout_fault", "count": 6000}]}',
         b'{"surprise": 1}',
     ],
 )
@@ -141,6 +145,16 @@ def test_bad_fault_requests_are_400_and_change_nothing(
     assert response.status_code == 400
     assert "error" in response.json()
     assert emulator.faults.snapshot() == before
+
+
+def test_the_fault_queue_cap_counts_what_is_already_queued(emulator: Emulator, admin: requests.Session) -> None:
+    """With 9999 faults queued, one more is accepted and two more are a 400 that queues nothing."""
+    assert _call(admin, emulator, "POST", "faults", json={"next": [{"kind": "http_503", "count": 9_999}]}).ok
+    refused = _call(admin, emulator, "POST", "faults", json={"next": [{"kind": "http_503", "count": 2}]})
+    assert refused.status_code == 400
+    assert "10000" in refused.json()["error"]
+    assert len(emulator.faults.snapshot()["next"]) == 9_999
+    assert _call(admin, emulator, "POST", "faults", json={"next": [{"kind": "http_503"}]}).ok
 
 
 def test_stats_report_operations_and_cpu(emulator: Emulator, admin: requests.Session) -> None:

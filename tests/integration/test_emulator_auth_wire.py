@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+import base64
+import logging
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import pytest
 import requests
+import spnego
 from requests.exceptions import SSLError
-from winrm.exceptions import InvalidCredentialsError, WinRMTransportError
+from winrm.encryption import Encryption
+from winrm.exceptions import InvalidCredentialsError, WinRMTransportError, WSManFaultError
 
 from emulator.server import Emulator
 from testing.fixtures_emulator import (
@@ -21,6 +26,9 @@ from testing.wsman_requests import get_envelope, invoke_envelope, relates_to, re
 pytestmark = pytest.mark.integration
 
 _MESSAGE_ID = "uuid:0F8A1B2C-1111-2222-3333-444455556666"
+_DENIED_USER = "LAB\\no-rights"
+_WMI_SVC_ACCESS_DENIED = 2150859012
+_SOAP_CONTENT_TYPE = "application/soap+xml;charset=UTF-8"
 
 
 def _direct_package(emulator: Emulator) -> dict[str, Any]:
@@ -170,3 +178,126 @@ def test_basic_credentials_are_checked_on_https(emulator_basic_https: Emulator) 
         session.auth = (EMULATOR_USERNAME, EMULATOR_PASSWORD)
         response = session.post(emulator_basic_https.url, data=b"", timeout=5)
     assert response.status_code == 200
+
+
+# --------------------------------------------------------------------------- SPNEGO-wrapped NTLM
+
+
+class _SpnegoSessionSecurity:
+    """The `session_security` pywinrm's Encryption calls (requests-ntlm's shape) over a pyspnego context."""
+
+    _SIGNATURE_BYTES = 16  # an NTLM signature ([MS-NLMP] 2.2.2.9)
+
+    def __init__(self, context: spnego.ContextProxy) -> None:
+        self._context = context
+
+    def wrap(self, message: bytes) -> tuple[bytes, bytes]:
+        wrapped = self._context.wrap(message, encrypt=True).data
+        return wrapped[self._SIGNATURE_BYTES :], wrapped[: self._SIGNATURE_BYTES]
+
+    def unwrap(self, sealed: bytes, signature: bytes) -> bytes:
+        return self._context.unwrap(signature + sealed).data
+
+
+class _ContextAuth(requests.auth.AuthBase):
+    """Carries the established context for pywinrm's Encryption; adds no header itself."""
+
+    def __init__(self, context: spnego.ContextProxy) -> None:
+        self.session_security = _SpnegoSessionSecurity(context)
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return request
+
+
+def _negotiate_header(token: bytes) -> dict[str, str]:
+    return {"Authorization": f"Negotiate {base64.b64encode(token).decode()}", "Content-Type": _SOAP_CONTENT_TYPE}
+
+
+def _server_token(response: requests.Response) -> bytes:
+    scheme, _, token = response.headers["WWW-Authenticate"].partition(" ")
+    assert scheme == "Negotiate"
+    return base64.b64decode(token)
+
+
+def test_spnego_wrapped_ntlm_authenticates_and_exchanges_sealed_messages(emulator_ntlm: Emulator) -> None:
+    """A pyspnego Negotiate client (NTLM inside SPNEGO, like pypsrp or Windows) authenticates and seals both ways."""
+    context = spnego.client(EMULATOR_USERNAME, EMULATOR_PASSWORD, hostname="127.0.0.1", protocol="negotiate")
+    first = context.step()
+    assert first is not None and not first.startswith(b"NTLMSSP")  # a SPNEGO NegTokenInit, not raw NTLM
+    package = _direct_package(emulator_ntlm)
+    envelope = invoke_envelope(
+        emulator_ntlm.url, "PS1", package["PackageID"], class_name=package["class"], message_id=_MESSAGE_ID
+    )
+    with requests.Session() as session:
+        session.trust_env = False
+        challenge = session.post(emulator_ntlm.url, data=b"", headers=_negotiate_header(first), timeout=5)
+        assert challenge.status_code == 401
+        authenticate = context.step(_server_token(challenge))
+        assert authenticate is not None
+        accepted = session.post(emulator_ntlm.url, data=b"", headers=_negotiate_header(authenticate), timeout=5)
+        assert accepted.status_code == 200
+        # SPNEGO's last leg: the server's accept-completed token (with its mechListMIC) completes the client.
+        context.step(_server_token(accepted))
+        assert context.complete
+        session.auth = _ContextAuth(context)
+        encryption = Encryption(session, "ntlm")
+        response = session.send(encryption.prepare_encrypted_request(session, emulator_ntlm.url, envelope.encode()))
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("multipart/encrypted")
+        reply = encryption.parse_encrypted_response(response)
+    assert return_value(reply) == 0
+    assert relates_to(reply) == _MESSAGE_ID
+
+
+def test_spnego_with_a_wrong_password_is_refused(emulator_ntlm: Emulator) -> None:
+    """The SPNEGO form checks the password too: a wrong one is a plain 401 challenge."""
+    context = spnego.client(EMULATOR_USERNAME, "Not-The-Password-1", hostname="127.0.0.1", protocol="negotiate")
+    with requests.Session() as session:
+        session.trust_env = False
+        challenge = session.post(
+            emulator_ntlm.url, data=b"", headers=_negotiate_header(context.step() or b""), timeout=5
+        )
+        authenticate = context.step(_server_token(challenge)) or b""
+        refused = session.post(emulator_ntlm.url, data=b"", headers=_negotiate_header(authenticate), timeout=5)
+    assert refused.status_code == 401
+    assert refused.headers["WWW-Authenticate"] == "Negotiate"
+
+
+# --------------------------------------------------------------------------- denied users and logging
+
+
+@pytest.mark.parametrize("transport", ["basic", "ntlm"])
+def test_a_denied_user_authenticates_but_gets_wmi_access_denied(
+    transport: Literal["basic", "ntlm"], emulator_factory: EmulatorFactory
+) -> None:
+    """An account in denied_users passes Basic/NTLM with the emulator's password, then WMI refuses it."""
+    emulator = emulator_factory(auth_modes=("basic", "ntlm"), allow_unencrypted=True, denied_users=(_DENIED_USER,))
+    with pytest.raises(WSManFaultError) as raised:
+        _refresh(emulator, transport=transport, username=_DENIED_USER)
+    assert raised.value.fault_subcode == "w:AccessDenied"
+    assert raised.value.wsman_fault_code == _WMI_SVC_ACCESS_DENIED
+    assert emulator.stats.count("auth_failures") == 0
+    with pytest.raises(InvalidCredentialsError):
+        _refresh(emulator, transport=transport, username="LAB\\someone-else")
+    assert return_value(_refresh(emulator, transport=transport)) == 0
+
+
+@pytest.fixture
+def spnego_logger_unset() -> Iterator[logging.Logger]:
+    """pyspnego's logger at NOTSET (as a fresh process has it), restored afterwards."""
+    logger = logging.getLogger("spnego")
+    previous = logger.level
+    logger.setLevel(logging.NOTSET)
+    yield logger
+    logger.setLevel(previous)
+
+
+def test_ntlm_tokens_are_not_logged_even_at_debug(
+    emulator_factory: EmulatorFactory, spnego_logger_unset: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Starting an emulator raises the spnego logger to INFO: a DEBUG run logs no handshake token."""
+    caplog.set_level(logging.DEBUG)
+    emulator = emulator_factory(auth_modes=("ntlm",))
+    assert spnego_logger_unset.level == logging.INFO
+    assert return_value(_refresh(emulator)) == 0
+    assert not [record for record in caplog.records if record.name.startswith("spnego")]

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 import requests
@@ -70,9 +71,11 @@ def run_emulator() -> Iterator[list[subprocess.Popen[str]]]:
             process.stdout.close()
 
 
-def _start(processes: list[subprocess.Popen[str]], *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+def _start(
+    processes: list[subprocess.Popen[str]], *args: str, env: dict[str, str], stderr: TextIO | None = None
+) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", "0", "--packages", "5", *args]
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
     processes.append(process)
     return process
 
@@ -118,6 +121,31 @@ def test_cli_generated_password_and_self_signed_tls_then_ctrl_c(run_emulator: li
     process.send_signal(signal.SIGINT)
     assert process.wait(_EXIT_TIMEOUT_S) == 0
     assert not Path(ca_path).exists()
+
+
+def test_cli_at_debug_never_logs_ntlm_tokens(run_emulator: list[subprocess.Popen[str]], tmp_path: Path) -> None:
+    """--log-level DEBUG logs requests, but not pyspnego's handshake tokens (a crackable NetNTLMv2 hash)."""
+    password = "Cli-Debug-Pa55word"
+    log_path = tmp_path / "stderr.log"
+    # A file, not a pipe: a DEBUG run must never block on a full pipe nobody reads.
+    with log_path.open("w", encoding="utf-8") as log_file:
+        process = _start(
+            run_emulator,
+            "--auth", "ntlm", "--log-level", "DEBUG", "--username", EMULATOR_USERNAME,
+            env=_environment(**{PASSWORD_ENV: password}),
+            stderr=log_file,
+        )  # fmt: skip
+        url = _read_banner(process)["WS-Man"].removeprefix("endpoint: ")
+        with pytest.raises(WSManFaultError):
+            winrm_protocol_for_url(url, transport="ntlm", password=password).send_message(
+                get_envelope(url, "PS1", "PS1FFFFF")
+            )
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(_EXIT_TIMEOUT_S) == 0
+    log = log_path.read_text(encoding="utf-8")
+    assert "DEBUG emulator.server" in log  # DEBUG was really on
+    assert "step input" not in log and "step output" not in log
+    assert "TlRMTVNTUA" not in log  # base64 of "NTLMSSP"
 
 
 def test_cli_password_from_environment(run_emulator: list[subprocess.Popen[str]]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -13,7 +15,7 @@ from winrm.protocol import Protocol
 
 from emulator.server import Emulator
 from testing.fixtures_emulator import EMULATOR_USERNAME, EmulatorFactory, winrm_protocol
-from testing.wsman_requests import invoke_envelope, return_value
+from testing.wsman_requests import get_envelope, invoke_envelope, relates_to, return_value
 
 pytestmark = pytest.mark.integration
 
@@ -195,3 +197,88 @@ def test_concurrent_operations_over_the_quota_get_the_quota_fault(emulator_facto
     assert _QUOTA_MAX_OPERATIONS in (raised.value.wsman_fault_code, raised.value.wmierror_code)
     assert emulator.stats.count("quota_rejections") == 1
     assert emulator.in_flight(EMULATOR_USERNAME) == 0
+
+
+def test_a_quota_rejection_does_not_consume_an_injected_fault(emulator_factory: EmulatorFactory) -> None:
+    """A queued fault waits for an admitted operation: the over-quota call gets the quota fault only."""
+    emulator = emulator_factory(max_concurrent_operations_per_user=1, **_BASIC_HTTP)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with emulator.hold_operations():
+            held = pool.submit(_refresh, winrm_protocol(emulator), emulator)
+            # Admitted and decided (before the gate): the fault queued next is not for it.
+            assert emulator.stats.wait_for("operations_admitted", 1, timeout_s=5.0)
+            emulator.faults.inject_next("timeout_fault")
+            with pytest.raises(WSManFaultError) as rejected:
+                _refresh(winrm_protocol(emulator), emulator)
+        assert held.result(timeout=10) == 0
+    assert rejected.value.wmierror_code == _QUOTA_MAX_OPERATIONS
+    assert emulator.faults.snapshot()["next"] == ["timeout_fault"]
+    with pytest.raises(WinRMOperationTimeoutError):
+        _refresh(winrm_protocol(emulator), emulator)
+
+
+def test_the_quota_fault_has_no_relates_to_like_windows(emulator_factory: EmulatorFactory) -> None:
+    """Both captured quota faults omit RelatesTo; over the quota our fault does too."""
+    emulator = emulator_factory(max_concurrent_operations_per_user=1, **_BASIC_HTTP)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with emulator.hold_operations():
+            held = pool.submit(_refresh, winrm_protocol(emulator), emulator)
+            assert emulator.wait_in_flight(EMULATOR_USERNAME, 1, timeout_s=5.0)
+            with pytest.raises(WSManFaultError) as rejected:
+                _refresh(winrm_protocol(emulator), emulator)
+        held.result(timeout=10)
+    assert rejected.value.response is not None
+    assert relates_to(rejected.value.response.encode()) is None
+
+
+def test_latency_past_the_operation_timeout_answers_timed_out_at_the_timeout(
+    emulator_factory: EmulatorFactory,
+) -> None:
+    """A delay longer than the request's OperationTimeout waits only that long, then w:TimedOut."""
+    emulator = emulator_factory(**_BASIC_HTTP)
+    emulator.faults.set_latency(30.0)
+    package = emulator.provider.packages()[0]
+    envelope = get_envelope(
+        emulator.url, "PS1", package["PackageID"], class_name=package["class"], operation_timeout_s=0.2
+    )
+    started = time.perf_counter()
+    with pytest.raises(WinRMOperationTimeoutError):
+        winrm_protocol(emulator).send_message(envelope)
+    elapsed_s = time.perf_counter() - started
+    assert 0.2 <= elapsed_s < 5.0
+    assert emulator.stats.count("operation_timeouts") == 1
+
+
+@pytest.mark.parametrize("waiting_on", ["held_gate", "latency"])
+def test_stop_with_operations_in_flight_is_prompt_and_joins_every_thread(
+    waiting_on: str, emulator_factory: EmulatorFactory
+) -> None:
+    """Operations held at the gate or waiting out latency are woken by stop(); no server thread survives."""
+    before = set(threading.enumerate())
+    emulator = emulator_factory(**_BASIC_HTTP)
+    package = emulator.provider.packages()[0]
+    envelope = get_envelope(emulator.url, "PS1", package["PackageID"], class_name=package["class"])
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            winrm_protocol(emulator, read_timeout_s=30).send_message(envelope)
+        except Exception as exc:  # the connection is closed under it: any client error is expected
+            errors.append(exc)
+
+    clients = [threading.Thread(target=call) for _ in range(3)]
+    if waiting_on == "latency":
+        emulator.faults.set_latency(15.0)  # below the envelope's 20 s OperationTimeout: a plain wait
+    with emulator.hold_operations() if waiting_on == "held_gate" else contextlib.nullcontext():
+        for client in clients:
+            client.start()
+        assert emulator.wait_in_flight(EMULATOR_USERNAME, len(clients), timeout_s=5.0)
+        started = time.perf_counter()
+        emulator.stop()
+        stop_s = time.perf_counter() - started
+    for client in clients:
+        client.join(10)
+    leftover = [t for t in set(threading.enumerate()) - before if t not in clients and t.is_alive()]
+    assert stop_s < 2.0
+    assert leftover == []
+    assert len(errors) == len(clients)

@@ -125,3 +125,43 @@ def test_ntlm_acceptor_rejects_tokens_out_of_order(user_store: NtlmUserStore) ->
         NtlmAcceptor().step(b"NTLMSSP\x00\x03\x00\x00\x00" + b"\x00" * 60)
     with pytest.raises(AuthFailedError):
         NtlmAcceptor().step(b"\x60\x82garbage")
+
+
+def test_basic_accepts_an_extra_username_and_returns_it_as_configured() -> None:
+    """extra_usernames (denied users) authenticate with the same password; the configured spelling is returned."""
+    token = _basic("lab\\READER", _PASSWORD)
+    assert check_basic(token, username=_USER, password=_PASSWORD, extra_usernames=("LAB\\reader",)) == "LAB\\reader"
+    with pytest.raises(AuthFailedError):
+        check_basic(
+            _basic("LAB\\reader", "wrong"), username=_USER, password=_PASSWORD, extra_usernames=("LAB\\reader",)
+        )
+
+
+def test_acceptor_takes_ntlm_wrapped_in_spnego_and_seals_both_ways(user_store: NtlmUserStore) -> None:
+    """A SPNEGO (Negotiate) client authenticates; the last leg returns SPNEGO's final token with the user set."""
+    user_store.register(_USER, _PASSWORD)
+    acceptor = NtlmAcceptor()
+    client = spnego.client(_USER, _PASSWORD, hostname="emulator", protocol="negotiate")
+    first = client.step() or b""
+    assert first[:1] == b"\x60"  # a GSS-API InitialContextToken, not raw NTLMSSP
+    challenge = acceptor.step(first)
+    assert challenge is not None and not acceptor.complete
+    final = acceptor.step(client.step(challenge) or b"")
+    assert acceptor.complete and acceptor.user == _USER
+    assert final is not None
+    client.step(final)
+    assert client.complete
+    assert acceptor.unwrap(client.wrap(b"request", encrypt=True).data) == b"request"
+    assert client.unwrap(acceptor.wrap(b"reply")).data == b"reply"
+
+
+def test_a_new_handshake_replaces_a_completed_context(user_store: NtlmUserStore) -> None:
+    """After authentication an initial token starts over; any other token is refused."""
+    user_store.register(_USER, _PASSWORD)
+    acceptor = NtlmAcceptor()
+    _handshake(acceptor, _PASSWORD)
+    with pytest.raises(AuthFailedError):
+        acceptor.step(b"NTLMSSP\x00\x03\x00\x00\x00" + b"\x00" * 60)
+    assert not acceptor.complete
+    _handshake(acceptor, _PASSWORD)
+    assert acceptor.complete

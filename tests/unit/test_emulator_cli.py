@@ -69,6 +69,8 @@ def test_every_flag_reaches_its_field() -> None:
         ["--fault-rate", "http_503=2"],
         ["--packages", "0"],
         ["--latency-ms", "-1"],
+        ["--latency-ms", "60001"],
+        ["--latency-ms", "1e300"],
         ["--idle-timeout-s", "0"],
         ["--tls", "sometimes"],
     ],
@@ -87,9 +89,16 @@ def test_bad_values_exit_2_with_a_message(argv: list[str], capsys: pytest.Captur
         (["--tls", "files"], "--tls-cert"),
         (["--tls-cert", "c.pem"], "--tls files"),
         (["--fault-rate", "http_503=0.7", "--fault-rate", "timeout_fault=0.7"], "add up"),
+        (["--username", "LAB\\svc", "--denied-user", "lab\\SVC"], "--denied-user"),
     ],
 )
 def test_inconsistent_flags_are_rejected(argv: list[str], message: str) -> None:
     """Combinations argparse cannot check alone raise ValueError (main turns it into exit 2)."""
     with pytest.raises(ValueError, match=message):
         _settings(*argv)
+
+
+def test_denied_user_flags_reach_the_settings() -> None:
+    """--denied-user is repeatable and names accounts only (they share the emulator's password)."""
+    settings = _settings("--denied-user", "LAB\\reader", "--denied-user", "LAB\\other")
+    assert settings.denied_users == ("LAB\\reader", "LAB\\other")

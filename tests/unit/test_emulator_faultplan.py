@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.faultplan import FaultPlan
+from emulator.faultplan import MAX_LATENCY_S, MAX_QUEUED_FAULTS, FaultPlan
 from emulator.settings import EmulatorSettings, FaultRates
 
 
@@ -94,3 +94,25 @@ def test_from_settings_uses_seed_rates_and_latency() -> None:
     snapshot = FaultPlan.from_settings(settings).snapshot()
     assert snapshot["rates"]["timeout_fault"] == 0.25
     assert snapshot["latency_distribution"] == "uniform"
+
+
+@pytest.mark.parametrize("latency_s", [MAX_LATENCY_S + 0.001, 1e300, float("inf"), float("nan")])
+def test_latency_above_the_cap_is_rejected(latency_s: float) -> None:
+    """Latency is capped at MAX_LATENCY_S (60 s): larger, infinite or NaN values raise ValueError."""
+    with pytest.raises(ValueError, match="latency"):
+        FaultPlan(latency_s=latency_s)
+    with pytest.raises(ValueError, match="latency"):
+        FaultPlan().set_latency(latency_s)
+    with pytest.raises(ValueError, match="latency"):
+        FaultPlan.from_settings(EmulatorSettings(latency_s=latency_s))
+    assert FaultPlan(latency_s=MAX_LATENCY_S).decide().delay_s == MAX_LATENCY_S
+
+
+def test_queued_faults_are_capped_in_total() -> None:
+    """inject_next refuses to grow the queue past MAX_QUEUED_FAULTS, across calls, and queues nothing then."""
+    plan = FaultPlan()
+    plan.inject_next("http_503", count=MAX_QUEUED_FAULTS - 1)
+    with pytest.raises(ValueError, match=str(MAX_QUEUED_FAULTS)):
+        plan.inject_next("timeout_fault", count=2)
+    plan.inject_next("timeout_fault")
+    assert len(plan.snapshot()["next"]) == MAX_QUEUED_FAULTS

@@ -222,6 +222,16 @@ def test_quota_fault_matches_the_captured_quota_faults(provider: Provider) -> No
     assert_same_structure(_quota(provider), fixture("winrb_quota_shells.xml"))
 
 
+def test_quota_fault_has_no_relates_to_like_both_captures(provider: Provider) -> None:
+    """Both captured quota faults carry no RelatesTo (WinRM refuses before reading the request); ours neither."""
+    headers = [
+        ET.fromstring(xml).find(f"{{{SOAP}}}Header")
+        for xml in (_quota(provider), fixture("winrb_quota_shells.xml"), fixture("pywinrm_quota_operations.xml"))
+    ]
+    relates = "{http://schemas.xmlsoap.org/ws/2004/08/addressing}RelatesTo"
+    assert all(header is not None and header.find(relates) is None for header in headers)
+
+
 # --------------------------------------------------------------------------- success replies
 
 

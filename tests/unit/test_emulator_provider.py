@@ -653,3 +653,63 @@ def test_concurrent_refreshes_are_all_counted(provider: Provider) -> None:
         thread.join(timeout=10)
     assert provider.package(package_id)["SourceVersion"] == version + 200  # type: ignore[index]
     assert provider.call_log()["packages"][package_id]["accepted"] == 200
+
+
+# --------------------------------------------------------------------------- enumeration contexts: memory
+
+
+def _open_context(provider: Provider, query: str) -> str:
+    """An unoptimized Enumerate: a context holding every match, nothing returned yet."""
+    reply = provider.handle(enumerate_request(query, optimize=False), user=USER)
+    return str(body_element(reply.body).findtext("n:EnumerationContext", namespaces=NS))
+
+
+def _pulled_ids(provider: Provider, context: str) -> list[str | None] | str:
+    """PackageIDs of one Pull of up to 1000 items, or the fault subcode."""
+    reply = provider.handle(pull_request(context, max_elements=1000), user=USER)
+    if reply.status != 200:
+        return str(wsman_fault(reply.body).fault_subcode)
+    return [instance_values(item)["PackageID"] for item in body_element(reply.body).findall("n:Items/*", NS)]
+
+
+def test_a_context_renders_each_package_as_it_is_when_pulled(provider: Provider) -> None:
+    """Contexts keep PackageIDs, not instance copies: a refresh between Enumerate and Pull shows up."""
+    package_id, class_name = pick(provider)
+    query = f"SELECT PackageID, SourceVersion FROM SMS_PackageBaseclass WHERE PackageID = '{package_id}'"  # noqa: S608 - WQL for the emulator, not SQL
+    context = _open_context(provider, query)
+    before = provider.package(package_id)
+    assert before is not None
+    assert provider.handle(invoke_request(class_name, package_id), user=USER).status == 200
+    reply = provider.handle(pull_request(context, max_elements=10), user=USER)
+    (item,) = body_element(reply.body).findall("n:Items/*", NS)
+    assert instance_values(item)["SourceVersion"] == str(before["SourceVersion"] + 1)
+
+
+def test_expired_contexts_are_pruned_when_a_new_one_is_stored(provider: Provider, clock: FakeClock) -> None:
+    """Abandoned contexts past their TTL stop holding memory as soon as another enumeration is stored."""
+    for _ in range(3):
+        _open_context(provider, "SELECT * FROM SMS_PackageBaseclass")
+    assert provider.open_enumerations() == {"contexts": 3, "package_ids": 3 * len(provider.packages())}
+    clock.mono_s += ENUMERATION_CONTEXT_TTL_S + 1
+    _open_context(provider, "SELECT * FROM SMS_Package")
+    expected = sum(s["class"] == "SMS_Package" for s in provider.packages())
+    assert provider.open_enumerations() == {"contexts": 1, "package_ids": expected}
+
+
+def test_contexts_past_the_item_cap_evict_the_oldest(clock: FakeClock) -> None:
+    """Over max_enumeration_items the oldest contexts go (InvalidEnumerationContext); the newest always fits."""
+    provider = Provider(
+        EmulatorSettings(package_count=60), clock=clock.monotonic, wall_clock=clock.wall, max_enumeration_items=130
+    )
+    query = "SELECT * FROM SMS_PackageBaseclass"
+    first, second, third = (_open_context(provider, query) for _ in range(3))
+    assert provider.open_enumerations() == {"contexts": 2, "package_ids": 120}
+    assert _pulled_ids(provider, first) == "n:InvalidEnumerationContext"
+    assert len(_pulled_ids(provider, second)) == len(_pulled_ids(provider, third)) == 60
+    assert provider.open_enumerations() == {"contexts": 0, "package_ids": 0}
+
+
+def test_denied_users_cannot_include_the_configured_account() -> None:
+    """A denied user the provider would take for the configured account is a configuration error."""
+    with pytest.raises(ValueError, match="denied_users"):
+        Provider(EmulatorSettings(username="LAB\\svc", denied_users=("svc",)))
