@@ -603,6 +603,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._operation(envelope, user, acceptor)
 
     def _operation(self, envelope: bytes, user: str, acceptor: NtlmAcceptor | None) -> None:
+        if len(envelope) > self.app.settings.max_envelope_size_bytes:
+            # The limit is on the SOAP envelope, after decryption (sealing adds framing bytes).
+            self.app.stats.incr("envelope_too_large")
+            self._respond(413, _httpsys_page(413), HTML_CONTENT_TYPE)
+            return
         app = self.app
         self.operation_ran = True
         with app.quota.enter(user) as admitted:

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from winrm.exceptions import WinRMTransportError
 
 from emulator.server import Emulator
-from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME
+from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME, EmulatorFactory, winrm_protocol
 from testing.wsman_requests import get_envelope, relates_to
 
 pytestmark = pytest.mark.integration
@@ -106,3 +107,20 @@ def test_a_chunk_announced_past_the_size_limit_is_413(emulator_basic_http: Emula
         "POST", "/wsman", f"Authorization: Basic {_BASIC}", "Transfer-Encoding: chunked", body=b"ffffffff\r\n"
     )
     assert _exchange(emulator_basic_http, request) == [413]
+
+
+@pytest.mark.parametrize("auth", ["basic", "ntlm"])
+def test_an_envelope_over_max_envelope_size_is_413_after_decryption(
+    emulator_factory: EmulatorFactory, auth: str
+) -> None:
+    """--max-envelope-size-bytes bounds the SOAP envelope itself, sealed (NTLM) or not."""
+    emulator = emulator_factory(max_envelope_size_bytes=4096, auth_modes=(auth,), allow_unencrypted=auth == "basic")
+    protocol = winrm_protocol(emulator, transport="basic" if auth == "basic" else "ntlm")
+    padding = "<!--" + "x" * 5000 + "-->"
+    envelope = get_envelope(emulator.url, emulator.settings.site_code, "PS100001").replace(
+        "</s:Body>", padding + "</s:Body>"
+    )
+    with pytest.raises(WinRMTransportError) as info:
+        protocol.send_message(envelope)
+    assert info.value.code == 413
+    assert emulator.stats.count("envelope_too_large") == 1
