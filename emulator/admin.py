@@ -113,6 +113,11 @@ class ServerStats:
             self._last_at = now
             self._condition.notify_all()
 
+    def wait_for_operations(self, at_least: int, timeout_s: float) -> bool:
+        """Block until `at_least` operations are recorded; one is recorded just after its reply."""
+        with self._condition:
+            return self._condition.wait_for(lambda: self._operations >= at_least, timeout_s)
+
     def count(self, name: str) -> int:
         with self._condition:
             return self._counters.get(name, 0)

@@ -141,6 +141,15 @@ class OperationQuota:
         with self._condition:
             return self._in_flight.get(user.casefold(), 0)
 
+    def wait_drained(self, user: str, timeout_s: float) -> bool:
+        """Block until `user` has no operation in flight (False on timeout).
+
+        A client can read its reply before the server thread leaves the operation, so "the
+        reply arrived" does not yet mean "the count dropped": wait for the count itself.
+        """
+        with self._condition:
+            return self._condition.wait_for(lambda: self._in_flight.get(user.casefold(), 0) == 0, timeout_s)
+
     def snapshot(self) -> dict[str, int]:
         with self._condition:
             return dict(self._in_flight)
@@ -406,8 +415,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.close_connection:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.wfile.write(head + body if self.command != "HEAD" else head)
+        # Counted before the write: a client that has read the reply must find it counted.
         self.app.stats.incr(f"http_{status}")
+        self.wfile.write(head + body if self.command != "HEAD" else head)
         self.log_request(status, len(body))
 
     def _read_body(self, limit: int, *, length_required: bool = False) -> bytes | None:
@@ -866,6 +876,10 @@ class Emulator:
     def wait_in_flight(self, user: str, count: int, timeout_s: float = 5.0) -> bool:
         """Block until `user` has `count` operations in flight (False on timeout)."""
         return self._running_app().quota.wait_for(user, count, timeout_s)
+
+    def wait_drained(self, user: str, timeout_s: float = 5.0) -> bool:
+        """Block until `user` has no operation in flight (False on timeout)."""
+        return self._running_app().quota.wait_drained(user, timeout_s)
 
     @contextlib.contextmanager
     def hold_operations(self) -> Iterator[None]:

@@ -162,6 +162,7 @@ def test_stats_report_operations_and_cpu(emulator: Emulator, admin: requests.Ses
     package = _not_ready_package(emulator)
     for _ in range(3):
         _refresh(emulator, package)
+    assert emulator.stats.wait_for_operations(3, timeout_s=5.0)  # recorded just after each reply
     stats = _call(admin, emulator, "GET", "stats").json()
     assert stats["operations"] == 3
     assert stats["cpu_ms_per_operation"]["samples"] == 3

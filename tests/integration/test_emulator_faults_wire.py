@@ -196,6 +196,7 @@ def test_concurrent_operations_over_the_quota_get_the_quota_fault(emulator_facto
         assert [future.result(timeout=10) for future in held] == [0, 0]
     assert _QUOTA_MAX_OPERATIONS in (raised.value.wsman_fault_code, raised.value.wmierror_code)
     assert emulator.stats.count("quota_rejections") == 1
+    assert emulator.wait_drained(EMULATOR_USERNAME, timeout_s=5.0)
     assert emulator.in_flight(EMULATOR_USERNAME) == 0
 
 
