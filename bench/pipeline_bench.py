@@ -55,7 +55,7 @@ from bench.emulator_process import EmulatorProcess
 from bench.final_collector import FinalCollector
 from bench.measure import busy_cores, latency_summary_ms, process_tree_cpu_s, ratio, self_cpu_s
 from cli.redis_server import RedisServer
-from cli.worker_process import WorkerProcess
+from cli.worker_process import WorkerProcess, worker_environment
 from config.settings import ProviderSettings, RetrySettings, Settings
 from tasks.enqueue import enqueue_refresh
 from worker.app import create_app
@@ -396,23 +396,17 @@ class _Shared:
 
 
 def _worker_env(shared: _Shared, auth: str, keys: RedisKeys, queue: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("SCCM_REFRESH_")}
-    provider = f"SCCM_REFRESH_PROVIDERS__{SITE_CODE}__"
-    env.update(
-        {
-            "SCCM_REFRESH_BROKER_URL": shared.redis_server.url,
-            "SCCM_REFRESH_REDIS_URL": shared.redis_server.url,
-            "SCCM_REFRESH_KEY_PREFIX": keys.prefix,
-            "SCCM_REFRESH_QUEUE": queue,
-            provider + "ENDPOINT": shared.emulator.url,
-            provider + "TRANSPORT": auth,
-            provider + "USERNAME": USERNAME,
-            provider + "PASSWORD_FILE": str(shared.password_file),
-            # Basic over plain HTTP is what the benchmark measures (the emulator allows it).
-            provider + "ALLOW_UNENCRYPTED": "true",
-        }
+    provider = {
+        "endpoint": shared.emulator.url,
+        "transport": auth,
+        "username": USERNAME,
+        "password_file": str(shared.password_file),
+        # Basic over plain HTTP is what the benchmark measures (the emulator allows it).
+        "allow_unencrypted": "true",
+    }
+    return worker_environment(
+        redis_url=shared.redis_server.url, key_prefix=keys.prefix, queue=queue, providers={SITE_CODE: provider}
     )
-    return env
 
 
 def _problems(auth: str, results: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -27,7 +27,7 @@ from redis import Redis
 
 from cli.commands import format_outcome
 from cli.redis_server import ensure_redis
-from cli.worker_process import WorkerProcess
+from cli.worker_process import WorkerProcess, worker_environment
 from config.settings import ProviderSettings, RetryPolicy, Settings
 from emulator.server import Emulator
 from emulator.settings import EmulatorSettings, FaultRates
@@ -116,28 +116,20 @@ def run_demo(*, packages: int, timeout_s: float, medium_ready_after_s: float, se
 
 
 def _worker_env(redis_url: str, endpoint: str, password_file: Path, prefix: str, queue: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCCM_REFRESH_")}
-    env.update(
-        {
-            "SCCM_REFRESH_BROKER_URL": redis_url,
-            "SCCM_REFRESH_REDIS_URL": redis_url,
-            "SCCM_REFRESH_KEY_PREFIX": prefix,
-            "SCCM_REFRESH_QUEUE": queue,
-            f"SCCM_REFRESH_PROVIDERS__{SITE_CODE}__ENDPOINT": endpoint,
-            f"SCCM_REFRESH_PROVIDERS__{SITE_CODE}__TRANSPORT": "ntlm",
-            f"SCCM_REFRESH_PROVIDERS__{SITE_CODE}__USERNAME": USERNAME,
-            f"SCCM_REFRESH_PROVIDERS__{SITE_CODE}__PASSWORD_FILE": str(password_file.resolve()),
-            # Demo-sized waits: a medium is re-checked every 1-3 s instead of minutes.
-            "SCCM_REFRESH_RETRY__MEDIUM__MAX_ATTEMPTS": "60",
-            "SCCM_REFRESH_RETRY__MEDIUM__INITIAL_BACKOFF_S": "1",
-            "SCCM_REFRESH_RETRY__MEDIUM__MAX_BACKOFF_S": "3",
-            "SCCM_REFRESH_RETRY__TRANSIENT__INITIAL_BACKOFF_S": "0.5",
-            "SCCM_REFRESH_RETRY__TRANSIENT__MAX_BACKOFF_S": "2",
-            "SCCM_REFRESH_LIMITS__VERIFY_TIMEOUT_S": "5",
-            "SCCM_REFRESH_LIMITS__VERIFY_POLL_S": "0.25",
-        }
+    provider = {"endpoint": endpoint, "transport": "ntlm", "username": USERNAME, "password_file": str(password_file)}
+    # Demo-sized waits: a medium is re-checked every 1-3 s instead of minutes.
+    demo_waits = {
+        "SCCM_REFRESH_RETRY__MEDIUM__MAX_ATTEMPTS": "60",
+        "SCCM_REFRESH_RETRY__MEDIUM__INITIAL_BACKOFF_S": "1",
+        "SCCM_REFRESH_RETRY__MEDIUM__MAX_BACKOFF_S": "3",
+        "SCCM_REFRESH_RETRY__TRANSIENT__INITIAL_BACKOFF_S": "0.5",
+        "SCCM_REFRESH_RETRY__TRANSIENT__MAX_BACKOFF_S": "2",
+        "SCCM_REFRESH_LIMITS__VERIFY_TIMEOUT_S": "5",
+        "SCCM_REFRESH_LIMITS__VERIFY_POLL_S": "0.25",
+    }
+    return worker_environment(
+        redis_url=redis_url, key_prefix=prefix, queue=queue, providers={SITE_CODE: provider}, extra=demo_waits
     )
-    return env
 
 
 def _discover(provider: ProviderSettings) -> list[tuple[str, str, str]]:

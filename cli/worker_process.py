@@ -17,9 +17,39 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
-__all__ = ["WorkerProcess"]
+__all__ = ["WorkerProcess", "worker_environment"]
 
 _READY_MARKER = " ready."
+_ENV_PREFIX = "SCCM_REFRESH_"
+
+
+def worker_environment(
+    *,
+    redis_url: str,
+    key_prefix: str,
+    queue: str,
+    providers: Mapping[str, Mapping[str, str]],
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """This process's environment minus its SCCM_REFRESH_* settings, plus a worker's own.
+
+    `providers` maps a site code to provider fields (`{"endpoint": ..., "password_file": ...}`);
+    secrets go by file, never by value, so nothing secret sits in a child's environment.
+    """
+    env = {name: value for name, value in os.environ.items() if not name.startswith(_ENV_PREFIX)}
+    env.update(
+        {
+            f"{_ENV_PREFIX}BROKER_URL": redis_url,
+            f"{_ENV_PREFIX}REDIS_URL": redis_url,
+            f"{_ENV_PREFIX}KEY_PREFIX": key_prefix,
+            f"{_ENV_PREFIX}QUEUE": queue,
+        }
+    )
+    for site, fields in providers.items():
+        for name, value in fields.items():
+            env[f"{_ENV_PREFIX}PROVIDERS__{site}__{name.upper()}"] = value
+    env.update(extra or {})
+    return env
 
 
 class WorkerProcess:

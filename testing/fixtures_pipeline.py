@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,7 +30,7 @@ import pytest
 from celery import Celery
 
 from cli.redis_server import RedisServer
-from cli.worker_process import WorkerProcess
+from cli.worker_process import WorkerProcess, worker_environment
 from config.settings import Settings
 from emulator.server import Emulator
 from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME, make_emulator_settings
@@ -223,21 +222,13 @@ def worker_env(
     providers: dict[str, dict[str, str]],
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCCM_REFRESH_")}
-    env.update(
-        {
-            "SCCM_REFRESH_BROKER_URL": redis_url,
-            "SCCM_REFRESH_REDIS_URL": redis_url,
-            "SCCM_REFRESH_KEY_PREFIX": keys.prefix,
-            "SCCM_REFRESH_QUEUE": queue,
-            **FAST_RETRY_ENV,
-        }
+    return worker_environment(
+        redis_url=redis_url,
+        key_prefix=keys.prefix,
+        queue=queue,
+        providers=providers,
+        extra={**FAST_RETRY_ENV, **(extra or {})},
     )
-    for site, fields in providers.items():
-        for name, value in fields.items():
-            env[f"SCCM_REFRESH_PROVIDERS__{site}__{name.upper()}"] = value
-    env.update(extra or {})
-    return env
 
 
 PipelineFactory = Callable[..., Pipeline]
