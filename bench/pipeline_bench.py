@@ -61,10 +61,10 @@ from tasks.enqueue import enqueue_refresh
 from worker.app import create_app
 from worker.constants import RedisKeys
 from worker.outcomes import STATUS_ACCEPTED, STATUS_REJECTED
+from worker.packages import TASK_SEQUENCE_CLASS
 from worker.redis_client import redis_from_url
 from worker.sccm import SccmClient
 from worker.transport import ProviderTransport
-from worker.wsman import TASK_SEQUENCE_CLASS
 
 __all__ = ["build_parser", "main", "run"]
 

@@ -35,11 +35,12 @@ from tasks.enqueue import enqueue_refresh
 from worker.app import REFRESH_TASK, create_app
 from worker.constants import RedisKeys
 from worker.outcomes import Outcome
+from worker.packages import PACKAGE_CLASSES, TASK_SEQUENCE_CLASS
 from worker.publish import OutcomeSubscription, read_stream, subscribe
 from worker.redis_client import redis_from_url
 from worker.sccm import SccmClient
 from worker.transport import ProviderTransport
-from worker.wsman import PACKAGE_CLASSES, TASK_SEQUENCE_CLASS, package_query
+from worker.wql import package_query
 
 __all__ = ["run_demo"]
 

@@ -29,11 +29,11 @@ from worker.app import REFRESH_TASK, app
 from worker.decide import decide_after_error, wake_early
 from worker.errors import ConfigError, InternalError, InvalidRequestError, OperationTimeoutError, RefreshError
 from worker.outcomes import AttemptInfo, Outcome, RequestInfo
+from worker.packages import PackageInfo
 from worker.publish import worker_identity
 from worker.refresh import attempt_refresh
 from worker.request import RETRY_STATE_KWARG, RefreshRequest, RetryState, parse_request
 from worker.runtime import client_for, publisher
-from worker.wsman import PackageInfo
 
 __all__ = ["refresh_package"]
 

@@ -42,8 +42,8 @@ from worker.errors import (
     RefreshError,
     ServerBusyError,
 )
+from worker.packages import STORAGE_COMPRESS
 from worker.wsman.faults import WBEM_E_FAILED, WSMAN_TIMED_OUT, FaultInfo, fault_to_error, parse_fault
-from worker.wsman.replies import STORAGE_COMPRESS
 
 __all__ = [
     "RefreshOutcome",

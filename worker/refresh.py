@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 
 from worker.classify import error_for_medium_fault, refresh_outcome
 from worker.errors import MediumNotReadyError, RefreshError, ReturnValueError
-from worker.wsman import PackageInfo
+from worker.packages import PackageInfo
 
 __all__ = ["AttemptResult", "RefreshClient", "attempt_refresh"]
 

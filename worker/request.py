@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from worker.errors import InvalidRequestError
-from worker.wsman.selectors import (
+from worker.packages import (
     TASK_SEQUENCE_CLASS,
     validate_package_class,
     validate_package_id,

@@ -13,25 +13,23 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from config.settings import RetryPolicy
+from worker.packages import PackageInfo, package_resource_uri, site_enumeration_uri
 from worker.retry import in_call_retrying
 from worker.transport import ProviderTransport
 from worker.wsman import (
     REFRESH_METHOD,
     EnumerationPage,
     Envelope,
-    PackageInfo,
     WmiInstance,
     build_enumerate,
     build_get,
     build_invoke,
     build_pull,
     check_relates_to,
-    enumeration_uri,
     parse_enumeration,
     parse_header,
     parse_instance,
     parse_method_output,
-    resource_uri,
 )
 
 __all__ = ["SccmClient"]
@@ -76,7 +74,7 @@ class SccmClient:
         return float(self.transport.provider.operation_timeout_s)
 
     def get_package(self, package_class: str, package_id: str) -> PackageInfo:
-        uri = resource_uri(self.site_code, package_class)
+        uri = package_resource_uri(self.site_code, package_class)
 
         def build() -> Envelope:
             return build_get(
@@ -91,7 +89,7 @@ class SccmClient:
 
     def refresh(self, package_class: str, package_id: str) -> int:
         """Invoke RefreshPkgSource; returns its ReturnValue (0 = accepted by the provider)."""
-        uri = resource_uri(self.site_code, package_class)
+        uri = package_resource_uri(self.site_code, package_class)
 
         def build() -> Envelope:
             return build_invoke(
@@ -107,7 +105,7 @@ class SccmClient:
 
     def enumerate(self, wql: str, *, page_size: int = 100) -> Iterator[WmiInstance]:
         """Instances matching a WQL query, page by page (Enumerate, then Pull until EndOfSequence)."""
-        uri = enumeration_uri(self.site_code)
+        uri = site_enumeration_uri(self.site_code)
 
         def first() -> Envelope:
             return build_enumerate(

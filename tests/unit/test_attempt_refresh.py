@@ -7,8 +7,8 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from worker.errors import MediumNotReadyError, OperationTimeoutError, ProviderFailureError, ReturnValueError
+from worker.packages import PackageInfo
 from worker.refresh import attempt_refresh
-from worker.wsman import PackageInfo
 
 PLAIN = PackageInfo(class_name="SMS_Package", package_id="PS100001", name="7-Zip", pkg_source_flag=2, source_version=4)
 COMPRESS = replace(PLAIN, pkg_source_flag=3)

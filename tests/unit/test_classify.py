@@ -44,7 +44,8 @@ from worker.errors import (
     RefreshError,
     ServerBusyError,
 )
-from worker.wsman import STORAGE_COMPRESS, build_get
+from worker.packages import STORAGE_COMPRESS
+from worker.wsman import build_get
 from worker.wsman.faults import WBEM_E_FAILED, WBEM_E_PROVIDER_FAILURE, WSMAN_TIMED_OUT
 
 CAPTURES = Path(__file__).resolve().parents[1] / "fixtures" / "windows"

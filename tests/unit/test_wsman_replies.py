@@ -9,9 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from worker.errors import NotFoundError, ProtocolError, RefreshError
+from worker.packages import STORAGE_COMPRESS, PackageInfo
 from worker.wsman import (
-    STORAGE_COMPRESS,
-    PackageInfo,
     ReplyHeader,
     WmiInstance,
     check_action,

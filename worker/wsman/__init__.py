@@ -18,11 +18,8 @@ from worker.wsman.envelopes import (
 )
 from worker.wsman.faults import FaultInfo, ProviderFault, fault_to_error, is_wmi_hresult, parse_fault
 from worker.wsman.replies import (
-    STORAGE_COMPRESS,
     EnumerationPage,
     MethodOutput,
-    PackageInfo,
-    PkgSourceFlag,
     ReplyHeader,
     WmiInstance,
     check_action,
@@ -32,32 +29,16 @@ from worker.wsman.replies import (
     parse_instance,
     parse_method_output,
 )
-from worker.wsman.selectors import (
-    PACKAGE_CLASSES,
-    TASK_SEQUENCE_CLASS,
-    enumeration_uri,
-    package_query,
-    resource_uri,
-    safe_repr,
-    validate_package_class,
-    validate_package_id,
-    validate_site_code,
-    wql_string_literal,
-)
+from worker.wsman.selectors import enumeration_uri, resource_uri
 
 __all__ = [
     "DEFAULT_LOCALE",
     "DEFAULT_MAX_ENVELOPE_SIZE_BYTES",
-    "PACKAGE_CLASSES",
     "REFRESH_METHOD",
-    "STORAGE_COMPRESS",
-    "TASK_SEQUENCE_CLASS",
     "EnumerationPage",
     "Envelope",
     "FaultInfo",
     "MethodOutput",
-    "PackageInfo",
-    "PkgSourceFlag",
     "ProviderFault",
     "ReplyHeader",
     "WmiInstance",
@@ -72,16 +53,10 @@ __all__ = [
     "fault_to_error",
     "is_wmi_hresult",
     "new_message_id",
-    "package_query",
     "parse_enumeration",
     "parse_fault",
     "parse_header",
     "parse_instance",
     "parse_method_output",
     "resource_uri",
-    "safe_repr",
-    "validate_package_class",
-    "validate_package_id",
-    "validate_site_code",
-    "wql_string_literal",
 ]

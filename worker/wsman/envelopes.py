@@ -33,7 +33,6 @@ from worker.wsman.namespaces import (
     NS_WSMV,
     invoke_action,
 )
-from worker.wsman.selectors import safe_repr
 
 __all__ = [
     "DEFAULT_LOCALE",
@@ -59,6 +58,15 @@ _LOCALE_RE = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*")
 _XML_INVALID_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _XML_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"}
 _XML_ESCAPE_RE = re.compile("[&<>\"']")
+
+_SAFE_REPR_MAX_CHARS = 64
+
+
+def safe_repr(value: object) -> str:
+    """`repr(value)` cut short: safe to put in an error message."""
+    text = repr(value)
+    return text if len(text) <= _SAFE_REPR_MAX_CHARS else text[: _SAFE_REPR_MAX_CHARS - 3] + "..."
+
 
 _NAMESPACE_DECLARATIONS = (
     f'xmlns:s="{NS_SOAP}" xmlns:a="{NS_ADDRESSING}" xmlns:w="{NS_WSMAN}" xmlns:p="{NS_WSMV}" xmlns:n="{NS_ENUMERATION}"'

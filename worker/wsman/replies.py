@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from enum import IntEnum
-from typing import Any
 
 from worker.errors import ProtocolError
 from worker.wsman.namespaces import (
@@ -29,11 +27,8 @@ from worker.wsman.namespaces import (
 )
 
 __all__ = [
-    "STORAGE_COMPRESS",
     "EnumerationPage",
     "MethodOutput",
-    "PackageInfo",
-    "PkgSourceFlag",
     "PropertyValue",
     "ReplyHeader",
     "WmiInstance",
@@ -62,19 +57,6 @@ _XSI_NIL = qname(NS_XSI, "nil")
 _RETURN_VALUE = "ReturnValue"
 _OUTPUT_SUFFIX = "_OUTPUT"
 _MAX_MESSAGE_ECHO_CHARS = 120
-
-
-class PkgSourceFlag(IntEnum):
-    """`SMS_PackageBaseclass.PkgSourceFlag` values (DESIGN.md section 1)."""
-
-    STORAGE_NEEDS_SPECIFYING = 0
-    STORAGE_NO_SOURCE = 1
-    STORAGE_DIRECT = 2
-    STORAGE_COMPRESS = 3
-    STORAGE_LOCAL = 4
-
-
-STORAGE_COMPRESS = int(PkgSourceFlag.STORAGE_COMPRESS)
 
 
 @dataclass(frozen=True)
@@ -125,61 +107,6 @@ class EnumerationPage:
     def has_more(self) -> bool:
         """True while the server handed back a context and did not say EndOfSequence."""
         return self.context is not None and not self.end_of_sequence
-
-
-@dataclass(frozen=True)
-class PackageInfo:
-    """The package properties the worker uses, typed (None where the reply had no value)."""
-
-    class_name: str
-    package_id: str
-    name: str | None = None
-    package_type: int | None = None
-    pkg_source_flag: int | None = None
-    pkg_source_path: str | None = None
-    source_version: int | None = None
-    source_date: str | None = None
-    last_refresh_time: str | None = None
-    action_in_progress: int | None = None
-
-    @property
-    def is_storage_compress(self) -> bool:
-        """True for STORAGE_COMPRESS packages, whose source medium may not be ready."""
-        return self.pkg_source_flag == STORAGE_COMPRESS
-
-    @classmethod
-    def from_instance(cls, inst: WmiInstance) -> PackageInfo:
-        """Type the properties of a package instance; ProtocolError if one cannot be trusted."""
-        package_id = _scalar(inst, "PackageID")
-        if not package_id or not package_id.strip():
-            raise ProtocolError(f"{inst.class_name} instance carries no PackageID")
-        return cls(
-            class_name=inst.class_name,
-            package_id=package_id.strip(),
-            name=_scalar(inst, "Name"),
-            package_type=_int_property(inst, "PackageType"),
-            pkg_source_flag=_int_property(inst, "PkgSourceFlag"),
-            pkg_source_path=_scalar(inst, "PkgSourcePath"),
-            source_version=_int_property(inst, "SourceVersion"),
-            source_date=_stripped(_scalar(inst, "SourceDate")),
-            last_refresh_time=_stripped(_scalar(inst, "LastRefreshTime")),
-            action_in_progress=_int_property(inst, "ActionInProgress"),
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form for outcomes."""
-        return {
-            "class": self.class_name,
-            "package_id": self.package_id,
-            "name": self.name,
-            "package_type": self.package_type,
-            "pkg_source_flag": self.pkg_source_flag,
-            "pkg_source_path": self.pkg_source_path,
-            "source_version": self.source_version,
-            "source_date": self.source_date,
-            "last_refresh_time": self.last_refresh_time,
-            "action_in_progress": self.action_in_progress,
-        }
 
 
 def parse_envelope(xml: bytes | str) -> ET.Element:
@@ -334,29 +261,11 @@ def _property_value(element: ET.Element) -> str | None:
     return "".join(element.itertext()).strip()
 
 
-def _scalar(inst: WmiInstance, name: str) -> str | None:
-    value = inst.get(name)
-    if isinstance(value, list):
-        raise ProtocolError(f"{inst.class_name}.{name} is an array, expected one value")
-    return value
-
-
-def _int_property(inst: WmiInstance, name: str) -> int | None:
-    value = _scalar(inst, name)
-    if value is None or not value.strip():
-        return None
-    return _parse_int(value, f"{inst.class_name}.{name}")
-
-
 def _parse_int(text: str, what: str) -> int:
     try:
         return int(text.strip())
     except ValueError:
         raise ProtocolError(f"{what} is {_echo(text)}, not an integer") from None
-
-
-def _stripped(value: str | None) -> str | None:
-    return value.strip() if value is not None else None
 
 
 def _child_text(parent: ET.Element, namespace: str, local_name: str) -> str | None:
