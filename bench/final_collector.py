@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from typing import Final
 
 from worker.constants import RedisKeys
+from worker.outcome_reader import read_stream
 from worker.outcomes import Outcome
-from worker.publish import read_stream
 from worker.redis_client import redis_from_url
 
 __all__ = ["FinalCollector"]

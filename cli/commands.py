@@ -13,8 +13,8 @@ from tasks.enqueue import enqueue_refresh
 from worker.app import app
 from worker.constants import RedisKeys
 from worker.errors import InvalidRequestError
+from worker.outcome_reader import subscribe
 from worker.outcomes import InvalidOutcomeError, Outcome
-from worker.publish import subscribe
 from worker.redis_client import redis_from_url
 from worker.request import parse_request
 

@@ -34,9 +34,9 @@ from emulator.settings import EmulatorSettings, FaultRates
 from tasks.enqueue import enqueue_refresh
 from worker.app import REFRESH_TASK, create_app
 from worker.constants import RedisKeys
+from worker.outcome_reader import OutcomeSubscription, read_stream, subscribe
 from worker.outcomes import Outcome
 from worker.packages import PACKAGE_CLASSES, TASK_SEQUENCE_CLASS
-from worker.publish import OutcomeSubscription, read_stream, subscribe
 from worker.redis_client import redis_from_url
 from worker.sccm import SccmClient
 from worker.transport import ProviderTransport

@@ -36,8 +36,8 @@ from emulator.server import Emulator
 from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME, make_emulator_settings
 from worker.app import REFRESH_TASK, create_app
 from worker.constants import RedisKeys
+from worker.outcome_reader import PackageState, latest_state, read_stream, subscribe
 from worker.outcomes import Outcome
-from worker.publish import PackageState, latest_state, read_stream, subscribe
 from worker.redis_client import redis_from_url
 
 __all__ = [
@@ -127,6 +127,14 @@ class Pipeline:
 
     def outcome_redis(self) -> Any:
         return redis_from_url(self.outcome_redis_url)
+
+    def stream_outcomes(self) -> list[Outcome]:
+        """Every outcome in the durable stream, oldest first."""
+        client = self.outcome_redis()
+        try:
+            return [e.outcome for e in read_stream(client, self.keys, count=1_000_000)]
+        finally:
+            client.close()
 
     def send(self, kwargs: dict[str, Any], *, request_id: str | None = None) -> str:
         """Enqueue raw kwargs (no producer-side validation: the worker's edge is under test)."""

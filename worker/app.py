@@ -24,7 +24,8 @@ from config.settings import Settings
 __all__ = ["REFRESH_TASK", "app", "celery_config", "create_app"]
 
 REFRESH_TASK = "sccm.refresh_package"
-TASK_MODULES = ["tasks.refresh"]
+# Imported by the worker at start: the task, and the hook that sets pool-dependent settings.
+TASK_MODULES = ["tasks.refresh", "worker.consumer"]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

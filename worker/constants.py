@@ -11,18 +11,18 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
-    "DEFAULT_FINAL_MARKER_TTL_S",
     "DEFAULT_PREFIX",
-    "DEFAULT_STREAM_MAXLEN",
     "FINAL_MARKER",
     "INFLIGHT",
+    "INVOKE_FENCE",
     "OUTCOME_CHANNEL",
     "OUTCOME_SCHEMA_NAME",
     "OUTCOME_SCHEMA_VERSION",
     "OUTCOME_STREAM",
     "PACKAGE_STATE",
     "PROVIDER_SEMAPHORE",
-    "STATE_FIELDS",
+    "REJECTED_MARKER_PREFIX",
+    "REJECTION_MARKER",
     "STATE_FIELD_ATTEMPT",
     "STATE_FIELD_FINAL",
     "STATE_FIELD_OUTCOME",
@@ -31,7 +31,6 @@ __all__ = [
     "STATE_FIELD_SOURCE_VERSION",
     "STATE_FIELD_STATUS",
     "STATE_FIELD_UPDATED_AT",
-    "STREAM_FIELDS",
     "STREAM_FIELD_FINAL",
     "STREAM_FIELD_OUTCOME",
     "STREAM_FIELD_PACKAGE_ID",
@@ -48,15 +47,18 @@ DEFAULT_PREFIX = "sccm-refresh"
 OUTCOME_SCHEMA_NAME = "sccm-refresh.outcome"
 OUTCOME_SCHEMA_VERSION = 1
 
-DEFAULT_STREAM_MAXLEN = 100_000
-# A Celery redelivery can come days later (long medium-not-ready waits); a week covers it.
-DEFAULT_FINAL_MARKER_TTL_S = 7 * 24 * 3600
-
 # Key templates ("{prefix}" and friends are filled in by RedisKeys).
 OUTCOME_STREAM = "{prefix}:outcomes"  # XADD, trimmed with MAXLEN ~
 OUTCOME_CHANNEL = "{prefix}:outcomes:live"  # PUBLISH; the payload is the outcome JSON
 PACKAGE_STATE = "{prefix}:package:{site_code}:{package_id}"  # hash: latest state of one package
 FINAL_MARKER = "{prefix}:final:{request_id}"  # string (stream entry id), TTL: final published once
+# A rejection's final marker holds this prefix before the stream id: it answers one message and
+# does not reserve the request id (a fixed request under the same id still runs).
+REJECTED_MARKER_PREFIX = "rejected:"
+REJECTION_MARKER = "{prefix}:rejection:{message_key}"  # string (stream id), TTL: one rejection per message
+# Written just before RefreshPkgSource is invoked (a snapshot of the package), deleted with the
+# final outcome: a redelivery that finds it checks whether that invoke landed before invoking again.
+INVOKE_FENCE = "{prefix}:fence:{request_id}"
 # Reserved for the per-provider concurrency cap and request coalescing; nothing uses them yet.
 PROVIDER_SEMAPHORE = "{prefix}:sem:{site_code}"
 INFLIGHT = "{prefix}:inflight:{site_code}:{package_id}"
@@ -68,17 +70,9 @@ STREAM_FIELD_PACKAGE_ID = "package_id"
 STREAM_FIELD_SITE_CODE = "site_code"
 STREAM_FIELD_STATUS = "status"
 STREAM_FIELD_FINAL = "final"
-STREAM_FIELDS = (
-    STREAM_FIELD_OUTCOME,
-    STREAM_FIELD_REQUEST_ID,
-    STREAM_FIELD_PACKAGE_ID,
-    STREAM_FIELD_SITE_CODE,
-    STREAM_FIELD_STATUS,
-    STREAM_FIELD_FINAL,
-)
 
 # Fields of the latest-state hash. requested_at and attempt decide whether an outcome may
-# overwrite the stored one (see worker/publish.py and docs/outcomes.md).
+# overwrite the stored one (see worker/outcome_writer.lua and docs/outcomes.md).
 STATE_FIELD_STATUS = "status"
 STATE_FIELD_REQUEST_ID = "request_id"
 STATE_FIELD_FINAL = "final"
@@ -87,16 +81,6 @@ STATE_FIELD_SOURCE_VERSION = "source_version"
 STATE_FIELD_OUTCOME = "outcome"
 STATE_FIELD_REQUESTED_AT = "requested_at"
 STATE_FIELD_ATTEMPT = "attempt"
-STATE_FIELDS = (
-    STATE_FIELD_STATUS,
-    STATE_FIELD_REQUEST_ID,
-    STATE_FIELD_FINAL,
-    STATE_FIELD_UPDATED_AT,
-    STATE_FIELD_SOURCE_VERSION,
-    STATE_FIELD_OUTCOME,
-    STATE_FIELD_REQUESTED_AT,
-    STATE_FIELD_ATTEMPT,
-)
 
 # A key part must not contain ":" (it would make "site:package" ambiguous) nor whitespace.
 _KEY_PART = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
@@ -151,6 +135,16 @@ class RedisKeys:
         if not is_request_id_key_part(request_id):
             raise ValueError(f"request_id cannot be part of a Redis key: {request_id[:40]!r}")
         return FINAL_MARKER.format(prefix=self.prefix, request_id=request_id)
+
+    def rejection(self, message_key: str) -> str:
+        if not is_request_id_key_part(message_key):
+            raise ValueError(f"message key cannot be part of a Redis key: {message_key[:40]!r}")
+        return REJECTION_MARKER.format(prefix=self.prefix, message_key=message_key)
+
+    def invoke_fence(self, request_id: str) -> str:
+        if not is_request_id_key_part(request_id):
+            raise ValueError(f"request_id cannot be part of a Redis key: {request_id[:40]!r}")
+        return INVOKE_FENCE.format(prefix=self.prefix, request_id=request_id)
 
     def provider_semaphore(self, site_code: str) -> str:
         return PROVIDER_SEMAPHORE.format(prefix=self.prefix, site_code=_key_part("site_code", site_code))

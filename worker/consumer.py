@@ -1,4 +1,4 @@
-"""The worker's consumer: Celery's own, with one teardown step made survivable.
+"""The worker's consumer: Celery's own, with one teardown step made survivable; and per-pool settings.
 
 celery 5.7.0's `Consumer.on_connection_error_after_connected` calls `connection.collect()`
 and then, new in 5.7, `connection.close()`. When the lost channel held unacked messages (an
@@ -17,12 +17,17 @@ one failure of the second close is logged and swallowed, and Celery goes on to r
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
+from celery.concurrency import get_implementation
+from celery.concurrency.prefork import TaskPool as PreforkPool
+from celery.signals import worker_init
+from celery.utils.deprecated import CPendingDeprecationWarning
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-__all__ = ["Consumer"]
+__all__ = ["Consumer", "settings_for_pool"]
 
 log = logging.getLogger(__name__)
 
@@ -50,3 +55,36 @@ def _close_tolerating_released_transport(close: Callable[[], Any]) -> Callable[[
             )
 
     return close_after_collect
+
+
+def settings_for_pool(pool_cls: object) -> dict[str, object]:
+    """Celery settings that depend on the worker's pool.
+
+    `worker_cancel_long_running_tasks_on_connection_loss` makes a worker kill its running late-ack
+    tasks when the broker connection drops, so they are redelivered rather than finishing unacked.
+    Only prefork can kill a job: the threads pool raises NotImplementedError for each running task
+    and Celery logs every one with a traceback and the task's kwargs (about 21 per worker per
+    Redis restart). There, the running tasks finish, their ack fails with the dead connection, and
+    the broker redelivers them after the visibility timeout: the same end, without the noise
+    (the invoke fence keeps the redelivery from refreshing twice).
+    """
+    can_kill = isinstance(pool_cls, type) and issubclass(pool_cls, PreforkPool)
+    return {"worker_cancel_long_running_tasks_on_connection_loss": can_kill}
+
+
+def _configure_for_pool(sender: object = None, **_: object) -> None:
+    app = getattr(sender, "app", None)
+    if app is None:
+        return
+    # worker_init comes before Celery resolves the pool's name ("threads") into its class.
+    settings = settings_for_pool(get_implementation(getattr(sender, "pool_cls", None)))
+    app.conf.update(settings)
+    if not settings["worker_cancel_long_running_tasks_on_connection_loss"]:
+        # With the setting off, Celery warns on every reconnect that 6.0 will turn it on: once we
+        # have chosen per pool, that warning is noise in the one line a restart should log.
+        warnings.filterwarnings(
+            "ignore", message=r"\s*In Celery 5\.1 we introduced", category=CPendingDeprecationWarning
+        )
+
+
+worker_init.connect(_configure_for_pool, weak=False)

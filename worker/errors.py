@@ -80,6 +80,8 @@ class RefreshError(Exception):
 
     kind: str = "error"
     retryable: bool = False
+    # The outcome status when a request ends on this error (retries exhausted or none allowed).
+    final_status: str = "failed"
 
     def __init__(
         self,
@@ -90,6 +92,7 @@ class RefreshError(Exception):
         wmi_code: int | None = None,
         extended_status: ExtendedStatus | None = None,
         http_status: int | None = None,
+        return_value: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -98,6 +101,8 @@ class RefreshError(Exception):
         self.wmi_code = wmi_code
         self.extended_status = extended_status
         self.http_status = http_status
+        # What RefreshPkgSource answered, when it answered (no fault): a ReturnValue, not a code.
+        self.return_value = return_value
 
     def as_dict(self) -> dict[str, Any]:
         """The error as published in an outcome (JSON-ready, no secrets)."""
@@ -142,6 +147,7 @@ class MediumNotReadyError(RefreshError):
 
     kind = "medium_not_ready"
     retryable = True
+    final_status = "gave_up_medium_not_ready"
 
 
 class PermanentError(RefreshError):

@@ -19,9 +19,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal, cast, get_args
 
 from worker.constants import OUTCOME_SCHEMA_NAME, OUTCOME_SCHEMA_VERSION, is_request_id_key_part
 from worker.errors import MediumNotReadyError, RefreshError
@@ -31,6 +31,7 @@ __all__ = [
     "ERROR_MESSAGE_MAX_CHARS",
     "EXTENDED_STATUS_FIELDS",
     "FINAL_STATUSES",
+    "JSON_KEYS",
     "STATUSES",
     "STATUS_ACCEPTED",
     "STATUS_FAILED",
@@ -176,6 +177,7 @@ class Outcome:
         if self.error is not None:
             object.__setattr__(self, "error", _checked_error(self.error))
         _check_identity(self)
+        _check_text(self)
         _check_status(self)
         _check_numbers(self)
         _check_times(self)
@@ -224,11 +226,13 @@ class Outcome:
         source_version_after: int | None = None,
     ) -> Outcome:
         """The last word after a permanent or exhausted error; a medium never ready is its own status."""
-        status: Status = STATUS_GAVE_UP_MEDIUM_NOT_READY if isinstance(error, MediumNotReadyError) else STATUS_FAILED
+        status = error.final_status
+        if status not in (STATUS_FAILED, STATUS_GAVE_UP_MEDIUM_NOT_READY):
+            raise InvalidOutcomeError(f"{type(error).__name__} declares an unknown final status {status!r}")
         return cls._build(
             request,
             run,
-            status=status,
+            status=cast(Status, status),
             error=error,
             return_value=return_value,
             source_version_before=source_version_before,
@@ -306,32 +310,13 @@ class Outcome:
     # -- JSON -----------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready mapping, keys in schema order."""
-        return {
-            "schema": OUTCOME_SCHEMA_NAME,
-            "version": OUTCOME_SCHEMA_VERSION,
-            "request_id": self.request_id,
-            "correlation_id": self.correlation_id,
-            "task_id": self.task_id,
-            "site_code": self.site_code,
-            "package_class": self.package_class,
-            "package_id": self.package_id,
-            "package_name": self.package_name,
-            "status": self.status,
-            "final": self.final,
-            "return_value": self.return_value,
-            "error": _copy_error(self.error),
-            "attempt": self.attempt,
-            "attempts": self.attempts,
-            "next_retry_at": format_timestamp(self.next_retry_at) if self.next_retry_at else None,
-            "source_version_before": self.source_version_before,
-            "source_version_after": self.source_version_after,
-            "requested_at": format_timestamp(self.requested_at),
-            "started_at": format_timestamp(self.started_at),
-            "finished_at": format_timestamp(self.finished_at),
-            "duration_ms": round(self.duration_ms, 3),
-            "worker": self.worker,
-        }
+        """The JSON-ready mapping, keys in schema order (the dataclass's, with `final` after `status`)."""
+        data: dict[str, Any] = {"schema": OUTCOME_SCHEMA_NAME, "version": OUTCOME_SCHEMA_VERSION}
+        for name in _FIELD_NAMES:
+            data[name] = _encode(name, getattr(self, name))
+            if name == "status":
+                data["final"] = self.final
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -347,38 +332,13 @@ class Outcome:
             raise InvalidOutcomeError(
                 f"unsupported outcome version {str(data.get('version'))[:20]!r} (this reader: {OUTCOME_SCHEMA_VERSION})"
             )
-        missing = _JSON_KEYS - data.keys()
-        unknown = data.keys() - _JSON_KEYS
+        missing = JSON_KEYS - data.keys()
+        unknown = data.keys() - JSON_KEYS
         if missing or unknown:
             raise InvalidOutcomeError(f"outcome keys: missing {sorted(missing)}, unknown {sorted(unknown)[:10]}")
         if data["final"] is not (data["status"] != STATUS_RETRYING):
             raise InvalidOutcomeError(f"final={data['final']!r} contradicts status {str(data['status'])[:40]!r}")
-        next_retry_at = data["next_retry_at"]
-        duration_ms = data["duration_ms"]
-        if isinstance(duration_ms, bool) or not isinstance(duration_ms, int | float):
-            raise InvalidOutcomeError("duration_ms must be a number")
-        return cls(
-            request_id=data["request_id"],
-            correlation_id=data["correlation_id"],
-            task_id=data["task_id"],
-            site_code=data["site_code"],
-            package_class=data["package_class"],
-            package_id=data["package_id"],
-            package_name=data["package_name"],
-            status=data["status"],
-            return_value=data["return_value"],
-            error=data["error"],
-            attempt=data["attempt"],
-            attempts=data["attempts"],
-            next_retry_at=parse_timestamp(next_retry_at) if next_retry_at is not None else None,
-            source_version_before=data["source_version_before"],
-            source_version_after=data["source_version_after"],
-            requested_at=parse_timestamp(data["requested_at"]),
-            started_at=parse_timestamp(data["started_at"]),
-            finished_at=parse_timestamp(data["finished_at"]),
-            duration_ms=float(duration_ms),
-            worker=data["worker"],
-        )
+        return cls(**{name: _decode(name, data[name]) for name in _FIELD_NAMES})
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Outcome:
@@ -389,33 +349,35 @@ class Outcome:
         return cls.from_dict(data)
 
 
-_JSON_KEYS: Final = frozenset(
-    {
-        "schema",
-        "version",
-        "request_id",
-        "correlation_id",
-        "task_id",
-        "site_code",
-        "package_class",
-        "package_id",
-        "package_name",
-        "status",
-        "final",
-        "return_value",
-        "error",
-        "attempt",
-        "attempts",
-        "next_retry_at",
-        "source_version_before",
-        "source_version_after",
-        "requested_at",
-        "started_at",
-        "finished_at",
-        "duration_ms",
-        "worker",
-    }
-)
+# One source for the outcome's fields: the dataclass. JSON adds the envelope (schema, version) and
+# the derived `final`; timestamps travel as fixed-width text, duration_ms rounded to microseconds.
+_FIELD_NAMES: Final = tuple(f.name for f in fields(Outcome))
+JSON_KEYS: Final = frozenset({"schema", "version", "final", *_FIELD_NAMES})
+_TIMESTAMP_FIELDS: Final = frozenset({"requested_at", "started_at", "finished_at", "next_retry_at"})
+
+
+def _encode(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name in _TIMESTAMP_FIELDS:
+        return format_timestamp(value)
+    if name == "error":
+        return _copy_error(value)
+    if name == "duration_ms":
+        return round(value, 3)
+    return value
+
+
+def _decode(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name in _TIMESTAMP_FIELDS:
+        return parse_timestamp(value)
+    if name == "duration_ms":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidOutcomeError("duration_ms must be a number")
+        return float(value)
+    return value
 
 
 # -- consistency rules (docs/outcomes.md, "Consistency rules") ---------------------------------
@@ -433,6 +395,21 @@ def _check_identity(outcome: Outcome) -> None:
         value = getattr(outcome, name)
         if value is not None and not isinstance(value, str):
             raise InvalidOutcomeError(f"{name} must be a string or null")
+
+
+def _check_text(outcome: Outcome) -> None:
+    # Redis and every consumer take UTF-8: a lone surrogate (legal in a Python str, and in JSON a
+    # producer sends) must never reach the writer, where it would fail the publication itself.
+    texts = [getattr(outcome, f) for f in _FIELD_NAMES if isinstance(getattr(outcome, f), str)]
+    if outcome.error is not None:
+        texts.extend(v for v in outcome.error.values() if isinstance(v, str))
+        extended = outcome.error["extended_status"]
+        texts.extend(v for v in (extended or {}).values() if isinstance(v, str))
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidOutcomeError("outcome text must be valid Unicode (no lone surrogates)") from None
 
 
 def _check_status(outcome: Outcome) -> None:

@@ -1,8 +1,13 @@
 """One attempt at refreshing one package, independent of Celery.
 
-Read the package (Get), call RefreshPkgSource (Invoke), classify the ReturnValue, and
-optionally wait, bounded, for DistMgr to bump SourceVersion. Failures are raised as typed
-`RefreshError`s; the caller decides about retries (`worker.decide`).
+Read the package (Get), check the invoke fence, record it, call RefreshPkgSource (Invoke),
+classify the ReturnValue, and optionally wait, bounded, for DistMgr to bump SourceVersion.
+Failures are raised as typed `RefreshError`s; the caller decides about retries (`worker.decide`).
+
+An Invoke whose reply never came back may still have landed, so it is never simply sent again:
+a short in-call retry (the `in_call` policy) first reads the package and compares it with the
+fence written before the first Invoke (worker/fence.py). The same check runs when a redelivered
+or re-queued message finds a fence left by an earlier try.
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from config.settings import RetryPolicy
 from worker.classify import error_for_medium_fault, refresh_outcome
 from worker.errors import MediumNotReadyError, RefreshError, ReturnValueError
+from worker.fence import FenceSnapshot, landed
 from worker.packages import PackageInfo
+from worker.retry import next_delay_s
 
-__all__ = ["AttemptResult", "RefreshClient", "attempt_refresh"]
+__all__ = ["AttemptResult", "InvokeFence", "RefreshClient", "attempt_refresh"]
 
 AttemptStatus = Literal["accepted", "source_updated"]
 
@@ -30,6 +38,14 @@ class RefreshClient(Protocol):
     def refresh(self, package_class: str, package_id: str) -> int: ...
 
 
+class InvokeFence(Protocol):
+    """The fence of one request (worker.fence.RedisInvokeFences bound to a request id)."""
+
+    def read(self) -> FenceSnapshot | None: ...
+
+    def write(self, snapshot: FenceSnapshot) -> None: ...
+
+
 @dataclass(frozen=True)
 class AttemptResult:
     status: AttemptStatus
@@ -37,6 +53,8 @@ class AttemptResult:
     package: PackageInfo
     source_version_before: int | None
     source_version_after: int | None
+    # True when an earlier, interrupted RefreshPkgSource of this request was found to have landed.
+    confirmed_earlier_invoke: bool = False
 
 
 def attempt_refresh(
@@ -48,46 +66,101 @@ def attempt_refresh(
     verify_poll_s: float = 1.0,
     known_version_before: int | None = None,
     on_package: Callable[[PackageInfo], None] | None = None,
+    fence: InvokeFence | None = None,
+    invoke_retry: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
 ) -> AttemptResult:
     """Refresh once; raise MediumNotReadyError / ReturnValueError / transport errors on failure."""
-    package = client.get_package(package_class, package_id)
-    if on_package is not None:
-        on_package(package)
+    verify = _Verify(package_class, package_id, verify_timeout_s, verify_poll_s, sleep, clock)
+    package = _read(client, package_class, package_id, on_package)
     before = known_version_before if known_version_before is not None else package.source_version
-    try:
-        return_value = client.refresh(package_class, package_id)
-    except RefreshError as exc:
-        # A WMI generic failure during RefreshPkgSource on a STORAGE_COMPRESS package is the
-        # SDK's "medium not ready" shape; everything else keeps its own meaning.
-        raise error_for_medium_fault(exc, package.pkg_source_flag) from None
+    earlier = fence.read() if fence is not None else None
+    started = clock()
+    tries = 0
+    while True:
+        if earlier is not None and landed(earlier, package):
+            return _accepted(client, package, before, verify, confirmed=True)
+        if fence is not None:
+            earlier = FenceSnapshot.of(package, wall_clock())
+            fence.write(earlier)
+        tries += 1
+        try:
+            return_value = client.refresh(package_class, package_id)
+            break
+        except RefreshError as exc:
+            # A WMI generic failure during RefreshPkgSource on a STORAGE_COMPRESS package is the
+            # SDK's "medium not ready" shape; everything else keeps its own meaning.
+            error = error_for_medium_fault(exc, package.pkg_source_flag)
+            delay = _invoke_retry_delay(error, invoke_retry, tries, clock() - started)
+            if delay is None:
+                raise error from None
+        sleep(delay)
+        # The reply was lost, not necessarily the request: look before invoking again.
+        package = _read(client, package_class, package_id, on_package)
 
     verdict = refresh_outcome(return_value, package.pkg_source_flag)
     if verdict == "medium_not_ready":
         raise MediumNotReadyError(
             f"RefreshPkgSource returned {return_value}: source medium of STORAGE_COMPRESS package not ready",
             code=return_value,
+            return_value=return_value,
         )
     if verdict != "accepted":
         flag = package.pkg_source_flag
         hint = " (STORAGE_NO_SOURCE: nothing to refresh)" if flag == 1 else ""
-        raise ReturnValueError(f"RefreshPkgSource returned {return_value}{hint}", code=return_value)
+        raise ReturnValueError(
+            f"RefreshPkgSource returned {return_value}{hint}", code=return_value, return_value=return_value
+        )
+    return _accepted(client, package, before, verify, confirmed=False)
 
-    if verify_timeout_s <= 0 or before is None:
-        return AttemptResult("accepted", return_value, package, before, None)
+
+@dataclass(frozen=True)
+class _Verify:
+    """How to wait for DistMgr after an accepted refresh (timeout 0: do not wait)."""
+
+    package_class: str
+    package_id: str
+    timeout_s: float
+    poll_s: float
+    sleep: Callable[[float], None]
+    clock: Callable[[], float]
+
+
+def _read(
+    client: RefreshClient, package_class: str, package_id: str, on_package: Callable[[PackageInfo], None] | None
+) -> PackageInfo:
+    package = client.get_package(package_class, package_id)
+    if on_package is not None:
+        on_package(package)
+    return package
+
+
+def _invoke_retry_delay(error: RefreshError, policy: RetryPolicy | None, tries: int, elapsed_s: float) -> float | None:
+    """The wait before the next in-call try of an Invoke, or None to give the error to the caller."""
+    if policy is None or not error.retryable or isinstance(error, MediumNotReadyError):
+        return None
+    return next_delay_s(policy, tries, elapsed_s)
+
+
+def _accepted(
+    client: RefreshClient, package: PackageInfo, before: int | None, verify: _Verify, *, confirmed: bool
+) -> AttemptResult:
+    if verify.timeout_s <= 0 or before is None:
+        return AttemptResult("accepted", 0, package, before, None, confirmed)
     after = _wait_for_new_version(
         client,
-        package_class=package_class,
-        package_id=package_id,
+        package_class=verify.package_class,
+        package_id=verify.package_id,
         before=before,
-        timeout_s=verify_timeout_s,
-        poll_s=verify_poll_s,
-        sleep=sleep,
-        clock=clock,
+        timeout_s=verify.timeout_s,
+        poll_s=verify.poll_s,
+        sleep=verify.sleep,
+        clock=verify.clock,
     )
     status: AttemptStatus = "source_updated" if after is not None and after > before else "accepted"
-    return AttemptResult(status, return_value, package, before, after)
+    return AttemptResult(status, 0, package, before, after, confirmed)
 
 
 def _wait_for_new_version(

@@ -1,8 +1,10 @@
 """The refresh request contract: what a producer may put in the task's kwargs.
 
 Strict at the edge: every field is validated before anything reaches a WS-Man selector or a
-WQL string, unknown fields are refused (a typo must not silently change behaviour), and the
-error text names the field and the rule, never echoing more than a short, repr-quoted value.
+WQL string, unknown fields are refused (a typo must not silently change behaviour), JSON types
+are taken as documented with no coercion (`force: "yes"` is an error, not true: it guards the one
+refresh Microsoft warns can break a task sequence), and the error text names the field and the
+rule, never echoing more than a short, escaped value.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from worker.errors import InvalidRequestError
 from worker.packages import (
     TASK_SEQUENCE_CLASS,
+    safe_repr,
     validate_package_class,
     validate_package_id,
     validate_site_code,
@@ -29,13 +32,19 @@ __all__ = [
     "RETRY_STATE_KWARG",
     "RefreshRequest",
     "RetryState",
+    "is_valid_id",
     "parse_request",
 ]
 
 DEFAULT_PACKAGE_CLASS = "SMS_DriverPackage"
 # Internal kwarg carried across re-queues; producers never set it.
 RETRY_STATE_KWARG = "retry_state"
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+# fullmatch only: "$" would also accept a trailing newline.
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# One rejection names at most this many problems: a message with 100,000 unknown keys gets a
+# short answer, not a megabyte of error text.
+_MAX_PROBLEMS = 8
 _REQUESTED_AT_MIN = datetime(2000, 1, 1, tzinfo=UTC)
 _REQUESTED_AT_MAX = datetime(2100, 1, 1, tzinfo=UTC)
 # Plausibility bounds of a retry state read from a message (a producer could forge one).
@@ -49,7 +58,8 @@ _UINT32_MAX = 2**32 - 1
 class RefreshRequest(BaseModel):
     """One "refresh package X at site S" request, as producers send it (JSON kwargs)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+    # strict: JSON types as documented; a string is not a boolean, a number is not a string.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     site_code: str
     package_id: str
@@ -80,8 +90,19 @@ class RefreshRequest(BaseModel):
     @field_validator("request_id", "correlation_id")
     @classmethod
     def _ids(cls, value: str | None) -> str | None:
-        if value is not None and not _ID_PATTERN.match(value):
+        if value is not None and not is_valid_id(value):
             raise ValueError("must be 1-128 letters, digits or _ . : - (starting with a letter or digit)")
+        return value
+
+    @field_validator("requested_at", mode="before")
+    @classmethod
+    def _iso_text(cls, value: object) -> object:
+        # JSON carries times as text: an ISO-8601 string, never a number of seconds.
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError("must be an ISO-8601 time with a zone, e.g. 2026-11-23T10:00:00Z") from None
         return value
 
     @field_validator("requested_at")
@@ -108,15 +129,27 @@ def _as_value_error(normalize: Any, value: str) -> str:
     return result
 
 
+def is_valid_id(value: object) -> bool:
+    """True for a request or correlation id: 1-128 of `A-Z a-z 0-9 _ . : -`, starting alphanumeric."""
+    return isinstance(value, str) and _ID_PATTERN.fullmatch(value) is not None
+
+
 def parse_request(kwargs: dict[str, Any]) -> RefreshRequest:
     """Validate task kwargs; every problem is reported at once, as one InvalidRequestError."""
     try:
         return RefreshRequest.model_validate(kwargs)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'request'}: {_short_msg(err)}" for err in exc.errors()
-        )
-        raise InvalidRequestError(f"invalid refresh request: {problems}") from None
+        errors = exc.errors(include_url=False, include_input=False)
+        problems = [f"{_location(err['loc'])}: {_short_msg(err)}" for err in errors[:_MAX_PROBLEMS]]
+        if len(errors) > _MAX_PROBLEMS:
+            problems.append(f"and {len(errors) - _MAX_PROBLEMS} more")
+        raise InvalidRequestError(f"invalid refresh request: {'; '.join(problems)}") from None
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    # An unknown key is the producer's text: named as is only when it looks like a field name.
+    parts = [p if isinstance(p, str) and _FIELD_NAME.fullmatch(p) else safe_repr(p) for p in loc]
+    return ".".join(str(p) for p in parts) or "request"
 
 
 def _short_msg(err: Any) -> str:

@@ -17,8 +17,8 @@ import pytest
 
 from testing.fixtures_pipeline import SHORT_VISIBILITY_ENV, UNACKED_HASH, Pipeline, PipelineFactory, message_kwargs
 from testing.waiting import wait_until
+from worker.outcome_reader import OutcomeSubscription, latest_state, read_stream, subscribe
 from worker.outcomes import Outcome
-from worker.publish import OutcomeSubscription, latest_state, read_stream, subscribe
 
 pytestmark = pytest.mark.integration
 

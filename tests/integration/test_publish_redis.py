@@ -16,14 +16,9 @@ from cli.redis_server import RedisServer
 from testing.fixtures_redis import RedisServerFactory
 from worker.constants import RedisKeys
 from worker.errors import ConnectError, InvalidRequestError, MediumNotReadyError
+from worker.outcome_reader import final_stream_id, latest_state, read_stream, subscribe
+from worker.outcome_writer import OutcomePublisher
 from worker.outcomes import AttemptInfo, Outcome, RequestInfo
-from worker.publish import (
-    OutcomePublisher,
-    final_stream_id,
-    latest_state,
-    read_stream,
-    subscribe,
-)
 from worker.redis_client import redis_from_url
 
 pytestmark = pytest.mark.integration
@@ -222,7 +217,7 @@ def test_publish_during_a_redis_crash_lands_exactly_once_after_restart(
     server.kill()
 
     handler = _RetryLogged()
-    logging.getLogger("worker.publish").addHandler(handler)
+    logging.getLogger("worker.outcome_writer").addHandler(handler)
     results: list[bool] = []
     thread = threading.Thread(target=lambda: results.append(publisher.publish(final("req-during"))))
     try:
@@ -231,7 +226,7 @@ def test_publish_during_a_redis_crash_lands_exactly_once_after_restart(
         server.restart()
         thread.join(timeout=20.0)
     finally:
-        logging.getLogger("worker.publish").removeHandler(handler)
+        logging.getLogger("worker.outcome_writer").removeHandler(handler)
 
     assert results == [True]
     assert [e.outcome.request_id for e in read_stream(client, redis_keys)] == ["req-before", "req-during"]

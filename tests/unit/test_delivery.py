@@ -1,0 +1,320 @@
+"""The refresh use case (worker/delivery.py) and its executor (worker/execute.py), with fakes passed in.
+
+No monkeypatching and no Celery: the collaborators are arguments, the answer is a Plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, NoReturn
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from config.settings import LimitSettings, ProviderSettings, RetryPolicy, RetrySettings, Settings
+from worker.delivery import Delivery, DeliveryDeps, Done, Drop, Requeue, handle_delivery, message_key
+from worker.errors import InternalError, MediumNotReadyError, QuotaError, RefreshError
+from worker.execute import PUBLISH_REQUEUE_S, run_delivery
+from worker.fence import FenceSnapshot
+from worker.outcomes import Outcome
+from worker.packages import PackageInfo
+from worker.request import RETRY_STATE_KWARG
+
+SECRET = "Sommer€2024-Geheim"
+PLAIN = PackageInfo(
+    class_name="SMS_Package",
+    package_id="PS100001",
+    name="7-Zip",
+    pkg_source_flag=2,
+    source_version=4,
+    action_in_progress=0,
+)
+COMPRESS = replace(PLAIN, pkg_source_flag=3)
+SETTINGS = Settings(
+    providers={"PS1": ProviderSettings(endpoint="https://sccm01:5986/wsman", username="u", password="p")},
+    retry=RetrySettings(
+        in_call=RetryPolicy(max_attempts=1, initial_backoff_s=0, max_backoff_s=0),
+        transient=RetryPolicy(max_attempts=3, initial_backoff_s=10, max_backoff_s=100, jitter=0.0),
+        medium=RetryPolicy(max_attempts=2, initial_backoff_s=60, max_backoff_s=60, jitter=0.0),
+    ),
+    limits=LimitSettings(),
+)
+VALID = {"site_code": "PS1", "package_id": "PS100001", "package_class": "SMS_Package", "request_id": "req-1"}
+
+
+@dataclass
+class FakeClient:
+    """Answers Gets with `package` (moved by each accepted Invoke when `moves` is set)."""
+
+    package: PackageInfo = PLAIN
+    return_value: int | BaseException = 0
+    moves: bool = True
+    gets: int = 0
+    invokes: int = 0
+
+    def get_package(self, package_class: str, package_id: str) -> PackageInfo:
+        self.gets += 1
+        if isinstance(self.return_value, UnicodeEncodeError):
+            raise self.return_value
+        return self.package
+
+    def refresh(self, package_class: str, package_id: str) -> int:
+        self.invokes += 1
+        if isinstance(self.return_value, BaseException):
+            raise self.return_value
+        if self.return_value == 0 and self.moves:
+            self.package = replace(self.package, action_in_progress=1, last_refresh_time=f"t{self.invokes}")
+        return self.return_value
+
+
+@dataclass
+class Recorder:
+    """Outcome sink and final-marker lookup in one, like the Redis writer."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    fail_finals: bool = False
+
+    def publish(self, outcome: Outcome, *, message_key: str | None = None) -> bool:
+        if self.fail_finals and outcome.final:
+            raise RedisConnectionError("outcome Redis down")
+        self.outcomes.append(outcome)
+        return True
+
+    def final_recorded(self, request_id: str) -> bool:
+        return any(o.final and o.status != "rejected" and o.request_id == request_id for o in self.outcomes)
+
+
+@dataclass
+class MemoryFences:
+    by_request: dict[str, FenceSnapshot] = field(default_factory=dict)
+
+    def read(self, request_id: str) -> FenceSnapshot | None:
+        return self.by_request.get(request_id)
+
+    def write(self, request_id: str, snapshot: FenceSnapshot) -> None:
+        self.by_request[request_id] = snapshot
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class RequeuedError(Exception):
+    def __init__(self, kwargs: Mapping[str, Any], countdown_s: float) -> None:
+        super().__init__("requeued")
+        self.kwargs = dict(kwargs)
+        self.countdown_s = countdown_s
+
+
+def requeue(kwargs: Mapping[str, Any], countdown_s: float) -> NoReturn:
+    raise RequeuedError(kwargs, countdown_s)
+
+
+@dataclass
+class World:
+    client: FakeClient = field(default_factory=FakeClient)
+    recorder: Recorder = field(default_factory=Recorder)
+    fences: MemoryFences = field(default_factory=MemoryFences)
+    clock: FakeClock = field(default_factory=FakeClock)
+
+    @property
+    def deps(self) -> DeliveryDeps:
+        return DeliveryDeps(
+            settings=SETTINGS,
+            provider=lambda _site: self.client,
+            finals=self.recorder,
+            fences=self.fences,
+            worker="test-host:1",
+            clock=self.clock,
+            sleep=lambda _s: None,
+        )
+
+    def deliver(self, kwargs: Mapping[str, Any], *, task_id: str | None = "task-1", args: tuple[Any, ...] = ()) -> Any:
+        return run_delivery(Delivery(args, kwargs, task_id), self.deps, self.recorder, requeue)
+
+
+def test_an_accepted_refresh_plans_one_success_outcome_and_done() -> None:
+    """ReturnValue 0: the plan is one final `accepted` outcome, then ack."""
+    world = World()
+    plan = handle_delivery(Delivery((), VALID, "task-1"), world.deps)
+    assert isinstance(plan.then, Done)
+    (outcome,) = plan.outcomes
+    assert (outcome.status, outcome.request_id, outcome.package_name) == ("accepted", "req-1", "7-Zip")
+    assert world.client.invokes == 1
+
+
+def test_a_transient_error_plans_a_retrying_event_and_a_requeue_with_the_state() -> None:
+    """A quota fault: one `retrying` event, re-queued after the transient policy's first backoff."""
+    world = World(client=FakeClient(return_value=QuotaError("quota")))
+    plan = handle_delivery(Delivery((), VALID, "task-1"), world.deps)
+    (event,) = plan.outcomes
+    assert event.status == "retrying" and not event.final
+    assert isinstance(plan.then, Requeue) and plan.then.countdown_s == 10
+    state = plan.then.kwargs[RETRY_STATE_KWARG]
+    assert state["attempts"] == 1 and state["transient_retries"] == 1
+    assert plan.then.kwargs["request_id"] == "req-1"
+
+
+def test_a_medium_that_never_becomes_ready_plans_the_give_up_outcome() -> None:
+    """Once the medium policy is spent, the final status is gave_up_medium_not_ready."""
+    world = World(client=FakeClient(package=COMPRESS, return_value=21))
+    kwargs: dict[str, Any] = dict(VALID)
+    for _ in range(5):
+        plan = handle_delivery(Delivery((), kwargs, "task-1"), world.deps)
+        if not isinstance(plan.then, Requeue):
+            break
+        kwargs = plan.then.kwargs
+        world.clock.now += plan.then.countdown_s
+    (final,) = plan.outcomes
+    assert final.status == "gave_up_medium_not_ready" and final.return_value == 21
+    assert isinstance(plan.then, Done)
+
+
+def test_a_redelivery_of_a_finished_request_is_dropped_without_calling_the_provider() -> None:
+    """A message delivered again after its request ended does nothing (no call, no event)."""
+    world = World()
+    world.deliver(VALID)
+    calls_before = (world.client.gets, world.client.invokes)
+    result = world.deliver(VALID)
+    assert result == {"request_id": "req-1", "already_final": True}
+    assert (world.client.gets, world.client.invokes) == calls_before and len(world.recorder.outcomes) == 1
+
+
+def test_a_final_that_cannot_be_published_requeues_the_message_as_it_arrived() -> None:
+    """Outcome Redis down past the deadline: the original message goes back, nothing is acked."""
+    world = World(recorder=Recorder(fail_finals=True))
+    with pytest.raises(RequeuedError) as requeued:
+        world.deliver(VALID)
+    assert requeued.value.kwargs == VALID and requeued.value.countdown_s == PUBLISH_REQUEUE_S
+
+
+def test_unexpected_exception_becomes_one_internal_final_outcome_without_its_text() -> None:
+    """The request ends 'failed' (kind internal) and Celery sees a sanitised InternalError."""
+    world = World(client=FakeClient(return_value=UnicodeEncodeError("latin-1", SECRET, 6, 7, "ordinal")))
+    with pytest.raises(InternalError) as raised:
+        world.deliver({"site_code": "PS1", "package_id": "PS100001", "request_id": "req-internal-1"})
+    assert SECRET not in repr(raised.value) and SECRET not in str(raised.value)
+    (final,) = world.recorder.outcomes
+    assert final.final and final.status == "failed" and final.request_id == "req-internal-1"
+    assert final.error is not None and final.error["kind"] == "internal"
+    assert final.error["message"] == "internal error: UnicodeEncodeError"
+    assert SECRET not in final.to_json()
+
+
+def test_an_invoke_that_landed_before_a_crash_is_not_sent_again() -> None:
+    """A redelivery finds the fence, sees the package moved, and reports accepted without invoking."""
+    world = World()
+    world.fences.write("req-1", FenceSnapshot.of(PLAIN, world.clock.now))
+    world.client.package = replace(PLAIN, action_in_progress=1)
+    plan = handle_delivery(Delivery((), VALID, "task-1"), world.deps)
+    assert [o.status for o in plan.outcomes] == ["accepted"]
+    assert world.client.invokes == 0
+
+
+def test_an_invoke_that_never_landed_is_sent_again() -> None:
+    """A fence with an unmoved package means the earlier invoke did not land: invoke once."""
+    world = World()
+    world.fences.write("req-1", FenceSnapshot.of(PLAIN, world.clock.now))
+    plan = handle_delivery(Delivery((), VALID, "task-1"), world.deps)
+    assert [o.status for o in plan.outcomes] == ["accepted"] and world.client.invokes == 1
+
+
+def test_a_rejected_request_keeps_its_whole_valid_request_id() -> None:
+    """A valid 100-character request id that is rejected is recorded under all 100 characters."""
+    world = World()
+    request_id = "r" * 100
+    world.deliver({**VALID, "request_id": request_id, "force": "yes"})
+    (rejected,) = world.recorder.outcomes
+    assert rejected.status == "rejected" and rejected.request_id == request_id
+
+
+@pytest.mark.parametrize(
+    "offered", ["../../etc/passwd", "${jndi:ldap://x/a}", "ok\u202eevil", "\x1b[31mred", "c\udc80"]
+)
+def test_a_request_id_that_breaks_the_rule_is_never_echoed(offered: str) -> None:
+    """The rejection is keyed by the task id; the offered id appears nowhere in the outcome."""
+    world = World()
+    world.deliver({**VALID, "request_id": offered, "correlation_id": offered}, task_id="task-42")
+    (rejected,) = world.recorder.outcomes
+    assert rejected.request_id == "task-42" and rejected.correlation_id is None
+    assert offered not in rejected.to_json()
+
+
+def test_a_message_without_a_usable_id_is_keyed_by_its_digest() -> None:
+    """No valid request id and no valid task id: the key is a digest of the message, stable per message."""
+    world = World()
+    delivery = Delivery((), {"site_code": 1}, "bad task id")
+    world.deliver(delivery.kwargs, task_id=delivery.task_id)
+    (rejected,) = world.recorder.outcomes
+    assert rejected.request_id == message_key(delivery) == message_key(replace(delivery))
+    assert rejected.request_id.startswith("msg-")
+
+
+def test_a_lone_surrogate_in_any_field_ends_in_a_publishable_rejection() -> None:
+    """Surrogates are refused by validation and never reach the outcome's JSON."""
+    for name in ("site_code", "package_id", "package_class", "request_id", "correlation_id"):
+        world = World()
+        world.deliver({**VALID, name: "c\udc80"})
+        (rejected,) = world.recorder.outcomes
+        assert rejected.status == "rejected", name
+        rejected.to_json().encode("utf-8")
+
+
+def test_a_kwarg_named_self_is_rejected_as_an_unknown_field() -> None:
+    """`self` is just another unknown field to the use case."""
+    world = World()
+    world.deliver({**VALID, "self": 1})
+    (rejected,) = world.recorder.outcomes
+    assert rejected.status == "rejected" and rejected.error is not None
+    assert "self: unknown field" in rejected.error["message"]
+
+
+@pytest.mark.parametrize("force", ["yes", "true", 1, "1"])
+def test_force_is_a_json_boolean_and_nothing_else(force: object) -> None:
+    """A task sequence is never refreshed on a truthy string or number."""
+    world = World()
+    world.deliver({**VALID, "package_class": "SMS_TaskSequencePackage", "force": force})
+    (rejected,) = world.recorder.outcomes
+    assert rejected.status == "rejected" and world.client.invokes == 0
+
+
+def test_positional_arguments_are_rejected() -> None:
+    """The contract is kwargs only."""
+    world = World()
+    world.deliver(VALID, args=("PS1",))
+    (rejected,) = world.recorder.outcomes
+    assert rejected.status == "rejected" and world.client.invokes == 0
+
+
+def test_a_medium_error_carries_the_return_value_the_provider_answered() -> None:
+    """The retrying event reports the ReturnValue from the error's field, not from its kind."""
+    world = World(client=FakeClient(package=COMPRESS, return_value=21))
+    plan = handle_delivery(Delivery((), VALID, "task-1"), world.deps)
+    (event,) = plan.outcomes
+    assert event.return_value == 21 and event.error is not None and event.error["kind"] == "medium_not_ready"
+
+
+def test_errors_raised_by_the_provider_keep_their_meaning() -> None:
+    """A permanent error from the client fails at once with its kind."""
+    world = World(client=FakeClient(return_value=MediumNotReadyError("x")))
+    plan = handle_delivery(Delivery((), VALID, "task-1"), world.deps)
+    assert plan.outcomes[0].status == "retrying"
+    world = World(client=FakeClient(return_value=RefreshError("generic")))
+    plan = handle_delivery(Delivery((), VALID, "task-1"), world.deps)
+    assert plan.outcomes[0].status == "failed" and isinstance(plan.then, Done)
+
+
+def test_a_drop_plan_publishes_nothing() -> None:
+    """Drop is an ack without any outcome."""
+    world = World()
+    world.recorder.outcomes.append(handle_delivery(Delivery((), VALID, "t"), world.deps).outcomes[0])
+    plan = handle_delivery(Delivery((), VALID, "t"), world.deps)
+    assert isinstance(plan.then, Drop) and plan.outcomes == ()

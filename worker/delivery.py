@@ -1,0 +1,452 @@
+"""The refresh use case: what to do with one delivery of `sccm.refresh_package`.
+
+    plan = handle_delivery(delivery, deps)
+
+No Celery here and no I/O of its own: the collaborators (the provider client, the final-outcome
+lookup, the invoke fences, the clock, the settings) come in `deps`, and the answer is a `Plan`:
+the outcomes to publish, in order, then what becomes of the message:
+
+    Done                 ack it: the request has its final outcome (in `outcomes`)
+    Requeue(countdown_s) re-queue it with a countdown; the retry state travels in its kwargs
+    Drop                 ack it without publishing: a redelivery of a request that already ended
+
+`worker/execute.py` carries a plan out (and turns an unexpected exception into an `internal`
+final outcome); the Celery task in tasks/refresh.py only hands it the message.
+
+The delivery goes through `STEPS` in order; each step either decides (returns a Plan) or fills
+in the context and passes (returns None). Adding a concern (take a provider slot, join an
+in-flight refresh of the same package, count toward a bulk job) is adding one function there.
+
+Keying: a valid request is known by its `request_id` (default: the task id). A message that
+cannot be trusted still gets a findable answer: its rejection is keyed by the offered
+`request_id` when that obeys the id rule, else by the task id when that does, else by a digest
+of the message (`msg-<hex>`); fields that break their rule are never echoed (docs/outcomes.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from config.settings import Settings
+from worker.decide import decide_after_error, wake_early
+from worker.errors import (
+    ConfigError,
+    InternalError,
+    InvalidRequestError,
+    OperationTimeoutError,
+    RefreshError,
+)
+from worker.fence import FenceSnapshot
+from worker.outcomes import AttemptInfo, Outcome, RequestInfo
+from worker.packages import PackageInfo, validate_package_class, validate_package_id, validate_site_code
+from worker.refresh import RefreshClient, attempt_refresh
+from worker.request import RETRY_STATE_KWARG, RefreshRequest, RetryState, is_valid_id, parse_request
+
+__all__ = [
+    "STEPS",
+    "Delivery",
+    "DeliveryDeps",
+    "Done",
+    "Drop",
+    "Plan",
+    "Requeue",
+    "SystemClock",
+    "handle_delivery",
+    "internal_failure_plan",
+    "message_key",
+    "reject_delivery",
+]
+
+log = logging.getLogger(__name__)
+
+_UNKNOWN = "unknown"
+_MESSAGE_KEY_PREFIX = "msg-"
+
+
+# -- what comes in ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message as the broker handed it over: untrusted until `admit` has validated it."""
+
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    task_id: str | None
+
+
+class FinalLookup(Protocol):
+    def final_recorded(self, request_id: str) -> bool: ...
+
+
+class Fences(Protocol):
+    def read(self, request_id: str) -> FenceSnapshot | None: ...
+
+    def write(self, request_id: str, snapshot: FenceSnapshot) -> None: ...
+
+
+class Clock(Protocol):
+    def time(self) -> float: ...
+
+    def monotonic(self) -> float: ...
+
+
+class SystemClock:
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+@dataclass(frozen=True)
+class DeliveryDeps:
+    """The collaborators of the use case, built once per worker process (worker/runtime.py)."""
+
+    settings: Settings
+    provider: Callable[[str], RefreshClient]
+    finals: FinalLookup
+    fences: Fences
+    worker: str
+    clock: Clock = field(default_factory=SystemClock)
+    sleep: Callable[[float], None] = time.sleep
+    # Exceptions that interrupt an attempt from outside (Celery's soft time limit): the attempt
+    # counts as timed out, like a provider that never answered.
+    interruptions: tuple[type[BaseException], ...] = ()
+
+
+# -- what goes out ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Done:
+    pass
+
+
+@dataclass(frozen=True)
+class Requeue:
+    countdown_s: float
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Drop:
+    reason: str
+
+
+Then = Done | Requeue | Drop
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Outcomes to publish in order, then what becomes of the message."""
+
+    outcomes: tuple[Outcome, ...] = ()
+    then: Then = field(default_factory=Done)
+    # Identifies a rejected message, so its rejection is recorded once per message.
+    message_key: str | None = None
+    request_id: str | None = None
+
+
+# -- the steps ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Seen:
+    """What the attempt learned about the package before it failed (for outcomes and retries)."""
+
+    name: str | None = None
+    version_before: int | None = None
+
+    def record(self, package: PackageInfo) -> None:
+        self.name = package.name
+        if self.version_before is None:
+            self.version_before = package.source_version
+
+
+@dataclass
+class _Context:
+    delivery: Delivery
+    started_at: float
+    started_mono: float
+    request: RefreshRequest | None = None
+    request_id: str = ""
+    state: RetryState = field(default_factory=RetryState)
+    seen: _Seen = field(default_factory=_Seen)
+    error: RefreshError | None = None
+
+    @property
+    def valid(self) -> RefreshRequest:
+        assert self.request is not None, "a step after admit needs the validated request"
+        return self.request
+
+
+Step = Callable[[_Context, DeliveryDeps], Plan | None]
+
+
+def handle_delivery(delivery: Delivery, deps: DeliveryDeps) -> Plan:
+    """The plan for this delivery (see the module docstring)."""
+    ctx = _Context(delivery, started_at=deps.clock.time(), started_mono=deps.clock.monotonic())
+    for step in STEPS:
+        plan = step(ctx, deps)
+        if plan is not None:
+            return plan
+    raise AssertionError("the last step always decides")  # pragma: no cover
+
+
+def _admit(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
+    """Validate the message; anything wrong with it is a `rejected` final outcome."""
+    delivery = ctx.delivery
+    kwargs = dict(delivery.kwargs)
+    raw_state = kwargs.pop(RETRY_STATE_KWARG, None)
+    try:
+        if delivery.args:
+            raise InvalidRequestError("positional arguments are not accepted: send kwargs")
+        request = parse_request(kwargs)
+        if request.is_task_sequence and not request.force:
+            raise InvalidRequestError(
+                "refusing RefreshPkgSource on SMS_TaskSequencePackage: Microsoft warns it renders the task "
+                "sequence inoperable; send force=true to override"
+            )
+        deps.settings.provider(request.site_code)  # unknown site -> ConfigError before any attempt
+    except (InvalidRequestError, ConfigError) as exc:
+        return _rejection(ctx, deps, exc)
+    ctx.request = request
+    ctx.request_id = request.request_id or _trusted_task_id(delivery.task_id) or message_key(delivery)
+    now = ctx.started_at
+    state = RetryState.from_kwargs(raw_state, now=now, max_wait_s=_longest_wait_s(deps.settings))
+    if state.requested_at is None:
+        asked = request.requested_at.timestamp() if request.requested_at is not None else now
+        # A producer clock ahead of ours must not put requested_at after the attempt started.
+        state = state.evolve(requested_at=min(asked, now), first_attempt_at=now)
+    ctx.state = state
+    return None
+
+
+def _redelivery(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
+    """A message delivered again after its request ended has nothing left to do."""
+    if deps.finals.final_recorded(ctx.request_id):
+        return Plan(then=Drop("already has its final outcome; redelivery dropped"), request_id=ctx.request_id)
+    return None
+
+
+def _wake_early(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
+    """Woken before the policy's wait is over (a long wait split into hops): sleep on."""
+    early = wake_early(ctx.state, now=ctx.started_at, max_countdown_s=deps.settings.limits.max_countdown_s)
+    if early is None:
+        return None
+    return Plan(then=Requeue(early, _retry_kwargs(ctx, ctx.state)), request_id=ctx.request_id)
+
+
+def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
+    """Get, fence, Invoke, verify. Success decides; an error is left for `_decide`."""
+    request, limits = ctx.valid, deps.settings.limits
+    ctx.state = ctx.state.evolve(attempts=ctx.state.attempts + 1, not_before=None)
+    ctx.seen = _Seen(name=ctx.state.package_name, version_before=ctx.state.source_version_before)
+    request_id = ctx.request_id
+    try:
+        result = attempt_refresh(
+            deps.provider(request.site_code),
+            request.package_class,
+            request.package_id,
+            verify_timeout_s=limits.verify_timeout_s if request.verify else 0.0,
+            verify_poll_s=limits.verify_poll_s,
+            known_version_before=ctx.state.source_version_before,
+            on_package=ctx.seen.record,
+            fence=_BoundFence(deps.fences, request_id),
+            sleep=deps.sleep,
+            clock=deps.clock.monotonic,
+            wall_clock=deps.clock.time,
+        )
+    except RefreshError as exc:
+        ctx.error = exc
+        return None
+    except deps.interruptions:
+        ctx.error = OperationTimeoutError("task soft time limit reached during the WS-Man exchange")
+        return None
+    if result.confirmed_earlier_invoke:
+        log.info("request %s: an earlier RefreshPkgSource had landed; not invoking again", request_id)
+    ctx.seen.name = result.package.name
+    outcome = Outcome.succeeded(
+        _request_info(ctx),
+        _run(ctx, deps),
+        source_version_before=result.source_version_before,
+        source_version_after=result.source_version_after,
+    )
+    return Plan((outcome,), Done(), request_id=request_id)
+
+
+def _decide(ctx: _Context, deps: DeliveryDeps) -> Plan:
+    """After a failed attempt: a retrying event and a re-queue, or the final failure."""
+    error = ctx.error
+    assert error is not None, "_decide runs only after a failed attempt"
+    limits = deps.settings.limits
+    state = ctx.state.evolve(package_name=ctx.seen.name, source_version_before=ctx.seen.version_before)
+    ctx.state = state
+    info, run = _request_info(ctx), _run(ctx, deps)
+    now = deps.clock.time()
+    decision = decide_after_error(error, state, deps.settings.retry, now=now, max_countdown_s=limits.max_countdown_s)
+    if decision.verdict == "retry":
+        assert decision.retry_at is not None
+        retrying = Outcome.retrying(
+            info,
+            run,
+            error,
+            next_retry_at=datetime.fromtimestamp(decision.retry_at, UTC),
+            return_value=error.return_value,
+            source_version_before=ctx.seen.version_before,
+        )
+        log.info(
+            "refresh %s of %s/%s: %s, next attempt in %.1fs",
+            info.request_id,
+            info.site_code,
+            info.package_id,
+            error.kind,
+            decision.wait_s,
+        )
+        requeue = Requeue(decision.countdown_s, _retry_kwargs(ctx, decision.state))
+        return Plan((retrying,), requeue, request_id=ctx.request_id)
+    final = Outcome.final_failure(
+        info, run, error, return_value=error.return_value, source_version_before=ctx.seen.version_before
+    )
+    return Plan((final,), Done(), request_id=ctx.request_id)
+
+
+STEPS: tuple[Step, ...] = (_admit, _redelivery, _wake_early, _attempt, _decide)
+
+
+# -- plans for messages we cannot trust ------------------------------------------------------
+
+
+def reject_delivery(delivery: Delivery, error: RefreshError, deps: DeliveryDeps) -> Plan:
+    """The plan for a message refused before it could be read as a request (e.g. an undecodable body)."""
+    ctx = _Context(delivery, started_at=deps.clock.time(), started_mono=deps.clock.monotonic())
+    return _rejection(ctx, deps, error)
+
+
+def _rejection(ctx: _Context, deps: DeliveryDeps, error: RefreshError) -> Plan:
+    delivery = ctx.delivery
+    key = message_key(delivery)
+    info = _untrusted_info(delivery, key, ctx.started_at)
+    outcome = Outcome.rejected(info, _run(ctx, deps), error)
+    return Plan((outcome,), Done(), message_key=key, request_id=info.request_id)
+
+
+def internal_failure_plan(delivery: Delivery, exc: BaseException, deps: DeliveryDeps) -> Plan:
+    """The final outcome of a delivery that hit a bug: `failed`, kind `internal`, only the type named.
+
+    An exception's text can hold what it failed on (a password that would not encode), so only
+    its type is kept.
+    """
+    ctx = _Context(delivery, started_at=deps.clock.time(), started_mono=deps.clock.monotonic())
+    key = message_key(delivery)
+    info = _untrusted_info(delivery, key, ctx.started_at)
+    error = InternalError(f"internal error: {type(exc).__name__}")
+    return Plan((Outcome.final_failure(info, _run(ctx, deps), error),), Done(), request_id=info.request_id)
+
+
+def message_key(delivery: Delivery) -> str:
+    """A stable name for this exact message: its task id and a digest of its arguments."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str(delivery.task_id).encode("utf-8", "backslashreplace"))
+    try:
+        body = json.dumps([delivery.args, delivery.kwargs], sort_keys=True, ensure_ascii=True, default=repr)
+    except (RecursionError, TypeError, ValueError):
+        # Too deep to serialise again (kombu decodes up to the recursion limit): its type will do,
+        # the task id keeps such messages apart.
+        body = f"undigestable:{type(delivery.kwargs).__name__}"
+    digest.update(body.encode("ascii"))
+    return f"{_MESSAGE_KEY_PREFIX}{digest.hexdigest()}"
+
+
+def _untrusted_info(delivery: Delivery, key: str, now: float) -> RequestInfo:
+    """What can be said of a message we refuse: each field only if it obeys its rule."""
+    kwargs = delivery.kwargs if isinstance(delivery.kwargs, Mapping) else {}
+    task_id = _trusted_task_id(delivery.task_id)
+    offered = kwargs.get("request_id")
+    return RequestInfo(
+        request_id=offered if isinstance(offered, str) and is_valid_id(offered) else task_id or key,
+        site_code=_valid_or(validate_site_code, kwargs.get("site_code")) or _UNKNOWN,
+        package_class=_valid_or(validate_package_class, kwargs.get("package_class")) or _UNKNOWN,
+        package_id=_valid_or(validate_package_id, kwargs.get("package_id")) or _UNKNOWN,
+        requested_at=datetime.fromtimestamp(now, UTC),
+        correlation_id=kwargs.get("correlation_id") if is_valid_id(kwargs.get("correlation_id")) else None,
+        task_id=task_id,
+    )
+
+
+def _valid_or(validate: Callable[[object], str], value: object) -> str | None:
+    try:
+        return validate(value)
+    except InvalidRequestError:
+        return None
+
+
+def _trusted_task_id(task_id: object) -> str | None:
+    return task_id if isinstance(task_id, str) and is_valid_id(task_id) else None
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+class _BoundFence:
+    """The fences store bound to one request id (what `attempt_refresh` takes)."""
+
+    def __init__(self, fences: Fences, request_id: str) -> None:
+        self._fences = fences
+        self._request_id = request_id
+
+    def read(self) -> FenceSnapshot | None:
+        return self._fences.read(self._request_id)
+
+    def write(self, snapshot: FenceSnapshot) -> None:
+        self._fences.write(self._request_id, snapshot)
+
+
+def _request_info(ctx: _Context) -> RequestInfo:
+    request, state = ctx.valid, ctx.state
+    asked = state.requested_at if state.requested_at is not None else state.first_attempt_at
+    return RequestInfo(
+        request_id=ctx.request_id,
+        site_code=request.site_code,
+        package_class=request.package_class,
+        package_id=request.package_id,
+        requested_at=datetime.fromtimestamp(asked if asked is not None else ctx.started_at, UTC),
+        correlation_id=request.correlation_id,
+        task_id=_trusted_task_id(ctx.delivery.task_id),
+        package_name=ctx.seen.name,
+    )
+
+
+def _run(ctx: _Context, deps: DeliveryDeps) -> AttemptInfo:
+    attempts = max(1, ctx.state.attempts)
+    started_at = datetime.fromtimestamp(ctx.started_at, UTC)
+    return AttemptInfo(
+        attempt=attempts,
+        attempts=attempts,
+        started_at=started_at,
+        # The wall clock may step back during an attempt; an outcome never ends before it starts.
+        finished_at=max(started_at, datetime.fromtimestamp(deps.clock.time(), UTC)),
+        worker=deps.worker,
+        duration_ms=max(0.0, (deps.clock.monotonic() - ctx.started_mono) * 1000.0),
+    )
+
+
+def _retry_kwargs(ctx: _Context, state: RetryState) -> dict[str, Any]:
+    # The resolved request id travels with the message, so every later delivery is keyed the same.
+    kwargs = ctx.valid.model_dump(mode="json")
+    kwargs["request_id"] = ctx.request_id
+    kwargs[RETRY_STATE_KWARG] = state.to_kwargs()
+    return kwargs
+
+
+def _longest_wait_s(settings: Settings) -> float:
+    policies = (settings.retry.in_call, settings.retry.transient, settings.retry.medium)
+    return max(p.max_backoff_s for p in policies)

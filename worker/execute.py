@@ -1,0 +1,115 @@
+"""Carry out a delivery's plan: publish its outcomes, then ack, re-queue or drop the message.
+
+    result = run_delivery(delivery, deps, publisher, requeue)
+
+The one rule this module keeps: no message is acked without its request's final outcome
+recorded. A final outcome that cannot be written (the outcome Redis down past the publisher's
+deadline) re-queues the message as it arrived, to try again later; so does an outcome store
+that cannot be read before an attempt. An unexpected exception anywhere becomes an `internal`
+final outcome naming only the exception's type (its text can hold what it failed on). A lost
+`retrying` event is only a gap in the live view and is logged, not retried.
+
+`requeue` is the Celery edge (Task.retry with a countdown): it never returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn, Protocol
+
+from redis.exceptions import RedisError
+
+from worker.delivery import Delivery, DeliveryDeps, Drop, Plan, Requeue, handle_delivery, internal_failure_plan
+from worker.errors import InternalError
+from worker.outcomes import Outcome
+
+__all__ = ["OutcomeSink", "Requeuer", "run_delivery"]
+
+log = logging.getLogger(__name__)
+
+# When a final outcome cannot be written, the request is tried again after this (capped by the
+# longest countdown the broker allows).
+PUBLISH_REQUEUE_S = 30.0
+
+
+class OutcomeSink(Protocol):
+    def publish(self, outcome: Outcome, *, message_key: str | None = None) -> bool: ...
+
+
+Requeuer = Callable[[Mapping[str, Any], float], NoReturn]
+
+
+class _FinalNotPublishedError(Exception):
+    """The outcome Redis is unreachable: no final can be recorded now."""
+
+
+def run_delivery(
+    delivery: Delivery,
+    deps: DeliveryDeps,
+    outcomes: OutcomeSink,
+    requeue: Requeuer,
+    *,
+    control_flow: tuple[type[BaseException], ...] = (),
+) -> dict[str, Any]:
+    """Plan and execute one delivery; returns a summary for the task's result (Flower shows it).
+
+    `control_flow` exceptions (Celery's Retry/Reject) pass through untouched.
+    """
+    later_s = min(PUBLISH_REQUEUE_S, float(deps.settings.limits.max_countdown_s))
+    try_later: tuple[type[BaseException], ...] = (_FinalNotPublishedError, RedisError, *deps.interruptions)
+    try:
+        return _execute(handle_delivery(delivery, deps), outcomes, requeue)
+    except control_flow:
+        raise
+    except try_later as exc:
+        # Acking now would lose the request's only record: try again from the state it arrived with
+        # (the invoke fence keeps a repeated attempt from refreshing twice).
+        log.warning("final outcome not published (%s): request re-queued in %ss", _cause(exc), later_s)
+        requeue(delivery.kwargs, later_s)
+    except Exception as exc:
+        log.error(
+            "internal error (%s) in the refresh use case; traceback without messages:\n%s",
+            type(exc).__name__,
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )
+        try:
+            _execute(internal_failure_plan(delivery, exc, deps), outcomes, requeue)
+        except _FinalNotPublishedError:
+            requeue(delivery.kwargs, later_s)
+        # Celery marks the task failed (Flower shows it); the outcome is already recorded.
+        raise InternalError(f"internal error: {type(exc).__name__}") from None
+
+
+def _execute(plan: Plan, outcomes: OutcomeSink, requeue: Requeuer) -> dict[str, Any]:
+    summary: dict[str, Any] = {"request_id": plan.request_id}
+    for outcome in plan.outcomes:
+        try:
+            outcomes.publish(outcome, message_key=plan.message_key)
+        except RedisError as exc:
+            if outcome.final:
+                raise _FinalNotPublishedError from exc
+            log.warning("retrying event for %s not published: %s", outcome.request_id, type(exc).__name__)
+        # What Celery logs and Flower shows as the task's result: short, and nothing a producer sent.
+        summary = {
+            "request_id": outcome.request_id,
+            "status": outcome.status,
+            "attempt": outcome.attempt,
+            "error": outcome.error["kind"] if outcome.error else None,
+        }
+    then = plan.then
+    if isinstance(then, Requeue):
+        requeue(then.kwargs, then.countdown_s)
+    if isinstance(then, Drop):
+        log.info("request %s %s", plan.request_id, then.reason)
+        return {"request_id": plan.request_id, "already_final": True}
+    return summary
+
+
+def _cause(exc: BaseException) -> str:
+    if isinstance(exc, _FinalNotPublishedError):
+        return f"outcome Redis unavailable: {type(exc.__cause__).__name__}"
+    if isinstance(exc, RedisError):
+        return f"outcome Redis unavailable: {type(exc).__name__}"
+    return "time limit"

@@ -1,0 +1,110 @@
+"""The invoke fence: never call RefreshPkgSource twice for one request.
+
+Every extra refresh re-copies the package to every distribution point, so a request whose
+worker died after RefreshPkgSource was accepted (but before the final outcome was written)
+must not refresh again when its message is redelivered, and neither must an in-call retry
+after a reply was lost on the way back.
+
+Before invoking, the worker records a snapshot of the package (SourceVersion, LastRefreshTime,
+ActionInProgress) under the request id. The next try of the same request (a redelivery, a
+re-queue, an in-call retry) reads the package again first; if it moved since the snapshot, the
+earlier invoke landed and the request is reported accepted without invoking again. The final
+outcome's publication deletes the fence (worker/outcome_writer.lua).
+
+What "moved" means (`landed`): SourceVersion rose (DistMgr processed the refresh), or
+LastRefreshTime changed (the provider records the call), or ActionInProgress went from none to
+an action (the provider queued the update for DistMgr). A refresh by another request in between
+also counts: the content was refreshed after this request was made, which is what it asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from redis import Redis
+
+from worker.constants import RedisKeys
+from worker.packages import PackageInfo
+
+__all__ = ["FenceSnapshot", "RedisInvokeFences", "landed"]
+
+_NO_ACTION = 0
+
+
+@dataclass(frozen=True)
+class FenceSnapshot:
+    """The package as it was just before RefreshPkgSource was invoked."""
+
+    source_version: int | None
+    last_refresh_time: str | None
+    action_in_progress: int | None
+    written_at: float
+
+    @classmethod
+    def of(cls, package: PackageInfo, now: float) -> FenceSnapshot:
+        return cls(package.source_version, package.last_refresh_time, package.action_in_progress, now)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> FenceSnapshot | None:
+        """The snapshot, or None for anything we did not write (a fence is a hint, never trusted blindly)."""
+        try:
+            data: Any = json.loads(text)
+            snapshot = cls(
+                source_version=_int_or_none(data["source_version"]),
+                last_refresh_time=_str_or_none(data["last_refresh_time"]),
+                action_in_progress=_int_or_none(data["action_in_progress"]),
+                written_at=float(data["written_at"]),
+            )
+        except (ValueError, TypeError, KeyError):
+            return None
+        return snapshot if math.isfinite(snapshot.written_at) else None
+
+
+def landed(before: FenceSnapshot, now: PackageInfo) -> bool:
+    """True when the package moved since `before`: the invoke that followed it was accepted."""
+    versions = (before.source_version, now.source_version)
+    if versions[0] is not None and versions[1] is not None and versions[1] > versions[0]:
+        return True
+    if before.last_refresh_time and now.last_refresh_time and now.last_refresh_time != before.last_refresh_time:
+        return True
+    return before.action_in_progress == _NO_ACTION and now.action_in_progress not in (None, _NO_ACTION)
+
+
+class RedisInvokeFences:
+    """Fences kept in Redis, one per request id, expiring after `ttl_s` (deleted with the final)."""
+
+    def __init__(self, redis: Redis, keys: RedisKeys, *, ttl_s: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._ttl_s = ttl_s
+
+    def read(self, request_id: str) -> FenceSnapshot | None:
+        raw = self._redis.get(self._keys.invoke_fence(request_id))
+        if raw is None:
+            return None
+        return FenceSnapshot.from_json(raw.decode() if isinstance(raw, bytes) else str(raw))
+
+    def write(self, request_id: str, snapshot: FenceSnapshot) -> None:
+        self._redis.set(self._keys.invoke_fence(request_id), snapshot.to_json(), ex=self._ttl_s)
+
+
+def _int_or_none(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("not an integer")
+    return value
+
+
+def _str_or_none(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return value
