@@ -9,20 +9,32 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
+    "BULK_CHILDREN",
+    "BULK_HEARTBEATS",
+    "BULK_PENDING",
+    "BULK_RECORD",
+    "BULK_TAKEN",
+    "COALESCE_FOLLOWERS",
+    "COALESCE_LEADER",
+    "COALESCE_TO_PUBLISH",
     "DEFAULT_PREFIX",
     "FINAL_MARKER",
-    "INFLIGHT",
     "INVOKE_FENCE",
     "OUTCOME_CHANNEL",
     "OUTCOME_SCHEMA_NAME",
     "OUTCOME_SCHEMA_VERSION",
     "OUTCOME_STREAM",
     "PACKAGE_STATE",
-    "PROVIDER_SEMAPHORE",
     "REJECTED_MARKER_PREFIX",
     "REJECTION_MARKER",
+    "SLOT_HOLDERS",
+    "SLOT_LEASES",
+    "SLOT_STATS",
+    "SLOT_WAITERS",
+    "SLOT_WAITER_DEADLINES",
     "STATE_FIELD_ATTEMPT",
     "STATE_FIELD_FINAL",
     "STATE_FIELD_OUTCOME",
@@ -37,7 +49,10 @@ __all__ = [
     "STREAM_FIELD_REQUEST_ID",
     "STREAM_FIELD_SITE_CODE",
     "STREAM_FIELD_STATUS",
+    "BulkKeys",
     "RedisKeys",
+    "SlotKeys",
+    "is_bulk_id",
     "is_key_part",
     "is_request_id_key_part",
 ]
@@ -59,9 +74,23 @@ REJECTION_MARKER = "{prefix}:rejection:{message_key}"  # string (stream id), TTL
 # Written just before RefreshPkgSource is invoked (a snapshot of the package), deleted with the
 # final outcome: a redelivery that finds it checks whether that invoke landed before invoking again.
 INVOKE_FENCE = "{prefix}:fence:{request_id}"
-# Reserved for the per-provider concurrency cap and request coalescing; nothing uses them yet.
-PROVIDER_SEMAPHORE = "{prefix}:sem:{site_code}"
-INFLIGHT = "{prefix}:inflight:{site_code}:{package_id}"
+
+# Per-provider concurrency cap (worker/slots.py): one set per site, every key with a TTL.
+SLOT_HOLDERS = "{prefix}:slots:{site_code}:holders"  # zset holder id -> lease expiry (epoch s)
+SLOT_LEASES = "{prefix}:slots:{site_code}:leases"  # hash holder id -> "<acquired_at> <token>"
+SLOT_WAITERS = "{prefix}:slots:{site_code}:waiters"  # zset holder id -> priority * 1e13 + arrival seq
+SLOT_WAITER_DEADLINES = "{prefix}:slots:{site_code}:waiter-deadlines"  # zset holder id -> deadline (epoch s)
+SLOT_STATS = "{prefix}:slots:{site_code}:stats"  # hash: seq, ewma_hold_s, counters
+# Request coalescing (worker/coalesce.py).
+COALESCE_LEADER = "{prefix}:coalesce:{site_code}:{package_id}"  # string: leader request id, TTL
+COALESCE_FOLLOWERS = "{prefix}:coalesce:{site_code}:{package_id}:followers"  # hash follower id -> info JSON
+COALESCE_TO_PUBLISH = "{prefix}:coalesce-publish:{request_id}"  # hash follower id -> info JSON, TTL
+# Bulk jobs (worker/bulk_store.py); every key of a bulk shares its TTL, refreshed on each write.
+BULK_RECORD = "{prefix}:bulk:{bulk_id}"  # hash: the job record and its counters
+BULK_PENDING = "{prefix}:bulk:{bulk_id}:pending"  # list "<child request id> <spec JSON>", not yet taken
+BULK_TAKEN = "{prefix}:bulk:{bulk_id}:taken"  # hash child request id -> spec JSON: outstanding children
+BULK_HEARTBEATS = "{prefix}:bulk:{bulk_id}:heartbeats"  # zset child request id -> last sign of life
+BULK_CHILDREN = "{prefix}:bulk:{bulk_id}:children"  # set of child ids appended (dedupe while enumerating)
 
 # Flat fields of a stream entry, next to the full JSON, so consumers can filter cheaply.
 STREAM_FIELD_OUTCOME = "outcome"
@@ -86,6 +115,8 @@ STATE_FIELD_ATTEMPT = "attempt"
 _KEY_PART = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 _PREFIX = re.compile(r"^[A-Za-z0-9_.\-:]{1,64}$")
 _REQUEST_ID = re.compile(r"^\S{1,256}$")
+# Bulk ids sit in the middle of keys: no ":" and, unlike site codes, case-sensitive.
+_BULK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
 def is_key_part(value: str) -> bool:
@@ -96,6 +127,31 @@ def is_key_part(value: str) -> bool:
 def is_request_id_key_part(value: str) -> bool:
     """True when `value` can end a key: 1-256 characters, no whitespace (":" is fine at the end)."""
     return bool(_REQUEST_ID.fullmatch(value))
+
+
+class SlotKeys(NamedTuple):
+    """One site's concurrency-cap keys, in the order worker/slots.lua takes them."""
+
+    holders: str
+    leases: str
+    waiters: str
+    waiter_deadlines: str
+    stats: str
+
+
+class BulkKeys(NamedTuple):
+    """One bulk job's keys, in the order worker/bulk_store.lua takes them."""
+
+    record: str
+    pending: str
+    taken: str
+    heartbeats: str
+    children: str
+
+
+def is_bulk_id(value: str) -> bool:
+    """True when `value` can name a bulk job: 1-128 of `A-Z a-z 0-9 _ . -`, starting alphanumeric."""
+    return isinstance(value, str) and bool(_BULK_ID.fullmatch(value))
 
 
 def _key_part(name: str, value: str) -> str:
@@ -146,12 +202,42 @@ class RedisKeys:
             raise ValueError(f"request_id cannot be part of a Redis key: {request_id[:40]!r}")
         return INVOKE_FENCE.format(prefix=self.prefix, request_id=request_id)
 
-    def provider_semaphore(self, site_code: str) -> str:
-        return PROVIDER_SEMAPHORE.format(prefix=self.prefix, site_code=_key_part("site_code", site_code))
+    def slot_keys(self, site_code: str) -> SlotKeys:
+        """The keys of one site's concurrency cap."""
+        site = _key_part("site_code", site_code)
+        return SlotKeys(
+            *(
+                template.format(prefix=self.prefix, site_code=site)
+                for template in (SLOT_HOLDERS, SLOT_LEASES, SLOT_WAITERS, SLOT_WAITER_DEADLINES, SLOT_STATS)
+            )
+        )
 
-    def inflight(self, site_code: str, package_id: str) -> str:
-        return INFLIGHT.format(
+    def coalesce_leader(self, site_code: str, package_id: str) -> str:
+        return COALESCE_LEADER.format(
             prefix=self.prefix,
             site_code=_key_part("site_code", site_code),
             package_id=_key_part("package_id", package_id),
+        )
+
+    def coalesce_followers(self, site_code: str, package_id: str) -> str:
+        return COALESCE_FOLLOWERS.format(
+            prefix=self.prefix,
+            site_code=_key_part("site_code", site_code),
+            package_id=_key_part("package_id", package_id),
+        )
+
+    def coalesce_to_publish(self, leader_request_id: str) -> str:
+        if not is_request_id_key_part(leader_request_id):
+            raise ValueError(f"request_id cannot be part of a Redis key: {leader_request_id[:40]!r}")
+        return COALESCE_TO_PUBLISH.format(prefix=self.prefix, request_id=leader_request_id)
+
+    def bulk_keys(self, bulk_id: str) -> BulkKeys:
+        """The keys of one bulk job."""
+        if not is_bulk_id(bulk_id):
+            raise ValueError(f"bulk_id cannot be part of a Redis key: {str(bulk_id)[:40]!r}")
+        return BulkKeys(
+            *(
+                template.format(prefix=self.prefix, bulk_id=bulk_id)
+                for template in (BULK_RECORD, BULK_PENDING, BULK_TAKEN, BULK_HEARTBEATS, BULK_CHILDREN)
+            )
         )

@@ -1,0 +1,347 @@
+"""ProviderSlots against a real redis-server: the cap, leases, the fair waiting line, estimates."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import redis
+
+from testing.slot_hammer import PROBE_SUFFIX
+from testing.threads import run_in_threads
+from worker.constants import RedisKeys
+from worker.errors import InvalidRequestError
+from worker.slots import PRIORITY_BULK, PRIORITY_SINGLE, Granted, Lease, ProviderSlots, Wait
+
+pytestmark = pytest.mark.integration
+
+SITE = "PS1"
+T0 = 1_000_000.0
+LEASE_S = 30.0
+WAITER_TTL_S = 120.0
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def slots(redis_client: redis.Redis, redis_keys: RedisKeys) -> ProviderSlots:
+    return ProviderSlots(
+        redis_client,
+        redis_keys,
+        lease_s=LEASE_S,
+        waiter_ttl_s=WAITER_TTL_S,
+        min_retry_after_s=1.0,
+        max_retry_after_s=60.0,
+        default_hold_s=30.0,
+    )
+
+
+def grant(result: Granted | Wait) -> Lease:
+    assert isinstance(result, Granted), result
+    return result.lease
+
+
+def wait(result: Granted | Wait) -> Wait:
+    assert isinstance(result, Wait), result
+    return result
+
+
+def test_grants_never_exceed_the_limit_under_many_threads(slots: ProviderSlots) -> None:
+    """12 threads cycling acquire/release on a limit of 3 never see a 4th holder; every grant is released."""
+    limit, threads, cycles = 3, 12, 15
+    lock = threading.Lock()
+    released = threading.Condition(lock)
+    holding = 0
+    max_holding = 0
+    grants = 0
+    releases = 0
+
+    def run(index: int) -> None:
+        nonlocal holding, max_holding, grants, releases
+        rng = random.Random(index)
+        for cycle in range(cycles):
+            holder = f"t{index}-c{cycle}"
+            priority = rng.choice((PRIORITY_SINGLE, PRIORITY_BULK))
+            while not isinstance(result := slots.try_acquire(SITE, holder, limit, priority=priority), Granted):
+                with released:
+                    released.wait(timeout=0.05)
+            with lock:
+                holding += 1
+                grants += 1
+                max_holding = max(max_holding, holding)
+            # Hold the slot for a few round trips while others hammer the script.
+            for _ in range(rng.randint(0, 3)):
+                slots.snapshot(SITE)
+            with released:
+                holding -= 1
+            assert slots.release(result.lease)
+            with released:
+                releases += 1
+                released.notify_all()
+
+    assert run_in_threads(threads, run, timeout_s=90) == []
+    assert grants == releases == threads * cycles
+    assert 1 <= max_holding <= limit
+    assert slots.snapshot(SITE).in_use == 0
+
+
+def test_grants_never_exceed_the_limit_across_processes(
+    redis_client: redis.Redis, redis_url: str, redis_keys: RedisKeys
+) -> None:
+    """Four processes hammering one site see at most `limit` holders at once (a shared Redis probe counts them)."""
+    limit, processes, cycles = 2, 4, 25
+    commands = [
+        [
+            sys.executable,
+            "-m",
+            "testing.slot_hammer",
+            "--redis-url",
+            redis_url,
+            "--prefix",
+            redis_keys.prefix,
+            "--site",
+            SITE,
+            "--limit",
+            str(limit),
+            "--cycles",
+            str(cycles),
+            "--name",
+            f"p{i}",
+        ]
+        for i in range(processes)
+    ]
+    children = [
+        subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for command in commands
+    ]
+    reports = []
+    try:
+        for child in children:
+            out, err = child.communicate(timeout=90)
+            assert child.returncode == 0, err[-2000:]
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait(timeout=10)
+    assert sum(r["grants"] for r in reports) == sum(r["releases"] for r in reports) == processes * cycles
+    assert all(r["violations"] == 0 for r in reports)
+    assert max(r["max_seen"] for r in reports) <= limit
+    assert int(redis_client.get(redis_keys.prefix + PROBE_SUFFIX) or 0) == 0
+
+
+def test_a_dead_holders_slot_frees_itself_after_the_lease(slots: ProviderSlots) -> None:
+    """A holder that never releases (SIGKILLed) loses its slot after `lease_s` and cannot release it later."""
+    dead = grant(slots.try_acquire(SITE, "dead", 1, priority=PRIORITY_SINGLE, now_s=T0))
+    assert wait(slots.try_acquire(SITE, "next", 1, priority=PRIORITY_SINGLE, now_s=T0 + LEASE_S - 1)).rank == 0
+    successor = grant(slots.try_acquire(SITE, "next", 1, priority=PRIORITY_SINGLE, now_s=T0 + LEASE_S + 0.5))
+    assert successor.holder_id == "next"
+    assert slots.release(dead, now_s=T0 + LEASE_S + 1) is False
+    assert slots.renew(dead, now_s=T0 + LEASE_S + 1) is None
+    assert slots.snapshot(SITE, now_s=T0 + LEASE_S + 1).in_use == 1
+
+
+def test_a_renewed_lease_outlives_its_first_expiry(slots: ProviderSlots) -> None:
+    """Renewing before expiry pushes the lease out by `lease_s` from now; others keep waiting."""
+    lease = grant(slots.try_acquire(SITE, "long-call", 1, priority=PRIORITY_SINGLE, now_s=T0))
+    renewed = slots.renew(lease, now_s=T0 + 20)
+    assert renewed is not None
+    assert renewed.expires_at_s == pytest.approx(T0 + 20 + LEASE_S)
+    assert renewed.token == lease.token
+    wait(slots.try_acquire(SITE, "other", 1, priority=PRIORITY_SINGLE, now_s=T0 + LEASE_S + 5))
+    assert slots.release(renewed, now_s=T0 + 40)
+
+
+def test_a_priority_0_waiter_overtakes_queued_bulk_waiters(slots: ProviderSlots) -> None:
+    """An urgent request arriving after two bulk children is first in line and gets the freed slot."""
+    holder = grant(slots.try_acquire(SITE, "holder", 1, priority=PRIORITY_BULK, now_s=T0))
+    assert wait(slots.try_acquire(SITE, "bulk-1", 1, priority=PRIORITY_BULK, now_s=T0 + 1)).rank == 0
+    assert wait(slots.try_acquire(SITE, "bulk-2", 1, priority=PRIORITY_BULK, now_s=T0 + 2)).rank == 1
+    urgent = wait(slots.try_acquire(SITE, "urgent", 1, priority=PRIORITY_SINGLE, now_s=T0 + 3))
+    assert (urgent.rank, urgent.waiting) == (0, 3)
+    assert slots.release(holder, now_s=T0 + 4)
+    # The bulk child polls first but is not first in line: the slot stays for the urgent request.
+    assert wait(slots.try_acquire(SITE, "bulk-1", 1, priority=PRIORITY_BULK, now_s=T0 + 5)).rank == 1
+    assert grant(slots.try_acquire(SITE, "urgent", 1, priority=PRIORITY_SINGLE, now_s=T0 + 6)).holder_id == "urgent"
+
+
+def test_waiters_of_one_priority_are_served_in_arrival_order(slots: ProviderSlots) -> None:
+    """Whatever order waiters poll in, each freed slot goes to the earliest arrival still waiting."""
+    now = T0
+    lease = grant(slots.try_acquire(SITE, "first", 1, priority=PRIORITY_BULK, now_s=now))
+    arrivals = [f"w{i}" for i in range(5)]
+    for name in arrivals:
+        now += 1
+        wait(slots.try_acquire(SITE, name, 1, priority=PRIORITY_BULK, now_s=now))
+    served: list[str] = []
+    while len(served) < len(arrivals):
+        now += 1
+        assert slots.release(lease, now_s=now)
+        lease_or_none = None
+        for name in reversed([a for a in arrivals if a not in served]):  # latest arrivals poll first
+            now += 0.1
+            result = slots.try_acquire(SITE, name, 1, priority=PRIORITY_BULK, now_s=now)
+            if isinstance(result, Granted):
+                assert lease_or_none is None
+                lease_or_none = result.lease
+        assert lease_or_none is not None
+        lease = lease_or_none
+        served.append(lease.holder_id)
+    assert served == arrivals
+
+
+def test_several_free_slots_go_to_the_first_waiters_only(slots: ProviderSlots) -> None:
+    """With two slots free and three waiters, the third cannot take one while the first two have not polled."""
+    a = grant(slots.try_acquire(SITE, "a", 2, priority=PRIORITY_BULK, now_s=T0))
+    b = grant(slots.try_acquire(SITE, "b", 2, priority=PRIORITY_BULK, now_s=T0))
+    for i, name in enumerate(("w1", "w2", "w3")):
+        wait(slots.try_acquire(SITE, name, 2, priority=PRIORITY_BULK, now_s=T0 + 1 + i))
+    assert slots.release(a, now_s=T0 + 10)
+    assert slots.release(b, now_s=T0 + 10)
+    assert wait(slots.try_acquire(SITE, "w3", 2, priority=PRIORITY_BULK, now_s=T0 + 11)).rank == 2
+    assert wait(slots.try_acquire(SITE, "newcomer", 2, priority=PRIORITY_BULK, now_s=T0 + 11)).rank == 3
+    grant(slots.try_acquire(SITE, "w2", 2, priority=PRIORITY_BULK, now_s=T0 + 12))
+    grant(slots.try_acquire(SITE, "w1", 2, priority=PRIORITY_BULK, now_s=T0 + 12))
+
+
+def test_a_waiter_that_stops_polling_blocks_the_line_for_at_most_waiter_ttl(slots: ProviderSlots) -> None:
+    """A first-in-line waiter that never polls again keeps its place only until `waiter_ttl_s` has passed."""
+    lease = grant(slots.try_acquire(SITE, "holder", 1, priority=PRIORITY_BULK, now_s=T0))
+    wait(slots.try_acquire(SITE, "ghost", 1, priority=PRIORITY_BULK, now_s=T0 + 1))
+    wait(slots.try_acquire(SITE, "alive", 1, priority=PRIORITY_BULK, now_s=T0 + 2))
+    assert slots.release(lease, now_s=T0 + 3)
+    assert wait(slots.try_acquire(SITE, "alive", 1, priority=PRIORITY_BULK, now_s=T0 + 1 + WAITER_TTL_S - 1)).rank == 1
+    late = slots.try_acquire(SITE, "alive", 1, priority=PRIORITY_BULK, now_s=T0 + 1 + WAITER_TTL_S + 0.5)
+    assert grant(late).holder_id == "alive"
+    assert slots.snapshot(SITE, now_s=T0 + 1 + WAITER_TTL_S + 1).waiting == 0
+
+
+def test_an_abandoning_waiter_leaves_the_line_at_once(slots: ProviderSlots) -> None:
+    """`abandon` removes a waiter so the one behind it moves up without waiting for the TTL."""
+    grant(slots.try_acquire(SITE, "holder", 1, priority=PRIORITY_BULK, now_s=T0))
+    wait(slots.try_acquire(SITE, "quitter", 1, priority=PRIORITY_BULK, now_s=T0 + 1))
+    assert wait(slots.try_acquire(SITE, "stayer", 1, priority=PRIORITY_BULK, now_s=T0 + 2)).rank == 1
+    assert slots.abandon(SITE, "quitter") is True
+    assert slots.abandon(SITE, "quitter") is False
+    assert wait(slots.try_acquire(SITE, "stayer", 1, priority=PRIORITY_BULK, now_s=T0 + 3)).rank == 0
+
+
+def test_retry_after_grows_with_rank_and_follows_the_hold_time_average(slots: ProviderSlots) -> None:
+    """Waiters further back are told to come back later; the estimate is rank-based on the measured hold time."""
+    limit = 2
+    now = T0
+    for cycle in range(3):  # teach the site a 20 s hold time
+        lease = grant(slots.try_acquire(SITE, f"warm-{cycle}", limit, priority=PRIORITY_BULK, now_s=now))
+        now += 20
+        slots.release(lease, now_s=now)
+    assert slots.snapshot(SITE, now_s=now).ewma_hold_s == pytest.approx(20.0)
+    for name in ("h1", "h2"):
+        grant(slots.try_acquire(SITE, name, limit, priority=PRIORITY_BULK, now_s=now))
+    estimates = [
+        wait(slots.try_acquire(SITE, f"w{rank}", limit, priority=PRIORITY_BULK, now_s=now + rank * 0.01)).retry_after_s
+        for rank in range(8)
+    ]
+    # One slot frees every 20 s / 2 = 10 s on average; rank r needs r + 1 releases.
+    assert estimates[:6] == pytest.approx([10.0, 20.0, 30.0, 40.0, 50.0, 60.0])
+    assert estimates[6:] == [60.0, 60.0]  # clamped at max_retry_after_s
+    assert estimates == sorted(estimates)
+
+
+def test_release_updates_the_hold_time_average(slots: ProviderSlots) -> None:
+    """Releases feed an exponentially weighted average of hold times (alpha 0.2), kept per site."""
+    first = grant(slots.try_acquire(SITE, "a", 3, priority=PRIORITY_BULK, now_s=T0))
+    assert slots.release(first, now_s=T0 + 10)
+    second = grant(slots.try_acquire(SITE, "b", 3, priority=PRIORITY_BULK, now_s=T0 + 10))
+    assert slots.release(second, now_s=T0 + 30)
+    assert slots.snapshot(SITE, now_s=T0 + 30).ewma_hold_s == pytest.approx(0.2 * 20 + 0.8 * 10)
+    # A repeated release changes nothing.
+    assert slots.release(second, now_s=T0 + 100) is False
+    assert slots.snapshot(SITE, now_s=T0 + 100).ewma_hold_s == pytest.approx(12.0)
+
+
+def test_asking_again_while_holding_returns_the_same_lease(slots: ProviderSlots) -> None:
+    """A redelivered request with the same holder id gets its own lease back, renewed, not a second slot."""
+    first = grant(slots.try_acquire(SITE, "req-1", 2, priority=PRIORITY_SINGLE, now_s=T0))
+    again = grant(slots.try_acquire(SITE, "req-1", 2, priority=PRIORITY_SINGLE, now_s=T0 + 5))
+    assert (again.token, again.acquired_at_s) == (first.token, first.acquired_at_s)
+    assert again.expires_at_s == pytest.approx(T0 + 5 + LEASE_S)
+    assert slots.snapshot(SITE, now_s=T0 + 5).in_use == 1
+
+
+def test_a_stale_lease_cannot_release_a_newer_grant_to_the_same_holder(slots: ProviderSlots) -> None:
+    """After a lease is reclaimed and its holder id granted again, the old lease's release is refused."""
+    old = grant(slots.try_acquire(SITE, "req-1", 1, priority=PRIORITY_SINGLE, now_s=T0))
+    new = grant(slots.try_acquire(SITE, "req-1", 1, priority=PRIORITY_SINGLE, now_s=T0 + LEASE_S + 1))
+    assert new.token != old.token
+    assert slots.release(old, now_s=T0 + LEASE_S + 2) is False
+    assert slots.snapshot(SITE, now_s=T0 + LEASE_S + 2).in_use == 1
+    assert slots.release(new, now_s=T0 + LEASE_S + 3) is True
+
+
+def test_sites_are_independent(slots: ProviderSlots) -> None:
+    """A full site does not hold back another site, and their lines and averages are separate."""
+    grant(slots.try_acquire("PS1", "a", 1, priority=PRIORITY_SINGLE, now_s=T0))
+    wait(slots.try_acquire("PS1", "b", 1, priority=PRIORITY_SINGLE, now_s=T0))
+    other = grant(slots.try_acquire("PS2", "b", 1, priority=PRIORITY_SINGLE, now_s=T0))
+    assert slots.release(other, now_s=T0 + 7)
+    assert slots.snapshot("PS2", now_s=T0 + 7).ewma_hold_s == pytest.approx(7.0)
+    snapshot = slots.snapshot("PS1", now_s=T0 + 7)
+    assert (snapshot.in_use, snapshot.waiting, snapshot.ewma_hold_s) == (1, 1, None)
+
+
+def test_the_redis_clock_is_used_when_no_time_is_given(slots: ProviderSlots, redis_client: redis.Redis) -> None:
+    """Without `now_s` the lease is dated by Redis' TIME, so every machine shares one clock."""
+    seconds, micros = redis_client.time()
+    lease = grant(slots.try_acquire(SITE, "clocked", 1, priority=PRIORITY_SINGLE))
+    assert lease.acquired_at_s == pytest.approx(seconds + micros / 1e6, abs=5)
+    assert lease.expires_at_s == pytest.approx(lease.acquired_at_s + LEASE_S)
+
+
+def test_every_slot_key_expires(slots: ProviderSlots, redis_client: redis.Redis, redis_keys: RedisKeys) -> None:
+    """Holders, leases, waiters, deadlines and stats all carry a TTL: nothing is left forever."""
+    grant(slots.try_acquire(SITE, "a", 1, priority=PRIORITY_SINGLE, now_s=T0))
+    wait(slots.try_acquire(SITE, "b", 1, priority=PRIORITY_SINGLE, now_s=T0))
+    keys = list(redis_keys.slot_keys(SITE))
+    assert all(redis_client.exists(key) for key in keys)
+    ttls = [redis_client.ttl(key) for key in keys]
+    assert all(ttl > 0 for ttl in ttls), dict(zip(keys, ttls, strict=True))
+    assert max(ttls[:4]) <= math.ceil(WAITER_TTL_S) + 61
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"limit": 0}, "limit must be"),
+        ({"limit": True}, "limit must be"),
+        ({"priority": 10}, "priority must be"),
+        ({"priority": -1}, "priority must be"),
+        ({"holder_id": "has space"}, "holder_id"),
+        ({"holder_id": ""}, "holder_id"),
+        ({"now_s": math.nan}, "now_s"),
+        ({"now_s": -1.0}, "now_s"),
+    ],
+)
+def test_bad_arguments_get_a_clear_error(slots: ProviderSlots, kwargs: dict[str, object], message: str) -> None:
+    """Out-of-range limits and priorities, bad holder ids and bad clocks are refused before Redis is touched."""
+    call: dict[str, object] = {"site_code": SITE, "holder_id": "h", "limit": 1, "priority": 0, "now_s": T0}
+    call.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        slots.try_acquire(**call)  # type: ignore[arg-type]  # deliberately wrong types
+
+
+def test_a_bad_site_code_is_refused(slots: ProviderSlots) -> None:
+    """A site code that is not three letters or digits is an invalid request."""
+    with pytest.raises(InvalidRequestError, match="site code"):
+        slots.try_acquire("P:S1", "h", 1, priority=0)
+
+
+def test_settings_that_would_lose_waiters_are_refused(redis_client: redis.Redis, redis_keys: RedisKeys) -> None:
+    """A waiter TTL shorter than twice the longest retry-after would drop waiters that do as told."""
+    with pytest.raises(ValueError, match="waiter_ttl_s"):
+        ProviderSlots(redis_client, redis_keys, lease_s=60, waiter_ttl_s=100, max_retry_after_s=60)

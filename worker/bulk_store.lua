@@ -1,0 +1,196 @@
+-- A bulk job: its record, the pending children, the taken (outstanding) ones, exact counts.
+-- KEYS: 1 record (hash), 2 pending (list "<child id> <spec JSON>"), 3 taken (hash child id -> spec JSON),
+--       4 heartbeats (zset child id -> last sign of life), 5 children (set: ids appended, while enumerating)
+-- ARGV: 1 operation, 2 now ('' = Redis TIME), 3 key ttl (s), then the operation's arguments (below).
+local RECORD, PENDING, TAKEN, HEARTBEATS, CHILDREN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local op = ARGV[1]
+local now = clock(ARGV[2])
+local ttl_s = tonumber(ARGV[3])
+
+-- Every key of a bulk expires ttl_s after the bulk's last write (missing keys are skipped).
+local function keep()
+  for i = 1, #KEYS do
+    redis.call('EXPIRE', KEYS[i], ttl_s)
+  end
+end
+
+local function snapshot()
+  return {redis.call('HGETALL', RECORD), redis.call('LLEN', PENDING), redis.call('HLEN', TAKEN)}
+end
+
+local function state()
+  return redis.call('HGET', RECORD, 'state')
+end
+
+local function split(item)
+  local space = string.find(item, ' ', 1, true)
+  return string.sub(item, 1, space - 1), string.sub(item, space + 1)
+end
+
+-- No more appends: the total is what was appended, and the dedupe set has done its job.
+local function close_enumeration()
+  if redis.call('HGET', RECORD, 'enumeration_done') ~= '1' then
+    redis.call('HSET', RECORD, 'enumeration_done', '1', 'total', redis.call('SCARD', CHILDREN))
+    redis.call('DEL', CHILDREN)
+  end
+end
+
+-- The bulk is over when enumeration is closed and no child is pending or outstanding. Only the
+-- call that sets finished_at returns 1: exactly one caller publishes the bulk's final outcome.
+local function maybe_finish()
+  if redis.call('HEXISTS', RECORD, 'finished_at') == 1 then
+    return 0
+  end
+  if redis.call('HGET', RECORD, 'enumeration_done') ~= '1' then
+    return 0
+  end
+  if redis.call('LLEN', PENDING) > 0 or redis.call('HLEN', TAKEN) > 0 then
+    return 0
+  end
+  if state() == 'running' then
+    redis.call('HSET', RECORD, 'state', 'done')
+  end
+  redis.call('HSET', RECORD, 'finished_at', num(now))
+  return 1
+end
+
+-- Move up to n pending children to taken (outstanding), stamped with a heartbeat.
+local function move_pending(n)
+  if n <= 0 then
+    return {}
+  end
+  local items = redis.call('LRANGE', PENDING, 0, n - 1)
+  if #items == 0 then
+    return items
+  end
+  redis.call('LTRIM', PENDING, #items, -1)
+  for _, item in ipairs(items) do
+    local id, spec = split(item)
+    redis.call('HSET', TAKEN, id, spec)
+    redis.call('ZADD', HEARTBEATS, num(now), id)
+  end
+  return items
+end
+
+if op == 'create' then
+  -- ARGV: 4 bulk id, 5 site code, 6 criteria JSON. Idempotent: an existing record is returned as is.
+  if redis.call('EXISTS', RECORD) == 1 then
+    return {0, 0, snapshot()}
+  end
+  redis.call('HSET', RECORD, 'bulk_id', ARGV[4], 'site_code', ARGV[5], 'criteria', ARGV[6],
+    'state', 'enumerating', 'enumeration_done', '0', 'enqueued', 0, 'started_at', num(now))
+  keep()
+  return {1, 0, snapshot()}
+end
+
+if redis.call('EXISTS', RECORD) == 0 then
+  return redis.error_reply('NOBULK no such bulk job')
+end
+
+if op == 'append' then
+  -- ARGV: 4.. items "<child id> <spec JSON>". Children already appended (a redelivered page) are skipped.
+  local current = state()
+  if current ~= 'enumerating' then
+    return {0, current}
+  end
+  local added = 0
+  for i = 4, #ARGV do
+    local id = split(ARGV[i])
+    if redis.call('SADD', CHILDREN, id) == 1 then
+      redis.call('RPUSH', PENDING, ARGV[i])
+      added = added + 1
+    end
+  end
+  keep()
+  return {added, current}
+
+elseif op == 'enumeration_done' then
+  local current = state()
+  if current == 'enumerating' then
+    redis.call('HSET', RECORD, 'state', 'running')
+  end
+  close_enumeration()
+  local last = maybe_finish()
+  keep()
+  return {current == 'enumerating' and 1 or 0, last, snapshot()}
+
+elseif op == 'take' then
+  -- ARGV: 4 max outstanding, 5 max count. Nothing once the bulk is cancelled, failed or done.
+  local current = state()
+  if current ~= 'enumerating' and current ~= 'running' then
+    return {}
+  end
+  local room = math.min(tonumber(ARGV[4]) - redis.call('HLEN', TAKEN), tonumber(ARGV[5]))
+  local items = move_pending(room)
+  if #items > 0 then
+    redis.call('HINCRBY', RECORD, 'enqueued', #items)
+    keep()
+  end
+  return items
+
+elseif op == 'drain' then
+  -- ARGV: 4 max count. A cancelled or failed bulk's pending children, moved to taken so each is
+  -- counted by child_finished like any other (and found by `stalled` if the drainer dies).
+  local current = state()
+  if current ~= 'cancelled' and current ~= 'failed' then
+    return {}
+  end
+  local items = move_pending(tonumber(ARGV[4]))
+  keep()
+  return items
+
+elseif op == 'finished' then
+  -- ARGV: 4 child id, 5 status. Counted once: only the call that removes it from taken counts it.
+  if redis.call('HDEL', TAKEN, ARGV[4]) == 0 then
+    return {0, 0, snapshot()}
+  end
+  redis.call('ZREM', HEARTBEATS, ARGV[4])
+  redis.call('HINCRBY', RECORD, 'count:' .. ARGV[5], 1)
+  local last = maybe_finish()
+  keep()
+  return {1, last, snapshot()}
+
+elseif op == 'stop' then
+  -- ARGV: 4 new state ('cancelled' or 'failed'), 5 error text. Only a live bulk stops.
+  local current = state()
+  local applied = 0
+  if current == 'enumerating' or current == 'running' then
+    redis.call('HSET', RECORD, 'state', ARGV[4])
+    if ARGV[4] == 'failed' then
+      redis.call('HSET', RECORD, 'error', ARGV[5])
+    end
+    close_enumeration()
+    applied = 1
+  end
+  local last = maybe_finish()
+  keep()
+  return {applied, last, snapshot()}
+
+elseif op == 'heartbeat' then
+  -- ARGV: 4 child id. Only an outstanding child has a heartbeat to refresh.
+  if not redis.call('ZSCORE', HEARTBEATS, ARGV[4]) then
+    return 0
+  end
+  redis.call('ZADD', HEARTBEATS, num(now), ARGV[4])
+  keep()
+  return 1
+
+elseif op == 'stalled' then
+  -- ARGV: 4 idle seconds, 5 max count. Outstanding children silent for idle seconds; each is
+  -- stamped now so two sweepers do not both re-enqueue it.
+  local ids = redis.call('ZRANGEBYSCORE', HEARTBEATS, '-inf', num(now - tonumber(ARGV[4])),
+    'LIMIT', 0, tonumber(ARGV[5]))
+  local out = {}
+  for _, id in ipairs(ids) do
+    local spec = redis.call('HGET', TAKEN, id)
+    if spec then
+      redis.call('ZADD', HEARTBEATS, num(now), id)
+      table.insert(out, id .. ' ' .. spec)
+    else
+      redis.call('ZREM', HEARTBEATS, id)
+    end
+  end
+  keep()
+  return out
+end
+return redis.error_reply('ERR unknown bulk operation')
