@@ -20,13 +20,18 @@
 
 Every error carries structured attributes (`kind`, `code`, `wsman_code`, `wmi_code`,
 `extended_status`) so outcomes can be published without parsing messages. Messages never
-contain credentials: they are built from fault XML and our own text only.
+contain credentials: they are built from fault XML and our own text only. Which fault or
+exception becomes which class is decided in `worker.classify` (see docs/errors.md).
+
+`ExtendedStatus` is the WS-Man layer's value type, re-exported here: the one thing this module
+takes from `worker.wsman`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+from worker.wsman import ExtendedStatus
 
 __all__ = [
     "AccessDeniedError",
@@ -50,31 +55,6 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class ExtendedStatus:
-    """`__ExtendedStatus` / `SMS_ExtendedStatus` from a WMI fault's `f:ExtendedError`."""
-
-    class_name: str
-    description: str | None = None
-    error_code: int | None = None
-    operation: str | None = None
-    parameter_info: str | None = None
-    provider_name: str | None = None
-    status_code: int | None = None
-    extra: dict[str, str] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "class": self.class_name,
-            "description": self.description,
-            "error_code": self.error_code,
-            "operation": self.operation,
-            "parameter_info": self.parameter_info,
-            "provider_name": self.provider_name,
-            "status_code": self.status_code,
-        }
-
-
 class RefreshError(Exception):
     """Root of every error the refresh path raises on purpose."""
 
@@ -90,6 +70,7 @@ class RefreshError(Exception):
         wmi_code: int | None = None,
         extended_status: ExtendedStatus | None = None,
         http_status: int | None = None,
+        return_value: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -98,6 +79,9 @@ class RefreshError(Exception):
         self.wmi_code = wmi_code
         self.extended_status = extended_status
         self.http_status = http_status
+        # The ReturnValue RefreshPkgSource answered, set only when the method answered without a
+        # fault; not part of `as_dict()` (the outcome carries ReturnValue in its own field).
+        self.return_value = return_value
 
     def as_dict(self) -> dict[str, Any]:
         """The error as published in an outcome (JSON-ready, no secrets)."""
