@@ -4,17 +4,17 @@
     ├── TransientError          retry soon (in-call, then by re-queueing)
     │   ├── ConnectError        cannot reach the provider / connection reset / TLS handshake blip
     │   ├── OperationTimeoutError read timeout or w:TimedOut fault
-    │   ├── ServerBusyError     HTTP 5xx other than a SOAP fault (503 from HTTP.sys)
+    │   ├── ServerBusyError     HTTP 503/429 from HTTP.sys, or the provider out of memory / busy
     │   ├── QuotaError          WinRM quota: too many concurrent operations for the user
     │   └── ProviderFailureError WBEM_E_FAILED / PROVIDER_FAILURE without a better meaning
     ├── MediumNotReadyError     STORAGE_COMPRESS source medium not ready: wait minutes-hours
     └── PermanentError          fail at once, never retry
-        ├── AuthError           401: bad credentials (retrying only locks the account)
+        ├── AuthError           401 or a logon the account cannot do (retrying only locks it)
         ├── AccessDeniedError   WBEM_E_ACCESS_DENIED / RBAC
-        ├── NotFoundError       no such package instance
+        ├── NotFoundError       no such package instance, file or path
         ├── InvalidRequestError invalid class / selector / query / parameter
         ├── ReturnValueError    RefreshPkgSource returned non-zero on a package with no medium to wait for
-        ├── ProtocolError       reply we cannot trust (bad RelatesTo, unparseable XML)
+        ├── ProtocolError       reply we cannot trust (bad RelatesTo, unparseable XML, a DTD, over a limit)
         │   └── InternalError   a bug in sccm-refresh (reported as failed, then re-raised)
         └── ConfigError         no provider configured for the site, unreadable secret
 
