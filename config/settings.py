@@ -46,7 +46,7 @@ _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
 class RetryPolicy(BaseModel):
-    """One retry policy as data: capped exponential backoff with full jitter and a deadline.
+    """One retry policy as data: capped exponential backoff, a `jitter` share of each delay drawn at random, a deadline.
 
     `max_attempts` counts calls, the first included; `deadline_s` bounds the time from the
     first attempt, whichever comes first ends the retrying.

@@ -261,6 +261,7 @@ def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
             known_version_before=ctx.state.source_version_before,
             on_package=ctx.seen.record,
             fence=_BoundFence(deps.fences, request_id),
+            invoke_retry=deps.settings.retry.in_call,
             sleep=deps.sleep,
             clock=deps.clock.monotonic,
             wall_clock=deps.clock.time,

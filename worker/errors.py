@@ -4,29 +4,34 @@
     ├── TransientError          retry soon (in-call, then by re-queueing)
     │   ├── ConnectError        cannot reach the provider / connection reset / TLS handshake blip
     │   ├── OperationTimeoutError read timeout or w:TimedOut fault
-    │   ├── ServerBusyError     HTTP 5xx other than a SOAP fault (503 from HTTP.sys)
+    │   ├── ServerBusyError     HTTP 503/429 from HTTP.sys, or the provider out of memory / busy
     │   ├── QuotaError          WinRM quota: too many concurrent operations for the user
     │   └── ProviderFailureError WBEM_E_FAILED / PROVIDER_FAILURE without a better meaning
     ├── MediumNotReadyError     STORAGE_COMPRESS source medium not ready: wait minutes-hours
     └── PermanentError          fail at once, never retry
-        ├── AuthError           401: bad credentials (retrying only locks the account)
+        ├── AuthError           401 or a logon the account cannot do (retrying only locks it)
         ├── AccessDeniedError   WBEM_E_ACCESS_DENIED / RBAC
-        ├── NotFoundError       no such package instance
+        ├── NotFoundError       no such package instance, file or path
         ├── InvalidRequestError invalid class / selector / query / parameter
         ├── ReturnValueError    RefreshPkgSource returned non-zero on a package with no medium to wait for
-        ├── ProtocolError       reply we cannot trust (bad RelatesTo, unparseable XML)
+        ├── ProtocolError       reply we cannot trust (bad RelatesTo, unparseable XML, a DTD, over a limit)
         │   └── InternalError   a bug in sccm-refresh (reported as failed, then re-raised)
         └── ConfigError         no provider configured for the site, unreadable secret
 
 Every error carries structured attributes (`kind`, `code`, `wsman_code`, `wmi_code`,
 `extended_status`) so outcomes can be published without parsing messages. Messages never
-contain credentials: they are built from fault XML and our own text only.
+contain credentials: they are built from fault XML and our own text only. Which fault or
+exception becomes which class is decided in `worker.classify` (see docs/errors.md).
+
+`ExtendedStatus` is the WS-Man layer's value type, re-exported here: the one thing this module
+takes from `worker.wsman`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+from worker.wsman import ExtendedStatus
 
 __all__ = [
     "AccessDeniedError",
@@ -48,31 +53,6 @@ __all__ = [
     "ServerBusyError",
     "TransientError",
 ]
-
-
-@dataclass(frozen=True)
-class ExtendedStatus:
-    """`__ExtendedStatus` / `SMS_ExtendedStatus` from a WMI fault's `f:ExtendedError`."""
-
-    class_name: str
-    description: str | None = None
-    error_code: int | None = None
-    operation: str | None = None
-    parameter_info: str | None = None
-    provider_name: str | None = None
-    status_code: int | None = None
-    extra: dict[str, str] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "class": self.class_name,
-            "description": self.description,
-            "error_code": self.error_code,
-            "operation": self.operation,
-            "parameter_info": self.parameter_info,
-            "provider_name": self.provider_name,
-            "status_code": self.status_code,
-        }
 
 
 class RefreshError(Exception):
@@ -101,7 +81,8 @@ class RefreshError(Exception):
         self.wmi_code = wmi_code
         self.extended_status = extended_status
         self.http_status = http_status
-        # What RefreshPkgSource answered, when it answered (no fault): a ReturnValue, not a code.
+        # The ReturnValue RefreshPkgSource answered, set only when the method answered without a
+        # fault; not part of `as_dict()` (the outcome carries ReturnValue in its own field).
         self.return_value = return_value
 
     def as_dict(self) -> dict[str, Any]:

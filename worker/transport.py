@@ -1,10 +1,15 @@
-"""The thin I/O edge to the SMS Provider: pywinrm's `Protocol.send_message`, one per thread.
+"""The thin I/O edge to the SMS Provider: pywinrm's transport, one Protocol per thread.
+
+Bytes go through `protocol.transport.send_message`, pywinrm's public transport object: it still
+does authentication and message encryption, but unlike `Protocol.send_message` it does not
+re-parse HTTP error bodies with the stdlib's unguarded XML parser. Error bodies are read here
+with the WS-Man layer's parser instead (`worker.classify`).
 
 pywinrm's Protocol holds one `requests.Session` and is not thread-safe (shared across threads
-over NTLM every call failed: DESIGN.md section 2), so each thread owns one per provider. After
-any transport-level failure the session is closed and rebuilt: an NTLM session whose
-keep-alive connection the server dropped keeps failing (HTTP 400) until it is, and a failed
-priming POST would leave it sending plaintext.
+over NTLM, every call failed), so each thread owns one per provider. After any failure other
+than a SOAP fault the session is closed and rebuilt: an NTLM session whose keep-alive
+connection the server dropped keeps failing (HTTP 400) until it is, and a failed priming POST
+would leave it sending plaintext.
 """
 
 from __future__ import annotations
@@ -13,23 +18,13 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from winrm.exceptions import WSManFaultError
 from winrm.protocol import Protocol
 
 from config.settings import ProviderSettings, check_basic_password
-from worker.classify import classify_exception
-from worker.errors import ConfigError, RefreshError
+from worker.classify import classify_exception, fault_in_reply, fault_to_error, http_error_reply, http_status_error
+from worker.errors import ConfigError
 
 __all__ = ["ProviderTransport"]
-
-# pywinrm's own auth names for ours: "certificate" needs no username or password.
-_PYWINRM_AUTH = {
-    "ntlm": "ntlm",
-    "kerberos": "kerberos",
-    "basic": "basic",
-    "credssp": "credssp",
-    "certificate": "certificate",
-}
 
 
 # pyspnego logs every NTLM / SPNEGO / CredSSP token at DEBUG ("NTLM step output: <base64>"). An
@@ -48,8 +43,6 @@ def _quiet_handshake_logging() -> None:
 @dataclass
 class _Slot:
     protocol: Protocol | None = None
-    # Bumped at each rebuild; lets tests and metrics see session resets.
-    generation: int = 0
 
 
 class ProviderTransport:
@@ -59,7 +52,6 @@ class ProviderTransport:
         self.site_code = site_code
         self.provider = provider
         self._local = threading.local()
-        self.resets = 0
         _quiet_handshake_logging()
 
     def __repr__(self) -> str:
@@ -88,7 +80,8 @@ class ProviderTransport:
                 raise ConfigError(str(exc)) from None
         return Protocol(
             endpoint=p.endpoint,
-            transport=_PYWINRM_AUTH[p.transport],  # type: ignore[arg-type]  # values are pywinrm's literals
+            # Our transport names are pywinrm's ("certificate" needs no username or password).
+            transport=p.transport,
             username=p.username or None,
             password=password,
             cert_pem=str(p.cert_pem) if p.cert_pem else None,
@@ -120,29 +113,26 @@ class ProviderTransport:
                 slot.protocol.transport.close_session()
             finally:
                 slot.protocol = None
-                slot.generation += 1
-                self.resets += 1
 
     def close(self) -> None:
         self.reset()
 
     def send(self, envelope: bytes) -> bytes:
-        """One round trip. SOAP faults and transport failures are raised as typed errors."""
+        """One round trip: the reply bytes. SOAP faults and transport failures raise RefreshErrors."""
         protocol = self.protocol()
         try:
-            # send_message is typed `str` but passes bytes straight to requests (UTF-8 already).
-            return protocol.send_message(envelope)  # type: ignore[arg-type]
-        except WSManFaultError as exc:
-            # A SOAP fault is a healthy conversation: keep the session.
-            raise _typed(exc) from None
-        except RefreshError:
-            self.reset()
-            raise
+            return protocol.transport.send_message(envelope)
         except Exception as exc:
-            # Anything else broke the conversation (connection, TLS, 4xx/5xx, auth): reset, then
-            # raise the typed error. `from None`: requests' chained errors may carry URLs.
-            self.reset()
-            raise _typed(exc) from None
+            failure = exc
+        reply = http_error_reply(failure)
+        fault = fault_in_reply(reply.body) if reply is not None else None
+        if reply is not None and fault is not None:
+            # A SOAP fault is a healthy conversation: keep the session.
+            raise fault_to_error(fault, http_status=reply.status) from None
+        # Anything else broke the conversation (connection, TLS, 4xx/5xx, auth): reset, then
+        # raise the typed error. `from None`: requests' chained errors may carry URLs.
+        self.reset()
+        raise (http_status_error(reply.status) if reply is not None else _typed(failure)) from None
 
 
 def _typed(exc: Exception) -> BaseException:

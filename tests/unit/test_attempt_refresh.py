@@ -6,7 +6,9 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
+from config.settings import RetryPolicy
 from worker.errors import MediumNotReadyError, OperationTimeoutError, ProviderFailureError, ReturnValueError
+from worker.fence import FenceSnapshot
 from worker.packages import PackageInfo
 from worker.refresh import attempt_refresh
 
@@ -110,3 +112,48 @@ def test_a_known_version_before_from_an_earlier_attempt_is_kept() -> None:
     """On a retry, the version read before the first attempt stays the reference."""
     result = attempt_refresh(ScriptedClient(PLAIN), "SMS_Package", "PS100001", known_version_before=3)
     assert result.source_version_before == 3
+
+
+@dataclass
+class LostReplyClient:
+    """The first Invoke lands (or not) but its reply is lost; later Invokes answer 0."""
+
+    package: PackageInfo
+    lands: bool
+    invokes: int = 0
+
+    def get_package(self, package_class: str, package_id: str) -> PackageInfo:
+        return self.package
+
+    def refresh(self, package_class: str, package_id: str) -> int:
+        self.invokes += 1
+        if self.invokes == 1:
+            if self.lands:
+                self.package = replace(self.package, action_in_progress=1)
+            raise OperationTimeoutError("read timed out")
+        return 0
+
+
+@dataclass
+class MemoryFence:
+    snapshot: FenceSnapshot | None = None
+
+    def read(self) -> FenceSnapshot | None:
+        return self.snapshot
+
+    def write(self, snapshot: FenceSnapshot) -> None:
+        self.snapshot = snapshot
+
+
+IN_CALL = RetryPolicy(max_attempts=3, initial_backoff_s=0, max_backoff_s=0)
+
+
+@pytest.mark.parametrize(("lands", "invokes"), [(True, 1), (False, 2)])
+def test_an_invoke_whose_reply_was_lost_is_retried_only_if_it_did_not_land(lands: bool, invokes: int) -> None:
+    """In-call retries of RefreshPkgSource read the package first: a landed refresh is not sent twice."""
+    client = LostReplyClient(replace(PLAIN, action_in_progress=0), lands=lands)
+    result = attempt_refresh(
+        client, "SMS_Package", "PS100001", fence=MemoryFence(), invoke_retry=IN_CALL, sleep=lambda _s: None
+    )
+    assert result.status == "accepted" and client.invokes == invokes
+    assert result.confirmed_earlier_invoke is lands

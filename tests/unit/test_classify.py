@@ -27,7 +27,17 @@ from winrm.exceptions import (
 from winrm.protocol import Protocol
 
 from testing.canned_http import CannedAdapter
-from worker.classify import classify_exception, error_for_medium_fault, refresh_outcome, sanitize_text
+from worker.classify import (
+    WBEM_E_FAILED,
+    WBEM_E_PROVIDER_FAILURE,
+    WSMAN_TIMED_OUT,
+    HttpErrorReply,
+    classify_exception,
+    error_for_medium_fault,
+    http_error_reply,
+    refresh_outcome,
+    sanitize_text,
+)
 from worker.errors import (
     AccessDeniedError,
     AuthError,
@@ -46,15 +56,14 @@ from worker.errors import (
 )
 from worker.packages import STORAGE_COMPRESS
 from worker.wsman import build_get
-from worker.wsman.faults import WBEM_E_FAILED, WBEM_E_PROVIDER_FAILURE, WSMAN_TIMED_OUT
 
 CAPTURES = Path(__file__).resolve().parents[1] / "fixtures" / "windows"
 ENDPOINT = "http://sccm01.lab.local:5985/wsman"
 PASSWORD = "Sup3r$ecret!pw"
 
 
-def _raised_by_pywinrm(status: int, body: bytes = b"") -> Exception:
-    """What pywinrm's Protocol.send_message raises when the server answers `status` + `body`."""
+def _canned_protocol(status: int, body: bytes) -> Protocol:
+    """An unmodified pywinrm Protocol whose every request is answered `status` + `body`."""
     protocol = Protocol(
         endpoint=ENDPOINT,
         transport="plaintext",
@@ -65,9 +74,19 @@ def _raised_by_pywinrm(status: int, body: bytes = b"") -> Exception:
         proxy=None,
     )
     protocol.transport.build_session().mount("http://", CannedAdapter(body, status))
+    return protocol
+
+
+def _raised_by_pywinrm(status: int, body: bytes = b"", *, via_transport: bool = False) -> Exception:
+    """What pywinrm's Protocol.send_message (or, `via_transport`, the transport object the worker
+    calls) raises when the server answers `status` + `body`."""
+    protocol = _canned_protocol(status, body)
     envelope = build_get(to_url=ENDPOINT, resource_uri="urn:x", selectors={}, operation_timeout_s=5)
     with pytest.raises(Exception) as caught:
-        protocol.send_message(envelope.text)
+        if via_transport:
+            protocol.transport.send_message(envelope.xml)
+        else:
+            protocol.send_message(envelope.text)
     assert isinstance(caught.value, Exception)
     return caught.value
 
@@ -353,3 +372,43 @@ def test_generic_wmi_failure_on_a_compressed_package_is_medium_not_ready() -> No
 def test_other_errors_keep_their_meaning_on_any_package(error: RefreshError, flag: int | None) -> None:
     """Only WBEM_E_FAILED on STORAGE_COMPRESS is converted; everything else is returned as is."""
     assert error_for_medium_fault(error, flag) is error
+
+
+# --- HTTP error replies behind pywinrm's exceptions ------------------------------------
+
+
+def test_http_error_reply_reads_a_transport_error() -> None:
+    """A WinRMTransportError yields its status and the body pywinrm decoded."""
+    reply = http_error_reply(_raised_by_pywinrm(503, b"busy", via_transport=True))
+
+    assert reply == HttpErrorReply(status=503, body="busy")
+
+
+def test_http_error_reply_recovers_the_raw_bytes_pywinrm_could_not_decode() -> None:
+    """A UTF-16 body makes pywinrm raise UnicodeDecodeError; its bytes and the status are recovered."""
+    body = (CAPTURES / "winrb_quota_shells.xml").read_text(encoding="utf-8").encode("utf-16")
+    raised = _raised_by_pywinrm(500, body, via_transport=True)
+
+    assert isinstance(raised, UnicodeDecodeError)
+    assert http_error_reply(raised) == HttpErrorReply(status=500, body=body)
+    assert isinstance(classify_exception(raised), QuotaError)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),  # not from an HTTP error
+        ValueError("bug"),
+    ],
+)
+def test_http_error_reply_is_none_for_other_exceptions(exc: Exception) -> None:
+    """Only pywinrm's HTTP errors carry a reply; an unrelated decoding error stays unclassified."""
+    assert http_error_reply(exc) is None
+    assert classify_exception(exc) is None
+
+
+def test_a_transport_error_with_odd_arguments_still_maps_by_what_is_readable() -> None:
+    """A WinRMTransportError whose status or body have unexpected types maps as 'no status, no fault'."""
+    error = classify_exception(WinRMTransportError("http", "500", None))
+
+    assert type(error) is ProviderFailureError and error.http_status is None

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from winrm.protocol import Protocol
 
 from testing.canned_http import CannedAdapter
+from testing.classified import raises_classified
 from worker.errors import InvalidRequestError
 from worker.wsman import (
     Envelope,
@@ -241,42 +242,42 @@ def test_any_printable_selector_value_round_trips(value: str) -> None:
 
 @pytest.mark.parametrize("value", ["a\x00b", "bell\x07", "\x1b[31m", "\ufffe"])
 def test_characters_xml_cannot_carry_are_refused(value: str) -> None:
-    """Control characters XML 1.0 cannot represent raise InvalidRequestError, not bad XML."""
-    with pytest.raises(InvalidRequestError, match="XML cannot carry"):
+    """Control characters XML 1.0 cannot represent are refused (an invalid request), not sent as bad XML."""
+    with raises_classified(InvalidRequestError, match="XML cannot carry"):
         _get(selectors={"PackageID": value})
 
 
 @pytest.mark.parametrize("name", ["Package ID", 'x"y', "<a>", "", "1abc"])
 def test_selector_names_must_be_identifiers(name: str) -> None:
     """A selector name goes in an attribute: only identifiers are accepted."""
-    with pytest.raises(InvalidRequestError, match="selector name"):
+    with raises_classified(InvalidRequestError, match="selector name"):
         _get(selectors={name: "PS100012"})
 
 
 @pytest.mark.parametrize("method", ["Refresh PkgSource", "x/y", "<M>", "", "9Go"])
 def test_method_names_must_be_identifiers(method: str) -> None:
     """The method becomes an element name and part of the Action: identifiers only."""
-    with pytest.raises(InvalidRequestError, match="method name"):
+    with raises_classified(InvalidRequestError, match="method name"):
         build_invoke(to_url=TO_URL, resource_uri=CLASS_URI, selectors={}, operation_timeout_s=1, method=method)
 
 
 @pytest.mark.parametrize("timeout_s", [0, -1, math.nan, math.inf, True, "20"])
 def test_operation_timeout_must_be_a_positive_finite_number(timeout_s: object) -> None:
     """Zero, negative, NaN, infinite, bool and string timeouts are refused."""
-    with pytest.raises(InvalidRequestError, match="operation_timeout_s"):
+    with raises_classified(InvalidRequestError, match="operation_timeout_s"):
         _get(operation_timeout_s=timeout_s)
 
 
 @pytest.mark.parametrize("size", [0, -5, True, 1.5])
 def test_max_envelope_size_must_be_a_positive_integer(size: object) -> None:
     """MaxEnvelopeSize accepts positive integers only."""
-    with pytest.raises(InvalidRequestError, match="max_envelope_size_bytes"):
+    with raises_classified(InvalidRequestError, match="max_envelope_size_bytes"):
         _get(max_envelope_size_bytes=size)
 
 
 def test_max_elements_must_be_a_positive_integer() -> None:
     """An Enumerate asking for zero elements is refused."""
-    with pytest.raises(InvalidRequestError, match="max_elements"):
+    with raises_classified(InvalidRequestError, match="max_elements"):
         build_enumerate(
             to_url=TO_URL, resource_uri=CLASS_URI, wql="SELECT * FROM X", max_elements=0, operation_timeout_s=1
         )
@@ -285,7 +286,7 @@ def test_max_elements_must_be_a_positive_integer() -> None:
 @pytest.mark.parametrize("locale", ["en US", 'en"', "", "x" * 9])
 def test_locales_must_look_like_language_tags(locale: str) -> None:
     """The locale lands in an xml:lang attribute: only RFC 3066-like tags are accepted."""
-    with pytest.raises(InvalidRequestError, match="locale"):
+    with raises_classified(InvalidRequestError, match="locale"):
         _get(locale=locale)
 
 

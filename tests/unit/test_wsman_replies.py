@@ -8,9 +8,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.errors import NotFoundError, ProtocolError, RefreshError
+from testing.classified import raises_classified
+from worker.classify import error_from_wsman
+from worker.errors import NotFoundError, ProtocolError
 from worker.packages import STORAGE_COMPRESS, PackageInfo
 from worker.wsman import (
+    FaultReply,
+    MalformedReply,
     ReplyHeader,
     WmiInstance,
     check_action,
@@ -31,7 +35,7 @@ def _capture(name: str) -> bytes:
     return (CAPTURES / name).read_bytes()
 
 
-# No public capture of the SMS Provider exists: these follow DESIGN.md section 2 and the
+# No public capture of the SMS Provider exists: these follow the documented class shapes and the
 # WMI plug-in's rendering seen in the Win32_Process captures, with deliberately unusual
 # prefixes, xml:lang / xsi:type attributes and pretty-printing whitespace.
 GET_RESPONSE = f"""<?xml version="1.0" encoding="utf-8"?>
@@ -104,10 +108,10 @@ def test_relates_to_matches_our_message_id_case_insensitively() -> None:
 
 
 def test_relates_to_of_another_request_is_a_protocol_error() -> None:
-    """A reply to some other request raises ProtocolError naming both IDs."""
+    """A reply to some other request is malformed (a ProtocolError) naming both IDs."""
     header = parse_header(_capture("winrb_enumerate_response.xml"))
 
-    with pytest.raises(ProtocolError, match="does not match"):
+    with raises_classified(ProtocolError, match="does not match"):
         check_relates_to(header, REQUEST_ID)
 
 
@@ -116,13 +120,13 @@ def test_missing_relates_to_is_a_protocol_error() -> None:
     header = parse_header(_capture("winrb_quota_shells.xml"))
 
     assert header.relates_to is None
-    with pytest.raises(ProtocolError, match="no RelatesTo"):
+    with raises_classified(ProtocolError, match="no RelatesTo"):
         check_relates_to(header, REQUEST_ID)
 
 
 def test_unexpected_action_is_a_protocol_error() -> None:
     """check_action refuses a reply carrying another Action."""
-    with pytest.raises(ProtocolError, match="Action"):
+    with raises_classified(ProtocolError, match="Action"):
         check_action(parse_header(GET_RESPONSE), ACTION_ENUMERATE_RESPONSE)
 
 
@@ -188,8 +192,8 @@ def test_untrustworthy_package_properties_are_protocol_errors(
 
 
 def test_a_fault_inside_a_200_reply_raises_the_error_it_means() -> None:
-    """parse_instance on a Fault body raises the mapped error, not a parse error."""
-    with pytest.raises(NotFoundError):
+    """parse_instance on a Fault body raises FaultReply, which classifies as the error the fault means."""
+    with raises_classified(NotFoundError):
         parse_instance(_capture("omi_wmi_not_found.xml"))
 
 
@@ -214,14 +218,14 @@ def test_real_method_output_capture_parses() -> None:
 
 def test_output_of_another_method_is_a_protocol_error() -> None:
     """A reply for a different method is refused."""
-    with pytest.raises(ProtocolError, match="RefreshPkgSource_OUTPUT"):
+    with raises_classified(ProtocolError, match="RefreshPkgSource_OUTPUT"):
         parse_method_output(_capture("winrb_invoke_output.xml"), "RefreshPkgSource")
 
 
 @pytest.mark.parametrize("return_value", ["", "zero", "0x"])
 def test_unreadable_return_values_are_protocol_errors(return_value: str) -> None:
     """A ReturnValue that is not an integer is refused."""
-    with pytest.raises(ProtocolError):
+    with raises_classified(ProtocolError):
         parse_method_output(REFRESH_OUTPUT.format(return_value=return_value), "RefreshPkgSource")
 
 
@@ -229,7 +233,7 @@ def test_missing_return_value_is_a_protocol_error() -> None:
     """An _OUTPUT without ReturnValue is refused."""
     reply = REFRESH_OUTPUT.replace("ReturnValue", "Other").format(return_value=0)
 
-    with pytest.raises(ProtocolError, match="ReturnValue"):
+    with raises_classified(ProtocolError, match="ReturnValue"):
         parse_method_output(reply, "RefreshPkgSource")
 
 
@@ -274,7 +278,7 @@ def test_optimized_enumeration_can_end_in_the_first_reply() -> None:
 
 def test_a_get_response_is_not_an_enumeration() -> None:
     """parse_enumeration refuses a body that is not an enumeration response."""
-    with pytest.raises(ProtocolError, match="not an enumeration response"):
+    with raises_classified(ProtocolError, match="not an enumeration response"):
         parse_enumeration(GET_RESPONSE)
 
 
@@ -298,8 +302,8 @@ def test_a_get_response_is_not_an_enumeration() -> None:
     ],
 )
 def test_junk_replies_are_protocol_errors(reply: bytes, match: str) -> None:
-    """Unparseable, non-SOAP, body-less and DTD-bearing replies raise ProtocolError."""
-    with pytest.raises(ProtocolError, match=match):
+    """Unparseable, non-SOAP, body-less and DTD-bearing replies are malformed (ProtocolError)."""
+    with raises_classified(ProtocolError, match=match):
         parse_instance(reply)
 
 
@@ -352,12 +356,12 @@ _RANDOM_TREES = st.recursive(st.just(""), _element, max_leaves=12).map(
 @given(reply=st.one_of(st.binary(max_size=300), st.text(max_size=300), _RANDOM_TREES))
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_parsers_raise_only_protocol_errors_on_junk(reply: bytes | str) -> None:
-    """Random bytes, text and SOAP-shaped trees raise only ProtocolError (or a fault body's own error)."""
+    """Random bytes, text and SOAP-shaped trees raise only MalformedReply (or FaultReply for a Fault body)."""
     for parse in _PARSERS:
         try:
             parse(reply)
-        except ProtocolError:
-            pass
-        except RefreshError:
-            # Only a Body holding a SOAP Fault may raise the error that fault means.
+        except MalformedReply as exc:
+            assert type(error_from_wsman(exc)) is ProtocolError
+        except FaultReply:
+            # Only a Body holding a SOAP Fault may raise it.
             assert isinstance(reply, str) and f'<Fault xmlns="{NS_SOAP}"' in reply

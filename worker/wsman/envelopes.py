@@ -7,7 +7,7 @@ MessageID used (to check the reply's RelatesTo) and the Action. The header follo
 `a:MessageID`, `w:Locale`, `p:DataLocale`, `w:OperationTimeout` and `w:SelectorSet`.
 
 Every text value and attribute is XML-escaped here, even though callers pass validated
-values; characters XML 1.0 cannot carry at all are refused.
+values; characters XML 1.0 cannot carry at all are refused (`EnvelopeValueError`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from worker.errors import InvalidRequestError
+from worker.wsman.exceptions import EnvelopeValueError
 from worker.wsman.namespaces import (
     ACTION_ENUMERATE,
     ACTION_GET,
@@ -280,36 +280,36 @@ def _selector_set(selectors: Mapping[str, str]) -> str:
 def _duration(timeout_s: float) -> str:
     """An xs:duration in the `PT<seconds>.<millis>S` form Windows itself sends."""
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float):
-        raise InvalidRequestError(f"operation_timeout_s must be a number, got {safe_repr(timeout_s)}")
+        raise EnvelopeValueError(f"operation_timeout_s must be a number, got {safe_repr(timeout_s)}")
     if not math.isfinite(timeout_s) or timeout_s <= 0:
-        raise InvalidRequestError(f"operation_timeout_s must be positive, got {safe_repr(timeout_s)}")
+        raise EnvelopeValueError(f"operation_timeout_s must be positive, got {safe_repr(timeout_s)}")
     return f"PT{timeout_s:.3f}S"
 
 
 def _positive_int(value: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InvalidRequestError(f"{what} must be a positive integer, got {safe_repr(value)}")
+        raise EnvelopeValueError(f"{what} must be a positive integer, got {safe_repr(value)}")
     return value
 
 
 def _checked_name(value: str, what: str) -> str:
     if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
-        raise InvalidRequestError(f"invalid {what} {safe_repr(value)}")
+        raise EnvelopeValueError(f"invalid {what} {safe_repr(value)}")
     return value
 
 
 def _checked_locale(value: str) -> str:
     if not isinstance(value, str) or not _LOCALE_RE.fullmatch(value):
-        raise InvalidRequestError(f"invalid locale {safe_repr(value)}")
+        raise EnvelopeValueError(f"invalid locale {safe_repr(value)}")
     return value
 
 
 def _text(value: str) -> str:
     """`value` escaped for element text or a quoted attribute; refuses non-XML characters."""
     if not isinstance(value, str):
-        raise InvalidRequestError(f"expected text, got {safe_repr(value)}")
+        raise EnvelopeValueError(f"expected text, got {safe_repr(value)}")
     if _XML_INVALID_RE.search(value):
-        raise InvalidRequestError(f"value {safe_repr(value)} holds characters XML cannot carry")
+        raise EnvelopeValueError(f"value {safe_repr(value)} holds characters XML cannot carry")
     return _XML_ESCAPE_RE.sub(lambda match: _XML_ESCAPES[match.group(0)], value)
 
 

@@ -34,7 +34,6 @@ __all__ = [
     "NS_XSI",
     "WMI_RESOURCE_URI_BASE",
     "invoke_action",
-    "invoke_response_action",
     "qname",
 ]
 
@@ -72,11 +71,6 @@ ACTION_FAULT_ENUMERATION = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/fa
 def invoke_action(resource_uri: str, method: str) -> str:
     """The custom action of a WMI method call: `<ResourceURI>/<Method>` ([MS-WSMV] 3.1.4.1.30)."""
     return f"{resource_uri}/{method}"
-
-
-def invoke_response_action(resource_uri: str, method: str) -> str:
-    """The action the reply of a WMI method call carries: `<ResourceURI>/<Method>Response`."""
-    return f"{resource_uri}/{method}Response"
 
 
 def qname(namespace: str, local_name: str) -> str:

@@ -2,8 +2,9 @@
 
 Liberal in what it accepts: any prefixes (namespaces are matched by URI), `xml:lang` and
 `xsi:type` attributes, pretty-printing whitespace. Strict in what it trusts: anything that
-is not the reply we asked for raises `ProtocolError`, never a raw `ParseError`, and the
-reply's RelatesTo is checked against our MessageID (pywinrm does not do it).
+is not the reply we asked for raises `MalformedReply`, never a raw `ParseError`, a Body
+holding a Fault raises `FaultReply`, and the reply's RelatesTo is checked against our
+MessageID (pywinrm does not do it). Every reply is parsed by `soap_parser.parse_envelope`.
 
 WMI instances over WS-Man ([MS-WSMV] 3.1.4.1.11, DSP0230): one child element per property,
 `xsi:nil="true"` for NULL, a `cim:Datetime` (or `cim:Date`/`cim:Time`/`cim:Interval`)
@@ -15,7 +16,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from worker.errors import ProtocolError
+from worker.wsman.exceptions import FaultReply, MalformedReply
+from worker.wsman.faults import fault_from_element
 from worker.wsman.namespaces import (
     NS_ADDRESSING,
     NS_CIM,
@@ -25,6 +27,7 @@ from worker.wsman.namespaces import (
     NS_XSI,
     qname,
 )
+from worker.wsman.soap_parser import echo, local_name, parse_envelope
 
 __all__ = [
     "EnumerationPage",
@@ -36,7 +39,6 @@ __all__ = [
     "check_action",
     "check_relates_to",
     "parse_enumeration",
-    "parse_envelope",
     "parse_header",
     "parse_instance",
     "parse_method_output",
@@ -44,10 +46,6 @@ __all__ = [
 
 PropertyValue = str | None | list[str | None]
 
-# Replies larger than this are refused before parsing: the biggest legitimate one is bounded
-# by the MaxEnvelopeSize we send (500 KiB by default), so this only stops runaway input.
-_MAX_REPLY_CHARS = 16 * 1024 * 1024
-_DOCTYPE_MARKERS = ("<!DOCTYPE", "<!doctype")
 _TRUE_VALUES = frozenset({"true", "1"})
 # Wrappers a property's value may come in; their text is the value (DSP0230 cim common types).
 _CIM_SCALAR_WRAPPERS = frozenset({"Datetime", "Date", "Time", "Interval", "CIMDateTime"})
@@ -56,7 +54,6 @@ _NON_PROPERTY_NAMESPACES = frozenset({NS_CIM, NS_ADDRESSING, NS_WSMAN})
 _XSI_NIL = qname(NS_XSI, "nil")
 _RETURN_VALUE = "ReturnValue"
 _OUTPUT_SUFFIX = "_OUTPUT"
-_MAX_MESSAGE_ECHO_CHARS = 120
 
 
 @dataclass(frozen=True)
@@ -109,26 +106,6 @@ class EnumerationPage:
         return self.context is not None and not self.end_of_sequence
 
 
-def parse_envelope(xml: bytes | str) -> ET.Element:
-    """The root `s:Envelope` of a reply; ProtocolError for anything else or unparseable XML."""
-    if not isinstance(xml, bytes | str):
-        raise ProtocolError(f"reply is {type(xml).__name__}, not XML text")
-    if len(xml) > _MAX_REPLY_CHARS:
-        raise ProtocolError(f"reply of {len(xml)} bytes exceeds {_MAX_REPLY_CHARS}")
-    # SOAP 1.2 part 1, 5: a SOAP message must not contain a DTD; refusing one also rules out
-    # entity-expansion tricks before expat sees them.
-    probe = xml[:4096] if isinstance(xml, str) else xml[:4096].decode("latin-1")
-    if any(marker in probe for marker in _DOCTYPE_MARKERS):
-        raise ProtocolError("reply contains a DTD, which SOAP forbids")
-    try:
-        root = ET.fromstring(xml)
-    except (ET.ParseError, ValueError, LookupError, UnicodeError, OverflowError) as exc:
-        raise ProtocolError(f"reply is not well-formed XML: {_describe_parse_error(exc)}") from exc
-    if root.tag != qname(NS_SOAP, "Envelope"):
-        raise ProtocolError(f"reply root is {_echo(root.tag)}, not a SOAP 1.2 Envelope")
-    return root
-
-
 def parse_header(xml: bytes | str) -> ReplyHeader:
     """Action, MessageID and RelatesTo of a reply's header."""
     header = parse_envelope(xml).find(qname(NS_SOAP, "Header"))
@@ -142,38 +119,32 @@ def parse_header(xml: bytes | str) -> ReplyHeader:
 
 
 def check_relates_to(header: ReplyHeader, expected_message_id: str) -> None:
-    """ProtocolError unless the reply relates to our request (UUIDs compared case-insensitively)."""
+    """MalformedReply unless the reply relates to our request (UUIDs compared case-insensitively)."""
     if header.relates_to is None:
-        raise ProtocolError(f"reply has no RelatesTo; expected {_echo(expected_message_id)}")
+        raise MalformedReply(f"reply has no RelatesTo; expected {echo(expected_message_id)}")
     if header.relates_to.strip().lower() != expected_message_id.strip().lower():
-        raise ProtocolError(
-            f"reply RelatesTo {_echo(header.relates_to)} does not match MessageID {_echo(expected_message_id)}"
+        raise MalformedReply(
+            f"reply RelatesTo {echo(header.relates_to)} does not match MessageID {echo(expected_message_id)}"
         )
 
 
 def check_action(header: ReplyHeader, expected_action: str) -> None:
-    """ProtocolError unless the reply carries the Action we expect."""
+    """MalformedReply unless the reply carries the Action we expect."""
     if header.action != expected_action:
-        raise ProtocolError(f"reply Action {_echo(header.action)} is not {_echo(expected_action)}")
+        raise MalformedReply(f"reply Action {echo(header.action)} is not {echo(expected_action)}")
 
 
 def body_element(root: ET.Element) -> ET.Element:
-    """The single payload element of the Body; a Fault raises the error it maps to."""
+    """The single payload element of the Body; a Fault raises FaultReply."""
     body = root.find(qname(NS_SOAP, "Body"))
     if body is None:
-        raise ProtocolError("reply has no SOAP Body")
+        raise MalformedReply("reply has no SOAP Body")
     payload = next(iter(body), None)
     if payload is None:
-        raise ProtocolError("reply Body is empty")
+        raise MalformedReply("reply Body is empty")
     if payload.tag == qname(NS_SOAP, "Fault"):
-        # A fault in a 200 reply is still a fault: classify it like one that came as HTTP 500.
-        # Imported here because faults imports this module (a top-level import is circular).
-        from worker.wsman.faults import (  # noqa: PLC0415
-            fault_from_element,
-            fault_to_error,
-        )
-
-        raise fault_to_error(fault_from_element(payload), http_status=None)
+        # A fault in a 200 reply is still a fault: it means what the same fault at HTTP 500 means.
+        raise FaultReply(fault_from_element(payload))
     return payload
 
 
@@ -186,12 +157,12 @@ def parse_method_output(xml: bytes | str, method: str) -> MethodOutput:
     """ReturnValue and out-parameters of a `<method>_OUTPUT` body."""
     output = body_element(parse_envelope(xml))
     expected = f"{method}{_OUTPUT_SUFFIX}"
-    if _local(output.tag).lower() != expected.lower():
-        raise ProtocolError(f"reply body is {_echo(_local(output.tag))}, not {_echo(expected)}")
+    if local_name(output.tag).lower() != expected.lower():
+        raise MalformedReply(f"reply body is {echo(local_name(output.tag))}, not {echo(expected)}")
     params = _properties(output)
     raw = params.pop(_RETURN_VALUE, None)
     if not isinstance(raw, str):
-        raise ProtocolError(f"{expected} carries no single {_RETURN_VALUE}")
+        raise MalformedReply(f"{expected} carries no single {_RETURN_VALUE}")
     return MethodOutput(return_value=_parse_int(raw, _RETURN_VALUE), out_params=params)
 
 
@@ -199,12 +170,12 @@ def parse_enumeration(xml: bytes | str) -> EnumerationPage:
     """Items, context and end-of-sequence of an EnumerateResponse or a PullResponse."""
     response = body_element(parse_envelope(xml))
     if response.tag not in (qname(NS_ENUMERATION, "EnumerateResponse"), qname(NS_ENUMERATION, "PullResponse")):
-        raise ProtocolError(f"reply body is {_echo(_local(response.tag))}, not an enumeration response")
+        raise MalformedReply(f"reply body is {echo(local_name(response.tag))}, not an enumeration response")
     context: str | None = None
     end_of_sequence = False
     items: list[WmiInstance] = []
     for child in response:
-        name = _local(child.tag)
+        name = local_name(child.tag)
         if child.tag == qname(NS_ENUMERATION, "EnumerationContext"):
             context = (child.text or "").strip() or None
         # Optimized EnumerateResponses use w:Items / w:EndOfSequence, PullResponses n:Items / n:EndOfSequence.
@@ -221,12 +192,12 @@ def _instance_from_item(item: ET.Element) -> WmiInstance:
         for child in item:
             if _namespace(child.tag) not in _NON_PROPERTY_NAMESPACES:
                 return _instance_from_element(child)
-        raise ProtocolError("enumeration item carries no instance")
+        raise MalformedReply("enumeration item carries no instance")
     return _instance_from_element(item)
 
 
 def _instance_from_element(element: ET.Element) -> WmiInstance:
-    return WmiInstance(class_name=_local(element.tag), properties=_properties(element))
+    return WmiInstance(class_name=local_name(element.tag), properties=_properties(element))
 
 
 def _properties(element: ET.Element) -> dict[str, PropertyValue]:
@@ -234,7 +205,7 @@ def _properties(element: ET.Element) -> dict[str, PropertyValue]:
     for child in element:
         if not isinstance(child.tag, str) or _namespace(child.tag) in _NON_PROPERTY_NAMESPACES:
             continue
-        name = _local(child.tag)
+        name = local_name(child.tag)
         value = _property_value(child)
         if name not in properties:
             properties[name] = value
@@ -255,7 +226,7 @@ def _property_value(element: ET.Element) -> str | None:
     if not children:
         return element.text or ""
     wrapper = children[0]
-    if _namespace(wrapper.tag) == NS_CIM and _local(wrapper.tag) in _CIM_SCALAR_WRAPPERS:
+    if _namespace(wrapper.tag) == NS_CIM and local_name(wrapper.tag) in _CIM_SCALAR_WRAPPERS:
         return (wrapper.text or "").strip()
     # An embedded object: the worker reads no such property, so keep its text only.
     return "".join(element.itertext()).strip()
@@ -265,7 +236,7 @@ def _parse_int(text: str, what: str) -> int:
     try:
         return int(text.strip())
     except ValueError:
-        raise ProtocolError(f"{what} is {_echo(text)}, not an integer") from None
+        raise MalformedReply(f"{what} is {echo(text)}, not an integer") from None
 
 
 def _child_text(parent: ET.Element, namespace: str, local_name: str) -> str | None:
@@ -275,19 +246,5 @@ def _child_text(parent: ET.Element, namespace: str, local_name: str) -> str | No
     return (child.text or "").strip()
 
 
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
 def _namespace(tag: str) -> str | None:
     return tag[1:].split("}", 1)[0] if tag.startswith("{") else None
-
-
-def _echo(value: object) -> str:
-    """A reply value quoted for an error message, cut short: replies are not ours to trust."""
-    text = repr(value)
-    return text if len(text) <= _MAX_MESSAGE_ECHO_CHARS else text[: _MAX_MESSAGE_ECHO_CHARS - 3] + "..."
-
-
-def _describe_parse_error(exc: Exception) -> str:
-    return _echo(str(exc)).strip("'\"")

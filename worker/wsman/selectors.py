@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from worker.errors import InvalidRequestError
+from worker.wsman.exceptions import EnvelopeValueError
 from worker.wsman.namespaces import WMI_RESOURCE_URI_BASE
 
 __all__ = ["enumeration_uri", "resource_uri"]
@@ -15,7 +15,7 @@ _URI_PART_RE = re.compile(r"[A-Za-z0-9_]{1,128}")
 
 def _uri_part(what: str, value: str) -> str:
     if not isinstance(value, str) or not _URI_PART_RE.fullmatch(value):
-        raise InvalidRequestError(f"invalid {what} for a resource URI: {value!r:.64}")
+        raise EnvelopeValueError(f"invalid {what} for a resource URI: {value!r:.64}")
     return value
 
 

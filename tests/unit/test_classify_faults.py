@@ -1,4 +1,4 @@
-"""Unit tests of fault parsing and mapping (worker.wsman.faults) on real Windows captures."""
+"""Unit tests of fault parsing (worker.wsman.faults) and fault meaning (worker.classify) on real captures."""
 
 from __future__ import annotations
 
@@ -10,10 +10,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from worker.classify import (
+    WBEM_E_FAILED,
+    WBEM_E_INVALID_CLASS,
+    WBEM_E_NOT_FOUND,
+    WSMAN_DESTINATION_UNREACHABLE,
+    WSMAN_TIMED_OUT,
+    classify_exception,
+    error_from_wsman,
+    fault_to_error,
+    hresult_from_win32,
+)
 from worker.errors import (
     AccessDeniedError,
+    AuthError,
     ConfigError,
-    ExtendedStatus,
     InvalidRequestError,
     NotFoundError,
     OperationTimeoutError,
@@ -21,14 +32,18 @@ from worker.errors import (
     ProviderFailureError,
     QuotaError,
     RefreshError,
+    ServerBusyError,
 )
-from worker.wsman import FaultInfo, ProviderFault, fault_to_error, is_wmi_hresult, parse_fault
-from worker.wsman.faults import (
-    WBEM_E_FAILED,
-    WBEM_E_INVALID_CLASS,
-    WBEM_E_NOT_FOUND,
-    WSMAN_DESTINATION_UNREACHABLE,
-    WSMAN_TIMED_OUT,
+from worker.wsman import (
+    EnvelopeValueError,
+    ExtendedStatus,
+    FaultInfo,
+    FaultReply,
+    MalformedReply,
+    ProviderFault,
+    WsmanError,
+    is_wmi_hresult,
+    parse_fault,
 )
 from worker.wsman.namespaces import NS_SOAP
 
@@ -219,7 +234,7 @@ def _sms_fault(
     status_code: str = "2147749889",
     wmi_error_code: str | None = None,
 ) -> str:
-    """A WMI provider fault as DESIGN.md section 2 describes it, carrying p:SMS_ExtendedStatus."""
+    """A WMI provider fault in the documented shape (no public capture), carrying p:SMS_ExtendedStatus."""
     wmi_error = (
         '<p:MSFT_WmiError xmlns:p="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/MSFT_WmiError">'
         f"<p:error_Code>{wmi_error_code}</p:error_Code></p:MSFT_WmiError>"
@@ -359,7 +374,7 @@ def test_generic_wmi_failure_does_not_hide_a_timeout_subcode() -> None:
     ],
 )
 def test_codes_and_subcodes_map_by_meaning(info: FaultInfo, error_class: type[RefreshError]) -> None:
-    """Subcodes (any prefix) and numeric codes map to the error classes DESIGN.md lists."""
+    """Subcodes (any prefix) and numeric codes map to the error classes docs/errors.md lists."""
     assert type(fault_to_error(info)) is error_class
 
 
@@ -380,9 +395,11 @@ def test_is_wmi_hresult_recognises_facility_itf_codes() -> None:
 
 @pytest.mark.parametrize("reply", [b"", b"not xml", b"<a/>", "<s:Envelope xmlns:s='urn:x'/>"])
 def test_junk_is_a_protocol_error_not_a_parse_error(reply: bytes | str) -> None:
-    """Unparseable or non-SOAP input raises ProtocolError."""
-    with pytest.raises(ProtocolError):
+    """Unparseable or non-SOAP input raises MalformedReply, which classifies as ProtocolError."""
+    with pytest.raises(MalformedReply) as caught:
         parse_fault(reply)
+
+    assert type(error_from_wsman(caught.value)) is ProtocolError
 
 
 _FAULT_PARTS = st.sampled_from(
@@ -421,6 +438,94 @@ def test_any_fault_shape_parses_and_maps_without_raising(parts: list[tuple[str, 
 @given(reply=st.one_of(st.binary(max_size=300), st.text(max_size=300)))
 @settings(max_examples=300, deadline=None)
 def test_parse_fault_raises_only_protocol_errors_on_junk(reply: bytes | str) -> None:
-    """Random bytes and text either parse or raise ProtocolError, nothing else."""
-    with contextlib.suppress(ProtocolError):
+    """Random bytes and text either parse or raise MalformedReply (a ProtocolError), nothing else."""
+    with contextlib.suppress(MalformedReply):
         parse_fault(reply)
+
+
+# --- Win32 errors: permanent when they cannot heal, transient when they can -----------
+
+
+@pytest.mark.parametrize(
+    ("win32_code", "error_class"),
+    [
+        (2, NotFoundError),  # ERROR_FILE_NOT_FOUND
+        (3, NotFoundError),  # ERROR_PATH_NOT_FOUND
+        (67, NotFoundError),  # ERROR_BAD_NET_NAME
+        (5, AccessDeniedError),  # ERROR_ACCESS_DENIED
+        (6, InvalidRequestError),  # ERROR_INVALID_HANDLE
+        (50, InvalidRequestError),  # ERROR_NOT_SUPPORTED
+        (87, InvalidRequestError),  # ERROR_INVALID_PARAMETER
+        (123, InvalidRequestError),  # ERROR_INVALID_NAME
+        (1326, AuthError),  # ERROR_LOGON_FAILURE
+        (1330, AuthError),  # ERROR_PASSWORD_EXPIRED
+        (1331, AuthError),  # ERROR_ACCOUNT_DISABLED
+        (1909, AuthError),  # ERROR_ACCOUNT_LOCKED_OUT
+        (14, ServerBusyError),  # ERROR_OUTOFMEMORY
+        (1460, OperationTimeoutError),  # ERROR_TIMEOUT
+    ],
+)
+def test_win32_errors_mean_the_same_bare_or_as_an_hresult(win32_code: int, error_class: type[RefreshError]) -> None:
+    """`Code="87"` and 0x80070057 (signed or not) are one meaning."""
+    hresult = hresult_from_win32(win32_code)
+    signed = hresult - 2**32
+
+    for info in (FaultInfo(wsman_code=win32_code), FaultInfo(wsman_code=hresult), FaultInfo(wmi_error_code=hresult)):
+        assert type(fault_to_error(info)) is error_class
+    assert type(fault_to_error(parse_fault(_sms_fault(inner_code=str(signed), status_code="")) or FaultInfo())) is (
+        error_class
+    )
+
+
+@pytest.mark.parametrize(
+    "win32_code",
+    [21, 32, 33, 53, 59, 64, 112, 1115, 1231, 1311, 1355, 1722, 1726, 1727],
+    ids=lambda code: f"0x{hresult_from_win32(code):08X}",
+)
+def test_win32_errors_that_can_heal_stay_transient(win32_code: int) -> None:
+    """Not ready, in use, network path gone, disk full, no DC, RPC unavailable: retried, not failed."""
+    for code in (win32_code, hresult_from_win32(win32_code)):
+        error = fault_to_error(FaultInfo(subcode="w:InternalError", wsman_code=code))
+        assert type(error) is ProviderFailureError and error.retryable
+
+
+def test_a_specific_win32_code_outranks_a_generic_wmi_failure() -> None:
+    """WBEM_E_FAILED around an inner 0x80070002 is the missing file, not a provider failure."""
+    info = FaultInfo(wsman_code=WBEM_E_FAILED, provider_fault=ProviderFault(wsman_code=hresult_from_win32(2)))
+
+    assert type(fault_to_error(info)) is NotFoundError
+
+
+@pytest.mark.parametrize(
+    ("subcode", "error_class"),
+    [("w:InvalidParameter", InvalidRequestError), ("n:InvalidEnumerationContext", InvalidRequestError)],
+)
+def test_subcodes_that_cannot_succeed_on_retry_are_invalid_requests(
+    subcode: str, error_class: type[RefreshError]
+) -> None:
+    """A bad parameter, or a Pull on a context the server dropped, fails the same way every time."""
+    error = fault_to_error(FaultInfo(code="s:Sender", subcode=subcode))
+
+    assert type(error) is error_class and not error.retryable
+
+
+# --- the WS-Man layer's exceptions ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "error_class", "http_status"),
+    [
+        (FaultReply(FaultInfo(subcode="w:TimedOut")), OperationTimeoutError, None),
+        (FaultReply(FaultInfo(subcode="w:QuotaLimit"), http_status=500), QuotaError, 500),
+        (MalformedReply("reply Body is empty"), ProtocolError, None),
+        (EnvelopeValueError("invalid selector name ''"), InvalidRequestError, None),
+    ],
+)
+def test_wsman_exceptions_classify_by_meaning(
+    exc: WsmanError, error_class: type[RefreshError], http_status: int | None
+) -> None:
+    """FaultReply means its fault (HTTP status kept), MalformedReply a ProtocolError, bad values invalid."""
+    error = error_from_wsman(exc)
+
+    assert type(error) is error_class and error.http_status == http_status
+    assert type(classify_exception(exc)) is error_class
