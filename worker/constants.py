@@ -23,6 +23,9 @@ __all__ = [
     "DEFAULT_PREFIX",
     "FINAL_MARKER",
     "INVOKE_FENCE",
+    "METRICS_ERRORS",
+    "METRICS_LATENCY",
+    "METRICS_OUTCOMES",
     "OUTCOME_CHANNEL",
     "OUTCOME_SCHEMA_NAME",
     "OUTCOME_SCHEMA_VERSION",
@@ -30,6 +33,7 @@ __all__ = [
     "PACKAGE_STATE",
     "REJECTED_MARKER_PREFIX",
     "REJECTION_MARKER",
+    "REQUEST_STATE",
     "SLOT_HOLDERS",
     "SLOT_LEASES",
     "SLOT_STATS",
@@ -42,6 +46,7 @@ __all__ = [
     "STATE_FIELD_REQUEST_ID",
     "STATE_FIELD_SOURCE_VERSION",
     "STATE_FIELD_STATUS",
+    "STATE_FIELD_STREAM_ID",
     "STATE_FIELD_UPDATED_AT",
     "STREAM_FIELD_FINAL",
     "STREAM_FIELD_OUTCOME",
@@ -74,6 +79,13 @@ REJECTION_MARKER = "{prefix}:rejection:{message_key}"  # string (stream id), TTL
 # Written just before RefreshPkgSource is invoked (a snapshot of the package), deleted with the
 # final outcome: a redelivery that finds it checks whether that invoke landed before invoking again.
 INVOKE_FENCE = "{prefix}:fence:{request_id}"
+# Latest event of one request (hash, same fields as the package state plus `stream_id`), TTL as
+# the final marker: what `GET /v1/refreshes/{id}` reads in O(1).
+REQUEST_STATE = "{prefix}:request:{request_id}"
+# Counters the outcome writer keeps for /metrics, so reading metrics never scans the stream.
+METRICS_OUTCOMES = "{prefix}:metrics:outcomes"  # hash "<status>|<site>" -> events published
+METRICS_ERRORS = "{prefix}:metrics:errors"  # hash "<kind>|<retrying|final>" -> events
+METRICS_LATENCY = "{prefix}:metrics:latency"  # hash: histogram of request-to-final seconds ("le:<b>", sum, count)
 
 # Per-provider concurrency cap (worker/slots.py): one set per site, every key with a TTL.
 SLOT_HOLDERS = "{prefix}:slots:{site_code}:holders"  # zset holder id -> lease expiry (epoch s)
@@ -110,6 +122,7 @@ STATE_FIELD_SOURCE_VERSION = "source_version"
 STATE_FIELD_OUTCOME = "outcome"
 STATE_FIELD_REQUESTED_AT = "requested_at"
 STATE_FIELD_ATTEMPT = "attempt"
+STATE_FIELD_STREAM_ID = "stream_id"  # request state only
 
 # A key part must not contain ":" (it would make "site:package" ambiguous) nor whitespace.
 _KEY_PART = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
@@ -196,6 +209,21 @@ class RedisKeys:
         if not is_request_id_key_part(message_key):
             raise ValueError(f"message key cannot be part of a Redis key: {message_key[:40]!r}")
         return REJECTION_MARKER.format(prefix=self.prefix, message_key=message_key)
+
+    def request_state(self, request_id: str) -> str:
+        if not is_request_id_key_part(request_id):
+            raise ValueError(f"request_id cannot be part of a Redis key: {request_id[:40]!r}")
+        return REQUEST_STATE.format(prefix=self.prefix, request_id=request_id)
+
+    @property
+    def metrics(self) -> tuple[str, str, str]:
+        """The outcome, error and latency counters (in the order the writer's script takes them)."""
+        prefix = self.prefix
+        return (
+            METRICS_OUTCOMES.format(prefix=prefix),
+            METRICS_ERRORS.format(prefix=prefix),
+            METRICS_LATENCY.format(prefix=prefix),
+        )
 
     def invoke_fence(self, request_id: str) -> str:
         if not is_request_id_key_part(request_id):

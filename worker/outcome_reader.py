@@ -22,10 +22,12 @@ from worker.outcomes import Outcome, parse_timestamp
 __all__ = [
     "OutcomeSubscription",
     "PackageState",
+    "RequestState",
     "StreamEntry",
     "final_stream_id",
     "latest_state",
     "read_stream",
+    "request_state",
     "subscribe",
 ]
 
@@ -84,6 +86,34 @@ def latest_state(redis: Redis, keys: RedisKeys, site_code: str, package_id: str)
         final=data[k.STATE_FIELD_FINAL] == _FLAG_TRUE,
         updated_at=parse_timestamp(data[k.STATE_FIELD_UPDATED_AT]),
         source_version=int(version) if version else None,
+        outcome=Outcome.from_json(data[k.STATE_FIELD_OUTCOME]),
+    )
+
+
+@dataclass(frozen=True)
+class RequestState:
+    """The latest recorded event of one request (final or not) and where it sits in the stream."""
+
+    status: str
+    final: bool
+    attempt: int
+    updated_at: datetime
+    stream_id: str
+    outcome: Outcome
+
+
+def request_state(redis: Redis, keys: RedisKeys, request_id: str) -> RequestState | None:
+    """The request's latest event, or None if nothing is recorded for it (or it expired)."""
+    raw = redis.hgetall(keys.request_state(request_id))
+    if not raw:
+        return None
+    data = {_text(name): _text(value) for name, value in raw.items()}
+    return RequestState(
+        status=data[k.STATE_FIELD_STATUS],
+        final=data[k.STATE_FIELD_FINAL] == _FLAG_TRUE,
+        attempt=int(data[k.STATE_FIELD_ATTEMPT]),
+        updated_at=parse_timestamp(data[k.STATE_FIELD_UPDATED_AT]),
+        stream_id=data[k.STATE_FIELD_STREAM_ID],
         outcome=Outcome.from_json(data[k.STATE_FIELD_OUTCOME]),
     )
 

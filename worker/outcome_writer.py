@@ -32,7 +32,7 @@ from worker import constants as k
 from worker.constants import REJECTED_MARKER_PREFIX, RedisKeys
 from worker.outcomes import STATUS_REJECTED, Outcome, format_timestamp
 
-__all__ = ["OutcomePublisher", "PublishResult"]
+__all__ = ["LATENCY_BUCKETS_S", "OutcomePublisher", "PublishResult", "latency_bucket"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,19 @@ _FLAG_FALSE: Final = "0"
 _KIND_EVENT: Final = "event"
 _KIND_FINAL: Final = "final"
 _KIND_REJECTION: Final = "rejection"
+# Upper bounds (s) of the request-to-final latency histogram: a plain refresh lands in the first
+# buckets, transient retries in minutes, medium waits in hours.
+LATENCY_BUCKETS_S: Final = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0)
+LATENCY_BUCKET_INF: Final = "le:+Inf"
+
+
+def latency_bucket(seconds: float) -> str:
+    """The histogram field an outcome counts in (non-cumulative; /metrics accumulates)."""
+    for bound in LATENCY_BUCKETS_S:
+        if seconds <= bound:
+            return f"le:{bound:g}"
+    return LATENCY_BUCKET_INF
+
 
 _PUBLISH_LUA: Final = Template(
     resources.files("worker").joinpath("outcome_writer.lua").read_text(encoding="utf-8")
@@ -69,6 +82,7 @@ _PUBLISH_LUA: Final = Template(
     f_outcome=k.STATE_FIELD_OUTCOME,
     f_requested_at=k.STATE_FIELD_REQUESTED_AT,
     f_attempt=k.STATE_FIELD_ATTEMPT,
+    f_stream_id=k.STATE_FIELD_STREAM_ID,
     s_outcome=k.STREAM_FIELD_OUTCOME,
     s_request_id=k.STREAM_FIELD_REQUEST_ID,
     s_package_id=k.STREAM_FIELD_PACKAGE_ID,
@@ -183,7 +197,10 @@ class OutcomePublisher:
             self._keys.final_marker(outcome.request_id),
             rejection_key,
             fence_key,
+            self._keys.request_state(outcome.request_id),
+            *self._keys.metrics,
         ]
+        latency_s = (outcome.finished_at - outcome.requested_at).total_seconds() if outcome.final else 0.0
         args: list[str | int] = [
             outcome.to_json(),
             outcome.request_id,
@@ -199,6 +216,10 @@ class OutcomePublisher:
             self._final_marker_ttl_s,
             self._keys.outcome_channel,
             kind,
+            outcome.site_code if k.is_key_part(outcome.site_code) else "unknown",
+            outcome.error["kind"] if outcome.error else "",
+            latency_bucket(latency_s) if outcome.final else "",
+            f"{max(0.0, latency_s):.3f}",
         ]
         return keys, args
 

@@ -16,8 +16,8 @@ from cli.redis_server import RedisServer
 from testing.fixtures_redis import RedisServerFactory
 from worker.constants import RedisKeys
 from worker.errors import ConnectError, InvalidRequestError, MediumNotReadyError
-from worker.outcome_reader import final_stream_id, latest_state, read_stream, subscribe
-from worker.outcome_writer import OutcomePublisher
+from worker.outcome_reader import final_stream_id, latest_state, read_stream, request_state, subscribe
+from worker.outcome_writer import OutcomePublisher, latency_bucket
 from worker.outcomes import AttemptInfo, Outcome, RequestInfo
 from worker.redis_client import redis_from_url
 
@@ -270,3 +270,57 @@ def test_transient_error_event_carries_its_structured_error(redis_client: redis.
     [entry] = read_stream(redis_client, redis_keys)
     assert entry.outcome.error is not None
     assert (entry.outcome.error["kind"], entry.outcome.error["code"]) == ("connect", 104)
+
+
+def rejected(request_id: str = "req-1", *, task_id: str = "task-1") -> Outcome:
+    info = RequestInfo(request_id, SITE, "SMS_DriverPackage", PACKAGE, T0, task_id=task_id)
+    return Outcome.rejected(info, attempt(1), InvalidRequestError("force: Input should be a valid boolean"))
+
+
+def test_request_state_follows_the_latest_event_and_keeps_the_final(
+    redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    """retrying then final: the request's state is the final; a late retrying event changes nothing."""
+    publisher = OutcomePublisher(redis_client, redis_keys)
+    publisher.publish(retrying(number=1))
+    state = request_state(redis_client, redis_keys, "req-1")
+    assert state is not None and state.status == "retrying" and not state.final and state.attempt == 1
+    result = publisher.publish_detailed(final(number=2))
+    publisher.publish(retrying(number=1))
+    state = request_state(redis_client, redis_keys, "req-1")
+    assert state is not None and state.final and state.status == "source_updated" and state.stream_id == result.stream_id
+    assert request_state(redis_client, redis_keys, "req-unknown") is None
+
+
+def test_a_rejection_answers_its_message_and_a_fixed_request_under_the_same_id_still_runs(
+    redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    """The rejection is recorded once per message and does not mark the request id final."""
+    publisher = OutcomePublisher(redis_client, redis_keys)
+    assert publisher.publish(rejected(), message_key="msg-a") is True
+    assert publisher.publish(rejected(), message_key="msg-a") is False  # the same message again
+    assert publisher.final_recorded("req-1") is False
+    assert final_stream_id(redis_client, redis_keys, "req-1") is not None  # findable under its id
+    assert publisher.publish(final()) is True
+    assert publisher.final_recorded("req-1") is True
+    assert publisher.publish(rejected(task_id="task-2"), message_key="msg-b") is True  # a new bad message
+    state = request_state(redis_client, redis_keys, "req-1")
+    assert state is not None and state.status == "source_updated"  # the rejection does not hide the final
+    marker = redis_client.get(redis_keys.final_marker("req-1"))
+    assert marker == final_stream_id(redis_client, redis_keys, "req-1") == state.stream_id
+
+
+def test_the_writer_keeps_metrics_counters_without_scanning_anything(
+    redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    """Outcomes by status and site, errors by kind, and a request-to-final latency histogram."""
+    publisher = OutcomePublisher(redis_client, redis_keys)
+    publisher.publish(retrying(number=1))
+    publisher.publish(final(number=2))
+    outcomes_key, errors_key, latency_key = redis_keys.metrics
+    assert redis_client.hgetall(outcomes_key) == {f"retrying|{SITE}": "1", f"source_updated|{SITE}": "1"}
+    assert redis_client.hgetall(errors_key) == {"medium_not_ready|retrying": "1"}
+    latency = redis_client.hgetall(latency_key)
+    expected_s = (final(number=2).finished_at - T0).total_seconds()
+    assert latency["count"] == "1" and float(latency["sum"]) == pytest.approx(expected_s)
+    assert latency[latency_bucket(expected_s)] == "1"
