@@ -212,10 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="how a refresh with the medium not ready fails: non-zero ReturnValue or a WMI fault",
     )
     cat.add_argument(
+        "--distmgr-threads",
+        type=_typed(_positive_int, "count"),
+        default=d.distmgr_threads,
+        help="packages Distribution Manager processes at once (ConfigMgr's 'Maximum number of packages')",
+    )
+    cat.add_argument(
+        "--distmgr-time-per-package-s",
+        # The old flag name: it was a delay per refresh; it is the time per package now.
         "--distmgr-delay-s",
+        dest="distmgr_time_per_package_s",
         type=_typed(_non_negative_float, "seconds"),
-        default=d.distmgr_delay_s,
-        help="delay before an accepted refresh bumps SourceVersion",
+        default=d.distmgr_time_per_package_s,
+        help="time DistMgr takes per package before SourceVersion goes up (0 = at once); "
+        "accepted refreshes queue FIFO meanwhile, with ActionInProgress = 1",
     )
 
     ops = parser.add_argument_group("operational faults")
@@ -301,7 +311,8 @@ def settings_from_args(args: argparse.Namespace, password: str) -> EmulatorSetti
         medium_ready_after_s=args.medium_ready_after_s,
         medium_ready_after_attempts=args.medium_ready_after_attempts,
         medium_failure_mode=args.medium_failure_mode,
-        distmgr_delay_s=args.distmgr_delay_s,
+        distmgr_threads=args.distmgr_threads,
+        distmgr_time_per_package_s=args.distmgr_time_per_package_s,
         latency_s=args.latency_ms / 1000.0,
         latency_distribution=args.latency_distribution,
         fault_rates=FaultRates(**rates),

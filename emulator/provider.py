@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from emulator import faults, soap
-from emulator.catalogue import BASE_CLASS, MEDIUM_NOT_READY_ERROR_CODE, PROPERTY_NAMES, Catalogue
+from emulator.calllog import CallLog, Operation
+from emulator.catalogue import Catalogue
+from emulator.enumerations import ENUMERATION_CONTEXT_TTL_S, MAX_ENUMERATION_ITEMS, Enumeration, EnumerationStore
 from emulator.namespaces import (
     ACTION_ENUMERATE,
     ACTION_GET,
@@ -31,26 +32,25 @@ from emulator.namespaces import (
     parse_resource_uri,
     sms_namespace_path,
 )
+from emulator.packages import BASE_CLASS, MEDIUM_NOT_READY_ERROR_CODE, PROPERTY_NAMES
 from emulator.settings import EmulatorSettings
 from emulator.soap import SoapError, WsmanRequest
-from emulator.wql import Query, Value, WqlError, evaluate, parse, resolve
+from emulator.wql import Query, Value, WqlError, parse, resolve
 
-__all__ = ["ENUMERATION_CONTEXT_TTL_S", "MAX_ENUMERATION_ITEMS", "InjectedFault", "Provider", "WsmanReply"]
+__all__ = [
+    "ENUMERATION_CONTEXT_TTL_S",
+    "MAX_ENUMERATION_ITEMS",
+    "REFRESH_METHOD",
+    "InjectedFault",
+    "Provider",
+    "WsmanReply",
+]
 
 logger = logging.getLogger(__name__)
 
 InjectedFault = Literal["timeout_fault", "quota_fault", "generic_failure"]
-Operation = Literal["get", "invoke", "enumerate", "pull"]
 
 REFRESH_METHOD: Final = "RefreshPkgSource"
-ENUMERATION_CONTEXT_TTL_S: Final = 180.0  # idle enumerations are dropped, as WinRM does
-MAX_ENUMERATION_CONTEXTS: Final = 1_000
-# PackageIDs held by all open enumeration contexts together. Storing past either cap evicts the
-# oldest contexts (their next Pull gets n:InvalidEnumerationContext, as an expired one does):
-# abandoned enumerations cannot grow memory, and the one being served always fits.
-MAX_ENUMERATION_ITEMS: Final = 1_000_000
-MAX_EVENTS_PER_PACKAGE: Final = 100
-_TOTAL_KEYS: Final = ("requests", "gets", "invokes", "accepted", "rejected", "enumerates", "pulls", "faults")
 _OPERATION_BY_ACTION: Final[dict[str, Operation]] = {
     ACTION_GET: "get",
     ACTION_ENUMERATE: "enumerate",
@@ -76,34 +76,6 @@ class _Reject(Exception):  # noqa: N818 - control flow, not an error: carries th
     def __init__(self, body: bytes) -> None:
         super().__init__()
         self.body = body
-
-
-@dataclass(slots=True)
-class _Enumeration:
-    # Matches of the query at Enumerate; each is rendered from its current state when a page is
-    # served, so a context costs a pointer per package, not a copy of every instance.
-    package_ids: tuple[str, ...]
-    selected: tuple[str, ...] | None
-    position: int
-    expires_at: float
-
-
-@dataclass(slots=True)
-class _PackageLog:
-    gets: int = 0
-    invokes: int = 0
-    accepted: int = 0
-    rejected: int = 0
-    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_EVENTS_PER_PACKAGE))
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "gets": self.gets,
-            "invokes": self.invokes,
-            "accepted": self.accepted,
-            "rejected": self.rejected,
-            "events": list(self.events),
-        }
 
 
 def _account(user: str) -> tuple[str | None, str]:
@@ -132,7 +104,6 @@ class Provider:
     ) -> None:
         self._settings = settings
         self._clock = clock
-        self._wall_clock = wall_clock
         self._lock = threading.Lock()
         self._catalogue = Catalogue(settings, clock=clock, wall_clock=wall_clock)
         self._site = settings.site_code.upper()
@@ -142,18 +113,15 @@ class Provider:
         if any(self._is_configured_user(user) for user in settings.denied_users):
             raise ValueError("EmulatorSettings.denied_users cannot name the configured username")
         self._denied: set[str] = set()
-        self._enumerations: OrderedDict[str, _Enumeration] = OrderedDict()
-        self._enumeration_items = 0  # len(package_ids) summed over self._enumerations
-        self._max_enumeration_items = max_enumeration_items
-        self._package_logs: dict[str, _PackageLog] = {}
-        self._totals: Counter[str] = Counter()
+        self._enumerations = EnumerationStore(clock=clock, max_items=max_enumeration_items)
+        self._log = CallLog(wall_clock=wall_clock)
 
     # ------------------------------------------------------------------ entry points
 
     def handle(self, envelope: bytes, *, user: str) -> WsmanReply:
         """Answer one decrypted SOAP request; `user` is the account the server authenticated."""
         with self._lock:
-            self._totals["requests"] += 1
+            self._log.count("requests")
             try:
                 reply = WsmanReply(200, self._dispatch(envelope, user))
             except _Reject as rejection:
@@ -164,7 +132,7 @@ class Provider:
                 logger.exception("emulator provider failed on a request")
                 reply = WsmanReply(500, faults.internal_error(relates_to=None, machine=self._machine))
             if reply.status != 200:
-                self._totals["faults"] += 1
+                self._log.count("faults")
             return reply
 
     def fault_reply(self, kind: InjectedFault, envelope: bytes) -> WsmanReply:
@@ -194,8 +162,8 @@ class Provider:
                     operation=_WMI_OPERATION[operation],
                     object_path=f'PackageID="{package_id}"' if package_id else "",
                 )
-            self._totals["requests"] += 1
-            self._totals["faults"] += 1
+            self._log.count("requests")
+            self._log.count("faults")
             self._record_if_known(package_id, operation, "", f"injected:{kind}")
             return WsmanReply(500, body)
 
@@ -228,21 +196,49 @@ class Provider:
             return self._catalogue.summaries()
 
     def call_log(self) -> dict[str, Any]:
+        """Per package Gets, Invokes, accepted / rejected refreshes and events, plus the totals."""
         with self._lock:
-            return {
-                "packages": {package_id: log.as_dict() for package_id, log in self._package_logs.items()},
-                "totals": {key: self._totals[key] for key in _TOTAL_KEYS},
-            }
+            return self._log.snapshot()
+
+    def call_totals(self) -> dict[str, int]:
+        """The call log's totals only (requests, gets, invokes, accepted, ...): cheap at any size."""
+        with self._lock:
+            return self._log.totals()
 
     def open_enumerations(self) -> dict[str, int]:
         """Open enumeration contexts and the PackageIDs they hold (the latter capped, see MAX_ENUMERATION_ITEMS)."""
         with self._lock:
-            return {"contexts": len(self._enumerations), "package_ids": self._enumeration_items}
+            return self._enumerations.counts()
 
     def reset_log(self) -> None:
         with self._lock:
-            self._package_logs.clear()
-            self._totals.clear()
+            self._log.reset()
+
+    # ------------------------------------------------------------------ Distribution Manager
+
+    def distmgr(self) -> dict[str, Any]:
+        """DistMgr's threads, time per package, held, queued / processing sizes and counters."""
+        with self._lock:
+            return self._catalogue.distmgr()
+
+    def hold_distmgr(self) -> None:
+        """Stop DistMgr starting packages (accepted refreshes queue; ActionInProgress stays 1)."""
+        with self._lock:
+            self._catalogue.hold_distmgr()
+
+    def release_distmgr(self) -> None:
+        with self._lock:
+            self._catalogue.release_distmgr()
+
+    def drain_distmgr(self) -> None:
+        """Process, now, every package queued or processing (SourceVersion bumped, ActionInProgress 0)."""
+        with self._lock:
+            self._catalogue.drain_distmgr()
+
+    def set_distmgr_time_per_package(self, seconds: float) -> None:
+        """Time per package for packages DistMgr starts from now on (ValueError unless finite >= 0)."""
+        with self._lock:
+            self._catalogue.set_distmgr_time_per_package(seconds)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -332,7 +328,7 @@ class Provider:
     # ------------------------------------------------------------------ operations
 
     def _get(self, request: WsmanRequest, user: str) -> bytes:
-        self._totals["gets"] += 1
+        self._log.count("gets")
         class_name = self._target_class(request, user, "get")
         package_id = self._package_id(request, class_name)
         properties = self._instance(request, class_name, package_id, "get", user)
@@ -341,7 +337,7 @@ class Provider:
         return soap.render_get_response(request.message_id, instance_xml)
 
     def _invoke(self, request: WsmanRequest, user: str, method: str) -> bytes:
-        self._totals["invokes"] += 1
+        self._log.count("invokes")
         class_name = self._target_class(request, user, "invoke")
         if method.lower() != REFRESH_METHOD.lower() or class_name in ("*", BASE_CLASS):
             object_path = f"{class_name}.PackageID={request.selector('PackageID') or ''}"
@@ -402,50 +398,39 @@ class Provider:
         )
 
     def _enumerate(self, request: WsmanRequest, user: str) -> bytes:
-        self._totals["enumerates"] += 1
+        self._log.count("enumerates")
         query = self._query(request, self._target_class(request, user, "enumerate"))
         # RBAC filters query results silently: the SMS Provider only returns what you may see.
-        package_ids = tuple(
-            str(properties["PackageID"])
-            for _own_class, properties in self._catalogue.instances(query.class_name)
-            if properties["PackageID"] not in self._denied and evaluate(query.where, properties)
-        )
+        matches = self._catalogue.matching(query.class_name, query.where)
+        state = Enumeration(tuple(pid for pid in matches if pid not in self._denied), query.properties)
         context = soap.new_message_id()
-        state = _Enumeration(package_ids, query.properties, 0, self._clock() + ENUMERATION_CONTEXT_TTL_S)
         if not request.optimize:
-            self._store_enumeration(context, state)
+            self._enumerations.store(context, state)
             return soap.render_enumerate_response(request.message_id, context, (), optimized=False, end=False)
-        page = self._next_page(state, request.max_elements or 1, "enumerate", user)
-        end = state.position >= len(state.package_ids)
-        if not end:
-            self._store_enumeration(context, state)
-        return soap.render_enumerate_response(request.message_id, context, page, optimized=True, end=end)
+        page = self._render_page(state, request.max_elements or 1, "enumerate", user)
+        if not state.done:
+            self._enumerations.store(context, state)
+        return soap.render_enumerate_response(request.message_id, context, page, optimized=True, end=state.done)
 
     def _pull(self, request: WsmanRequest) -> bytes:
-        self._totals["pulls"] += 1
+        self._log.count("pulls")
         context = request.enumeration_context or ""
-        state = self._take_enumeration(context)
+        state = self._enumerations.take(context)
         if state is None:
             raise _Reject(faults.invalid_enumeration_context(**self._where(request)))
-        page = self._next_page(state, request.max_elements or 1, "pull", "")
-        end = state.position >= len(state.package_ids)
-        if not end:
-            state.expires_at = self._clock() + ENUMERATION_CONTEXT_TTL_S
-            self._store_enumeration(context, state)
-        return soap.render_pull_response(request.message_id, context, page, end=end)
+        page = self._render_page(state, request.max_elements or 1, "pull", "")
+        if not state.done:
+            self._enumerations.store(context, state)
+        return soap.render_pull_response(request.message_id, context, page, end=state.done)
 
     def _release(self, request: WsmanRequest) -> bytes:
-        if self._take_enumeration(request.enumeration_context or "") is None:
+        if self._enumerations.take(request.enumeration_context or "") is None:
             raise _Reject(faults.invalid_enumeration_context(**self._where(request)))
         return soap.render_release_response(request.message_id)
 
-    # ------------------------------------------------------------------ enumeration contexts
-
-    def _next_page(self, state: _Enumeration, size: int, operation: Operation, user: str) -> list[str]:
-        page = state.package_ids[state.position : state.position + size]
-        state.position += len(page)
+    def _render_page(self, state: Enumeration, size: int, operation: Operation, user: str) -> list[str]:
         rendered = []
-        for package_id in page:
+        for package_id in state.next_page(size):
             own_class = self._catalogue.class_of(package_id)
             properties = None if own_class is None else self._catalogue.instance(own_class, package_id)
             if own_class is None or properties is None:
@@ -455,29 +440,6 @@ class Provider:
             rendered.append(soap.render_instance(own_class, class_uri, properties, state.selected))
         return rendered
 
-    def _store_enumeration(self, context: str, state: _Enumeration) -> None:
-        self._drop_expired_enumerations()
-        self._enumerations[context] = state
-        self._enumeration_items += len(state.package_ids)
-        while len(self._enumerations) > 1 and (
-            len(self._enumerations) > MAX_ENUMERATION_CONTEXTS or self._enumeration_items > self._max_enumeration_items
-        ):
-            _oldest_context, oldest = self._enumerations.popitem(last=False)
-            self._enumeration_items -= len(oldest.package_ids)
-
-    def _take_enumeration(self, context: str) -> _Enumeration | None:
-        """Remove and return a live context (expired ones are dropped on the way)."""
-        self._drop_expired_enumerations()
-        state = self._enumerations.pop(context, None)
-        if state is not None:
-            self._enumeration_items -= len(state.package_ids)
-        return state
-
-    def _drop_expired_enumerations(self) -> None:
-        now = self._clock()
-        for stale in [key for key, state in self._enumerations.items() if state.expires_at <= now]:
-            self._enumeration_items -= len(self._enumerations.pop(stale).package_ids)
-
     # ------------------------------------------------------------------ access and logging
 
     def _is_configured_user(self, user: str) -> bool:
@@ -486,15 +448,7 @@ class Provider:
         return name == expected_name and (domain is None or expected_domain is None or domain == expected_domain)
 
     def _record(self, package_id: str, operation: Operation, user: str, result: str, accepted: bool = False) -> None:
-        log = self._package_logs.setdefault(package_id, _PackageLog())
-        if operation == "get":
-            log.gets += 1
-        elif operation == "invoke":
-            log.invokes += 1
-            outcome = "accepted" if accepted else "rejected"
-            setattr(log, outcome, getattr(log, outcome) + 1)
-            self._totals[outcome] += 1
-        log.events.append({"op": operation, "at": self._wall_clock(), "user": user, "result": result})
+        self._log.record(package_id, operation, user, result, accepted)
 
     def _record_if_known(self, package_id: str, operation: Operation, user: str, result: str) -> None:
         if package_id and self._catalogue.class_of(package_id) is not None:

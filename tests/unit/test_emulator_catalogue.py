@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from emulator.catalogue import (
+from emulator.catalogue import Catalogue
+from emulator.packages import (
     BASE_CLASS,
     PACKAGE_CLASSES,
     RETURN_MEDIUM_NOT_READY,
@@ -19,7 +20,6 @@ from emulator.catalogue import (
     STORAGE_COMPRESS,
     STORAGE_DIRECT,
     STORAGE_NO_SOURCE,
-    Catalogue,
 )
 from emulator.settings import EmulatorSettings
 

@@ -21,7 +21,7 @@ from winrm.exceptions import WinRMOperationTimeoutError, WinRMTransportError, WS
 from winrm.protocol import Protocol
 from winrm.transport import Transport
 
-from emulator.catalogue import STORAGE_COMPRESS, STORAGE_DIRECT, STORAGE_NO_SOURCE
+from emulator.packages import STORAGE_COMPRESS, STORAGE_DIRECT, STORAGE_NO_SOURCE
 from emulator.provider import ENUMERATION_CONTEXT_TTL_S, Provider
 from emulator.settings import EmulatorSettings
 
