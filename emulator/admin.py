@@ -72,13 +72,9 @@ class ProviderApi(Protocol):
 
     def distmgr(self) -> dict[str, Any]: ...
 
-    def hold_distmgr(self) -> None: ...
-
-    def release_distmgr(self) -> None: ...
-
-    def drain_distmgr(self) -> None: ...
-
-    def set_distmgr_time_per_package(self, seconds: float) -> None: ...
+    def control_distmgr(
+        self, *, time_per_package_s: float | None = None, hold: bool | None = None, drain: bool = False
+    ) -> dict[str, Any]: ...
 
     def deny_access(self, package_id: str) -> None: ...
 
@@ -219,18 +215,12 @@ class AdminApi:
             isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds < math.inf
         ):
             raise BadRequestError("time_per_package_s must be a finite number >= 0")
-        for flag in ("hold", "drain"):
-            if not isinstance(request.get(flag, False), bool):
-                raise BadRequestError(f"{flag} must be true or false")
-        if seconds is not None:
-            self._provider.set_distmgr_time_per_package(float(seconds))
-        if request.get("hold") is True:
-            self._provider.hold_distmgr()
-        elif request.get("hold") is False:
-            self._provider.release_distmgr()
-        if request.get("drain"):
-            self._provider.drain_distmgr()
-        return AdminResponse(200, self._provider.distmgr())
+        hold, drain = request.get("hold"), request.get("drain", False)
+        if not (hold is None or isinstance(hold, bool)) or not isinstance(drain, bool):
+            raise BadRequestError("hold and drain must be true or false")
+        time_per_package_s = None if seconds is None else float(seconds)
+        snapshot = self._provider.control_distmgr(time_per_package_s=time_per_package_s, hold=hold, drain=drain)
+        return AdminResponse(200, snapshot)
 
     def _faults_get(self, _argument: str, _body: bytes) -> AdminResponse:
         return AdminResponse(200, self._faults.snapshot())

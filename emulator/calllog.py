@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final
 
-__all__ = ["MAX_EVENTS_PER_PACKAGE", "TOTAL_KEYS", "CallLog", "Operation"]
+from emulator.operations import Operation
 
-Operation = Literal["get", "invoke", "enumerate", "pull"]
+__all__ = ["MAX_EVENTS_PER_PACKAGE", "TOTAL_KEYS", "CallLog"]
+
 
 MAX_EVENTS_PER_PACKAGE: Final = 100
 # requests: SOAP requests answered by the provider; invokes: Invoke requests it dispatched

@@ -195,21 +195,20 @@ class Catalogue:
         self._advance()
         return self._distmgr.snapshot()
 
-    def hold_distmgr(self) -> None:
+    def control_distmgr(
+        self, *, time_per_package_s: float | None = None, hold: bool | None = None, drain: bool = False
+    ) -> None:
+        """Change the time per package (for packages started from now on), hold or release
+        DistMgr, then (drain) process now every package queued or processing."""
         self._advance()
-        self._distmgr.hold()
-
-    def release_distmgr(self) -> None:
-        self._distmgr.release()
-        self._advance()
-
-    def drain_distmgr(self) -> None:
-        """Process, now, every package queued or processing."""
-        self._distmgr.drain()
-        self._advance()
-
-    def set_distmgr_time_per_package(self, seconds: float) -> None:
-        self._distmgr.set_time_per_package(seconds)
+        if time_per_package_s is not None:
+            self._distmgr.set_time_per_package(time_per_package_s)
+        if hold is True:
+            self._distmgr.hold()
+        elif hold is False:
+            self._distmgr.release()
+        if drain:
+            self._distmgr.drain()
         self._advance()
 
     # ---- medium control and observation

@@ -1,4 +1,8 @@
-"""Open WS-Enumeration contexts: what each one still has to return, bounded in count and size.
+"""WS-Enumeration over WQL: Enumerate, Pull and Release, and the open contexts between them.
+
+`WqlEnumerations` answers the three operations once the provider has checked the resource URI
+and the caller's access: the WQL filter (or the URI's class) selects the instances, RBAC
+silently drops the ones the caller may not see, and pages are rendered as they are served.
 
 A context holds the PackageIDs that matched at Enumerate (each instance is rendered from its
 current state when its page is served), so a context costs a pointer per package, not a copy of
@@ -13,7 +17,17 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
+
+from emulator import faults, sms_faults, soap
+from emulator.access import AccessRules
+from emulator.calllog import CallLog
+from emulator.catalogue import Catalogue
+from emulator.namespaces import WQL_DIALECT, class_resource_uri
+from emulator.operations import WMI_OPERATION, Operation, Reject
+from emulator.packages import PROPERTY_NAMES
+from emulator.soap import WsmanRequest
+from emulator.wql import Query, WqlError, parse, resolve
 
 __all__ = [
     "ENUMERATION_CONTEXT_TTL_S",
@@ -21,6 +35,8 @@ __all__ = [
     "MAX_ENUMERATION_ITEMS",
     "Enumeration",
     "EnumerationStore",
+    "WqlEnumerations",
+    "invalid_class",
 ]
 
 ENUMERATION_CONTEXT_TTL_S: Final = 180.0
@@ -90,3 +106,115 @@ class EnumerationStore:
                 return
             del self._contexts[context]
             self._items -= len(state.package_ids)
+
+
+def invalid_class(
+    request: WsmanRequest, *, site_code: str, machine: str, class_name: str, operation: Operation
+) -> Reject:
+    """The fault for a class the namespace does not have (in a URI or a query)."""
+    return Reject(
+        sms_faults.invalid_class(
+            relates_to=request.message_id,
+            machine=machine,
+            site_code=site_code,
+            class_name=class_name,
+            operation=WMI_OPERATION[operation],
+            query=request.filter_text,
+        )
+    )
+
+
+class WqlEnumerations:
+    """Enumerate / Pull / Release for one site. Not thread-safe: the Provider locks."""
+
+    def __init__(
+        self,
+        *,
+        catalogue: Catalogue,
+        access: AccessRules,
+        log: CallLog,
+        site_code: str,
+        machine: str,
+        clock: Callable[[], float],
+        max_items: int = MAX_ENUMERATION_ITEMS,
+    ) -> None:
+        self._catalogue = catalogue
+        self._access = access
+        self._log = log
+        self._site = site_code
+        self._machine = machine
+        self.store = EnumerationStore(clock=clock, max_items=max_items)
+
+    def enumerate(self, request: WsmanRequest, target: str, user: str) -> bytes:
+        """Enumerate `target` (a canonical class, or `*` with a WQL filter naming one)."""
+        query = self._query(request, target)
+        # RBAC filters query results silently: the SMS Provider only returns what you may see.
+        matches = self._catalogue.matching(query.class_name, query.where)
+        state = Enumeration(tuple(pid for pid in matches if not self._access.is_denied(pid)), query.properties)
+        context = soap.new_message_id()
+        if not request.optimize:
+            self.store.store(context, state)
+            return soap.render_enumerate_response(request.message_id, context, (), optimized=False, end=False)
+        page = self._render_page(state, request.max_elements or 1, "enumerate", user)
+        if not state.done:
+            self.store.store(context, state)
+        return soap.render_enumerate_response(request.message_id, context, page, optimized=True, end=state.done)
+
+    def pull(self, request: WsmanRequest) -> bytes:
+        context = request.enumeration_context or ""
+        state = self.store.take(context)
+        if state is None:
+            raise Reject(faults.invalid_enumeration_context(**self._where(request)))
+        page = self._render_page(state, request.max_elements or 1, "pull", "")
+        if not state.done:
+            self.store.store(context, state)
+        return soap.render_pull_response(request.message_id, context, page, end=state.done)
+
+    def release(self, request: WsmanRequest) -> bytes:
+        if self.store.take(request.enumeration_context or "") is None:
+            raise Reject(faults.invalid_enumeration_context(**self._where(request)))
+        return soap.render_release_response(request.message_id)
+
+    def _where(self, request: WsmanRequest) -> dict[str, Any]:
+        return {"relates_to": request.message_id, "machine": self._machine}
+
+    def _query(self, request: WsmanRequest, target: str) -> Query:
+        """The query an Enumerate asks for: its WQL filter, or every instance of the URI's class."""
+        text = request.filter_text
+        if text is None:
+            if target == "*":
+                raise self._invalid_query(request, "A WQL filter is required to enumerate the * resource URI. ")
+            return Query(class_name=target, properties=None, where=None)
+        dialect = request.filter_dialect
+        if dialect is not None and dialect.lower() != WQL_DIALECT.lower():
+            raise Reject(faults.filter_dialect_unavailable(**self._where(request), dialect=dialect))
+        try:
+            query = parse(text)
+            class_name = self._catalogue.canonical_class(query.class_name)
+            if class_name is None:
+                where = {"site_code": self._site, "machine": self._machine}
+                raise invalid_class(request, **where, class_name=query.class_name, operation="enumerate")
+            if target not in ("*", class_name):
+                raise self._invalid_query(request, f"The query must select from {target}. ")
+            return resolve(query, class_name, PROPERTY_NAMES)
+        except WqlError as exc:
+            raise self._invalid_query(request, f"The query is not valid: {exc}. ") from None
+
+    def _invalid_query(self, request: WsmanRequest, message: str) -> Reject:
+        return Reject(
+            sms_faults.invalid_query(
+                **self._where(request), site_code=self._site, message=message, query=request.filter_text or ""
+            )
+        )
+
+    def _render_page(self, state: Enumeration, size: int, operation: Operation, user: str) -> list[str]:
+        rendered = []
+        for package_id in state.next_page(size):
+            own_class = self._catalogue.class_of(package_id)
+            properties = None if own_class is None else self._catalogue.instance(own_class, package_id)
+            if own_class is None or properties is None:
+                continue  # gone since Enumerate (the catalogue never deletes today)
+            self._log.record(package_id, operation, user, "returned")
+            class_uri = class_resource_uri(self._site, own_class)
+            rendered.append(soap.render_instance(own_class, class_uri, properties, state.selected))
+        return rendered

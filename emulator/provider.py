@@ -1,9 +1,11 @@
 """The SMS Provider behind WinRM's WMI plugin: one decrypted SOAP request in, one reply out.
 
 Pure protocol core (no sockets): the HTTP server authenticates, decrypts and calls `handle`.
-This module only dispatches; `soap` parses and renders, `catalogue` holds the packages and their
-semantics, `faults` draws every fault, `wql` answers queries. One lock makes it thread-safe;
-every call is short (no I/O, no sleeping).
+This module dispatches and answers Get and Invoke; `soap` parses and renders, `catalogue`
+holds the packages and their semantics (with Distribution Manager's queue), `enumerations`
+answers Enumerate / Pull / Release with WQL, `access` says who may see what, `calllog` records
+calls, `faults` / `sms_faults` shape every fault. One lock makes it thread-safe; every call is
+short (no I/O, no sleeping).
 
 Checks run in the order WinRM and WMI apply them: envelope, action, resource URI and namespace,
 the caller's right to the namespace, class, method, selectors, instance, then RBAC on it.
@@ -15,27 +17,27 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from emulator import faults, soap
-from emulator.calllog import CallLog, Operation
+from emulator import faults, sms_faults, soap
+from emulator.access import AccessRules
+from emulator.calllog import CallLog
 from emulator.catalogue import Catalogue
-from emulator.enumerations import ENUMERATION_CONTEXT_TTL_S, MAX_ENUMERATION_ITEMS, Enumeration, EnumerationStore
+from emulator.enumerations import ENUMERATION_CONTEXT_TTL_S, MAX_ENUMERATION_ITEMS, WqlEnumerations, invalid_class
 from emulator.namespaces import (
     ACTION_ENUMERATE,
     ACTION_GET,
     ACTION_PULL,
     ACTION_RELEASE,
-    WQL_DIALECT,
     class_resource_uri,
     parse_resource_uri,
     sms_namespace_path,
 )
-from emulator.packages import BASE_CLASS, MEDIUM_NOT_READY_ERROR_CODE, PROPERTY_NAMES
+from emulator.operations import OPERATION_BY_ACTION, WMI_OPERATION, Operation, Reject, WsmanReply
+from emulator.packages import BASE_CLASS, MEDIUM_NOT_READY_ERROR_CODE
 from emulator.settings import EmulatorSettings
 from emulator.soap import SoapError, WsmanRequest
-from emulator.wql import Query, Value, WqlError, parse, resolve
+from emulator.wql import Value
 
 __all__ = [
     "ENUMERATION_CONTEXT_TTL_S",
@@ -51,44 +53,6 @@ logger = logging.getLogger(__name__)
 InjectedFault = Literal["timeout_fault", "quota_fault", "generic_failure"]
 
 REFRESH_METHOD: Final = "RefreshPkgSource"
-_OPERATION_BY_ACTION: Final[dict[str, Operation]] = {
-    ACTION_GET: "get",
-    ACTION_ENUMERATE: "enumerate",
-    ACTION_PULL: "pull",
-}
-_WMI_OPERATION: Final[dict[Operation, str]] = {
-    "get": "GetObject",
-    "invoke": "ExecMethod",
-    "enumerate": "ExecQuery",
-    "pull": "ExecQuery",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class WsmanReply:
-    status: int  # 200, or 500 with a SOAP fault, as WinRM does
-    body: bytes  # UTF-8 SOAP envelope
-
-
-class _Reject(Exception):  # noqa: N818 - control flow, not an error: carries the fault reply
-    """Raised inside dispatch to answer with a fault at once."""
-
-    def __init__(self, body: bytes) -> None:
-        super().__init__()
-        self.body = body
-
-
-def _account(user: str) -> tuple[str | None, str]:
-    """(domain, name), lower-cased, from `DOMAIN\\name`, `name@domain.fqdn` or `name`."""
-    user = user.strip()
-    if "\\" in user:
-        domain, name = user.split("\\", 1)
-    elif "@" in user:
-        name, domain = user.split("@", 1)
-        domain = domain.split(".", 1)[0]
-    else:
-        domain, name = "", user
-    return (domain.lower() or None), name.lower()
 
 
 class Provider:
@@ -109,12 +73,17 @@ class Provider:
         self._site = settings.site_code.upper()
         self._namespace = sms_namespace_path(self._site).lower()
         self._machine = settings.machine
-        self._account = _account(settings.username)
-        if any(self._is_configured_user(user) for user in settings.denied_users):
-            raise ValueError("EmulatorSettings.denied_users cannot name the configured username")
-        self._denied: set[str] = set()
-        self._enumerations = EnumerationStore(clock=clock, max_items=max_enumeration_items)
+        self._access = AccessRules(settings.username, settings.denied_users)
         self._log = CallLog(wall_clock=wall_clock)
+        self._enumerations = WqlEnumerations(
+            catalogue=self._catalogue,
+            access=self._access,
+            log=self._log,
+            site_code=self._site,
+            machine=self._machine,
+            clock=clock,
+            max_items=max_enumeration_items,
+        )
 
     # ------------------------------------------------------------------ entry points
 
@@ -124,7 +93,7 @@ class Provider:
             self._log.count("requests")
             try:
                 reply = WsmanReply(200, self._dispatch(envelope, user))
-            except _Reject as rejection:
+            except Reject as rejection:
                 reply = WsmanReply(500, rejection.body)
             except Exception:
                 # A bug here must look like a failing WMI provider to the client, never take the
@@ -145,7 +114,7 @@ class Provider:
                 relates_to = request.message_id
             except SoapError as exc:
                 relates_to = exc.message_id
-            operation = "invoke" if request is None else _OPERATION_BY_ACTION.get(request.action, "invoke")
+            operation = "invoke" if request is None else OPERATION_BY_ACTION.get(request.action, "invoke")
             package_id = (request.selector("PackageID") or "").upper() if request else ""
             where: dict[str, Any] = {"relates_to": relates_to, "machine": self._machine}
             if kind == "timeout_fault":
@@ -156,10 +125,10 @@ class Provider:
                 limit = self._settings.max_concurrent_operations_per_user
                 body = faults.quota_exceeded(relates_to=None, machine=self._machine, limit=limit)
             else:
-                body = faults.site_database_failure(
+                body = sms_faults.site_database_failure(
                     **where,
                     site_code=self._site,
-                    operation=_WMI_OPERATION[operation],
+                    operation=WMI_OPERATION[operation],
                     object_path=f'PackageID="{package_id}"' if package_id else "",
                 )
             self._log.count("requests")
@@ -177,18 +146,18 @@ class Provider:
     def deny_access(self, package_id: str) -> None:
         """RBAC: the configured account may no longer read or refresh this package."""
         with self._lock:
-            self._denied.add(package_id.upper())
+            self._access.deny(package_id)
 
     def allow_access(self, package_id: str) -> None:
         with self._lock:
-            self._denied.discard(package_id.upper())
+            self._access.allow(package_id)
 
     def package(self, package_id: str) -> dict[str, Any] | None:
         """Current properties (JSON-ready), plus `_`-prefixed emulator state."""
         with self._lock:
             view = self._catalogue.snapshot(package_id)
             if view is not None:
-                view["_access_denied"] = view["PackageID"] in self._denied
+                view["_access_denied"] = self._access.is_denied(view["PackageID"])
             return view
 
     def packages(self) -> list[dict[str, Any]]:
@@ -208,7 +177,7 @@ class Provider:
     def open_enumerations(self) -> dict[str, int]:
         """Open enumeration contexts and the PackageIDs they hold (the latter capped, see MAX_ENUMERATION_ITEMS)."""
         with self._lock:
-            return self._enumerations.counts()
+            return self._enumerations.store.counts()
 
     def reset_log(self) -> None:
         with self._lock:
@@ -221,24 +190,15 @@ class Provider:
         with self._lock:
             return self._catalogue.distmgr()
 
-    def hold_distmgr(self) -> None:
-        """Stop DistMgr starting packages (accepted refreshes queue; ActionInProgress stays 1)."""
+    def control_distmgr(
+        self, *, time_per_package_s: float | None = None, hold: bool | None = None, drain: bool = False
+    ) -> dict[str, Any]:
+        """Set the time per package (packages started from now on; ValueError unless finite >= 0),
+        hold (True: accepted refreshes queue, ActionInProgress stays 1) or release (False) DistMgr,
+        then with `drain` process every queued or processing package now; returns `distmgr()`."""
         with self._lock:
-            self._catalogue.hold_distmgr()
-
-    def release_distmgr(self) -> None:
-        with self._lock:
-            self._catalogue.release_distmgr()
-
-    def drain_distmgr(self) -> None:
-        """Process, now, every package queued or processing (SourceVersion bumped, ActionInProgress 0)."""
-        with self._lock:
-            self._catalogue.drain_distmgr()
-
-    def set_distmgr_time_per_package(self, seconds: float) -> None:
-        """Time per package for packages DistMgr starts from now on (ValueError unless finite >= 0)."""
-        with self._lock:
-            self._catalogue.set_distmgr_time_per_package(seconds)
+            self._catalogue.control_distmgr(time_per_package_s=time_per_package_s, hold=hold, drain=drain)
+            return self._catalogue.distmgr()
 
     # ------------------------------------------------------------------ dispatch
 
@@ -249,23 +209,25 @@ class Provider:
             where: dict[str, Any] = {"relates_to": exc.message_id, "machine": self._machine}
             if exc.kind == "missing_header":
                 header = "Action" if exc.message_id else "MessageID"
-                raise _Reject(faults.message_header_required(**where, header=header)) from None
-            raise _Reject(faults.schema_validation(**where, message=str(exc))) from None
+                raise Reject(faults.message_header_required(**where, header=header)) from None
+            raise Reject(faults.schema_validation(**where, message=str(exc))) from None
 
         action = request.action
         if action == ACTION_GET:
             return self._get(request, user)
         if action == ACTION_ENUMERATE:
-            return self._enumerate(request, user)
+            self._log.count("enumerates")
+            return self._enumerations.enumerate(request, self._target_class(request, user, "enumerate"), user)
         if action == ACTION_PULL:
-            return self._pull(request)
+            self._log.count("pulls")
+            return self._enumerations.pull(request)
         if action == ACTION_RELEASE:
-            return self._release(request)
+            return self._enumerations.release(request)
         # [MS-WSMV] 3.1.4.1.27: a custom action is the resource URI followed by the method name.
         resource_uri = (request.resource_uri or "").rstrip("/")
         if resource_uri and action.lower().startswith(resource_uri.lower() + "/"):
             return self._invoke(request, user, action[len(resource_uri) + 1 :])
-        raise _Reject(faults.action_not_supported(**self._where(request), action=action))
+        raise Reject(faults.action_not_supported(**self._where(request), action=action))
 
     def _where(self, request: WsmanRequest) -> dict[str, Any]:
         """The arguments every fault builder takes."""
@@ -278,51 +240,41 @@ class Provider:
         parsed = parse_resource_uri(request.resource_uri or "")
         if parsed is None or parsed.namespace_path.lower() != self._namespace:
             # Unknown plugin URI or namespace: WBEM_E_INVALID_NAMESPACE surfaces as not found.
-            raise _Reject(faults.resource_not_found(**self._where(request)))
-        if not self._is_configured_user(user):
+            raise Reject(faults.resource_not_found(**self._where(request)))
+        if not self._access.may_use_namespace(user):
             self._record_if_known((request.selector("PackageID") or "").upper(), operation, user, "access_denied")
-            raise _Reject(faults.access_denied(**self._where(request), scope="service"))
+            raise Reject(faults.access_denied(**self._where(request), scope="service"))
         if parsed.class_name == "*":
             return "*"
         class_name = self._catalogue.canonical_class(parsed.class_name)
         if class_name is None:
-            raise self._invalid_class(request, parsed.class_name, operation)
+            where = {"site_code": self._site, "machine": self._machine}
+            raise invalid_class(request, **where, class_name=parsed.class_name, operation=operation)
         return class_name
-
-    def _invalid_class(self, request: WsmanRequest, class_name: str, operation: Operation) -> _Reject:
-        return _Reject(
-            faults.invalid_class(
-                **self._where(request),
-                site_code=self._site,
-                class_name=class_name,
-                operation=_WMI_OPERATION[operation],
-                query=request.filter_text,
-            )
-        )
 
     def _package_id(self, request: WsmanRequest, class_name: str) -> str:
         """The PackageID selector: the class's only key, so anything else is an invalid selector."""
         if class_name in ("*", BASE_CLASS):
-            raise _Reject(faults.resource_not_found(**self._where(request)))
+            raise Reject(faults.resource_not_found(**self._where(request)))
         if not request.selectors:
-            raise _Reject(faults.invalid_selectors(**self._where(request), detail_name="InsufficientSelectors"))
+            raise Reject(faults.invalid_selectors(**self._where(request), detail_name="InsufficientSelectors"))
         if len(request.selectors) != 1 or request.selectors[0][0].lower() != "packageid":
-            raise _Reject(faults.invalid_selectors(**self._where(request), detail_name="UnexpectedSelectors"))
+            raise Reject(faults.invalid_selectors(**self._where(request), detail_name="UnexpectedSelectors"))
         return request.selectors[0][1].upper()
 
     def _instance(
         self, request: WsmanRequest, class_name: str, package_id: str, operation: Operation, user: str
     ) -> dict[str, Value]:
         """The instance, or the not-found / access-denied fault WMI and RBAC would answer."""
-        where = {**self._where(request), "site_code": self._site, "operation": _WMI_OPERATION[operation]}
+        where = {**self._where(request), "site_code": self._site, "operation": WMI_OPERATION[operation]}
         object_path = f'{class_name}.PackageID="{package_id}"'
         properties = self._catalogue.instance(class_name, package_id)
         if properties is None:
             self._record_if_known(package_id, operation, user, "not_found")
-            raise _Reject(faults.instance_not_found(**where, object_path=object_path))
-        if package_id in self._denied:
+            raise Reject(sms_faults.instance_not_found(**where, object_path=object_path))
+        if self._access.is_denied(package_id):
             self._record(package_id, operation, user, "access_denied")
-            raise _Reject(faults.rbac_access_denied(**where, user=user, object_path=object_path))
+            raise Reject(sms_faults.rbac_access_denied(**where, user=user, object_path=object_path))
         return properties
 
     # ------------------------------------------------------------------ operations
@@ -341,15 +293,15 @@ class Provider:
         class_name = self._target_class(request, user, "invoke")
         if method.lower() != REFRESH_METHOD.lower() or class_name in ("*", BASE_CLASS):
             object_path = f"{class_name}.PackageID={request.selector('PackageID') or ''}"
-            raise _Reject(
-                faults.unknown_method(
+            raise Reject(
+                sms_faults.unknown_method(
                     **self._where(request), site_code=self._site, object_path=object_path, method=method
                 )
             )
         package_id = self._package_id(request, class_name)
         if request.body_tag is not None and not request.body_tag.endswith(f"}}{REFRESH_METHOD}_INPUT"):
             message = f"The body of a {REFRESH_METHOD} request must be {REFRESH_METHOD}_INPUT. "
-            raise _Reject(faults.schema_validation(**self._where(request), message=message))
+            raise Reject(faults.schema_validation(**self._where(request), message=message))
         self._instance(request, class_name, package_id, "invoke", user)
 
         outcome = self._catalogue.refresh(package_id)
@@ -357,8 +309,8 @@ class Provider:
         detail = "fault" if outcome.fault else outcome.return_value
         self._record(package_id, "invoke", user, "accepted" if accepted else f"{outcome.result}:{detail}", accepted)
         if outcome.fault:
-            raise _Reject(
-                faults.medium_not_ready(
+            raise Reject(
+                sms_faults.medium_not_ready(
                     **self._where(request),
                     site_code=self._site,
                     object_path=f'{class_name}.PackageID="{package_id}"',
@@ -369,83 +321,7 @@ class Provider:
         class_uri = class_resource_uri(self._site, class_name)
         return soap.render_invoke_response(request.message_id, class_uri, REFRESH_METHOD, outcome.return_value)
 
-    def _query(self, request: WsmanRequest, target: str) -> Query:
-        """The query an Enumerate asks for: its WQL filter, or every instance of the URI's class."""
-        text = request.filter_text
-        if text is None:
-            if target == "*":
-                raise self._invalid_query(request, "A WQL filter is required to enumerate the * resource URI. ")
-            return Query(class_name=target, properties=None, where=None)
-        dialect = request.filter_dialect
-        if dialect is not None and dialect.lower() != WQL_DIALECT.lower():
-            raise _Reject(faults.filter_dialect_unavailable(**self._where(request), dialect=dialect))
-        try:
-            query = parse(text)
-            class_name = self._catalogue.canonical_class(query.class_name)
-            if class_name is None:
-                raise self._invalid_class(request, query.class_name, "enumerate")
-            if target not in ("*", class_name):
-                raise self._invalid_query(request, f"The query must select from {target}. ")
-            return resolve(query, class_name, PROPERTY_NAMES)
-        except WqlError as exc:
-            raise self._invalid_query(request, f"The query is not valid: {exc}. ") from None
-
-    def _invalid_query(self, request: WsmanRequest, message: str) -> _Reject:
-        return _Reject(
-            faults.invalid_query(
-                **self._where(request), site_code=self._site, message=message, query=request.filter_text or ""
-            )
-        )
-
-    def _enumerate(self, request: WsmanRequest, user: str) -> bytes:
-        self._log.count("enumerates")
-        query = self._query(request, self._target_class(request, user, "enumerate"))
-        # RBAC filters query results silently: the SMS Provider only returns what you may see.
-        matches = self._catalogue.matching(query.class_name, query.where)
-        state = Enumeration(tuple(pid for pid in matches if pid not in self._denied), query.properties)
-        context = soap.new_message_id()
-        if not request.optimize:
-            self._enumerations.store(context, state)
-            return soap.render_enumerate_response(request.message_id, context, (), optimized=False, end=False)
-        page = self._render_page(state, request.max_elements or 1, "enumerate", user)
-        if not state.done:
-            self._enumerations.store(context, state)
-        return soap.render_enumerate_response(request.message_id, context, page, optimized=True, end=state.done)
-
-    def _pull(self, request: WsmanRequest) -> bytes:
-        self._log.count("pulls")
-        context = request.enumeration_context or ""
-        state = self._enumerations.take(context)
-        if state is None:
-            raise _Reject(faults.invalid_enumeration_context(**self._where(request)))
-        page = self._render_page(state, request.max_elements or 1, "pull", "")
-        if not state.done:
-            self._enumerations.store(context, state)
-        return soap.render_pull_response(request.message_id, context, page, end=state.done)
-
-    def _release(self, request: WsmanRequest) -> bytes:
-        if self._enumerations.take(request.enumeration_context or "") is None:
-            raise _Reject(faults.invalid_enumeration_context(**self._where(request)))
-        return soap.render_release_response(request.message_id)
-
-    def _render_page(self, state: Enumeration, size: int, operation: Operation, user: str) -> list[str]:
-        rendered = []
-        for package_id in state.next_page(size):
-            own_class = self._catalogue.class_of(package_id)
-            properties = None if own_class is None else self._catalogue.instance(own_class, package_id)
-            if own_class is None or properties is None:
-                continue  # gone since Enumerate (the catalogue never deletes today)
-            self._record(package_id, operation, user, "returned")
-            class_uri = class_resource_uri(self._site, own_class)
-            rendered.append(soap.render_instance(own_class, class_uri, properties, state.selected))
-        return rendered
-
     # ------------------------------------------------------------------ access and logging
-
-    def _is_configured_user(self, user: str) -> bool:
-        domain, name = _account(user)
-        expected_domain, expected_name = self._account
-        return name == expected_name and (domain is None or expected_domain is None or domain == expected_domain)
 
     def _record(self, package_id: str, operation: Operation, user: str, result: str, accepted: bool = False) -> None:
         self._log.record(package_id, operation, user, result, accepted)
