@@ -6,7 +6,8 @@ Module-scoped, one per listener flavour (cheap to share, so do not leave faults 
 * `emulator_basic_https`: Basic over HTTPS with a generated CA (`.ca_cert_path`).
 * `emulator_ntlm`: NTLM with message encryption over plain HTTP (AllowUnencrypted off).
 
-Function-scoped `emulator_factory(**settings_overrides)` starts private emulators (stopped at
+`FakeClock` drives the pure core (Provider, Catalogue) in unit tests. Function-scoped
+`emulator_factory(**settings_overrides)` starts private emulators (stopped at
 teardown) for tests that change faults, quotas or timeouts. `winrm_protocol(emulator)` builds
 the matching pywinrm Protocol (transport, CA trust, no proxy lookup).
 """
@@ -27,6 +28,7 @@ __all__ = [
     "EMULATOR_PASSWORD",
     "EMULATOR_USERNAME",
     "EmulatorFactory",
+    "FakeClock",
     "emulator_basic_http",
     "emulator_basic_https",
     "emulator_factory",
@@ -44,6 +46,24 @@ _READ_TIMEOUT_S = 10
 _OPERATION_TIMEOUT_S = 5
 
 EmulatorFactory = Callable[..., Emulator]
+
+
+class FakeClock:
+    """A monotonic and a wall clock that only move when told to (pure-logic tests of the emulator)."""
+
+    def __init__(self, *, mono_s: float = 1_000.0, wall_s: float = 1_795_000_000.0) -> None:
+        self.mono_s = mono_s
+        self.wall_s = wall_s  # 2026-11-18, an arbitrary fixed "now"
+
+    def monotonic(self) -> float:
+        return self.mono_s
+
+    def wall(self) -> float:
+        return self.wall_s
+
+    def advance(self, seconds: float) -> None:
+        self.mono_s += seconds
+        self.wall_s += seconds
 
 
 def make_emulator_settings(**overrides: Any) -> EmulatorSettings:

@@ -22,26 +22,7 @@ from emulator.packages import (
     STORAGE_NO_SOURCE,
 )
 from emulator.settings import EmulatorSettings
-
-WALL_START_S = 1_795_000_000.0  # 2026-11-18, an arbitrary fixed "now"
-
-
-class FakeClock:
-    """A monotonic and a wall clock that only move when told to."""
-
-    def __init__(self) -> None:
-        self.mono_s = 1_000.0
-        self.wall_s = WALL_START_S
-
-    def monotonic(self) -> float:
-        return self.mono_s
-
-    def wall(self) -> float:
-        return self.wall_s
-
-    def advance(self, seconds: float) -> None:
-        self.mono_s += seconds
-        self.wall_s += seconds
+from testing.fixtures_emulator import FakeClock
 
 
 def make(settings: EmulatorSettings | None = None, clock: FakeClock | None = None) -> tuple[Catalogue, FakeClock]:
