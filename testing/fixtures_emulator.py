@@ -21,6 +21,7 @@ from typing import Any, Literal, cast
 import pytest
 from winrm.protocol import Protocol
 
+from emulator.catalogue import Catalogue
 from emulator.server import Emulator
 from emulator.settings import EmulatorSettings
 
@@ -33,6 +34,7 @@ __all__ = [
     "emulator_basic_https",
     "emulator_factory",
     "emulator_ntlm",
+    "instance_properties",
     "make_emulator_settings",
     "winrm_protocol",
     "winrm_protocol_for_url",
@@ -64,6 +66,15 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         self.mono_s += seconds
         self.wall_s += seconds
+
+
+def instance_properties(catalogue: Catalogue, package_id: str) -> dict[str, object]:
+    """A package's current WMI properties, read through its own class (it must exist)."""
+    class_name = catalogue.class_of(package_id)
+    assert class_name is not None
+    instance = catalogue.instance(class_name, package_id)
+    assert instance is not None
+    return dict(instance)
 
 
 def make_emulator_settings(**overrides: Any) -> EmulatorSettings:

@@ -23,6 +23,7 @@ from emulator.packages import (
 )
 from emulator.settings import EmulatorSettings
 from testing.fixtures_emulator import FakeClock
+from testing.fixtures_emulator import instance_properties as props
 
 
 def make(settings: EmulatorSettings | None = None, clock: FakeClock | None = None) -> tuple[Catalogue, FakeClock]:
@@ -37,14 +38,6 @@ def first(catalogue: Catalogue, *, flag: int, ready: bool | None = None) -> str:
         if summary["PkgSourceFlag"] == flag and (ready is None or summary["medium_ready"] is ready):
             return str(summary["PackageID"])
     raise AssertionError(f"no package with flag {flag} / ready {ready}")
-
-
-def props(catalogue: Catalogue, package_id: str) -> dict[str, object]:
-    class_name = catalogue.class_of(package_id)
-    assert class_name is not None
-    instance = catalogue.instance(class_name, package_id)
-    assert instance is not None
-    return dict(instance)
 
 
 def test_same_seed_gives_the_same_catalogue() -> None:

@@ -13,7 +13,7 @@ from emulator.provider import Provider
 from emulator.settings import EmulatorSettings
 from emulator.wql import parse, resolve
 from emulator.wql_eval import evaluate
-from testing.fixtures_emulator import FakeClock
+from testing.fixtures_emulator import FakeClock, instance_properties
 from testing.wsman_requests import invoke_envelope, return_value
 
 
@@ -35,11 +35,7 @@ def ids(catalogue: Catalogue, *, flag: int, count: int) -> list[str]:
 
 
 def props(catalogue: Catalogue, package_id: str) -> dict[str, Any]:
-    class_name = catalogue.class_of(package_id)
-    assert class_name is not None
-    instance = catalogue.instance(class_name, package_id)
-    assert instance is not None
-    return dict(instance)
+    return instance_properties(catalogue, package_id)
 
 
 def at(wall_s: float) -> datetime:
