@@ -167,7 +167,8 @@ class WsmanHandler(HttpSysHandler):
             self.respond(413, httpsys_page(413), HTML_CONTENT_TYPE)
             return
         self.operation_ran = True
-        with listener.concurrency.track(user), listener.quota.enter(user) as admitted:
+        # The meter is left first, so "the quota count drained" implies "the meter's count did".
+        with listener.quota.enter(user) as admitted, listener.concurrency.track(user):
             if not admitted:
                 self._execute(plan_over_quota(), envelope, user, acceptor)
                 return

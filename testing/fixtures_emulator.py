@@ -9,7 +9,8 @@ Module-scoped, one per listener flavour (cheap to share, so do not leave faults 
 `FakeClock` drives the pure core (Provider, Catalogue) in unit tests. Function-scoped
 `emulator_factory(**settings_overrides)` starts private emulators (stopped at
 teardown) for tests that change faults, quotas or timeouts. `winrm_protocol(emulator)` builds
-the matching pywinrm Protocol (transport, CA trust, no proxy lookup).
+the matching pywinrm Protocol (transport, CA trust, no proxy lookup);
+`emulator_admin_session` a requests session for their `/admin/` API.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import replace
 from typing import Any, Literal, cast
 
 import pytest
+import requests
 from winrm.protocol import Protocol
 
 from emulator.catalogue import Catalogue
@@ -30,6 +32,7 @@ __all__ = [
     "EMULATOR_USERNAME",
     "EmulatorFactory",
     "FakeClock",
+    "emulator_admin_session",
     "emulator_basic_http",
     "emulator_basic_https",
     "emulator_factory",
@@ -150,6 +153,15 @@ def emulator_factory() -> Iterator[EmulatorFactory]:
     yield start
     for emulator in reversed(started):
         emulator.stop()
+
+
+@pytest.fixture
+def emulator_admin_session() -> Iterator[requests.Session]:
+    """A requests session carrying the test emulators' credentials, for their /admin/ API (HTTP Basic)."""
+    with requests.Session() as session:
+        session.trust_env = False
+        session.auth = (EMULATOR_USERNAME, EMULATOR_PASSWORD)
+        yield session
 
 
 def _module_emulator(**overrides: Any) -> Iterator[Emulator]:
