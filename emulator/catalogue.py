@@ -30,7 +30,7 @@ pin PackageID (`PackageID = '...' [OR ...]`, possibly ANDed with more) through a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -131,8 +131,15 @@ class Catalogue:
         return [
             package.package_id
             for package in candidates
-            if class_name in (BASE_CLASS, package.class_name) and evaluate(where, self._properties(package))
+            if class_name in (BASE_CLASS, package.class_name)
+            and (where is None or evaluate(where, self._properties(package)))
         ]
+
+    def current(self, package_ids: Iterable[str]) -> list[tuple[str, dict[str, Value]]]:
+        """(own class, current properties) of each existing package, in order (a page to render)."""
+        self._advance()
+        found = (self._packages.get(package_id.upper()) for package_id in package_ids)
+        return [(package.class_name, self._properties(package)) for package in found if package is not None]
 
     # ---- refresh
 

@@ -209,12 +209,9 @@ class WqlEnumerations:
 
     def _render_page(self, state: Enumeration, size: int, operation: Operation, user: str) -> list[str]:
         rendered = []
-        for package_id in state.next_page(size):
-            own_class = self._catalogue.class_of(package_id)
-            properties = None if own_class is None else self._catalogue.instance(own_class, package_id)
-            if own_class is None or properties is None:
-                continue  # gone since Enumerate (the catalogue never deletes today)
-            self._log.record(package_id, operation, user, "returned")
+        # A package gone since Enumerate is skipped (the catalogue never deletes today).
+        for own_class, properties in self._catalogue.current(state.next_page(size)):
+            self._log.record(str(properties["PackageID"]), operation, user, "returned")
             class_uri = class_resource_uri(self._site, own_class)
             rendered.append(soap.render_instance(own_class, class_uri, properties, state.selected))
         return rendered

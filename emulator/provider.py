@@ -74,7 +74,7 @@ class Provider:
         self._namespace = sms_namespace_path(self._site).lower()
         self._machine = settings.machine
         self._access = AccessRules(settings.username, settings.denied_users)
-        self._log = CallLog(wall_clock=wall_clock)
+        self._log = CallLog(wall_clock=wall_clock, package_count=settings.package_count)
         self._enumerations = WqlEnumerations(
             catalogue=self._catalogue,
             access=self._access,
