@@ -36,11 +36,13 @@ from worker.packages import TASK_SEQUENCE_CLASS, PackageInfo
 from worker.request import PackageHint
 from worker.wsman import WmiInstance
 
-__all__ = ["BulkRunner", "EnumerationResult", "child_kwargs"]
+__all__ = ["DRY_RUN_KEY", "BulkRunner", "EnumerationResult", "child_kwargs"]
 
 log = logging.getLogger(__name__)
 
 SAMPLE_SIZE: Final = 20  # packages a dry run lists
+# Stored with the criteria in the bulk record: a dry run counts and lists, and refreshes nothing.
+DRY_RUN_KEY: Final = "dry_run"
 _APPEND_PAGE: Final = 500
 _PUMP_BATCH: Final = 1000
 
@@ -114,8 +116,8 @@ class BulkRunner:
         record = self._record(bulk_id)
         if record.state != "enumerating":
             return EnumerationResult(record, 0, 0)
-        criteria = parse_criteria(record.criteria)
-        if record.criteria.get("dry_run"):
+        criteria = parse_criteria({k: v for k, v in record.criteria.items() if k != DRY_RUN_KEY})
+        if record.criteria.get(DRY_RUN_KEY):
             return self._dry_run(record, criteria, client, page_size)
         enumerated = 0
         page: list[ChildSpec] = []

@@ -113,6 +113,8 @@ class Coalescing(Protocol):
 
     def pending_followers(self, leader_id: str) -> tuple[Follower, ...]: ...
 
+    def ack_follower(self, leader_id: str, follower_request_id: str) -> bool: ...
+
 
 class Slots(Protocol):
     """worker.slots.ProviderSlots: the per-provider concurrency cap."""
@@ -169,6 +171,8 @@ class DeliveryDeps:
     coalescer: Coalescing | None = None
     slots: Slots | None = None
     bulks: BulkChildren | None = None
+    # Told of every final outcome once it is recorded (a bulk counts its children there).
+    on_final: Callable[[Outcome], None] | None = None
 
 
 # -- what goes out ------------------------------------------------------------------------------
