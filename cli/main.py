@@ -7,6 +7,7 @@
     sccm-refresh bulk SITE [criteria]  refresh every package the criteria select (--dry-run, --wait)
     sccm-refresh status BULK_ID        a bulk job's state and counts
     sccm-refresh cancel BULK_ID        stop a bulk job (children not yet attempted end cancelled)
+    sccm-refresh doctor                Redis, queues, misrouted messages, consuming workers
     sccm-refresh worker [celery args]  a Celery worker (same as `celery -A worker.app worker`)
 
 Bad input is reported as one line on stderr with exit code 2, never a traceback.
@@ -94,6 +95,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel", help="cancel a bulk job")
     cancel.add_argument("bulk_id")
 
+    sub.add_parser("doctor", help="check Redis, the queues (misrouted messages too) and the workers")
     sub.add_parser("worker", help="run a Celery worker", add_help=False)
     return parser
 
@@ -139,6 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
             return watch(count=args.count, timeout_s=args.timeout_s)
         if args.command in ("bulk", "status", "cancel"):
             return _bulk_command(args)
+        if args.command == "doctor":
+            from cli.doctor import doctor
+
+            return doctor()
     except RefreshError as exc:
         print(f"sccm-refresh: error: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
