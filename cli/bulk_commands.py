@@ -21,12 +21,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.redis_server import require_redis
 from config.settings import Settings, get_settings
+from embedded.redis_server import require_redis
+from errors import InvalidRequestError
 from tasks.bulk import cancel_bulk, enqueue_bulk, get_bulk
 from worker.app import app
 from worker.bulk_store import BulkRecord
-from worker.errors import InvalidRequestError
 
 __all__ = ["bulk", "cancel", "render_record", "status"]
 

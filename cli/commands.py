@@ -7,12 +7,12 @@ import sys
 import time
 from collections.abc import Sequence
 
-from cli.redis_server import require_redis
 from config.settings import get_settings
+from embedded.redis_server import require_redis
+from errors import InvalidRequestError
 from tasks.enqueue import enqueue_refresh
 from worker.app import app
 from worker.constants import OUTCOME_SCHEMA_VERSION, RedisKeys
-from worker.errors import InvalidRequestError
 from worker.outcome_reader import subscribe
 from worker.outcomes import InvalidOutcomeError, Outcome
 from worker.redis_client import redis_from_url

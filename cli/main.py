@@ -22,8 +22,8 @@ from pathlib import Path
 
 from redis.exceptions import RedisError
 
-from cli.redis_server import RedisUnavailableError
-from worker.errors import RefreshError
+from embedded.redis_server import RedisUnavailableError
+from errors import RefreshError
 
 __all__ = ["main"]
 

@@ -23,7 +23,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from worker.errors import ConfigError
+from errors import ConfigError
 
 __all__ = [
     "ENV_PREFIX",

@@ -29,9 +29,9 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from cli.redis_server import RedisServer
-from cli.worker_process import WorkerProcess, worker_environment
 from config.settings import Settings
+from embedded.redis_server import RedisServer
+from embedded.worker_process import WorkerProcess, worker_environment
 from emulator.server import Emulator
 from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME, make_emulator_settings
 from worker.app import REFRESH_TASK, create_app

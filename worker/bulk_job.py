@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from config.settings import Settings
+from errors import RefreshError
 from worker.bulk_outcomes import BulkOutcome
 from worker.bulk_store import BulkNotFoundError, BulkRecord, BulkStore, ChildSpec, child_request_id
 from worker.constants import is_bulk_id
 from worker.criteria import BulkCriteria, parse_criteria, queries
-from worker.errors import RefreshError
 from worker.outcomes import STATUS_CANCELLED, AttemptInfo, Outcome, RequestInfo, format_timestamp
 from worker.packages import TASK_SEQUENCE_CLASS, PackageInfo
 from worker.request import PackageHint

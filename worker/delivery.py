@@ -45,17 +45,17 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from config.settings import Settings
-from worker.bulk_store import child_request_id
-from worker.coalesce import Closed, Follower, Joined, Leader
-from worker.constants import is_bulk_id
-from worker.decide import decide_after_error, wake_early
-from worker.errors import (
+from errors import (
     ConfigError,
     InternalError,
     InvalidRequestError,
     OperationTimeoutError,
     RefreshError,
 )
+from worker.bulk_store import child_request_id
+from worker.coalesce import Closed, Follower, Joined, Leader
+from worker.constants import is_bulk_id
+from worker.decide import decide_after_error, wake_early
 from worker.fence import FenceSnapshot
 from worker.outcomes import AttemptInfo, Outcome, RequestInfo, format_timestamp, parse_timestamp
 from worker.packages import PackageInfo, validate_package_class, validate_package_id, validate_site_code

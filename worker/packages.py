@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from worker.errors import InvalidRequestError, ProtocolError
+from errors import InvalidRequestError, ProtocolError
 from worker.wsman.replies import WmiInstance
 from worker.wsman.selectors import enumeration_uri, resource_uri
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
+from errors import InvalidRequestError
 from tasks.bulk import cancel_bulk, enqueue_bulk, get_bulk
 from testing.fixtures_pipeline import Pipeline, PipelineFactory
 from testing.waiting import wait_until
 from worker.bulk_outcomes import BulkOutcome
 from worker.bulk_store import BulkRecord, child_request_id
-from worker.errors import InvalidRequestError
 from worker.outcome_reader import read_events
 
 pytestmark = pytest.mark.integration
