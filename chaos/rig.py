@@ -53,6 +53,8 @@ _PRIORITY_SEPARATOR: Final = "\x06\x16"
 _POLL_S: Final = 0.1
 _FLOWER_PATHS: Final = ("/api/tasks", "/api/workers?refresh=1")
 _SUPERVISE_POLL_S: Final = 0.5
+# A poison message kills every worker that takes it: restarting forever would only burn CPU.
+MAX_CRASH_RESTARTS: Final = 6
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,9 @@ class RigConfig:
     # Restart a worker that died, as systemd's Restart=always would: a poison message then costs
     # its own request (and shows as crashes), not the rest of the run.
     supervise: bool = False
+    # A drain gives up after this long without a single new outcome: well above the visibility
+    # timeout (6 s), so a redelivery still counts as progress to come.
+    stall_s: float = 25.0
 
 
 class Rig:
@@ -149,6 +154,8 @@ class Rig:
     def _supervise(self) -> None:
         while not self._stop_supervisor.wait(_SUPERVISE_POLL_S):
             for worker in self.workers:
+                if self.crash_restarts >= MAX_CRASH_RESTARTS:
+                    return
                 if not worker.alive() and not self._stop_supervisor.is_set():
                     self.crash_restarts += 1
                     # One that dies while starting is tried again at the next round.
@@ -195,14 +202,13 @@ class Rig:
         *,
         timeout_s: float,
         quiet_s: float = 2.0,
-        stall_s: float = 25.0,
         until_all: bool = False,
     ) -> bool:
         """Read outcomes until the broker has stayed idle for `quiet_s` (nothing left that could
-        produce a final, or a late duplicate), or no outcome at all arrived for `stall_s` (messages
-        left that nobody can finish: dead workers, a poison message), or `timeout_s` passed; with
-        `until_all`, also stop as soon as every expected task id has a final. True when every one has.
-        `stall_s` is well above the visibility timeout, so redeliveries count as progress."""
+        produce a final, or a late duplicate), or no outcome at all arrived for the config's
+        `stall_s` (messages left that nobody can finish: dead workers, a poison message), or
+        `timeout_s` passed; with `until_all`, also stop as soon as every expected task id has a
+        final. True when every one has."""
         wanted = set(expected)
         deadline = time.monotonic() + timeout_s
         idle_since: float | None = None
@@ -213,7 +219,7 @@ class Rig:
                 progress_at = now
             if until_all and wanted <= self.ledger.final_task_ids():
                 break
-            if now - progress_at >= stall_s:
+            if now - progress_at >= self.config.stall_s:
                 break
             if self.broker_idle():
                 idle_since = idle_since if idle_since is not None else now

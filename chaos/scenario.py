@@ -32,6 +32,7 @@ class RunOptions:
     workdir: Path
     flower: bool = True  # a real Flower watches the workers; its answers are searched for the password
     drain_timeout_s: float = 150.0
+    stall_s: float = 25.0  # see RigConfig.stall_s
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,11 @@ def catalogue_size(requests: int) -> int:
 
 def rig_config(options: RunOptions, **emulator: Any) -> RigConfig:
     """The pipeline of a scenario: a catalogue sized for its requests, plus its emulator settings."""
-    return RigConfig(emulator={"package_count": catalogue_size(options.requests), **emulator}, flower=options.flower)
+    return RigConfig(
+        emulator={"package_count": catalogue_size(options.requests), **emulator},
+        flower=options.flower,
+        stall_s=options.stall_s,
+    )
 
 
 class Disruptor:

@@ -82,6 +82,7 @@ def run(options: RunOptions) -> Row:
         emulator={"package_count": max(200, options.requests + options.requests // 2)},
         flower=options.flower,
         supervise=True,
+        stall_s=options.stall_s,
     )
     with Rig(options.workdir / NAME, config, seed=options.seed) as rig:
         pool = PackagePool(rig.catalogue(), rng)

@@ -165,6 +165,7 @@ def summarize(reports: list[dict[str, Any]], kinds: list[str], elapsed_s: float,
     by_outcome: Counter[str] = Counter()
     escaped: dict[str, Counter[str]] = defaultdict(Counter)
     peak_by_kind: dict[str, float] = {}
+    seconds_by_kind: dict[str, float] = {}
     over_bound: Counter[str] = Counter()
     typed_within = 0
     for report in reports:
@@ -173,6 +174,7 @@ def summarize(reports: list[dict[str, Any]], kinds: list[str], elapsed_s: float,
         by_outcome[outcome] += 1
         peak = float(report.get("peak_growth_mb") or 0.0)
         peak_by_kind[kind] = max(peak_by_kind.get(kind, 0.0), peak)
+        seconds_by_kind[kind] = max(seconds_by_kind.get(kind, 0.0), float(report.get("seconds") or 0.0))
         if peak > MEMORY_BOUND_MB:
             over_bound[kind] += 1
         if outcome in _TYPED:
@@ -209,6 +211,7 @@ def summarize(reports: list[dict[str, Any]], kinds: list[str], elapsed_s: float,
             "escaped_by_kind": {kind: dict(types) for kind, types in sorted(escaped.items())},
             "lost_by_label": {kind: sum(types.values()) for kind, types in sorted(escaped.items())},
             "peak_growth_mb_by_kind": _worst(peak_by_kind),
+            "slowest_seconds_by_kind": _worst(seconds_by_kind),
         },
     )
 
