@@ -83,13 +83,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(format_header(), flush=True)
     rows: list[Row] = []
+    broken_harness: list[str] = []
     started = time.monotonic()
     try:
         for name in names:
             scenario = SCENARIOS[name]
             print(f"[chaos] {name}: {scenario.promise}", file=sys.stderr, flush=True)
             began = time.monotonic()
-            row = scenario.run(options)
+            try:
+                row = scenario.run(options)
+            except Exception as exc:  # the harness itself failed (a server would not start ...): say so, go on
+                print(f"[chaos] {name} could not run: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                broken_harness.append(name)
+                continue
             rows.append(row)
             print(format_row(row), flush=True)
             if args.json:
@@ -98,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("[chaos] interrupted", file=sys.stderr)
         return 130
-    broken = [row.scenario for row in rows if not row.ok]
+    broken = [row.scenario for row in rows if not row.ok] + broken_harness
     verdict = f"broke its promise: {', '.join(broken)}" if broken else "every scenario kept its promise"
     print(f"[chaos] {verdict} ({time.monotonic() - started:.0f} s)", file=sys.stderr)
     return 1 if broken else 0

@@ -41,6 +41,7 @@ __all__ = [
     "HostileCase",
     "PackageSource",
     "fixed_cases",
+    "hypothesis_cases",
     "hypothesis_examples",
     "json_kwargs",
 ]

@@ -63,7 +63,6 @@ class RigConfig:
 
     emulator: Mapping[str, Any] = field(default_factory=dict)  # EmulatorSettings overrides
     worker_env: Mapping[str, str] = field(default_factory=dict)  # extra SCCM_REFRESH_* settings
-    provider: Mapping[str, str] = field(default_factory=dict)  # extra provider fields (timeouts)
     concurrency: int = 4  # threads per worker process
     flower: bool = False
     # Restart a worker that died, as systemd's Restart=always would: a poison message then costs
@@ -111,7 +110,6 @@ class Rig:
             "password_file": str(password_file),
             "operation_timeout_s": "5",
             "read_timeout_s": "8",
-            **self.config.provider,
         }
         self.worker_env = worker_environment(
             redis_url=self.redis_server.url,

@@ -23,6 +23,7 @@ from worker.packages import TASK_SEQUENCE_CLASS
 __all__ = [
     "STORAGE_COMPRESS",
     "STORAGE_DIRECT",
+    "STORAGE_NO_SOURCE",
     "Outgoing",
     "PackagePool",
     "RawBody",

@@ -5,6 +5,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
+
+from chaos.cli import build_parser
 from chaos.hostile_kwargs import PREFIX_CHARS, fixed_cases, hypothesis_examples, json_kwargs
 from chaos.hostile_replies import HEAVY_KINDS, KINDS, WsmanCall, plan_kinds, reply_for
 from chaos.report import FinalRecord, Sent, format_row, tally
@@ -116,3 +119,11 @@ def test_hypothesis_draws_are_a_function_of_the_seed() -> None:
     first = hypothesis_examples(json_kwargs(), 25, seed_value=11)
     assert len(first) == 25
     assert repr(first) == repr(hypothesis_examples(json_kwargs(), 25, seed_value=11))
+
+
+def test_cli_refuses_a_request_count_out_of_range_with_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--requests 0` is a usage error (exit 2) naming the rule, not a traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--requests", "0"])
+    assert exit_info.value.code == 2
+    assert "must be between 1 and" in capsys.readouterr().err
