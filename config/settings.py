@@ -121,6 +121,11 @@ class LimitSettings(BaseModel):
     # often while a bulk lives (refill, re-send lost children).
     bulk_window_extra: int = Field(default=2, ge=0, le=1000)
     bulk_pump_interval_s: float = Field(default=30.0, ge=0.1, le=900)
+    # The watch over live requests (worker/request_watch.py): a request not seen again within its
+    # countdown (or the task time limit) plus the visibility timeout plus this margin is sent
+    # again; workers look for such requests this often.
+    watch_margin_s: float = Field(default=30.0, ge=0, le=3600)
+    watch_sweep_interval_s: float = Field(default=15.0, ge=0.1, le=900)
 
     @model_validator(mode="after")
     def _countdown_below_visibility(self) -> LimitSettings:

@@ -59,6 +59,8 @@ __all__ = [
     "STREAM_FIELD_SITE_CODE",
     "STREAM_FIELD_STATUS",
     "STREAM_KIND_BULK",
+    "WATCH_DEADLINES",
+    "WATCH_MESSAGES",
     "BulkKeys",
     "RedisKeys",
     "SlotKeys",
@@ -88,6 +90,9 @@ INVOKE_FENCE = "{prefix}:fence:{request_id}"
 # the same message (kombu restores unacked messages when a connection drops, while the first copy
 # still runs on its thread) waits instead of attempting alongside it.
 ATTEMPT_LOCK = "{prefix}:attempt:{request_id}"
+# The watch over live requests (worker/request_watch.py): when each is next due, and its message.
+WATCH_DEADLINES = "{prefix}:watch:deadlines"  # zset request id -> epoch; member removed with the final
+WATCH_MESSAGES = "{prefix}:watch:messages"  # hash request id -> "<task id> <kwargs JSON>"; removed with the final
 # Latest event of one request (hash, same fields as the package state plus `stream_id`), TTL as
 # the final marker: what `GET /v1/refreshes/{id}` reads in O(1).
 REQUEST_STATE = "{prefix}:request:{request_id}"
@@ -237,6 +242,14 @@ class RedisKeys:
             METRICS_ERRORS.format(prefix=prefix),
             METRICS_LATENCY.format(prefix=prefix),
         )
+
+    @property
+    def watch_deadlines(self) -> str:
+        return WATCH_DEADLINES.format(prefix=self.prefix)
+
+    @property
+    def watch_messages(self) -> str:
+        return WATCH_MESSAGES.format(prefix=self.prefix)
 
     def attempt_lock(self, request_id: str) -> str:
         if not is_request_id_key_part(request_id):

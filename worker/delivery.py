@@ -77,6 +77,7 @@ __all__ = [
     "internal_failure_plan",
     "message_key",
     "reject_delivery",
+    "task_id_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,12 @@ class Slots(Protocol):
     def try_acquire(self, site_code: str, holder_id: str, limit: int, *, priority: int) -> Granted | Wait: ...
 
     def release(self, lease: Lease) -> bool: ...
+
+
+class Watching(Protocol):
+    """worker.request_watch.RequestWatch: when each live request is next due."""
+
+    def expect(self, request_id: str, task_id: str, kwargs: Mapping[str, Any], *, within_s: float) -> None: ...
 
 
 class BulkChildren(Protocol):
@@ -180,6 +187,8 @@ class DeliveryDeps:
     bulks: BulkChildren | None = None
     # Told of every final outcome once it is recorded (a bulk counts its children there).
     on_final: Callable[[Outcome], None] | None = None
+    # Records when each live request is next due, so a lost message is sent again.
+    watch: Watching | None = None
 
 
 # -- what goes out ------------------------------------------------------------------------------
@@ -293,6 +302,11 @@ def _admit(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
         # A producer clock ahead of ours must not put requested_at after the attempt started.
         state = state.evolve(requested_at=min(asked, now), first_attempt_at=now)
     ctx.state = state
+    if deps.watch is not None:
+        # Until this delivery ends (its time limit), or its message returns after a worker died.
+        limits = deps.settings.limits
+        due_s = deps.settings.task_time_limit_s + limits.visibility_timeout_s + limits.watch_margin_s
+        deps.watch.expect(ctx.request_id, _task_id_of(ctx), _retry_kwargs(ctx, state), within_s=due_s)
     return None
 
 
@@ -596,6 +610,15 @@ def _valid_or(validate: Callable[[object], str], value: object) -> str | None:
         return validate(value)
     except InvalidRequestError:
         return None
+
+
+def _task_id_of(ctx: _Context) -> str:
+    return task_id_for(ctx.delivery, ctx.request_id)
+
+
+def task_id_for(delivery: Delivery, request_id: str) -> str:
+    """The task id to send this request's next message under: the delivery's, when trusted."""
+    return _trusted_task_id(delivery.task_id) or request_id
 
 
 def _trusted_task_id(task_id: object) -> str | None:

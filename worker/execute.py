@@ -22,7 +22,16 @@ from typing import Any, NoReturn, Protocol
 from redis.exceptions import RedisError
 
 from errors import InternalError
-from worker.delivery import Delivery, DeliveryDeps, Drop, Plan, Requeue, handle_delivery, internal_failure_plan
+from worker.delivery import (
+    Delivery,
+    DeliveryDeps,
+    Drop,
+    Plan,
+    Requeue,
+    handle_delivery,
+    internal_failure_plan,
+    task_id_for,
+)
 from worker.outcomes import Outcome
 
 __all__ = ["OutcomeSink", "Requeuer", "run_delivery"]
@@ -60,7 +69,7 @@ def run_delivery(
     later_s = min(PUBLISH_REQUEUE_S, float(deps.settings.limits.max_countdown_s))
     try_later: tuple[type[BaseException], ...] = (_FinalNotPublishedError, RedisError, *deps.interruptions)
     try:
-        return _execute(handle_delivery(delivery, deps), outcomes, requeue, deps)
+        return _execute(handle_delivery(delivery, deps), outcomes, requeue, deps, delivery)
     except control_flow:
         raise
     except try_later as exc:
@@ -75,14 +84,16 @@ def run_delivery(
             "".join(traceback.format_tb(exc.__traceback__)),
         )
         try:
-            _execute(internal_failure_plan(delivery, exc, deps), outcomes, requeue, deps)
+            _execute(internal_failure_plan(delivery, exc, deps), outcomes, requeue, deps, delivery)
         except _FinalNotPublishedError:
             requeue(delivery.kwargs, later_s)
         # Celery marks the task failed (Flower shows it); the outcome is already recorded.
         raise InternalError(f"internal error: {type(exc).__name__}") from None
 
 
-def _execute(plan: Plan, outcomes: OutcomeSink, requeue: Requeuer, deps: DeliveryDeps) -> dict[str, Any]:
+def _execute(
+    plan: Plan, outcomes: OutcomeSink, requeue: Requeuer, deps: DeliveryDeps, delivery: Delivery
+) -> dict[str, Any]:
     summary: dict[str, Any] = {"request_id": plan.request_id}
     for outcome in plan.outcomes:
         try:
@@ -102,6 +113,13 @@ def _execute(plan: Plan, outcomes: OutcomeSink, requeue: Requeuer, deps: Deliver
         }
     then = plan.then
     if isinstance(then, Requeue):
+        if deps.watch is not None and plan.request_id is not None:
+            # The next message is due after its countdown, or after the visibility timeout if a
+            # worker holding it dies; past that plus a margin, the watch sends it again.
+            limits = deps.settings.limits
+            due_s = then.countdown_s + limits.visibility_timeout_s + limits.watch_margin_s
+            task_id = task_id_for(delivery, plan.request_id)
+            deps.watch.expect(plan.request_id, task_id, then.kwargs, within_s=due_s)
         requeue(then.kwargs, then.countdown_s)
     if isinstance(then, Drop):
         log.info("request %s %s", plan.request_id, then.reason)
