@@ -5,6 +5,7 @@
     sccm-refresh enqueue SITE PKG...   validate and enqueue refresh requests
     sccm-refresh watch                 follow outcomes live (Redis pub/sub)
     sccm-refresh worker [celery args]  a Celery worker (same as `celery -A worker.app worker`)
+    sccm-refresh api [flags]           the HTTP trigger API (`api hash-token` makes token file lines)
 
 Bad input is reported as one line on stderr with exit code 2, never a traceback.
 """
@@ -59,6 +60,10 @@ def _build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--timeout-s", type=float, default=0.0, help="stop after this long (0 = never)")
 
     sub.add_parser("worker", help="run a Celery worker", add_help=False)
+
+    from api.cli import add_arguments as add_api_arguments
+
+    add_api_arguments(sub.add_parser("api", help="serve the HTTP trigger API"))
     return parser
 
 
@@ -97,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
                 verify=args.verify,
                 force=args.force,
             )
+        if args.command == "api":
+            from api.cli import run as run_api
+
+            return run_api(args)
         if args.command == "watch":
             from cli.commands import watch
 
