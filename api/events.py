@@ -6,6 +6,8 @@ the stream's position at connect (or after the client's `Last-Event-ID`) is miss
 is kept in memory beyond one batch. Each event's SSE `id` is its stream id, so a client that
 reconnects with `Last-Event-ID` continues exactly after the last event it received.
 
+* request outcomes are `event: outcome`, a bulk job's final outcome `event: bulk` (both as
+  published, schema in the data);
 * filters (`request_id`, `correlation_id`, `site_code`) use the stream's flat fields; only the
   correlation filter parses the outcome JSON;
 * a heartbeat comment is sent after `event_heartbeat_s` without an event. It carries the read
@@ -34,7 +36,10 @@ from starlette.types import Receive, Scope, Send
 from worker import constants as k
 
 __all__ = [
+    "BULK_EVENT",
+    "OUTCOME_EVENT",
     "STREAM_START",
+    "TRUNCATED_EVENT",
     "EventFilter",
     "EventStreamResponse",
     "StreamSettings",
@@ -42,6 +47,7 @@ __all__ = [
     "event_stream",
     "format_event",
     "format_heartbeat",
+    "is_bulk_entry",
     "is_stream_id",
     "start_position",
     "stream_id_key",
@@ -50,8 +56,9 @@ __all__ = [
 STREAM_START: Final = "0-0"
 RECONNECT_DELAY_MS: Final = 1000
 _STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
-_OUTCOME_EVENT: Final = "outcome"
-_TRUNCATED_EVENT: Final = "truncated"
+OUTCOME_EVENT: Final = "outcome"
+BULK_EVENT: Final = "bulk"
+TRUNCATED_EVENT: Final = "truncated"
 
 
 def is_stream_id(value: str) -> bool:
@@ -74,10 +81,14 @@ class EventFilter:
     site_code: str | None = None  # upper-cased
 
     def matches(self, fields: Mapping[str, str]) -> bool:
+        # A bulk job's final outcome carries the bulk id as request_id; its children carry it as
+        # correlation_id, so following a bulk's children by correlation id ends with the bulk's own.
         if self.request_id is not None and fields.get(k.STREAM_FIELD_REQUEST_ID) != self.request_id:
             return False
         if self.site_code is not None and fields.get(k.STREAM_FIELD_SITE_CODE, "").upper() != self.site_code:
             return False
+        if self.correlation_id is not None and is_bulk_entry(fields):
+            return fields.get(k.STREAM_FIELD_REQUEST_ID) == self.correlation_id
         if self.correlation_id is not None:
             try:
                 outcome = json.loads(fields.get(k.STREAM_FIELD_OUTCOME, ""))
@@ -95,7 +106,11 @@ class StreamSettings:
     max_duration_s: float
 
 
-def format_event(stream_id: str, data: str, event: str = _OUTCOME_EVENT) -> bytes:
+def is_bulk_entry(fields: Mapping[str, str]) -> bool:
+    return fields.get(k.STREAM_FIELD_KIND) == k.STREAM_KIND_BULK
+
+
+def format_event(stream_id: str, data: str, event: str = OUTCOME_EVENT) -> bytes:
     """One SSE event; a data line per line of `data` (the outcome JSON is one line)."""
     lines = data.split("\n")
     body = "".join(f"data: {line}\n" for line in lines)
@@ -174,7 +189,7 @@ async def event_stream(
         oldest = await redis.xrange(stream, count=1)
         if oldest and stream_id_key(str(oldest[0][0])) > stream_id_key(after):
             oldest_id = str(oldest[0][0])
-            yield format_event(after, json.dumps({"oldest_id": oldest_id}), _TRUNCATED_EVENT)
+            yield format_event(after, json.dumps({"oldest_id": oldest_id}), TRUNCATED_EVENT)
     deadline = time.monotonic() + settings.max_duration_s
     quiet_since = time.monotonic()
     while time.monotonic() < deadline:
@@ -182,7 +197,8 @@ async def event_stream(
         for stream_id, fields in _entries(reply):
             position = stream_id
             if event_filter.matches(fields):
-                yield format_event(stream_id, fields.get(k.STREAM_FIELD_OUTCOME, ""))
+                kind = BULK_EVENT if is_bulk_entry(fields) else OUTCOME_EVENT
+                yield format_event(stream_id, fields.get(k.STREAM_FIELD_OUTCOME, ""), kind)
                 quiet_since = time.monotonic()
         if time.monotonic() - quiet_since >= settings.heartbeat_s:
             yield format_heartbeat(position)

@@ -68,6 +68,10 @@ class ApiMiddleware:
                 await early(scope, receive, send_status)
             else:
                 await self.app(scope, self._limited(receive), send_status)
+        except BodyTooLargeError as exc:
+            # Read outside FastAPI's body handling (which answers it itself): still a 413.
+            if status == 0:
+                await problem_response(413, str(exc.detail))(scope, receive, send_status)
         except Exception as exc:
             error_id = uuid.uuid4().hex[:16]
             _error_log.error("unhandled %s (error_id=%s)", type(exc).__name__, error_id)

@@ -80,14 +80,15 @@ class RefreshAccepted(BaseModel):
 
 
 class OutcomeDocument(BaseModel):
-    """One outcome event, schema `sccm-refresh.outcome` version 1 (docs/outcomes.md)."""
+    """One outcome event, schema `sccm-refresh.outcome` version 2 (docs/outcomes.md, docs/outcome.schema.json)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     schema_: Literal["sccm-refresh.outcome"] = Field(alias="schema")
-    version: Literal[1]
+    version: Literal[2]
     request_id: str
     correlation_id: str | None
+    joined_request_id: str | None
     task_id: str | None
     site_code: str
     package_class: str
@@ -145,6 +146,7 @@ class BulkStatus(BaseModel):
     bulk_id: str
     site_code: str
     state: Literal["enumerating", "running", "done", "cancelled", "failed"]
+    dry_run: bool
     enumeration_done: bool
     total: int | None = Field(description="children selected; null until enumeration ends")
     enqueued: int

@@ -16,7 +16,7 @@ from api.problems import ApiError, field_error
 from api.responses import POST_ERRORS, READ_ERRORS, error_responses
 from worker.bulk_store import BulkRecord
 from worker.constants import is_bulk_id
-from worker.errors import InvalidRequestError
+from worker.errors import ConfigError, InvalidRequestError
 
 __all__ = ["router"]
 
@@ -63,8 +63,16 @@ def _enqueue_bulk(ctx: ApiContext, body: BulkRefreshBody, bulk_id: str | None) -
 
     try:
         return enqueue_bulk(
-            ctx.producers.celery, body.criteria(), dry_run=body.dry_run, bulk_id=bulk_id, queue=ctx.settings.queue
+            ctx.producers.celery,
+            body.criteria(),
+            dry_run=body.dry_run,
+            bulk_id=bulk_id,
+            queue=ctx.settings.queue,
+            settings=ctx.settings,
         )
+    except ConfigError:
+        # The API knows the configured sites when it is given them (SCCM_REFRESH_PROVIDERS__...).
+        raise field_error(["body", "site_code"], "no SMS Provider is configured for this site") from None
     except InvalidRequestError as exc:
         # BulkRefreshBody already holds BulkCriteria's rules: only a rule the producer adds lands here.
         raise field_error(["body"], exc.message) from None
@@ -95,7 +103,7 @@ async def cancel_bulk(
     from tasks.bulk import cancel_bulk as cancel  # noqa: PLC0415 - as above
 
     async def produce(_claim: Claim | None) -> tuple[int, Any, dict[str, str]]:
-        record = await ctx.producers.run(lambda: cancel(ctx.settings, bulk_id))
+        record = await ctx.producers.run(lambda: cancel(ctx.settings, bulk_id, app=ctx.producers.celery))
         return 200, _status(record), {}
 
     return await idempotent(ctx, principal, route=CANCEL_ROUTE, key=idempotency_key, body=bulk_id, produce=produce)
@@ -104,7 +112,6 @@ async def cancel_bulk(
 def _status(record: BulkRecord | None) -> dict[str, Any]:
     if record is None:
         raise ApiError(404, "no such bulk job (unknown or expired)")
-    sample = getattr(record, "sample", None)
     return BulkStatus(
         bulk_id=record.bulk_id,
         site_code=record.site_code,
@@ -119,5 +126,6 @@ def _status(record: BulkRecord | None) -> dict[str, Any]:
         started_at=record.started_at,
         finished_at=record.finished_at,
         error=record.error,
-        sample=list(sample) if sample is not None else None,
+        dry_run=record.dry_run,
+        sample=record.sample if record.dry_run else None,
     ).model_dump(mode="json")

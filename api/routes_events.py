@@ -31,6 +31,7 @@ IdQuery = Annotated[str | None, Query(max_length=128, description=ID_RULE), chec
 _EVENTS_DOC: Final = {
     "description": (
         "text/event-stream: `event: outcome` (data: the outcome JSON, id: its stream id), "
+        "`event: bulk` (a bulk job's final outcome), "
         "`event: truncated` (data: {oldest_id}) when a resume point was trimmed away, "
         "and heartbeat comments carrying the read position as id"
     ),
