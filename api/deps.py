@@ -57,7 +57,8 @@ class ApiContext:
     stream_slots: StreamSlots
 
 
-def _context(request: Request) -> ApiContext:
+async def _context(request: Request) -> ApiContext:
+    # async: FastAPI runs a sync dependency in a worker thread, a hop per request for nothing.
     ctx: ApiContext = request.app.state.ctx
     return ctx
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 
 from api.deps import ID_RULE, ApiContext, Ctx, ReadAccess, SubmitAccess, checked_id, rule
 from api.idempotency import Claim
@@ -85,17 +87,28 @@ async def _submit(
         if claim is not None and request.request_id is None:
             item["request_id"] = claim.derived_id("req", index)
         items.append(item)
-    # Read before sending: afterwards the new request may already lead its own package.
-    leaders = await ctx.redis.mget([ctx.keys.coalesce_leader(r.site_code, r.package_id) for r in packages])
+    # Read concurrently with the send. Were the worker to claim one of these requests first,
+    # the marker would name that very request, which reports as no leader. Advisory: a failed
+    # read reports no leader rather than failing requests already enqueued.
+    leader_keys = [ctx.keys.coalesce_leader(r.site_code, r.package_id) for r in packages]
+    leaders_read = asyncio.ensure_future(ctx.redis.mget(leader_keys))
     try:
         sent = await ctx.producers.enqueue_refreshes(items)
     except BrokerUnavailableError as exc:
+        leaders_read.cancel()
         retry = " with the same Idempotency-Key" if claim is not None else " (give request_id values to make it safe)"
         raise ApiError(
             503,
             f"the broker did not take the request ({exc.sent} of {len(items)} enqueued before it failed); retry{retry}",
             headers=_RETRY_AFTER,
         ) from None
+    except BaseException:
+        leaders_read.cancel()
+        raise
+    try:
+        leaders = [None if value is None else str(value) for value in await leaders_read]
+    except RedisError:
+        leaders = [None for _ in sent]
     refreshes = [
         SubmittedRefresh(
             request_id=str(request.request_id),

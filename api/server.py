@@ -15,7 +15,7 @@ from api.tokens import TokenStore
 from config.settings import ApiSettings, Settings
 from worker.errors import ConfigError
 
-__all__ = ["LISTENING_PREFIX", "is_loopback", "log_config", "serve", "token_store"]
+__all__ = ["LISTENING_PREFIX", "is_loopback", "listen", "log_config", "run", "serve", "token_store", "url_of"]
 
 # Printed once the socket listens (tests and scripts read the port from it when it was 0).
 LISTENING_PREFIX: Final = "sccm-refresh api: listening on "
@@ -64,30 +64,43 @@ def log_config(level: str) -> dict[str, Any]:
     }
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket (port 0: any free one); ConfigError when the address cannot be had."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"http://{host}:{port}"
+
+
+def run(app: Any, sock: socket.socket, *, log_level: str, max_connections: int) -> None:
+    """Serve `app` on `sock` until SIGINT/SIGTERM (the settings the benchmark's baseline shares)."""
+    config = uvicorn.Config(
+        app,
+        log_config=log_config(log_level),
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        limit_concurrency=max_connections,
+        timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_S,
+        lifespan="on",
+    )
+    print(f"{LISTENING_PREFIX}{url_of(sock)}", flush=True)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
 def serve(settings: Settings, *, insecure_no_auth: bool = False) -> int:
     """Serve until SIGINT/SIGTERM; ConfigError for a bad auth setup (before binding anything)."""
     api = settings.api
     tokens = token_store(api, insecure_no_auth=insecure_no_auth)
-    family = socket.AF_INET6 if ":" in api.host else socket.AF_INET
-    try:
-        sock = socket.create_server((api.host, api.port), family=family, backlog=2048)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {api.host}:{api.port}: {exc.strerror or exc}") from None
-    host, port = sock.getsockname()[:2]
+    sock = listen(api.host, api.port)
     app = create_app(settings, tokens=tokens)
-    config = uvicorn.Config(
-        app,
-        log_config=log_config(settings.log_level),
-        access_log=False,
-        server_header=False,
-        proxy_headers=False,
-        limit_concurrency=api.max_connections,
-        timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_S,
-        lifespan="on",
-    )
     if tokens is None:
         print("sccm-refresh api: WARNING: authentication is OFF (--insecure-no-auth)", file=sys.stderr, flush=True)
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
-    print(f"{LISTENING_PREFIX}http://{shown}:{port}", flush=True)
-    uvicorn.Server(config).run(sockets=[sock])
+    run(app, sock, log_level=settings.log_level, max_connections=api.max_connections)
     return 0

@@ -150,6 +150,9 @@ class ApiSettings(BaseModel):
     idempotency_pending_ttl_s: int = Field(default=60, ge=5, le=3600)
     # Threads for the blocking producer calls (Celery's apply_async); also caps them in flight.
     producer_threads: int = Field(default=8, ge=1, le=256)
+    # Celery task-sent events for what the API enqueues (Flower's SENT state): a second publish
+    # per request. Workers' task events (received, started, ...) are not affected.
+    task_sent_events: bool = False
     # Server-Sent Events: concurrent streams, XREAD BLOCK slice, entries per read, heartbeat,
     # and the longest life of one stream (clients reconnect with Last-Event-ID).
     max_event_streams: int = Field(default=64, ge=1, le=10_000)

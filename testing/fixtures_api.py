@@ -1,32 +1,20 @@
-"""The HTTP API as tests (and the benchmark) use it: a real `sccm-refresh api` process, SSE reading.
+"""Fixtures for the HTTP API: tokens, the API's environment, and `pipeline_api`.
 
-    server = ApiServer(env, tmp_path).start()      # `python -m cli.main api --port 0`, stopped by PID
-    client = server.client(SUBMIT_TOKEN)           # httpx.Client with the bearer token
-    for event in iter_sse(client, "/v1/events", params=..., deadline_s=...): ...
-
-`pipeline_api` serves the API in front of the shared test pipeline (its Redis, queue, prefix),
-with a `submit` and a `read` token.
+The process and SSE helpers live in testing/api_process.py (re-exported here). `pipeline_api`
+serves the API in front of the shared test pipeline (its Redis, queue, prefix), with a `submit`
+and a `read` token.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import threading
-import time
-from collections import deque
-from collections.abc import Generator, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from api.server import LISTENING_PREFIX
 from api.tokens import token_line
+from testing.api_process import ApiServer, SseEvent, iter_sse
 from testing.fixtures_pipeline import Pipeline
 
 __all__ = [
@@ -74,129 +62,6 @@ def api_environment(
     )
     env.update(extra or {})
     return env
-
-
-class ApiServer:
-    """`python -m cli.main api ...` in a subprocess: started on a free port, stopped by PID."""
-
-    def __init__(self, env: Mapping[str, str], log_file: Path, *, args: tuple[str, ...] = ()) -> None:
-        self.env = dict(env)
-        self.log_file = log_file
-        self.args = args
-        self.process: subprocess.Popen[str] | None = None
-        self.url = ""
-        self.stdout: deque[str] = deque(maxlen=1000)
-        self._reader: threading.Thread | None = None
-
-    @property
-    def pid(self) -> int:
-        if self.process is None:
-            raise RuntimeError("API server not started")
-        return self.process.pid
-
-    def start(self, *, ready_timeout_s: float = 30.0) -> ApiServer:
-        log = self.log_file.open("a", encoding="utf-8")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "api", "--port", "0", *self.args],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            bufsize=1,
-        )
-        log.close()
-        listening = threading.Event()
-        self._reader = threading.Thread(target=self._read, args=(listening,), name="api-stdout", daemon=True)
-        self._reader.start()
-        if not listening.wait(ready_timeout_s) or not self.url:
-            self.stop()
-            raise RuntimeError(f"API server did not start:\n{self.log()[-3000:]}")
-        return self
-
-    def _read(self, listening: threading.Event) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        for line in self.process.stdout:
-            self.stdout.append(line.rstrip("\n"))
-            if line.startswith(LISTENING_PREFIX):
-                self.url = line[len(LISTENING_PREFIX) :].strip()
-                listening.set()
-        listening.set()
-
-    def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=kwargs.pop("timeout", 10.0), **kwargs)
-
-    def log(self) -> str:
-        try:
-            return self.log_file.read_text(encoding="utf-8")
-        except OSError:
-            return ""
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self, *, timeout_s: float = 15.0) -> int | None:
-        """SIGTERM (uvicorn's graceful shutdown), then SIGKILL."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait(timeout=10)
-        if self._reader is not None:
-            self._reader.join(timeout=5)
-        return code
-
-    def __enter__(self) -> ApiServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-@dataclass(frozen=True)
-class SseEvent:
-    id: str | None
-    event: str | None
-    data: str | None  # None for a block without data (a heartbeat)
-    comment: bool
-
-
-def iter_sse(
-    client: httpx.Client,
-    path: str,
-    *,
-    deadline_s: float,
-    params: Mapping[str, str] | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> Generator[SseEvent, None, None]:
-    """SSE blocks from `path` until the caller stops or `deadline_s` passes (heartbeats keep it moving)."""
-    deadline = time.monotonic() + deadline_s
-    with client.stream("GET", path, params=params, headers=headers, timeout=httpx.Timeout(10.0)) as response:
-        response.raise_for_status()
-        fields: dict[str, str] = {}
-        comment = False
-        data: list[str] = []
-        for line in response.iter_lines():
-            if time.monotonic() > deadline:
-                return
-            if line == "":
-                if fields or data or comment:
-                    yield SseEvent(fields.get("id"), fields.get("event"), "\n".join(data) if data else None, comment)
-                fields, data, comment = {}, [], False
-                continue
-            if line.startswith(":"):
-                comment = True
-                continue
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "data":
-                data.append(value)
-            else:
-                fields[name] = value
 
 
 @pytest.fixture(scope="module")
