@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck pytest bench bench-pipeline emulator clean
+.PHONY: demo test lint typecheck pytest bench bench-pipeline chaos emulator clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "sccm-refresh needs Python 3.11+ (set PYTHON=python3.11)")'
@@ -22,6 +22,7 @@ test: lint typecheck pytest
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -34,6 +35,10 @@ bench: $(STAMP)
 
 bench-pipeline: $(STAMP)
 	$(BIN)/python -m bench.pipeline_bench
+
+# Every chaos scenario at 300 requests (docs/chaos.md); exits non-zero if any breaks its promise.
+chaos: $(STAMP)
+	$(BIN)/python -m chaos --requests 300
 
 emulator: $(STAMP)
 	$(BIN)/sccm-refresh emulator

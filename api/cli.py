@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from api.tokens import ROLES, token_line
 from config.settings import get_settings
-from worker.errors import ConfigError
+from errors import ConfigError
 
 __all__ = ["add_arguments", "hash_token", "run"]
 

@@ -18,8 +18,8 @@ from api.producers import Producers
 from api.readiness import ReadinessChecker
 from api.tokens import Principal, Role
 from config.settings import Settings
+from errors import InvalidRequestError
 from worker.constants import RedisKeys
-from worker.errors import InvalidRequestError
 from worker.request import is_valid_id
 
 __all__ = [

@@ -14,9 +14,9 @@ from api.idempotent_post import IdempotencyKey, idempotent
 from api.models import BulkAccepted, BulkRefreshBody, BulkStatus
 from api.problems import ApiError, field_error
 from api.responses import POST_ERRORS, READ_ERRORS, error_responses
+from errors import ConfigError, InvalidRequestError
 from worker.bulk_store import BulkRecord
 from worker.constants import is_bulk_id
-from worker.errors import ConfigError, InvalidRequestError
 
 __all__ = ["router"]
 

@@ -13,7 +13,7 @@ from api.app import create_app
 from api.middleware import ACCESS_LOGGER, ERROR_LOGGER
 from api.tokens import TokenStore
 from config.settings import ApiSettings, Settings
-from worker.errors import ConfigError
+from errors import ConfigError
 
 __all__ = ["LISTENING_PREFIX", "is_loopback", "listen", "log_config", "run", "serve", "token_store", "url_of"]
 

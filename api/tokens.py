@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from worker.errors import ConfigError
+from errors import ConfigError
 
 __all__ = [
     "ANONYMOUS",

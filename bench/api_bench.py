@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from api.tokens import token_line
 from bench.measure import percentile, process_tree_cpu_s, ratio
-from cli.redis_server import RedisServer
+from embedded.redis_server import RedisServer
 from testing.api_process import ApiServer
 from worker.constants import RedisKeys
 from worker.outcome_writer import OutcomePublisher

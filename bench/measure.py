@@ -6,6 +6,7 @@ The statistics and the /proc/<pid>/stat parser are pure; `process_tree_cpu_s` an
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import statistics
@@ -13,8 +14,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
-
-from emulator.admin import percentile
 
 __all__ = [
     "ProcStat",
@@ -29,6 +28,18 @@ __all__ = [
 
 _CLK_TCK: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PROC: Final = Path("/proc")
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of already sorted values (0.0 when there are none).
+
+    The emulator computes its own server-side percentiles the same way; it is independent of
+    everything else in the repository, so the few lines are not shared with it.
+    """
+    if not sorted_values:
+        return 0.0
+    rank = max(1, min(len(sorted_values), math.ceil(fraction * len(sorted_values))))
+    return sorted_values[rank - 1]
 
 
 def latency_summary_ms(samples_ms: Iterable[float]) -> dict[str, float | int]:

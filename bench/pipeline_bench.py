@@ -54,9 +54,9 @@ from celery import Celery
 from bench.emulator_process import EmulatorProcess
 from bench.final_collector import FinalCollector
 from bench.measure import busy_cores, latency_summary_ms, process_tree_cpu_s, ratio, self_cpu_s
-from cli.redis_server import RedisServer
-from cli.worker_process import WorkerProcess, worker_environment
 from config.settings import ProviderSettings, RetrySettings, Settings
+from embedded.redis_server import RedisServer
+from embedded.worker_process import WorkerProcess, worker_environment
 from tasks.enqueue import enqueue_refresh
 from worker.app import create_app
 from worker.constants import RedisKeys

@@ -7,12 +7,12 @@ import sys
 import time
 from collections.abc import Sequence
 
-from cli.redis_server import require_redis
 from config.settings import get_settings
+from embedded.redis_server import require_redis
+from errors import InvalidRequestError
 from tasks.enqueue import enqueue_refresh
 from worker.app import app
-from worker.constants import RedisKeys
-from worker.errors import InvalidRequestError
+from worker.constants import OUTCOME_SCHEMA_VERSION, RedisKeys
 from worker.outcome_reader import subscribe
 from worker.outcomes import InvalidOutcomeError, Outcome
 from worker.redis_client import redis_from_url
@@ -70,6 +70,8 @@ def format_outcome(outcome: Outcome) -> str:
         detail = f" {error.get('kind')}: {error.get('message')}"
     if data.get("status") == "retrying" and data.get("next_retry_at"):
         detail += f" (next try {data['next_retry_at']})"
+    if data.get("joined_request_id"):
+        detail += f" (joined {data['joined_request_id']})"
     if data.get("source_version_after") is not None:
         detail += f" SourceVersion {data.get('source_version_before')} -> {data.get('source_version_after')}"
     name = data.get("package_name") or ""
@@ -92,7 +94,9 @@ def watch(*, count: int, timeout_s: float) -> int:
                 outcome = live.get(timeout_s=1.0)
             except InvalidOutcomeError as exc:
                 # Someone else's message on the channel, or a schema version we do not know.
-                print(f"watch: skipped a message that is not a v1 outcome ({exc})", file=sys.stderr)
+                print(
+                    f"watch: skipped a message that is not a v{OUTCOME_SCHEMA_VERSION} outcome ({exc})", file=sys.stderr
+                )
                 continue
             if outcome is None:
                 continue

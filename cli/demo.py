@@ -26,9 +26,9 @@ from celery import Celery
 from redis import Redis
 
 from cli.commands import format_outcome
-from cli.redis_server import ensure_redis
-from cli.worker_process import WorkerProcess, worker_environment
 from config.settings import ProviderSettings, RetryPolicy, Settings
+from embedded.redis_server import ensure_redis
+from embedded.worker_process import WorkerProcess, worker_environment
 from emulator.server import Emulator
 from emulator.settings import EmulatorSettings, FaultRates
 from tasks.enqueue import enqueue_refresh

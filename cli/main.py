@@ -4,6 +4,10 @@
     sccm-refresh emulator [flags]      the SMS Provider emulator (see `sccm-refresh emulator -h`)
     sccm-refresh enqueue SITE PKG...   validate and enqueue refresh requests
     sccm-refresh watch                 follow outcomes live (Redis pub/sub)
+    sccm-refresh bulk SITE [criteria]  refresh every package the criteria select (--dry-run, --wait)
+    sccm-refresh status BULK_ID        a bulk job's state and counts
+    sccm-refresh cancel BULK_ID        stop a bulk job (children not yet attempted end cancelled)
+    sccm-refresh doctor                Redis, queues, misrouted messages, consuming workers
     sccm-refresh worker [celery args]  a Celery worker (same as `celery -A worker.app worker`)
     sccm-refresh api [flags]           the HTTP trigger API (`api hash-token` makes token file lines)
 
@@ -15,11 +19,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from redis.exceptions import RedisError
 
-from cli.redis_server import RedisUnavailableError
-from worker.errors import RefreshError
+from embedded.redis_server import RedisUnavailableError
+from errors import RefreshError
 
 __all__ = ["main"]
 
@@ -59,6 +64,39 @@ def _build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--count", type=int, default=0, help="stop after this many final outcomes (0 = never)")
     watch.add_argument("--timeout-s", type=float, default=0.0, help="stop after this long (0 = never)")
 
+    bulk = sub.add_parser("bulk", help="refresh every package of a site the criteria select")
+    bulk.add_argument("site_code", help="3-character site code, e.g. PS1")
+    bulk.add_argument(
+        "--class",
+        dest="classes",
+        action="append",
+        metavar="CLASS",
+        help="package class (repeatable; default: every class but SMS_TaskSequencePackage)",
+    )
+    bulk.add_argument("--name", dest="name_pattern", metavar="PATTERN", help="name pattern: * any run, ? one character")
+    bulk.add_argument(
+        "--flag",
+        dest="flags",
+        action="append",
+        type=int,
+        metavar="N",
+        help="PkgSourceFlag value (repeatable), e.g. 3 for STORAGE_COMPRESS",
+    )
+    bulk.add_argument("--id", dest="package_ids", action="append", metavar="PACKAGE_ID", help="explicit PackageID")
+    bulk.add_argument("--ids-file", type=Path, help="a file of PackageIDs, one per line")
+    bulk.add_argument("--exclude", action="append", default=[], metavar="PACKAGE_ID", help="PackageID to leave out")
+    bulk.add_argument("--force", action="store_true", help="allow SMS_TaskSequencePackage (named with --class)")
+    bulk.add_argument("--dry-run", action="store_true", help="count and list the packages, refresh nothing")
+    bulk.add_argument("--wait", action="store_true", help="follow it with a progress bar until it ends")
+    bulk.add_argument("--timeout-s", type=float, default=0.0, help="stop waiting after this long (0 = never)")
+
+    status = sub.add_parser("status", help="a bulk job's state and counts")
+    status.add_argument("bulk_id")
+    status.add_argument("--json", action="store_true", help="print the record as JSON")
+    cancel = sub.add_parser("cancel", help="cancel a bulk job")
+    cancel.add_argument("bulk_id")
+
+    sub.add_parser("doctor", help="check Redis, the queues (misrouted messages too) and the workers")
     sub.add_parser("worker", help="run a Celery worker", add_help=False)
 
     from api.cli import add_arguments as add_api_arguments
@@ -110,6 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
             from cli.commands import watch
 
             return watch(count=args.count, timeout_s=args.timeout_s)
+        if args.command in ("bulk", "status", "cancel"):
+            return _bulk_command(args)
+        if args.command == "doctor":
+            from cli.doctor import doctor
+
+            return doctor()
     except RefreshError as exc:
         print(f"sccm-refresh: error: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
@@ -123,6 +167,28 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
     except KeyboardInterrupt:
         return 130
     return EXIT_USAGE
+
+
+def _bulk_command(args: argparse.Namespace) -> int:
+    from cli import bulk_commands
+
+    if args.command == "status":
+        return bulk_commands.status(args.bulk_id, as_json=args.json)
+    if args.command == "cancel":
+        return bulk_commands.cancel(args.bulk_id)
+    return bulk_commands.bulk(
+        args.site_code,
+        classes=args.classes,
+        name_pattern=args.name_pattern,
+        flags=args.flags,
+        package_ids=args.package_ids,
+        ids_file=args.ids_file,
+        exclude=args.exclude,
+        force=args.force,
+        dry_run=args.dry_run,
+        wait=args.wait,
+        timeout_s=args.timeout_s,
+    )
 
 
 if __name__ == "__main__":

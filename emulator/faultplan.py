@@ -35,7 +35,7 @@ __all__ = [
     "parse_latency_distribution",
 ]
 
-FaultKind = Literal["http_503", "connection_reset", "timeout_fault", "quota_fault", "generic_failure"]
+FaultKind = Literal["http_503", "connection_reset", "lost_reply", "timeout_fault", "quota_fault", "generic_failure"]
 # The kinds answered with a SOAP fault built by the protocol core (Provider.fault_reply);
 # the others are HTTP-level failures the server produces itself.
 SOAP_FAULT_KINDS: frozenset[str] = frozenset({"timeout_fault", "quota_fault", "generic_failure"})

@@ -7,7 +7,8 @@ fault kind) and the request's w:OperationTimeout. Output: how long to wait, then
 * Latency longer than the OperationTimeout: WinRM gives up on a provider slower than the
   request allows and answers w:TimedOut ([MS-WSMV] 3.1.4.1.2) once that much time has passed.
 * Otherwise wait the latency, then the injected failure (reset the connection, HTTP 503, or a
-  SOAP fault) or the provider's answer.
+  SOAP fault) or the provider's answer; a lost reply runs the operation, then resets the
+  connection instead of answering (the work is done, the client never hears of it).
 
 The server waits (waking early when it stops, in which case it answers nothing) and executes.
 """
@@ -23,7 +24,7 @@ from emulator.faultplan import SOAP_FAULT_KINDS, Decision
 __all__ = ["OperationPlan", "SoapFaultKind", "plan_admitted", "plan_over_quota"]
 
 SoapFaultKind = Literal["timeout_fault", "quota_fault", "generic_failure"]
-Answer = Literal["provider", "soap_fault", "http_503", "connection_reset"]
+Answer = Literal["provider", "soap_fault", "http_503", "connection_reset", "lost_reply"]
 # Injected kinds the provider answers with a SOAP fault, typed.
 _SOAP_FAULTS: dict[str | None, SoapFaultKind] = {kind: kind for kind in get_args(SoapFaultKind)}
 assert set(_SOAP_FAULTS) == SOAP_FAULT_KINDS, "SoapFaultKind must list faultplan.SOAP_FAULT_KINDS"
@@ -54,6 +55,8 @@ def plan_admitted(decision: Decision, operation_timeout_s: Callable[[], float | 
     kind = decision.kind
     if kind == "connection_reset":
         return OperationPlan(delay_s, "connection_reset")
+    if kind == "lost_reply":
+        return OperationPlan(delay_s, "lost_reply", counter="injected_lost_reply")
     if kind == "http_503":
         return OperationPlan(delay_s, "http_503", counter="injected_http_503")
     fault_kind = _SOAP_FAULTS.get(kind)

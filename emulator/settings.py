@@ -17,6 +17,8 @@ LatencyDistribution = Literal["fixed", "uniform", "exponential"]
 FAULT_KINDS: tuple[str, ...] = (
     "http_503",
     "connection_reset",
+    # The provider does the work, then the connection drops before the reply: a lost reply.
+    "lost_reply",
     "timeout_fault",
     "quota_fault",
     "generic_failure",
@@ -29,6 +31,7 @@ class FaultRates:
 
     http_503: float = 0.0
     connection_reset: float = 0.0
+    lost_reply: float = 0.0
     timeout_fault: float = 0.0
     quota_fault: float = 0.0
     generic_failure: float = 0.0

@@ -193,6 +193,9 @@ class WsmanHandler(HttpSysHandler):
             self.respond(503, httpsys_page(503), HTML_CONTENT_TYPE)
         elif plan.answer == "soap_fault":
             self._send_reply(listener.provider.fault_reply(plan.fault_kind, envelope), acceptor)
+        elif plan.answer == "lost_reply":
+            listener.provider.handle(envelope, user=user)
+            self.reset_connection()
         else:
             self._send_reply(listener.provider.handle(envelope, user=user), acceptor)
 

@@ -25,12 +25,12 @@ from typing import Any
 from celery import Celery
 
 from config.settings import Settings, get_settings
+from errors import InvalidRequestError, RefreshError
 from worker.app import BULK_PUMP_TASK, BULK_TASK, app
 from worker.bulk_job import DRY_RUN_KEY
 from worker.bulk_store import BulkNotFoundError, BulkRecord, BulkStore
 from worker.constants import RedisKeys, is_bulk_id
 from worker.criteria import BulkCriteria, parse_criteria
-from worker.errors import InvalidRequestError, RefreshError
 from worker.redis_client import redis_from_url
 from worker.runtime import bulk_runner, client_for, provider_slots
 from worker.slots import PRIORITY_BULK, Granted

@@ -21,8 +21,8 @@ from typing import Any
 from celery.worker.strategy import default as default_strategy
 from redis.exceptions import RedisError
 
+from errors import InvalidRequestError
 from worker.delivery import Delivery, reject_delivery
-from worker.errors import InvalidRequestError
 from worker.runtime import delivery_deps, publisher
 
 __all__ = ["guarded_strategy", "message_problem"]

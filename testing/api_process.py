@@ -24,6 +24,9 @@ from api.server import LISTENING_PREFIX
 
 __all__ = ["ApiServer", "SseEvent", "iter_sse"]
 
+# Modules of this checkout that are not installed (bench.noop_app) run from its root.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 
 class ApiServer:
     """`python -m cli.main api ...` (or another module printing the same line) in a subprocess.
@@ -58,6 +61,7 @@ class ApiServer:
         self.process = subprocess.Popen(
             self.argv,
             env=self.env,
+            cwd=REPO_ROOT,
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 
 import pytest
 
+from errors import RefreshError
 from worker.classify import error_from_wsman
-from worker.errors import RefreshError
 from worker.wsman import WsmanError
 
 __all__ = ["raises_classified"]

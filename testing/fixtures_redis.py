@@ -22,7 +22,7 @@ from typing import Protocol
 import pytest
 import redis
 
-from cli.redis_server import AppendFsync, RedisServer
+from embedded.redis_server import AppendFsync, RedisServer
 from worker.constants import RedisKeys
 from worker.redis_client import redis_from_url
 

@@ -26,8 +26,8 @@ __all__ = ["BULK_PUMP_TASK", "BULK_TASK", "REFRESH_TASK", "app", "celery_config"
 REFRESH_TASK = "sccm.refresh_package"
 BULK_TASK = "sccm.bulk_refresh"  # enumerate a bulk's packages and start feeding its children
 BULK_PUMP_TASK = "sccm.bulk_pump"  # a bulk's safety net: refill, re-send, drain, finish
-# Imported by the worker at start: the task, and the hook that sets pool-dependent settings.
-TASK_MODULES = ["tasks.refresh", "tasks.bulk", "worker.consumer"]
+# Imported by the worker at start: the tasks, and the hooks into its life (pool settings, checks).
+TASK_MODULES = ["tasks.refresh", "tasks.bulk", "worker.consumer", "worker.lifecycle"]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -7,8 +7,8 @@ EX_CONFIG), not a traceback from inside Celery's loader.
 import sys
 
 from config.settings import get_settings
+from errors import ConfigError
 from worker.app import celery_config
-from worker.errors import ConfigError
 
 EXIT_CONFIG = 78
 

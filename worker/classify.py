@@ -45,7 +45,7 @@ import requests.exceptions as requests_exc
 import urllib3.exceptions as urllib3_exc
 from winrm import exceptions as winrm_exc
 
-from worker.errors import (
+from errors import (
     AccessDeniedError,
     AuthError,
     ConfigError,

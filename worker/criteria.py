@@ -21,7 +21,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from worker.errors import InvalidRequestError
+from errors import InvalidRequestError
 from worker.packages import (
     PACKAGE_CLASSES,
     PACKAGE_ID_PROPERTY,

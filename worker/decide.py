@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from config.settings import RetrySettings
-from worker.errors import MediumNotReadyError, RefreshError
+from errors import MediumNotReadyError, RefreshError
 from worker.request import RetryState
 from worker.retry import next_delay_s
 

@@ -21,8 +21,8 @@ from typing import Any, NoReturn, Protocol
 
 from redis.exceptions import RedisError
 
+from errors import InternalError
 from worker.delivery import Delivery, DeliveryDeps, Drop, Plan, Requeue, handle_delivery, internal_failure_plan
-from worker.errors import InternalError
 from worker.outcomes import Outcome
 
 __all__ = ["OutcomeSink", "Requeuer", "run_delivery"]

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, cast, get_args
 
+from errors import MediumNotReadyError, RefreshError
 from worker.constants import OUTCOME_SCHEMA_NAME, OUTCOME_SCHEMA_VERSION, is_request_id_key_part
-from worker.errors import MediumNotReadyError, RefreshError
 
 __all__ = [
     "ERROR_FIELDS",

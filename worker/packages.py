@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from worker.errors import InvalidRequestError, ProtocolError
+from errors import InvalidRequestError, ProtocolError
 from worker.wsman.replies import WmiInstance
 from worker.wsman.selectors import enumeration_uri, resource_uri
 
@@ -34,7 +34,7 @@ __all__ = [
     "validate_site_code",
 ]
 
-# Site code: 3 letters or digits (DESIGN.md section 1).
+# Site code: 3 letters or digits (docs/configmgr.md).
 _SITE_CODE_RE = re.compile(r"[A-Za-z0-9]{3}")
 # PackageID: the creating site's code + 5 hex digits. The site may be a parent site, so only
 # the shape is checked, not that it starts with the provider's own site code.
@@ -96,7 +96,7 @@ def validate_package_class(value: object) -> str:
 
 
 class PkgSourceFlag(IntEnum):
-    """`SMS_PackageBaseclass.PkgSourceFlag` values (DESIGN.md section 1)."""
+    """`SMS_PackageBaseclass.PkgSourceFlag` values (docs/configmgr.md)."""
 
     STORAGE_NEEDS_SPECIFYING = 0
     STORAGE_NO_SOURCE = 1

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from config.settings import RetryPolicy
+from errors import MediumNotReadyError, RefreshError, ReturnValueError
 from worker.classify import error_for_medium_fault, refresh_outcome
-from worker.errors import MediumNotReadyError, RefreshError, ReturnValueError
 from worker.fence import FenceSnapshot, landed
 from worker.packages import PackageInfo
 from worker.retry import next_delay_s

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from worker.errors import InvalidRequestError
+from errors import InvalidRequestError
 from worker.packages import (
     TASK_SEQUENCE_CLASS,
     PackageInfo,

@@ -14,7 +14,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from tenacity.stop import stop_base
 
 from config.settings import RetryPolicy
-from worker.errors import RefreshError
+from errors import RefreshError
 
 __all__ = ["backoff_s", "in_call_retrying", "is_exhausted", "next_delay_s"]
 

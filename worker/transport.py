@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from winrm.protocol import Protocol
 
 from config.settings import ProviderSettings, check_basic_password
+from errors import ConfigError
 from worker.classify import classify_exception, fault_in_reply, fault_to_error, http_error_reply, http_status_error
-from worker.errors import ConfigError
 
 __all__ = ["ProviderTransport"]
 

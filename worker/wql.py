@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from worker.errors import InvalidRequestError
+from errors import InvalidRequestError
 from worker.packages import PACKAGE_ID_PROPERTY, safe_repr, validate_package_class, validate_package_id
 
 __all__ = [

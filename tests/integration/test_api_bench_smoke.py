@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_api_benchmark_reports_latency_and_throughput_for_every_scenario() -> None:
     """JSON on stdout with p50/p99 and requests/s per scenario, no errors, and the goal's verdict."""
     result = subprocess.run(
         [sys.executable, "-m", "bench.api_bench", "--sequential", "20", "--threads", "2", "--seconds", "0.3"],
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=120,

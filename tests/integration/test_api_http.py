@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli.redis_server import RedisServer
+from embedded.redis_server import RedisServer
 from testing.fixtures_api import (
     READ_TOKEN,
     SUBMIT_TOKEN,

@@ -27,8 +27,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.app import create_app
-from cli.redis_server import RedisServer
 from config.settings import Settings
+from embedded.redis_server import RedisServer
 from testing.fixtures_api import SUBMIT_TOKEN, ApiServer, api_environment, write_token_file
 
 pytestmark = pytest.mark.integration

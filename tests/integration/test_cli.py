@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from testing.fixtures_pipeline import Pipeline
+from worker.constants import OUTCOME_SCHEMA_VERSION
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +88,7 @@ def test_enqueue_sends_requests_that_the_worker_completes(pipeline: Pipeline) ->
             watcher.wait()
     assert watcher.returncode == 0, err
     assert f"BS1/{pkg['PackageID']}" in out and "accepted" in out
-    assert "skipped a message that is not a v1 outcome" in err and "Traceback" not in err
+    assert f"skipped a message that is not a v{OUTCOME_SCHEMA_VERSION} outcome" in err and "Traceback" not in err
 
 
 def test_demo_runs_end_to_end_with_an_embedded_redis(tmp_path: Path) -> None:
@@ -146,3 +147,46 @@ def test_worker_with_invalid_settings_exits_78_with_one_line() -> None:
     assert result.returncode == 78, result.stderr[-2000:]
     assert "providers.ps1.endpoint: endpoint must be an http:// or https:// WS-Man URL" in result.stderr
     assert "Traceback" not in result.stderr and "Hunter2-secret" not in result.stderr
+
+
+def pipeline_env(pipeline: Pipeline) -> dict[str, str]:
+    return clean_env(
+        SCCM_REFRESH_BROKER_URL=pipeline.redis_url,
+        SCCM_REFRESH_REDIS_URL=pipeline.redis_url,
+        SCCM_REFRESH_QUEUE=pipeline.queue,
+        SCCM_REFRESH_KEY_PREFIX=pipeline.keys.prefix,
+    )
+
+
+def test_bulk_refuses_hostile_criteria_with_one_line_and_exit_2() -> None:
+    """A pattern with a control character is refused before anything is recorded or sent."""
+    result = run_cli("bulk", "PS1", "--name", "Dell\x07*", "--id", "PS1' OR 1=1", env=clean_env())
+    assert result.returncode == 2, result.stderr
+    assert "name_pattern" in result.stderr and "package_ids" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout and result.stdout == ""
+
+
+def test_bulk_runs_waits_and_reports_counts_then_status_reads_them_back(pipeline: Pipeline) -> None:
+    """`bulk --wait` prints the bulk id, follows it to the end, and `status --json` agrees."""
+    env = pipeline_env(pipeline)
+    plain = [p["PackageID"] for p in pipeline.emulators["BS1"].provider.packages() if p["PkgSourceFlag"] == 2][:5]
+    args = ["bulk", "BS1", *(f"--id={pid}" for pid in plain), "--wait", "--timeout-s", "60"]
+    result = run_cli(*args, env=env, timeout_s=90)
+    assert result.returncode == 0, result.stderr
+    bulk_id = json.loads(result.stdout.splitlines()[0])["bulk_id"]
+    assert "done" in result.stderr and "accepted" in result.stderr
+    status = run_cli("status", bulk_id, "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    record = json.loads(status.stdout)
+    assert record["state"] == "done" and record["total"] == len(plain) and record["counts"] == {"accepted": len(plain)}
+
+
+def test_bulk_dry_run_lists_packages_and_status_and_cancel_handle_unknown_ids(pipeline: Pipeline) -> None:
+    """A dry run prints what it would refresh; an unknown bulk id is exit 1 with one line."""
+    env = pipeline_env(pipeline)
+    result = run_cli("bulk", "BS1", "--class", "SMS_Package", "--dry-run", env=env, timeout_s=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[0])["dry_run"] is True and "selected" in result.stderr
+    for command in ("status", "cancel"):
+        unknown = run_cli(command, "bulk-does-not-exist", env=env)
+        assert unknown.returncode == 1 and "no bulk job" in unknown.stdout and "Traceback" not in unknown.stderr

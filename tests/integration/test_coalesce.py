@@ -8,11 +8,11 @@ from collections.abc import Callable
 import pytest
 import redis
 
+from errors import InvalidRequestError
 from testing.threads import run_in_threads
 from testing.waiting import wait_until
 from worker.coalesce import Closed, Coalescer, Follower, Joined, Leader
 from worker.constants import RedisKeys
-from worker.errors import InvalidRequestError
 
 pytestmark = pytest.mark.integration
 

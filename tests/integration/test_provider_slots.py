@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from errors import InvalidRequestError
 from testing.slot_hammer import PROBE_SUFFIX
 from testing.threads import run_in_threads
 from worker.constants import RedisKeys
-from worker.errors import InvalidRequestError
 from worker.slots import PRIORITY_BULK, PRIORITY_SINGLE, Granted, Lease, ProviderSlots, Wait
 
 pytestmark = pytest.mark.integration

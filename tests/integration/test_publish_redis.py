@@ -12,10 +12,10 @@ import pytest
 import redis
 from redis import exceptions as redis_errors
 
-from cli.redis_server import RedisServer
+from embedded.redis_server import RedisServer
+from errors import ConnectError, InvalidRequestError, MediumNotReadyError
 from testing.fixtures_redis import RedisServerFactory
 from worker.constants import RedisKeys
-from worker.errors import ConnectError, InvalidRequestError, MediumNotReadyError
 from worker.outcome_reader import final_stream_id, latest_state, read_stream, request_state, subscribe
 from worker.outcome_writer import OutcomePublisher, latency_bucket
 from worker.outcomes import AttemptInfo, Outcome, RequestInfo

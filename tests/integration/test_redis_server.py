@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from cli.redis_server import (
+from embedded.redis_server import (
     RedisServer,
     RedisServerError,
     RedisUnavailableError,

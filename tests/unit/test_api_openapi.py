@@ -21,7 +21,7 @@ from api.models import OutcomeDocument
 from api.openapi import ID_PATTERN, PACKAGE_ID_PATTERN, SITE_CODE_PATTERN
 from api.readiness import count_consumers
 from config.settings import ApiSettings, Settings
-from worker.errors import InvalidRequestError
+from errors import InvalidRequestError
 from worker.packages import validate_package_id, validate_site_code
 from worker.request import is_valid_id
 

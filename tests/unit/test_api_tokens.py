@@ -7,7 +7,7 @@ import pytest
 from api.server import is_loopback, token_store
 from api.tokens import ANONYMOUS, Principal, TokenStore, hash_token, parse_token_file, token_line
 from config.settings import ApiSettings
-from worker.errors import ConfigError
+from errors import ConfigError
 
 SUBMIT = "submit-token-1234567890abcdef"
 READ = "read-token-1234567890abcdef00"

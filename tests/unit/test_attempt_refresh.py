@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from config.settings import RetryPolicy
-from worker.errors import MediumNotReadyError, OperationTimeoutError, ProviderFailureError, ReturnValueError
+from errors import MediumNotReadyError, OperationTimeoutError, ProviderFailureError, ReturnValueError
 from worker.fence import FenceSnapshot
 from worker.packages import PackageInfo
 from worker.refresh import attempt_refresh

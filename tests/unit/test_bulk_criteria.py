@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from emulator.wql import And, Comparison, Expr, Like, Or, parse, resolve
 from emulator.wql_eval import evaluate
+from errors import InvalidRequestError
 from worker.criteria import (
     DEFAULT_PACKAGE_CLASSES,
     ENUMERATION_PROPERTIES,
@@ -26,7 +27,6 @@ from worker.criteria import (
     parse_criteria,
     queries,
 )
-from worker.errors import InvalidRequestError
 from worker.packages import PACKAGE_CLASSES, TASK_SEQUENCE_CLASS
 from worker.wql import WqlCondition, equals_any, like_condition, select_query, wildcard_to_like
 

@@ -26,6 +26,21 @@ from winrm.exceptions import (
 )
 from winrm.protocol import Protocol
 
+from errors import (
+    AccessDeniedError,
+    AuthError,
+    ConfigError,
+    ConnectError,
+    InvalidRequestError,
+    MediumNotReadyError,
+    NotFoundError,
+    OperationTimeoutError,
+    ProtocolError,
+    ProviderFailureError,
+    QuotaError,
+    RefreshError,
+    ServerBusyError,
+)
 from testing.canned_http import CannedAdapter
 from worker.classify import (
     WBEM_E_FAILED,
@@ -38,24 +53,8 @@ from worker.classify import (
     refresh_outcome,
     sanitize_text,
 )
-from worker.errors import (
-    AccessDeniedError,
-    AuthError,
-    ConfigError,
-    ConnectError,
-    ExtendedStatus,
-    InvalidRequestError,
-    MediumNotReadyError,
-    NotFoundError,
-    OperationTimeoutError,
-    ProtocolError,
-    ProviderFailureError,
-    QuotaError,
-    RefreshError,
-    ServerBusyError,
-)
 from worker.packages import STORAGE_COMPRESS
-from worker.wsman import build_get
+from worker.wsman import ExtendedStatus, build_get
 
 CAPTURES = Path(__file__).resolve().parents[1] / "fixtures" / "windows"
 ENDPOINT = "http://sccm01.lab.local:5985/wsman"

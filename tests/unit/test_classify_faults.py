@@ -10,18 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.classify import (
-    WBEM_E_FAILED,
-    WBEM_E_INVALID_CLASS,
-    WBEM_E_NOT_FOUND,
-    WSMAN_DESTINATION_UNREACHABLE,
-    WSMAN_TIMED_OUT,
-    classify_exception,
-    error_from_wsman,
-    fault_to_error,
-    hresult_from_win32,
-)
-from worker.errors import (
+from errors import (
     AccessDeniedError,
     AuthError,
     ConfigError,
@@ -33,6 +22,17 @@ from worker.errors import (
     QuotaError,
     RefreshError,
     ServerBusyError,
+)
+from worker.classify import (
+    WBEM_E_FAILED,
+    WBEM_E_INVALID_CLASS,
+    WBEM_E_NOT_FOUND,
+    WSMAN_DESTINATION_UNREACHABLE,
+    WSMAN_TIMED_OUT,
+    classify_exception,
+    error_from_wsman,
+    fault_to_error,
+    hresult_from_win32,
 )
 from worker.wsman import (
     EnvelopeValueError,

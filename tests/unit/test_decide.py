@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from config.settings import RetryPolicy, RetrySettings
+from errors import AuthError, MediumNotReadyError, QuotaError
 from worker.decide import decide_after_error, wake_early
-from worker.errors import AuthError, MediumNotReadyError, QuotaError
 from worker.request import RetryState
 
 RETRY = RetrySettings(

@@ -13,8 +13,8 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from config.settings import LimitSettings, ProviderSettings, RetryPolicy, RetrySettings, Settings
+from errors import InternalError, MediumNotReadyError, QuotaError, RefreshError
 from worker.delivery import Delivery, DeliveryDeps, Done, Drop, Requeue, handle_delivery, message_key
-from worker.errors import InternalError, MediumNotReadyError, QuotaError, RefreshError
 from worker.execute import PUBLISH_REQUEUE_S, run_delivery
 from worker.fence import FenceSnapshot
 from worker.outcomes import Outcome

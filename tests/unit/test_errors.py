@@ -1,9 +1,9 @@
-"""The error hierarchy's published form (worker.errors)."""
+"""The error hierarchy's published form (the `errors` package)."""
 
 from __future__ import annotations
 
-from worker.errors import ExtendedStatus, ReturnValueError
-from worker.wsman import ExtendedStatus as WsmanExtendedStatus
+from errors import ProviderFailureError, ReturnValueError
+from worker.wsman import ExtendedStatus
 
 
 def test_return_value_is_carried_but_not_published_in_the_error() -> None:
@@ -24,10 +24,10 @@ def test_return_value_is_carried_but_not_published_in_the_error() -> None:
 
 
 def test_extended_status_is_the_wsman_value_and_publishes_unchanged() -> None:
-    """worker.errors re-exports the WS-Man layer's ExtendedStatus; its published form is unchanged."""
+    """An error holds the WS-Man layer's ExtendedStatus as it is; its published form is unchanged."""
     status = ExtendedStatus("SMS_ExtendedStatus", description="busy", error_code=5, status_code=1, extra={"Line": "9"})
 
-    assert ExtendedStatus is WsmanExtendedStatus
+    assert ProviderFailureError("x", extended_status=status).as_dict()["extended_status"] == status.as_dict()
     assert status.as_dict() == {
         "class": "SMS_ExtendedStatus",
         "description": "busy",

@@ -14,16 +14,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.constants import OUTCOME_SCHEMA_NAME, OUTCOME_SCHEMA_VERSION
-from worker.errors import (
+from errors import (
     AuthError,
     ConnectError,
-    ExtendedStatus,
     InvalidRequestError,
     MediumNotReadyError,
     ProviderFailureError,
     RefreshError,
 )
+from worker.constants import OUTCOME_SCHEMA_NAME, OUTCOME_SCHEMA_VERSION
 from worker.outcomes import (
     ERROR_MESSAGE_MAX_CHARS,
     STATUSES,
@@ -34,6 +33,7 @@ from worker.outcomes import (
     format_timestamp,
     parse_timestamp,
 )
+from worker.wsman import ExtendedStatus
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "outcome.schema.json"
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)

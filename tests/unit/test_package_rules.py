@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.errors import InvalidRequestError
+from errors import InvalidRequestError
 from worker.packages import (
     PACKAGE_CLASSES,
     TASK_SEQUENCE_CLASS,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.errors import InvalidRequestError
+from errors import InvalidRequestError
 from worker.request import RetryState, parse_request
 
 

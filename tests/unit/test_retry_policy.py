@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from config.settings import RetryPolicy
-from worker.errors import ConnectError, NotFoundError
+from errors import ConnectError, NotFoundError
 from worker.retry import backoff_s, in_call_retrying, is_exhausted, next_delay_s
 
 POLICY = RetryPolicy(max_attempts=5, initial_backoff_s=1.0, max_backoff_s=10.0, multiplier=2.0, jitter=0.0)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from errors import RefreshError
 from testing.canned_http import CannedAdapter, canned_client, message_id_of
-from worker.errors import RefreshError
 from worker.packages import PackageInfo
 from worker.wsman import WmiInstance
 

@@ -11,8 +11,8 @@ import re
 
 import pytest
 
+from errors import ServerBusyError
 from testing.canned_http import CannedAdapter, canned_client, message_id_of
-from worker.errors import ServerBusyError
 
 NS_SOAP = "http://www.w3.org/2003/05/soap-envelope"
 NS_ADDRESSING = "http://schemas.xmlsoap.org/ws/2004/08/addressing"

@@ -14,8 +14,7 @@ from typing import TypeVar
 
 import pytest
 
-from testing.canned_http import CannedAdapter, canned_client, message_id_of
-from worker.errors import (
+from errors import (
     AuthError,
     InvalidRequestError,
     NotFoundError,
@@ -25,6 +24,7 @@ from worker.errors import (
     RefreshError,
     ServerBusyError,
 )
+from testing.canned_http import CannedAdapter, canned_client, message_id_of
 
 CAPTURES = Path(__file__).resolve().parents[1] / "fixtures" / "windows"
 NS_SOAP = "http://www.w3.org/2003/05/soap-envelope"

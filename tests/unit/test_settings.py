@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from config.settings import Settings, get_settings, reset_settings
+from errors import ConfigError
 from worker.app import celery_config
-from worker.errors import ConfigError
 
 SECRET = "s3cr3t-Pa55w0rd!"
 

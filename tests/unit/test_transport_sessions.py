@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from errors import NotFoundError, RefreshError, ServerBusyError
 from testing.canned_http import CannedAdapter, canned_client
-from worker.errors import NotFoundError, RefreshError, ServerBusyError
 
 CAPTURES = Path(__file__).resolve().parents[1] / "fixtures" / "windows"
 

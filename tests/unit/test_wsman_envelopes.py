@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from winrm.protocol import Protocol
 
+from errors import InvalidRequestError
 from testing.canned_http import CannedAdapter
 from testing.classified import raises_classified
-from worker.errors import InvalidRequestError
 from worker.wsman import (
     Envelope,
     build_enumerate,

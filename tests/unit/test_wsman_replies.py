@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from errors import NotFoundError, ProtocolError
 from testing.classified import raises_classified
 from worker.classify import error_from_wsman
-from worker.errors import NotFoundError, ProtocolError
 from worker.packages import STORAGE_COMPRESS, PackageInfo
 from worker.wsman import (
     FaultReply,

@@ -23,22 +23,43 @@ Every error carries structured attributes (`kind`, `code`, `wsman_code`, `wmi_co
 contain credentials: they are built from fault XML and our own text only. Which fault or
 exception becomes which class is decided in `worker.classify` (see docs/errors.md).
 
-`ExtendedStatus` is the WS-Man layer's value type, re-exported here: the one thing this module
-takes from `worker.wsman`.
+The hierarchy sits at the bottom of the layers, with `config`: it imports nothing of the project.
+An error's `extended_status` is the WS-Man layer's `ExtendedStatus` (worker/wsman/faultinfo.py),
+held here by what it can do (`as_dict()`), not by importing it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
-from worker.wsman import ExtendedStatus
+
+class ExtendedDetail(Protocol):
+    """`__ExtendedStatus` / `SMS_ExtendedStatus` details of a WMI fault, as the outcome publishes them."""
+
+    @property
+    def class_name(self) -> str: ...
+
+    @property
+    def description(self) -> str | None: ...
+
+    @property
+    def error_code(self) -> int | None: ...
+
+    @property
+    def operation(self) -> str | None: ...
+
+    @property
+    def status_code(self) -> int | None: ...
+
+    def as_dict(self) -> dict[str, Any]: ...
+
 
 __all__ = [
     "AccessDeniedError",
     "AuthError",
     "ConfigError",
     "ConnectError",
-    "ExtendedStatus",
+    "ExtendedDetail",
     "InternalError",
     "InvalidRequestError",
     "MediumNotReadyError",
@@ -70,7 +91,7 @@ class RefreshError(Exception):
         code: int | None = None,
         wsman_code: int | None = None,
         wmi_code: int | None = None,
-        extended_status: ExtendedStatus | None = None,
+        extended_status: ExtendedDetail | None = None,
         http_status: int | None = None,
         return_value: int | None = None,
     ) -> None:

@@ -1,0 +1,274 @@
+"""The real pipeline a chaos scenario runs against, started and stopped in one place.
+
+    producer (plain Celery client, or raw kombu) -> redis-server (own, AOF, fsync always)
+      -> two `celery worker` processes (threads pool) -> pywinrm, NTLM + encryption over HTTP
+      -> SMS Provider emulator (in this process: its call log and faults are read directly)
+    outcomes -> the same Redis: stream + pub/sub + latest state; read back by an OutcomeLedger
+
+Retry policies are test-sized and the visibility timeout short (the integration tests' own
+FAST_RETRY_ENV and SHORT_VISIBILITY_ENV): a message held by a killed worker, or by a worker
+whose Redis connection died, comes back within seconds, inside the run. Optionally a real
+Flower watches the workers, so its answers can be searched for the password afterwards.
+Everything is stopped by PID; logs and Redis' data stay in the scenario's work directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Collection, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final
+
+from celery import Celery
+from kombu.connection import Connection
+from kombu.messaging import Producer
+from redis import exceptions as redis_errors
+
+from chaos.ledger import OutcomeLedger
+from config.settings import Settings
+from embedded.redis_server import RedisServer
+from embedded.worker_process import WorkerProcess, worker_environment
+from emulator.server import Emulator
+from emulator.settings import EmulatorSettings
+from testing.fixtures_pipeline import FAST_RETRY_ENV, SHORT_VISIBILITY_ENV, UNACKED_HASH
+from testing.flower_process import FlowerProcess
+from testing.leak_search import snapshot_redis
+from worker.app import REFRESH_TASK, create_app
+from worker.constants import RedisKeys
+from worker.redis_client import redis_from_url
+
+__all__ = ["SITE_CODE", "USERNAME", "Rig", "RigConfig"]
+
+SITE_CODE: Final = "PS1"
+USERNAME: Final = "LAB\\chaos-svc"
+WORKER_NAMES: Final = ("chaos-a", "chaos-b")
+# kombu's Redis transport keeps a message with priority p > 0 in "<queue>\x06\x16<p>".
+_PRIORITY_SEPARATOR: Final = "\x06\x16"
+_POLL_S: Final = 0.1
+_FLOWER_PATHS: Final = ("/api/tasks", "/api/workers?refresh=1")
+_SUPERVISE_POLL_S: Final = 0.5
+# A poison message kills every worker that takes it: restarting forever would only burn CPU.
+MAX_CRASH_RESTARTS: Final = 6
+
+
+@dataclass(frozen=True)
+class RigConfig:
+    """What a scenario changes about the pipeline."""
+
+    emulator: Mapping[str, Any] = field(default_factory=dict)  # EmulatorSettings overrides
+    worker_env: Mapping[str, str] = field(default_factory=dict)  # extra SCCM_REFRESH_* settings
+    concurrency: int = 4  # threads per worker process
+    flower: bool = False
+    # Restart a worker that died, as systemd's Restart=always would: a poison message then costs
+    # its own request (and shows as crashes), not the rest of the run.
+    supervise: bool = False
+    # A drain gives up after this long without a single new outcome: well above the visibility
+    # timeout (6 s), so a redelivery still counts as progress to come.
+    stall_s: float = 25.0
+
+
+class Rig:
+    """One private Redis, one emulator, two workers, a producer; `close()` stops them all."""
+
+    def __init__(self, workdir: Path, config: RigConfig, *, seed: int) -> None:
+        self.workdir = workdir
+        self.config = config
+        self.password = f"Chaos-{secrets.token_urlsafe(18)}"
+        self.keys = RedisKeys(f"chaos-{uuid.uuid4().hex[:8]}")
+        self.queue = f"q-{self.keys.prefix}"
+        self._stack = ExitStack()
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start(seed)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _start(self, seed: int) -> None:
+        self.redis_server = RedisServer(data_dir=self.workdir / "redis", appendfsync="always").start()
+        self._stack.callback(self.redis_server.stop)
+        settings = replace(
+            EmulatorSettings(host="127.0.0.1", port=0, site_code=SITE_CODE, username=USERNAME, seed=seed),
+            auth_modes=("ntlm",),
+            password=self.password,
+        )
+        self.emulator = Emulator(replace(settings, **dict(self.config.emulator))).start()
+        self._stack.callback(self.emulator.stop)
+        password_file = self.workdir / "provider-password"
+        password_file.touch(mode=0o600)
+        password_file.write_text(self.password, encoding="utf-8")
+        provider = {
+            "endpoint": self.emulator.url,
+            "transport": "ntlm",
+            "username": USERNAME,
+            "password_file": str(password_file),
+            "operation_timeout_s": "5",
+            "read_timeout_s": "8",
+        }
+        self.worker_env = worker_environment(
+            redis_url=self.redis_server.url,
+            key_prefix=self.keys.prefix,
+            queue=self.queue,
+            providers={SITE_CODE: provider},
+            extra={**FAST_RETRY_ENV, **SHORT_VISIBILITY_ENV, **self.config.worker_env},
+        )
+        self.workers = [
+            WorkerProcess(
+                self.worker_env,
+                queue=self.queue,
+                concurrency=self.config.concurrency,
+                name=name,
+                log_file=self.workdir / f"{name}.log",
+            )
+            for name in WORKER_NAMES
+        ]
+        for worker in self.workers:
+            worker.start()
+            self._stack.callback(worker.stop)
+        self.crash_restarts = 0
+        self._stop_supervisor = threading.Event()
+        if self.config.supervise:
+            supervisor = threading.Thread(target=self._supervise, name="chaos-supervisor", daemon=True)
+            supervisor.start()
+            self._stack.callback(supervisor.join, 30)
+            self._stack.callback(self._stop_supervisor.set)
+        self.flower: FlowerProcess | None = None
+        if self.config.flower:
+            self.flower = FlowerProcess(self.worker_env, log_file=self.workdir / "flower.log").start()
+            self._stack.callback(self.flower.stop)
+        self.producer: Celery = create_app(
+            Settings(broker_url=self.redis_server.url, redis_url=self.redis_server.url, queue=self.queue)
+        )
+        self._stack.callback(self.producer.close)
+        self.ledger = OutcomeLedger(self.redis_server.url, self.keys)
+        self._stack.callback(self.ledger.close)
+
+    def _supervise(self) -> None:
+        while not self._stop_supervisor.wait(_SUPERVISE_POLL_S):
+            for worker in self.workers:
+                if self.crash_restarts >= MAX_CRASH_RESTARTS:
+                    return
+                if not worker.alive() and not self._stop_supervisor.is_set():
+                    self.crash_restarts += 1
+                    # One that dies while starting is tried again at the next round.
+                    with contextlib.suppress(RuntimeError):
+                        worker.start()
+
+    # -- producing ----------------------------------------------------------------------------
+
+    def send(self, kwargs: Mapping[str, Any], *, task_id: str) -> None:
+        """A plain Celery client's message: no producer-side validation."""
+        self.producer.send_task(REFRESH_TASK, kwargs=dict(kwargs), task_id=task_id, queue=self.queue)
+
+    def publish_raw(self, body: bytes, *, headers: Mapping[str, Any], content_type: str) -> None:
+        """What a non-Python producer could put on our queue: any body, any content type."""
+        # kombu ships no type information for these.
+        with Connection(self.redis_server.url) as connection:  # type: ignore[no-untyped-call]
+            Producer(connection.default_channel).publish(  # type: ignore[no-untyped-call]
+                body,
+                routing_key=self.queue,
+                exchange="",
+                headers=dict(headers),
+                content_type=content_type,
+                content_encoding="utf-8",
+                retry=True,
+            )
+
+    # -- observing ----------------------------------------------------------------------------
+
+    def broker_idle(self) -> bool:
+        """Nothing queued and nothing held unacked (no message left that could produce an outcome)."""
+        client = redis_from_url(self.redis_server.url, retries=0, socket_timeout_s=2.0)
+        try:
+            queues = [self.queue, *client.scan_iter(match=f"{self.queue}{_PRIORITY_SEPARATOR}*")]
+            waiting = sum(client.llen(name) for name in queues)
+            return waiting == 0 and client.hlen(UNACKED_HASH) == 0
+        except redis_errors.RedisError:
+            return False  # Redis down: its AOF may still hold messages
+        finally:
+            client.close()
+
+    def drain(
+        self,
+        expected: Collection[str],
+        *,
+        timeout_s: float,
+        quiet_s: float = 2.0,
+        until_all: bool = False,
+    ) -> bool:
+        """Read outcomes until the broker has stayed idle for `quiet_s` (nothing left that could
+        produce a final, or a late duplicate), or no outcome at all arrived for the config's
+        `stall_s` (messages left that nobody can finish: dead workers, a poison message), or
+        `timeout_s` passed; with `until_all`, also stop as soon as every expected task id has a
+        final. True when every one has."""
+        wanted = set(expected)
+        deadline = time.monotonic() + timeout_s
+        idle_since: float | None = None
+        progress_at = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if self.ledger.poll():
+                progress_at = now
+            if until_all and wanted <= self.ledger.final_task_ids():
+                break
+            if now - progress_at >= self.config.stall_s:
+                break
+            if self.broker_idle():
+                idle_since = idle_since if idle_since is not None else now
+                if now - idle_since >= quiet_s:
+                    break
+            else:
+                idle_since = None
+            if now >= deadline:
+                break
+            time.sleep(_POLL_S)  # Redis state of other processes: no event to await
+        self.ledger.poll()
+        return wanted <= self.ledger.final_task_ids()
+
+    def finals_seen(self) -> int:
+        """Task ids with a final outcome so far (reads what arrived since the last look)."""
+        self.ledger.poll()
+        return len(self.ledger.final_task_ids())
+
+    def accepted_refreshes(self) -> dict[str, int]:
+        """Accepted RefreshPkgSource calls per PackageID, from the emulator's call log."""
+        packages: dict[str, dict[str, Any]] = self.emulator.provider.call_log()["packages"]
+        return {package_id: int(entry["accepted"]) for package_id, entry in packages.items()}
+
+    def catalogue(self) -> list[dict[str, Any]]:
+        return self.emulator.provider.packages()
+
+    def evidence(self) -> dict[str, bytes | str]:
+        """Everything a leaked password could sit in: every Redis key and value, the worker logs,
+        and (when running) Flower's answers and log."""
+        blobs: dict[str, bytes | str] = {}
+        try:
+            blobs.update(
+                {f"redis {where}": value for where, value in snapshot_redis(self.redis_server.url).blobs.items()}
+            )
+        except redis_errors.RedisError as exc:
+            blobs["redis unavailable"] = type(exc).__name__
+        for worker in self.workers:
+            if worker.log_file is not None and worker.log_file.exists():
+                blobs[f"{worker.name} log"] = worker.log_file.read_bytes()
+        if self.flower is not None:
+            for path in _FLOWER_PATHS:
+                blobs[f"flower {path}"] = self.flower.api(path).text
+            blobs["flower /metrics"] = self.flower.get("/metrics").text
+            blobs["flower log"] = self.flower.log_text()
+        return blobs
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> Rig:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

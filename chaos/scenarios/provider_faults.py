@@ -1,0 +1,94 @@
+"""A seeded mix of provider faults: what a busy SMS Provider behind HTTP.sys throws at clients.
+
+The emulator draws, per WS-Man operation and from its seed: HTTP 503, connection reset,
+w:TimedOut, the WinRM quota fault and WBEM_E_FAILED; every reply is slowed by an exponential
+latency (mean 80 ms, capped at 0.8 s); keep-alive connections idle for 0.2 s are closed like
+HTTP.sys does (requests are paced, so sessions do go idle); the per-user quota is below the
+workers' combined concurrency, so real quota faults happen too; and STORAGE_COMPRESS media
+that are not ready become ready after two failed refreshes. One fault of each kind is queued
+first, so even a small run meets every kind.
+
+Promise: 0 lost, 0 duplicate finals, 0 extra provider refreshes (every fault here happens
+before the provider acts, so no retry may refresh twice), and every kind of fault happened.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Final
+
+from chaos.report import Check, Row
+from chaos.rig import Rig
+from chaos.scenario import RunOptions, Scenario, finish, rig_config
+from chaos.workload import STORAGE_COMPRESS, STORAGE_DIRECT, PackagePool, send_all, valid_requests
+from emulator.settings import FaultRates
+
+__all__ = ["SCENARIO"]
+
+NAME: Final = "provider-faults"
+FAULT_RATES: Final = FaultRates(
+    http_503=0.04, connection_reset=0.04, timeout_fault=0.03, quota_fault=0.02, generic_failure=0.02
+)
+LATENCY_MEAN_S: Final = 0.08
+IDLE_TIMEOUT_S: Final = 0.2
+QUOTA_PER_USER: Final = 6  # two workers x 4 threads = 8 concurrent operations at most
+SEND_INTERVAL_S: Final = 0.03
+COMPRESS_SHARE_OF_REQUESTS: Final = 0.2
+# The server's own counters of the same faults arising naturally (not drawn from the plan).
+_NATURAL: Final = {
+    "timeout_fault": "operation_timeouts",
+    "quota_fault": "quota_rejections",
+    "idle_close": "idle_closes",
+}
+
+
+def faults_happened(rig: Rig) -> tuple[Check, dict[str, Any]]:
+    """How often each kind happened: drawn from the fault plan, or arising in the server itself."""
+    seen: dict[str, int] = dict(rig.emulator.faults.snapshot()["injected"])
+    for kind, counter in _NATURAL.items():
+        seen[kind] = seen.get(kind, 0) + rig.emulator.stats.count(counter)
+    missing = [kind for kind, count in seen.items() if count == 0]
+    return Check("every fault kind happened", not missing, f"never happened: {missing}" if missing else ""), seen
+
+
+def run(options: RunOptions) -> Row:
+    rng = random.Random(options.seed)
+    config = rig_config(
+        options,
+        compress_share=0.3,
+        medium_not_ready_share=0.6,
+        medium_ready_after_attempts=2,
+        fault_rates=FAULT_RATES,
+        latency_s=LATENCY_MEAN_S,
+        latency_distribution="exponential",
+        idle_timeout_s=IDLE_TIMEOUT_S,
+        max_concurrent_operations_per_user=QUOTA_PER_USER,
+    )
+    with Rig(options.workdir / NAME, config, seed=options.seed) as rig:
+        for kind in FAULT_RATES.as_dict():
+            rig.emulator.faults.inject_next(kind)
+        pool = PackagePool(rig.catalogue(), rng)
+
+        def pick(pool: PackagePool, rng: random.Random) -> dict[str, Any]:
+            flag = STORAGE_COMPRESS if rng.random() < COMPRESS_SHARE_OF_REQUESTS else STORAGE_DIRECT
+            return pool.take(source_flags=(flag,))
+
+        outgoing = valid_requests(pool, rng, options.requests, pick=pick, verify_share=0.2)
+        first_send = send_all(rig, outgoing, interval_s=SEND_INTERVAL_S)
+        rig.drain([m.sent.task_id for m in outgoing], timeout_s=options.drain_timeout_s)
+        happened, counts = faults_happened(rig)
+        return finish(
+            rig,
+            NAME,
+            [m.sent for m in outgoing],
+            first_send_epoch_s=first_send,
+            checks=[happened],
+            details={"faults": counts},
+        )
+
+
+SCENARIO: Final = Scenario(
+    NAME,
+    "503, resets, w:TimedOut, quota, idle closes, slow replies, media becoming ready: 0 lost, 0 dup, 0 extra",
+    run,
+)
