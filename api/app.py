@@ -109,5 +109,6 @@ def _context(settings: Settings) -> ApiContext:
 
 
 async def _on_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    what = "the broker" if isinstance(exc, BrokerUnavailableError) else "Redis"
+    # A producer call can fail on either (the bulk producer writes Redis, then publishes).
+    what = "Redis or the broker" if isinstance(exc, BrokerUnavailableError) else "Redis"
     return problem_response(503, f"{what} is unreachable; retry later", headers=_RETRY_AFTER)
