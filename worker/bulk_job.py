@@ -107,7 +107,7 @@ class BulkRunner:
 
     # -- enumeration ---------------------------------------------------------------------
 
-    def enumerate(self, bulk_id: str, client: Enumerator, *, page_size: int = 200) -> EnumerationResult:
+    def enumerate(self, bulk_id: str, client: Enumerator, *, page_size: int = 500) -> EnumerationResult:
         """Select the packages, stream them into the bulk (or count them, for a dry run), start it.
 
         Safe to run again after a crash: appends skip children already appended. A RefreshError
@@ -119,21 +119,23 @@ class BulkRunner:
         criteria = parse_criteria({k: v for k, v in record.criteria.items() if k != DRY_RUN_KEY})
         if record.criteria.get(DRY_RUN_KEY):
             return self._dry_run(record, criteria, client, page_size)
-        enumerated = 0
+        enumerated = dispatched = 0
         page: list[ChildSpec] = []
         for package in self._packages(criteria, client, page_size):
             enumerated += 1
             page.append(self._child(bulk_id, criteria, package))
             if len(page) >= _APPEND_PAGE:
                 if not self._store.append_pending(bulk_id, page).accepting:
-                    return EnumerationResult(self._record(bulk_id), enumerated, 0)  # cancelled meanwhile
+                    return EnumerationResult(self._record(bulk_id), enumerated, dispatched)  # cancelled meanwhile
                 page = []
+                # Children start while the rest is still being enumerated: slots never idle.
+                dispatched += self._refill(record)
         if page and not self._store.append_pending(bulk_id, page).accepting:
-            return EnumerationResult(self._record(bulk_id), enumerated, 0)
+            return EnumerationResult(self._record(bulk_id), enumerated, dispatched)
         update = self._store.enumeration_done(bulk_id)
         if update.last:
             self._publish_bulk(update.record)
-        dispatched = self._refill(update.record)
+        dispatched += self._refill(update.record)
         log.info("bulk %s: %d packages selected, %d children dispatched", bulk_id, enumerated, dispatched)
         return EnumerationResult(update.record, enumerated, dispatched)
 
@@ -212,7 +214,7 @@ class BulkRunner:
         return True
 
     def _refill(self, record: BulkRecord) -> int:
-        if record.state != "running":
+        if record.state not in ("enumerating", "running"):
             return 0
         window = self._max_concurrency(record.site_code) + self._settings.limits.bulk_window_extra
         children = self._store.take(record.bulk_id, window, max_count=min(window, _PUMP_BATCH))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 __all__ = [
+    "ATTEMPT_LOCK",
     "BULK_CHILDREN",
     "BULK_FINAL_MARKER",
     "BULK_HEARTBEATS",
@@ -83,6 +84,10 @@ REJECTION_MARKER = "{prefix}:rejection:{message_key}"  # string (stream id), TTL
 # Written just before RefreshPkgSource is invoked (a snapshot of the package), deleted with the
 # final outcome: a redelivery that finds it checks whether that invoke landed before invoking again.
 INVOKE_FENCE = "{prefix}:fence:{request_id}"
+# Held while one delivery of a request attempts it (string: a random token, TTL): a second copy of
+# the same message (kombu restores unacked messages when a connection drops, while the first copy
+# still runs on its thread) waits instead of attempting alongside it.
+ATTEMPT_LOCK = "{prefix}:attempt:{request_id}"
 # Latest event of one request (hash, same fields as the package state plus `stream_id`), TTL as
 # the final marker: what `GET /v1/refreshes/{id}` reads in O(1).
 REQUEST_STATE = "{prefix}:request:{request_id}"
@@ -232,6 +237,11 @@ class RedisKeys:
             METRICS_ERRORS.format(prefix=prefix),
             METRICS_LATENCY.format(prefix=prefix),
         )
+
+    def attempt_lock(self, request_id: str) -> str:
+        if not is_request_id_key_part(request_id):
+            raise ValueError(f"request_id cannot be part of a Redis key: {request_id[:40]!r}")
+        return ATTEMPT_LOCK.format(prefix=self.prefix, request_id=request_id)
 
     def invoke_fence(self, request_id: str) -> str:
         if not is_request_id_key_part(request_id):

@@ -22,6 +22,7 @@ in the context and passes (returns None):
     bulk_child     a child of a cancelled bulk, never attempted -> cancelled
     coalesce       a refresh of the package is already pending  -> join it: Requeue as its watcher
     provider_slot  the site's concurrency cap is reached        -> Requeue when a slot should be free
+    exclusive      another copy of this message is attempting   -> Requeue until it is done
     attempt        Get, fence, Invoke, verify                   -> the success, with its followers' finals
     decide         after a failed attempt                       -> retrying + Requeue, or the failure
 
@@ -139,6 +140,10 @@ class Fences(Protocol):
 
     def write(self, request_id: str, snapshot: FenceSnapshot) -> None: ...
 
+    def try_lock(self, request_id: str, *, ttl_s: int) -> str | None: ...
+
+    def unlock(self, request_id: str, token: str) -> None: ...
+
 
 class Clock(Protocol):
     def time(self) -> float: ...
@@ -240,6 +245,7 @@ class _Context:
     seen: _Seen = field(default_factory=_Seen)
     error: RefreshError | None = None
     lease: Lease | None = None
+    lock: str | None = None
     leads: bool = False
 
     @property
@@ -373,6 +379,19 @@ def _provider_slot(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     return Plan(then=Requeue(answer.retry_after_s, _retry_kwargs(ctx, ctx.state)), request_id=ctx.request_id)
 
 
+def _exclusive(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
+    """Only one delivery of a request attempts it at a time; a second copy waits for the first."""
+    ttl_s = deps.settings.task_time_limit_s
+    ctx.lock = deps.fences.try_lock(ctx.request_id, ttl_s=ttl_s)
+    if ctx.lock is not None:
+        return None
+    if ctx.lease is not None and deps.slots is not None:
+        deps.slots.release(ctx.lease)
+    log.info("request %s is being attempted by another delivery; this one waits", ctx.request_id)
+    wait = Requeue(float(min(ttl_s, deps.settings.limits.max_countdown_s)), _retry_kwargs(ctx, ctx.state))
+    return Plan(then=wait, request_id=ctx.request_id)
+
+
 def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     """Get, fence, Invoke, verify. Success decides; an error is left for `_decide`."""
     request, limits = ctx.valid, deps.settings.limits
@@ -405,6 +424,8 @@ def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     finally:
         if ctx.lease is not None and deps.slots is not None:
             deps.slots.release(ctx.lease)
+        if ctx.lock is not None:
+            deps.fences.unlock(request_id, ctx.lock)
     if result.confirmed_earlier_invoke:
         log.info("request %s: an earlier RefreshPkgSource had landed; not invoking again", request_id)
     ctx.seen.name = result.package.name
@@ -460,6 +481,7 @@ STEPS: tuple[Step, ...] = (
     _bulk_child,
     _coalesce,
     _provider_slot,
+    _exclusive,
     _attempt,
     _decide,
 )

@@ -11,6 +11,10 @@ re-queue, an in-call retry) reads the package again first; if it moved since the
 earlier invoke landed and the request is reported accepted without invoking again. The final
 outcome's publication deletes the fence (worker/outcome_writer.lua).
 
+The fence works between deliveries that follow one another. Two copies of one message can also
+run at the same time (kombu restores a dropped connection's unacked messages while the first
+copy still runs on its thread): `try_lock` lets only one of them attempt; the other waits.
+
 What "moved" means (`landed`): SourceVersion rose (DistMgr processed the refresh), or
 LastRefreshTime changed (the provider records the call), or ActionInProgress went from none to
 an action (the provider queued the update for DistMgr). A refresh by another request in between
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -32,6 +37,12 @@ from worker.packages import PackageInfo
 __all__ = ["FenceSnapshot", "RedisInvokeFences", "landed"]
 
 _NO_ACTION = 0
+_UNLOCK_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,7 @@ class RedisInvokeFences:
         self._redis = redis
         self._keys = keys
         self._ttl_s = ttl_s
+        self._unlock = redis.register_script(_UNLOCK_LUA)
 
     def read(self, request_id: str) -> FenceSnapshot | None:
         raw = self._redis.get(self._keys.invoke_fence(request_id))
@@ -92,6 +104,16 @@ class RedisInvokeFences:
 
     def write(self, request_id: str, snapshot: FenceSnapshot) -> None:
         self._redis.set(self._keys.invoke_fence(request_id), snapshot.to_json(), ex=self._ttl_s)
+
+    def try_lock(self, request_id: str, *, ttl_s: int) -> str | None:
+        """A token while this delivery alone attempts the request; None when another holds it."""
+        token = secrets.token_hex(8)
+        taken = self._redis.set(self._keys.attempt_lock(request_id), token, nx=True, ex=ttl_s)
+        return token if taken else None
+
+    def unlock(self, request_id: str, token: str) -> None:
+        """Release the lock if this token still holds it (it may have expired and been retaken)."""
+        self._unlock(keys=[self._keys.attempt_lock(request_id)], args=[token])
 
 
 def _int_or_none(value: object) -> int | None:

@@ -92,12 +92,22 @@ class Recorder:
 @dataclass
 class MemoryFences:
     by_request: dict[str, FenceSnapshot] = field(default_factory=dict)
+    locked: set[str] = field(default_factory=set)
 
     def read(self, request_id: str) -> FenceSnapshot | None:
         return self.by_request.get(request_id)
 
     def write(self, request_id: str, snapshot: FenceSnapshot) -> None:
         self.by_request[request_id] = snapshot
+
+    def try_lock(self, request_id: str, *, ttl_s: int) -> str | None:
+        if request_id in self.locked:
+            return None
+        self.locked.add(request_id)
+        return "token"
+
+    def unlock(self, request_id: str, token: str) -> None:
+        self.locked.discard(request_id)
 
 
 class FakeClock:
@@ -322,3 +332,14 @@ def test_a_drop_plan_publishes_nothing() -> None:
     world.recorder.outcomes.append(handle_delivery(Delivery((), VALID, "t"), world.deps).outcomes[0])
     plan = handle_delivery(Delivery((), VALID, "t"), world.deps)
     assert isinstance(plan.then, Drop) and plan.outcomes == ()
+
+
+def test_a_second_copy_of_a_message_waits_while_the_first_attempts() -> None:
+    """Two deliveries at once (kombu restored an unacked copy): only one may invoke."""
+    world = World()
+    world.fences.locked.add("req-1")
+    plan = handle_delivery(Delivery((), VALID, "task-1"), world.deps)
+    assert plan.outcomes == () and isinstance(plan.then, Requeue) and world.client.invokes == 0
+    world.fences.locked.clear()
+    plan = handle_delivery(Delivery((), plan.then.kwargs, "task-1"), world.deps)
+    assert [o.status for o in plan.outcomes] == ["accepted"] and "req-1" not in world.fences.locked
