@@ -9,6 +9,7 @@
     sccm-refresh cancel BULK_ID        stop a bulk job (children not yet attempted end cancelled)
     sccm-refresh doctor                Redis, queues, misrouted messages, consuming workers
     sccm-refresh worker [celery args]  a Celery worker (same as `celery -A worker.app worker`)
+    sccm-refresh api [flags]           the HTTP trigger API (`api hash-token` makes token file lines)
 
 Bad input is reported as one line on stderr with exit code 2, never a traceback.
 """
@@ -97,6 +98,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("doctor", help="check Redis, the queues (misrouted messages too) and the workers")
     sub.add_parser("worker", help="run a Celery worker", add_help=False)
+
+    from api.cli import add_arguments as add_api_arguments
+
+    add_api_arguments(sub.add_parser("api", help="serve the HTTP trigger API"))
     return parser
 
 
@@ -135,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
                 verify=args.verify,
                 force=args.force,
             )
+        if args.command == "api":
+            from api.cli import run as run_api
+
+            return run_api(args)
         if args.command == "watch":
             from cli.commands import watch
 
