@@ -5,6 +5,8 @@
     sccm-refresh enqueue SITE PKG...   validate and enqueue refresh requests
     sccm-refresh watch                 follow outcomes live (Redis pub/sub)
     sccm-refresh worker [celery args]  a Celery worker (same as `celery -A worker.app worker`)
+    sccm-refresh flower [flags]        Flower, every route behind basic auth (see `sccm-refresh flower -h`)
+    sccm-refresh health worker|http    health checks for containers (exit 0 healthy, 1 not)
 
 Bad input is reported as one line on stderr with exit code 2, never a traceback.
 """
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 from redis.exceptions import RedisError
 
 from cli.redis_server import RedisUnavailableError
+from ops.commands import add_flower_parser, add_health_parser
 from worker.errors import RefreshError
 
 __all__ = ["main"]
@@ -59,6 +62,8 @@ def _build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--timeout-s", type=float, default=0.0, help="stop after this long (0 = never)")
 
     sub.add_parser("worker", help="run a Celery worker", add_help=False)
+    add_flower_parser(sub)
+    add_health_parser(sub)
     return parser
 
 
@@ -101,6 +106,14 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
             from cli.commands import watch
 
             return watch(count=args.count, timeout_s=args.timeout_s)
+        if args.command == "flower":
+            from ops.commands import flower_command
+
+            return flower_command(args)
+        if args.command == "health":
+            from ops.commands import health_command
+
+            return health_command(args)
     except RefreshError as exc:
         print(f"sccm-refresh: error: {exc.message}", file=sys.stderr)
         return EXIT_USAGE

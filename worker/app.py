@@ -24,8 +24,10 @@ from config.settings import Settings
 __all__ = ["REFRESH_TASK", "app", "celery_config", "create_app"]
 
 REFRESH_TASK = "sccm.refresh_package"
-# Imported by the worker at start: the task, and the hook that sets pool-dependent settings.
-TASK_MODULES = ["tasks.refresh", "worker.consumer"]
+# Imported by the worker at start: the task, and the hook that sets pool-dependent settings;
+# then operations: the liveness probe task, and the log format hook (imported before Celery
+# sets logging up, so JSON logs cover the worker's first line).
+TASK_MODULES = ["tasks.refresh", "worker.consumer", "ops.health", "ops.logs"]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -84,6 +86,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "worker_send_task_events": True,
         "worker_hijack_root_logger": False,
+        # Each worker also consumes its own queue (<nodename>.dq2): the liveness probe
+        # (`sccm-refresh health worker`) reaches exactly the worker it checks.
+        "worker_direct": True,
         "timezone": "UTC",
         "enable_utc": True,
     }

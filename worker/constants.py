@@ -22,6 +22,7 @@ __all__ = [
     "COALESCE_TO_PUBLISH",
     "DEFAULT_PREFIX",
     "FINAL_MARKER",
+    "HEALTH_PROBE_REPLY",
     "INVOKE_FENCE",
     "METRICS_ERRORS",
     "METRICS_LATENCY",
@@ -103,6 +104,10 @@ BULK_PENDING = "{prefix}:bulk:{bulk_id}:pending"  # list "<child request id> <sp
 BULK_TAKEN = "{prefix}:bulk:{bulk_id}:taken"  # hash child request id -> spec JSON: outstanding children
 BULK_HEARTBEATS = "{prefix}:bulk:{bulk_id}:heartbeats"  # zset child request id -> last sign of life
 BULK_CHILDREN = "{prefix}:bulk:{bulk_id}:children"  # set of child ids appended (dedupe while enumerating)
+
+# Worker liveness probe (ops/health.py): the probe task pushes its node name here; the checker
+# BLPOPs it and deletes it. TTL'd in case the checker gave up before the reply came.
+HEALTH_PROBE_REPLY = "{prefix}:health:{token}"
 
 # Flat fields of a stream entry, next to the full JSON, so consumers can filter cheaply.
 STREAM_FIELD_OUTCOME = "outcome"
@@ -224,6 +229,11 @@ class RedisKeys:
             METRICS_ERRORS.format(prefix=prefix),
             METRICS_LATENCY.format(prefix=prefix),
         )
+
+    def health_probe_reply(self, token: str) -> str:
+        if not is_key_part(token):
+            raise ValueError(f"probe token cannot be part of a Redis key: {token[:40]!r}")
+        return HEALTH_PROBE_REPLY.format(prefix=self.prefix, token=token)
 
     def invoke_fence(self, request_id: str) -> str:
         if not is_request_id_key_part(request_id):
