@@ -11,8 +11,8 @@ it refuses to start, unless told `--insecure-no-auth` AND bound to a loopback ad
 API then stays closed (401), as Flower does without auth.
 
 Task events: custom states a worker reports (ops/task_states.py) stay shown through the
-`task-retried` / `task-received` events that follow them, until the next `task-started` or the
-end of the task: `StickyStatesEventsState`.
+`task-sent` / `task-received` / `task-retried` events of the re-queue that follows them, until
+the next `task-started` or the end of the task: `StickyStatesEventsState`.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ TASKS_COLUMNS: Final = "name,uuid,state,kwargs,result,retries,received,started,r
 _MAX_CREDENTIAL_FILE_BYTES: Final = 64 * 1024
 _LOOPBACK_NAMES: Final = frozenset({"localhost"})
 # Celery's events that leave a request waiting for what its custom state said.
-_STILL_WAITING_EVENTS: Final = frozenset({"task-retried", "task-received"})
+_STILL_WAITING_EVENTS: Final = frozenset({"task-sent", "task-retried", "task-received"})
+_CUSTOM_SINCE: Final = "custom_state_since"  # task attribute: when its custom state was reported
 
 
 class FlowerConfigError(ValueError):
@@ -187,25 +188,41 @@ class AuthenticatedFlower(Flower):  # type: ignore[misc]  # flower ships no type
 
 
 class StickyStatesEventsState(EventsState):  # type: ignore[misc]  # flower ships no type information
-    """Flower's event state, where a custom state outlives the re-queue and redelivery that follow it."""
+    """Flower's event state, where a custom state outlives the re-queue and redelivery that follow it.
+
+    The worker may send its own task events late (it buffers them), so a `task-started` can
+    arrive after the custom state the running task reported: an event stamped before the custom
+    state never replaces it.
+    """
 
     def event(self, event: dict[str, Any]) -> None:
         event_type = str(event.get("type", ""))
         task = self.tasks.get(event.get("uuid")) if event_type.startswith("task-") else None
         before = task.state if task is not None else None
+        custom_since = getattr(task, _CUSTOM_SINCE, None)
         super().event(event)
-        if not is_custom_state(before) or task is None:
+        task = self.tasks.get(event.get("uuid")) if event_type.startswith("task-") else None
+        if task is None:
             return
-        if event_type in _STILL_WAITING_EVENTS:
-            task.state = before
-        else:
-            # Celery ranks a custom state above STARTED/REVOKED/REJECTED and would keep it: the
-            # task has moved on, so its own state wins.
-            own = TASK_EVENT_TO_STATE.get(event_type.removeprefix("task-"))
-            if own is None:
-                return
-            task.state = own
+        stamp = _timestamp(event)
+        own = TASK_EVENT_TO_STATE.get(event_type.removeprefix("task-"))
+        if own is None:
+            if is_custom_state(task.state):  # this event reported it
+                setattr(task, _CUSTOM_SINCE, stamp)
+            return
+        if not is_custom_state(before):
+            return
+        stale = custom_since is not None and stamp is not None and stamp < custom_since
+        # Celery ranks a custom state above STARTED/REVOKED/REJECTED and would keep it; it would
+        # replace it with RETRY/RECEIVED. Here: a newer event of the task moving on wins, one
+        # that leaves the request waiting (or an older one) does not.
+        task.state = before if stale or event_type in _STILL_WAITING_EVENTS else own
         self.search_engine.upsert(task)
+
+
+def _timestamp(event: dict[str, Any]) -> float | None:
+    value = event.get("timestamp")
+    return float(value) if isinstance(value, int | float) else None
 
 
 def build_flower(capp: Any, config: FlowerConfig) -> AuthenticatedFlower:

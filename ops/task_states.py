@@ -7,9 +7,10 @@ reports "waiting for its medium" by sending the event `task-waiting_for_medium` 
 runs, with the detail in the event's `result` field (the Result column of Flower's task list).
 
 Celery's own events that follow would hide such a state at once (the re-queue sends
-`task-retried`, the next delivery `task-received`). `sccm-refresh flower` keeps a custom state
-through those two (the request is still waiting for what it said) and replaces it on the next
-`task-started`, or when the task ends (ops/flower_app.py: `StickyStatesEventsState`).
+`task-sent`, `task-received` and `task-retried`). `sccm-refresh flower` keeps a custom state
+through those (the request is still waiting for what it said) and replaces it on the next
+`task-started`, or when the task ends (ops/flower_app.py: `StickyStatesEventsState`). Call it
+just before the re-queue (or while the task holds its slot waiting).
 
 Best effort: an event that cannot be sent is logged and `False` returned; it never fails the task.
 """

@@ -4,4 +4,5 @@ pytest_plugins = [
     "testing.fixtures_redis",
     "testing.fixtures_emulator",
     "testing.fixtures_pipeline",
+    "testing.fixtures_worker",
 ]

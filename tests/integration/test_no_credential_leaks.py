@@ -9,44 +9,35 @@ UTF-16LE, base64 and URL-safe base64 at every byte alignment, and the Basic `Aut
 value; also for NTLM AUTHENTICATE messages, which are not the password but crack to it offline
 (pyspnego logs them at DEBUG: worker/transport.py keeps that logger at INFO). Redis is read key
 by key, every type, in every database, with Celery message bodies and result-backend records
-decoded. Flower's /metrics needs no login even with --basic-auth, so it is searched too.
+decoded. Flower (`sccm-refresh flower`) is read with its login, /metrics included.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
-import re
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final, cast
+from typing import Any, Final, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
-import requests
 
-from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME
-from testing.fixtures_pipeline import WRONG_PASSWORD, Pipeline, PipelineFactory, RefreshRun
+from testing.fixtures_emulator import EMULATOR_USERNAME
+from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun
+from testing.flower_process import FLOWER_USER, FlowerProcess
+from testing.leak_search import NTLM_AUTHENTICATE_SIGNATURE, SECRETS, basic_authorization, leak_report, leaks_in
 from testing.waiting import wait_until
 from worker.outcomes import Outcome
 
 pytestmark = pytest.mark.integration
 
-SECRETS: Final = {"EMULATOR_PASSWORD": EMULATOR_PASSWORD, "WRONG_PASSWORD": WRONG_PASSWORD}
-# [MS-NLMP] 2.2.1.3: an AUTHENTICATE_MESSAGE starts with "NTLMSSP\0" and MessageType 3.
-NTLM_AUTHENTICATE_SIGNATURE: Final = b"NTLMSSP\x00\x03\x00\x00\x00"
 # Written to the last database before the search: proves every database is read, not just db 0.
 CANARY_KEY: Final = "leak-search-canary"
 
@@ -56,121 +47,11 @@ MISSING_FILE_NAME: Final = "no-such-password-file"
 # Never contacted: the password file is read (and fails) before any connection is made.
 UNREACHABLE_ENDPOINT: Final = "http://127.0.0.1:9/wsman"
 
-# Flower's own login, deliberately unlike the SCCM secrets searched for.
-FLOWER_USER: Final = "flower-admin"
-FLOWER_LOGIN_PASSWORD: Final = "flower-test-login"
-FLOWER_READY_TIMEOUT_S: Final = 20.0
-FLOWER_HTTP_TIMEOUT_S: Final = 5.0
-_FLOWER_PORT_ATTEMPTS: Final = 5
-_ADDRESS_IN_USE: Final = "Address already in use"
-# Flower sets this gauge from worker heartbeats: its event receiver is live once it shows.
-_WORKER_ONLINE_METRIC: Final = re.compile(r"^flower_worker_online\{[^}]*\} 1\.0$", re.MULTILINE)
-
 # The parked request keeps waiting for its medium while the rest of the traffic runs.
 LEAK_ENV: Final = {"SCCM_REFRESH_RETRY__MEDIUM__MAX_ATTEMPTS": "200"}
 WORKER_DEBUG_ARGS: Final = ("--loglevel", "DEBUG")
 
 _RESULT_META_PREFIX: Final = b"celery-task-meta-"
-_BASE64_TEXT: Final = re.compile(rb"^[A-Za-z0-9+/_-]{8,}={0,2}$")
-_EXPAND_DEPTH: Final = 4
-_POLL_S: Final = 0.05
-
-
-# -- the needles ----------------------------------------------------------------------------
-
-
-def base64_at_every_alignment(data: bytes) -> list[bytes]:
-    """The base64 (standard and URL-safe) of `data` as it appears inside any longer encoded blob.
-
-    A secret embedded at byte offset 0, 1 or 2 (mod 3) of a larger value encodes to three
-    different strings; the characters fully determined by the secret are searched for.
-    """
-    variants: list[bytes] = []
-    for offset in range(3):
-        encoded = base64.b64encode(b"\0" * offset + data)
-        start = -(-offset * 8 // 6)  # first character holding no padding bits
-        end = (offset + len(data)) * 8 // 6  # last character holding only the secret's bits
-        core = encoded[start:end]
-        variants += [core, core.replace(b"+", b"-").replace(b"/", b"_")]
-    return variants
-
-
-def basic_authorization(username: str, password: str) -> bytes:
-    """The value of an HTTP Basic `Authorization` header (RFC 7617)."""
-    return base64.b64encode(f"{username}:{password}".encode())
-
-
-def secret_needles() -> dict[bytes, str]:
-    """Every byte string whose presence means a leak, labelled with what it encodes."""
-    needles: dict[bytes, str] = {}
-    for name, secret in SECRETS.items():
-        for encoding in ("utf-8", "utf-16-le"):
-            raw = secret.encode(encoding)
-            needles[raw] = f"{name} ({encoding})"
-            for variant in base64_at_every_alignment(raw):
-                needles[variant] = f"{name} ({encoding}, base64)"
-        needles[basic_authorization(EMULATOR_USERNAME, secret)] = f"{name} (Basic Authorization value)"
-    # Not the password, but as good as one: with the CHALLENGE it answers, an NTLM AUTHENTICATE
-    # message is a NetNTLMv2 hash that a reader of the log can crack offline.
-    needles[NTLM_AUTHENTICATE_SIGNATURE] = "NTLM AUTHENTICATE message"
-    for variant in base64_at_every_alignment(NTLM_AUTHENTICATE_SIGNATURE):
-        needles[variant] = "NTLM AUTHENTICATE message (base64)"
-    return needles
-
-
-NEEDLES: Final = secret_needles()
-
-
-def expand(blob: bytes, depth: int = _EXPAND_DEPTH) -> Iterator[bytes]:
-    """`blob`, then every string inside it as JSON, then whatever base64 among those decodes to."""
-    yield blob
-    if depth == 0:
-        return
-    if _BASE64_TEXT.match(blob.strip()):
-        decoded = _b64decode(blob.strip())
-        if decoded is not None:
-            yield from expand(decoded, depth - 1)
-    try:
-        parsed = json.loads(blob)
-    except (ValueError, UnicodeDecodeError):
-        return
-    for text in json_strings(parsed):
-        if text.encode() != blob:
-            yield from expand(text.encode(), depth - 1)
-
-
-def json_strings(value: Any) -> Iterator[str]:
-    """Every string in a parsed JSON document, keys included."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield str(key)
-            yield from json_strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from json_strings(item)
-
-
-def _b64decode(text: bytes) -> bytes | None:
-    padded = text + b"=" * (-len(text) % 4)
-    try:
-        if b"-" in text or b"_" in text:
-            return base64.urlsafe_b64decode(padded)
-        return base64.b64decode(padded, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
-def leaks_in(blob: bytes | str) -> set[str]:
-    """Labels of the secrets found in `blob` or anything it decodes to."""
-    data = blob.encode() if isinstance(blob, str) else blob
-    return {label for piece in expand(data) for needle, label in NEEDLES.items() if needle in piece}
-
-
-def leak_report(blobs: Mapping[str, bytes | str]) -> dict[str, set[str]]:
-    """{where: labels} for every blob that holds a secret (empty when nothing leaks)."""
-    return {where: found for where, blob in blobs.items() if (found := leaks_in(blob))}
 
 
 # -- Redis, read key by key -----------------------------------------------------------------
@@ -303,102 +184,6 @@ def collect_celery_data(snapshot: RedisSnapshot, key: bytes, value: bytes) -> No
     snapshot.message_kwargs.append(kwargs)
 
 
-# -- Flower, a real one ---------------------------------------------------------------------
-
-
-class FlowerProcess:
-    """`celery -A worker.app flower` with the worker's environment and basic auth; stopped by PID."""
-
-    def __init__(self, env: Mapping[str, str], *, log_file: Path) -> None:
-        self.env = dict(env)
-        self.log_file = log_file
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> FlowerProcess:
-        """Start on a free port (another if it was taken meanwhile) and wait until events flow."""
-        for _attempt in range(_FLOWER_PORT_ATTEMPTS):
-            self.port = _free_port()
-            log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-            self._log = self.log_file.open("ab")
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "worker.app",
-                    "flower",
-                    "--address=127.0.0.1",
-                    f"--port={self.port}",
-                    f"--basic-auth={FLOWER_USER}:{FLOWER_LOGIN_PASSWORD}",
-                ],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            if self._wait_ready():
-                return self
-            self.stop()
-            if _ADDRESS_IN_USE not in self.log_file.read_bytes()[log_offset:].decode(errors="replace"):
-                break
-        raise RuntimeError(f"Flower did not become ready; see {self.log_file}:\n{self.log_text()[-3000:]}")
-
-    def _wait_ready(self) -> bool:
-        """True once Flower has received a worker heartbeat (its event receiver is consuming)."""
-        deadline = time.monotonic() + FLOWER_READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
-                return False
-            try:
-                metrics = self.get("/metrics")
-                if metrics.status_code == 200 and _WORKER_ONLINE_METRIC.search(metrics.text):
-                    return True
-            except requests.ConnectionError:
-                pass  # not listening yet
-            time.sleep(_POLL_S)  # an external process: no event to await
-        return False
-
-    def get(self, path: str, *, auth: tuple[str, str] | None = None) -> requests.Response:
-        return requests.get(self.base_url + path, auth=auth, timeout=FLOWER_HTTP_TIMEOUT_S)
-
-    def api(self, path: str) -> requests.Response:
-        """GET with Flower's basic-auth login; raises on an HTTP error."""
-        response = self.get(path, auth=(FLOWER_USER, FLOWER_LOGIN_PASSWORD))
-        response.raise_for_status()
-        return response
-
-    def log_text(self) -> str:
-        return self.log_file.read_text(encoding="utf-8", errors="replace") if self.log_file.exists() else ""
-
-    def stop(self) -> None:
-        """SIGTERM our PID, then SIGKILL if it lingers."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 # -- the traffic ----------------------------------------------------------------------------
 
 
@@ -435,7 +220,7 @@ def traffic(pipeline_factory: PipelineFactory, tmp_path_factory: pytest.TempPath
         f"{prefix}PASSWORD_FILE": str(missing),
     }
     pipeline = pipeline_factory(worker_extra_env={**LEAK_ENV, **missing_site_env}, worker_args=WORKER_DEBUG_ARGS)
-    flower = FlowerProcess(pipeline.worker.env, log_file=tmp / "flower.log").start()
+    flower = FlowerProcess(pipeline.worker.env, log_file=tmp / "flower.log", auth_file=tmp / "flower-auth").start()
     try:
         yield drive_traffic(pipeline, flower, missing)
     finally:
@@ -531,12 +316,12 @@ def drive_traffic(pipeline: Pipeline, flower: FlowerProcess, missing: Path) -> T
         # (No /api/task/result: there is no result backend, the outcome stream is the record.)
         responses[f"/api/task/info/{rid}"] = flower.api(f"/api/task/info/{rid}").text
     responses["/api/workers?refresh=1"] = flower.api("/api/workers?refresh=1").text
-    responses["/metrics"] = flower.get("/metrics").text
+    responses["/metrics"] = flower.api("/metrics").text
     responses["flower log"] = flower.log_text()
     some_task = sorted(request_ids)[0]
     unauthenticated = {
         path: flower.get(path).status_code
-        for path in ("/api/tasks", f"/api/task/info/{some_task}", "/api/workers", "/api/queues/length")
+        for path in ("/api/tasks", f"/api/task/info/{some_task}", "/api/workers", "/api/queues/length", "/metrics")
     }
     unauthenticated["/api/tasks (wrong login)"] = flower.get("/api/tasks", auth=(FLOWER_USER, "wrong")).status_code
     return Traffic(
