@@ -110,11 +110,23 @@ class LimitSettings(BaseModel):
     stream_maxlen: int = Field(default=100_000, ge=100)
     final_marker_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     publish_deadline_s: float = Field(default=60.0, gt=0)
+    # Per-provider concurrency cap (PROVIDERS__<SITE>__MAX_CONCURRENCY slots): a slot is leased for
+    # one attempt; a worker that dies holding one frees it after `slot_lease_s`. A request that
+    # finds none free re-polls after an estimate of its turn, between these bounds.
+    slot_lease_s: float = Field(default=300.0, ge=1, le=3600)
+    slot_wait_min_s: float = Field(default=1.0, gt=0, le=300)
+    slot_wait_max_s: float = Field(default=30.0, gt=0, le=900)
+    # Bulk pacing: at most this many children per provider slot are outstanding at once, and a
+    # safety-net pump runs this often while a bulk lives (refill, re-send lost children).
+    bulk_window_per_slot: int = Field(default=2, ge=1, le=100)
+    bulk_pump_interval_s: float = Field(default=30.0, ge=0.1, le=900)
 
     @model_validator(mode="after")
     def _countdown_below_visibility(self) -> LimitSettings:
         if self.max_countdown_s >= self.visibility_timeout_s:
             raise ValueError("max_countdown_s must be below visibility_timeout_s")
+        if self.slot_wait_min_s > self.slot_wait_max_s:
+            raise ValueError("slot_wait_min_s must not exceed slot_wait_max_s")
         return self
 
 

@@ -1,4 +1,4 @@
-"""The emulator's control and observation API (JSON under `/admin/`), and the server statistics.
+"""The emulator's control and observation API (JSON under `/admin/`).
 
 Why `/admin/` and not `/wsman`: the WS-Man path must behave exactly like a WinRM listener
 (every POST is a SOAP operation that counts for fault injection, quotas and statistics, and
@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
-import threading
-import time
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from emulator.concurrency import ConcurrencyMeter
 from emulator.faultplan import MAX_LATENCY_S, MAX_QUEUED_FAULTS, FaultPlan, parse_latency_distribution
+from emulator.stats import ServerStats, percentile
 
 __all__ = [
     "ADMIN_PREFIX",
@@ -36,12 +34,11 @@ __all__ = [
     "ProviderApi",
     "ReplyLike",
     "ServerStats",
+    "percentile",
 ]
 
 ADMIN_PREFIX = "/admin/"
 ADMIN_REALM_CHALLENGE = 'Basic realm="sccm-emulator-admin"'
-_CPU_SAMPLES_KEPT = 20_000
-_WAIT_SLICE_S = 0.5
 
 
 class ReplyLike(Protocol):
@@ -69,102 +66,19 @@ class ProviderApi(Protocol):
 
     def call_log(self) -> dict[str, Any]: ...
 
+    def call_totals(self) -> dict[str, int]: ...
+
     def reset_log(self) -> None: ...
+
+    def distmgr(self) -> dict[str, Any]: ...
+
+    def control_distmgr(
+        self, *, time_per_package_s: float | None = None, hold: bool | None = None, drain: bool = False
+    ) -> dict[str, Any]: ...
 
     def deny_access(self, package_id: str) -> None: ...
 
     def allow_access(self, package_id: str) -> None: ...
-
-
-def percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of already sorted values (0.0 when there are none)."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, min(len(sorted_values), math.ceil(fraction * len(sorted_values))))
-    return sorted_values[rank - 1]
-
-
-class ServerStats:
-    """Counters and per-operation CPU samples; `wait_for` lets tests await a counter, not sleep."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._condition = threading.Condition()
-        self._counters: dict[str, int] = {}
-        self._cpu_s: deque[float] = deque(maxlen=_CPU_SAMPLES_KEPT)
-        self._operations = 0
-        self._started_at = clock()
-        self._first_at: float | None = None
-        self._last_at: float | None = None
-
-    def incr(self, name: str, amount: int = 1) -> None:
-        with self._condition:
-            self._counters[name] = self._counters.get(name, 0) + amount
-            self._condition.notify_all()
-
-    def record_operation(self, cpu_s: float) -> None:
-        """One WS-Man operation answered, costing `cpu_s` seconds of the handling thread's CPU."""
-        now = self._clock()
-        with self._condition:
-            self._operations += 1
-            self._cpu_s.append(cpu_s)
-            if self._first_at is None:
-                self._first_at = now
-            self._last_at = now
-            self._condition.notify_all()
-
-    def wait_for_operations(self, at_least: int, timeout_s: float) -> bool:
-        """Block until `at_least` operations are recorded; one is recorded just after its reply."""
-        with self._condition:
-            return self._condition.wait_for(lambda: self._operations >= at_least, timeout_s)
-
-    def count(self, name: str) -> int:
-        with self._condition:
-            return self._counters.get(name, 0)
-
-    def wait_for(self, name: str, at_least: int, timeout_s: float) -> bool:
-        """Block until counter `name` reaches `at_least` (True) or `timeout_s` passes (False)."""
-        deadline = self._clock() + timeout_s
-        with self._condition:
-            while self._counters.get(name, 0) < at_least:
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    return False
-                self._condition.wait(min(remaining, _WAIT_SLICE_S))
-            return True
-
-    def reset(self) -> None:
-        with self._condition:
-            self._counters.clear()
-            self._cpu_s.clear()
-            self._operations = 0
-            self._started_at = self._clock()
-            self._first_at = self._last_at = None
-
-    def snapshot(self) -> dict[str, Any]:
-        """JSON-ready: operations, CPU ms per operation (mean/p50/p95), operations/s, counters."""
-        with self._condition:
-            samples_ms = sorted(sample * 1000.0 for sample in self._cpu_s)
-            operations = self._operations
-            elapsed_s = self._clock() - self._started_at
-            active_s = (self._last_at - self._started_at) if self._last_at is not None else 0.0
-            counters = dict(sorted(self._counters.items()))
-        return {
-            "http_responses": sum(count for name, count in counters.items() if name.startswith("http_")),
-            "operations": operations,
-            "elapsed_s": round(elapsed_s, 3),
-            # Rate over the span from start/reset to the last operation, so idle time after a
-            # burst does not dilute it.
-            "operations_per_s": round(operations / active_s, 1) if active_s > 0 else 0.0,
-            "cpu_ms_per_operation": {
-                "samples": len(samples_ms),
-                "mean": round(statistics.fmean(samples_ms), 3) if samples_ms else 0.0,
-                "p50": round(percentile(samples_ms, 0.50), 3),
-                "p95": round(percentile(samples_ms, 0.95), 3),
-                "max": round(samples_ms[-1], 3) if samples_ms else 0.0,
-            },
-            "counters": counters,
-        }
 
 
 @dataclass(frozen=True)
@@ -203,7 +117,7 @@ Handler = Callable[[str, bytes], AdminResponse]
 
 
 class AdminApi:
-    """Routes of `/admin/`: health, packages, medium, calls, faults, stats (see module docstring)."""
+    """Routes of `/admin/`: health, packages, medium, calls, distmgr, faults, stats, concurrency."""
 
     def __init__(
         self,
@@ -211,21 +125,27 @@ class AdminApi:
         provider: ProviderApi,
         faults: FaultPlan,
         stats: ServerStats,
+        concurrency: ConcurrencyMeter,
         describe: Callable[[], dict[str, Any]],
     ) -> None:
         self._provider = provider
         self._faults = faults
         self._stats = stats
+        self._concurrency = concurrency
         self._describe = describe
         self._routes: dict[str, dict[str, Handler]] = {
             "health": {"GET": self._health},
             "packages": {"GET": self._packages},
             "medium": {"POST": self._medium},
             "calls": {"GET": self._calls},
+            "calls/totals": {"GET": self._calls_totals},
             "calls/reset": {"POST": self._calls_reset},
+            "distmgr": {"GET": self._distmgr_get, "POST": self._distmgr_post},
             "faults": {"GET": self._faults_get, "POST": self._faults_post, "DELETE": self._faults_delete},
             "stats": {"GET": self._stats_get},
             "stats/reset": {"POST": self._stats_reset},
+            "concurrency": {"GET": self._concurrency_get},
+            "concurrency/reset": {"POST": self._concurrency_reset},
         }
 
     def handle(self, method: str, path: str, body: bytes) -> AdminResponse:
@@ -274,9 +194,33 @@ class AdminApi:
     def _calls(self, _argument: str, _body: bytes) -> AdminResponse:
         return AdminResponse(200, self._provider.call_log())
 
+    def _calls_totals(self, _argument: str, _body: bytes) -> AdminResponse:
+        return AdminResponse(200, {"totals": self._provider.call_totals()})
+
     def _calls_reset(self, _argument: str, _body: bytes) -> AdminResponse:
         self._provider.reset_log()
         return AdminResponse(200, {"reset": True})
+
+    def _distmgr_get(self, _argument: str, _body: bytes) -> AdminResponse:
+        return AdminResponse(200, self._provider.distmgr())
+
+    def _distmgr_post(self, _argument: str, body: bytes) -> AdminResponse:
+        request = _json_object(body)
+        unknown = set(request) - {"time_per_package_s", "hold", "drain"}
+        if unknown:
+            raise BadRequestError(f"unknown fields: {', '.join(sorted(unknown))}")
+        # Validate everything before changing anything, so a bad request changes nothing.
+        seconds = request.get("time_per_package_s")
+        if seconds is not None and (
+            isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds < math.inf
+        ):
+            raise BadRequestError("time_per_package_s must be a finite number >= 0")
+        hold, drain = request.get("hold"), request.get("drain", False)
+        if not (hold is None or isinstance(hold, bool)) or not isinstance(drain, bool):
+            raise BadRequestError("hold and drain must be true or false")
+        time_per_package_s = None if seconds is None else float(seconds)
+        snapshot = self._provider.control_distmgr(time_per_package_s=time_per_package_s, hold=hold, drain=drain)
+        return AdminResponse(200, snapshot)
 
     def _faults_get(self, _argument: str, _body: bytes) -> AdminResponse:
         return AdminResponse(200, self._faults.snapshot())
@@ -342,3 +286,10 @@ class AdminApi:
     def _stats_reset(self, _argument: str, _body: bytes) -> AdminResponse:
         self._stats.reset()
         return AdminResponse(200, {"reset": True})
+
+    def _concurrency_get(self, _argument: str, _body: bytes) -> AdminResponse:
+        return AdminResponse(200, self._concurrency.snapshot())
+
+    def _concurrency_reset(self, _argument: str, _body: bytes) -> AdminResponse:
+        self._concurrency.reset()
+        return AdminResponse(200, self._concurrency.snapshot())

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import secrets
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -24,92 +23,27 @@ from typing import TextIO, get_args
 
 from emulator.auth import quiet_handshake_logging
 from emulator.faultplan import LATENCY_DISTRIBUTIONS, MAX_LATENCY_S
+from emulator.flag_types import (
+    auth_modes,
+    fault_rate,
+    latency_ms,
+    non_negative_float,
+    port,
+    positive_float,
+    positive_int,
+    share,
+    typed,
+)
 from emulator.server import Emulator
-from emulator.settings import FAULT_KINDS, AuthMode, EmulatorSettings, FaultRates, MediumFailureMode
+from emulator.settings import FAULT_KINDS, EmulatorSettings, FaultRates, MediumFailureMode
 
 __all__ = ["PASSWORD_ENV", "build_parser", "main", "settings_from_args"]
 
 PASSWORD_ENV = "SCCM_EMULATOR_PASSWORD"  # noqa: S105 - the variable name, not a secret
-_AUTH_MODES: tuple[str, ...] = get_args(AuthMode)
 _MEDIUM_FAILURE_MODES: tuple[str, ...] = get_args(MediumFailureMode)
 _TLS_MODES = ("off", "self-signed", "files")
 _GENERATED_PASSWORD_BYTES = 18
 _DEFAULTS = EmulatorSettings()
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0-65535, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0.0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _non_negative_float(text)
-    if value == 0.0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
-
-
-def _latency_ms(text: str) -> float:
-    value = _non_negative_float(text)
-    if value > MAX_LATENCY_S * 1000.0:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_LATENCY_S * 1000.0:g} ms, got {text}")
-    return value
-
-
-def _share(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def _auth_modes(text: str) -> tuple[AuthMode, ...]:
-    modes = tuple(part.strip().lower() for part in text.split(",") if part.strip())
-    unknown = [mode for mode in modes if mode not in _AUTH_MODES]
-    if not modes or unknown:
-        raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(_AUTH_MODES)}, got {text!r}")
-    return tuple(dict.fromkeys(modes))  # type: ignore[arg-type]  # checked against AuthMode above
-
-
-def _fault_rate(text: str) -> tuple[str, float]:
-    kind, separator, rate_text = text.partition("=")
-    if not separator or kind not in FAULT_KINDS:
-        raise argparse.ArgumentTypeError(f"expected KIND=RATE with KIND one of {', '.join(FAULT_KINDS)}")
-    try:
-        return kind, _share(rate_text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"rate of {kind} must be a number between 0 and 1") from exc
-
-
-def _typed(parse: Callable[[str], object], name: str) -> Callable[[str], object]:
-    """Wrap `parse` so plain ValueErrors become argparse messages (never tracebacks)."""
-
-    def convert(text: str) -> object:
-        try:
-            return parse(text)
-        except argparse.ArgumentTypeError:
-            raise
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"invalid {name}: {text!r}") from exc
-
-    convert.__name__ = name
-    return convert
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     net = parser.add_argument_group("listener")
     net.add_argument("--host", default=d.host, help="address to bind")
-    net.add_argument("--port", type=_typed(_port, "port"), default=d.port, help="port (0 = any free port)")
+    net.add_argument("--port", type=typed(port, "port"), default=d.port, help="port (0 = any free port)")
     net.add_argument("--machine", default=d.machine, help="machine name reported in faults")
     net.add_argument(
         "--tls",
@@ -135,13 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--tls-key", default=d.tls_key_file, help="PEM private key for --tls files")
     net.add_argument(
         "--idle-timeout-s",
-        type=_typed(_positive_float, "seconds"),
+        type=typed(positive_float, "seconds"),
         default=d.idle_timeout_s,
         help="close keep-alive connections idle this long (HTTP.sys: about 120)",
     )
     net.add_argument(
         "--max-envelope-size-bytes",
-        type=_typed(_positive_int, "size"),
+        type=typed(positive_int, "size"),
         default=d.max_envelope_size_bytes,
         help="largest SOAP envelope accepted",
     )
@@ -164,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     auth.add_argument(
         "--auth",
-        type=_auth_modes,
+        type=auth_modes,
         default=d.auth_modes,
         help="comma list of accepted schemes: basic, ntlm",
     )
@@ -178,30 +112,30 @@ def build_parser() -> argparse.ArgumentParser:
     cat = parser.add_argument_group("catalogue")
     cat.add_argument("--site-code", default=d.site_code, help="ConfigMgr site code (3 letters/digits)")
     cat.add_argument(
-        "--packages", type=_typed(_positive_int, "count"), default=d.package_count, help="packages generated"
+        "--packages", type=typed(positive_int, "count"), default=d.package_count, help="packages generated"
     )
-    cat.add_argument("--seed", type=_typed(int, "seed"), default=d.seed, help="seed of catalogue and faults")
+    cat.add_argument("--seed", type=typed(int, "seed"), default=d.seed, help="seed of catalogue and faults")
     cat.add_argument(
         "--compress-share",
-        type=_typed(_share, "share"),
+        type=typed(share, "share"),
         default=d.compress_share,
         help="share of packages with PkgSourceFlag=3 (STORAGE_COMPRESS)",
     )
     cat.add_argument(
         "--medium-not-ready-share",
-        type=_typed(_share, "share"),
+        type=typed(share, "share"),
         default=d.medium_not_ready_share,
         help="share of STORAGE_COMPRESS packages whose medium starts not ready",
     )
     cat.add_argument(
         "--medium-ready-after-s",
-        type=_typed(_non_negative_float, "seconds"),
+        type=typed(non_negative_float, "seconds"),
         default=d.medium_ready_after_s,
         help="a not-ready medium becomes ready after this many seconds (default: only when told)",
     )
     cat.add_argument(
         "--medium-ready-after-attempts",
-        type=_typed(_positive_int, "count"),
+        type=typed(positive_int, "count"),
         default=d.medium_ready_after_attempts,
         help="... or after this many failed refresh attempts",
     )
@@ -212,16 +146,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="how a refresh with the medium not ready fails: non-zero ReturnValue or a WMI fault",
     )
     cat.add_argument(
+        "--distmgr-threads",
+        type=typed(positive_int, "count"),
+        default=d.distmgr_threads,
+        help="packages Distribution Manager processes at once (ConfigMgr's 'Maximum number of packages')",
+    )
+    cat.add_argument(
+        "--distmgr-time-per-package-s",
+        # The old flag name: it was a delay per refresh; it is the time per package now.
         "--distmgr-delay-s",
-        type=_typed(_non_negative_float, "seconds"),
-        default=d.distmgr_delay_s,
-        help="delay before an accepted refresh bumps SourceVersion",
+        dest="distmgr_time_per_package_s",
+        type=typed(non_negative_float, "seconds"),
+        default=d.distmgr_time_per_package_s,
+        help="time DistMgr takes per package before SourceVersion goes up (0 = at once); "
+        "accepted refreshes queue FIFO meanwhile, with ActionInProgress = 1",
     )
 
     ops = parser.add_argument_group("operational faults")
     ops.add_argument(
         "--latency-ms",
-        type=_typed(_latency_ms, "milliseconds"),
+        type=typed(latency_ms, "milliseconds"),
         default=d.latency_s * 1000.0,
         help=f"mean latency added to every WS-Man operation (at most {MAX_LATENCY_S * 1000.0:g}); past a "
         "request's OperationTimeout the reply is the w:TimedOut fault",
@@ -234,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ops.add_argument(
         "--fault-rate",
-        type=_fault_rate,
+        type=fault_rate,
         action="append",
         default=[],
         metavar="KIND=RATE",
@@ -242,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ops.add_argument(
         "--max-ops-per-user",
-        type=_typed(_positive_int, "count"),
+        type=typed(positive_int, "count"),
         default=d.max_concurrent_operations_per_user,
         help="concurrent WS-Man operations per user before the quota fault",
     )
@@ -301,7 +245,8 @@ def settings_from_args(args: argparse.Namespace, password: str) -> EmulatorSetti
         medium_ready_after_s=args.medium_ready_after_s,
         medium_ready_after_attempts=args.medium_ready_after_attempts,
         medium_failure_mode=args.medium_failure_mode,
-        distmgr_delay_s=args.distmgr_delay_s,
+        distmgr_threads=args.distmgr_threads,
+        distmgr_time_per_package_s=args.distmgr_time_per_package_s,
         latency_s=args.latency_ms / 1000.0,
         latency_distribution=args.latency_distribution,
         fault_rates=FaultRates(**rates),

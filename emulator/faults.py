@@ -1,4 +1,5 @@
-"""SOAP faults shaped like the ones WinRM and its WMI plugin (WsmWmiPl.dll) send.
+"""SOAP faults shaped like the ones WinRM and its WMI plugin (WsmWmiPl.dll) send (the SMS
+Provider's own situations built on them: emulator.sms_faults).
 
 Shapes follow real captures kept in tests/fixtures/windows/ (see its README for provenance):
 
@@ -18,160 +19,37 @@ codes ([MS-WSMV] 2.2.4.x, wsmerror.h); those are marked "no capture" below.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final, Literal
 
+from emulator.fault_status import ExtendedStatus, HResult, WsmanCode
 from emulator.namespaces import (
     ACTION_ADDRESSING_FAULT,
     ACTION_ENUMERATION_FAULT,
     ACTION_WSMAN_FAULT,
     NS,
-    extended_status_uri,
 )
 from emulator.soap import envelope, escape
 
 __all__ = [
-    "WMI_PROVIDER_NAME",
-    "ExtendedStatus",
-    "HResult",
-    "WsmanCode",
     "access_denied",
     "action_not_supported",
     "cannot_process_filter",
     "filter_dialect_unavailable",
     "generic_failure",
-    "instance_not_found",
     "internal_error",
-    "invalid_class",
     "invalid_enumeration_context",
-    "invalid_query",
     "invalid_selectors",
-    "medium_not_ready",
     "message_header_required",
     "method_not_found",
     "quota_exceeded",
-    "rbac_access_denied",
     "resource_not_found",
     "schema_validation",
-    "site_database_failure",
-    "sms_extended_status",
     "timed_out",
-    "unknown_method",
-    "wmi_extended_status",
 ]
 
 
-class WsmanCode:
-    """WSManFault/@Code values (wsmerror.h, ERROR_WSMAN_*)."""
-
-    RESOURCE_NOT_FOUND: Final = 2150858752
-    INVALID_ACTIONURI: Final = 2150858753
-    PROVIDER_FAILURE: Final = 2150858755
-    MESSAGE_INFORMATION_HEADER_REQUIRED: Final = 2150858769
-    FILTER_DIALECT_REQUESTED_UNAVAILABLE: Final = 2150858777
-    CANNOT_PROCESS_FILTER: Final = 2150858778
-    INVALID_ENUMERATION_CONTEXT: Final = 2150858779
-    OPERATION_TIMEDOUT: Final = 2150858793
-    SCHEMA_VALIDATION_ERROR: Final = 2150858817
-    INSUFFICIENT_SELECTORS: Final = 2150858842
-    UNEXPECTED_SELECTORS: Final = 2150858843
-    WMI_SVC_ACCESS_DENIED: Final = 2150859012
-    WMI_PROVIDER_ACCESS_DENIED: Final = 2150859013
-    QUOTA_MAX_OPERATIONS: Final = 2150859174
-
-
-class HResult:
-    """WMI status codes (WBEMSTATUS) as the unsigned integers WinRM prints."""
-
-    WBEM_E_FAILED: Final = 0x80041001
-    WBEM_E_NOT_FOUND: Final = 0x80041002
-    WBEM_E_ACCESS_DENIED: Final = 0x80041003
-    WBEM_E_INVALID_CLASS: Final = 0x80041010
-    WBEM_E_INVALID_QUERY: Final = 0x80041017
-    WBEM_E_INVALID_METHOD: Final = 0x8004102E
-
-
-# A real SMS_ExtendedStatus (ConfigMgr current branch) names WMI itself as the provider.
-WMI_PROVIDER_NAME: Final = "WinMgmt"
 _PLUGIN: Final = 'provider="WMI Provider" path="%systemroot%\\system32\\WsmWmiPl.dll"'
 _FAULT_DETAIL: Final = "http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/"
-_SMS_PROVIDER_FILE: Final = "D:\\dbs\\sh\\cmgm\\src\\SiteServer\\SDK_Provider\\SMSProv\\sspackage.cpp"
-
-PropertyValue = str | int | None
-
-
-@dataclass(frozen=True, slots=True)
-class ExtendedStatus:
-    """An `__ExtendedStatus` (or subclass) instance for `f:ExtendedError`; properties in order."""
-
-    class_name: str
-    namespace_uri: str
-    properties: tuple[tuple[str, PropertyValue], ...]
-
-    def render(self) -> str:
-        children = "".join(
-            f'<p:{name} xsi:nil="true"/>' if value is None else f"<p:{name}>{escape(str(value))}</p:{name}>"
-            for name, value in self.properties
-        )
-        return (
-            f'<p:{self.class_name} xmlns:xsi="{NS.xsi}" xmlns:p="{escape(self.namespace_uri)}" '
-            f'xmlns:cim="{NS.cim}" xsi:type="p:{self.class_name}_Type">{children}</p:{self.class_name}>'
-        )
-
-
-def wmi_extended_status(
-    site_code: str,
-    *,
-    operation: str,
-    parameter_info: str,
-    status_code: int | None = None,
-    description: str | None = None,
-) -> ExtendedStatus:
-    """`__ExtendedStatus` as WMI itself reports (not found, invalid class, invalid query)."""
-    return ExtendedStatus(
-        class_name="__ExtendedStatus",
-        namespace_uri=extended_status_uri(site_code, "__ExtendedStatus"),
-        properties=(
-            ("Description", description),
-            ("Operation", operation),
-            ("ParameterInfo", parameter_info),
-            ("ProviderName", WMI_PROVIDER_NAME),
-            ("StatusCode", status_code),
-        ),
-    )
-
-
-def sms_extended_status(
-    site_code: str,
-    *,
-    description: str,
-    error_code: int,
-    operation: str,
-    parameter_info: str,
-    status_code: int,
-    line: int,
-    object_info: str | None = None,
-) -> ExtendedStatus:
-    """`SMS_ExtendedStatus` as the SMS Provider reports (every property of the class)."""
-    return ExtendedStatus(
-        class_name="SMS_ExtendedStatus",
-        namespace_uri=extended_status_uri(site_code, "SMS_ExtendedStatus"),
-        properties=(
-            ("CauseInfo", None),
-            ("Description", description),
-            ("ErrorCode", error_code),
-            ("File", _SMS_PROVIDER_FILE),
-            ("Line", line),
-            ("ObjectInfo", object_info),
-            ("Operation", operation),
-            ("ParameterInfo", parameter_info),
-            ("ProviderName", WMI_PROVIDER_NAME),
-            ("SQLMessage", None),
-            ("SQLSeverity", None),
-            ("SQLStatus", None),
-            ("StatusCode", status_code),
-        ),
-    )
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -473,107 +351,3 @@ def internal_error(*, relates_to: str | None, machine: str) -> bytes:
     return _fault(
         ACTION_WSMAN_FAULT, relates_to, code="s:Receiver", subcode="w:InternalError", reason=message, detail=detail
     )
-
-
-# --------------------------------------------------------------------------- situations
-# The SMS Provider's own faults: which WMI status, which extended status, which wording.
-
-_CLASS_MISSING: Final = "The specified class does not exist in the given namespace. "
-
-
-def instance_not_found(
-    *, site_code: str, relates_to: str | None, machine: str, object_path: str, operation: str
-) -> bytes:
-    """GetObject / ExecMethod on a key that no instance of the class has."""
-    extended = wmi_extended_status(
-        site_code, operation=operation, parameter_info=object_path, status_code=HResult.WBEM_E_NOT_FOUND
-    )
-    return resource_not_found(relates_to=relates_to, machine=machine, extended=extended)
-
-
-def invalid_class(
-    *, site_code: str, relates_to: str | None, machine: str, class_name: str, operation: str, query: str | None
-) -> bytes:
-    """A class the namespace does not have: in a query CannotProcessFilter, else not found."""
-    if operation == "ExecQuery":
-        extended = wmi_extended_status(
-            site_code,
-            operation=operation,
-            parameter_info=query or f"select * from {class_name}",  # noqa: S608 - WQL text, not SQL
-            status_code=HResult.WBEM_E_INVALID_CLASS,
-        )
-        return cannot_process_filter(relates_to=relates_to, machine=machine, message=_CLASS_MISSING, extended=extended)
-    extended = wmi_extended_status(
-        site_code, operation=operation, parameter_info=class_name, status_code=HResult.WBEM_E_INVALID_CLASS
-    )
-    return resource_not_found(relates_to=relates_to, machine=machine, message=_CLASS_MISSING, extended=extended)
-
-
-def invalid_query(*, site_code: str, relates_to: str | None, machine: str, message: str, query: str) -> bytes:
-    """WQL that does not parse or names an unknown property (WBEM_E_INVALID_QUERY)."""
-    extended = wmi_extended_status(
-        site_code, operation="ExecQuery", parameter_info=query, status_code=HResult.WBEM_E_INVALID_QUERY
-    )
-    return cannot_process_filter(relates_to=relates_to, machine=machine, message=message, extended=extended)
-
-
-def unknown_method(*, site_code: str, relates_to: str | None, machine: str, object_path: str, method: str) -> bytes:
-    """ExecMethod of a method the class does not define."""
-    extended = wmi_extended_status(
-        site_code,
-        operation="ExecMethod",
-        parameter_info=f"{object_path}::{method}",
-        status_code=HResult.WBEM_E_INVALID_METHOD,
-    )
-    return method_not_found(relates_to=relates_to, machine=machine, extended=extended)
-
-
-def rbac_access_denied(
-    *, site_code: str, relates_to: str | None, machine: str, user: str, object_path: str, operation: str
-) -> bytes:
-    """The account lacks ConfigMgr RBAC rights on this object (SMS Provider, 0x80041003)."""
-    extended = sms_extended_status(
-        site_code,
-        description=f"User {user} does not have permission to access {object_path}.",
-        error_code=0x40480001,
-        operation=operation,
-        parameter_info=object_path,
-        status_code=HResult.WBEM_E_ACCESS_DENIED,
-        line=1874,
-        object_info="CSspSecurity",
-    )
-    return access_denied(relates_to=relates_to, machine=machine, scope="provider", extended=extended)
-
-
-def medium_not_ready(
-    *, site_code: str, relates_to: str | None, machine: str, object_path: str, description: str, error_code: int
-) -> bytes:
-    """RefreshPkgSource of a STORAGE_COMPRESS package whose source medium is not ready."""
-    extended = sms_extended_status(
-        site_code,
-        description=description,
-        error_code=error_code,
-        operation="ExecMethod",
-        parameter_info=object_path,
-        status_code=HResult.WBEM_E_FAILED,
-        line=2112,
-        object_info="CSspPackage::RefreshPkgSource",
-    )
-    return generic_failure(relates_to=relates_to, machine=machine, extended=extended)
-
-
-def site_database_failure(
-    *, site_code: str, relates_to: str | None, machine: str, operation: str, object_path: str
-) -> bytes:
-    """The SMS Provider lost its site database: the injected "generic_failure"."""
-    extended = sms_extended_status(
-        site_code,
-        description="Failed to get a connection to the site database. Error: 0x80004005",
-        error_code=0x40240001,
-        operation=operation,
-        parameter_info=object_path,
-        status_code=HResult.WBEM_E_FAILED,
-        line=731,
-        object_info="CSspConnection",
-    )
-    return generic_failure(relates_to=relates_to, machine=machine, extended=extended)

@@ -6,7 +6,7 @@ lives here with its default so the CLI flags, the README table and in-process us
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Literal
 
 AuthMode = Literal["basic", "ntlm"]
@@ -67,7 +67,13 @@ class EmulatorSettings:
     medium_ready_after_s: float | None = None
     medium_ready_after_attempts: int | None = None
     medium_failure_mode: MediumFailureMode = "return_value"
-    distmgr_delay_s: float = 0.0  # delay before SourceVersion is bumped (ActionInProgress=1 meanwhile)
+    # Distribution Manager: accepted refreshes queue FIFO for `distmgr_threads` workers (ConfigMgr's
+    # "Maximum number of packages", default 3), each taking this long per package (0 = at once).
+    distmgr_threads: int = 3
+    distmgr_time_per_package_s: float = 0.0
+    # The old name of distmgr_time_per_package_s (it was a delay per refresh, with no queue):
+    # accepted at construction and folded in, never stored.
+    distmgr_delay_s: InitVar[float | None] = None
 
     # Operational behaviour.
     latency_s: float = 0.0
@@ -76,3 +82,11 @@ class EmulatorSettings:
     idle_timeout_s: float = 120.0  # HTTP.sys closes idle keep-alive connections (~2 min)
     max_concurrent_operations_per_user: int = 25  # WinRM MaxConcurrentOperationsPerUser is 1500; SMS is tighter
     max_envelope_size_bytes: int = 512_000
+
+    def __post_init__(self, distmgr_delay_s: float | None) -> None:
+        if distmgr_delay_s is None:
+            return
+        if self.distmgr_time_per_package_s not in (0.0, distmgr_delay_s):
+            raise ValueError("distmgr_delay_s is the old name of distmgr_time_per_package_s: give only one")
+        # A frozen dataclass sets its fields through object.__setattr__, as its own __init__ does.
+        object.__setattr__(self, "distmgr_time_per_package_s", distmgr_delay_s)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal
 
-from emulator.catalogue import PROPERTY_NAMES, format_datetime
 from emulator.namespaces import (
     ACTION_ENUMERATE_RESPONSE,
     ACTION_GET_RESPONSE,
@@ -25,6 +24,7 @@ from emulator.namespaces import (
     ANONYMOUS,
     NS,
 )
+from emulator.packages import PROPERTY_NAMES, format_datetime
 from emulator.wql import Value
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""A small WQL parser and evaluator: the subset a client of the SMS Provider sends.
+"""WQL: the query tree, the parser and name resolution (the subset SMS Provider clients send).
 
 Grammar (keywords and identifiers are case-insensitive, as in WMI):
 
@@ -12,17 +12,15 @@ Grammar (keywords and identifiers are case-insensitive, as in WMI):
     operand    := ident | integer | string | TRUE | FALSE | NULL
 
 One side of a comparison must be a property and the other a literal (WQL compares a property
-with a constant). String comparisons and LIKE ignore case, like WMI's. A comparison with a
-null property value is false; `= NULL` / `<> NULL` mean IS [NOT] NULL.
+with a constant). `= NULL` / `<> NULL` mean IS [NOT] NULL. Evaluation: emulator.wql_eval.
 """
 
 from __future__ import annotations
 
-import functools
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 from typing import Final, Literal, TypeAlias
 
 __all__ = [
@@ -36,8 +34,8 @@ __all__ = [
     "Query",
     "Value",
     "WqlError",
-    "evaluate",
     "parse",
+    "parse_int",
     "resolve",
 ]
 
@@ -121,7 +119,7 @@ class Query:
 # --------------------------------------------------------------------------- tokenizer
 
 
-def _parse_int(text: str) -> int:
+def parse_int(text: str) -> int:
     """A decimal or 0x-hexadecimal integer constant (leading zeros allowed, unlike int(x, 0))."""
     text = text.strip()
     return int(text, 16) if "x" in text.lower() else int(text, 10)
@@ -170,7 +168,7 @@ def _tokenize(text: str) -> list[_Token]:
             i = end
             continue
         if kind == "number":
-            tokens.append(_Token("number", lexeme, i, _parse_int(lexeme)))
+            tokens.append(_Token("number", lexeme, i, parse_int(lexeme)))
         elif kind == "ident":
             upper = lexeme.upper()
             tokens.append(
@@ -353,117 +351,3 @@ def resolve(query: Query, class_name: str, property_names: Iterable[str]) -> Que
     properties = None if query.properties is None else tuple(canonical(p) for p in query.properties)
     where = None if query.where is None else _resolve_expr(query.where, canonical)
     return Query(class_name=class_name, properties=properties, where=where)
-
-
-# --------------------------------------------------------------------------- evaluation
-
-_DMTF_RE: Final = re.compile(r"^(\d{14})\.(\d{6})([+-])(\d{3})$")
-
-
-def _parse_datetime(text: str) -> datetime | None:
-    """A WQL datetime constant: DMTF (`20261123100000.000000+000`) or ISO 8601."""
-    match = _DMTF_RE.match(text.strip())
-    if match:
-        minutes = int(match.group(4)) * (1 if match.group(3) == "+" else -1)
-        base = datetime.strptime(match.group(1), "%Y%m%d%H%M%S")
-        tz = timezone(timedelta(minutes=minutes))
-        return base.replace(microsecond=int(match.group(2)), tzinfo=tz)
-    try:
-        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _coerce(  # noqa: PLR0911 - one return per property type
-    actual: int | str | bool | datetime, literal: int | str | bool
-) -> tuple[object, object] | None:
-    """Bring a constant to the property's type, as WMI does; None when they cannot compare."""
-    if isinstance(actual, bool):
-        if isinstance(literal, str):
-            lowered = literal.strip().lower()
-            if lowered not in ("true", "false"):
-                return None
-            return actual, lowered == "true"
-        return actual, bool(literal)
-    if isinstance(actual, int):
-        if isinstance(literal, str):
-            try:
-                return actual, _parse_int(literal)
-            except ValueError:
-                return None
-        return actual, int(literal)
-    if isinstance(actual, datetime):
-        parsed = _parse_datetime(str(literal)) if isinstance(literal, str) else None
-        return None if parsed is None else (actual, parsed)
-    return actual.casefold(), str(literal).casefold()
-
-
-def _compare(op: CompareOp, left: object, right: object) -> bool:
-    # Both sides were coerced to one type by _coerce, so ordering is defined.
-    if op == "=":
-        return left == right
-    if op == "<>":
-        return left != right
-    if op == "<":
-        return bool(left < right)  # type: ignore[operator]
-    if op == ">":
-        return bool(left > right)  # type: ignore[operator]
-    if op == "<=":
-        return bool(left <= right)  # type: ignore[operator]
-    return bool(left >= right)  # type: ignore[operator]
-
-
-@functools.lru_cache(maxsize=256)
-def _like_regex(pattern: str) -> re.Pattern[str]:
-    parts: list[str] = []
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "%":
-            parts.append(".*")
-        elif ch == "_":
-            parts.append(".")
-        elif ch == "[" and "]" in pattern[i + 1 :]:
-            end = pattern.index("]", i + 1)
-            body = pattern[i + 1 : end]
-            negated = body.startswith("^")
-            body = body[1:] if negated else body
-            escaped = "".join("\\" + c if c in "\\]^[" else c for c in body)
-            parts.append(f"[{'^' if negated else ''}{escaped}]" if body else re.escape(pattern[i : end + 1]))
-            i = end
-        else:
-            parts.append(re.escape(ch))
-        i += 1
-    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
-
-
-def _as_text(value: int | str | bool | datetime) -> str:
-    if isinstance(value, datetime):
-        return value.strftime("%Y%m%d%H%M%S.%f+000")
-    return str(value)
-
-
-def evaluate(expr: Expr | None, instance: Mapping[str, Value]) -> bool:  # noqa: PLR0911 - one return per node
-    """Whether an instance (canonical property names) satisfies a resolved condition."""
-    if expr is None:
-        return True
-    if isinstance(expr, Comparison):
-        actual = instance.get(expr.prop)
-        if actual is None:
-            return False
-        coerced = _coerce(actual, expr.value)
-        return coerced is not None and _compare(expr.op, *coerced)
-    if isinstance(expr, Like):
-        actual = instance.get(expr.prop)
-        if actual is None:
-            return False
-        matched = _like_regex(expr.pattern).fullmatch(_as_text(actual)) is not None
-        return matched != expr.negated
-    if isinstance(expr, IsNull):
-        return (instance.get(expr.prop) is None) != expr.negated
-    if isinstance(expr, Not):
-        return not evaluate(expr.item, instance)
-    if isinstance(expr, And):
-        return all(evaluate(item, instance) for item in expr.items)
-    return any(evaluate(item, instance) for item in expr.items)

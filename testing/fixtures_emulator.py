@@ -6,9 +6,11 @@ Module-scoped, one per listener flavour (cheap to share, so do not leave faults 
 * `emulator_basic_https`: Basic over HTTPS with a generated CA (`.ca_cert_path`).
 * `emulator_ntlm`: NTLM with message encryption over plain HTTP (AllowUnencrypted off).
 
-Function-scoped `emulator_factory(**settings_overrides)` starts private emulators (stopped at
+`FakeClock` drives the pure core (Provider, Catalogue) in unit tests. Function-scoped
+`emulator_factory(**settings_overrides)` starts private emulators (stopped at
 teardown) for tests that change faults, quotas or timeouts. `winrm_protocol(emulator)` builds
-the matching pywinrm Protocol (transport, CA trust, no proxy lookup).
+the matching pywinrm Protocol (transport, CA trust, no proxy lookup);
+`emulator_admin_session` a requests session for their `/admin/` API.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from dataclasses import replace
 from typing import Any, Literal, cast
 
 import pytest
+import requests
 from winrm.protocol import Protocol
 
+from emulator.catalogue import Catalogue
 from emulator.server import Emulator
 from emulator.settings import EmulatorSettings
 
@@ -27,10 +31,13 @@ __all__ = [
     "EMULATOR_PASSWORD",
     "EMULATOR_USERNAME",
     "EmulatorFactory",
+    "FakeClock",
+    "emulator_admin_session",
     "emulator_basic_http",
     "emulator_basic_https",
     "emulator_factory",
     "emulator_ntlm",
+    "instance_properties",
     "make_emulator_settings",
     "winrm_protocol",
     "winrm_protocol_for_url",
@@ -44,6 +51,33 @@ _READ_TIMEOUT_S = 10
 _OPERATION_TIMEOUT_S = 5
 
 EmulatorFactory = Callable[..., Emulator]
+
+
+class FakeClock:
+    """A monotonic and a wall clock that only move when told to (pure-logic tests of the emulator)."""
+
+    def __init__(self, *, mono_s: float = 1_000.0, wall_s: float = 1_795_000_000.0) -> None:
+        self.mono_s = mono_s
+        self.wall_s = wall_s  # 2026-11-18, an arbitrary fixed "now"
+
+    def monotonic(self) -> float:
+        return self.mono_s
+
+    def wall(self) -> float:
+        return self.wall_s
+
+    def advance(self, seconds: float) -> None:
+        self.mono_s += seconds
+        self.wall_s += seconds
+
+
+def instance_properties(catalogue: Catalogue, package_id: str) -> dict[str, object]:
+    """A package's current WMI properties, read through its own class (it must exist)."""
+    class_name = catalogue.class_of(package_id)
+    assert class_name is not None
+    instance = catalogue.instance(class_name, package_id)
+    assert instance is not None
+    return dict(instance)
 
 
 def make_emulator_settings(**overrides: Any) -> EmulatorSettings:
@@ -119,6 +153,15 @@ def emulator_factory() -> Iterator[EmulatorFactory]:
     yield start
     for emulator in reversed(started):
         emulator.stop()
+
+
+@pytest.fixture
+def emulator_admin_session() -> Iterator[requests.Session]:
+    """A requests session carrying the test emulators' credentials, for their /admin/ API (HTTP Basic)."""
+    with requests.Session() as session:
+        session.trust_env = False
+        session.auth = (EMULATOR_USERNAME, EMULATOR_PASSWORD)
+        yield session
 
 
 def _module_emulator(**overrides: Any) -> Iterator[Emulator]:

@@ -21,13 +21,15 @@ from celery import Celery
 
 from config.settings import Settings
 
-__all__ = ["REFRESH_TASK", "app", "celery_config", "create_app"]
+__all__ = ["BULK_PUMP_TASK", "BULK_TASK", "REFRESH_TASK", "app", "celery_config", "create_app"]
 
 REFRESH_TASK = "sccm.refresh_package"
-# Imported by the worker at start: the task, and the hook that sets pool-dependent settings;
+BULK_TASK = "sccm.bulk_refresh"  # enumerate a bulk's packages and start feeding its children
+BULK_PUMP_TASK = "sccm.bulk_pump"  # a bulk's safety net: refill, re-send, drain, finish
+# Imported by the worker at start: the tasks, and the hook that sets pool-dependent settings;
 # then operations: the liveness probe task, and the log format hook (imported before Celery
 # sets logging up, so JSON logs cover the worker's first line).
-TASK_MODULES = ["tasks.refresh", "worker.consumer", "ops.health", "ops.logs"]
+TASK_MODULES = ["tasks.refresh", "tasks.bulk", "worker.consumer", "ops.health", "ops.logs"]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

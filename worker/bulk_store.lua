@@ -1,17 +1,31 @@
 -- A bulk job: its record, the pending children, the taken (outstanding) ones, exact counts.
 -- KEYS: 1 record (hash), 2 pending (list "<child id> <spec JSON>"), 3 taken (hash child id -> spec JSON),
---       4 heartbeats (zset child id -> last sign of life), 5 children (set: ids appended, while enumerating)
+--       4 heartbeats (zset child id -> last sign of life), 5 children (set: ids appended, while enumerating),
+--       6 the jobs-by-state gauge for /metrics (hash state -> jobs; no TTL: one field per state)
 -- ARGV: 1 operation, 2 now ('' = Redis TIME), 3 key ttl (s), then the operation's arguments (below).
-local RECORD, PENDING, TAKEN, HEARTBEATS, CHILDREN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local RECORD, PENDING, TAKEN, HEARTBEATS, CHILDREN, BY_STATE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local op = ARGV[1]
 local now = clock(ARGV[2])
 local ttl_s = tonumber(ARGV[3])
 
 -- Every key of a bulk expires ttl_s after the bulk's last write (missing keys are skipped).
 local function keep()
-  for i = 1, #KEYS do
+  for i = 1, 5 do
     redis.call('EXPIRE', KEYS[i], ttl_s)
   end
+end
+
+-- Every state change goes through here, so the jobs-by-state gauge stays exact.
+local function set_state(new)
+  local old = redis.call('HGET', RECORD, 'state')
+  if old == new then
+    return
+  end
+  if old then
+    redis.call('HINCRBY', BY_STATE, old, -1)
+  end
+  redis.call('HINCRBY', BY_STATE, new, 1)
+  redis.call('HSET', RECORD, 'state', new)
 end
 
 local function snapshot()
@@ -48,7 +62,7 @@ local function maybe_finish()
     return 0
   end
   if state() == 'running' then
-    redis.call('HSET', RECORD, 'state', 'done')
+    set_state('done')
   end
   redis.call('HSET', RECORD, 'finished_at', num(now))
   return 1
@@ -78,7 +92,8 @@ if op == 'create' then
     return {0, 0, snapshot()}
   end
   redis.call('HSET', RECORD, 'bulk_id', ARGV[4], 'site_code', ARGV[5], 'criteria', ARGV[6],
-    'state', 'enumerating', 'enumeration_done', '0', 'enqueued', 0, 'started_at', num(now))
+    'enumeration_done', '0', 'enqueued', 0, 'started_at', num(now))
+  set_state('enumerating')
   keep()
   return {1, 0, snapshot()}
 end
@@ -107,7 +122,7 @@ if op == 'append' then
 elseif op == 'enumeration_done' then
   local current = state()
   if current == 'enumerating' then
-    redis.call('HSET', RECORD, 'state', 'running')
+    set_state('running')
   end
   close_enumeration()
   local last = maybe_finish()
@@ -155,7 +170,7 @@ elseif op == 'stop' then
   local current = state()
   local applied = 0
   if current == 'enumerating' or current == 'running' then
-    redis.call('HSET', RECORD, 'state', ARGV[4])
+    set_state(ARGV[4])
     if ARGV[4] == 'failed' then
       redis.call('HSET', RECORD, 'error', ARGV[5])
     end
@@ -165,6 +180,19 @@ elseif op == 'stop' then
   local last = maybe_finish()
   keep()
   return {applied, last, snapshot()}
+
+elseif op == 'dry_run_done' then
+  -- ARGV: 4 matching packages, 5 the first of them (JSON). A dry run refreshes nothing: it ends
+  -- done at once, with the count as its total and nothing pending.
+  if state() ~= 'enumerating' then
+    return {0, 0, snapshot()}
+  end
+  redis.call('HSET', RECORD, 'dry_run', '1', 'enumeration_done', '1', 'total', ARGV[4], 'sample', ARGV[5],
+    'finished_at', num(now))
+  redis.call('DEL', CHILDREN)
+  set_state('done')
+  keep()
+  return {1, 1, snapshot()}
 
 elseif op == 'heartbeat' then
   -- ARGV: 4 child id. Only an outstanding child has a heartbeat to refresh.

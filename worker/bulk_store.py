@@ -124,6 +124,9 @@ class BulkRecord:
     finished_at: datetime | None = None
     criteria: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    dry_run: bool = False
+    # A dry run's first matching packages (what a real run would refresh first).
+    sample: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def finished_children(self) -> int:
@@ -262,6 +265,20 @@ class BulkStore:
         while children := self.drain_cancelled(bulk_id, max_count=batch):
             yield children
 
+    def dry_run_done(
+        self, bulk_id: str, total: int, sample: list[dict[str, Any]], *, now_s: float | None = None
+    ) -> BulkUpdate:
+        """End a dry run: `done` at once, `total` matching packages, the first ones as `sample`."""
+        if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+            raise ValueError(f"total must be a non-negative integer, got {total!r}")
+        sample_json = json.dumps(sample, separators=(",", ":"), sort_keys=True, allow_nan=False)
+        return _update(self._run(bulk_id, "dry_run_done", now_s, total, sample_json))
+
+    def states(self) -> dict[str, int]:
+        """How many bulk jobs are in each state (a gauge kept by every state change: O(1))."""
+        raw = self._redis.hgetall(self._keys.bulk_states)
+        return {(k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in raw.items()}
+
     def is_cancelled(self, bulk_id: str) -> bool:
         """Cheap check for a child about to start: True when the bulk was cancelled (it then ends `cancelled`)."""
         return self._redis.hget(self._keys.bulk_keys(_checked_bulk_id(bulk_id)).record, "state") == "cancelled"
@@ -281,7 +298,7 @@ class BulkStore:
     def _run(self, bulk_id: str, op: str, now_s: float | None, *args: str | int) -> Any:
         keys = self._keys.bulk_keys(_checked_bulk_id(bulk_id))
         try:
-            return self._script(keys=list(keys), args=[op, epoch_arg(now_s), self._ttl_s, *args])
+            return self._script(keys=[*keys, self._keys.bulk_states], args=[op, epoch_arg(now_s), self._ttl_s, *args])
         except ResponseError as exc:
             if str(exc).startswith(_NO_BULK):
                 raise BulkNotFoundError(f"no bulk job {bulk_id!r}") from None
@@ -334,6 +351,8 @@ def _record(snapshot: Any) -> BulkRecord:
         finished_at=_time(data.get("finished_at")),
         criteria=json.loads(data.get("criteria") or "{}"),
         error=data.get("error"),
+        dry_run=data.get("dry_run") == "1",
+        sample=json.loads(data.get("sample") or "[]"),
     )
 
 

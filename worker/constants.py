@@ -13,9 +13,11 @@ from typing import NamedTuple
 
 __all__ = [
     "BULK_CHILDREN",
+    "BULK_FINAL_MARKER",
     "BULK_HEARTBEATS",
     "BULK_PENDING",
     "BULK_RECORD",
+    "BULK_STATES",
     "BULK_TAKEN",
     "COALESCE_FOLLOWERS",
     "COALESCE_LEADER",
@@ -50,11 +52,13 @@ __all__ = [
     "STATE_FIELD_STREAM_ID",
     "STATE_FIELD_UPDATED_AT",
     "STREAM_FIELD_FINAL",
+    "STREAM_FIELD_KIND",
     "STREAM_FIELD_OUTCOME",
     "STREAM_FIELD_PACKAGE_ID",
     "STREAM_FIELD_REQUEST_ID",
     "STREAM_FIELD_SITE_CODE",
     "STREAM_FIELD_STATUS",
+    "STREAM_KIND_BULK",
     "BulkKeys",
     "RedisKeys",
     "SlotKeys",
@@ -66,7 +70,7 @@ __all__ = [
 DEFAULT_PREFIX = "sccm-refresh"
 
 OUTCOME_SCHEMA_NAME = "sccm-refresh.outcome"
-OUTCOME_SCHEMA_VERSION = 1
+OUTCOME_SCHEMA_VERSION = 2
 
 # Key templates ("{prefix}" and friends are filled in by RedisKeys).
 OUTCOME_STREAM = "{prefix}:outcomes"  # XADD, trimmed with MAXLEN ~
@@ -104,6 +108,8 @@ BULK_PENDING = "{prefix}:bulk:{bulk_id}:pending"  # list "<child request id> <sp
 BULK_TAKEN = "{prefix}:bulk:{bulk_id}:taken"  # hash child request id -> spec JSON: outstanding children
 BULK_HEARTBEATS = "{prefix}:bulk:{bulk_id}:heartbeats"  # zset child request id -> last sign of life
 BULK_CHILDREN = "{prefix}:bulk:{bulk_id}:children"  # set of child ids appended (dedupe while enumerating)
+BULK_FINAL_MARKER = "{prefix}:bulk-final:{bulk_id}"  # string (stream id), TTL: the bulk outcome published once
+BULK_STATES = "{prefix}:metrics:bulks"  # hash state -> bulk jobs in it (kept by bulk_store.lua)
 
 # Worker liveness probe (ops/health.py): the probe task pushes its node name here; the checker
 # BLPOPs it and deletes it. TTL'd in case the checker gave up before the reply came.
@@ -111,6 +117,8 @@ HEALTH_PROBE_REPLY = "{prefix}:health:{token}"
 
 # Flat fields of a stream entry, next to the full JSON, so consumers can filter cheaply.
 STREAM_FIELD_OUTCOME = "outcome"
+STREAM_FIELD_KIND = "kind"  # "request" (an outcome document) or "bulk" (a bulk job's final outcome)
+STREAM_KIND_BULK = "bulk"
 STREAM_FIELD_REQUEST_ID = "request_id"
 STREAM_FIELD_PACKAGE_ID = "package_id"
 STREAM_FIELD_SITE_CODE = "site_code"
@@ -268,6 +276,15 @@ class RedisKeys:
         if not is_request_id_key_part(leader_request_id):
             raise ValueError(f"request_id cannot be part of a Redis key: {leader_request_id[:40]!r}")
         return COALESCE_TO_PUBLISH.format(prefix=self.prefix, request_id=leader_request_id)
+
+    def bulk_final_marker(self, bulk_id: str) -> str:
+        if not is_bulk_id(bulk_id):
+            raise ValueError(f"bulk_id cannot be part of a Redis key: {str(bulk_id)[:40]!r}")
+        return BULK_FINAL_MARKER.format(prefix=self.prefix, bulk_id=bulk_id)
+
+    @property
+    def bulk_states(self) -> str:
+        return BULK_STATES.format(prefix=self.prefix)
 
     def bulk_keys(self, bulk_id: str) -> BulkKeys:
         """The keys of one bulk job."""

@@ -53,7 +53,16 @@ MAX_NAME_PATTERN_CHARS: Final = 256
 MAX_IDS_PER_QUERY: Final = 200
 MAX_QUERY_CHARS: Final = 8192
 DEFAULT_PACKAGE_CLASSES: Final = tuple(name for name in PACKAGE_CLASSES if name != TASK_SEQUENCE_CLASS)
-ENUMERATION_PROPERTIES: Final = ("PackageID", "Name", "PackageType", "PkgSourceFlag", "SourceVersion")
+# What a child needs to skip its first Get: the invoke fence's snapshot and the outcome's name.
+ENUMERATION_PROPERTIES: Final = (
+    "PackageID",
+    "Name",
+    "PackageType",
+    "PkgSourceFlag",
+    "SourceVersion",
+    "LastRefreshTime",
+    "ActionInProgress",
+)
 _NAME_PROPERTY: Final = "Name"
 _FLAG_PROPERTY: Final = "PkgSourceFlag"
 _FLAG_VALUES: Final = frozenset(int(flag) for flag in PkgSourceFlag)

@@ -14,8 +14,18 @@ the outcomes to publish, in order, then what becomes of the message:
 final outcome); the Celery task in tasks/refresh.py only hands it the message.
 
 The delivery goes through `STEPS` in order; each step either decides (returns a Plan) or fills
-in the context and passes (returns None). Adding a concern (take a provider slot, join an
-in-flight refresh of the same package, count toward a bulk job) is adding one function there.
+in the context and passes (returns None):
+
+    admit          validate the message                         -> rejected
+    redelivery     the request already ended                    -> Drop (and any unpublished joined finals)
+    wake_early     a long wait split into hops                  -> Requeue, no provider call
+    bulk_child     a child of a cancelled bulk, never attempted -> cancelled
+    coalesce       a refresh of the package is already pending  -> join it: Requeue as its watcher
+    provider_slot  the site's concurrency cap is reached        -> Requeue when a slot should be free
+    attempt        Get, fence, Invoke, verify                   -> the success, with its followers' finals
+    decide         after a failed attempt                       -> retrying + Requeue, or the failure
+
+Adding a concern is adding one function there.
 
 Keying: a valid request is known by its `request_id` (default: the task id). A message that
 cannot be trusted still gets a findable answer: its rejection is keyed by the offered
@@ -35,6 +45,9 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from config.settings import Settings
+from worker.bulk_store import child_request_id
+from worker.coalesce import Closed, Follower, Joined, Leader
+from worker.constants import is_bulk_id
 from worker.decide import decide_after_error, wake_early
 from worker.errors import (
     ConfigError,
@@ -44,10 +57,11 @@ from worker.errors import (
     RefreshError,
 )
 from worker.fence import FenceSnapshot
-from worker.outcomes import AttemptInfo, Outcome, RequestInfo
+from worker.outcomes import AttemptInfo, Outcome, RequestInfo, format_timestamp, parse_timestamp
 from worker.packages import PackageInfo, validate_package_class, validate_package_id, validate_site_code
 from worker.refresh import RefreshClient, attempt_refresh
 from worker.request import RETRY_STATE_KWARG, RefreshRequest, RetryState, is_valid_id, parse_request
+from worker.slots import PRIORITY_BULK, PRIORITY_SINGLE, Granted, Lease, Wait
 
 __all__ = [
     "STEPS",
@@ -85,6 +99,38 @@ class Delivery:
 class FinalLookup(Protocol):
     def final_recorded(self, request_id: str) -> bool: ...
 
+    def final_outcome(self, request_id: str) -> Outcome | None: ...
+
+
+class Coalescing(Protocol):
+    """worker.coalesce.Coalescer: one pending refresh per package."""
+
+    def claim(
+        self, site_code: str, package_id: str, request_id: str, info: Mapping[str, Any], *, ttl_s: float
+    ) -> Leader | Joined: ...
+
+    def close(self, site_code: str, package_id: str, leader_id: str) -> Closed: ...
+
+    def pending_followers(self, leader_id: str) -> tuple[Follower, ...]: ...
+
+    def ack_follower(self, leader_id: str, follower_request_id: str) -> bool: ...
+
+
+class Slots(Protocol):
+    """worker.slots.ProviderSlots: the per-provider concurrency cap."""
+
+    def try_acquire(self, site_code: str, holder_id: str, limit: int, *, priority: int) -> Granted | Wait: ...
+
+    def release(self, lease: Lease) -> bool: ...
+
+
+class BulkChildren(Protocol):
+    """worker.bulk_store.BulkStore, as a child sees its bulk."""
+
+    def is_cancelled(self, bulk_id: str) -> bool: ...
+
+    def child_heartbeat(self, bulk_id: str, child_request_id: str) -> bool: ...
+
 
 class Fences(Protocol):
     def read(self, request_id: str) -> FenceSnapshot | None: ...
@@ -120,6 +166,13 @@ class DeliveryDeps:
     # Exceptions that interrupt an attempt from outside (Celery's soft time limit): the attempt
     # counts as timed out, like a provider that never answered.
     interruptions: tuple[type[BaseException], ...] = ()
+    # Optional steps: without them a request neither coalesces, nor waits for a slot, nor counts
+    # toward a bulk (unit tests of the core steps leave them out).
+    coalescer: Coalescing | None = None
+    slots: Slots | None = None
+    bulks: BulkChildren | None = None
+    # Told of every final outcome once it is recorded (a bulk counts its children there).
+    on_final: Callable[[Outcome], None] | None = None
 
 
 # -- what goes out ------------------------------------------------------------------------------
@@ -153,6 +206,9 @@ class Plan:
     # Identifies a rejected message, so its rejection is recorded once per message.
     message_key: str | None = None
     request_id: str | None = None
+    # Set when `outcomes` include the finals of requests that joined this one: once they are
+    # published, the leader's hand-over list can be cleared.
+    followers_of: str | None = None
 
 
 # -- the steps ----------------------------------------------------------------------------------
@@ -181,6 +237,8 @@ class _Context:
     state: RetryState = field(default_factory=RetryState)
     seen: _Seen = field(default_factory=_Seen)
     error: RefreshError | None = None
+    lease: Lease | None = None
+    leads: bool = False
 
     @property
     def valid(self) -> RefreshRequest:
@@ -231,10 +289,20 @@ def _admit(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
 
 
 def _redelivery(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
-    """A message delivered again after its request ended has nothing left to do."""
-    if deps.finals.final_recorded(ctx.request_id):
-        return Plan(then=Drop("already has its final outcome; redelivery dropped"), request_id=ctx.request_id)
-    return None
+    """A message delivered again after its request ended has nothing left to do.
+
+    Except when it led a coalesced refresh and died before its followers' finals were all
+    published: those are published now, from its own final outcome.
+    """
+    if not deps.finals.final_recorded(ctx.request_id):
+        return None
+    drop = Drop("already has its final outcome; redelivery dropped")
+    final = deps.finals.final_outcome(ctx.request_id) if deps.coalescer is not None else None
+    followers = deps.coalescer.pending_followers(ctx.request_id) if deps.coalescer and final else ()
+    if final is None or not followers:
+        return Plan(then=drop, request_id=ctx.request_id)
+    joined = tuple(_joined_final(final, follower) for follower in followers)
+    return Plan(joined, drop, request_id=ctx.request_id, followers_of=ctx.request_id)
 
 
 def _wake_early(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
@@ -245,12 +313,65 @@ def _wake_early(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     return Plan(then=Requeue(early, _retry_kwargs(ctx, ctx.state)), request_id=ctx.request_id)
 
 
+def _bulk_child(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
+    """A bulk's child says it is alive; a child of a cancelled bulk that never ran ends `cancelled`."""
+    bulk_id = _bulk_of(ctx)
+    if bulk_id is None or deps.bulks is None:
+        return None
+    deps.bulks.child_heartbeat(bulk_id, ctx.request_id)
+    if ctx.state.attempts > 0 or not deps.bulks.is_cancelled(bulk_id):
+        return None
+    outcome = Outcome.cancelled(_request_info(ctx), _run(ctx, deps))
+    return Plan((outcome,), Done(), request_id=ctx.request_id)
+
+
+def _coalesce(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
+    """Join the package's pending refresh instead of refreshing again (until it is accepted).
+
+    A joined request's final outcome is published by the request it joined, when that one ends.
+    Meanwhile its message waits as a watcher: it wakes every `max_countdown_s`, and if the
+    leader vanished (its marker expired: a worker died and its message was lost) it claims
+    again, leading or joining whoever leads now. Nothing waits forever.
+    """
+    if deps.coalescer is None:
+        return None
+    request, limits = ctx.valid, deps.settings.limits
+    claim = deps.coalescer.claim(
+        request.site_code,
+        request.package_id,
+        ctx.request_id,
+        _follower_info(ctx),
+        ttl_s=float(limits.visibility_timeout_s + limits.max_countdown_s),
+    )
+    if isinstance(claim, Leader):
+        ctx.leads = True
+        return None
+    log.info("request %s joined the pending refresh %s", ctx.request_id, claim.leader_request_id)
+    watch = Requeue(float(limits.max_countdown_s), _retry_kwargs(ctx, ctx.state))
+    return Plan(then=watch, request_id=ctx.request_id)
+
+
+def _provider_slot(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
+    """Take one of the site's provider slots, or wait (not holding a thread) for one to free."""
+    if deps.slots is None:
+        return None
+    request = ctx.valid
+    limit = deps.settings.provider(request.site_code).max_concurrency
+    priority = PRIORITY_BULK if _bulk_of(ctx) is not None else PRIORITY_SINGLE
+    answer = deps.slots.try_acquire(request.site_code, ctx.request_id, limit, priority=priority)
+    if isinstance(answer, Granted):
+        ctx.lease = answer.lease
+        return None
+    return Plan(then=Requeue(answer.retry_after_s, _retry_kwargs(ctx, ctx.state)), request_id=ctx.request_id)
+
+
 def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     """Get, fence, Invoke, verify. Success decides; an error is left for `_decide`."""
     request, limits = ctx.valid, deps.settings.limits
     ctx.state = ctx.state.evolve(attempts=ctx.state.attempts + 1, not_before=None)
     ctx.seen = _Seen(name=ctx.state.package_name, version_before=ctx.state.source_version_before)
     request_id = ctx.request_id
+    hint = request.package_hint
     try:
         result = attempt_refresh(
             deps.provider(request.site_code),
@@ -260,6 +381,7 @@ def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
             verify_poll_s=limits.verify_poll_s,
             known_version_before=ctx.state.source_version_before,
             on_package=ctx.seen.record,
+            known_package=hint.package(request.package_class, request.package_id) if hint else None,
             fence=_BoundFence(deps.fences, request_id),
             invoke_retry=deps.settings.retry.in_call,
             sleep=deps.sleep,
@@ -272,6 +394,9 @@ def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     except deps.interruptions:
         ctx.error = OperationTimeoutError("task soft time limit reached during the WS-Man exchange")
         return None
+    finally:
+        if ctx.lease is not None and deps.slots is not None:
+            deps.slots.release(ctx.lease)
     if result.confirmed_earlier_invoke:
         log.info("request %s: an earlier RefreshPkgSource had landed; not invoking again", request_id)
     ctx.seen.name = result.package.name
@@ -281,7 +406,7 @@ def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
         source_version_before=result.source_version_before,
         source_version_after=result.source_version_after,
     )
-    return Plan((outcome,), Done(), request_id=request_id)
+    return _ending(ctx, deps, outcome)
 
 
 def _decide(ctx: _Context, deps: DeliveryDeps) -> Plan:
@@ -317,10 +442,63 @@ def _decide(ctx: _Context, deps: DeliveryDeps) -> Plan:
     final = Outcome.final_failure(
         info, run, error, return_value=error.return_value, source_version_before=ctx.seen.version_before
     )
-    return Plan((final,), Done(), request_id=ctx.request_id)
+    return _ending(ctx, deps, final)
 
 
-STEPS: tuple[Step, ...] = (_admit, _redelivery, _wake_early, _attempt, _decide)
+STEPS: tuple[Step, ...] = (
+    _admit,
+    _redelivery,
+    _wake_early,
+    _bulk_child,
+    _coalesce,
+    _provider_slot,
+    _attempt,
+    _decide,
+)
+
+
+def _ending(ctx: _Context, deps: DeliveryDeps, final: Outcome) -> Plan:
+    """The request's final outcome, and, if it led a coalesced refresh, its followers' finals too."""
+    if not ctx.leads or deps.coalescer is None:
+        return Plan((final,), Done(), request_id=ctx.request_id)
+    request = ctx.valid
+    closed = deps.coalescer.close(request.site_code, request.package_id, ctx.request_id)
+    joined = tuple(_joined_final(final, follower) for follower in closed.followers)
+    return Plan((final, *joined), Done(), request_id=ctx.request_id, followers_of=ctx.request_id)
+
+
+def _joined_final(final: Outcome, follower: Follower) -> Outcome:
+    info = follower.info
+    requested_at = info.get("requested_at")
+    return final.joined_by(
+        RequestInfo(
+            request_id=follower.request_id,
+            site_code=final.site_code,
+            package_class=final.package_class,
+            package_id=final.package_id,
+            requested_at=parse_timestamp(requested_at) if isinstance(requested_at, str) else final.requested_at,
+            correlation_id=info.get("correlation_id") if is_valid_id(info.get("correlation_id")) else None,
+            task_id=info.get("task_id") if is_valid_id(info.get("task_id")) else None,
+        )
+    )
+
+
+def _follower_info(ctx: _Context) -> dict[str, Any]:
+    """What the leader needs to publish this request's final if it joins (its own ids and time)."""
+    info = _request_info(ctx)
+    return {
+        "correlation_id": info.correlation_id,
+        "task_id": info.task_id,
+        "requested_at": format_timestamp(info.requested_at),
+    }
+
+
+def _bulk_of(ctx: _Context) -> str | None:
+    """The bulk id when this request is a bulk's child (its id is `<bulk id>:<PackageID>`)."""
+    bulk_id = ctx.valid.correlation_id
+    if bulk_id is None or not is_bulk_id(bulk_id):
+        return None
+    return bulk_id if ctx.request_id == child_request_id(bulk_id, ctx.valid.package_id) else None
 
 
 # -- plans for messages we cannot trust ------------------------------------------------------

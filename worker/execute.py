@@ -60,7 +60,7 @@ def run_delivery(
     later_s = min(PUBLISH_REQUEUE_S, float(deps.settings.limits.max_countdown_s))
     try_later: tuple[type[BaseException], ...] = (_FinalNotPublishedError, RedisError, *deps.interruptions)
     try:
-        return _execute(handle_delivery(delivery, deps), outcomes, requeue)
+        return _execute(handle_delivery(delivery, deps), outcomes, requeue, deps)
     except control_flow:
         raise
     except try_later as exc:
@@ -75,14 +75,14 @@ def run_delivery(
             "".join(traceback.format_tb(exc.__traceback__)),
         )
         try:
-            _execute(internal_failure_plan(delivery, exc, deps), outcomes, requeue)
+            _execute(internal_failure_plan(delivery, exc, deps), outcomes, requeue, deps)
         except _FinalNotPublishedError:
             requeue(delivery.kwargs, later_s)
         # Celery marks the task failed (Flower shows it); the outcome is already recorded.
         raise InternalError(f"internal error: {type(exc).__name__}") from None
 
 
-def _execute(plan: Plan, outcomes: OutcomeSink, requeue: Requeuer) -> dict[str, Any]:
+def _execute(plan: Plan, outcomes: OutcomeSink, requeue: Requeuer, deps: DeliveryDeps) -> dict[str, Any]:
     summary: dict[str, Any] = {"request_id": plan.request_id}
     for outcome in plan.outcomes:
         try:
@@ -91,6 +91,8 @@ def _execute(plan: Plan, outcomes: OutcomeSink, requeue: Requeuer) -> dict[str, 
             if outcome.final:
                 raise _FinalNotPublishedError from exc
             log.warning("retrying event for %s not published: %s", outcome.request_id, type(exc).__name__)
+            continue
+        _after_final(plan, outcome, deps)
         # What Celery logs and Flower shows as the task's result: short, and nothing a producer sent.
         summary = {
             "request_id": outcome.request_id,
@@ -105,6 +107,16 @@ def _execute(plan: Plan, outcomes: OutcomeSink, requeue: Requeuer) -> dict[str, 
         log.info("request %s %s", plan.request_id, then.reason)
         return {"request_id": plan.request_id, "already_final": True}
     return summary
+
+
+def _after_final(plan: Plan, outcome: Outcome, deps: DeliveryDeps) -> None:
+    """What follows a final outcome being recorded: its bulk counts it; a leader forgets a follower."""
+    if not outcome.final:
+        return
+    if deps.on_final is not None:
+        deps.on_final(outcome)
+    if plan.followers_of is not None and outcome.joined_request_id is not None and deps.coalescer is not None:
+        deps.coalescer.ack_follower(plan.followers_of, outcome.request_id)
 
 
 def _cause(exc: BaseException) -> str:

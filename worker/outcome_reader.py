@@ -16,6 +16,7 @@ from typing import Any
 from redis import Redis
 
 from worker import constants as k
+from worker.bulk_outcomes import BULK_OUTCOME_SCHEMA, BulkOutcome
 from worker.constants import REJECTED_MARKER_PREFIX, RedisKeys
 from worker.outcomes import Outcome, parse_timestamp
 
@@ -24,8 +25,10 @@ __all__ = [
     "PackageState",
     "RequestState",
     "StreamEntry",
+    "StreamEvent",
     "final_stream_id",
     "latest_state",
+    "read_events",
     "read_stream",
     "request_state",
     "subscribe",
@@ -69,8 +72,33 @@ def read_stream(
     for _stream, items in _stream_items(reply):
         for stream_id, fields in items:
             data = {_text(name): value for name, value in fields.items()}
+            if _text(data.get(k.STREAM_FIELD_KIND, "")) == k.STREAM_KIND_BULK:
+                continue  # a bulk job's final outcome: read_events returns those
             entries.append(StreamEntry(_text(stream_id), Outcome.from_json(data[k.STREAM_FIELD_OUTCOME])))
     return entries
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """Any entry of the outcome stream: a request outcome or a bulk job's final outcome."""
+
+    stream_id: str
+    outcome: Outcome | BulkOutcome
+
+
+def read_events(
+    redis: Redis, keys: RedisKeys, *, after_id: str = "0-0", count: int = 100, block_ms: int | None = None
+) -> list[StreamEvent]:
+    """Like `read_stream`, bulk outcomes included (what a live view shows)."""
+    reply = redis.xread({keys.outcome_stream: after_id}, count=count, block=block_ms)
+    events: list[StreamEvent] = []
+    for _stream, items in _stream_items(reply):
+        for stream_id, fields in items:
+            data = {_text(name): value for name, value in fields.items()}
+            raw = data[k.STREAM_FIELD_OUTCOME]
+            bulk = _text(data.get(k.STREAM_FIELD_KIND, "")) == k.STREAM_KIND_BULK
+            events.append(StreamEvent(_text(stream_id), BulkOutcome.from_json(raw) if bulk else Outcome.from_json(raw)))
+    return events
 
 
 def latest_state(redis: Redis, keys: RedisKeys, site_code: str, package_id: str) -> PackageState | None:
@@ -151,7 +179,19 @@ class OutcomeSubscription:
         while (remaining := deadline - time.monotonic()) > 0:
             message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=remaining)
             if message is not None and _text(message["type"]) == "message":
+                if _is_bulk_document(message["data"]):
+                    continue  # a bulk job's final outcome; `get_any` returns those too
                 return Outcome.from_json(message["data"])
+        return None
+
+    def get_any(self, timeout_s: float) -> Outcome | BulkOutcome | None:
+        """The next message, a request outcome or a bulk job's final outcome."""
+        deadline = time.monotonic() + timeout_s
+        while (remaining := deadline - time.monotonic()) > 0:
+            message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=remaining)
+            if message is not None and _text(message["type"]) == "message":
+                data = message["data"]
+                return BulkOutcome.from_json(data) if _is_bulk_document(data) else Outcome.from_json(data)
         return None
 
     def iter(self, *, idle_timeout_s: float, max_messages: int | None = None) -> Iterator[Outcome]:
@@ -182,6 +222,11 @@ class OutcomeSubscription:
 def subscribe(redis: Redis, keys: RedisKeys, *, confirm_timeout_s: float = 5.0) -> OutcomeSubscription:
     """Subscribe to the live channel (use as a context manager)."""
     return OutcomeSubscription(redis, keys, confirm_timeout_s=confirm_timeout_s)
+
+
+def _is_bulk_document(data: Any) -> bool:
+    # Cheaper than a full parse: the schema name sits in the first bytes of every document.
+    return f'"schema":"{BULK_OUTCOME_SCHEMA}"' in _text(data)[:64]
 
 
 def _stream_items(reply: Any) -> list[tuple[Any, Any]]:

@@ -52,7 +52,7 @@ if update_request and not is_final then
   end
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[11], '*',
-  '$s_outcome', ARGV[1], '$s_request_id', ARGV[2], '$s_package_id', ARGV[3],
+  '$s_outcome', ARGV[1], '$s_kind', 'request', '$s_request_id', ARGV[2], '$s_package_id', ARGV[3],
   '$s_site_code', ARGV[4], '$s_status', ARGV[5], '$s_final', ARGV[6])
 if update_state then
   redis.call('HSET', KEYS[2], '$f_status', ARGV[5], '$f_request_id', ARGV[2], '$f_final', ARGV[6],

@@ -29,6 +29,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_de
 
 from config.settings import LimitSettings
 from worker import constants as k
+from worker.bulk_outcomes import BulkOutcome
 from worker.constants import REJECTED_MARKER_PREFIX, RedisKeys
 from worker.outcomes import STATUS_REJECTED, Outcome, format_timestamp
 
@@ -71,9 +72,21 @@ def latency_bucket(seconds: float) -> str:
     return LATENCY_BUCKET_INF
 
 
-_PUBLISH_LUA: Final = Template(
-    resources.files("worker").joinpath("outcome_writer.lua").read_text(encoding="utf-8")
-).substitute(
+def _script(name: str) -> Template:
+    return Template(resources.files("worker").joinpath(name).read_text(encoding="utf-8"))
+
+
+_STREAM_FIELDS: Final = {
+    "s_outcome": k.STREAM_FIELD_OUTCOME,
+    "s_request_id": k.STREAM_FIELD_REQUEST_ID,
+    "s_package_id": k.STREAM_FIELD_PACKAGE_ID,
+    "s_site_code": k.STREAM_FIELD_SITE_CODE,
+    "s_status": k.STREAM_FIELD_STATUS,
+    "s_final": k.STREAM_FIELD_FINAL,
+    "s_kind": k.STREAM_FIELD_KIND,
+}
+_PUBLISH_LUA: Final = _script("outcome_writer.lua").substitute(
+    _STREAM_FIELDS,
     f_status=k.STATE_FIELD_STATUS,
     f_request_id=k.STATE_FIELD_REQUEST_ID,
     f_final=k.STATE_FIELD_FINAL,
@@ -83,15 +96,10 @@ _PUBLISH_LUA: Final = Template(
     f_requested_at=k.STATE_FIELD_REQUESTED_AT,
     f_attempt=k.STATE_FIELD_ATTEMPT,
     f_stream_id=k.STATE_FIELD_STREAM_ID,
-    s_outcome=k.STREAM_FIELD_OUTCOME,
-    s_request_id=k.STREAM_FIELD_REQUEST_ID,
-    s_package_id=k.STREAM_FIELD_PACKAGE_ID,
-    s_site_code=k.STREAM_FIELD_SITE_CODE,
-    s_status=k.STREAM_FIELD_STATUS,
-    s_final=k.STREAM_FIELD_FINAL,
     rejected_prefix=REJECTED_MARKER_PREFIX,
     rejected_prefix_len=len(REJECTED_MARKER_PREFIX),
 )
+_BULK_LUA: Final = _script("bulk_outcome_writer.lua").substitute(_STREAM_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,7 @@ class OutcomePublisher:
         # register_script: EVALSHA, falling back to SCRIPT LOAD when the server's script cache
         # is empty (e.g. after a restart).
         self._script = redis.register_script(_PUBLISH_LUA)
+        self._bulk_script = redis.register_script(_BULK_LUA)
 
     @property
     def keys(self) -> RedisKeys:
@@ -144,6 +153,21 @@ class OutcomePublisher:
         """Publish; False when this was already recorded (see `publish_detailed`)."""
         return self.publish_detailed(outcome, message_key=message_key).published
 
+    def publish_bulk(self, outcome: BulkOutcome) -> bool:
+        """Record a bulk job's final outcome on the stream and channel; False if it already was."""
+        keys = [self._keys.outcome_stream, self._keys.bulk_final_marker(outcome.bulk_id)]
+        args: list[str | int] = [
+            outcome.to_json(),
+            outcome.bulk_id,
+            outcome.site_code,
+            outcome.state,
+            self._stream_maxlen,
+            self._final_marker_ttl_s,
+            self._keys.outcome_channel,
+        ]
+        published, _stream_id = self._retrying(outcome.bulk_id)(self._bulk_script, keys=keys, args=args)
+        return bool(int(published))
+
     def final_recorded(self, request_id: str) -> bool:
         """True when the request already has its final outcome (a redelivery has nothing to do).
 
@@ -152,6 +176,14 @@ class OutcomePublisher:
         marker = self._redis.get(self._keys.final_marker(request_id))
         return marker is not None and not _text(marker).startswith(REJECTED_MARKER_PREFIX)
 
+    def final_outcome(self, request_id: str) -> Outcome | None:
+        """The request's recorded final outcome (not a rejection), or None."""
+        raw = self._redis.hmget(self._keys.request_state(request_id), [k.STATE_FIELD_FINAL, k.STATE_FIELD_OUTCOME])
+        if raw[0] is None or _text(raw[0]) != _FLAG_TRUE or raw[1] is None:
+            return None
+        outcome = Outcome.from_json(_text(raw[1]))
+        return None if outcome.status == STATUS_REJECTED else outcome
+
     def publish_detailed(self, outcome: Outcome, *, message_key: str | None = None) -> PublishResult:
         """Publish and report what was written (see PublishResult).
 
@@ -159,19 +191,21 @@ class OutcomePublisher:
         on the retry: it is recorded exactly once either way. Non-final events are at least once.
         """
         keys, args = self._script_arguments(outcome, message_key)
-        retrying = Retrying(
-            retry=retry_if_exception(_is_redis_blip),
-            wait=wait_random_exponential(multiplier=self._retry_min_backoff_s, max=self._retry_max_backoff_s),
-            stop=stop_after_delay(self._retry_deadline_s),
-            before_sleep=_log_retry(outcome.request_id),
-            reraise=True,
-        )
-        reply = retrying(self._script, keys=keys, args=args)
+        reply = self._retrying(outcome.request_id)(self._script, keys=keys, args=args)
         published, stream_id, state_updated = reply
         return PublishResult(
             published=bool(int(published)),
             stream_id=_text(stream_id) or None,
             state_updated=bool(int(state_updated)),
+        )
+
+    def _retrying(self, what: str) -> Retrying:
+        return Retrying(
+            retry=retry_if_exception(_is_redis_blip),
+            wait=wait_random_exponential(multiplier=self._retry_min_backoff_s, max=self._retry_max_backoff_s),
+            stop=stop_after_delay(self._retry_deadline_s),
+            before_sleep=_log_retry(what),
+            reraise=True,
         )
 
     def _script_arguments(self, outcome: Outcome, message_key: str | None) -> tuple[list[str], list[str | int]]:

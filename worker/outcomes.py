@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, cast, get_args
 
@@ -34,6 +34,7 @@ __all__ = [
     "JSON_KEYS",
     "STATUSES",
     "STATUS_ACCEPTED",
+    "STATUS_CANCELLED",
     "STATUS_FAILED",
     "STATUS_GAVE_UP_MEDIUM_NOT_READY",
     "STATUS_REJECTED",
@@ -49,16 +50,25 @@ __all__ = [
     "parse_timestamp",
 ]
 
-Status = Literal["accepted", "source_updated", "failed", "gave_up_medium_not_ready", "rejected", "retrying"]
+Status = Literal[
+    "accepted", "source_updated", "failed", "gave_up_medium_not_ready", "rejected", "cancelled", "retrying"
+]
 STATUSES: Final[tuple[Status, ...]] = get_args(Status)
 STATUS_ACCEPTED: Final = "accepted"
 STATUS_SOURCE_UPDATED: Final = "source_updated"
 STATUS_FAILED: Final = "failed"
 STATUS_GAVE_UP_MEDIUM_NOT_READY: Final = "gave_up_medium_not_ready"
 STATUS_REJECTED: Final = "rejected"
+STATUS_CANCELLED: Final = "cancelled"
 STATUS_RETRYING: Final = "retrying"
 FINAL_STATUSES: Final = frozenset(s for s in STATUSES if s != STATUS_RETRYING)
 _SUCCESS_STATUSES: Final = frozenset({STATUS_ACCEPTED, STATUS_SOURCE_UPDATED})
+# Statuses that carry no error: the refresh was accepted, or it was never attempted (cancelled).
+_NO_ERROR_STATUSES: Final = _SUCCESS_STATUSES | {STATUS_CANCELLED}
+# A joined request ends as its leader did; never joined are a refusal, a cancel, a retry event.
+_JOINABLE_STATUSES: Final = frozenset(
+    s for s in STATUSES if s not in (STATUS_REJECTED, STATUS_CANCELLED, STATUS_RETRYING)
+)
 
 # Exactly the keys of RefreshError.as_dict() / ExtendedStatus.as_dict(): nothing else may ride along.
 ERROR_FIELDS: Final = ("kind", "message", "code", "wsman_code", "wmi_code", "http_status", "extended_status")
@@ -149,6 +159,9 @@ class Outcome:
 
     request_id: str
     correlation_id: str | None
+    # Set when this request joined another request's pending refresh instead of refreshing
+    # again: that request's id (its outcome is this one's, see docs/outcomes.md "Coalescing").
+    joined_request_id: str | None
     task_id: str | None
     site_code: str
     package_class: str
@@ -245,6 +258,25 @@ class Outcome:
         return cls._build(request, run, status=STATUS_REJECTED, error=error)
 
     @classmethod
+    def cancelled(cls, request: RequestInfo, run: AttemptInfo) -> Outcome:
+        """Never attempted: the bulk job it belonged to was cancelled first."""
+        return cls._build(request, run, status=STATUS_CANCELLED, error=None)
+
+    def joined_by(self, request: RequestInfo) -> Outcome:
+        """This (final) outcome as the final of `request`, which joined this request's refresh."""
+        if self.status not in _JOINABLE_STATUSES:
+            raise InvalidOutcomeError(f"a request cannot end by joining a {self.status!r} outcome")
+        return replace(
+            self,
+            request_id=request.request_id,
+            correlation_id=request.correlation_id,
+            joined_request_id=self.request_id,
+            task_id=request.task_id,
+            requested_at=request.requested_at,
+            package_name=self.package_name or request.package_name,
+        )
+
+    @classmethod
     def retrying(
         cls,
         request: RequestInfo,
@@ -287,6 +319,7 @@ class Outcome:
         return cls(
             request_id=request.request_id,
             correlation_id=request.correlation_id,
+            joined_request_id=None,
             task_id=request.task_id,
             site_code=request.site_code,
             package_class=request.package_class,
@@ -391,7 +424,7 @@ def _check_identity(outcome: Outcome) -> None:
     if not is_request_id_key_part(outcome.request_id):
         # It names the final marker key that makes final publication idempotent.
         raise InvalidOutcomeError("request_id must be 1-256 characters without whitespace")
-    for name in ("correlation_id", "task_id", "package_name"):
+    for name in ("correlation_id", "joined_request_id", "task_id", "package_name"):
         value = getattr(outcome, name)
         if value is not None and not isinstance(value, str):
             raise InvalidOutcomeError(f"{name} must be a string or null")
@@ -416,12 +449,14 @@ def _check_status(outcome: Outcome) -> None:
     status = outcome.status
     if status not in STATUSES:
         raise InvalidOutcomeError(f"unknown status {str(status)[:40]!r}")
-    if (outcome.error is None) != (status in _SUCCESS_STATUSES):
+    if (outcome.error is None) != (status in _NO_ERROR_STATUSES):
         raise InvalidOutcomeError(f"status {status!r} {'forbids' if outcome.error else 'requires'} an error")
     if status in _SUCCESS_STATUSES and outcome.return_value != 0:
         raise InvalidOutcomeError(f"status {status!r} means RefreshPkgSource returned 0")
-    if status == STATUS_REJECTED and outcome.return_value is not None:
-        raise InvalidOutcomeError("a rejected request never called RefreshPkgSource: return_value must be null")
+    if status in (STATUS_REJECTED, STATUS_CANCELLED) and outcome.return_value is not None:
+        raise InvalidOutcomeError(f"a {status} request never called RefreshPkgSource: return_value must be null")
+    if outcome.joined_request_id is not None and status not in _JOINABLE_STATUSES:
+        raise InvalidOutcomeError(f"a {status!r} outcome cannot name a joined request")
     before, after = outcome.source_version_before, outcome.source_version_after
     rose = before is not None and after is not None and after > before
     if status == STATUS_SOURCE_UPDATED and not rose:

@@ -66,6 +66,7 @@ def attempt_refresh(
     verify_poll_s: float = 1.0,
     known_version_before: int | None = None,
     on_package: Callable[[PackageInfo], None] | None = None,
+    known_package: PackageInfo | None = None,
     fence: InvokeFence | None = None,
     invoke_retry: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
@@ -74,9 +75,16 @@ def attempt_refresh(
 ) -> AttemptResult:
     """Refresh once; raise MediumNotReadyError / ReturnValueError / transport errors on failure."""
     verify = _Verify(package_class, package_id, verify_timeout_s, verify_poll_s, sleep, clock)
-    package = _read(client, package_class, package_id, on_package)
-    before = known_version_before if known_version_before is not None else package.source_version
     earlier = fence.read() if fence is not None else None
+    if known_package is not None and earlier is None:
+        # The producer read the package moments ago (a bulk enumeration): no Get before the
+        # first invoke. Any later try reads it again, to check the fence.
+        package = known_package
+        if on_package is not None:
+            on_package(package)
+    else:
+        package = _read(client, package_class, package_id, on_package)
+    before = known_version_before if known_version_before is not None else package.source_version
     started = clock()
     tries = 0
     while True:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from worker.errors import InvalidRequestError
 from worker.packages import (
     TASK_SEQUENCE_CLASS,
+    PackageInfo,
     safe_repr,
     validate_package_class,
     validate_package_id,
@@ -30,6 +31,7 @@ from worker.packages import (
 __all__ = [
     "DEFAULT_PACKAGE_CLASS",
     "RETRY_STATE_KWARG",
+    "PackageHint",
     "RefreshRequest",
     "RetryState",
     "is_valid_id",
@@ -55,6 +57,45 @@ _MAX_NAME_CHARS = 256
 _UINT32_MAX = 2**32 - 1
 
 
+class PackageHint(BaseModel):
+    """What a producer already knows of the package (a bulk child: from the enumeration).
+
+    With it, a first attempt needs no Get: RefreshPkgSource is invoked straight away (one WS-Man
+    operation instead of two), and the hint stands in for the Get's answer (the invoke fence,
+    the class of a non-zero ReturnValue, the name and SourceVersion in outcomes). A redelivery or
+    retry still reads the package. A forged hint can only change how a failure is classified.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    name: str | None = Field(default=None, max_length=_MAX_NAME_CHARS)
+    pkg_source_flag: int | None = Field(default=None, ge=0, le=4)
+    source_version: int | None = Field(default=None, ge=0, le=_UINT32_MAX)
+    last_refresh_time: str | None = Field(default=None, max_length=64)
+    action_in_progress: int | None = Field(default=None, ge=0, le=_UINT32_MAX)
+
+    def package(self, package_class: str, package_id: str) -> PackageInfo:
+        return PackageInfo(
+            class_name=package_class,
+            package_id=package_id,
+            name=self.name,
+            pkg_source_flag=self.pkg_source_flag,
+            source_version=self.source_version,
+            last_refresh_time=self.last_refresh_time,
+            action_in_progress=self.action_in_progress,
+        )
+
+    @classmethod
+    def of(cls, package: PackageInfo) -> PackageHint:
+        return cls(
+            name=package.name,
+            pkg_source_flag=package.pkg_source_flag,
+            source_version=package.source_version,
+            last_refresh_time=package.last_refresh_time,
+            action_in_progress=package.action_in_progress,
+        )
+
+
 class RefreshRequest(BaseModel):
     """One "refresh package X at site S" request, as producers send it (JSON kwargs)."""
 
@@ -70,6 +111,9 @@ class RefreshRequest(BaseModel):
     verify: bool = Field(default=False, description="wait (bounded) for SourceVersion to increase")
     requested_at: datetime | None = Field(
         default=None, description="when the producer asked (ISO-8601 with a zone); defaults to the first attempt"
+    )
+    package_hint: PackageHint | None = Field(
+        default=None, description="the package's properties as the producer read them (bulk children)"
     )
 
     @field_validator("site_code")

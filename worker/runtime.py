@@ -10,17 +10,36 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from config.settings import get_settings
+from config.settings import Settings, get_settings
+from worker.app import REFRESH_TASK, app
+from worker.bulk_job import BulkRunner
+from worker.bulk_store import BulkStore
+from worker.coalesce import Coalescer
 from worker.constants import RedisKeys
 from worker.delivery import DeliveryDeps
 from worker.fence import RedisInvokeFences
 from worker.outcome_writer import OutcomePublisher
 from worker.redis_client import redis_from_url
 from worker.sccm import SccmClient
+from worker.slots import ProviderSlots
 from worker.transport import ProviderTransport
 
-__all__ = ["client_for", "delivery_deps", "publisher", "reset_runtime", "worker_identity"]
+__all__ = [
+    "bulk_runner",
+    "client_for",
+    "delivery_deps",
+    "dispatch_refreshes",
+    "provider_slots",
+    "publisher",
+    "reset_runtime",
+    "worker_identity",
+]
+
+# A slot's typical hold before the first releases teach the estimate: one Get plus one Invoke.
+_INITIAL_SLOT_HOLD_S = 1.0
 
 
 class _Runtime:
@@ -29,6 +48,7 @@ class _Runtime:
         self.clients: dict[str, SccmClient] = {}
         self.publisher: OutcomePublisher | None = None
         self.deps: DeliveryDeps | None = None
+        self.bulk_runner: BulkRunner | None = None
         self.pid = os.getpid()
 
     def check_fork(self) -> None:
@@ -36,6 +56,7 @@ class _Runtime:
             self.clients = {}
             self.publisher = None
             self.deps = None
+            self.bulk_runner = None
             self.pid = os.getpid()
 
 
@@ -77,16 +98,65 @@ def delivery_deps(*, interruptions: tuple[type[BaseException], ...] = ()) -> Del
         if _runtime.deps is None:
             settings = get_settings()
             writer = publisher()
-            fences = RedisInvokeFences(writer.redis, writer.keys, ttl_s=settings.limits.final_marker_ttl_s)
+            ttl_s = settings.limits.final_marker_ttl_s
             _runtime.deps = DeliveryDeps(
                 settings=settings,
                 provider=client_for,
                 finals=writer,
-                fences=fences,
+                fences=RedisInvokeFences(writer.redis, writer.keys, ttl_s=ttl_s),
                 worker=worker_identity(),
                 interruptions=interruptions,
+                coalescer=Coalescer(writer.redis, writer.keys, publish_ttl_s=ttl_s),
+                slots=provider_slots(settings),
+                bulks=BulkStore(writer.redis, writer.keys, ttl_s=ttl_s),
+                on_final=bulk_runner().child_ended,
             )
         return _runtime.deps
+
+
+def provider_slots(settings: Settings) -> ProviderSlots:
+    limits = settings.limits
+    writer = publisher()
+    # A re-poll is a countdown: it never exceeds the longest countdown the broker allows.
+    wait_max_s = min(limits.slot_wait_max_s, float(limits.max_countdown_s))
+    return ProviderSlots(
+        writer.redis,
+        writer.keys,
+        lease_s=limits.slot_lease_s,
+        # Twice the longest re-poll is the floor; a busy worker may run a countdown late.
+        waiter_ttl_s=4 * wait_max_s,
+        min_retry_after_s=min(limits.slot_wait_min_s, wait_max_s),
+        max_retry_after_s=wait_max_s,
+        default_hold_s=_INITIAL_SLOT_HOLD_S,
+    )
+
+
+def bulk_runner() -> BulkRunner:
+    """Bulk jobs' enumeration, pacing and accounting for this process."""
+    with _runtime.lock:
+        _runtime.check_fork()
+        if _runtime.bulk_runner is None:
+            settings = get_settings()
+            writer = publisher()
+            _runtime.bulk_runner = BulkRunner(
+                settings=settings,
+                store=BulkStore(writer.redis, writer.keys, ttl_s=settings.limits.final_marker_ttl_s),
+                outcomes=writer,
+                dispatch=dispatch_refreshes,
+                worker=worker_identity(),
+            )
+        return _runtime.bulk_runner
+
+
+def dispatch_refreshes(requests: Sequence[Mapping[str, Any]]) -> None:
+    """Send refresh requests (bulk children) to our queue over one producer connection."""
+
+    queue = get_settings().queue
+    with app.producer_or_acquire() as producer:
+        for kwargs in requests:
+            app.send_task(
+                REFRESH_TASK, kwargs=dict(kwargs), task_id=kwargs["request_id"], queue=queue, producer=producer
+            )
 
 
 def reset_runtime() -> None:
@@ -96,6 +166,7 @@ def reset_runtime() -> None:
         _runtime.clients = {}
         _runtime.publisher = None
         _runtime.deps = None
+        _runtime.bulk_runner = None
 
 
 def worker_identity() -> str:

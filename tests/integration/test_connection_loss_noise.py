@@ -16,7 +16,9 @@ RUNNING = 4
 def test_a_redis_restart_during_refreshes_logs_no_traceback_and_no_kwargs(pipeline_factory: PipelineFactory) -> None:
     """Celery's threads pool cannot kill jobs: cancelling them on connection loss only logged tracebacks."""
     pipeline = pipeline_factory(
-        worker_extra_env=SHORT_VISIBILITY_ENV, concurrency=RUNNING, emulator_overrides={"BS1": {"latency_s": 1.5}}
+        worker_extra_env={**SHORT_VISIBILITY_ENV, "SCCM_REFRESH_PROVIDERS__BS1__MAX_CONCURRENCY": str(RUNNING)},
+        concurrency=RUNNING,
+        emulator_overrides={"BS1": {"latency_s": 1.5}},
     )
     emulator = pipeline.emulators["BS1"]
     packages = [p for p in emulator.provider.packages() if p["PkgSourceFlag"] == 2][:RUNNING]

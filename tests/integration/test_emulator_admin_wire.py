@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
 from emulator.server import Emulator
-from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME, EmulatorFactory, winrm_protocol
+from testing.fixtures_emulator import EMULATOR_USERNAME, EmulatorFactory, winrm_protocol
 from testing.wsman_requests import invoke_envelope, return_value
 
 pytestmark = pytest.mark.integration
@@ -26,12 +25,9 @@ def emulator(emulator_factory: EmulatorFactory) -> Emulator:
 
 
 @pytest.fixture
-def admin(emulator: Emulator) -> Iterator[requests.Session]:
-    """A requests session with the emulator's credentials (HTTP Basic)."""
-    with requests.Session() as session:
-        session.trust_env = False
-        session.auth = (EMULATOR_USERNAME, EMULATOR_PASSWORD)
-        yield session
+def admin(emulator_admin_session: requests.Session) -> requests.Session:
+    """The emulator's admin API session (HTTP Basic with its credentials)."""
+    return emulator_admin_session
 
 
 def _call(session: requests.Session, emulator: Emulator, method: str, route: str, **kwargs: Any) -> Any:

@@ -175,3 +175,21 @@ def test_cli_bad_flag_exits_2_with_a_message(flag: str, value: str) -> None:
     assert result.returncode == 2
     assert "error:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cli_distmgr_flags_configure_the_queue_model(run_emulator: list[subprocess.Popen[str]]) -> None:
+    """--distmgr-threads and --distmgr-time-per-package-s show in GET /admin/distmgr."""
+    password = "Cli-DistMgr-Pa55word"
+    process = _start(
+        run_emulator,
+        "--distmgr-threads", "4", "--distmgr-time-per-package-s", "1.5", "--username", EMULATOR_USERNAME,
+        env=_environment(**{PASSWORD_ENV: password}),
+    )  # fmt: skip
+    admin_url = _read_banner(process)["admin"].removeprefix("API: ").split(" ", 1)[0]
+    with requests.Session() as session:
+        session.trust_env = False
+        session.auth = (EMULATOR_USERNAME, password)
+        state = session.get(admin_url + "distmgr", timeout=5).json()
+    assert (state["threads"], state["time_per_package_s"], state["held"], state["queued"]) == (4, 1.5, False, 0)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(_EXIT_TIMEOUT_S) == 0

@@ -288,7 +288,9 @@ def test_request_state_follows_the_latest_event_and_keeps_the_final(
     result = publisher.publish_detailed(final(number=2))
     publisher.publish(retrying(number=1))
     state = request_state(redis_client, redis_keys, "req-1")
-    assert state is not None and state.final and state.status == "source_updated" and state.stream_id == result.stream_id
+    assert (
+        state is not None and state.final and state.status == "source_updated" and state.stream_id == result.stream_id
+    )
     assert request_state(redis_client, redis_keys, "req-unknown") is None
 
 

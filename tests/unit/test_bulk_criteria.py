@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emulator.wql import And, Comparison, Expr, Like, Or, evaluate, parse, resolve
+from emulator.wql import And, Comparison, Expr, Like, Or, parse, resolve
+from emulator.wql_eval import evaluate
 from worker.criteria import (
     DEFAULT_PACKAGE_CLASSES,
     ENUMERATION_PROPERTIES,

@@ -82,7 +82,11 @@ class Recorder:
         return True
 
     def final_recorded(self, request_id: str) -> bool:
-        return any(o.final and o.status != "rejected" and o.request_id == request_id for o in self.outcomes)
+        return self.final_outcome(request_id) is not None
+
+    def final_outcome(self, request_id: str) -> Outcome | None:
+        finals = (o for o in self.outcomes if o.final and o.status != "rejected" and o.request_id == request_id)
+        return next(finals, None)
 
 
 @dataclass

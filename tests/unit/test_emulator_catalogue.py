@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from emulator.catalogue import (
+from emulator.catalogue import Catalogue
+from emulator.packages import (
     BASE_CLASS,
     PACKAGE_CLASSES,
     RETURN_MEDIUM_NOT_READY,
@@ -19,29 +20,10 @@ from emulator.catalogue import (
     STORAGE_COMPRESS,
     STORAGE_DIRECT,
     STORAGE_NO_SOURCE,
-    Catalogue,
 )
 from emulator.settings import EmulatorSettings
-
-WALL_START_S = 1_795_000_000.0  # 2026-11-18, an arbitrary fixed "now"
-
-
-class FakeClock:
-    """A monotonic and a wall clock that only move when told to."""
-
-    def __init__(self) -> None:
-        self.mono_s = 1_000.0
-        self.wall_s = WALL_START_S
-
-    def monotonic(self) -> float:
-        return self.mono_s
-
-    def wall(self) -> float:
-        return self.wall_s
-
-    def advance(self, seconds: float) -> None:
-        self.mono_s += seconds
-        self.wall_s += seconds
+from testing.fixtures_emulator import FakeClock
+from testing.fixtures_emulator import instance_properties as props
 
 
 def make(settings: EmulatorSettings | None = None, clock: FakeClock | None = None) -> tuple[Catalogue, FakeClock]:
@@ -56,14 +38,6 @@ def first(catalogue: Catalogue, *, flag: int, ready: bool | None = None) -> str:
         if summary["PkgSourceFlag"] == flag and (ready is None or summary["medium_ready"] is ready):
             return str(summary["PackageID"])
     raise AssertionError(f"no package with flag {flag} / ready {ready}")
-
-
-def props(catalogue: Catalogue, package_id: str) -> dict[str, object]:
-    class_name = catalogue.class_of(package_id)
-    assert class_name is not None
-    instance = catalogue.instance(class_name, package_id)
-    assert instance is not None
-    return dict(instance)
 
 
 def test_same_seed_gives_the_same_catalogue() -> None:

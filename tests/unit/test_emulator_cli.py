@@ -102,3 +102,26 @@ def test_denied_user_flags_reach_the_settings() -> None:
     """--denied-user is repeatable and names accounts only (they share the emulator's password)."""
     settings = _settings("--denied-user", "LAB\\reader", "--denied-user", "LAB\\other")
     assert settings.denied_users == ("LAB\\reader", "LAB\\other")
+
+
+def test_distmgr_flags_reach_their_fields() -> None:
+    """--distmgr-threads and --distmgr-time-per-package-s set the DistMgr model."""
+    settings = _settings("--distmgr-threads", "5", "--distmgr-time-per-package-s", "2.5")
+    assert (settings.distmgr_threads, settings.distmgr_time_per_package_s) == (5, 2.5)
+
+
+def test_the_old_distmgr_delay_flag_and_field_mean_the_time_per_package() -> None:
+    """--distmgr-delay-s (and EmulatorSettings(distmgr_delay_s=...)) still work: time per package."""
+    assert _settings("--distmgr-delay-s", "0.5").distmgr_time_per_package_s == 0.5
+    assert EmulatorSettings(distmgr_delay_s=0.5) == EmulatorSettings(distmgr_time_per_package_s=0.5)
+    with pytest.raises(ValueError, match="old name"):
+        EmulatorSettings(distmgr_delay_s=0.5, distmgr_time_per_package_s=2.0)
+
+
+@pytest.mark.parametrize("argv", [["--distmgr-threads", "0"], ["--distmgr-time-per-package-s", "-1"]])
+def test_bad_distmgr_values_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """DistMgr needs at least one thread and a non-negative time per package."""
+    with pytest.raises(SystemExit) as raised:
+        build_parser().parse_args(argv)
+    assert raised.value.code == 2
+    assert "error:" in capsys.readouterr().err

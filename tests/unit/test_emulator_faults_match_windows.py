@@ -22,7 +22,7 @@ from winrm.exceptions import WinRMOperationTimeoutError, WinRMTransportError, WS
 from winrm.protocol import Protocol
 from winrm.transport import Transport
 
-from emulator.catalogue import STORAGE_DIRECT
+from emulator.packages import STORAGE_DIRECT
 from emulator.provider import Provider
 from emulator.settings import EmulatorSettings
 

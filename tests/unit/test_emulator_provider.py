@@ -21,9 +21,10 @@ from winrm.exceptions import WinRMOperationTimeoutError, WinRMTransportError, WS
 from winrm.protocol import Protocol
 from winrm.transport import Transport
 
-from emulator.catalogue import STORAGE_COMPRESS, STORAGE_DIRECT, STORAGE_NO_SOURCE
+from emulator.packages import STORAGE_COMPRESS, STORAGE_DIRECT, STORAGE_NO_SOURCE
 from emulator.provider import ENUMERATION_CONTEXT_TTL_S, Provider
 from emulator.settings import EmulatorSettings
+from testing.fixtures_emulator import FakeClock
 
 SITE = "PS1"
 USER = "LAB\\sccm-svc"
@@ -154,21 +155,9 @@ def wsman_fault(body: bytes) -> WSManFaultError:
 # --------------------------------------------------------------------------- fixtures
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.mono_s = 500.0
-        self.wall_s = 1_795_000_000.0
-
-    def monotonic(self) -> float:
-        return self.mono_s
-
-    def wall(self) -> float:
-        return self.wall_s
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(mono_s=500.0)
 
 
 def make_provider(clock: FakeClock, **overrides: Any) -> Provider:

@@ -79,22 +79,32 @@ def one_of_each_status() -> list[Outcome]:
         Outcome.final_failure(REQUEST, run(9), MediumNotReadyError("medium not ready", code=1)),
         Outcome.rejected(REQUEST, run(), InvalidRequestError("task sequence packages need force=true")),
         Outcome.retrying(REQUEST, run(2), ConnectError("connection reset"), next_retry_at=T0 + timedelta(minutes=1)),
+        Outcome.cancelled(REQUEST, run()),
+        Outcome.succeeded(REQUEST, run(), source_version_before=3).joined_by(replace(REQUEST, request_id="req-0002")),
     ]
 
 
+def _case_id(outcome: Outcome) -> str:
+    return outcome.status + ("-joined" if outcome.joined_request_id else "")
+
+
 def test_builders_cover_every_status() -> None:
-    """The builders between them produce each of the six statuses."""
-    assert sorted(o.status for o in one_of_each_status()) == sorted(STATUSES)
+    """The builders between them produce each of the seven statuses."""
+    assert sorted({o.status for o in one_of_each_status()}) == sorted(STATUSES)
 
 
-@pytest.mark.parametrize("outcome", one_of_each_status(), ids=lambda o: o.status)
+@pytest.mark.parametrize(
+    "outcome", one_of_each_status(), ids=lambda o: o.status + ("-joined" if o.joined_request_id else "")
+)
 def test_json_round_trip_is_lossless(outcome: Outcome) -> None:
     """to_json then from_json gives back an equal outcome."""
     assert Outcome.from_json(outcome.to_json()) == outcome
     assert Outcome.from_json(outcome.to_json().encode()) == outcome
 
 
-@pytest.mark.parametrize("outcome", one_of_each_status(), ids=lambda o: o.status)
+@pytest.mark.parametrize(
+    "outcome", one_of_each_status(), ids=lambda o: o.status + ("-joined" if o.joined_request_id else "")
+)
 def test_built_outcomes_validate_against_the_json_schema(outcome: Outcome) -> None:
     """Every built outcome satisfies docs/outcome.schema.json."""
     assert schema_errors(json.loads(outcome.to_json())) == []
@@ -117,7 +127,7 @@ def test_schema_and_dataclass_agree_on_the_field_set() -> None:
         ({"requested_at": "2024-05-01T12:00:00Z"}, "timestamps carry milliseconds"),
         ({"attempt": 0}, "attempt is 1-based"),
         ({"password": SECRET}, "no extra fields"),
-        ({"version": 2}, "this is version 1"),
+        ({"version": 1}, "this is version 2"),
         ({"source_version_before": -1}, "uint32"),
     ],
 )
@@ -129,7 +139,7 @@ def test_schema_rejects_inconsistent_documents(change: dict[str, Any], why: str)
 
 def test_final_is_derived_from_status() -> None:
     """Only retrying events are non-final, and the flag cannot be set apart from the status."""
-    assert [o.final for o in one_of_each_status()] == [True, True, True, True, True, False]
+    assert [o.final for o in one_of_each_status()] == [True, True, True, True, True, False, True, True]
 
 
 def test_succeeded_reports_source_updated_only_when_the_version_rose() -> None:
@@ -202,14 +212,14 @@ def test_failure_statuses_refuse_mismatched_or_unexpected_errors(status: str, er
     ("change", "match"),
     [
         ({"schema": "other"}, "not an outcome"),
-        ({"version": 2}, "unsupported outcome version"),
+        ({"version": 1}, "unsupported outcome version"),
         ({"extra": 1}, "unknown"),
         ({"final": False}, "contradicts"),
         ({"started_at": "2024-05-01 12:00:00.000"}, "timestamp"),
     ],
 )
 def test_from_json_refuses_foreign_or_malformed_documents(change: dict[str, Any], match: str) -> None:
-    """Readers refuse other schemas, other versions and documents that do not match version 1 exactly."""
+    """Readers refuse other schemas, other versions and documents that do not match version 2 exactly."""
     document = json.loads(one_of_each_status()[0].to_json()) | change
     with pytest.raises(InvalidOutcomeError, match=match):
         Outcome.from_json(json.dumps(document))
@@ -287,3 +297,14 @@ def schema_errors(document: Any) -> list[str]:
     schema = json.loads(SCHEMA_PATH.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     return [error.message for error in jsonschema.Draft202012Validator(schema).iter_errors(document)]
+
+
+def test_a_joined_outcome_is_its_leaders_result_under_its_own_request() -> None:
+    """The follower's final copies the leader's status and results, keeps its own ids, and names the leader."""
+    leader = Outcome.final_failure(REQUEST, run(3), wmi_failure())
+    follower = replace(REQUEST, request_id="req-0002", correlation_id="bulk-9", task_id="t-2")
+    joined = leader.joined_by(follower)
+    assert (joined.request_id, joined.correlation_id, joined.task_id) == ("req-0002", "bulk-9", "t-2")
+    assert joined.joined_request_id == "req-0001" and joined.status == "failed" and joined.error == leader.error
+    with pytest.raises(InvalidOutcomeError):
+        Outcome.cancelled(REQUEST, run()).joined_by(follower)

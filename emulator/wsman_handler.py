@@ -1,0 +1,228 @@
+"""The listener's request handler: `/wsman` like a WinRM listener, `/admin/` for control.
+
+Per request on `/wsman`: read the body (emulator.http_framing), authenticate
+(emulator.listener_auth), unseal an encrypted body, then run the operation: count it for the
+concurrency high-water mark, pass the per-user quota (emulator.quota), draw the fault plan and
+plan the answer (emulator.policy), wait, and answer with the provider's reply or the planned
+failure. `/admin/` takes HTTP Basic with the emulator's credentials and hands the request to
+emulator.admin. Anything else is HTTP.sys's 404. Every request gets exactly one response.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from typing import Final
+
+from emulator.admin import ADMIN_PREFIX, ADMIN_REALM_CHALLENGE, AdminApi, ProviderApi, ReplyLike
+from emulator.auth import SCHEME_BASIC, AuthFailedError, NtlmAcceptor, check_basic, parse_authorization
+from emulator.concurrency import ConcurrencyMeter
+from emulator.encryption import (
+    ENCRYPTED_CONTENT_TYPE,
+    EncryptionFramingError,
+    decode_encrypted_body,
+    encode_encrypted_body,
+    is_encrypted_content_type,
+)
+from emulator.faultplan import FaultPlan
+from emulator.http_framing import HTML_CONTENT_TYPE, HttpSysHandler, HttpSysServer, httpsys_page
+from emulator.listener_auth import ConnectionAuth, ListenerAuth
+from emulator.policy import OperationPlan, plan_admitted, plan_over_quota
+from emulator.quota import OperationGate, OperationQuota
+from emulator.settings import EmulatorSettings
+from emulator.soap import SoapError, parse_request
+from emulator.stats import ServerStats
+
+__all__ = ["WSMAN_PATH", "Listener", "ListenerServer", "WsmanHandler"]
+
+WSMAN_PATH: Final = "/wsman"
+SOAP_CONTENT_TYPE: Final = "application/soap+xml;charset=UTF-8"
+JSON_CONTENT_TYPE: Final = "application/json"
+_ADMIN_MAX_BODY_BYTES: Final = 64 * 1024
+# Sealing adds a few dozen bytes of framing; leave room above the SOAP envelope limit.
+_BODY_SLACK_BYTES: Final = 64 * 1024
+
+
+class Listener:
+    """Everything a handler thread needs, shared by all connections of one emulator."""
+
+    def __init__(
+        self,
+        *,
+        settings: EmulatorSettings,
+        provider: ProviderApi,
+        faults: FaultPlan,
+        stats: ServerStats,
+        concurrency: ConcurrencyMeter,
+        admin: AdminApi,
+        tls_binding: bytes | None,
+    ) -> None:
+        self.settings = settings
+        self.provider = provider
+        self.faults = faults
+        self.stats = stats
+        self.concurrency = concurrency
+        self.admin = admin
+        self.auth = ListenerAuth(settings, tls_binding=tls_binding)
+        # WinRM with AllowUnencrypted=false refuses plaintext SOAP over plain HTTP.
+        self.plaintext_allowed = tls_binding is not None or settings.allow_unencrypted
+        self.quota = OperationQuota(settings.max_concurrent_operations_per_user)
+        self.gate = OperationGate()
+        # Set by Emulator.stop(): injected latency waits on it, so stopping never waits for a delay.
+        self.stopping = threading.Event()
+        self.max_body_bytes = settings.max_envelope_size_bytes + _BODY_SLACK_BYTES
+
+
+class ListenerServer(HttpSysServer):
+    """The HTTP.sys-like server carrying one emulator's shared listener state."""
+
+    def __init__(self, address: tuple[str, int], listener: Listener, ssl_context: ssl.SSLContext | None) -> None:
+        self.listener = listener
+        super().__init__(
+            address,
+            WsmanHandler,
+            ssl_context=ssl_context,
+            idle_timeout_s=listener.settings.idle_timeout_s,
+            stats=listener.stats,
+        )
+
+
+def _operation_timeout_s(envelope: bytes) -> float | None:
+    """The request's w:OperationTimeout in seconds (None when absent or the envelope is unusable)."""
+    try:
+        return parse_request(envelope).operation_timeout_s
+    except SoapError:
+        return None
+
+
+class WsmanHandler(HttpSysHandler):
+    """One instance per TCP connection: its `conn` is the connection's authentication state."""
+
+    server: ListenerServer
+
+    def setup(self) -> None:
+        self.listener = self.server.listener
+        self.conn = ConnectionAuth()
+        super().setup()
+
+    def handle_request(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path.lower() == WSMAN_PATH:
+            if self.command != "POST":
+                if self.discard_body(self.listener.max_body_bytes):
+                    self.respond(405, httpsys_page(405), HTML_CONTENT_TYPE, {"Allow": "POST"})
+                return
+            self._wsman()
+        elif path.startswith(ADMIN_PREFIX) or path == ADMIN_PREFIX.rstrip("/"):
+            self._admin()
+        elif self.discard_body(self.listener.max_body_bytes):
+            self.respond(404, httpsys_page(404), HTML_CONTENT_TYPE)
+
+    # -- /wsman ---------------------------------------------------------------------------------
+
+    def _wsman(self) -> None:
+        listener = self.listener
+        body = self.read_body(listener.max_body_bytes, length_required=True)
+        if body is None:
+            return
+        encrypted = is_encrypted_content_type(self.headers.get("Content-Type"))
+        result = listener.auth.authenticate(self.conn, self.headers.get("Authorization"), encrypted=encrypted)
+        if result.counter is not None:
+            self.stats.incr(result.counter)
+        if result.user is None:
+            self.respond(result.status, www_authenticate=result.www_authenticate)
+            return
+        self.final_auth_header = result.final_header
+        acceptor = self.conn.established if encrypted else None
+        if encrypted:
+            if acceptor is None:
+                self.stats.incr("encrypted_without_context")
+                self.respond(400)
+                return
+            try:
+                envelope = decode_encrypted_body(body, acceptor.unwrap)
+            except (EncryptionFramingError, AuthFailedError):
+                self.stats.incr("encrypted_undecryptable")
+                self.respond(400)
+                return
+        else:
+            envelope = body
+            if not envelope.strip():
+                # pywinrm's empty priming POST: it only authenticates the connection.
+                self.stats.incr("empty_posts")
+                self.respond(200)
+                return
+            if not listener.plaintext_allowed:
+                self.stats.incr("plaintext_refused")
+                self.respond(401, www_authenticate=listener.auth.challenges)
+                return
+        self.stats.incr("wsman_encrypted" if encrypted else "wsman_plaintext")
+        self._operation(envelope, result.user, acceptor)
+
+    def _operation(self, envelope: bytes, user: str, acceptor: NtlmAcceptor | None) -> None:
+        listener = self.listener
+        if len(envelope) > listener.settings.max_envelope_size_bytes:
+            # The limit is on the SOAP envelope, after decryption (sealing adds framing bytes).
+            self.stats.incr("envelope_too_large")
+            self.respond(413, httpsys_page(413), HTML_CONTENT_TYPE)
+            return
+        self.operation_ran = True
+        # The meter is left first, so "the quota count drained" implies "the meter's count did".
+        with listener.quota.enter(user) as admitted, listener.concurrency.track(user):
+            if not admitted:
+                self._execute(plan_over_quota(), envelope, user, acceptor)
+                return
+            # Draw only once admitted: a quota rejection must not consume a queued fault.
+            decision = listener.faults.decide()
+            self.stats.incr("operations_admitted")
+            listener.gate.pass_through()
+            self._execute(plan_admitted(decision, lambda: _operation_timeout_s(envelope)), envelope, user, acceptor)
+
+    def _execute(self, plan: OperationPlan, envelope: bytes, user: str, acceptor: NtlmAcceptor | None) -> None:
+        listener = self.listener
+        if plan.wait_s > 0:
+            listener.stopping.wait(plan.wait_s)
+        if listener.stopping.is_set():
+            self.close_connection = True  # stop() is closing the socket: nothing to answer
+            return
+        if plan.counter is not None:
+            self.stats.incr(plan.counter)
+        if plan.answer == "connection_reset":
+            self.reset_connection()
+        elif plan.answer == "http_503":
+            self.respond(503, httpsys_page(503), HTML_CONTENT_TYPE)
+        elif plan.answer == "soap_fault":
+            self._send_reply(listener.provider.fault_reply(plan.fault_kind, envelope), acceptor)
+        else:
+            self._send_reply(listener.provider.handle(envelope, user=user), acceptor)
+
+    def _send_reply(self, reply: ReplyLike, acceptor: NtlmAcceptor | None) -> None:
+        if acceptor is not None:
+            self.respond(reply.status, encode_encrypted_body(reply.body, acceptor.wrap), ENCRYPTED_CONTENT_TYPE)
+        else:
+            self.respond(reply.status, reply.body, SOAP_CONTENT_TYPE)
+
+    # -- /admin ---------------------------------------------------------------------------------
+
+    def _admin(self) -> None:
+        listener = self.listener
+        body = self.read_body(_ADMIN_MAX_BODY_BYTES)
+        if body is None:
+            return
+        authorization = parse_authorization(self.headers.get("Authorization"))
+        settings = listener.settings
+        try:
+            if authorization is None or authorization.scheme != SCHEME_BASIC:
+                raise AuthFailedError("admin requires Basic credentials")
+            check_basic(authorization.token, username=settings.username, password=settings.password)
+        except AuthFailedError:
+            self.stats.incr("admin_auth_failures")
+            self.respond(
+                401,
+                b'{"error": "admin API requires the emulator credentials (HTTP Basic)"}',
+                JSON_CONTENT_TYPE,
+                www_authenticate=[ADMIN_REALM_CHALLENGE],
+            )
+            return
+        answer = listener.admin.handle(self.command, self.path, body)
+        self.respond(answer.status, answer.body(), JSON_CONTENT_TYPE, dict(answer.headers))
