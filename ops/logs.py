@@ -14,6 +14,7 @@ the worker's task modules, imported before Celery sets logging up); other comman
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,8 +23,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
+import celery.apps.worker as celery_worker_app
 from celery import current_task
-from celery.signals import after_setup_logger, after_setup_task_logger
+from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_init
 
 __all__ = [
     "LOG_FORMAT_ENV",
@@ -159,6 +161,28 @@ def _on_logger_setup(logger: logging.Logger | None = None, **_: object) -> None:
         use_json_formatter(logger)
 
 
+def _say_json(msg: str, f: Any = sys.__stderr__) -> None:
+    """Celery's `safe_say` (shutdown notices, from a signal handler), as one JSON line.
+
+    Same means as Celery's: one os.write of a ready-made line, no logging locks.
+    """
+    line = JsonFormatter().format(logging.LogRecord("celery.apps.worker", logging.WARNING, "", 0, msg, (), None))
+    # As Celery's: a lost notice must never abort a shutdown.
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        os.write(f.fileno(), (line + "\n").encode())
+
+
+def _on_worker_init(instance: Any = None, **_: object) -> None:
+    """In JSON mode, nothing the worker prints may break one-object-per-line."""
+    if instance is None or log_format_from_env() != "json":
+        return
+    instance.quiet = True  # the start-up banner: many plain lines (its facts are in later log lines)
+    celery_worker_app.safe_say = _say_json
+    logging.captureWarnings(True)  # Python warnings as log records, not raw stderr text
+
+
 # Celery attaches its handlers (stderr or --logfile) and then sends these: swap the formatter only.
 after_setup_logger.connect(_on_logger_setup, weak=False)
 after_setup_task_logger.connect(_on_logger_setup, weak=False)
+# Sent by the worker before it sets logging up, with the worker instance.
+celeryd_init.connect(_on_worker_init, weak=False)
