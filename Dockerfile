@@ -41,7 +41,8 @@ ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --user-group --create-home --home-dir /home/sccm --shell /usr/sbin/nologin sccm
+ && groupadd --system --gid 10001 sccm \
+ && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/sccm --shell /usr/sbin/nologin sccm
 COPY --from=build /opt/sccm-refresh /opt/sccm-refresh
 ENV PATH=/opt/sccm-refresh/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 USER 10001:10001
