@@ -62,7 +62,7 @@ BASIC_AUTH_FILE_ENV: Final = "SCCM_REFRESH_FLOWER_BASIC_AUTH_FILE"
 REALM: Final = "sccm-refresh flower"
 # What an operator needs in the task list: name, state, kwargs (no secrets by design), the
 # custom state's detail (Result), retries.
-TASKS_COLUMNS: Final = "name,uuid,state,kwargs,result,retries,received,started,runtime,worker"
+TASKS_COLUMNS: Final = "name,uuid,state,retries,result,kwargs,received,started,runtime,worker"
 _MAX_CREDENTIAL_FILE_BYTES: Final = 64 * 1024
 _LOOPBACK_NAMES: Final = frozenset({"localhost"})
 # Celery's events that leave a request waiting for what its custom state said.

@@ -20,6 +20,7 @@ import pytest
 
 from ops.flower_app import BASIC_AUTH_FILE_ENV
 from ops.task_states import WAITING_FOR_MEDIUM
+from testing.chromium import CHROMIUM_MISSING, HeadlessChromium, find_chromium
 from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun
 from testing.flower_process import FLOWER_USER, FlowerProcess
 from testing.state_report_task import STATE_REPORT_TASK
@@ -167,3 +168,49 @@ def test_flower_names_a_bad_credentials_line_without_echoing_it(tmp_path: Path) 
     assert result.returncode == 2
     assert "line 2: expected user:password" in result.stderr
     assert "Secret123" not in result.stderr
+
+
+def test_flower_page_in_headless_chromium_signs_in_and_lists_the_refresh_tasks(
+    watched: Watched, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Chromium gets Flower's Basic challenge, signs in, and the tasks page lists the refreshes and a custom state."""
+    if find_chromium() is None:
+        pytest.skip(CHROMIUM_MISSING)
+    tmp = tmp_path_factory.mktemp("chromium")
+    pipeline, task_id, gate = watched.pipeline, f"state-{uuid.uuid4().hex}", f"gate-{uuid.uuid4().hex}"
+    pipeline.producer.send_task(
+        STATE_REPORT_TASK,
+        kwargs={"state": WAITING_FOR_MEDIUM, "detail": "medium not ready (shown in the browser)", "gate": gate},
+        task_id=task_id,
+        queue=pipeline.queue,
+    )
+    client = pipeline.outcome_redis()
+    try:
+        assert wait_until(lambda: watched.task(task_id).get("state") == WAITING_FOR_MEDIUM, timeout_s=FLOWER_WAIT_S)
+        with HeadlessChromium(tmp / "profile") as browser:
+            browser.open(f"{watched.flower.base_url}/tasks", login=watched.flower.login)
+            expected = [watched.accepted.request_id, watched.retried.request_id, REFRESH_TASK, WAITING_FOR_MEDIUM]
+            seen = browser.wait_for_text(expected, timeout_s=FLOWER_WAIT_S)
+            shot = browser.screenshot(tmp / "flower-tasks.png")
+            page = browser.text()
+            challenges = browser.auth_challenges
+    finally:
+        client.rpush(gate, "open", "open")
+        client.close()
+    print(f"screenshot: {shot}")
+    assert seen, page[:2000]
+    assert challenges >= 1, "the page loaded without asking for the login"
+    assert shot.stat().st_size > 10_000
+    assert "medium not ready (shown in the browser)" in page
+
+
+def test_headless_chromium_without_the_login_gets_no_page(
+    watched: Watched, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A browser that cancels the challenge sees only the 401 text, no task data."""
+    if find_chromium() is None:
+        pytest.skip(CHROMIUM_MISSING)
+    with HeadlessChromium(tmp_path_factory.mktemp("chromium-anonymous") / "profile") as browser:
+        browser.open(f"{watched.flower.base_url}/tasks")
+        assert browser.wait_for_text(["authentication required"], timeout_s=FLOWER_WAIT_S), browser.text()[:500]
+        assert watched.accepted.request_id not in browser.text()
