@@ -114,11 +114,12 @@ class LimitSettings(BaseModel):
     # one attempt; a worker that dies holding one frees it after `slot_lease_s`. A request that
     # finds none free re-polls after an estimate of its turn, between these bounds.
     slot_lease_s: float = Field(default=300.0, ge=1, le=3600)
-    slot_wait_min_s: float = Field(default=1.0, gt=0, le=300)
+    slot_wait_min_s: float = Field(default=0.05, gt=0, le=300)
     slot_wait_max_s: float = Field(default=30.0, gt=0, le=900)
-    # Bulk pacing: at most this many children per provider slot are outstanding at once, and a
-    # safety-net pump runs this often while a bulk lives (refill, re-send lost children).
-    bulk_window_per_slot: int = Field(default=2, ge=1, le=100)
+    # Bulk pacing: at most the site's max_concurrency plus this many children are outstanding at
+    # once (a few ready to take a slot the moment one frees), and a safety-net pump runs this
+    # often while a bulk lives (refill, re-send lost children).
+    bulk_window_extra: int = Field(default=2, ge=0, le=1000)
     bulk_pump_interval_s: float = Field(default=30.0, ge=0.1, le=900)
 
     @model_validator(mode="after")

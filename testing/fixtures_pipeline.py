@@ -112,6 +112,8 @@ class Pipeline:
     password_files: dict[str, Path]
     # Outcomes go to the broker's Redis unless the pipeline was built with a separate one.
     outcome_server: RedisServer | None = None
+    # Every worker process (the first is `worker`); more than one when asked for.
+    workers: list[WorkerProcess] = field(default_factory=list)
 
     @property
     def redis_url(self) -> str:
@@ -127,6 +129,20 @@ class Pipeline:
 
     def outcome_redis(self) -> Any:
         return redis_from_url(self.outcome_redis_url)
+
+    @property
+    def settings(self) -> Settings:
+        """Producer-side settings of this pipeline (its Redis, key prefix and queue)."""
+        url = self.outcome_redis_url
+        return Settings(broker_url=self.redis_url, redis_url=url, key_prefix=self.keys.prefix, queue=self.queue)
+
+    def finals(self) -> dict[str, list[Outcome]]:
+        """Final outcomes in the stream, by request id (more than one would be a bug)."""
+        by_request: dict[str, list[Outcome]] = {}
+        for outcome in self.stream_outcomes():
+            if outcome.final:
+                by_request.setdefault(outcome.request_id, []).append(outcome)
+        return by_request
 
     def stream_outcomes(self) -> list[Outcome]:
         """Every outcome in the durable stream, oldest first."""
@@ -254,6 +270,7 @@ def pipeline_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipel
         concurrency: int = 4,
         worker_args: tuple[str, ...] = (),
         separate_outcome_redis: bool = False,
+        worker_processes: int = 1,
     ) -> Pipeline:
         tmp = tmp_path_factory.mktemp("pipeline")
         server = RedisServer(data_dir=tmp / "redis", appendfsync="always").start()
@@ -317,14 +334,24 @@ def pipeline_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipel
         env = worker_env(redis_url=server.url, keys=keys, queue=queue, providers=providers, extra=worker_extra_env)
         if outcome_server is not None:
             env["SCCM_REFRESH_REDIS_URL"] = outcome_server.url
-        worker = WorkerProcess(
-            env, queue=queue, concurrency=concurrency, log_file=tmp / "worker.log", extra_args=worker_args
-        )
-        worker.start()
-        stops.append(worker.stop)
+        workers = []
+        for number in range(worker_processes):
+            log_file = tmp / ("worker.log" if number == 0 else f"worker-{number}.log")
+            worker = WorkerProcess(env, queue=queue, concurrency=concurrency, log_file=log_file, extra_args=worker_args)
+            worker.start()
+            stops.append(worker.stop)
+            workers.append(worker)
         producer = create_app(Settings(broker_url=server.url, redis_url=server.url, queue=queue))
         return Pipeline(
-            server, keys, queue, emulators, worker, producer, {"good": good, "bad": bad}, outcome_server=outcome_server
+            server,
+            keys,
+            queue,
+            emulators,
+            workers[0],
+            producer,
+            {"good": good, "bad": bad},
+            outcome_server=outcome_server,
+            workers=workers,
         )
 
     yield build

@@ -9,8 +9,8 @@
                                   drain a cancelled bulk, publish the bulk's outcome if still due
 
 Memory stays flat whatever the package count: pages stream from the provider into Redis. Children
-reach the broker no faster than slots free up: at most `bulk_window_per_slot` x the site's
-`max_concurrency` are outstanding at once, so a single urgent request never queues behind
+reach the broker no faster than slots free up: at most the site's `max_concurrency` plus
+`bulk_window_extra` are outstanding at once, so a single urgent request never queues behind
 thousands of bulk messages (and it outranks bulk children for a provider slot).
 
 A child is a plain `sccm.refresh_package` request: request id `<bulk id>:<PackageID>`, the bulk
@@ -214,7 +214,7 @@ class BulkRunner:
     def _refill(self, record: BulkRecord) -> int:
         if record.state != "running":
             return 0
-        window = self._settings.limits.bulk_window_per_slot * self._max_concurrency(record.site_code)
+        window = self._max_concurrency(record.site_code) + self._settings.limits.bulk_window_extra
         children = self._store.take(record.bulk_id, window, max_count=min(window, _PUMP_BATCH))
         self._send(record, children)
         return len(children)

@@ -113,6 +113,8 @@ class Coalescing(Protocol):
 
     def pending_followers(self, leader_id: str) -> tuple[Follower, ...]: ...
 
+    def current_leader(self, site_code: str, package_id: str) -> str | None: ...
+
     def ack_follower(self, leader_id: str, follower_request_id: str) -> bool: ...
 
 
@@ -320,6 +322,12 @@ def _bulk_child(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
         return None
     deps.bulks.child_heartbeat(bulk_id, ctx.request_id)
     if ctx.state.attempts > 0 or not deps.bulks.is_cancelled(bulk_id):
+        return None
+    request = ctx.valid
+    if deps.coalescer is not None and deps.coalescer.current_leader(request.site_code, request.package_id) == (
+        ctx.request_id
+    ):
+        # Other requests joined this child's pending refresh: cancelling it would strand them.
         return None
     outcome = Outcome.cancelled(_request_info(ctx), _run(ctx, deps))
     return Plan((outcome,), Done(), request_id=ctx.request_id)
