@@ -31,6 +31,8 @@ WORKER_ENV: Final = {
     "SCCM_REFRESH_RETRY__MEDIUM__MAX_ATTEMPTS": "200",
     "SCCM_REFRESH_RETRY__MEDIUM__INITIAL_BACKOFF_S": "0.5",
     "SCCM_REFRESH_RETRY__MEDIUM__MAX_BACKOFF_S": "1",
+    # The provider slots would otherwise cap BS1 at 3 refreshes at a time, below the pool's 4.
+    "SCCM_REFRESH_PROVIDERS__BS1__MAX_CONCURRENCY": str(CONCURRENCY),
 }
 FINISH_TIMEOUT_S: Final = 90.0
 
