@@ -16,7 +16,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from redis import Redis
@@ -110,7 +110,7 @@ def check_requests(request_ids: Sequence[str], *, timeout_s: float) -> Verdict:
 
 
 def check_bulk(bulk_id: str, *, timeout_s: float) -> tuple[Verdict, str]:
-    """Wait for the bulk job to be over, then judge its children (the bulk's own list of child ids)."""
+    """Wait for the bulk job to be over, then judge its children (as many as its total)."""
     from tasks.bulk import get_bulk  # noqa: PLC0415 - only this check needs the bulk runner
 
     settings = get_settings()
@@ -124,10 +124,16 @@ def check_bulk(bulk_id: str, *, timeout_s: float) -> tuple[Verdict, str]:
     record = get_bulk(settings, bulk_id)
     client = redis_from_url(settings.redis_url)
     try:
+        outcomes = _all_outcomes(client, keys)
+        # Children: those the bulk listed (while it lives) and those its outcomes name.
         children = {str(c) for c in client.smembers(keys.bulk_keys(bulk_id).children)}
-        verdict = judge(_all_outcomes(client, keys), children)
+        children |= {o.request_id for o in outcomes if o.correlation_id == bulk_id}
     finally:
         client.close()
+    verdict = judge(outcomes, children)
+    if record is not None and record.total is not None and record.total > len(children):
+        unseen = record.total - len(children)
+        verdict = replace(verdict, missing=(*verdict.missing, f"<{unseen} child(ren) without any outcome>"))
     state = "unknown bulk" if record is None else f"bulk {bulk_id}: {record.state}, total {record.total}"
     return verdict, state
 
