@@ -5,4 +5,5 @@ pytest_plugins = [
     "testing.fixtures_emulator",
     "testing.fixtures_pipeline",
     "testing.fixtures_api",
+    "testing.fixtures_worker",
 ]

@@ -25,6 +25,7 @@ __all__ = [
     "COALESCE_TO_PUBLISH",
     "DEFAULT_PREFIX",
     "FINAL_MARKER",
+    "HEALTH_PROBE_REPLY",
     "INVOKE_FENCE",
     "METRICS_ERRORS",
     "METRICS_LATENCY",
@@ -119,6 +120,10 @@ BULK_HEARTBEATS = "{prefix}:bulk:{bulk_id}:heartbeats"  # zset child request id 
 BULK_CHILDREN = "{prefix}:bulk:{bulk_id}:children"  # set of child ids appended (dedupe while enumerating)
 BULK_FINAL_MARKER = "{prefix}:bulk-final:{bulk_id}"  # string (stream id), TTL: the bulk outcome published once
 BULK_STATES = "{prefix}:metrics:bulks"  # hash state -> bulk jobs in it (kept by bulk_store.lua)
+
+# Worker liveness probe (ops/health.py): the probe task pushes its node name here; the checker
+# BLPOPs it and deletes it. TTL'd in case the checker gave up before the reply came.
+HEALTH_PROBE_REPLY = "{prefix}:health:{token}"
 
 # Flat fields of a stream entry, next to the full JSON, so consumers can filter cheaply.
 STREAM_FIELD_OUTCOME = "outcome"
@@ -255,6 +260,11 @@ class RedisKeys:
         if not is_request_id_key_part(request_id):
             raise ValueError(f"request_id cannot be part of a Redis key: {request_id[:40]!r}")
         return ATTEMPT_LOCK.format(prefix=self.prefix, request_id=request_id)
+
+    def health_probe_reply(self, token: str) -> str:
+        if not is_key_part(token):
+            raise ValueError(f"probe token cannot be part of a Redis key: {token[:40]!r}")
+        return HEALTH_PROBE_REPLY.format(prefix=self.prefix, token=token)
 
     def invoke_fence(self, request_id: str) -> str:
         if not is_request_id_key_part(request_id):
