@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from api import routes_bulk, routes_events, routes_health, routes_refreshes
+from api import routes_bulk, routes_events, routes_health, routes_metrics, routes_refreshes
 from api.deps import ApiContext
 from api.events import StreamSlots
 from api.idempotency import IdempotencyStore
@@ -70,7 +70,7 @@ def create_app(settings: Settings, *, tokens: TokenStore | None) -> FastAPI:
         app.add_exception_handler(exc_type, handler)
     app.add_exception_handler(RedisError, _on_unavailable)
     app.add_exception_handler(BrokerUnavailableError, _on_unavailable)
-    for module in (routes_refreshes, routes_bulk, routes_events, routes_health):
+    for module in (routes_refreshes, routes_bulk, routes_events, routes_health, routes_metrics):
         app.include_router(module.router)
     app.add_middleware(ApiMiddleware, tokens=tokens, max_body_bytes=settings.api.max_body_bytes)
     install_openapi(app, max_packages=settings.api.max_packages_per_request)
@@ -92,6 +92,7 @@ def _context(settings: Settings) -> ApiContext:
         keys=keys,
         redis=redis,
         events_redis=events_redis,
+        broker_redis=broker,
         producers=Producers(celery, settings, anyio.CapacityLimiter(api.producer_threads)),
         idempotency=IdempotencyStore(
             redis, settings.key_prefix, ttl_s=api.idempotency_ttl_s, pending_ttl_s=api.idempotency_pending_ttl_s

@@ -51,6 +51,7 @@ class ApiContext:
     keys: RedisKeys
     redis: AsyncRedis  # outcome reads, idempotency, coalescing markers
     events_redis: AsyncRedis  # one connection per open event stream (XREAD BLOCK)
+    broker_redis: AsyncRedis  # the broker's queues (readiness, queue depth for /metrics)
     producers: Producers
     idempotency: IdempotencyStore
     readiness: ReadinessChecker

@@ -2,7 +2,7 @@
 
 Plain ASGI (not BaseHTTPMiddleware: that buffers and breaks streaming). In order:
 
-1. `/v1/...` needs `Authorization: Bearer <token>`: a missing or unknown token is answered 401
+1. `/v1/...` and `/metrics` need `Authorization: Bearer <token>`: a missing or unknown token is answered 401
    here, before the body is read. The principal goes to `request.state.principal`; routes check
    the role (403).
 2. A body larger than `max_body_bytes` is 413: at once when Content-Length says so, else as
@@ -30,7 +30,8 @@ __all__ = ["ACCESS_LOGGER", "ERROR_LOGGER", "ApiMiddleware", "BodyTooLargeError"
 
 ACCESS_LOGGER: Final = "sccm_refresh.api.access"
 ERROR_LOGGER: Final = "sccm_refresh.api.error"
-PROTECTED_PREFIX: Final = "/v1/"
+# /metrics is read like any /v1 route: with a token (role read).
+PROTECTED_PREFIXES: Final = ("/v1/", "/metrics")
 _BEARER: Final = "bearer"
 _access_log = logging.getLogger(ACCESS_LOGGER)
 _error_log = logging.getLogger(ERROR_LOGGER)
@@ -91,7 +92,7 @@ class ApiMiddleware:
     def _refusal(self, scope: Scope) -> Any:
         """A response to send without calling the app (401, 413), or None."""
         path: str = scope.get("path", "")
-        if path.startswith(PROTECTED_PREFIX):
+        if path.startswith(PROTECTED_PREFIXES):
             principal = self._principal(scope)
             if principal is None:
                 return problem_response(

@@ -10,7 +10,7 @@ one `user:password` a line, never from the command line (visible in `ps`). Witho
 it refuses to start, unless told `--insecure-no-auth` AND bound to a loopback address; Flower's
 API then stays closed (401), as Flower does without auth.
 
-Task events: custom states a worker reports (ops/task_states.py) stay shown through the
+Task events: custom states a worker reports (worker/task_states.py) stay shown through the
 `task-sent` / `task-received` / `task-retried` events of the re-queue that follows them, until
 the next `task-started` or the end of the task: `StickyStatesEventsState`.
 """
@@ -41,7 +41,7 @@ from flower.options import default_options
 from flower.urls import settings as flower_settings
 from tornado.httputil import HTTPServerRequest
 
-from ops.task_states import is_custom_state
+from worker.task_states import is_custom_state
 
 __all__ = [
     "BASIC_AUTH_FILE_ENV",

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from ops.task_states import report_state
 from worker.app import app
 from worker.runtime import publisher
+from worker.task_states import report_state
 
 __all__ = ["STATE_REPORT_TASK", "state_report_task"]
 

@@ -38,6 +38,7 @@ __all__ = [
     "REJECTED_MARKER_PREFIX",
     "REJECTION_MARKER",
     "REQUEST_STATE",
+    "SITES",
     "SLOT_HOLDERS",
     "SLOT_LEASES",
     "SLOT_STATS",
@@ -62,6 +63,7 @@ __all__ = [
     "STREAM_KIND_BULK",
     "WATCH_DEADLINES",
     "WATCH_MESSAGES",
+    "WORKERS_SEEN",
     "BulkKeys",
     "RedisKeys",
     "SlotKeys",
@@ -101,6 +103,8 @@ REQUEST_STATE = "{prefix}:request:{request_id}"
 METRICS_OUTCOMES = "{prefix}:metrics:outcomes"  # hash "<status>|<site>" -> events published
 METRICS_ERRORS = "{prefix}:metrics:errors"  # hash "<kind>|<retrying|final>" -> events
 METRICS_LATENCY = "{prefix}:metrics:latency"  # hash: histogram of request-to-final seconds ("le:<b>", sum, count)
+WORKERS_SEEN = "{prefix}:workers"  # zset worker node name -> last sweep (epoch s); old members trimmed
+SITES = "{prefix}:sites"  # hash site code -> max_concurrency, as the workers are configured (for /metrics)
 
 # Per-provider concurrency cap (worker/slots.py): one set per site, every key with a TTL.
 SLOT_HOLDERS = "{prefix}:slots:{site_code}:holders"  # zset holder id -> lease expiry (epoch s)
@@ -247,6 +251,14 @@ class RedisKeys:
             METRICS_ERRORS.format(prefix=prefix),
             METRICS_LATENCY.format(prefix=prefix),
         )
+
+    @property
+    def sites(self) -> str:
+        return SITES.format(prefix=self.prefix)
+
+    @property
+    def workers_seen(self) -> str:
+        return WORKERS_SEEN.format(prefix=self.prefix)
 
     @property
     def watch_deadlines(self) -> str:

@@ -50,6 +50,7 @@ from errors import (
     ConfigError,
     InternalError,
     InvalidRequestError,
+    MediumNotReadyError,
     OperationTimeoutError,
     RefreshError,
 )
@@ -63,6 +64,7 @@ from worker.packages import PackageInfo, validate_package_class, validate_packag
 from worker.refresh import RefreshClient, attempt_refresh
 from worker.request import RETRY_STATE_KWARG, RefreshRequest, RetryState, is_valid_id, parse_request
 from worker.slots import PRIORITY_BULK, PRIORITY_SINGLE, Granted, Lease, Wait
+from worker.task_states import JOINED, WAITING_FOR_MEDIUM, WAITING_FOR_SLOT
 
 __all__ = [
     "STEPS",
@@ -203,6 +205,9 @@ class Done:
 class Requeue:
     countdown_s: float
     kwargs: dict[str, Any]
+    # What the request waits for, for monitors (Flower): a custom task state and a one-line detail.
+    state: str | None = None
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -375,7 +380,12 @@ def _coalesce(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
         ctx.leads = True
         return None
     log.info("request %s joined the pending refresh %s", ctx.request_id, claim.leader_request_id)
-    watch = Requeue(float(limits.max_countdown_s), _retry_kwargs(ctx, ctx.state))
+    watch = Requeue(
+        float(limits.max_countdown_s),
+        _retry_kwargs(ctx, ctx.state),
+        state=JOINED,
+        detail=f"joined the pending refresh {claim.leader_request_id}: its outcome will be this one's",
+    )
     return Plan(then=watch, request_id=ctx.request_id)
 
 
@@ -390,7 +400,12 @@ def _provider_slot(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     if isinstance(answer, Granted):
         ctx.lease = answer.lease
         return None
-    return Plan(then=Requeue(answer.retry_after_s, _retry_kwargs(ctx, ctx.state)), request_id=ctx.request_id)
+    detail = (
+        f"place {answer.rank + 1} in line for {request.site_code}'s provider: {answer.in_use} of {limit} slots "
+        f"in use, next look in {answer.retry_after_s:.1f}s"
+    )
+    wait = Requeue(answer.retry_after_s, _retry_kwargs(ctx, ctx.state), state=WAITING_FOR_SLOT, detail=detail)
+    return Plan(then=wait, request_id=ctx.request_id)
 
 
 def _exclusive(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
@@ -480,7 +495,13 @@ def _decide(ctx: _Context, deps: DeliveryDeps) -> Plan:
             error.kind,
             decision.wait_s,
         )
-        requeue = Requeue(decision.countdown_s, _retry_kwargs(ctx, decision.state))
+        medium = isinstance(error, MediumNotReadyError)
+        requeue = Requeue(
+            decision.countdown_s,
+            _retry_kwargs(ctx, decision.state),
+            state=WAITING_FOR_MEDIUM if medium else None,
+            detail=f"{error.kind}: next attempt at {retrying.to_dict()['next_retry_at']}" if medium else "",
+        )
         return Plan((retrying,), requeue, request_id=ctx.request_id)
     final = Outcome.final_failure(
         info, run, error, return_value=error.return_value, source_version_before=ctx.seen.version_before

@@ -34,7 +34,7 @@ from worker.delivery import (
 )
 from worker.outcomes import Outcome
 
-__all__ = ["OutcomeSink", "Requeuer", "run_delivery"]
+__all__ = ["OutcomeSink", "Requeuer", "StateReporter", "run_delivery"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class OutcomeSink(Protocol):
 
 
 Requeuer = Callable[[Mapping[str, Any], float], NoReturn]
+# Tells monitors what a re-queued request waits for (worker.task_states.report_state).
+StateReporter = Callable[[str, str], object]
 
 
 class _FinalNotPublishedError(Exception):
@@ -61,6 +63,7 @@ def run_delivery(
     requeue: Requeuer,
     *,
     control_flow: tuple[type[BaseException], ...] = (),
+    report_state: StateReporter | None = None,
 ) -> dict[str, Any]:
     """Plan and execute one delivery; returns a summary for the task's result (Flower shows it).
 
@@ -69,7 +72,9 @@ def run_delivery(
     later_s = min(PUBLISH_REQUEUE_S, float(deps.settings.limits.max_countdown_s))
     try_later: tuple[type[BaseException], ...] = (_FinalNotPublishedError, RedisError, *deps.interruptions)
     try:
-        return _execute(handle_delivery(delivery, deps), outcomes, requeue, deps, delivery)
+        return _execute(
+            handle_delivery(delivery, deps), outcomes, requeue, deps, delivery=delivery, report_state=report_state
+        )
     except control_flow:
         raise
     except try_later as exc:
@@ -84,7 +89,14 @@ def run_delivery(
             "".join(traceback.format_tb(exc.__traceback__)),
         )
         try:
-            _execute(internal_failure_plan(delivery, exc, deps), outcomes, requeue, deps, delivery)
+            _execute(
+                internal_failure_plan(delivery, exc, deps),
+                outcomes,
+                requeue,
+                deps,
+                delivery=delivery,
+                report_state=report_state,
+            )
         except _FinalNotPublishedError:
             requeue(delivery.kwargs, later_s)
         # Celery marks the task failed (Flower shows it); the outcome is already recorded.
@@ -92,7 +104,13 @@ def run_delivery(
 
 
 def _execute(
-    plan: Plan, outcomes: OutcomeSink, requeue: Requeuer, deps: DeliveryDeps, delivery: Delivery
+    plan: Plan,
+    outcomes: OutcomeSink,
+    requeue: Requeuer,
+    deps: DeliveryDeps,
+    *,
+    delivery: Delivery,
+    report_state: StateReporter | None,
 ) -> dict[str, Any]:
     summary: dict[str, Any] = {"request_id": plan.request_id}
     for outcome in plan.outcomes:
@@ -120,6 +138,8 @@ def _execute(
             due_s = then.countdown_s + limits.visibility_timeout_s + limits.watch_margin_s
             task_id = task_id_for(delivery, plan.request_id)
             deps.watch.expect(plan.request_id, task_id, then.kwargs, within_s=due_s)
+        if then.state is not None and report_state is not None:
+            report_state(then.state, then.detail)
         requeue(then.kwargs, then.countdown_s)
     if isinstance(then, Drop):
         log.info("request %s %s", plan.request_id, then.reason)

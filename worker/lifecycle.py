@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 from celery.signals import worker_ready
@@ -11,7 +12,7 @@ from redis.exceptions import RedisError
 from config.settings import get_settings
 from worker.misrouting import start_watch
 from worker.redis_client import redis_from_url
-from worker.runtime import resend_overdue
+from worker.runtime import mark_worker_seen, resend_overdue
 
 __all__: list[str] = []
 
@@ -28,13 +29,18 @@ def _watch_for_misrouted_messages(**_: object) -> None:
     start_watch(redis_from_url(settings.broker_url), settings.queue, interval_s=MISROUTING_CHECK_INTERVAL_S)
 
 
-def _sweep_for_lost_messages(**_: object) -> None:
-    """Every `watch_sweep_interval_s`, send again any live request whose message vanished."""
+def _sweep_for_lost_messages(sender: object = None, **_: object) -> None:
+    """Every `watch_sweep_interval_s`, send again any live request whose message vanished.
+
+    The same beat tells /metrics this worker is alive and consuming (the "workers seen" gauge).
+    """
     interval_s = get_settings().limits.watch_sweep_interval_s
+    node = str(getattr(sender, "hostname", None) or f"pid-{os.getpid()}")
 
     def loop() -> None:
         while True:
             try:
+                mark_worker_seen(node)
                 resend_overdue()
             except RedisError as exc:
                 log.debug("request watch sweep skipped: %s", type(exc).__name__)

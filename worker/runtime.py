@@ -11,8 +11,11 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from redis.typing import EncodableT, FieldT
 
 from config.settings import Settings, get_settings
 from worker.app import REFRESH_TASK, app
@@ -34,6 +37,7 @@ __all__ = [
     "client_for",
     "delivery_deps",
     "dispatch_refreshes",
+    "mark_worker_seen",
     "provider_slots",
     "publisher",
     "resend_overdue",
@@ -152,6 +156,24 @@ def bulk_runner() -> BulkRunner:
                 worker=worker_identity(),
             )
         return _runtime.bulk_runner
+
+
+# A worker missing from the sweeps for a day is forgotten by the "workers seen" set.
+_WORKER_FORGOTTEN_AFTER_S = 86_400.0
+
+
+def mark_worker_seen(node: str) -> None:
+    """This worker is alive and sweeping, with these sites (what /metrics reports workers and slots by)."""
+    writer = publisher()
+    now = time.time()
+    key = writer.keys.workers_seen
+    sites: dict[FieldT, EncodableT] = {s: p.max_concurrency for s, p in get_settings().providers.items()}
+    with writer.redis.pipeline(transaction=False) as pipe:
+        pipe.zadd(key, {node: now})
+        pipe.zremrangebyscore(key, "-inf", now - _WORKER_FORGOTTEN_AFTER_S)
+        if sites:
+            pipe.hset(writer.keys.sites, mapping=sites)
+        pipe.execute()
 
 
 def resend_overdue() -> int:

@@ -19,13 +19,13 @@ from typing import Any, Final
 import pytest
 
 from ops.flower_app import BASIC_AUTH_FILE_ENV
-from ops.task_states import WAITING_FOR_MEDIUM
 from testing.chromium import CHROMIUM_MISSING, HeadlessChromium, find_chromium
 from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun
 from testing.flower_process import FLOWER_USER, FlowerProcess
 from testing.state_report_task import STATE_REPORT_TASK
 from testing.waiting import wait_until
 from worker.app import REFRESH_TASK
+from worker.task_states import WAITING_FOR_MEDIUM
 
 pytestmark = pytest.mark.integration
 

@@ -93,6 +93,10 @@ def test_every_v1_operation_declares_its_token_and_its_errors() -> None:
         "/readyz",
     }
     for path, method, operation in operations:
+        if path == "/metrics":
+            assert operation["security"] == [{"bearer": []}]
+            assert {"401", "403", "500", "503"} <= set(operation["responses"])
+            continue
         if not path.startswith("/v1/"):
             assert "security" not in operation
             continue

@@ -16,7 +16,7 @@ from ops.flower_app import (
     load_credentials,
     resolve_credentials,
 )
-from ops.task_states import JOINED, WAITING_FOR_MEDIUM, is_custom_state, state_event_type
+from worker.task_states import JOINED, WAITING_FOR_MEDIUM, is_custom_state, state_event_type
 
 
 def test_credentials_file_lines_are_read_comments_and_blanks_skipped(tmp_path: Path) -> None:
