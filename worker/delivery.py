@@ -494,6 +494,7 @@ def _decide(ctx: _Context, deps: DeliveryDeps) -> Plan:
             info.package_id,
             error.kind,
             decision.wait_s,
+            extra={"kind": error.kind},
         )
         medium = isinstance(error, MediumNotReadyError)
         requeue = Requeue(
@@ -505,6 +506,15 @@ def _decide(ctx: _Context, deps: DeliveryDeps) -> Plan:
         return Plan((retrying,), requeue, request_id=ctx.request_id)
     final = Outcome.final_failure(
         info, run, error, return_value=error.return_value, source_version_before=ctx.seen.version_before
+    )
+    log.info(
+        "refresh %s of %s/%s ended %s: %s",
+        info.request_id,
+        info.site_code,
+        info.package_id,
+        final.status,
+        error.kind,
+        extra={"kind": error.kind},
     )
     return _ending(ctx, deps, final)
 
