@@ -6,45 +6,48 @@ a refresh in another thread) loses the message for good: it is in no Redis key a
 (kombu #305). The chaos suite lost one request in five runs of its SIGKILL scenario that way,
 and for a first delivery from a plain Celery producer nothing else knew the request existed.
 
-This channel never takes a message out of Redis: it *moves* it, into an in-flight list of its
-own, and clears that entry only once kombu has recorded the message as unacked:
+This channel never takes a message out of Redis: it *moves* it into an in-flight list of its
+own, and the entry leaves that list in the same transaction that writes kombu's unacked record:
 
-- a Lua script (worker/broker_take.lua) moves the first waiting message of any consumed queue,
-  in kombu's order, into the in-flight list; when none waits,
-- a blocking `BLMOVE` waits on the main refresh queue (`SCCM_REFRESH_QUEUE`) for up to kombu's
-  `brpop_timeout` (1 s) and does the same move. Other queues (the worker's direct queue for
-  liveness probes) are checked by the script between waits, so they wait at most that second.
-- after kombu's delivery (which writes the unacked entry) the entry leaves the in-flight list.
+- a blocking `BLMOVE` waits on the refresh queue (`SCCM_REFRESH_QUEUE`) for up to kombu's
+  `brpop_timeout` (1 s): one round trip per message, as BRPOP was;
+- at least once a second, and after a wait that found nothing, a Lua script (`broker_take.lua`)
+  instead moves the first waiting message of any consumed queue (kombu's order: priority, then
+  queue cycle), so the worker's direct queue (liveness probes) waits at most about a second;
+  the same call marks the consumer alive (a key with a TTL) and, at most every few seconds,
+  puts the in-flight messages of consumers no longer alive back at the head of their queue,
+  skipping any that kombu already holds as unacked (kombu restores those itself);
+- `QoS.append` (kombu's unacked record) removes the entry from the in-flight list in its own
+  MULTI, so a message is always in exactly one of: the queue, an in-flight list, unacked.
 
-Each script call marks the consumer alive (a key with a TTL) and, at most every few seconds,
-puts the in-flight messages of consumers no longer alive back at the head of their queue,
-skipping any kombu already holds as unacked (kombu restores those itself). A redelivery that
-results is harmless: a request already final is dropped, and the invoke fence and attempt lock
-keep a package from being refreshed twice.
+A redelivery that results from a restore is harmless: a request already final is dropped, and
+the invoke fence and attempt lock keep a package from being refreshed twice.
 
 Only the consuming side changes: producers (the API, the CLI, any Celery client) publish as
-before, and the keys kombu reads and writes are the same. Needs Redis 6.2 (BLMOVE).
+before, and the keys kombu reads and writes are the same. Needs Redis 6.2 (BLMOVE); on an older
+Redis the channel says so once and falls back to kombu's BRPOP.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import socket
 import uuid
 from importlib import resources
 from queue import Empty
-from time import monotonic
+from time import monotonic, time
 from typing import Any, Final
 
-from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import loads
+from kombu.utils.json import dumps, loads
 from redis.exceptions import ResponseError
 
-__all__ = ["TRANSPORT", "Channel", "Transport", "take_script", "transport_options"]
+__all__ = ["TRANSPORT", "Channel", "QoS", "Transport", "take_script", "transport_options"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,7 @@ TRANSPORT_ALIASES.setdefault(TRANSPORT, f"{__name__}:Transport")
 _SCRIPT: Final = "broker_take.lua"
 _ALIVE_S: Final = 30
 _RECOVERY_INTERVAL_S: Final = 5
+_TAKE_EVERY_S: Final = 1.0
 _TAKE: Final = "take"
 _WAIT: Final = "wait"
 
@@ -64,6 +68,11 @@ _WAIT: Final = "wait"
 def take_script() -> str:
     """The Lua of one take (worker/broker_take.lua)."""
     return resources.files("worker").joinpath(_SCRIPT).read_text(encoding="utf-8")
+
+
+@functools.cache
+def _take_sha() -> str:
+    return hashlib.sha1(take_script().encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
 def transport_options(*, prefix: str, main_queue: str) -> dict[str, Any]:
@@ -76,7 +85,25 @@ def transport_options(*, prefix: str, main_queue: str) -> dict[str, Any]:
     }
 
 
+class QoS(kombu_redis.QoS):
+    """kombu's unacked bookkeeping; the record of a message also clears its in-flight entry."""
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        taken = self.channel.claim_taken()
+        if taken is None:
+            super().append(message, delivery_tag)
+            return
+        inflight, item = taken
+        delivery = message.delivery_info
+        record = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time()}).hset(self.unacked_key, delivery_tag, record)
+            pipe.lrem(inflight, 1, item).execute()
+            virtual.QoS.append(self, message, delivery_tag)
+
+
 class Channel(kombu_redis.Channel):
+    QoS = QoS
     from_transport_options = (  # type: ignore[assignment]  # the base's tuple, plus ours
         *kombu_redis.Channel.from_transport_options,
         "inflight_prefix",
@@ -96,14 +123,21 @@ class Channel(kombu_redis.Channel):
         self._registry = f"{self.inflight_prefix}:registry"
         self._recovery_gate = f"{self.inflight_prefix}:recovery-gate"
         self._pending: tuple[str, str] | None = None
-        self._next_kind = _TAKE
         self._last_take_mono = float("-inf")
+        self._wait_found_nothing = False
+        self._script_cached = False
+        self._taken: tuple[str, bytes] | None = None
         # kombu's global key prefix rewrites commands in its client; ours are sent by hand, so a
         # prefixed broker keeps kombu's own way of taking messages.
         self._reliable = not self.global_keyprefix
 
     def _inflight(self, queue_key: str) -> str:
         return f"{self._inflight_base}|{queue_key}"
+
+    def claim_taken(self) -> tuple[str, bytes] | None:
+        """The in-flight entry of the message being delivered, for QoS.append to clear (once)."""
+        taken, self._taken = self._taken, None
+        return taken
 
     # -- the consuming side: replaces kombu's BRPOP start/read pair ---------------------------
 
@@ -120,18 +154,13 @@ class Channel(kombu_redis.Channel):
         main = self._q_for_pri(self.inflight_main_queue, 0)
         wait_key = main if main in keys else keys[0]
         connection = self.client.connection
-        # A blocking wait follows a take that found nothing, and only while this consumer is
-        # known alive (else its in-flight list could be restored under it).
-        if self._next_kind == _WAIT and monotonic() - self._last_take_mono < self.inflight_alive_s / 2:
-            self._pending = (_WAIT, wait_key)
-            command: list[Any] = ["BLMOVE", wait_key, self._inflight(wait_key), "RIGHT", "LEFT", timeout or 0]
-        else:
-            self._pending = (_TAKE, "")
+        if self._wait_found_nothing or monotonic() - self._last_take_mono >= _TAKE_EVERY_S:
+            self._pending = (_TAKE, wait_key)
             self._last_take_mono = monotonic()
             fixed = [self._inflight_base, self._registry, self._recovery_gate, self.unacked_key]
-            command = [
-                "EVAL",
-                take_script(),
+            script = ["EVALSHA", _take_sha()] if self._script_cached else ["EVAL", take_script()]
+            command: list[Any] = [
+                *script,
                 len(fixed) + len(keys),
                 *fixed,
                 *keys,
@@ -139,6 +168,9 @@ class Channel(kombu_redis.Channel):
                 self.inflight_recovery_interval_s,
                 wait_key,
             ]
+        else:
+            self._pending = (_WAIT, wait_key)
+            command = ["BLMOVE", wait_key, self._inflight(wait_key), "RIGHT", "LEFT", timeout or 0]
         self._in_poll = connection
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]  # kombu declares it None, sets a float
         connection.send_command(*command)
@@ -149,33 +181,16 @@ class Channel(kombu_redis.Channel):
         pending, self._pending = self._pending, None
         kind, wait_key = pending if pending is not None else (_TAKE, "")
         try:
-            try:
-                reply = self.client.parse_response(
-                    self.client.connection, "EVAL" if kind == _TAKE else "BLMOVE", **options
-                )
-            except self.connection_errors:
-                self._next_kind = _TAKE
-                self.client.connection.disconnect()
-                raise
-            except ResponseError as exc:
-                if kind != _WAIT or "unknown command" not in str(exc).lower():
-                    raise
-                # Redis before 6.2 has no BLMOVE: keep consuming, kombu's way, and say what that costs.
-                self._reliable = False
-                log.error(
-                    "the broker Redis has no BLMOVE (before 6.2): messages are taken with BRPOP, "
-                    "and a worker killed while taking one can lose it"
-                )
-                raise Empty() from None
+            reply = self._read_reply(kind, **options)
             if kind == _TAKE:
                 queue_key, item, restored = bytes_to_str(reply[0]), reply[1], int(reply[2])
                 if restored:
                     log.warning("put %d message(s) of a dead consumer back on their queues", restored)
+                self._wait_found_nothing = False
             else:
                 queue_key, item = (wait_key, reply) if reply is not None else ("", b"")
-            # Block only after a take found nothing; after a message, look again at once; after a
-            # wait that timed out, take (and say alive) before waiting again.
-            self._next_kind = _WAIT if kind == _TAKE and not queue_key else _TAKE
+                # A wait that timed out: take (and say alive) before waiting again.
+                self._wait_found_nothing = not queue_key
             if not queue_key:
                 raise Empty()
             self._deliver_taken(queue_key, item)
@@ -184,16 +199,43 @@ class Channel(kombu_redis.Channel):
             self._in_poll = None  # type: ignore[assignment]  # kombu declares it bool, uses None
             self._flush_brpop_reauth()
 
+    def _read_reply(self, kind: str, **options: Any) -> Any:
+        try:
+            reply = self.client.parse_response(self.client.connection, "EVAL" if kind == _TAKE else "BLMOVE", **options)
+        except self.connection_errors:
+            self.client.connection.disconnect()
+            raise
+        except ResponseError as exc:
+            text = str(exc)
+            if kind == _TAKE and text.startswith("NOSCRIPT"):
+                self._script_cached = False  # Redis restarted or flushed its scripts: send it whole
+                raise Empty() from None
+            if kind == _WAIT and "unknown command" in text.lower():
+                # Redis before 6.2 has no BLMOVE: keep consuming, kombu's way, and say what that costs.
+                self._reliable = False
+                log.error(
+                    "the broker Redis has no BLMOVE (before 6.2): messages are taken with BRPOP, "
+                    "and a worker killed while taking one can lose it"
+                )
+                raise Empty() from None
+            raise
+        if kind == _TAKE:
+            self._script_cached = True
+        return reply
+
     def _deliver_taken(self, queue_key: str, item: bytes) -> None:
         queue = queue_key.rsplit(self.sep, 1)[0]
         self._queue_cycle.rotate(queue)
+        self._taken = (self._inflight(queue_key), item)
         try:
-            # kombu records the message as unacked before this returns (QoS.append).
+            # kombu's consumer records the message as unacked (QoS.append) before this returns,
+            # clearing the in-flight entry with it.
             self.connection._deliver(loads(bytes_to_str(item)), queue)
         finally:
-            # Cleared on the same idle connection the take used (its reply is consumed); should
-            # this fail, the entry stays and comes back only if this consumer dies.
-            self.client.lrem(self._inflight(queue_key), 1, item)
+            leftover = self.claim_taken()
+            if leftover is not None:  # delivered without an unacked record (a no-ack consumer)
+                inflight, raw = leftover
+                self.client.lrem(inflight, 1, raw)
 
 
 class Transport(kombu_redis.Transport):

@@ -167,3 +167,41 @@ def test_a_message_a_worker_died_taking_reaches_its_final_outcome(pipeline: Pipe
     (final,) = pipeline.finals()[request_id]
     assert final.status == "accepted"
     assert "message(s) of a dead consumer back on their queues" in pipeline.worker.output()
+
+
+def inflight_entries(pipeline: Pipeline) -> dict[str, int]:
+    options = transport_options(prefix=pipeline.keys.prefix, main_queue=pipeline.queue)
+    client = pipeline.redis()
+    try:
+        lists = client.hkeys(f"{options['inflight_prefix']}:registry")
+        return {name: int(client.llen(name)) for name in lists}
+    finally:
+        client.close()
+
+
+def test_a_message_held_by_a_worker_is_in_unacked_and_in_no_inflight_list(pipeline: Pipeline) -> None:
+    """The in-flight entry leaves with kombu's unacked record: a message is never counted twice."""
+    provider = pipeline.emulators["PS1"].provider
+    pkg = pipeline.package("PS1", pkg_source_flag=3, medium_ready=False)
+    provider.set_medium_ready(pkg["PackageID"], False)
+    kwargs = {"site_code": "PS1", "package_id": pkg["PackageID"], "package_class": pkg["class"]}
+    request_id = pipeline.send(kwargs)
+    try:
+        assert wait_until(lambda: pipeline.held_retry_states(request_id) != [], timeout_s=20)
+        entries = inflight_entries(pipeline)
+        assert entries and all(length == 0 for length in entries.values()), entries
+    finally:
+        provider.set_medium_ready(pkg["PackageID"], True)
+    assert wait_until(lambda: len(pipeline.finals().get(request_id, [])) == 1, timeout_s=30)
+
+
+def test_refreshes_go_on_after_redis_forgets_the_take_script(pipeline: Pipeline) -> None:
+    """SCRIPT FLUSH (or a restart) empties Redis's script cache: the next take sends it whole."""
+    client = pipeline.redis()
+    try:
+        client.script_flush()
+    finally:
+        client.close()
+    pkg = pipeline.package("PS1", pkg_source_flag=2)
+    run = pipeline.refresh(site_code="PS1", package_id=pkg["PackageID"], package_class=pkg["class"], timeout_s=30)
+    assert run.final is not None and run.final.status == "accepted", run.statuses
