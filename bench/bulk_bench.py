@@ -65,6 +65,7 @@ DEFAULT_NAIVE: Final = 100
 DEFAULT_URGENT: Final = 3
 DEFAULT_ROUNDS: Final = 2
 MAX_PACKAGES: Final = 50_000
+SETTINGS_PREFIX: Final = "SCCM_REFRESH_"
 
 
 def _machine() -> dict[str, Any]:
@@ -115,7 +116,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
             say(f"[redis]    {role} redis-server pid {server.pid} at {server.url}")
         password = secrets.token_urlsafe(18)
         password_file = stack.enter_context(private_file(workdir / "provider-password", password))
-        rig = Rig(servers[0], servers[1], password_file, workdir, args.auth, args.max_concurrency)
+        rig = Rig(
+            servers[0], servers[1], password_file, workdir, args.auth, args.max_concurrency, dict(args.worker_setting)
+        )
         max_ops = max(25, 4 * args.max_concurrency, args.processes * args.threads + 4)
         sizes = sorted({args.packages, *(args.fanout_sizes if "fanout" in args.parts else ())})
         catalogues: dict[int, Catalogue] = {}
@@ -144,7 +147,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
                         }
                     )
                 else:
-                    over = OverheadPlan(args.threads, args.packages, args.timeout_s)
+                    over = OverheadPlan(args.threads, args.packages, args.timeout_s, args.profile)
                     results[part].append(overhead(rig, main_catalogue, over, name=f"over{round_no}"))
                 timings[part].append(round(time.perf_counter() - part_begun, 1))
     problems = _problems(results)
@@ -176,6 +179,8 @@ def _parameters(args: argparse.Namespace) -> dict[str, Any]:
         "threads_per_worker": args.threads,
         "naive_packages": args.naive,
         "urgent_requests": args.urgent,
+        "worker_settings": dict(args.worker_setting),
+        "profiled": args.profile is not None,
         "worker_pool": "threads",
         "redis": "two redis-servers (broker, store), AOF everysec",
         "emulator": "subprocess; STORAGE_DIRECT packages only selected, DistMgr instant, no faults",
@@ -190,6 +195,14 @@ def _size_list(text: str) -> tuple[int, ...]:
     if not sizes or any(not 1 <= size <= MAX_PACKAGES for size in sizes):
         raise argparse.ArgumentTypeError(f"each size must be in [1, {MAX_PACKAGES}]")
     return sizes
+
+
+def _worker_setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    name = name.strip().upper().removeprefix(SETTINGS_PREFIX)
+    if not sep or not name or not all(c.isalnum() or c == "_" for c in name):
+        raise argparse.ArgumentTypeError(f"NAME=VALUE expected, e.g. LIMITS__SLOT_WAIT_MIN_S=0.02 (got {text!r})")
+    return SETTINGS_PREFIX + name, value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,6 +229,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--urgent", type=int, default=DEFAULT_URGENT, help="urgent requests during the bulk")
     parser.add_argument("--auth", choices=AUTH_MODES, default="ntlm", help="WinRM auth of the workers and the loop")
     parser.add_argument("--timeout-s", type=float, default=600.0, help="bound of each bulk")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="after the overhead measurement, profile one more bulk with py-spy; collapsed stacks go to DIR",
+    )
+    parser.add_argument(
+        "--worker-setting",
+        type=_worker_setting,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra SCCM_REFRESH_* setting of every worker, e.g. LIMITS__SLOT_WAIT_MIN_S=0.02 (repeatable)",
+    )
     return parser
 
 

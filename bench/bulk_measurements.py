@@ -14,14 +14,16 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from bench.bulk_rig import SITE_CODE, Catalogue, Lane, Rig, broker_report
 from bench.cli_common import say
 from bench.final_collector import FinalCollector
-from bench.measure import latency_summary_ms, process_memory_kib, ratio
+from bench.measure import latency_summary_ms, process_memory_kib, ratio, self_cpu_s
 from bench.noop_task import NOOP_TASK
 from bench.sent_events import SentTimes
+from bench.spy import Spy, top_costs
 from tasks.bulk import enqueue_bulk, get_bulk, new_bulk_id
 from tasks.enqueue import enqueue_refresh
 from worker.bulk_store import BulkRecord, child_request_id
@@ -156,11 +158,20 @@ def efficiency(rig: Rig, catalogue: Catalogue, plan: EfficiencyPlan, *, name: st
     finished = [arrivals[rid] for rid in children if rid in arrivals]
     wall_s = max((at for at, _ in finished), default=started) - started
     achieved = _rate(len(finished), wall_s)
+    steady = _steady_rate(sorted(at for at, _ in finished))
     child_latency = [
         (outcome.finished_at.timestamp() - sent_at[outcome.request_id]) * 1000.0
         for _, outcome in finished
         if outcome.request_id in sent_at
     ]
+    # Where a child's time goes: from sent until its last delivery started (broker, worker pick-up,
+    # slot waits), then that delivery's run (steps, the Invoke, until its final was built).
+    to_last_start = [
+        (outcome.started_at.timestamp() - sent_at[outcome.request_id]) * 1000.0
+        for _, outcome in finished
+        if outcome.request_id in sent_at
+    ]
+    in_worker = [outcome.duration_ms for _, outcome in finished]
     urgent = [_urgent_report(rid, urgent_sent, arrivals, started_wall) for rid in urgent_ids if rid in urgent_sent]
     ops = {k: totals_after.get(k, 0) - totals_before.get(k, 0) for k in ("gets", "invokes", "enumerates", "pulls")}
     return {
@@ -176,6 +187,10 @@ def efficiency(rig: Rig, catalogue: Catalogue, plan: EfficiencyPlan, *, name: st
         "refreshes_per_s": achieved,
         "ideal_refreshes_per_s": round(ideal, 2) if ideal is not None else None,
         "efficiency": ratio(achieved, ideal),
+        # Between the 10th and the 90th percentile of arrivals: without the start (enumeration
+        # holds a slot, the first page must arrive) and the tail (the last children alone).
+        "steady_refreshes_per_s": steady,
+        "steady_efficiency": ratio(steady, ideal),
         "naive": naive,
         "vs_naive": ratio(achieved, naive["refreshes_per_s"], 2),
         "peak_concurrent_operations": peak,
@@ -186,9 +201,19 @@ def efficiency(rig: Rig, catalogue: Catalogue, plan: EfficiencyPlan, *, name: st
         "child_latency_ms": {
             "from": "task-sent event of the child (a worker refilling the window) to its final outcome",
             **latency_summary_ms(child_latency),
+            "sent_to_last_delivery": latency_summary_ms(to_last_start),
+            "last_delivery_run": latency_summary_ms(in_worker),
         },
         "urgent": urgent,
     }
+
+
+def _steady_rate(arrivals: list[float]) -> float | None:
+    """Refreshes per second between the 10th and the 90th percentile of (sorted) arrival times."""
+    if len(arrivals) < 10:
+        return None
+    low, high = len(arrivals) // 10, (len(arrivals) * 9) // 10
+    return _rate(high - low, arrivals[high] - arrivals[low])
 
 
 def _urgent_report(
@@ -277,6 +302,8 @@ class OverheadPlan:
     threads: int
     noops: int
     timeout_s: float
+    # With a directory: one more bulk, not measured, with py-spy sampling the worker.
+    profile_dir: Path | None = None
 
 
 def overhead(rig: Rig, catalogue: Catalogue, plan: OverheadPlan, *, name: str) -> dict[str, Any]:
@@ -301,6 +328,8 @@ def overhead(rig: Rig, catalogue: Catalogue, plan: OverheadPlan, *, name: str) -
         wall_s = time.perf_counter() - started
         after = lane.cpu_s()
         broker_after = lane.broker_counts()
+        profile = _profiled_bulk(lane, plan, name) if plan.profile_dir is not None else None
+    invoke = _invoke_cpu(rig, catalogue, plan.threads * 25)
     finished = record.finished_children
     cpu = _cpu_ms_per(before, after, finished)
     refresh = {
@@ -319,16 +348,79 @@ def overhead(rig: Rig, catalogue: Catalogue, plan: OverheadPlan, *, name: str) -
         "noop": noop,
         "refresh": refresh,
         "ratio_refresh_to_noop": ratio(cpu["workers"], noop["worker_cpu_ms_per_task"], 2),
+        "floor": _floor(noop, invoke, cpu["workers"]),
+        "profile": profile,
     }
+
+
+def _floor(noop: Mapping[str, Any], invoke: Mapping[str, Any], refresh_ms: float | None) -> dict[str, Any]:
+    """What a bulk refresh cannot cost less than, in parts measured apart in the same run.
+
+    A child is a Celery task (the no-op's cost), one WS-Man Invoke (the client's own CPU, measured
+    from this process) and the sending of the next child by the worker (a Celery publish with its
+    task-sent event: the no-ops' sender CPU, measured here). What is left is the bookkeeping in
+    Redis (fence, lock, slot, coalescing, outcome, bulk counts) and the enumeration.
+    """
+    parts = {
+        "celery_task": noop["worker_cpu_ms_per_task"],
+        "wsman_invoke": invoke["cpu_ms_per_invoke"],
+        "send_next_child": noop["sender_cpu_ms_per_task"],
+    }
+    total = round(sum(v for v in parts.values() if v is not None), 3)
+    return {
+        "parts_ms": parts,
+        "total_ms": total,
+        "ratio_to_noop": ratio(total, noop["worker_cpu_ms_per_task"], 2),
+        "rest_ms": round(refresh_ms - total, 3) if refresh_ms is not None else None,
+        "invoke": invoke,
+    }
+
+
+def _invoke_cpu(rig: Rig, catalogue: Catalogue, count: int) -> dict[str, Any]:
+    """The SMS Provider client's CPU per Invoke RefreshPkgSource, from this process, one session."""
+    client = rig.sccm_client(catalogue)
+    packages = [catalogue.selected[i % len(catalogue.selected)] for i in range(count)]
+    try:
+        client.refresh(catalogue.classes[packages[0]], packages[0])  # authenticate before timing
+        before = self_cpu_s()
+        started = time.perf_counter()
+        for package_id in packages:
+            client.refresh(catalogue.classes[package_id], package_id)
+        wall_s = time.perf_counter() - started
+        cpu_s = self_cpu_s() - before
+    finally:
+        client.transport.close()
+    return {
+        "invokes": count,
+        "cpu_ms_per_invoke": round(cpu_s * 1000.0 / count, 3),
+        "invokes_per_s": _rate(count, wall_s),
+    }
+
+
+def _profiled_bulk(lane: Lane, plan: OverheadPlan, name: str) -> dict[str, Any]:
+    """The same bulk again with py-spy sampling the worker: where its CPU goes, function by function."""
+    assert plan.profile_dir is not None
+    out = plan.profile_dir / f"{name}-worker.collapsed"
+    say(f"[{name}] profiling one more bulk with py-spy -> {out}")
+    bulk_id = new_bulk_id()
+    with Spy(lane.worker_pids[0], out) as spy:
+        enqueue_bulk(
+            lane.producer, lane.catalogue.criteria(), bulk_id=bulk_id, queue=lane.queue, settings=lane.settings
+        )
+        _wait_record(lane, bulk_id, plan.timeout_s)
+        collapsed = spy.stop()
+    return {"collapsed_stacks": str(out), **top_costs(collapsed)}
 
 
 def _noops(lane: Lane, count: int, timeout_s: float) -> dict[str, Any]:
     before = lane.cpu_s()
     broker_before = lane.broker_counts()
     started = time.perf_counter()
+    sender_before = self_cpu_s()
     with lane.producer.producer_or_acquire() as producer:
         for _ in range(count):
             lane.producer.send_task(NOOP_TASK, queue=lane.queue, producer=producer)
+    sender_cpu_s = self_cpu_s() - sender_before
     if not lane.wait_broker_drained(timeout_s):
         raise RuntimeError(f"{lane.name}: {count} no-ops not done in {timeout_s:.0f} s")
     wall_s = time.perf_counter() - started
@@ -341,5 +433,7 @@ def _noops(lane: Lane, count: int, timeout_s: float) -> dict[str, Any]:
         "tasks_per_s": _rate(count, wall_s),
         "cpu_ms_per_task": cpu,
         "worker_cpu_ms_per_task": cpu["workers"],
+        # The producer's side (this process): what a worker pays when it sends a bulk's next child.
+        "sender_cpu_ms_per_task": round(sender_cpu_s * 1000.0 / count, 3),
         "broker": broker_report(broker_before, broker_after, count),
     }

@@ -109,7 +109,7 @@ class Catalogue:
         self.emulator.admin("POST", "faults", {"latency_ms": latency_ms, "latency_distribution": "fixed"})
 
     def call_totals(self) -> dict[str, int]:
-        totals: dict[str, int] = self.emulator.admin("GET", "calls/totals")
+        totals: dict[str, int] = self.emulator.admin("GET", "calls/totals")["totals"]
         return totals
 
     def reset_concurrency(self) -> None:
@@ -240,6 +240,8 @@ class Rig:
     workdir: Path
     auth: str
     max_concurrency: int
+    # Extra SCCM_REFRESH_* settings of every worker (experiments; reported in the parameters).
+    worker_settings: Mapping[str, str] = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     def provider(self, catalogue: Catalogue) -> ProviderSettings:
@@ -304,7 +306,7 @@ class Rig:
             "max_concurrency": str(self.max_concurrency),
         }
         python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-        extra = {"SCCM_REFRESH_BROKER_URL": self.broker.url, "PYTHONPATH": python_path}
+        extra = {**self.worker_settings, "SCCM_REFRESH_BROKER_URL": self.broker.url, "PYTHONPATH": python_path}
         return worker_environment(
             redis_url=self.store.url, key_prefix=keys.prefix, queue=queue, providers={SITE_CODE: provider}, extra=extra
         )

@@ -53,7 +53,7 @@ from errors import (
     OperationTimeoutError,
     RefreshError,
 )
-from worker.bulk_store import child_request_id
+from worker.bulk_store import Checkin, child_request_id
 from worker.coalesce import Closed, Follower, Joined, Leader
 from worker.constants import is_bulk_id
 from worker.decide import decide_after_error, wake_early
@@ -130,9 +130,7 @@ class Slots(Protocol):
 class BulkChildren(Protocol):
     """worker.bulk_store.BulkStore, as a child sees its bulk."""
 
-    def is_cancelled(self, bulk_id: str) -> bool: ...
-
-    def child_heartbeat(self, bulk_id: str, child_request_id: str) -> bool: ...
+    def child_checkin(self, bulk_id: str, child_request_id: str) -> Checkin: ...
 
 
 class Fences(Protocol):
@@ -326,8 +324,8 @@ def _bulk_child(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     bulk_id = _bulk_of(ctx)
     if bulk_id is None or deps.bulks is None:
         return None
-    deps.bulks.child_heartbeat(bulk_id, ctx.request_id)
-    if ctx.state.attempts > 0 or not deps.bulks.is_cancelled(bulk_id):
+    checkin = deps.bulks.child_checkin(bulk_id, ctx.request_id)
+    if ctx.state.attempts > 0 or not checkin.cancelled:
         return None
     request = ctx.valid
     if deps.coalescer is not None and deps.coalescer.current_leader(request.site_code, request.package_id) == (
