@@ -28,6 +28,8 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  echo "NOTE: chromium is not installed: the Flower browser test will be skipped. Install it (root): apt-get install -y chromium"
 	$(BIN)/pytest
 
 bench: $(STAMP)

@@ -140,7 +140,9 @@ class Rig:
             self._stack.callback(self._stop_supervisor.set)
         self.flower: FlowerProcess | None = None
         if self.config.flower:
-            self.flower = FlowerProcess(self.worker_env, log_file=self.workdir / "flower.log").start()
+            self.flower = FlowerProcess(
+                self.worker_env, log_file=self.workdir / "flower.log", auth_file=self.workdir / "flower-auth"
+            ).start()
             self._stack.callback(self.flower.stop)
         self.producer: Celery = create_app(
             Settings(broker_url=self.redis_server.url, redis_url=self.redis_server.url, queue=self.queue)

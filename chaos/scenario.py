@@ -47,10 +47,11 @@ def catalogue_size(requests: int) -> int:
     return max(80, requests + requests // 4)
 
 
-def rig_config(options: RunOptions, **emulator: Any) -> RigConfig:
+def rig_config(options: RunOptions, *, worker_env: Mapping[str, str] | None = None, **emulator: Any) -> RigConfig:
     """The pipeline of a scenario: a catalogue sized for its requests, plus its emulator settings."""
     return RigConfig(
         emulator={"package_count": catalogue_size(options.requests), **emulator},
+        worker_env=dict(worker_env or {}),
         flower=options.flower,
         stall_s=options.stall_s,
     )

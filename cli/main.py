@@ -9,6 +9,9 @@
     sccm-refresh cancel BULK_ID        stop a bulk job (children not yet attempted end cancelled)
     sccm-refresh doctor                Redis, queues, misrouted messages, consuming workers
     sccm-refresh worker [celery args]  a Celery worker (same as `celery -A worker.app worker`)
+    sccm-refresh api [flags]           the HTTP trigger API (`api hash-token` makes token file lines)
+    sccm-refresh flower [flags]        Flower, every route behind basic auth (see `sccm-refresh flower -h`)
+    sccm-refresh health worker|http    health checks for containers (exit 0 healthy, 1 not)
 
 Bad input is reported as one line on stderr with exit code 2, never a traceback.
 """
@@ -17,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from redis.exceptions import RedisError
 
 from embedded.redis_server import RedisUnavailableError
 from errors import RefreshError
+from ops.commands import add_flower_parser, add_health_parser
 
 __all__ = ["main"]
 
@@ -97,10 +101,16 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("doctor", help="check Redis, the queues (misrouted messages too) and the workers")
     sub.add_parser("worker", help="run a Celery worker", add_help=False)
+
+    from api.cli import add_arguments as add_api_arguments
+
+    add_api_arguments(sub.add_parser("api", help="serve the HTTP trigger API"))
+    add_flower_parser(sub)
+    add_health_parser(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one return per command
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one return per way a command ends
     args_list = list(sys.argv[1:] if argv is None else argv)
     # Pass-through commands keep their own argument parsers.
     if args_list and args_list[0] == "emulator":
@@ -115,36 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
 
     args = _build_parser().parse_args(args_list)
     try:
-        if args.command == "demo":
-            from cli.demo import run_demo
-
-            return run_demo(
-                packages=args.packages,
-                timeout_s=args.timeout_s,
-                medium_ready_after_s=args.medium_ready_after_s,
-                seed=args.seed,
-            )
-        if args.command == "enqueue":
-            from cli.commands import enqueue
-
-            return enqueue(
-                args.site_code,
-                args.package_ids,
-                package_class=args.package_class,
-                correlation_id=args.correlation_id,
-                verify=args.verify,
-                force=args.force,
-            )
-        if args.command == "watch":
-            from cli.commands import watch
-
-            return watch(count=args.count, timeout_s=args.timeout_s)
-        if args.command in ("bulk", "status", "cancel"):
-            return _bulk_command(args)
-        if args.command == "doctor":
-            from cli.doctor import doctor
-
-            return doctor()
+        return _COMMANDS[args.command](args)
     except RefreshError as exc:
         print(f"sccm-refresh: error: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
@@ -157,7 +138,61 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
         return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
-    return EXIT_USAGE
+
+
+# Each command's module is imported when that command runs: `sccm-refresh emulator` must not pay
+# for Celery, nor `status` for FastAPI.
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from cli.demo import run_demo
+
+    return run_demo(
+        packages=args.packages, timeout_s=args.timeout_s, medium_ready_after_s=args.medium_ready_after_s, seed=args.seed
+    )
+
+
+def _enqueue(args: argparse.Namespace) -> int:
+    from cli.commands import enqueue
+
+    return enqueue(
+        args.site_code,
+        args.package_ids,
+        package_class=args.package_class,
+        correlation_id=args.correlation_id,
+        verify=args.verify,
+        force=args.force,
+    )
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from cli.commands import watch
+
+    return watch(count=args.count, timeout_s=args.timeout_s)
+
+
+def _api(args: argparse.Namespace) -> int:
+    from api.cli import run as run_api
+
+    return run_api(args)
+
+
+def _doctor(_args: argparse.Namespace) -> int:
+    from cli.doctor import doctor
+
+    return doctor()
+
+
+def _flower(args: argparse.Namespace) -> int:
+    from ops.commands import flower_command
+
+    return flower_command(args)
+
+
+def _health(args: argparse.Namespace) -> int:
+    from ops.commands import health_command
+
+    return health_command(args)
 
 
 def _bulk_command(args: argparse.Namespace) -> int:
@@ -180,6 +215,20 @@ def _bulk_command(args: argparse.Namespace) -> int:
         wait=args.wait,
         timeout_s=args.timeout_s,
     )
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": _demo,
+    "enqueue": _enqueue,
+    "watch": _watch,
+    "api": _api,
+    "bulk": _bulk_command,
+    "status": _bulk_command,
+    "cancel": _bulk_command,
+    "doctor": _doctor,
+    "flower": _flower,
+    "health": _health,
+}
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from errors import ConfigError
 
 __all__ = [
     "ENV_PREFIX",
+    "ApiSettings",
     "LimitSettings",
     "ProviderSettings",
     "RetryPolicy",
@@ -121,6 +122,11 @@ class LimitSettings(BaseModel):
     # often while a bulk lives (refill, re-send lost children).
     bulk_window_extra: int = Field(default=2, ge=0, le=1000)
     bulk_pump_interval_s: float = Field(default=30.0, ge=0.1, le=900)
+    # The watch over live requests (worker/request_watch.py): a request not seen again within its
+    # countdown (or the task time limit) plus the visibility timeout plus this margin is sent
+    # again; workers look for such requests this often.
+    watch_margin_s: float = Field(default=30.0, ge=0, le=3600)
+    watch_sweep_interval_s: float = Field(default=15.0, ge=0.1, le=900)
 
     @model_validator(mode="after")
     def _countdown_below_visibility(self) -> LimitSettings:
@@ -128,6 +134,49 @@ class LimitSettings(BaseModel):
             raise ValueError("max_countdown_s must be below visibility_timeout_s")
         if self.slot_wait_min_s > self.slot_wait_max_s:
             raise ValueError("slot_wait_min_s must not exceed slot_wait_max_s")
+        return self
+
+
+class ApiSettings(BaseModel):
+    """The HTTP trigger API (`sccm-refresh api`): listen address, auth, limits (README, "HTTP API")."""
+
+    model_config = _FROZEN
+
+    host: str = Field(default="127.0.0.1", min_length=1, max_length=255)
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Lines `sha256:<hex> <role> <name>`; the API refuses to start without one (unless
+    # --insecure-no-auth on loopback).
+    token_file: Path | None = None
+    # Checked against Content-Length before reading, and counted while reading a chunked body.
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_packages_per_request: int = Field(default=500, ge=1, le=10_000)
+    # A retried POST with the same Idempotency-Key and body gets the first answer this long.
+    idempotency_ttl_s: int = Field(default=24 * 3600, ge=60, le=30 * 24 * 3600)
+    # How long a key stays claimed by a POST still running (or one that died mid-way).
+    idempotency_pending_ttl_s: int = Field(default=60, ge=5, le=3600)
+    # Threads for the blocking producer calls (Celery's apply_async); also caps them in flight.
+    producer_threads: int = Field(default=8, ge=1, le=256)
+    # Celery task-sent events for what the API enqueues (Flower's SENT state): a second publish
+    # per request. Workers' task events (received, started, ...) are not affected.
+    task_sent_events: bool = False
+    # Server-Sent Events: concurrent streams, XREAD BLOCK slice, entries per read, heartbeat,
+    # and the longest life of one stream (clients reconnect with Last-Event-ID).
+    max_event_streams: int = Field(default=64, ge=1, le=10_000)
+    event_block_ms: int = Field(default=1000, ge=10, le=4000)
+    event_batch: int = Field(default=100, ge=1, le=1000)
+    event_heartbeat_s: float = Field(default=15.0, gt=0, le=300)
+    event_max_duration_s: float = Field(default=3600.0, gt=0, le=86_400)
+    # /readyz asks the workers which queues they consume (a broadcast that waits timeout_s)
+    # and keeps the answer this long.
+    readiness_timeout_s: float = Field(default=1.0, gt=0, le=30)
+    readiness_cache_s: float = Field(default=5.0, ge=0, le=300)
+    # uvicorn answers 503 past this many open connections (event streams included).
+    max_connections: int = Field(default=1000, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _streams_fit_connections(self) -> ApiSettings:
+        if self.max_event_streams > self.max_connections:
+            raise ValueError("max_event_streams must not exceed max_connections")
         return self
 
 
@@ -245,6 +294,7 @@ class Settings(BaseSettings):
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     retry: RetrySettings = RetrySettings()
     limits: LimitSettings = LimitSettings()
+    api: ApiSettings = ApiSettings()
     task_soft_time_limit_s: int = Field(default=300, ge=1)
     task_time_limit_s: int = Field(default=360, ge=2)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

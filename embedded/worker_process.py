@@ -6,8 +6,10 @@ killing it by PID is how the crash tests simulate a lost worker.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -73,6 +75,8 @@ class WorkerProcess:
         self.name = name
         self.log_file = log_file
         self.extra_args = extra_args
+        # Unique per worker; Celery expands %h to this host's name (the node name a probe targets).
+        self.hostname = f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h"
         self.process: subprocess.Popen[str] | None = None
         self.lines: deque[str] = deque(maxlen=5000)
         self._ready = threading.Event()
@@ -84,6 +88,11 @@ class WorkerProcess:
         if self.process is None:
             raise RuntimeError("worker not started")
         return self.process.pid
+
+    @property
+    def node_name(self) -> str:
+        """The worker's Celery node name, e.g. `sccm-refresh-123-456@host` (its worker_direct queue's name)."""
+        return self.hostname.replace("%h", socket.gethostname())
 
     def argv(self) -> list[str]:
         return [
@@ -100,7 +109,7 @@ class WorkerProcess:
             "--queues",
             self.queue,
             "--hostname",
-            f"{self.name}-{os.getpid()}-{time.monotonic_ns()}@%h",
+            self.hostname,
             "--loglevel",
             "INFO",
             "--without-gossip",
@@ -146,7 +155,7 @@ class WorkerProcess:
             if self._log is not None:
                 self._log.write(line)
                 self._log.flush()
-            if line.rstrip().endswith(_READY_MARKER):
+            if _is_ready_line(line):
                 self._ready.set()
 
     def alive(self) -> bool:
@@ -193,3 +202,15 @@ class WorkerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _is_ready_line(line: str) -> bool:
+    """Celery's "<node> ready." line, in the plain format or as a JSON log line (ops/logs.py)."""
+    text = line.rstrip()
+    if text.startswith("{"):
+        try:
+            message = json.loads(text).get("message", "")
+        except (ValueError, AttributeError):
+            return False
+        return isinstance(message, str) and message.rstrip().endswith(_READY_MARKER)
+    return text.endswith(_READY_MARKER)

@@ -24,6 +24,7 @@ from worker.app import REFRESH_TASK, app
 from worker.delivery import Delivery
 from worker.execute import run_delivery
 from worker.runtime import delivery_deps, publisher
+from worker.task_states import report_state
 
 __all__ = ["refresh_package"]
 
@@ -57,7 +58,14 @@ class _KwargsOnlyTask(Task):  # type: ignore[misc]  # Celery ships no type infor
 def refresh_package(*args: Any, **kwargs: Any) -> dict[str, Any]:
     delivery = Delivery(args=args, kwargs=kwargs, task_id=refresh_package.request.id)
     deps = delivery_deps(interruptions=(SoftTimeLimitExceeded,))
-    return run_delivery(delivery, deps, publisher(), _requeue, control_flow=_CELERY_CONTROL_FLOW)
+    return run_delivery(
+        delivery, deps, publisher(), _requeue, control_flow=_CELERY_CONTROL_FLOW, report_state=_report_state
+    )
+
+
+def _report_state(state: str, detail: str) -> bool:
+    # A custom task state Flower shows while the request waits (worker/task_states.py).
+    return report_state(refresh_package, state, detail)
 
 
 def _requeue(kwargs: Mapping[str, Any], countdown_s: float) -> NoReturn:

@@ -82,6 +82,9 @@ SHORT_VISIBILITY_ENV = {
     "SCCM_REFRESH_RETRY__MEDIUM__MAX_ATTEMPTS": "200",
     "SCCM_REFRESH_RETRY__MEDIUM__INITIAL_BACKOFF_S": "0.5",
     "SCCM_REFRESH_RETRY__MEDIUM__MAX_BACKOFF_S": "1",
+    # A lost message is sent again a few seconds after its visibility timeout.
+    "SCCM_REFRESH_LIMITS__WATCH_MARGIN_S": "3",
+    "SCCM_REFRESH_LIMITS__WATCH_SWEEP_INTERVAL_S": "1",
 }
 UNACKED_HASH = "unacked"  # kombu's Redis transport: delivered, not yet acknowledged
 

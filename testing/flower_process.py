@@ -1,7 +1,8 @@
-"""A real Flower (`celery -A worker.app flower`) as a child process, for searches of what it shows.
+"""`sccm-refresh flower` as a child process with a basic-auth file, for tests; stopped by PID.
 
-Started with a worker's environment and a basic-auth login on a free port; ready once a worker
-heartbeat reached it (its event receiver is consuming); stopped by PID.
+flower = FlowerProcess(worker.env, log_file=tmp / "flower.log", auth_file=tmp / "flower-auth").start()
+flower.api("/api/tasks").json()          # with the login
+flower.get("/metrics").status_code       # without: 401
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import requests
 
 __all__ = ["FLOWER_LOGIN_PASSWORD", "FLOWER_USER", "FlowerProcess"]
 
-# Flower's own login, deliberately unlike the SCCM secrets searched for.
+# Flower's own login, deliberately unlike the SCCM secrets tests search for.
 FLOWER_USER: Final = "flower-admin"
-FLOWER_LOGIN_PASSWORD: Final = "flower-test-login"  # noqa: S105 - Flower's login in tests, not a secret
+FLOWER_LOGIN_PASSWORD: Final = "flower-test-login"  # noqa: S105 - a test login for a loopback Flower
 FLOWER_READY_TIMEOUT_S: Final = 20.0
 FLOWER_HTTP_TIMEOUT_S: Final = 5.0
 _FLOWER_PORT_ATTEMPTS: Final = 5
@@ -33,14 +34,22 @@ _POLL_S: Final = 0.05
 
 
 class FlowerProcess:
-    """`celery -A worker.app flower` with the worker's environment and basic auth; stopped by PID."""
+    """`sccm-refresh flower` with the worker's environment and a basic-auth file; stopped by PID."""
 
-    def __init__(self, env: Mapping[str, str], *, log_file: Path) -> None:
+    def __init__(
+        self, env: Mapping[str, str], *, log_file: Path, auth_file: Path, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.env = dict(env)
         self.log_file = log_file
+        self.auth_file = auth_file
+        self.extra_args = extra_args
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+
+    @property
+    def login(self) -> tuple[str, str]:
+        return (FLOWER_USER, FLOWER_LOGIN_PASSWORD)
 
     @property
     def base_url(self) -> str:
@@ -48,6 +57,8 @@ class FlowerProcess:
 
     def start(self) -> FlowerProcess:
         """Start on a free port (another if it was taken meanwhile) and wait until events flow."""
+        self.auth_file.touch(mode=0o600)
+        self.auth_file.write_text(f"{FLOWER_USER}:{FLOWER_LOGIN_PASSWORD}\n", encoding="utf-8")
         for _attempt in range(_FLOWER_PORT_ATTEMPTS):
             self.port = _free_port()
             log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
@@ -56,13 +67,12 @@ class FlowerProcess:
                 [
                     sys.executable,
                     "-m",
-                    "celery",
-                    "-A",
-                    "worker.app",
+                    "cli.main",
                     "flower",
                     "--address=127.0.0.1",
                     f"--port={self.port}",
-                    f"--basic-auth={FLOWER_USER}:{FLOWER_LOGIN_PASSWORD}",
+                    f"--basic-auth-file={self.auth_file}",
+                    *self.extra_args,
                 ],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -84,7 +94,7 @@ class FlowerProcess:
             if self.process is None or self.process.poll() is not None:
                 return False
             try:
-                metrics = self.get("/metrics")
+                metrics = self.get("/metrics", auth=(FLOWER_USER, FLOWER_LOGIN_PASSWORD))
                 if metrics.status_code == 200 and _WORKER_ONLINE_METRIC.search(metrics.text):
                     return True
             except requests.ConnectionError:
@@ -97,7 +107,7 @@ class FlowerProcess:
 
     def api(self, path: str) -> requests.Response:
         """GET with Flower's basic-auth login; raises on an HTTP error."""
-        response = self.get(path, auth=(FLOWER_USER, FLOWER_LOGIN_PASSWORD))
+        response = self.get(path, auth=self.login)
         response.raise_for_status()
         return response
 

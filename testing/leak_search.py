@@ -24,14 +24,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME
+from testing.fixtures_pipeline import WRONG_PASSWORD
+
 __all__ = [
     "NTLM_AUTHENTICATE_SIGNATURE",
+    "SECRETS",
     "LeakSearch",
     "RedisSnapshot",
     "base64_at_every_alignment",
     "basic_authorization",
     "database_count",
     "json_strings",
+    "leak_report",
     "redis_for_db",
     "snapshot_redis",
 ]
@@ -265,3 +270,13 @@ def collect_celery_data(snapshot: RedisSnapshot, key: bytes, value: bytes) -> No
         return
     if isinstance(decoded, list) and len(decoded) == 3 and isinstance(decoded[1], dict):
         snapshot.message_kwargs.append(decoded[1])
+
+
+# The test pipelines' two passwords (the emulator's, and a wrong one), for tests that search a blob.
+SECRETS: Final = {"EMULATOR_PASSWORD": EMULATOR_PASSWORD, "WRONG_PASSWORD": WRONG_PASSWORD}
+_TEST_SEARCH: Final = LeakSearch.for_secrets(SECRETS, username=EMULATOR_USERNAME)
+
+
+def leak_report(blobs: Mapping[str, bytes | str]) -> dict[str, set[str]]:
+    """Which of the test secrets each blob leaks (only blobs that leak something are listed)."""
+    return _TEST_SEARCH.report(blobs)

@@ -4,4 +4,6 @@ pytest_plugins = [
     "testing.fixtures_redis",
     "testing.fixtures_emulator",
     "testing.fixtures_pipeline",
+    "testing.fixtures_api",
+    "testing.fixtures_worker",
 ]

@@ -26,8 +26,10 @@ __all__ = ["BULK_PUMP_TASK", "BULK_TASK", "REFRESH_TASK", "app", "celery_config"
 REFRESH_TASK = "sccm.refresh_package"
 BULK_TASK = "sccm.bulk_refresh"  # enumerate a bulk's packages and start feeding its children
 BULK_PUMP_TASK = "sccm.bulk_pump"  # a bulk's safety net: refill, re-send, drain, finish
-# Imported by the worker at start: the tasks, and the hooks into its life (pool settings, checks).
-TASK_MODULES = ["tasks.refresh", "tasks.bulk", "worker.consumer", "worker.lifecycle"]
+# Imported by the worker at start: the tasks, the hooks into its life (pool settings, checks),
+# then operations: the liveness probe task, and the log format hook (imported before Celery sets
+# logging up, so JSON logs cover the worker's first line).
+TASK_MODULES = ["tasks.refresh", "tasks.bulk", "worker.consumer", "worker.lifecycle", "ops.health", "ops.logs"]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -86,6 +88,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "worker_send_task_events": True,
         "worker_hijack_root_logger": False,
+        # Each worker also consumes its own queue (<nodename>.dq2): the liveness probe
+        # (`sccm-refresh health worker`) reaches exactly the worker it checks.
+        "worker_direct": True,
         "timezone": "UTC",
         "enable_utc": True,
     }

@@ -25,6 +25,7 @@ __all__ = [
     "COALESCE_TO_PUBLISH",
     "DEFAULT_PREFIX",
     "FINAL_MARKER",
+    "HEALTH_PROBE_REPLY",
     "INVOKE_FENCE",
     "METRICS_ERRORS",
     "METRICS_LATENCY",
@@ -37,6 +38,7 @@ __all__ = [
     "REJECTED_MARKER_PREFIX",
     "REJECTION_MARKER",
     "REQUEST_STATE",
+    "SITES",
     "SLOT_HOLDERS",
     "SLOT_LEASES",
     "SLOT_STATS",
@@ -59,6 +61,9 @@ __all__ = [
     "STREAM_FIELD_SITE_CODE",
     "STREAM_FIELD_STATUS",
     "STREAM_KIND_BULK",
+    "WATCH_DEADLINES",
+    "WATCH_MESSAGES",
+    "WORKERS_SEEN",
     "BulkKeys",
     "RedisKeys",
     "SlotKeys",
@@ -88,6 +93,9 @@ INVOKE_FENCE = "{prefix}:fence:{request_id}"
 # the same message (kombu restores unacked messages when a connection drops, while the first copy
 # still runs on its thread) waits instead of attempting alongside it.
 ATTEMPT_LOCK = "{prefix}:attempt:{request_id}"
+# The watch over live requests (worker/request_watch.py): when each is next due, and its message.
+WATCH_DEADLINES = "{prefix}:watch:deadlines"  # zset request id -> epoch; member removed with the final
+WATCH_MESSAGES = "{prefix}:watch:messages"  # hash request id -> "<task id> <kwargs JSON>"; removed with the final
 # Latest event of one request (hash, same fields as the package state plus `stream_id`), TTL as
 # the final marker: what `GET /v1/refreshes/{id}` reads in O(1).
 REQUEST_STATE = "{prefix}:request:{request_id}"
@@ -95,6 +103,8 @@ REQUEST_STATE = "{prefix}:request:{request_id}"
 METRICS_OUTCOMES = "{prefix}:metrics:outcomes"  # hash "<status>|<site>" -> events published
 METRICS_ERRORS = "{prefix}:metrics:errors"  # hash "<kind>|<retrying|final>" -> events
 METRICS_LATENCY = "{prefix}:metrics:latency"  # hash: histogram of request-to-final seconds ("le:<b>", sum, count)
+WORKERS_SEEN = "{prefix}:workers"  # zset worker node name -> last sweep (epoch s); old members trimmed
+SITES = "{prefix}:sites"  # hash site code -> max_concurrency, as the workers are configured (for /metrics)
 
 # Per-provider concurrency cap (worker/slots.py): one set per site, every key with a TTL.
 SLOT_HOLDERS = "{prefix}:slots:{site_code}:holders"  # zset holder id -> lease expiry (epoch s)
@@ -114,6 +124,10 @@ BULK_HEARTBEATS = "{prefix}:bulk:{bulk_id}:heartbeats"  # zset child request id 
 BULK_CHILDREN = "{prefix}:bulk:{bulk_id}:children"  # set of child ids appended (dedupe while enumerating)
 BULK_FINAL_MARKER = "{prefix}:bulk-final:{bulk_id}"  # string (stream id), TTL: the bulk outcome published once
 BULK_STATES = "{prefix}:metrics:bulks"  # hash state -> bulk jobs in it (kept by bulk_store.lua)
+
+# Worker liveness probe (ops/health.py): the probe task pushes its node name here; the checker
+# BLPOPs it and deletes it. TTL'd in case the checker gave up before the reply came.
+HEALTH_PROBE_REPLY = "{prefix}:health:{token}"
 
 # Flat fields of a stream entry, next to the full JSON, so consumers can filter cheaply.
 STREAM_FIELD_OUTCOME = "outcome"
@@ -238,10 +252,31 @@ class RedisKeys:
             METRICS_LATENCY.format(prefix=prefix),
         )
 
+    @property
+    def sites(self) -> str:
+        return SITES.format(prefix=self.prefix)
+
+    @property
+    def workers_seen(self) -> str:
+        return WORKERS_SEEN.format(prefix=self.prefix)
+
+    @property
+    def watch_deadlines(self) -> str:
+        return WATCH_DEADLINES.format(prefix=self.prefix)
+
+    @property
+    def watch_messages(self) -> str:
+        return WATCH_MESSAGES.format(prefix=self.prefix)
+
     def attempt_lock(self, request_id: str) -> str:
         if not is_request_id_key_part(request_id):
             raise ValueError(f"request_id cannot be part of a Redis key: {request_id[:40]!r}")
         return ATTEMPT_LOCK.format(prefix=self.prefix, request_id=request_id)
+
+    def health_probe_reply(self, token: str) -> str:
+        if not is_key_part(token):
+            raise ValueError(f"probe token cannot be part of a Redis key: {token[:40]!r}")
+        return HEALTH_PROBE_REPLY.format(prefix=self.prefix, token=token)
 
     def invoke_fence(self, request_id: str) -> str:
         if not is_request_id_key_part(request_id):

@@ -36,6 +36,17 @@ log = logging.getLogger(__name__)
 class Consumer(CeleryConsumer):  # type: ignore[misc]
     """`worker_consumer` for sccm-refresh: reconnects after a broker loss with unacked messages held."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A task that finishes after its broker connection was collected acks through a released
+        # transport: kombu raises AttributeError ("'NoneType' object has no attribute 'hostname'")
+        # from `ack_log_error`, which only tolerates the connection errors it is given, and the
+        # worker died ("Unrecoverable error", seen by the chaos suite's Redis restart). Tolerated
+        # as a connection error, the ack is logged as failed and the message comes back after the
+        # visibility timeout, where its final outcome drops it.
+        known: tuple[type[BaseException], ...] = tuple(getattr(self, "connection_errors", ()))
+        self.connection_errors = (*known, AttributeError)
+
     def on_connection_error_after_connected(self, exc: BaseException) -> None:
         connection = self.connection
         if connection is not None:

@@ -50,6 +50,7 @@ from errors import (
     ConfigError,
     InternalError,
     InvalidRequestError,
+    MediumNotReadyError,
     OperationTimeoutError,
     RefreshError,
 )
@@ -63,6 +64,7 @@ from worker.packages import PackageInfo, validate_package_class, validate_packag
 from worker.refresh import RefreshClient, attempt_refresh
 from worker.request import RETRY_STATE_KWARG, RefreshRequest, RetryState, is_valid_id, parse_request
 from worker.slots import PRIORITY_BULK, PRIORITY_SINGLE, Granted, Lease, Wait
+from worker.task_states import JOINED, WAITING_FOR_MEDIUM, WAITING_FOR_SLOT
 
 __all__ = [
     "STEPS",
@@ -77,6 +79,7 @@ __all__ = [
     "internal_failure_plan",
     "message_key",
     "reject_delivery",
+    "task_id_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -125,6 +128,12 @@ class Slots(Protocol):
     def try_acquire(self, site_code: str, holder_id: str, limit: int, *, priority: int) -> Granted | Wait: ...
 
     def release(self, lease: Lease) -> bool: ...
+
+
+class Watching(Protocol):
+    """worker.request_watch.RequestWatch: when each live request is next due."""
+
+    def expect(self, request_id: str, task_id: str, kwargs: Mapping[str, Any], *, within_s: float) -> None: ...
 
 
 class BulkChildren(Protocol):
@@ -178,6 +187,8 @@ class DeliveryDeps:
     bulks: BulkChildren | None = None
     # Told of every final outcome once it is recorded (a bulk counts its children there).
     on_final: Callable[[Outcome], None] | None = None
+    # Records when each live request is next due, so a lost message is sent again.
+    watch: Watching | None = None
 
 
 # -- what goes out ------------------------------------------------------------------------------
@@ -192,6 +203,9 @@ class Done:
 class Requeue:
     countdown_s: float
     kwargs: dict[str, Any]
+    # What the request waits for, for monitors (Flower): a custom task state and a one-line detail.
+    state: str | None = None
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -291,6 +305,11 @@ def _admit(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
         # A producer clock ahead of ours must not put requested_at after the attempt started.
         state = state.evolve(requested_at=min(asked, now), first_attempt_at=now)
     ctx.state = state
+    if deps.watch is not None:
+        # Until this delivery ends (its time limit), or its message returns after a worker died.
+        limits = deps.settings.limits
+        due_s = deps.settings.task_time_limit_s + limits.visibility_timeout_s + limits.watch_margin_s
+        deps.watch.expect(ctx.request_id, _task_id_of(ctx), _retry_kwargs(ctx, state), within_s=due_s)
     return None
 
 
@@ -359,7 +378,12 @@ def _coalesce(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
         ctx.leads = True
         return None
     log.info("request %s joined the pending refresh %s", ctx.request_id, claim.leader_request_id)
-    watch = Requeue(float(limits.max_countdown_s), _retry_kwargs(ctx, ctx.state))
+    watch = Requeue(
+        float(limits.max_countdown_s),
+        _retry_kwargs(ctx, ctx.state),
+        state=JOINED,
+        detail=f"joined the pending refresh {claim.leader_request_id}: its outcome will be this one's",
+    )
     return Plan(then=watch, request_id=ctx.request_id)
 
 
@@ -374,7 +398,12 @@ def _provider_slot(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     if isinstance(answer, Granted):
         ctx.lease = answer.lease
         return None
-    return Plan(then=Requeue(answer.retry_after_s, _retry_kwargs(ctx, ctx.state)), request_id=ctx.request_id)
+    detail = (
+        f"place {answer.rank + 1} in line for {request.site_code}'s provider: {answer.in_use} of {limit} slots "
+        f"in use, next look in {answer.retry_after_s:.1f}s"
+    )
+    wait = Requeue(answer.retry_after_s, _retry_kwargs(ctx, ctx.state), state=WAITING_FOR_SLOT, detail=detail)
+    return Plan(then=wait, request_id=ctx.request_id)
 
 
 def _exclusive(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
@@ -464,7 +493,13 @@ def _decide(ctx: _Context, deps: DeliveryDeps) -> Plan:
             error.kind,
             decision.wait_s,
         )
-        requeue = Requeue(decision.countdown_s, _retry_kwargs(ctx, decision.state))
+        medium = isinstance(error, MediumNotReadyError)
+        requeue = Requeue(
+            decision.countdown_s,
+            _retry_kwargs(ctx, decision.state),
+            state=WAITING_FOR_MEDIUM if medium else None,
+            detail=f"{error.kind}: next attempt at {retrying.to_dict()['next_retry_at']}" if medium else "",
+        )
         return Plan((retrying,), requeue, request_id=ctx.request_id)
     final = Outcome.final_failure(
         info, run, error, return_value=error.return_value, source_version_before=ctx.seen.version_before
@@ -594,6 +629,15 @@ def _valid_or(validate: Callable[[object], str], value: object) -> str | None:
         return validate(value)
     except InvalidRequestError:
         return None
+
+
+def _task_id_of(ctx: _Context) -> str:
+    return task_id_for(ctx.delivery, ctx.request_id)
+
+
+def task_id_for(delivery: Delivery, request_id: str) -> str:
+    """The task id to send this request's next message under: the delivery's, when trusted."""
+    return _trusted_task_id(delivery.task_id) or request_id
 
 
 def _trusted_task_id(task_id: object) -> str | None:

@@ -22,10 +22,19 @@ from typing import Any, NoReturn, Protocol
 from redis.exceptions import RedisError
 
 from errors import InternalError
-from worker.delivery import Delivery, DeliveryDeps, Drop, Plan, Requeue, handle_delivery, internal_failure_plan
+from worker.delivery import (
+    Delivery,
+    DeliveryDeps,
+    Drop,
+    Plan,
+    Requeue,
+    handle_delivery,
+    internal_failure_plan,
+    task_id_for,
+)
 from worker.outcomes import Outcome
 
-__all__ = ["OutcomeSink", "Requeuer", "run_delivery"]
+__all__ = ["OutcomeSink", "Requeuer", "StateReporter", "run_delivery"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +48,8 @@ class OutcomeSink(Protocol):
 
 
 Requeuer = Callable[[Mapping[str, Any], float], NoReturn]
+# Tells monitors what a re-queued request waits for (worker.task_states.report_state).
+StateReporter = Callable[[str, str], object]
 
 
 class _FinalNotPublishedError(Exception):
@@ -52,6 +63,7 @@ def run_delivery(
     requeue: Requeuer,
     *,
     control_flow: tuple[type[BaseException], ...] = (),
+    report_state: StateReporter | None = None,
 ) -> dict[str, Any]:
     """Plan and execute one delivery; returns a summary for the task's result (Flower shows it).
 
@@ -60,7 +72,9 @@ def run_delivery(
     later_s = min(PUBLISH_REQUEUE_S, float(deps.settings.limits.max_countdown_s))
     try_later: tuple[type[BaseException], ...] = (_FinalNotPublishedError, RedisError, *deps.interruptions)
     try:
-        return _execute(handle_delivery(delivery, deps), outcomes, requeue, deps)
+        return _execute(
+            handle_delivery(delivery, deps), outcomes, requeue, deps, delivery=delivery, report_state=report_state
+        )
     except control_flow:
         raise
     except try_later as exc:
@@ -75,14 +89,29 @@ def run_delivery(
             "".join(traceback.format_tb(exc.__traceback__)),
         )
         try:
-            _execute(internal_failure_plan(delivery, exc, deps), outcomes, requeue, deps)
+            _execute(
+                internal_failure_plan(delivery, exc, deps),
+                outcomes,
+                requeue,
+                deps,
+                delivery=delivery,
+                report_state=report_state,
+            )
         except _FinalNotPublishedError:
             requeue(delivery.kwargs, later_s)
         # Celery marks the task failed (Flower shows it); the outcome is already recorded.
         raise InternalError(f"internal error: {type(exc).__name__}") from None
 
 
-def _execute(plan: Plan, outcomes: OutcomeSink, requeue: Requeuer, deps: DeliveryDeps) -> dict[str, Any]:
+def _execute(
+    plan: Plan,
+    outcomes: OutcomeSink,
+    requeue: Requeuer,
+    deps: DeliveryDeps,
+    *,
+    delivery: Delivery,
+    report_state: StateReporter | None,
+) -> dict[str, Any]:
     summary: dict[str, Any] = {"request_id": plan.request_id}
     for outcome in plan.outcomes:
         try:
@@ -102,6 +131,15 @@ def _execute(plan: Plan, outcomes: OutcomeSink, requeue: Requeuer, deps: Deliver
         }
     then = plan.then
     if isinstance(then, Requeue):
+        if deps.watch is not None and plan.request_id is not None:
+            # The next message is due after its countdown, or after the visibility timeout if a
+            # worker holding it dies; past that plus a margin, the watch sends it again.
+            limits = deps.settings.limits
+            due_s = then.countdown_s + limits.visibility_timeout_s + limits.watch_margin_s
+            task_id = task_id_for(delivery, plan.request_id)
+            deps.watch.expect(plan.request_id, task_id, then.kwargs, within_s=due_s)
+        if then.state is not None and report_state is not None:
+            report_state(then.state, then.detail)
         requeue(then.kwargs, then.countdown_s)
     if isinstance(then, Drop):
         log.info("request %s %s", plan.request_id, then.reason)

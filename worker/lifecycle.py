@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 
 from celery.signals import worker_ready
+from redis.exceptions import RedisError
 
 from config.settings import get_settings
 from worker.misrouting import start_watch
 from worker.redis_client import redis_from_url
+from worker.runtime import mark_worker_seen, resend_overdue
 
 __all__: list[str] = []
 
@@ -25,4 +29,28 @@ def _watch_for_misrouted_messages(**_: object) -> None:
     start_watch(redis_from_url(settings.broker_url), settings.queue, interval_s=MISROUTING_CHECK_INTERVAL_S)
 
 
+def _sweep_for_lost_messages(sender: object = None, **_: object) -> None:
+    """Every `watch_sweep_interval_s`, send again any live request whose message vanished.
+
+    The same beat tells /metrics this worker is alive and consuming (the "workers seen" gauge).
+    """
+    interval_s = get_settings().limits.watch_sweep_interval_s
+    node = str(getattr(sender, "hostname", None) or f"pid-{os.getpid()}")
+
+    def loop() -> None:
+        while True:
+            try:
+                mark_worker_seen(node)
+                resend_overdue()
+            except RedisError as exc:
+                log.debug("request watch sweep skipped: %s", type(exc).__name__)
+            except Exception as exc:  # a sweep must never kill its thread: log the type, go on
+                log.error("request watch sweep failed (%s)", type(exc).__name__)
+            stop.wait(interval_s)
+
+    stop = threading.Event()
+    threading.Thread(target=loop, name="sccm-request-watch", daemon=True).start()
+
+
 worker_ready.connect(_watch_for_misrouted_messages, weak=False)
+worker_ready.connect(_sweep_for_lost_messages, weak=False)

@@ -22,13 +22,13 @@ from typing import Any, Final
 from redis import Redis
 from redis.exceptions import RedisError
 
-__all__ = ["DEFAULT_CELERY_QUEUE", "Misrouted", "count_misrouted", "start_watch"]
+__all__ = ["DEFAULT_CELERY_QUEUE", "SAMPLE", "Misrouted", "count_misrouted", "misrouted_in", "start_watch"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CELERY_QUEUE: Final = "celery"
 OUR_TASK_PREFIX: Final = "sccm."
-_SAMPLE: Final = 200
+SAMPLE: Final = 200
 
 
 @dataclass(frozen=True)
@@ -46,10 +46,15 @@ class Misrouted:
         return round(self.ours * self.length / self.sampled)
 
 
-def count_misrouted(redis: Redis, queue: str = DEFAULT_CELERY_QUEUE, *, sample: int = _SAMPLE) -> Misrouted:
+def count_misrouted(redis: Redis, queue: str = DEFAULT_CELERY_QUEUE, *, sample: int = SAMPLE) -> Misrouted:
     """How many of our task messages wait in `queue` (a queue our workers do not consume)."""
     length = int(redis.llen(queue))
     items = redis.lrange(queue, 0, sample - 1) if length else []
+    return misrouted_in(queue, length, items)
+
+
+def misrouted_in(queue: str, length: int, items: list[Any]) -> Misrouted:
+    """The count from a queue's length and its first messages (pure: async readers use it too)."""
     ours = sum(1 for item in items if _task_name(item).startswith(OUR_TASK_PREFIX))
     return Misrouted(queue, ours, len(items), length)
 

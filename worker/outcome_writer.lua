@@ -4,7 +4,8 @@
 -- KEYS: 1 outcome stream, 2 latest-state hash ('' = leave alone), 3 final marker of the request id,
 --       4 rejection marker of this message ('' unless kind is 'rejection'),
 --       5 invoke fence of the request id ('' = none), 6 request state hash,
---       7/8/9 metrics: outcomes, errors, latency (hashes without TTL: a handful of fields each)
+--       7/8/9 metrics: outcomes, errors, latency (hashes without TTL: a handful of fields each),
+--       10/11 the request watch: deadlines (zset), messages (hash)
 -- ARGV: 1 json, 2 request_id, 3 package_id, 4 site_code, 5 status, 6 final ('1'/'0'),
 --       7 requested_at, 8 attempt, 9 updated_at, 10 source_version ('' = unknown),
 --       11 stream maxlen (approximate), 12 marker ttl (s), 13 channel, 14 kind: 'event' | 'final' | 'rejection',
@@ -69,6 +70,9 @@ elseif is_final then
   if KEYS[5] ~= '' then
     redis.call('DEL', KEYS[5])
   end
+  -- The request ended: nothing more to watch for.
+  redis.call('ZREM', KEYS[10], ARGV[2])
+  redis.call('HDEL', KEYS[11], ARGV[2])
 end
 if update_request then
   redis.call('HSET', KEYS[6], '$f_status', ARGV[5], '$f_request_id', ARGV[2], '$f_final', ARGV[6],

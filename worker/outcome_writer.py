@@ -233,6 +233,8 @@ class OutcomePublisher:
             fence_key,
             self._keys.request_state(outcome.request_id),
             *self._keys.metrics,
+            self._keys.watch_deadlines,
+            self._keys.watch_messages,
         ]
         latency_s = (outcome.finished_at - outcome.requested_at).total_seconds() if outcome.final else 0.0
         args: list[str | int] = [

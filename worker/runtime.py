@@ -7,11 +7,15 @@ everything with `reset_runtime()`.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from redis.typing import EncodableT, FieldT
 
 from config.settings import Settings, get_settings
 from worker.app import REFRESH_TASK, app
@@ -23,6 +27,7 @@ from worker.delivery import DeliveryDeps
 from worker.fence import RedisInvokeFences
 from worker.outcome_writer import OutcomePublisher
 from worker.redis_client import redis_from_url
+from worker.request_watch import RequestWatch
 from worker.sccm import SccmClient
 from worker.slots import ProviderSlots
 from worker.transport import ProviderTransport
@@ -32,11 +37,15 @@ __all__ = [
     "client_for",
     "delivery_deps",
     "dispatch_refreshes",
+    "mark_worker_seen",
     "provider_slots",
     "publisher",
+    "resend_overdue",
     "reset_runtime",
     "worker_identity",
 ]
+
+log = logging.getLogger(__name__)
 
 # A slot's typical hold before the first releases teach the estimate: one Get plus one Invoke.
 _INITIAL_SLOT_HOLD_S = 1.0
@@ -110,6 +119,7 @@ def delivery_deps(*, interruptions: tuple[type[BaseException], ...] = ()) -> Del
                 slots=provider_slots(settings),
                 bulks=BulkStore(writer.redis, writer.keys, ttl_s=ttl_s),
                 on_final=bulk_runner().child_ended,
+                watch=RequestWatch(writer.redis, writer.keys),
             )
         return _runtime.deps
 
@@ -146,6 +156,38 @@ def bulk_runner() -> BulkRunner:
                 worker=worker_identity(),
             )
         return _runtime.bulk_runner
+
+
+# A worker missing from the sweeps for a day is forgotten by the "workers seen" set.
+_WORKER_FORGOTTEN_AFTER_S = 86_400.0
+
+
+def mark_worker_seen(node: str) -> None:
+    """This worker is alive and sweeping, with these sites (what /metrics reports workers and slots by)."""
+    writer = publisher()
+    now = time.time()
+    key = writer.keys.workers_seen
+    sites: dict[FieldT, EncodableT] = {s: p.max_concurrency for s, p in get_settings().providers.items()}
+    with writer.redis.pipeline(transaction=False) as pipe:
+        pipe.zadd(key, {node: now})
+        pipe.zremrangebyscore(key, "-inf", now - _WORKER_FORGOTTEN_AFTER_S)
+        if sites:
+            pipe.hset(writer.keys.sites, mapping=sites)
+        pipe.execute()
+
+
+def resend_overdue() -> int:
+    """Send again the requests whose message vanished (one sweep of the request watch)."""
+    settings = get_settings()
+    writer = publisher()
+    limits = settings.limits
+    overdue = RequestWatch(writer.redis, writer.keys).overdue(
+        next_within_s=limits.visibility_timeout_s + limits.watch_margin_s
+    )
+    for lost in overdue:
+        log.warning("request %s was not seen when due (its message was lost): sent again", lost.request_id)
+        app.send_task(REFRESH_TASK, kwargs=lost.kwargs, task_id=lost.task_id, queue=settings.queue)
+    return len(overdue)
 
 
 def dispatch_refreshes(requests: Sequence[Mapping[str, Any]]) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from chaos.report import Check, Row
-from chaos.rig import Rig
+from chaos.rig import SITE_CODE, Rig
 from chaos.scenario import Disruptor, RunOptions, Scenario, finish, rig_config
 from chaos.workload import Outgoing, PackagePool, send_all, valid_requests
 from embedded.worker_process import WorkerProcess
@@ -36,8 +36,10 @@ DISTMGR_DELAY_S: Final = 0.4
 # Finals (as a share of requests) before each kill: early in the run, then mid-run.
 KILL_AT_SHARE: Final = (0.1, 0.45)
 IN_WINDOW_TIMEOUT_S: Final = 20.0
+SHARE_TIMEOUT_S: Final = 120.0
 _RECEIVED: Final = re.compile(r"Task sccm\.refresh_package\[(?P<task_id>[^\]]+)\] received")
 _POLL_S: Final = 0.02
+_READY: Final = " ready."  # the line a celery worker logs once it consumes
 
 
 @dataclass
@@ -48,8 +50,10 @@ class KillLog:
 
 
 def received_by(worker: WorkerProcess) -> set[str]:
-    """Task ids the worker logged as received (its whole output, every incarnation)."""
-    return {match["task_id"] for match in _RECEIVED.finditer(worker.output())}
+    """Task ids the worker's current incarnation logged as received (since its last "ready.")."""
+    output = worker.output()
+    current = output[output.rfind(_READY) :] if _READY in output else output
+    return {match["task_id"] for match in _RECEIVED.finditer(current)}
 
 
 def in_window(rig: Rig, worker: WorkerProcess, ignore: set[str], package_of: dict[str, str]) -> list[str]:
@@ -66,20 +70,24 @@ def kill_twice(rig: Rig, victim: WorkerProcess, package_of: dict[str, str], requ
     """The disruption: wait for the moment, SIGKILL, restart; twice. Bounded waits throughout."""
     ignore: set[str] = set()
     for share in KILL_AT_SHARE:
+        # First the point in the run (bounded generously: the pace depends on the machine), then
+        # the moment: the victim holding a request whose refresh landed and whose final is not out.
+        reached = time.monotonic() + SHARE_TIMEOUT_S
+        while rig.finals_seen() < share * requests and time.monotonic() < reached:
+            time.sleep(_POLL_S)  # other processes' state: no event to await
         deadline = time.monotonic() + IN_WINDOW_TIMEOUT_S
         held: list[str] = []
         while time.monotonic() < deadline:
-            if rig.finals_seen() >= share * requests:
-                held = in_window(rig, victim, ignore, package_of)
-                if held:
-                    break
-            time.sleep(_POLL_S)  # other processes' state: no event to await
+            held = in_window(rig, victim, ignore, package_of)
+            if held:
+                break
+            time.sleep(_POLL_S)
         victim.kill()
         log.kills += 1
         log.held_at_kill.append(len(held))
         log.landed_mid_exchange += bool(held)
-        # The dead incarnation's requests are not the next one's: wait for fresh ones.
-        ignore = received_by(victim)
+        # The next kill looks only at what the new incarnation receives (received_by reads the
+        # current incarnation's log), so nothing needs ignoring.
         victim.start()
 
 
@@ -87,6 +95,9 @@ def run(options: RunOptions) -> Row:
     rng = random.Random(options.seed)
     config = rig_config(
         options,
+        # As many provider slots as worker threads: the scenario is about crashes, so requests
+        # should be mid-exchange when the kills land, not waiting for a slot.
+        worker_env={f"SCCM_REFRESH_PROVIDERS__{SITE_CODE}__MAX_CONCURRENCY": "8"},
         compress_share=0.0,
         latency_s=LATENCY_MEAN_S,
         latency_distribution="uniform",
@@ -101,7 +112,7 @@ def run(options: RunOptions) -> Row:
         pids = [victim.pid]
         killer = Disruptor("killer", lambda: kill_twice(rig, victim, package_of, len(outgoing), log)).start()
         first_send = send_all(rig, outgoing)
-        killer.join(KILLS * (IN_WINDOW_TIMEOUT_S + 90))
+        killer.join(KILLS * (SHARE_TIMEOUT_S + IN_WINDOW_TIMEOUT_S + 90))
         pids.append(victim.pid)
         rig.drain([m.sent.task_id for m in outgoing], timeout_s=options.drain_timeout_s)
         checks = [

@@ -9,7 +9,7 @@ UTF-16LE, base64 and URL-safe base64 at every byte alignment, and the Basic `Aut
 value; also for NTLM AUTHENTICATE messages, which are not the password but crack to it offline
 (pyspnego logs them at DEBUG: worker/transport.py keeps that logger at INFO). Redis is read key
 by key, every type, in every database, with Celery message bodies and result-backend records
-decoded. Flower's /metrics needs no login even with --basic-auth, so it is searched too.
+decoded. Flower (`sccm-refresh flower`) is read with its login, /metrics included.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def traffic(pipeline_factory: PipelineFactory, tmp_path_factory: pytest.TempPath
         f"{prefix}PASSWORD_FILE": str(missing),
     }
     pipeline = pipeline_factory(worker_extra_env={**LEAK_ENV, **missing_site_env}, worker_args=WORKER_DEBUG_ARGS)
-    flower = FlowerProcess(pipeline.worker.env, log_file=tmp / "flower.log").start()
+    flower = FlowerProcess(pipeline.worker.env, log_file=tmp / "flower.log", auth_file=tmp / "flower-auth").start()
     try:
         yield drive_traffic(pipeline, flower, missing)
     finally:
@@ -210,12 +210,12 @@ def drive_traffic(pipeline: Pipeline, flower: FlowerProcess, missing: Path) -> T
         # (No /api/task/result: there is no result backend, the outcome stream is the record.)
         responses[f"/api/task/info/{rid}"] = flower.api(f"/api/task/info/{rid}").text
     responses["/api/workers?refresh=1"] = flower.api("/api/workers?refresh=1").text
-    responses["/metrics"] = flower.get("/metrics").text
+    responses["/metrics"] = flower.api("/metrics").text
     responses["flower log"] = flower.log_text()
     some_task = sorted(request_ids)[0]
     unauthenticated = {
         path: flower.get(path).status_code
-        for path in ("/api/tasks", f"/api/task/info/{some_task}", "/api/workers", "/api/queues/length")
+        for path in ("/api/tasks", f"/api/task/info/{some_task}", "/api/workers", "/api/queues/length", "/metrics")
     }
     unauthenticated["/api/tasks (wrong login)"] = flower.get("/api/tasks", auth=(FLOWER_USER, "wrong")).status_code
     return Traffic(

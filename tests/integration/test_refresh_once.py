@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from testing.fixtures_emulator import EMULATOR_USERNAME
-from testing.fixtures_pipeline import Pipeline, PipelineFactory
+from testing.fixtures_pipeline import SHORT_VISIBILITY_ENV, UNACKED_HASH, Pipeline, PipelineFactory
 from testing.waiting import wait_until
 from worker.outcomes import Outcome
 from worker.slots import ProviderSlots
@@ -133,3 +133,38 @@ def test_a_worker_killed_holding_a_slot_frees_it_when_its_lease_ends(capped: Pip
     assert wait_until(lambda: slots.snapshot("BS1").in_use == 0, timeout_s=10)
     assert time.monotonic() - killed_at <= 4.0  # not beyond the 3 s lease (plus polling)
     pipeline.worker.start()
+
+
+def test_a_request_whose_message_is_lost_is_sent_again_by_the_watch(pipeline_factory: PipelineFactory) -> None:
+    """kombu can lose a message a worker died holding (BRPOP, then unacked): the watch sends it again."""
+    pipeline = pipeline_factory(worker_extra_env=SHORT_VISIBILITY_ENV, concurrency=2)
+    provider = pipeline.emulators["PS1"].provider
+    pkg = pipeline.package("PS1", pkg_source_flag=3, medium_ready=False)
+    provider.set_medium_ready(pkg["PackageID"], False)
+    lost: list[str] = []
+
+    def lose_the_message(outcome: Outcome) -> None:
+        if outcome.status != "retrying" or lost:
+            return
+        assert wait_until(lambda: pipeline.held_retry_states(outcome.request_id) != [], timeout_s=5)
+        pipeline.worker.kill()
+        client = pipeline.redis()
+        try:  # what a kill between BRPOP and the unacked record leaves: no copy of the message anywhere
+            lost.extend(str(tag) for tag in client.hkeys(UNACKED_HASH))
+            client.delete(UNACKED_HASH, "unacked_index", pipeline.queue)
+        finally:
+            client.close()
+        provider.set_medium_ready(pkg["PackageID"], True)
+        pipeline.worker.start()
+
+    run = pipeline.refresh(
+        site_code="PS1",
+        package_id=pkg["PackageID"],
+        package_class=pkg["class"],
+        on_event=lose_the_message,
+        timeout_s=60,
+    )
+    assert lost, "the retry message was never held"
+    assert run.final is not None and run.final.status == "accepted", run.statuses
+    assert "was not seen when due (its message was lost): sent again" in pipeline.worker.output()
+    assert [o for o in run.stream if o.final] == [run.final]

@@ -343,3 +343,20 @@ def test_a_second_copy_of_a_message_waits_while_the_first_attempts() -> None:
     world.fences.locked.clear()
     plan = handle_delivery(Delivery((), plan.then.kwargs, "task-1"), world.deps)
     assert [o.status for o in plan.outcomes] == ["accepted"] and "req-1" not in world.fences.locked
+
+
+def test_a_medium_wait_is_reported_as_a_custom_state_before_the_requeue() -> None:
+    """Flower shows WAITING_FOR_MEDIUM: the executor reports the plan's state, then re-queues."""
+    world = World(client=FakeClient(package=COMPRESS, return_value=21))
+    reported: list[tuple[str, str]] = []
+    with pytest.raises(RequeuedError):
+        run_delivery(
+            Delivery((), VALID, "task-1"),
+            world.deps,
+            world.recorder,
+            requeue,
+            control_flow=(RequeuedError,),
+            report_state=lambda state, detail: reported.append((state, detail)),
+        )
+    ((state, detail),) = reported
+    assert state == "WAITING_FOR_MEDIUM" and "medium_not_ready" in detail

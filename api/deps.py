@@ -1,0 +1,118 @@
+"""What the routes share: the per-process context, role checks, validated path and query parts."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Final
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator
+from redis.asyncio import Redis as AsyncRedis
+
+from api.events import StreamSlots
+from api.idempotency import IdempotencyStore
+from api.problems import ApiError
+from api.producers import Producers
+from api.readiness import ReadinessChecker
+from api.tokens import Principal, Role
+from config.settings import Settings
+from errors import InvalidRequestError
+from worker.constants import RedisKeys
+from worker.request import is_valid_id
+
+__all__ = [
+    "ID_RULE",
+    "ApiContext",
+    "Ctx",
+    "ReadAccess",
+    "SubmitAccess",
+    "checked_id",
+    "checked_optional_id",
+    "rule",
+]
+
+ID_RULE: Final = "must be 1-128 letters, digits or _ . : - (starting with a letter or digit)"
+
+# Declares the scheme in the OpenAPI document; the middleware has already checked the token.
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="a token from the API's token file (role `submit` or `read`)",
+)
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """Clients and shared state of one API process (built in the app's lifespan)."""
+
+    settings: Settings
+    keys: RedisKeys
+    redis: AsyncRedis  # outcome reads, idempotency, coalescing markers
+    events_redis: AsyncRedis  # one connection per open event stream (XREAD BLOCK)
+    broker_redis: AsyncRedis  # the broker's queues (readiness, queue depth for /metrics)
+    producers: Producers
+    idempotency: IdempotencyStore
+    readiness: ReadinessChecker
+    stream_slots: StreamSlots
+
+
+async def _context(request: Request) -> ApiContext:
+    # async: FastAPI runs a sync dependency in a worker thread, a hop per request for nothing.
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[ApiContext, Depends(_context)]
+
+
+def _require(role: Role) -> Callable[..., Awaitable[Principal]]:
+    async def check(
+        request: Request,
+        _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    ) -> Principal:
+        principal = getattr(request.state, "principal", None)
+        if not isinstance(principal, Principal):
+            raise ApiError(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+        if not principal.allows(role):
+            raise ApiError(
+                403,
+                f"this token's role does not allow this (needs {role})",
+                headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
+            )
+        return principal
+
+    return check
+
+
+SubmitAccess = Annotated[Principal, Depends(_require("submit"))]
+ReadAccess = Annotated[Principal, Depends(_require("read"))]
+
+
+def _id(value: str) -> str:
+    if not is_valid_id(value):
+        raise ValueError(ID_RULE)
+    return value
+
+
+def _optional_id(value: str | None) -> str | None:
+    return None if value is None else _id(value)
+
+
+def rule(normalise: Callable[[Any], str]) -> AfterValidator:
+    """A producer-side validator (InvalidRequestError) as a pydantic one (ValueError)."""
+
+    def check(value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return normalise(value)
+        except InvalidRequestError as exc:
+            raise ValueError(exc.message) from None
+
+    return AfterValidator(check)
+
+
+checked_id = AfterValidator(_id)
+checked_optional_id = AfterValidator(_optional_id)

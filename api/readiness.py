@@ -1,0 +1,110 @@
+"""`/readyz`: Redis and the broker answer PING, and at least one worker consumes our queue.
+
+Workers are found with Celery's remote control, `inspect().active_queues()`: a broadcast on the
+broker that every worker answers with the queues it consumes. It is the workers' own answer (a
+worker that is up but not consuming our queue does not count), needs no extra process (an event
+receiver would) and no knowledge of kombu's keys. Its cost is the reply window (`timeout_s`, the
+call waits that long for answers), so it runs in a thread, at most one at a time, and its
+answer is kept `cache_s` seconds: probes every few seconds cost one broadcast per window. The
+PINGs are not cached (they are cheap and say whether this process can reach Redis now).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from celery import Celery
+from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import RedisError
+
+__all__ = ["ReadinessChecker", "ReadinessReport", "count_consumers"]
+
+
+@dataclass(frozen=True)
+class ReadinessReport:
+    redis: bool
+    broker: bool
+    workers: int
+    checked_at: datetime
+
+    @property
+    def ready(self) -> bool:
+        return self.redis and self.broker and self.workers > 0
+
+
+def count_consumers(reply: Mapping[str, Any] | None, queue: str) -> int:
+    """Workers in an `active_queues()` reply ({worker: [{"name": ...}, ...]}) that consume `queue`."""
+    if not isinstance(reply, Mapping):
+        return 0
+    return sum(
+        1
+        for queues in reply.values()
+        if isinstance(queues, list) and any(isinstance(q, Mapping) and q.get("name") == queue for q in queues)
+    )
+
+
+class ReadinessChecker:
+    def __init__(
+        self,
+        redis: AsyncRedis,
+        broker: AsyncRedis,
+        celery: Celery,
+        *,
+        queue: str,
+        timeout_s: float,
+        cache_s: float,
+    ) -> None:
+        self._redis = redis
+        self._broker = broker
+        self._celery = celery
+        self._queue = queue
+        self._timeout_s = timeout_s
+        self._cache_s = cache_s
+        self._lock = anyio.Lock()
+        self._limiter = anyio.CapacityLimiter(1)
+        self._workers = 0
+        self._checked_at = datetime.fromtimestamp(0, UTC)
+        self._checked_mono: float | None = None
+
+    async def aclose(self) -> None:
+        """Close the broker's client when it is not the shared Redis client."""
+        if self._broker is not self._redis:
+            await self._broker.aclose()
+
+    async def check(self) -> ReadinessReport:
+        redis_ok = await self._ping(self._redis)
+        broker_ok = redis_ok if self._broker is self._redis else await self._ping(self._broker)
+        workers = await self._workers_consuming() if broker_ok else 0
+        return ReadinessReport(redis_ok, broker_ok, workers, self._checked_at)
+
+    async def _ping(self, client: AsyncRedis) -> bool:
+        with anyio.move_on_after(self._timeout_s):
+            try:
+                return bool(await client.ping())
+            except (RedisError, OSError):
+                return False
+        return False
+
+    async def _workers_consuming(self) -> int:
+        async with self._lock:
+            if self._fresh():
+                return self._workers
+            try:
+                reply = await anyio.to_thread.run_sync(self._inspect, limiter=self._limiter)
+            except Exception:  # any failure of the broadcast means "no worker seen"
+                reply = None
+            self._workers = count_consumers(reply, self._queue)
+            self._checked_at = datetime.now(UTC)
+            self._checked_mono = time.monotonic()
+            return self._workers
+
+    def _fresh(self) -> bool:
+        return self._checked_mono is not None and time.monotonic() - self._checked_mono < self._cache_s
+
+    def _inspect(self) -> Any:
+        return self._celery.control.inspect(timeout=self._timeout_s).active_queues()

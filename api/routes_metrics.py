@@ -1,0 +1,31 @@
+"""`GET /metrics`: Prometheus text format, behind a token with role `read` (api/metrics.py)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from api.deps import Ctx, ReadAccess
+from api.metrics import CONTENT_TYPE, read_snapshot, render
+from api.models import Problem
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["metrics"])
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}, "description": "Prometheus text format"},
+        401: {"model": Problem, "description": "no valid bearer token"},
+        403: {"model": Problem, "description": "the token's role does not allow reading"},
+        500: {"model": Problem, "description": "a bug: the error_id is in the server log"},
+        503: {"model": Problem, "description": "Redis is unreachable"},
+    },
+    summary="Queue depth, outcomes, errors, latency, provider slots, bulk jobs, workers (Prometheus)",
+)
+async def metrics(ctx: Ctx, _principal: ReadAccess) -> Response:
+    snapshot = await read_snapshot(ctx.settings, ctx.keys, ctx.redis, ctx.broker_redis)
+    return Response(render(snapshot), media_type=CONTENT_TYPE)

@@ -1,0 +1,172 @@
+"""Single refreshes: submit one or many, read a request's state, read a package's latest state."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Path
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+
+from api.deps import ID_RULE, ApiContext, Ctx, ReadAccess, SubmitAccess, checked_id, rule
+from api.idempotency import Claim
+from api.idempotent_post import IdempotencyKey, idempotent
+from api.models import PackageStatus, RefreshAccepted, RefreshBatch, RefreshStatus, SubmittedRefresh
+from api.problems import ApiError, field_error
+from api.producers import BrokerUnavailableError
+from api.redis_async import read_package_state, read_request_state
+from api.responses import POST_ERRORS, READ_ERRORS, error_responses
+from worker.outcomes import format_timestamp
+from worker.packages import validate_package_id, validate_site_code
+from worker.request import RefreshRequest
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["refreshes"])
+SUBMIT_ROUTE: Final = "/v1/refreshes"
+_RETRY_AFTER = {"Retry-After": "2"}
+
+RequestIdPath = Annotated[str, Path(min_length=1, max_length=128, description=ID_RULE), checked_id]
+SitePath = Annotated[
+    str, Path(min_length=1, max_length=16, description="3 letters or digits"), rule(validate_site_code)
+]
+PackagePath = Annotated[
+    str, Path(min_length=1, max_length=16, description="site code + 5 hex digits"), rule(validate_package_id)
+]
+
+
+@router.post(
+    "/refreshes",
+    status_code=202,
+    response_model=RefreshAccepted,
+    responses=error_responses(*POST_ERRORS),
+    summary="Refresh one or many packages",
+)
+async def submit_refreshes(
+    body: RefreshBatch, ctx: Ctx, principal: SubmitAccess, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
+    """Validate every item as the worker would (all or nothing), then enqueue one task per item.
+
+    `joins` names a pending refresh of the same package that the worker will most likely
+    coalesce this request into (read at submit time: advisory).
+    """
+    limit = ctx.settings.api.max_packages_per_request
+    if len(body.packages) > limit:
+        raise field_error(["body", "packages"], f"at most {limit} packages per call", "too_long")
+    _refuse_repeated_ids(body.packages)
+
+    async def produce(claim: Claim | None) -> tuple[int, Any, dict[str, str]]:
+        return await _submit(ctx, body.packages, claim)
+
+    return await idempotent(
+        ctx, principal, route=SUBMIT_ROUTE, key=idempotency_key, body=body.model_dump(mode="json"), produce=produce
+    )
+
+
+def _refuse_repeated_ids(packages: list[RefreshRequest]) -> None:
+    seen: dict[str, int] = {}
+    for index, request in enumerate(packages):
+        if request.request_id is None:
+            continue
+        if request.request_id in seen:
+            raise field_error(
+                ["body", "packages", index, "request_id"],
+                f"the same request_id as packages[{seen[request.request_id]}]",
+                "duplicate",
+            )
+        seen[request.request_id] = index
+
+
+async def _submit(
+    ctx: ApiContext, packages: list[RefreshRequest], claim: Claim | None
+) -> tuple[int, Any, dict[str, str]]:
+    items: list[dict[str, Any]] = []
+    for index, request in enumerate(packages):
+        item = request.model_dump(exclude_none=True)
+        if claim is not None and request.request_id is None:
+            item["request_id"] = claim.derived_id("req", index)
+        items.append(item)
+    # Read concurrently with the send. Were the worker to claim one of these requests first,
+    # the marker would name that very request, which reports as no leader. Advisory: a failed
+    # read reports no leader rather than failing requests already enqueued.
+    leader_keys = [ctx.keys.coalesce_leader(r.site_code, r.package_id) for r in packages]
+    leaders_read = asyncio.ensure_future(ctx.redis.mget(leader_keys))
+    try:
+        sent = await ctx.producers.enqueue_refreshes(items)
+    except BrokerUnavailableError as exc:
+        leaders_read.cancel()
+        retry = " with the same Idempotency-Key" if claim is not None else " (give request_id values to make it safe)"
+        raise ApiError(
+            503,
+            f"the broker did not take the request ({exc.sent} of {len(items)} enqueued before it failed); retry{retry}",
+            headers=_RETRY_AFTER,
+        ) from None
+    except BaseException:
+        leaders_read.cancel()
+        raise
+    try:
+        leaders = [None if value is None else str(value) for value in await leaders_read]
+    except RedisError:
+        leaders = [None for _ in sent]
+    refreshes = [
+        SubmittedRefresh(
+            request_id=str(request.request_id),
+            site_code=request.site_code,
+            package_id=request.package_id,
+            package_class=request.package_class,
+            joins=leader if leader and leader != request.request_id else None,
+        )
+        for request, leader in zip(sent, leaders, strict=True)
+    ]
+    headers = {"Location": f"{SUBMIT_ROUTE}/{refreshes[0].request_id}"} if len(refreshes) == 1 else {}
+    return 202, RefreshAccepted(refreshes=refreshes).model_dump(mode="json"), headers
+
+
+@router.get(
+    "/refreshes/{request_id}",
+    response_model=RefreshStatus,
+    responses=error_responses(*READ_ERRORS, 404),
+    summary="The latest event of one request",
+)
+async def get_refresh(request_id: RequestIdPath, ctx: Ctx, _principal: ReadAccess) -> JSONResponse:
+    """Status, attempt, final or not, and the outcome document (one Redis read)."""
+    state = await read_request_state(ctx.redis, ctx.keys, request_id)
+    if state is None:
+        raise ApiError(404, "no event recorded for this request id (unknown, not started yet, or expired)")
+    return JSONResponse(
+        {
+            "request_id": request_id,
+            "status": state.status,
+            "final": state.final,
+            "attempt": state.attempt,
+            "updated_at": format_timestamp(state.updated_at),
+            "stream_id": state.stream_id,
+            "outcome": state.outcome.to_dict(),
+        }
+    )
+
+
+@router.get(
+    "/sites/{site_code}/packages/{package_id}",
+    response_model=PackageStatus,
+    responses=error_responses(*READ_ERRORS, 404),
+    summary="The latest state of one package",
+)
+async def get_package(site_code: SitePath, package_id: PackagePath, ctx: Ctx, _principal: ReadAccess) -> JSONResponse:
+    """What happened last to the package (the newest request's latest event)."""
+    state = await read_package_state(ctx.redis, ctx.keys, site_code, package_id)
+    if state is None:
+        raise ApiError(404, "nothing recorded for this package")
+    return JSONResponse(
+        {
+            "site_code": site_code,
+            "package_id": package_id,
+            "status": state.status,
+            "request_id": state.request_id,
+            "final": state.final,
+            "updated_at": format_timestamp(state.updated_at),
+            "source_version": state.source_version,
+            "outcome": state.outcome.to_dict(),
+        }
+    )
