@@ -10,6 +10,7 @@ overhead    the worker's CPU per bulk refresh next to a Celery no-op, one worker
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -34,6 +35,7 @@ __all__ = ["EfficiencyPlan", "FanoutPlan", "OverheadPlan", "efficiency", "fanout
 WARMUP_PER_THREAD: Final = 2
 WARMUP_TIMEOUT_S: Final = 60.0
 _POLL_S: Final = 0.01
+_HOLD_SAMPLE_S: Final = 0.25
 OPS_PER_BULK_CHILD: Final = 1  # the Invoke: a child carries a package_hint, so no Get
 OPS_PER_NAIVE_REFRESH: Final = 2  # Get, then Invoke
 
@@ -135,7 +137,13 @@ def efficiency(rig: Rig, catalogue: Catalogue, plan: EfficiencyPlan, *, name: st
             started_wall = time.time()
             enqueue_bulk(lane.producer, catalogue.criteria(), bulk_id=bulk_id, queue=lane.queue, settings=lane.settings)
             deadline = started + plan.timeout_s
+            holds: list[float] = []
+            next_hold_sample = started + _HOLD_SAMPLE_S
             while not fc.wait(_POLL_S) and time.perf_counter() < deadline:
+                if time.perf_counter() >= next_hold_sample:
+                    next_hold_sample += _HOLD_SAMPLE_S
+                    if (hold := lane.slot_hold_s()) is not None:
+                        holds.append(hold)
                 done = sum(1 for rid in children if rid in fc.arrivals)
                 if len(urgent_sent) < len(urgent_ids) and done >= urgent_marks[len(urgent_sent)] * count:
                     index = len(urgent_sent)
@@ -158,20 +166,6 @@ def efficiency(rig: Rig, catalogue: Catalogue, plan: EfficiencyPlan, *, name: st
     finished = [arrivals[rid] for rid in children if rid in arrivals]
     wall_s = max((at for at, _ in finished), default=started) - started
     achieved = _rate(len(finished), wall_s)
-    steady = _steady_rate(sorted(at for at, _ in finished))
-    child_latency = [
-        (outcome.finished_at.timestamp() - sent_at[outcome.request_id]) * 1000.0
-        for _, outcome in finished
-        if outcome.request_id in sent_at
-    ]
-    # Where a child's time goes: from sent until its last delivery started (broker, worker pick-up,
-    # slot waits), then that delivery's run (steps, the Invoke, until its final was built).
-    to_last_start = [
-        (outcome.started_at.timestamp() - sent_at[outcome.request_id]) * 1000.0
-        for _, outcome in finished
-        if outcome.request_id in sent_at
-    ]
-    in_worker = [outcome.duration_ms for _, outcome in finished]
     urgent = [_urgent_report(rid, urgent_sent, arrivals, started_wall) for rid in urgent_ids if rid in urgent_sent]
     ops = {k: totals_after.get(k, 0) - totals_before.get(k, 0) for k in ("gets", "invokes", "enumerates", "pulls")}
     return {
@@ -187,10 +181,7 @@ def efficiency(rig: Rig, catalogue: Catalogue, plan: EfficiencyPlan, *, name: st
         "refreshes_per_s": achieved,
         "ideal_refreshes_per_s": round(ideal, 2) if ideal is not None else None,
         "efficiency": ratio(achieved, ideal),
-        # Between the 10th and the 90th percentile of arrivals: without the start (enumeration
-        # holds a slot, the first page must arrive) and the tail (the last children alone).
-        "steady_refreshes_per_s": steady,
-        "steady_efficiency": ratio(steady, ideal),
+        **_rate_limits(finished, holds, achieved, ideal, rig.max_concurrency),
         "naive": naive,
         "vs_naive": ratio(achieved, naive["refreshes_per_s"], 2),
         "peak_concurrent_operations": peak,
@@ -198,13 +189,44 @@ def efficiency(rig: Rig, catalogue: Catalogue, plan: EfficiencyPlan, *, name: st
         "wsman_operations_per_child": ratio(ops["invokes"] + ops["gets"], len(finished) + len(urgent)),
         "broker": broker_report(broker_before, broker_after, len(finished)),
         "cpu_ms_per_refresh": _cpu_ms_per(cpu_before, cpu_after, len(finished)),
-        "child_latency_ms": {
-            "from": "task-sent event of the child (a worker refilling the window) to its final outcome",
-            **latency_summary_ms(child_latency),
-            "sent_to_last_delivery": latency_summary_ms(to_last_start),
-            "last_delivery_run": latency_summary_ms(in_worker),
-        },
+        "child_latency_ms": _child_latency(finished, sent_at),
         "urgent": urgent,
+    }
+
+
+def _rate_limits(
+    finished: list[tuple[float, Outcome]], holds: list[float], achieved: float, ideal: float | None, limit: int
+) -> dict[str, Any]:
+    """What bounds the bulk's rate: its steady state, and the slots' own hold time."""
+    steady = _steady_rate(sorted(at for at, _ in finished))
+    hold_s = statistics.fmean(holds) if holds else None
+    ceiling = limit / hold_s if hold_s else None
+    return {
+        # Between the 10th and the 90th percentile of arrivals: without the start (enumeration
+        # holds a slot, the first page must arrive) and the tail (the last children alone).
+        "steady_refreshes_per_s": steady,
+        "steady_efficiency": ratio(steady, ideal),
+        # A slot is held from its grant to its release: the lock, the fence, the Invoke. C slots
+        # held this long (the slots' own average, sampled during the run) allow at most
+        # C / hold refreshes per second: the ceiling with no slot ever idle.
+        "slot_hold_ms": round(hold_s * 1000.0, 2) if hold_s else None,
+        "ceiling_by_slot_hold_per_s": round(ceiling, 2) if ceiling else None,
+        "slot_occupancy": ratio(achieved, ceiling),
+    }
+
+
+def _child_latency(finished: list[tuple[float, Outcome]], sent_at: Mapping[str, float]) -> dict[str, Any]:
+    """A child's latency from its task-sent event to its final outcome, and where the time goes."""
+    timed = [outcome for _, outcome in finished if outcome.request_id in sent_at]
+    return {
+        "from": "task-sent event of the child (a worker refilling the window) to its final outcome",
+        **latency_summary_ms((o.finished_at.timestamp() - sent_at[o.request_id]) * 1000.0 for o in timed),
+        # From sent until its last delivery started (broker, worker pick-up, slot waits), then that
+        # delivery's run (steps, the Invoke, until its final was built).
+        "sent_to_last_delivery": latency_summary_ms(
+            (o.started_at.timestamp() - sent_at[o.request_id]) * 1000.0 for o in timed
+        ),
+        "last_delivery_run": latency_summary_ms(o.duration_ms for o in timed),
     }
 
 

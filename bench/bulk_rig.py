@@ -209,6 +209,15 @@ class Lane:
                 raise RuntimeError(f"{self.name}: {len(collector.arrivals)}/{len(ids)} warm-up requests finished")
             return dict(collector.arrivals)
 
+    def slot_hold_s(self) -> float | None:
+        """The site's average provider-slot hold time (the slots' EWMA in Redis), None before any release."""
+        client = redis_from_url(self.rig.store.url)
+        try:
+            value = client.hget(self.keys.slot_keys(SITE_CODE).stats, "ewma_hold_s")
+        finally:
+            client.close()
+        return float(value) if value else None
+
     def wait_broker_drained(self, timeout_s: float) -> bool:
         """True once our queue is empty and no delivered message is unacked (every task done)."""
         client = redis_from_url(self.rig.broker.url)
