@@ -93,7 +93,12 @@ def _context(settings: Settings) -> ApiContext:
         redis=redis,
         events_redis=events_redis,
         broker_redis=broker,
-        producers=Producers(celery, settings, anyio.CapacityLimiter(api.producer_threads)),
+        producers=Producers(
+            celery,
+            settings,
+            anyio.CapacityLimiter(api.producer_threads),
+            broker=broker if settings.broker_url.startswith(("redis://", "rediss://", "unix://")) else None,
+        ),
         idempotency=IdempotencyStore(
             redis, settings.key_prefix, ttl_s=api.idempotency_ttl_s, pending_ttl_s=api.idempotency_pending_ttl_s
         ),

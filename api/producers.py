@@ -1,10 +1,13 @@
-"""The producer calls the API delegates to, run in a bounded thread pool.
+"""The producer calls the API delegates to.
 
-Celery's `send_task` (and the bulk producer's Redis writes) block; they run in worker threads
-under one anyio CapacityLimiter (`api.producer_threads`), which also caps how many are in
-flight: a burst of POSTs waits for a thread instead of growing one per request. The API's
-Celery app gives up publishing after about a second (not the workers' minute of retries), so a
-broker outage is a quick 503 rather than a hung request.
+Refresh requests, on a Redis broker, are published without blocking: the Celery protocol 2
+message is built here (tasks/celery_message.py) and pushed with one async LPUSH per POST. That
+path is most of the API's traffic and Celery's `send_task` in a thread was most of its cost.
+Everything else that blocks (the bulk producer's Redis writes and publish, or any publish on a
+broker that is not Redis) runs in worker threads under one anyio CapacityLimiter
+(`api.producer_threads`), which also caps how many are in flight. The API's Celery app gives up
+publishing after about a second (not the workers' minute of retries), so a broker outage is a
+quick 503 rather than a hung request.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ import anyio
 from anyio import CapacityLimiter
 from celery import Celery
 from kombu.exceptions import KombuError
+from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
 from config.settings import Settings
-from tasks.enqueue import enqueue_refresh
-from worker.app import create_app
+from tasks.celery_message import task_message
+from tasks.enqueue import enqueue_refresh, prepare_refresh
+from worker.app import REFRESH_TASK, create_app
 from worker.request import RefreshRequest
 
 __all__ = ["BrokerUnavailableError", "Producers", "api_celery_app"]
@@ -54,10 +59,14 @@ def api_celery_app(settings: Settings) -> Celery:
 
 
 class Producers:
-    def __init__(self, celery: Celery, settings: Settings, limiter: CapacityLimiter) -> None:
+    def __init__(
+        self, celery: Celery, settings: Settings, limiter: CapacityLimiter, *, broker: AsyncRedis | None = None
+    ) -> None:
         self._celery = celery
         self._settings = settings
         self._limiter = limiter
+        # The broker's Redis, when the broker is Redis: refresh requests go there directly.
+        self._broker = broker
 
     @property
     def celery(self) -> Celery:
@@ -71,6 +80,26 @@ class Producers:
             raise BrokerUnavailableError(0) from None
 
     async def enqueue_refreshes(self, items: Sequence[dict[str, Any]]) -> list[RefreshRequest]:
+        """Validate and stamp each item as `tasks.enqueue` does, then publish them all, in order."""
+        if self._broker is not None:
+            return await self._push_refreshes(items, self._broker)
+        return await self._send_refreshes(items)
+
+    async def _push_refreshes(self, items: Sequence[dict[str, Any]], broker: AsyncRedis) -> list[RefreshRequest]:
+        queue = self._settings.queue
+        requests = [prepare_refresh(**item) for item in items]
+        messages = [
+            task_message(REFRESH_TASK, str(request.request_id), request.model_dump(mode="json"), queue=queue)
+            for request in requests
+        ]
+        try:
+            # One LPUSH for the batch: the worker's BRPOP takes them in this order.
+            await broker.lpush(queue, *messages)
+        except RedisError:
+            raise BrokerUnavailableError(0) from None
+        return requests
+
+    async def _send_refreshes(self, items: Sequence[dict[str, Any]]) -> list[RefreshRequest]:
         """`tasks.enqueue.enqueue_refresh` for each item, in order, in one pool thread."""
         queue = self._settings.queue
 

@@ -1,61 +1,79 @@
-"""`sccm-refresh demo`: the main job end to end, on the embedded default.
+"""`sccm-refresh demo`: the whole job end to end, on the embedded default, in under a minute.
 
 1. Redis: the one named by SCCM_REFRESH_REDIS_URL, else our own redis-server on a free port.
-2. The SMS Provider emulator (NTLM + message encryption over HTTP, like a default WinRM
-   listener), with STORAGE_COMPRESS packages whose source medium is not ready and a few
-   injected 503s / quota faults.
-3. A real Celery worker process, configured only through SCCM_REFRESH_* variables (the
+2. The SMS Provider emulator standing in for SCCM: a few hundred packages over NTLM with message
+   encryption, some STORAGE_COMPRESS whose source medium becomes ready after a while, the
+   DistMgr model, a little latency and a few transient faults.
+3. Two real Celery worker processes, configured only through SCCM_REFRESH_* variables (the
    password travels as a 0600 file, never in arguments or the environment).
-4. Discover packages with WQL (Enumerate + Pull), enqueue one refresh each, follow the
-   outcomes live over pub/sub; after a while the "operator" mounts the media, and the waiting
-   refreshes complete. Ends with a summary read back from the outcome stream.
+4. The HTTP API (a generated token) and Flower (a generated login), each its own process.
+5. Through the API: a few single refreshes of STORAGE_COMPRESS packages (they wait for their
+   medium), then a bulk refresh of the whole site: the bulk's children for those packages join
+   the pending refreshes instead of refreshing again.
+6. A live progress bar of the bulk, then a table of how every request ended, read back from the
+   outcome stream. `--keep` leaves everything running until Ctrl-C; otherwise everything stops.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-import sys
+import signal
+import threading
 import time
 import uuid
 from collections import Counter
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from celery import Celery
-from redis import Redis
+import requests
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from cli.commands import format_outcome
-from config.settings import ProviderSettings, RetryPolicy, Settings
+from api.server import LISTENING_PREFIX
+from api.tokens import token_line
 from embedded.redis_server import ensure_redis
+from embedded.service_process import ServiceProcess, free_port
 from embedded.worker_process import WorkerProcess, worker_environment
 from emulator.server import Emulator
 from emulator.settings import EmulatorSettings, FaultRates
-from tasks.enqueue import enqueue_refresh
-from worker.app import REFRESH_TASK, create_app
 from worker.constants import RedisKeys
-from worker.outcome_reader import OutcomeSubscription, read_stream, subscribe
+from worker.outcome_reader import read_stream
 from worker.outcomes import Outcome
-from worker.packages import PACKAGE_CLASSES, TASK_SEQUENCE_CLASS
 from worker.redis_client import redis_from_url
-from worker.sccm import SccmClient
-from worker.transport import ProviderTransport
-from worker.wql import package_query
 
 __all__ = ["run_demo"]
 
 SITE_CODE = "PS1"
 DEMO_DIR = Path(".sccm-refresh")
 USERNAME = "LAB\\sccm-svc"
+FLOWER_USER = "admin"
+WORKERS = 2
+THREADS = 8
+PROVIDER_SLOTS = 8
+SINGLES = 5  # STORAGE_COMPRESS packages refreshed on their own first: the bulk joins them
+_POLL_S = 0.25
+_HTTP_TIMEOUT_S = 10.0
+# Plain text: "[redis]" and friends are labels here, not rich markup; long lines are not cut.
+console = Console(highlight=False, markup=False, soft_wrap=True)
 
 
-def _say(text: str) -> None:
-    print(text, flush=True)
+@dataclass(frozen=True)
+class _Services:
+    api_url: str
+    token: str
+    token_file: Path
+    flower_url: str
+    flower_login_file: Path
 
 
-def run_demo(*, packages: int, timeout_s: float, medium_ready_after_s: float, seed: int) -> int:
-    if packages < 1 or packages > 5000:
-        raise SystemExit("sccm-refresh: error: --packages must be between 1 and 5000")
+def run_demo(*, packages: int, timeout_s: float, medium_ready_after_s: float, seed: int, keep: bool = False) -> int:
+    if packages < 10 or packages > 5000:
+        raise SystemExit("sccm-refresh: error: --packages must be between 10 and 5000")
     run_id = uuid.uuid4().hex[:8]
     workdir = (DEMO_DIR / f"demo-{run_id}").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -63,168 +81,247 @@ def run_demo(*, packages: int, timeout_s: float, medium_ready_after_s: float, se
         redis_url, server = ensure_redis(os.environ.get("SCCM_REFRESH_REDIS_URL"), data_dir=workdir / "redis")
         if server is not None:
             stack.callback(server.close)
-            _say(f"[redis]    started an embedded redis-server (pid {server.pid}) at {redis_url}")
+            console.print(f"[redis]    embedded redis-server (pid {server.pid}) at {redis_url}")
         else:
-            _say(f"[redis]    using SCCM_REFRESH_REDIS_URL ({redis_url.split('@')[-1]})")
-
-        password = secrets.token_urlsafe(18)
-        emulator = Emulator(
-            EmulatorSettings(
-                port=0,
-                site_code=SITE_CODE,
-                username=USERNAME,
-                password=password,
-                auth_modes=("ntlm",),
-                package_count=packages,
-                seed=seed,
-                compress_share=0.25,
-                medium_not_ready_share=1.0,
-                distmgr_delay_s=0.5,
-                fault_rates=FaultRates(http_503=0.03, quota_fault=0.02),
-            )
-        ).start()
+            console.print(f"[redis]    using SCCM_REFRESH_REDIS_URL ({redis_url.split('@')[-1]})")
+        emulator = _emulator(packages, seed, medium_ready_after_s)
         stack.callback(emulator.stop)
-        _say(f"[emulator] SMS Provider for site {SITE_CODE} at {emulator.url} (NTLM + message encryption)")
+        console.print(f"[emulator] SMS Provider for site {SITE_CODE} at {emulator.url}: {packages} packages, NTLM")
 
-        password_file = workdir / "sccm-password"
-        password_file.touch(mode=0o600)
-        password_file.write_text(password, encoding="utf-8")
-        prefix = f"demo-{run_id}"
-        queue = f"sccm-refresh-demo-{run_id}"
-        env = _worker_env(redis_url, emulator.url, password_file, prefix, queue)
-        worker = WorkerProcess(env, queue=queue, pool="threads", concurrency=8, log_file=workdir / "worker.log")
-        worker.start()
-        stack.callback(worker.stop)
-        _say(f"[worker]   celery worker pid {worker.pid}, queue {queue!r}, log {workdir / 'worker.log'}")
+        env = _environment(redis_url, emulator, workdir, run_id)
+        for number in range(WORKERS):
+            worker = WorkerProcess(
+                env, queue=env["SCCM_REFRESH_QUEUE"], concurrency=THREADS, log_file=workdir / f"worker-{number}.log"
+            )
+            worker.start()
+            stack.callback(worker.stop)
+            console.print(f"[worker]   celery worker pid {worker.pid} ({THREADS} threads)")
+        services = _start_services(stack, env, workdir)
+        console.print(f"[api]      {services.api_url}/docs  (bearer token in {services.token_file})")
+        console.print(f"[flower]   {services.flower_url}  (login in {services.flower_login_file})")
 
-        settings = Settings(broker_url=redis_url, redis_url=redis_url, key_prefix=prefix, queue=queue, providers={})
-        producer = create_app(settings)
-        provider = ProviderSettings(
-            endpoint=emulator.url, transport="ntlm", username=USERNAME, password_file=password_file
-        )
-        targets = _discover(provider)
-        _say(f"[discover] WQL over Enumerate+Pull found {len(targets)} packages")
-
-        redis = redis_from_url(redis_url)
-        keys = RedisKeys(prefix)
-        with subscribe(redis, keys) as live:
-            expected = _enqueue_all(producer, queue, targets)
-            _say(f"[enqueue]  {len(expected)} refresh requests sent; outcomes follow (live, Redis pub/sub)\n")
-            finals = _follow(live, emulator, expected, timeout_s=timeout_s, medium_ready_after_s=medium_ready_after_s)
-
-        return _summarise(redis, keys=keys, emulator=emulator, expected=expected, finals=finals, workdir=workdir)
+        started = time.monotonic()
+        expected, bulk_id = _submit(services, emulator)
+        record = _follow_bulk(services, bulk_id, timeout_s=timeout_s)
+        summary = _summarise(redis_url, env["SCCM_REFRESH_KEY_PREFIX"], expected, bulk_id, timeout_s=timeout_s)
+        ok = summary.show(bulk_id, record, time.monotonic() - started)
+        console.print(f"\nFlower: {services.flower_url}   API: {services.api_url}/docs   files: {workdir}")
+        if keep:
+            _wait_for_interrupt()
+        return 0 if ok else 1
     return 1  # pragma: no cover - ExitStack does not swallow exceptions
 
 
-def _worker_env(redis_url: str, endpoint: str, password_file: Path, prefix: str, queue: str) -> dict[str, str]:
-    provider = {"endpoint": endpoint, "transport": "ntlm", "username": USERNAME, "password_file": str(password_file)}
-    # Demo-sized waits: a medium is re-checked every 1-3 s instead of minutes.
+def _emulator(packages: int, seed: int, medium_ready_after_s: float) -> Emulator:
+    return Emulator(
+        EmulatorSettings(
+            port=0,
+            site_code=SITE_CODE,
+            username=USERNAME,
+            password=secrets.token_urlsafe(18),
+            auth_modes=("ntlm",),
+            package_count=packages,
+            seed=seed,
+            compress_share=0.1,
+            medium_not_ready_share=1.0,
+            medium_ready_after_s=medium_ready_after_s,
+            distmgr_threads=3,
+            distmgr_time_per_package_s=0.02,
+            latency_s=0.02,
+            latency_distribution="uniform",
+            fault_rates=FaultRates(http_503=0.02, connection_reset=0.02),
+        )
+    ).start()
+
+
+def _environment(redis_url: str, emulator: Emulator, workdir: Path, run_id: str) -> dict[str, str]:
+    password_file = workdir / "sccm-password"
+    password_file.touch(mode=0o600)
+    password_file.write_text(emulator.settings.password, encoding="utf-8")
+    provider = {
+        "endpoint": emulator.url,
+        "transport": "ntlm",
+        "username": USERNAME,
+        "password_file": str(password_file),
+        "max_concurrency": str(PROVIDER_SLOTS),
+    }
+    # Demo-sized waits: a medium is looked at again every 1-2 s instead of minutes.
     demo_waits = {
-        "SCCM_REFRESH_RETRY__MEDIUM__MAX_ATTEMPTS": "60",
         "SCCM_REFRESH_RETRY__MEDIUM__INITIAL_BACKOFF_S": "1",
-        "SCCM_REFRESH_RETRY__MEDIUM__MAX_BACKOFF_S": "3",
-        "SCCM_REFRESH_RETRY__TRANSIENT__INITIAL_BACKOFF_S": "0.5",
-        "SCCM_REFRESH_RETRY__TRANSIENT__MAX_BACKOFF_S": "2",
-        "SCCM_REFRESH_LIMITS__VERIFY_TIMEOUT_S": "5",
-        "SCCM_REFRESH_LIMITS__VERIFY_POLL_S": "0.25",
+        "SCCM_REFRESH_RETRY__MEDIUM__MAX_BACKOFF_S": "2",
+        "SCCM_REFRESH_RETRY__TRANSIENT__INITIAL_BACKOFF_S": "0.3",
+        "SCCM_REFRESH_RETRY__TRANSIENT__MAX_BACKOFF_S": "1",
+        "SCCM_REFRESH_LIMITS__BULK_PUMP_INTERVAL_S": "2",
+        # No in-call retries: a transient fault re-queues the request, so the table can show it.
+        "SCCM_REFRESH_RETRY__IN_CALL__MAX_ATTEMPTS": "1",
     }
     return worker_environment(
-        redis_url=redis_url, key_prefix=prefix, queue=queue, providers={SITE_CODE: provider}, extra=demo_waits
+        redis_url=redis_url,
+        key_prefix=f"demo-{run_id}",
+        queue=f"sccm-refresh-demo-{run_id}",
+        providers={SITE_CODE: provider},
+        extra=demo_waits,
     )
 
 
-def _discover(provider: ProviderSettings) -> list[tuple[str, str, str]]:
-    """(class, PackageID, Name) of every package, read with WQL like an admin script would."""
-    client = SccmClient(
-        ProviderTransport(SITE_CODE, provider),
-        SITE_CODE,
-        RetryPolicy(max_attempts=5, initial_backoff_s=0.2, max_backoff_s=1.0),
-    )
-    found: list[tuple[str, str, str]] = []
+def _start_services(stack: ExitStack, env: dict[str, str], workdir: Path) -> _Services:
+    token = secrets.token_urlsafe(24)
+    token_file = workdir / "api-tokens"
+    token_file.touch(mode=0o600)
+    token_file.write_text(token_line(token, "submit", "demo") + "\n", encoding="utf-8")
+    (workdir / "api-token").touch(mode=0o600)
+    (workdir / "api-token").write_text(token + "\n", encoding="utf-8")
+    api_env = {**env, "SCCM_REFRESH_API__TOKEN_FILE": str(token_file)}
+    api = ServiceProcess(
+        "api",
+        ["api", "--host", "127.0.0.1", "--port", "0"],
+        api_env,
+        log_file=workdir / "api.log",
+        ready_prefix=LISTENING_PREFIX,
+    ).start()
+    stack.callback(api.stop)
+
+    login_file = workdir / "flower-login"
+    login_file.touch(mode=0o600)
+    login_file.write_text(f"{FLOWER_USER}:{secrets.token_urlsafe(12)}\n", encoding="utf-8")
+    port = free_port()
+    flower_url = f"http://127.0.0.1:{port}"
+    flower = ServiceProcess(
+        "flower",
+        ["flower", "--address", "127.0.0.1", "--port", str(port), "--basic-auth-file", str(login_file)],
+        env,
+        log_file=workdir / "flower.log",
+        probe_url=f"{flower_url}/healthcheck",
+    ).start()
+    stack.callback(flower.stop)
+    return _Services(str(api.ready_line), token, workdir / "api-token", flower_url, login_file)
+
+
+def _submit(services: _Services, emulator: Emulator) -> tuple[set[str], str]:
+    """Single refreshes of a few STORAGE_COMPRESS packages, then the bulk: both through the API."""
+    compress = [p for p in emulator.provider.packages() if p["PkgSourceFlag"] == 3][:SINGLES]
+    with _api(services) as http:
+        singles = [
+            {"site_code": SITE_CODE, "package_id": p["PackageID"], "package_class": p["class"]} for p in compress
+        ]
+        answer = _post(http, services, "/v1/refreshes", {"packages": singles}) if singles else {"refreshes": []}
+        expected = {item["request_id"] for item in answer["refreshes"]}
+        console.print(f"[submit]   {len(expected)} single refresh(es) of STORAGE_COMPRESS packages (medium not ready)")
+        bulk = _post(http, services, "/v1/bulk-refreshes", {"site_code": SITE_CODE})
+    console.print(f"[submit]   bulk refresh {bulk['bulk_id']} of site {SITE_CODE} through POST /v1/bulk-refreshes")
+    return expected, str(bulk["bulk_id"])
+
+
+def _follow_bulk(services: _Services, bulk_id: str, *, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    record: dict[str, Any] = {}
+    with _api(services) as http, Progress(*columns, console=console) as progress:
+        task = progress.add_task(f"bulk {bulk_id}", total=None)
+        while time.monotonic() < deadline:
+            response = http.get(f"{services.api_url}/v1/bulk-refreshes/{bulk_id}", timeout=_HTTP_TIMEOUT_S)
+            response.raise_for_status()
+            record = response.json()
+            counts = record.get("counts") or {}
+            progress.update(task, total=record.get("total"), completed=sum(counts.values()))
+            progress.update(task, description=f"bulk {bulk_id}: {record.get('state')}")
+            if record.get("finished_at"):
+                break
+            time.sleep(_POLL_S)
+    return record
+
+
+def _summarise(redis_url: str, prefix: str, singles: set[str], bulk_id: str, *, timeout_s: float) -> _Summary:
+    """How every request ended, read back from the durable stream (the singles may end last)."""
+    redis = redis_from_url(redis_url)
     try:
-        for package_class in PACKAGE_CLASSES:
-            for inst in client.enumerate(package_query(package_class, properties=("PackageID", "Name")), page_size=50):
-                found.append((package_class, str(inst.properties["PackageID"]), str(inst.properties.get("Name"))))
+        deadline = time.monotonic() + timeout_s
+        while True:
+            events = [e.outcome for e in read_stream(redis, RedisKeys(prefix), count=1_000_000)]
+            finals = _finals(events)
+            if singles <= set(finals) or time.monotonic() > deadline:
+                break
+            time.sleep(_POLL_S)
     finally:
-        client.transport.close()
-    return found
-
-
-def _enqueue_all(app: Celery, queue: str, targets: list[tuple[str, str, str]]) -> set[str]:
-    expected: set[str] = set()
-    # A hostile request sent straight to the queue (bypassing the producer's validation): the
-    # worker refuses it at its own edge and reports it; nothing reaches a WMI selector.
-    bad_id = f"req-demo-bad-{uuid.uuid4().hex[:8]}"
-    app.send_task(
-        REFRESH_TASK,
-        kwargs={"site_code": SITE_CODE, "package_id": "PS100001' OR '1'='1", "request_id": bad_id},
-        task_id=bad_id,
-        queue=queue,
+        redis.close()
+    ours = {rid for rid in finals if rid in singles or rid.startswith(f"{bulk_id}:")}
+    waits = [o for o in events if o.status == "retrying" and o.request_id in ours]
+    medium = {o.request_id for o in waits if (o.error or {}).get("kind") == "medium_not_ready"}
+    return _Summary(
+        statuses=Counter(finals[rid][0].status for rid in ours),
+        retried={o.request_id for o in waits} - medium,
+        medium=medium,
+        joined={rid for rid in ours if finals[rid][0].joined_request_id},
+        once=all(len(finals[rid]) == 1 for rid in ours) and singles <= ours,
+        requests=len(ours),
     )
-    expected.add(bad_id)
-    for package_class, package_id, _name in targets:
-        force = False
-        if package_class == TASK_SEQUENCE_CLASS:
-            _say(f"[enqueue]  {package_id} is a task sequence package: sent without force, expect 'rejected'")
-        request, _ = enqueue_refresh(
-            app,
-            queue=queue,
-            site_code=SITE_CODE,
-            package_id=package_id,
-            package_class=package_class,
-            verify=True,
-            force=force,
-            correlation_id="demo",
-        )
-        assert request.request_id is not None
-        expected.add(request.request_id)
-    return expected
 
 
-def _follow(
-    live: OutcomeSubscription, emulator: Emulator, expected: set[str], *, timeout_s: float, medium_ready_after_s: float
-) -> dict[str, Outcome]:
-    finals: dict[str, Outcome] = {}
-    started = time.monotonic()
-    media_mounted = False
-    while len(finals) < len(expected):
-        elapsed = time.monotonic() - started
-        if elapsed > timeout_s:
-            _say(f"\n[timeout]  {len(expected) - len(finals)} request(s) without a final outcome after {timeout_s}s")
-            break
-        if not media_mounted and elapsed >= medium_ready_after_s:
-            mounted = emulator.provider.set_medium_ready(None, True)
-            media_mounted = True
-            _say(f"\n[operator] source media mounted for {len(mounted)} STORAGE_COMPRESS package(s)\n")
-        outcome = live.get(timeout_s=0.5)
-        if outcome is None or outcome.request_id not in expected:
-            continue
+@dataclass(frozen=True)
+class _Summary:
+    statuses: Counter[str]
+    retried: set[str]
+    medium: set[str]
+    joined: set[str]
+    once: bool
+    requests: int
+
+    def show(self, bulk_id: str, record: dict[str, Any], took_s: float) -> bool:
+        statuses = self.statuses
+        table = Table(title=f"demo: {self.requests} requests in {took_s:.1f} s", show_header=True)
+        table.add_column("how they ended")
+        table.add_column("requests", justify="right")
+        table.add_row("refreshed (accepted or source updated)", str(statuses["accepted"] + statuses["source_updated"]))
+        table.add_row("  of which retried after a transient error", str(len(self.retried)))
+        table.add_row("  of which waited for their medium", str(len(self.medium)))
+        table.add_row("  of which joined a pending refresh", str(len(self.joined)))
+        labels = {
+            "failed": "failed (e.g. STORAGE_NO_SOURCE: nothing to refresh)",
+            "gave_up_medium_not_ready": "gave up: medium never ready",
+            "rejected": "rejected",
+            "cancelled": "cancelled",
+        }
+        for status, label in labels.items():
+            if statuses[status]:
+                table.add_row(label, str(statuses[status]))
+        console.print(table)
+        counts = record.get("counts") or {}
+        console.print(f"bulk {bulk_id}: {record.get('state')}, {record.get('total')} packages, counts {counts}")
+        complete = bool(record.get("finished_at")) and sum(counts.values()) == record.get("total")
+        ok = self.once and complete
+        console.print("demo: OK, every request has exactly one final outcome" if ok else "demo: FAILED (see above)")
+        return ok
+
+
+def _finals(events: list[Outcome]) -> dict[str, list[Outcome]]:
+    finals: dict[str, list[Outcome]] = {}
+    for outcome in events:
         if outcome.final:
-            finals[outcome.request_id] = outcome
-        progress = f"[{len(finals):>{len(str(len(expected)))}}/{len(expected)} done]"
-        _say(f"  {progress} {format_outcome(outcome)}")
+            finals.setdefault(outcome.request_id, []).append(outcome)
     return finals
 
 
-def _summarise(
-    redis: Redis, *, keys: RedisKeys, emulator: Emulator, expected: set[str], finals: dict[str, Outcome], workdir: Path
-) -> int:
-    statuses = Counter(o.status for o in finals.values())
-    stream_entries = read_stream(redis, keys, count=100_000)
-    totals = emulator.provider.call_log()["totals"]
-    _say("\n== summary ==")
-    for status, count in sorted(statuses.items()):
-        _say(f"  {status:<26} {count}")
-    _say(f"  requests {len(expected)}, final outcomes {len(finals)}, outcome events in stream {len(stream_entries)}")
-    _say(f"  provider saw: {totals}")
-    _say(f"  outcomes kept in Redis under prefix {keys.prefix!r}: stream {keys.outcome_stream!r}")
-    _say(f"  files: {workdir}/ (worker.log)")
-    # "failed" is a legitimate outcome (e.g. a STORAGE_NO_SOURCE package has nothing to
-    # refresh); the demo fails only if a request was left without its final outcome.
-    ok = len(finals) == len(expected)
-    _say("demo: OK, every request has exactly one final outcome" if ok else "demo: FAILED (see above)")
-    return 0 if ok else 1
+@contextmanager
+def _api(services: _Services) -> Iterator[requests.Session]:
+    with requests.Session() as http:
+        http.headers["Authorization"] = f"Bearer {services.token}"
+        yield http
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_demo(packages=24, timeout_s=120, medium_ready_after_s=8, seed=7))
+def _post(http: requests.Session, services: _Services, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = http.post(f"{services.api_url}{path}", json=body, timeout=_HTTP_TIMEOUT_S)
+    if response.status_code != 202:
+        raise SystemExit(f"sccm-refresh demo: the API answered {response.status_code} to POST {path}")
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def _wait_for_interrupt() -> None:
+    console.print("--keep: everything keeps running; Ctrl-C stops it all")
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)

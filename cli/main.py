@@ -43,15 +43,16 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run the main job end to end against the emulator")
-    demo.add_argument("--packages", type=int, default=24, help="catalogue size of the demo emulator")
+    demo.add_argument("--packages", type=int, default=300, help="catalogue size of the demo emulator")
     demo.add_argument("--timeout-s", type=float, default=120.0, help="give up waiting for outcomes after this")
     demo.add_argument(
         "--medium-ready-after-s",
         type=float,
-        default=8.0,
-        help="when the demo 'operator' makes the STORAGE_COMPRESS media ready",
+        default=5.0,
+        help="how long a STORAGE_COMPRESS medium stays not ready after its first refresh",
     )
     demo.add_argument("--seed", type=int, default=7, help="emulator seed (catalogue and faults)")
+    demo.add_argument("--keep", action="store_true", help="leave everything running until Ctrl-C")
 
     sub.add_parser("emulator", help="run the SMS Provider emulator", add_help=False)
 
@@ -148,7 +149,11 @@ def _demo(args: argparse.Namespace) -> int:
     from cli.demo import run_demo
 
     return run_demo(
-        packages=args.packages, timeout_s=args.timeout_s, medium_ready_after_s=args.medium_ready_after_s, seed=args.seed
+        packages=args.packages,
+        timeout_s=args.timeout_s,
+        medium_ready_after_s=args.medium_ready_after_s,
+        seed=args.seed,
+        keep=args.keep,
     )
 
 

@@ -17,11 +17,22 @@ from celery.result import AsyncResult
 from worker.app import REFRESH_TASK
 from worker.request import RefreshRequest, parse_request
 
-__all__ = ["enqueue_refresh", "new_request_id"]
+__all__ = ["enqueue_refresh", "new_request_id", "prepare_refresh"]
 
 
 def new_request_id() -> str:
     return f"req-{uuid.uuid4().hex}"
+
+
+def prepare_refresh(**kwargs: Any) -> RefreshRequest:
+    """Validate one request (raises InvalidRequestError); stamp its request id and requested_at."""
+    request = parse_request(kwargs)
+    stamps: dict[str, Any] = {}
+    if request.request_id is None:
+        stamps["request_id"] = new_request_id()
+    if request.requested_at is None:
+        stamps["requested_at"] = datetime.now(UTC)
+    return request.model_copy(update=stamps)
 
 
 def enqueue_refresh(app: Celery, *, queue: str | None = None, **kwargs: Any) -> tuple[RefreshRequest, AsyncResult]:
@@ -30,13 +41,7 @@ def enqueue_refresh(app: Celery, *, queue: str | None = None, **kwargs: Any) -> 
     The task id is the request id, so a producer can look the task up in Flower by the id it
     already holds.
     """
-    request = parse_request(kwargs)
-    stamps: dict[str, Any] = {}
-    if request.request_id is None:
-        stamps["request_id"] = new_request_id()
-    if request.requested_at is None:
-        stamps["requested_at"] = datetime.now(UTC)
-    request = request.model_copy(update=stamps)
+    request = prepare_refresh(**kwargs)
     assert request.request_id is not None
     payload = request.model_dump(mode="json")
     options: dict[str, Any] = {"task_id": request.request_id}

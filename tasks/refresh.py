@@ -21,7 +21,7 @@ from celery import Task
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 
 from worker.app import REFRESH_TASK, app
-from worker.delivery import Delivery
+from worker.delivery_ports import Delivery
 from worker.execute import run_delivery
 from worker.runtime import delivery_deps, publisher
 from worker.task_states import report_state

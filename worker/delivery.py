@@ -28,22 +28,18 @@ in the context and passes (returns None):
 
 Adding a concern is adding one function there.
 
-Keying: a valid request is known by its `request_id` (default: the task id). A message that
-cannot be trusted still gets a findable answer: its rejection is keyed by the offered
-`request_id` when that obeys the id rule, else by the task id when that does, else by a digest
-of the message (`msg-<hex>`); fields that break their rule are never echoed (docs/outcomes.md).
+Keying: a valid request is known by its `request_id` (default: the task id); a message that
+cannot be trusted is named as worker/untrusted.py says. What comes in and the collaborators are
+in worker/delivery_ports.py, the plan types in worker/plan.py.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from config.settings import Settings
 from errors import (
@@ -54,180 +50,24 @@ from errors import (
     OperationTimeoutError,
     RefreshError,
 )
-from worker.bulk_store import Checkin, child_request_id
-from worker.coalesce import Closed, Follower, Joined, Leader
+from worker.bulk_store import child_request_id
+from worker.coalesce import Follower, Leader
 from worker.constants import is_bulk_id
 from worker.decide import decide_after_error, wake_early
+from worker.delivery_ports import Delivery, DeliveryDeps, Fences
 from worker.fence import FenceSnapshot
 from worker.outcomes import AttemptInfo, Outcome, RequestInfo, format_timestamp, parse_timestamp
-from worker.packages import PackageInfo, validate_package_class, validate_package_id, validate_site_code
-from worker.refresh import RefreshClient, attempt_refresh
+from worker.packages import PackageInfo
+from worker.plan import Done, Drop, Plan, Requeue
+from worker.refresh import attempt_refresh
 from worker.request import RETRY_STATE_KWARG, RefreshRequest, RetryState, is_valid_id, parse_request
-from worker.slots import PRIORITY_BULK, PRIORITY_SINGLE, Granted, Lease, Wait
+from worker.slots import PRIORITY_BULK, PRIORITY_SINGLE, Granted, Lease
 from worker.task_states import JOINED, WAITING_FOR_MEDIUM, WAITING_FOR_SLOT
+from worker.untrusted import message_key, task_id_for, trusted_task_id, untrusted_info
 
-__all__ = [
-    "STEPS",
-    "Delivery",
-    "DeliveryDeps",
-    "Done",
-    "Drop",
-    "Plan",
-    "Requeue",
-    "SystemClock",
-    "handle_delivery",
-    "internal_failure_plan",
-    "message_key",
-    "reject_delivery",
-    "task_id_for",
-]
+__all__ = ["STEPS", "handle_delivery", "internal_failure_plan", "reject_delivery"]
 
 log = logging.getLogger(__name__)
-
-_UNKNOWN = "unknown"
-_MESSAGE_KEY_PREFIX = "msg-"
-
-
-# -- what comes in ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One message as the broker handed it over: untrusted until `admit` has validated it."""
-
-    args: tuple[Any, ...]
-    kwargs: Mapping[str, Any]
-    task_id: str | None
-
-
-class FinalLookup(Protocol):
-    def final_recorded(self, request_id: str) -> bool: ...
-
-    def final_outcome(self, request_id: str) -> Outcome | None: ...
-
-
-class Coalescing(Protocol):
-    """worker.coalesce.Coalescer: one pending refresh per package."""
-
-    def claim(
-        self, site_code: str, package_id: str, request_id: str, info: Mapping[str, Any], *, ttl_s: float
-    ) -> Leader | Joined: ...
-
-    def close(self, site_code: str, package_id: str, leader_id: str) -> Closed: ...
-
-    def pending_followers(self, leader_id: str) -> tuple[Follower, ...]: ...
-
-    def current_leader(self, site_code: str, package_id: str) -> str | None: ...
-
-    def ack_follower(self, leader_id: str, follower_request_id: str) -> bool: ...
-
-
-class Slots(Protocol):
-    """worker.slots.ProviderSlots: the per-provider concurrency cap."""
-
-    def try_acquire(self, site_code: str, holder_id: str, limit: int, *, priority: int) -> Granted | Wait: ...
-
-    def release(self, lease: Lease) -> bool: ...
-
-
-class Watching(Protocol):
-    """worker.request_watch.RequestWatch: when each live request is next due."""
-
-    def expect(self, request_id: str, task_id: str, kwargs: Mapping[str, Any], *, within_s: float) -> None: ...
-
-
-class BulkChildren(Protocol):
-    """worker.bulk_store.BulkStore, as a child sees its bulk."""
-
-    def child_checkin(self, bulk_id: str, child_request_id: str) -> Checkin: ...
-
-
-class Fences(Protocol):
-    def read(self, request_id: str) -> FenceSnapshot | None: ...
-
-    def write(self, request_id: str, snapshot: FenceSnapshot) -> None: ...
-
-    def try_lock(self, request_id: str, *, ttl_s: int) -> str | None: ...
-
-    def unlock(self, request_id: str, token: str) -> None: ...
-
-
-class Clock(Protocol):
-    def time(self) -> float: ...
-
-    def monotonic(self) -> float: ...
-
-
-class SystemClock:
-    def time(self) -> float:
-        return time.time()
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-
-@dataclass(frozen=True)
-class DeliveryDeps:
-    """The collaborators of the use case, built once per worker process (worker/runtime.py)."""
-
-    settings: Settings
-    provider: Callable[[str], RefreshClient]
-    finals: FinalLookup
-    fences: Fences
-    worker: str
-    clock: Clock = field(default_factory=SystemClock)
-    sleep: Callable[[float], None] = time.sleep
-    # Exceptions that interrupt an attempt from outside (Celery's soft time limit): the attempt
-    # counts as timed out, like a provider that never answered.
-    interruptions: tuple[type[BaseException], ...] = ()
-    # Optional steps: without them a request neither coalesces, nor waits for a slot, nor counts
-    # toward a bulk (unit tests of the core steps leave them out).
-    coalescer: Coalescing | None = None
-    slots: Slots | None = None
-    bulks: BulkChildren | None = None
-    # Told of every final outcome once it is recorded (a bulk counts its children there).
-    on_final: Callable[[Outcome], None] | None = None
-    # Records when each live request is next due, so a lost message is sent again.
-    watch: Watching | None = None
-
-
-# -- what goes out ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Done:
-    pass
-
-
-@dataclass(frozen=True)
-class Requeue:
-    countdown_s: float
-    kwargs: dict[str, Any]
-    # What the request waits for, for monitors (Flower): a custom task state and a one-line detail.
-    state: str | None = None
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class Drop:
-    reason: str
-
-
-Then = Done | Requeue | Drop
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Outcomes to publish in order, then what becomes of the message."""
-
-    outcomes: tuple[Outcome, ...] = ()
-    then: Then = field(default_factory=Done)
-    # Identifies a rejected message, so its rejection is recorded once per message.
-    message_key: str | None = None
-    request_id: str | None = None
-    # Set when `outcomes` include the finals of requests that joined this one: once they are
-    # published, the leader's hand-over list can be cleared.
-    followers_of: str | None = None
 
 
 # -- the steps ----------------------------------------------------------------------------------
@@ -297,7 +137,7 @@ def _admit(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     except (InvalidRequestError, ConfigError) as exc:
         return _rejection(ctx, deps, exc)
     ctx.request = request
-    ctx.request_id = request.request_id or _trusted_task_id(delivery.task_id) or message_key(delivery)
+    ctx.request_id = request.request_id or trusted_task_id(delivery.task_id) or message_key(delivery)
     now = ctx.started_at
     state = RetryState.from_kwargs(raw_state, now=now, max_wait_s=_longest_wait_s(deps.settings))
     if state.requested_at is None:
@@ -492,6 +332,7 @@ def _decide(ctx: _Context, deps: DeliveryDeps) -> Plan:
             info.package_id,
             error.kind,
             decision.wait_s,
+            extra={"kind": error.kind},
         )
         medium = isinstance(error, MediumNotReadyError)
         requeue = Requeue(
@@ -503,6 +344,15 @@ def _decide(ctx: _Context, deps: DeliveryDeps) -> Plan:
         return Plan((retrying,), requeue, request_id=ctx.request_id)
     final = Outcome.final_failure(
         info, run, error, return_value=error.return_value, source_version_before=ctx.seen.version_before
+    )
+    log.info(
+        "refresh %s of %s/%s ended %s: %s",
+        info.request_id,
+        info.site_code,
+        info.package_id,
+        final.status,
+        error.kind,
+        extra={"kind": error.kind},
     )
     return _ending(ctx, deps, final)
 
@@ -576,7 +426,7 @@ def reject_delivery(delivery: Delivery, error: RefreshError, deps: DeliveryDeps)
 def _rejection(ctx: _Context, deps: DeliveryDeps, error: RefreshError) -> Plan:
     delivery = ctx.delivery
     key = message_key(delivery)
-    info = _untrusted_info(delivery, key, ctx.started_at)
+    info = untrusted_info(delivery, key, ctx.started_at)
     outcome = Outcome.rejected(info, _run(ctx, deps), error)
     return Plan((outcome,), Done(), message_key=key, request_id=info.request_id)
 
@@ -589,59 +439,13 @@ def internal_failure_plan(delivery: Delivery, exc: BaseException, deps: Delivery
     """
     ctx = _Context(delivery, started_at=deps.clock.time(), started_mono=deps.clock.monotonic())
     key = message_key(delivery)
-    info = _untrusted_info(delivery, key, ctx.started_at)
+    info = untrusted_info(delivery, key, ctx.started_at)
     error = InternalError(f"internal error: {type(exc).__name__}")
     return Plan((Outcome.final_failure(info, _run(ctx, deps), error),), Done(), request_id=info.request_id)
 
 
-def message_key(delivery: Delivery) -> str:
-    """A stable name for this exact message: its task id and a digest of its arguments."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(str(delivery.task_id).encode("utf-8", "backslashreplace"))
-    try:
-        body = json.dumps([delivery.args, delivery.kwargs], sort_keys=True, ensure_ascii=True, default=repr)
-    except (RecursionError, TypeError, ValueError):
-        # Too deep to serialise again (kombu decodes up to the recursion limit): its type will do,
-        # the task id keeps such messages apart.
-        body = f"undigestable:{type(delivery.kwargs).__name__}"
-    digest.update(body.encode("ascii"))
-    return f"{_MESSAGE_KEY_PREFIX}{digest.hexdigest()}"
-
-
-def _untrusted_info(delivery: Delivery, key: str, now: float) -> RequestInfo:
-    """What can be said of a message we refuse: each field only if it obeys its rule."""
-    kwargs = delivery.kwargs if isinstance(delivery.kwargs, Mapping) else {}
-    task_id = _trusted_task_id(delivery.task_id)
-    offered = kwargs.get("request_id")
-    return RequestInfo(
-        request_id=offered if isinstance(offered, str) and is_valid_id(offered) else task_id or key,
-        site_code=_valid_or(validate_site_code, kwargs.get("site_code")) or _UNKNOWN,
-        package_class=_valid_or(validate_package_class, kwargs.get("package_class")) or _UNKNOWN,
-        package_id=_valid_or(validate_package_id, kwargs.get("package_id")) or _UNKNOWN,
-        requested_at=datetime.fromtimestamp(now, UTC),
-        correlation_id=kwargs.get("correlation_id") if is_valid_id(kwargs.get("correlation_id")) else None,
-        task_id=task_id,
-    )
-
-
-def _valid_or(validate: Callable[[object], str], value: object) -> str | None:
-    try:
-        return validate(value)
-    except InvalidRequestError:
-        return None
-
-
 def _task_id_of(ctx: _Context) -> str:
     return task_id_for(ctx.delivery, ctx.request_id)
-
-
-def task_id_for(delivery: Delivery, request_id: str) -> str:
-    """The task id to send this request's next message under: the delivery's, when trusted."""
-    return _trusted_task_id(delivery.task_id) or request_id
-
-
-def _trusted_task_id(task_id: object) -> str | None:
-    return task_id if isinstance(task_id, str) and is_valid_id(task_id) else None
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -671,7 +475,7 @@ def _request_info(ctx: _Context) -> RequestInfo:
         package_id=request.package_id,
         requested_at=datetime.fromtimestamp(asked if asked is not None else ctx.started_at, UTC),
         correlation_id=request.correlation_id,
-        task_id=_trusted_task_id(ctx.delivery.task_id),
+        task_id=trusted_task_id(ctx.delivery.task_id),
         package_name=ctx.seen.name,
     )
 

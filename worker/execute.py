@@ -22,17 +22,11 @@ from typing import Any, NoReturn, Protocol
 from redis.exceptions import RedisError
 
 from errors import InternalError
-from worker.delivery import (
-    Delivery,
-    DeliveryDeps,
-    Drop,
-    Plan,
-    Requeue,
-    handle_delivery,
-    internal_failure_plan,
-    task_id_for,
-)
+from worker.delivery import handle_delivery, internal_failure_plan
+from worker.delivery_ports import Delivery, DeliveryDeps
 from worker.outcomes import Outcome
+from worker.plan import Drop, Plan, Requeue
+from worker.untrusted import task_id_for
 
 __all__ = ["OutcomeSink", "Requeuer", "StateReporter", "run_delivery"]
 

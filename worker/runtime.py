@@ -23,7 +23,7 @@ from worker.bulk_job import BulkRunner
 from worker.bulk_store import BulkStore
 from worker.coalesce import Coalescer
 from worker.constants import RedisKeys
-from worker.delivery import DeliveryDeps
+from worker.delivery_ports import DeliveryDeps
 from worker.fence import RedisInvokeFences
 from worker.outcome_writer import OutcomePublisher
 from worker.redis_client import redis_from_url

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -91,25 +92,31 @@ def test_enqueue_sends_requests_that_the_worker_completes(pipeline: Pipeline) ->
     assert f"skipped a message that is not a v{OUTCOME_SCHEMA_VERSION} outcome" in err and "Traceback" not in err
 
 
-def test_demo_runs_end_to_end_with_an_embedded_redis(tmp_path: Path) -> None:
-    """`sccm-refresh demo` with no Redis configured starts its own and ends with every final outcome."""
+def test_demo_runs_end_to_end_with_an_embedded_redis_and_leaves_nothing_running(tmp_path: Path) -> None:
+    """`sccm-refresh demo`: its own Redis, emulator, two workers, API and Flower; a bulk through the API."""
     result = run_cli(
         "demo",
         "--packages",
-        "8",
+        "60",
         "--medium-ready-after-s",
         "2",
         "--timeout-s",
-        "60",
+        "90",
         env=clean_env(),
         cwd=tmp_path,
-        timeout_s=120,
+        timeout_s=180,
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "started an embedded redis-server" in result.stdout
-    assert "demo: OK, every request has exactly one final outcome" in result.stdout
-    assert "rejected" in result.stdout  # the hostile request is refused at the worker's edge
+    out = result.stdout
+    assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
+    assert "embedded redis-server" in out and "[api]" in out and "[flower]" in out
+    assert "through POST /v1/bulk-refreshes" in out and "joined a pending refresh" in out
+    assert "demo: OK, every request has exactly one final outcome" in out
     assert (tmp_path / ".sccm-refresh").is_dir()
+    pids = [int(pid) for pid in re.findall(r"\(pid (\d+)\)|worker pid (\d+)", out) for pid in pid if pid]
+    assert len(pids) == 3  # the Redis server and two workers
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 @pytest.mark.parametrize("command", [("enqueue", "PS1", "PS100001"), ("watch", "--count", "1")])

@@ -214,3 +214,24 @@ def test_headless_chromium_without_the_login_gets_no_page(
         browser.open(f"{watched.flower.base_url}/tasks")
         assert browser.wait_for_text(["authentication required"], timeout_s=FLOWER_WAIT_S), browser.text()[:500]
         assert watched.accepted.request_id not in browser.text()
+
+
+def test_a_refresh_waiting_for_its_medium_shows_as_waiting_in_flower(watched: Watched) -> None:
+    """The refresh use case reports WAITING_FOR_MEDIUM while a STORAGE_COMPRESS medium is not ready."""
+    pipeline, flower = watched.pipeline, watched.flower
+    provider = pipeline.emulators["PS1"].provider
+    pkg = pipeline.package("PS1", pkg_source_flag=3, medium_ready=False)
+    provider.set_medium_ready(pkg["PackageID"], False)
+    request_id = pipeline.send({"site_code": "PS1", "package_id": pkg["PackageID"], "package_class": pkg["class"]})
+    try:
+
+        def waiting() -> bool:
+            listed = flower.api(f"/api/tasks?state={WAITING_FOR_MEDIUM}").json()
+            return request_id in listed
+
+        assert wait_until(waiting, timeout_s=20)
+        task = flower.api(f"/api/tasks?state={WAITING_FOR_MEDIUM}").json()[request_id]
+        assert "medium_not_ready" in str(task.get("result"))
+    finally:
+        provider.set_medium_ready(pkg["PackageID"], True)
+    assert wait_until(lambda: request_id in pipeline.finals(), timeout_s=30)

@@ -14,12 +14,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from config.settings import LimitSettings, ProviderSettings, RetryPolicy, RetrySettings, Settings
 from errors import InternalError, MediumNotReadyError, QuotaError, RefreshError
-from worker.delivery import Delivery, DeliveryDeps, Done, Drop, Requeue, handle_delivery, message_key
+from worker.delivery import handle_delivery
+from worker.delivery_ports import Delivery, DeliveryDeps
 from worker.execute import PUBLISH_REQUEUE_S, run_delivery
 from worker.fence import FenceSnapshot
 from worker.outcomes import Outcome
 from worker.packages import PackageInfo
+from worker.plan import Done, Drop, Requeue
 from worker.request import RETRY_STATE_KWARG
+from worker.untrusted import message_key
 
 SECRET = "Sommer€2024-Geheim"
 PLAIN = PackageInfo(
