@@ -49,6 +49,7 @@ from bench.cli_common import (
     say,
     sigterm_as_interrupt,
 )
+from bench.spy import find_py_spy
 from embedded.redis_server import RedisServer
 
 __all__ = ["build_parser", "main", "run"]
@@ -264,18 +265,27 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--latency-ms must be in [0, 10000]")
     if not 1 <= args.timeout_s <= 3600:
         parser.error("--timeout-s must be in [1, 3600]")
+    if args.profile is not None and find_py_spy() is None:
+        parser.error("--profile needs py-spy (pip install py-spy)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check(parser, args)
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     try:
         with sigterm_as_interrupt():
             report, problems = run(args)
     except KeyboardInterrupt:
         say("interrupted: stopped every process it had started")
         return EXIT_INTERRUPTED
+    except RuntimeError as exc:
+        # A process that would not start or a bulk that did not end (a bad --worker-setting, a
+        # timeout): said in one message, after everything started was stopped.
+        say(f"error: {exc}")
+        return EXIT_PROBLEMS
     print(json.dumps(report, indent=2), flush=True)
     say(render_table(report))
     for problem in problems:
