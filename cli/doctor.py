@@ -18,6 +18,14 @@ from worker.redis_client import redis_from_url
 __all__ = ["doctor"]
 
 _INSPECT_TIMEOUT_S = 2.0
+MIN_REDIS = "6.2"
+
+
+def _at_least(version: str, minimum: str) -> bool:
+    def parts(text: str) -> tuple[int, ...]:
+        return tuple(int(p) if p.isdigit() else 0 for p in text.split(".")[:2])
+
+    return parts(version) >= parts(minimum)
 
 
 def doctor() -> int:
@@ -38,6 +46,12 @@ def doctor() -> int:
         waiting = int(broker.llen(settings.queue))
         misrouted = count_misrouted(broker)
         line(True, f"broker answers; {waiting} message(s) wait in queue {settings.queue!r}")
+        version = str(broker.info("server").get("redis_version", "0"))
+        line(
+            _at_least(version, MIN_REDIS),
+            f"broker Redis {version}"
+            + ("" if _at_least(version, MIN_REDIS) else f": workers need {MIN_REDIS} (BLMOVE) to never lose a message"),
+        )
         line(
             misrouted.ours == 0,
             f"{misrouted.estimated_ours} sccm.* message(s) in Celery's default queue {DEFAULT_CELERY_QUEUE!r}"

@@ -16,10 +16,12 @@ environment (tests, the demo) before touching the app.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery
 
 from config.settings import Settings
+from worker.reliable_broker import TRANSPORT, transport_options
 
 __all__ = ["BULK_PUMP_TASK", "BULK_TASK", "REFRESH_TASK", "app", "celery_config", "create_app"]
 
@@ -47,9 +49,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "socket_connect_timeout": 10,
         "health_check_interval": 10,
         "retry_on_timeout": True,
+        **transport_options(prefix=settings.key_prefix, main_queue=settings.queue),
     }
     return {
         "broker_url": settings.broker_url,
+        # Consumers move each message into an in-flight list instead of popping it, so a worker
+        # killed while taking one cannot lose it (worker/reliable_broker.py). Publishing is kombu's.
+        "broker_transport": TRANSPORT if urlsplit(settings.broker_url).scheme in ("redis", "rediss") else None,
         "broker_transport_options": redis_transport,
         "task_ignore_result": True,
         "task_store_errors_even_if_ignored": False,

@@ -2,7 +2,10 @@
 
 kombu's Redis transport takes a message with BRPOP and only then records it as unacked: a worker
 killed between the two loses the message (kombu #305), and every re-queue (a retry, a wait for a
-provider slot or a medium) is a new message exposed to that gap. The chaos suite caught it.
+provider slot or a medium) is a new message exposed to that gap. The chaos suite caught it. The
+worker's own transport (worker/reliable_broker.py) closes that gap; this watch stays as the net
+for whatever else could lose a message that a worker has seen (a Redis failover that drops
+recent writes, a message deleted by hand).
 
 So each delivery of a valid request records when the next sign of it is due: its kwargs and task
 id, with a deadline past which its message must have been delivered again or its final outcome

@@ -32,7 +32,7 @@ LATENCY_MEAN_S: Final = 0.03
 MEDIUM_READY_AFTER_S: Final = 2.0
 COMPRESS_SHARE_OF_REQUESTS: Final = 0.15
 # Celery's consumer logs this while it retries a lost broker connection.
-RECONNECTING: Final = "Cannot connect to redis"
+RECONNECTING: Final = "Cannot connect to sccm-redis://"
 NOTICE_TIMEOUT_S: Final = 15.0
 WAIT_FOR_SHARE_TIMEOUT_S: Final = 60.0
 

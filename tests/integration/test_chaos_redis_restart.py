@@ -23,7 +23,7 @@ from worker.outcomes import Outcome
 pytestmark = pytest.mark.integration
 
 # Celery's consumer logs this while it retries a lost broker connection.
-RECONNECTING: Final = "Cannot connect to redis"
+RECONNECTING: Final = "Cannot connect to sccm-redis://"
 FINAL_TIMEOUT_S: Final = 25.0
 
 

@@ -37,7 +37,7 @@ def test_a_redis_restart_during_refreshes_logs_no_traceback_and_no_kwargs(pipeli
     assert emulator.wait_in_flight(EMULATOR_USERNAME, RUNNING, timeout_s=10)
 
     pipeline.redis_server.stop()
-    assert wait_until(lambda: "Cannot connect to redis" in pipeline.worker.output(), timeout_s=15)
+    assert wait_until(lambda: "Cannot connect to sccm-redis://" in pipeline.worker.output(), timeout_s=15)
     pipeline.redis_server.start()
 
     def finals() -> set[str]:

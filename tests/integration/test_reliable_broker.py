@@ -1,0 +1,169 @@
+"""The worker takes messages by moving them, so a worker killed while taking one cannot lose it.
+
+The take script runs on a real Redis; the end-to-end case leaves a message where a SIGKILL between
+the take and kombu's unacked record would leave it (a dead consumer's in-flight list) and watches
+a real worker deliver it to its one final outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import redis
+
+from tasks.celery_message import task_message
+from testing.fixtures_pipeline import Pipeline
+from testing.waiting import wait_until
+from worker.app import REFRESH_TASK
+from worker.reliable_broker import take_script, transport_options
+
+pytestmark = pytest.mark.integration
+
+ALIVE_S = 30
+RECOVERY_S = 5
+
+
+class Consumer:
+    """One consumer's view of the take script, under a private prefix."""
+
+    def __init__(self, client: redis.Redis, prefix: str, name: str, *, unacked: str = "unacked") -> None:
+        self.client = client
+        self.base = f"{prefix}:{name}"
+        self.registry = f"{prefix}:registry"
+        self.gate = f"{prefix}:recovery-gate"
+        self.unacked = unacked
+
+    def take(self, *queues: str, wait_key: str | None = None) -> tuple[str, str, int]:
+        keys = [self.base, self.registry, self.gate, self.unacked, *queues]
+        reply = self.client.eval(take_script(), len(keys), *keys, ALIVE_S, RECOVERY_S, wait_key or queues[0])
+        queue, item, restored = reply
+        return queue, item, int(restored)
+
+    def inflight(self, queue: str) -> str:
+        return f"{self.base}|{queue}"
+
+    def die(self) -> None:
+        """What a SIGKILL leaves: no more takes, so its alive key lapses (here at once)."""
+        self.client.delete(f"{self.base}:alive")
+        self.client.delete(self.gate)  # and the next take is due to look for dead consumers
+
+
+def publish(client: redis.Redis, queue: str, *items: str) -> None:
+    """As kombu publishes: LPUSH, so the oldest message is at the right end."""
+    for item in items:
+        client.lpush(queue, item)
+
+
+def message(tag: str) -> str:
+    return json.dumps({"body": "e30=", "properties": {"delivery_tag": tag}})
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t-{uuid.uuid4().hex[:8]}:inflight"
+
+
+def test_a_take_moves_the_first_waiting_message_into_the_consumers_inflight_list(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    consumer = Consumer(redis_client, prefix, "w1")
+    publish(redis_client, "q-high", message("a"))
+    publish(redis_client, "q-low", message("b"), message("c"))
+    assert consumer.take("q-empty", "q-high", "q-low") == ("q-high", message("a"), 0)
+    assert consumer.take("q-empty", "q-high", "q-low") == ("q-low", message("b"), 0)  # oldest first
+    assert redis_client.lrange(consumer.inflight("q-high"), 0, -1) == [message("a")]
+    assert redis_client.lrange(consumer.inflight("q-low"), 0, -1) == [message("b")]
+    assert redis_client.hget(consumer.registry, consumer.inflight("q-low")) == "q-low"
+    assert redis_client.ttl(f"{consumer.base}:alive") > 0
+
+
+def test_a_take_with_nothing_waiting_marks_the_consumer_alive_and_registers_its_wait(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    consumer = Consumer(redis_client, prefix, "w1")
+    assert consumer.take("q-a", "q-b", wait_key="q-a") == ("", "", 0)
+    assert redis_client.hget(consumer.registry, consumer.inflight("q-a")) == "q-a"
+    assert 0 < redis_client.ttl(f"{consumer.base}:alive") <= ALIVE_S
+
+
+def test_a_dead_consumers_inflight_messages_go_back_to_the_head_of_their_queue(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    dead, live = Consumer(redis_client, prefix, "dead"), Consumer(redis_client, prefix, "live")
+    publish(redis_client, "q", message("held"), message("newer"))
+    assert dead.take("q")[1] == message("held")
+    dead.die()
+    queue, item, restored = live.take("q")
+    assert restored == 1
+    assert (queue, item) == ("q", message("held"))  # back where it was taken from: next in line
+    assert not redis_client.exists(dead.inflight("q"))
+    assert redis_client.hget(live.registry, dead.inflight("q")) is None
+
+
+def test_a_live_consumers_inflight_messages_stay_where_they_are(redis_client: redis.Redis, prefix: str) -> None:
+    busy, other = Consumer(redis_client, prefix, "busy"), Consumer(redis_client, prefix, "other")
+    publish(redis_client, "q", message("a"))
+    busy.take("q")
+    assert other.take("q") == ("", "", 0)
+    assert redis_client.lrange(busy.inflight("q"), 0, -1) == [message("a")]
+
+
+def test_a_message_kombu_already_holds_as_unacked_is_not_put_back_twice(redis_client: redis.Redis, prefix: str) -> None:
+    dead, live = Consumer(redis_client, prefix, "dead"), Consumer(redis_client, prefix, "live")
+    publish(redis_client, "q", message("recorded"))
+    dead.take("q")
+    redis_client.hset("unacked", "recorded", "[...]")  # kombu's record: its own restore brings it back
+    dead.die()
+    assert live.take("q") == ("", "", 0)
+    assert not redis_client.exists(dead.inflight("q"))
+
+
+def test_recovery_runs_at_most_once_per_interval(redis_client: redis.Redis, prefix: str) -> None:
+    first, second, live = (Consumer(redis_client, prefix, n) for n in ("first", "second", "live"))
+    publish(redis_client, "q", message("a"), message("b"))
+    first.take("q")
+    second.take("q")
+    first.die()
+    second.die()
+    assert live.take("q-other")[2] == 2
+    publish(redis_client, "q", message("c"))
+    first.take("q")
+    first.client.delete(f"{first.base}:alive")  # dead again, but the gate stays shut for RECOVERY_S
+    assert live.take("q-other")[2] == 0
+    assert redis_client.llen(first.inflight("q")) == 1
+
+
+def test_an_item_that_is_not_json_still_goes_back(redis_client: redis.Redis, prefix: str) -> None:
+    dead, live = Consumer(redis_client, prefix, "dead"), Consumer(redis_client, prefix, "live")
+    publish(redis_client, "q", "{" * 5000)
+    dead.take("q")
+    dead.die()
+    assert live.take("q-other")[2] == 1
+    assert redis_client.lrange("q", 0, -1) == ["{" * 5000]
+
+
+def test_a_message_a_worker_died_taking_reaches_its_final_outcome(pipeline: Pipeline) -> None:
+    """What a SIGKILL between the take and kombu's unacked record leaves behind is delivered."""
+    pkg = pipeline.package("PS1", pkg_source_flag=2)
+    request_id = f"req-{uuid.uuid4().hex}"
+    kwargs = {
+        "request_id": request_id,
+        "site_code": "PS1",
+        "package_id": pkg["PackageID"],
+        "package_class": pkg["class"],
+    }
+    options = transport_options(prefix=pipeline.keys.prefix, main_queue=pipeline.queue)
+    dead_list = f"{options['inflight_prefix']}:gone-host:4242:deadbeef|{pipeline.queue}"
+    client = pipeline.redis()
+    try:
+        client.lpush(dead_list, task_message(REFRESH_TASK, request_id, kwargs, queue=pipeline.queue))
+        client.hset(f"{options['inflight_prefix']}:registry", dead_list, pipeline.queue)
+        assert wait_until(lambda: len(pipeline.finals().get(request_id, [])) == 1, timeout_s=RECOVERY_S + 25)
+        assert not client.exists(dead_list)
+    finally:
+        client.close()
+    (final,) = pipeline.finals()[request_id]
+    assert final.status == "accepted"
+    assert "message(s) of a dead consumer back on their queues" in pipeline.worker.output()
