@@ -63,9 +63,9 @@ WORKER_READY_TIMEOUT_S: Final = 90.0
 _DRAIN_POLL_S: Final = 0.01
 # kombu's Redis transport: every delivered message sits in this hash until acked.
 _KOMBU_UNACKED: Final = "unacked"
-# What kombu sends to the broker: a message is an LPUSH (RPUSH when an unacked one is restored);
-# each delivery to a consumer is a ZADD on the unacked index; events are PUBLISHes.
-MESSAGE_COMMANDS: Final = ("lpush", "rpush")
+# Each message a worker takes is recorded by kombu in its unacked index: one ZADD per delivery
+# (the worker's transport, worker/reliable_broker.py, moves messages through in-flight lists with a
+# Lua script and BLMOVE, so LPUSH counts moves as well as publishes). Events are PUBLISHes.
 DELIVERY_COMMAND: Final = "zadd"
 EVENT_COMMAND: Final = "publish"
 
@@ -121,9 +121,10 @@ class Catalogue:
 
 @dataclass(frozen=True)
 class BrokerCounts:
-    """Calls per command on the broker Redis at one moment."""
+    """Calls per command on the broker Redis at one moment, and how many messages wait in our queue."""
 
     calls: Mapping[str, int]
+    queued: int = 0
 
     def since(self, earlier: BrokerCounts) -> dict[str, int]:
         return {name: n - earlier.calls.get(name, 0) for name, n in self.calls.items() if n != earlier.calls.get(name)}
@@ -132,8 +133,9 @@ class BrokerCounts:
 def broker_report(before: BrokerCounts, after: BrokerCounts, refreshes: int) -> dict[str, Any]:
     """Messages, deliveries and events the broker took, in total and per refresh."""
     delta = after.since(before)
-    messages = sum(delta.get(name, 0) for name in MESSAGE_COMMANDS)
     deliveries = delta.get(DELIVERY_COMMAND, 0)
+    # Every message sent meanwhile was either taken by a worker or still waits in the queue.
+    messages = deliveries + after.queued - before.queued
     events = delta.get(EVENT_COMMAND, 0)
 
     def per(value: int) -> float | None:
@@ -146,11 +148,12 @@ def broker_report(before: BrokerCounts, after: BrokerCounts, refreshes: int) -> 
         "deliveries_per_refresh": per(deliveries),
         "events": events,
         "events_per_refresh": per(events),
+        "commands": delta,
         "how_counted": (
             "INFO commandstats on a broker redis-server that holds Celery's data only: messages = "
-            "LPUSH + RPUSH (kombu's publish, restore), deliveries = ZADD on kombu's unacked index, "
-            "events = PUBLISH (Celery events); kombu's Redis transport keeps ETA messages in the "
-            "worker, so there is no ZADD for ETAs"
+            "deliveries (kombu records each message a worker takes in its unacked index: one ZADD) "
+            "plus the growth of our queue's length; events = PUBLISH (Celery events). kombu's Redis "
+            "transport keeps ETA (countdown) messages in the worker, so no command marks an ETA"
         ),
     }
 
@@ -188,7 +191,7 @@ class Lane:
     def broker_counts(self) -> BrokerCounts:
         client = redis_from_url(self.rig.broker.url)
         try:
-            return BrokerCounts(broker_command_counts(client.info("commandstats")))
+            return BrokerCounts(broker_command_counts(client.info("commandstats")), int(client.llen(self.queue)))
         finally:
             client.close()
 
