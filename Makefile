@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck pytest bench bench-pipeline chaos emulator clean
+.PHONY: demo test lint typecheck pytest bench bench-pipeline bench-bulk chaos emulator clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "sccm-refresh needs Python 3.11+ (set PYTHON=python3.11)")'
@@ -37,6 +37,11 @@ bench: $(STAMP)
 
 bench-pipeline: $(STAMP)
 	$(BIN)/python -m bench.pipeline_bench
+
+# Bulk efficiency, fan-out, urgent request under load, overhead per refresh: JSON on stdout, a
+# table on stderr, two rounds (about 8 minutes). BULK_BENCH_ARGS="--profile DIR" adds a py-spy profile.
+bench-bulk: $(STAMP)
+	$(BIN)/python -m bench.bulk_bench $(BULK_BENCH_ARGS)
 
 # Every chaos scenario at 300 requests (docs/chaos.md); exits non-zero if any breaks its promise.
 chaos: $(STAMP)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import requests
@@ -73,8 +73,11 @@ class EmulatorProcess:
             raise RuntimeError(f"the emulator did not print its endpoint within {STARTUP_TIMEOUT_S:.0f} s")
         return found[0]
 
-    def admin(self, method: str, route: str) -> Any:
-        response = self.session.request(method, self.admin_url + route, timeout=ADMIN_TIMEOUT_S)
+    def admin(self, method: str, route: str, body: Mapping[str, Any] | None = None) -> Any:
+        """One admin call (JSON body when given); its JSON answer."""
+        response = self.session.request(
+            method, self.admin_url + route, json=dict(body) if body is not None else None, timeout=ADMIN_TIMEOUT_S
+        )
         response.raise_for_status()
         return response.json()
 

@@ -10,17 +10,20 @@ import math
 import os
 import resource
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 __all__ = [
     "ProcStat",
+    "broker_command_counts",
     "busy_cores",
     "latency_summary_ms",
     "parse_proc_stat",
+    "parse_proc_status_kib",
     "percentile",
+    "process_memory_kib",
     "process_tree_cpu_s",
     "ratio",
     "self_cpu_s",
@@ -128,3 +131,32 @@ def self_cpu_s() -> float:
     """CPU seconds of this process so far, every thread included."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def parse_proc_status_kib(text: str, fields: Iterable[str] = ("VmRSS", "VmHWM")) -> dict[str, int]:
+    """The named memory fields of a /proc/<pid>/status text, in KiB (absent ones are left out)."""
+    wanted = set(fields)
+    found: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        parts = value.split()
+        if name in wanted and len(parts) == 2 and parts[1] == "kB" and parts[0].isdigit():
+            found[name] = int(parts[0])
+    return found
+
+
+def process_memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS (now) and VmHWM (peak since start) of a process in KiB; empty without /proc."""
+    try:
+        return parse_proc_status_kib((_PROC / str(pid) / "status").read_text())
+    except OSError:
+        return {}
+
+
+def broker_command_counts(commandstats: Mapping[str, Any]) -> dict[str, int]:
+    """Calls per command from redis-py's parsed `INFO commandstats` (`cmdstat_lpush` -> `lpush`)."""
+    counts: dict[str, int] = {}
+    for name, stats in commandstats.items():
+        if name.startswith("cmdstat_") and isinstance(stats, Mapping) and "calls" in stats:
+            counts[name.removeprefix("cmdstat_")] = int(stats["calls"])
+    return counts

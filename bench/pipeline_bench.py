@@ -34,23 +34,28 @@ import os
 import platform
 import secrets
 import shutil
-import signal
-import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
-from types import FrameType
 from typing import Any, Final
 
 from celery import Celery
 
+from bench.cli_common import (
+    EXIT_INTERRUPTED,
+    EXIT_PROBLEMS,
+    choice_list,
+    package_versions,
+    private_file,
+    say,
+    sigterm_as_interrupt,
+)
 from bench.emulator_process import EmulatorProcess
 from bench.final_collector import FinalCollector
 from bench.measure import busy_cores, latency_summary_ms, process_tree_cpu_s, ratio, self_cpu_s
@@ -93,12 +98,6 @@ MIN_OPS_PER_USER: Final = 25
 WARMUP_PER_THREAD: Final = 2
 WARMUP_TIMEOUT_S: Final = 30.0
 WORKER_READY_TIMEOUT_S: Final = 60.0
-_EXIT_PROBLEMS: Final = 1
-_EXIT_INTERRUPTED: Final = 130
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 # -- CPU accounting -----------------------------------------------------------------------------
@@ -455,7 +454,7 @@ def _run_mode(auth: str, shared: _Shared) -> dict[str, Any]:
     mode = _Mode(auth, shared.emulator, url, shared.redis_server.pid, keys, queue, producer)
     tag = f"{shared.run_id}-{auth}"
 
-    _say(f"[{auth}] direct: {len(plan.measured)} Get+Invoke from {args.concurrency} threads, no Celery/Redis")
+    say(f"[{auth}] direct: {len(plan.measured)} Get+Invoke from {args.concurrency} threads, no Celery/Redis")
     provider = ProviderSettings(
         endpoint=shared.emulator.url,
         transport=auth,
@@ -465,7 +464,7 @@ def _run_mode(auth: str, shared: _Shared) -> dict[str, Any]:
     )
     work = [(package_id, plan.classes[package_id]) for package_id in plan.measured]
     direct = _DirectRun(mode, provider, work, args.concurrency).run(args.seconds)
-    _say(f"[{auth}]   {direct['requests_per_s']} refreshes/s")
+    say(f"[{auth}]   {direct['requests_per_s']} refreshes/s")
 
     with ExitStack() as stack:
         stack.callback(producer.close)
@@ -479,22 +478,22 @@ def _run_mode(auth: str, shared: _Shared) -> dict[str, Any]:
         stack.callback(worker.stop)
         worker.start(ready_timeout_s=WORKER_READY_TIMEOUT_S)
         mode.worker = worker
-        _say(f"[{auth}] celery worker pid {worker.pid} (threads x{args.concurrency}), queue {queue!r}")
+        say(f"[{auth}] celery worker pid {worker.pid} (threads x{args.concurrency}), queue {queue!r}")
 
         warmup_kwargs = _request_kwargs(f"{tag}-warm", plan.warmup, plan.classes, task_sequence=False)
         warmup = _run_pipeline(mode, warmup_kwargs, WARMUP_TIMEOUT_S, wsman_ops_per_request=WSMAN_OPS_PER_REFRESH)
         if not warmup["complete"]:
             raise RuntimeError(f"[{auth}] warm-up: {warmup['completed']}/{warmup['requests']} in {WARMUP_TIMEOUT_S} s")
 
-        _say(f"[{auth}] rejected: {len(plan.measured)} requests refused at validation (no WinRM)")
+        say(f"[{auth}] rejected: {len(plan.measured)} requests refused at validation (no WinRM)")
         rejected_kwargs = _request_kwargs(f"{tag}-rej", plan.measured, plan.classes, task_sequence=True)
         rejected = _run_pipeline(mode, rejected_kwargs, args.seconds, wsman_ops_per_request=0)
-        _say(f"[{auth}]   {rejected['requests_per_s']} requests/s")
+        say(f"[{auth}]   {rejected['requests_per_s']} requests/s")
 
-        _say(f"[{auth}] refresh: {len(plan.measured)} refreshes through the pipeline")
+        say(f"[{auth}] refresh: {len(plan.measured)} refreshes through the pipeline")
         refresh_kwargs = _request_kwargs(f"{tag}-ref", plan.measured, plan.classes, task_sequence=False)
         refresh = _run_pipeline(mode, refresh_kwargs, args.seconds, wsman_ops_per_request=WSMAN_OPS_PER_REFRESH)
-        _say(f"[{auth}]   {refresh['requests_per_s']} refreshes/s")
+        say(f"[{auth}]   {refresh['requests_per_s']} refreshes/s")
 
     return {
         SCENARIO_DIRECT: direct,
@@ -508,35 +507,18 @@ def _run_mode(auth: str, shared: _Shared) -> dict[str, Any]:
 
 
 def _machine(redis_server: RedisServer) -> dict[str, Any]:
-    def version(name: str) -> str | None:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-
     client = redis_from_url(redis_server.url)
     try:
         server_version = client.info("server").get("redis_version")
     finally:
         client.close()
-    libraries = {name: version(name) for name in ("celery", "kombu", "redis", "pywinrm", "pyspnego", "requests")}
+    libraries = package_versions(("celery", "kombu", "redis", "pywinrm", "pyspnego", "requests"))
     return {
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": {**libraries, "redis-server": server_version},
     }
-
-
-@contextmanager
-def _private_file(path: Path, text: str) -> Iterator[Path]:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    try:
-        yield path
-    finally:
-        path.unlink(missing_ok=True)
 
 
 def _parameters(args: argparse.Namespace, plan: _Plan) -> dict[str, Any]:
@@ -564,16 +546,16 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         redis_server = RedisServer(data_dir=workdir / "redis", appendfsync="everysec")
         stack.callback(redis_server.close)
         redis_server.start()
-        _say(f"[redis]    redis-server pid {redis_server.pid} at {redis_server.url}")
+        say(f"[redis]    redis-server pid {redis_server.pid} at {redis_server.url}")
 
         password = secrets.token_urlsafe(18)
-        password_file = stack.enter_context(_private_file(workdir / "provider-password", password))
+        password_file = stack.enter_context(private_file(workdir / "provider-password", password))
         emulator_args = ["--site-code", SITE_CODE, "--auth", ",".join(AUTH_MODES), "--allow-unencrypted"]
         emulator_args += ["--packages", str(args.packages), "--compress-share", "0", "--distmgr-delay-s", "0"]
         emulator_args += ["--max-ops-per-user", str(max(MIN_OPS_PER_USER, 2 * args.concurrency))]
         emulator = EmulatorProcess(username=USERNAME, password=password, emulator_args=emulator_args)
         stack.callback(emulator.stop)
-        _say(f"[emulator] pid {emulator.pid} at {emulator.url}, {args.packages} packages")
+        say(f"[emulator] pid {emulator.pid} at {emulator.url}, {args.packages} packages")
 
         plan = _Plan.from_catalogue(
             emulator.packages(), warmup=WARMUP_PER_THREAD * args.concurrency, requests=args.requests
@@ -594,13 +576,6 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     return report, problems
 
 
-def _auth_list(text: str) -> tuple[str, ...]:
-    modes = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
-    if not modes or any(mode not in AUTH_MODES for mode in modes):
-        raise argparse.ArgumentTypeError(f"choose from {','.join(AUTH_MODES)}, comma-separated (got {text!r})")
-    return modes
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.pipeline_bench",
@@ -611,14 +586,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="worker pool threads, and direct client threads"
     )
-    parser.add_argument("--auth", type=_auth_list, default=AUTH_MODES, help="auth modes: basic, ntlm")
+    parser.add_argument("--auth", type=choice_list(AUTH_MODES), default=AUTH_MODES, help="auth modes: basic, ntlm")
     parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="time cap per scenario")
     parser.add_argument("--packages", type=int, default=DEFAULT_PACKAGES, help="packages in the emulated catalogue")
     return parser
-
-
-def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -632,19 +603,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--seconds must be in (0, {MAX_SECONDS:.0f}]")
     if args.packages < MIN_PACKAGES:
         parser.error(f"--packages must be at least {MIN_PACKAGES}")
-    # SIGTERM unwinds like Ctrl-C: every process we started is stopped by its PID on the way out.
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        report, problems = run(args)
+        with sigterm_as_interrupt():
+            report, problems = run(args)
     except KeyboardInterrupt:
-        _say("interrupted: stopped every process it had started")
-        return _EXIT_INTERRUPTED
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        say("interrupted: stopped every process it had started")
+        return EXIT_INTERRUPTED
     print(json.dumps(report, indent=2), flush=True)
     for problem in problems:
-        _say(f"problem: {problem}")
-    return _EXIT_PROBLEMS if problems else 0
+        say(f"problem: {problem}")
+    return EXIT_PROBLEMS if problems else 0
 
 
 if __name__ == "__main__":

@@ -115,7 +115,11 @@ class LimitSettings(BaseModel):
     # one attempt; a worker that dies holding one frees it after `slot_lease_s`. A request that
     # finds none free re-polls after an estimate of its turn, between these bounds.
     slot_lease_s: float = Field(default=300.0, ge=1, le=3600)
-    slot_wait_min_s: float = Field(default=0.05, gt=0, le=300)
+    # The floor is what a bulk's waiting children poll at, since a slot frees every hold / cap
+    # (about 14 ms at 8 slots and 100 ms operations). Measured with bench.bulk_bench (2,000
+    # children, 100 ms, cap 8): 0.05 s left slots idle a quarter of the time (efficiency 0.68);
+    # 0.02 s: 0.75 for 4% more broker messages; 0.01 s: 0.78 for 8% more.
+    slot_wait_min_s: float = Field(default=0.02, gt=0, le=300)
     slot_wait_max_s: float = Field(default=30.0, gt=0, le=900)
     # Bulk pacing: at most the site's max_concurrency plus this many children are outstanding at
     # once (a few ready to take a slot the moment one frees), and a safety-net pump runs this

@@ -188,13 +188,17 @@ class BulkRunner:
         if outcome.request_id != child_request_id(bulk_id, outcome.package_id):
             return  # a request that only shares the bulk's correlation id
         try:
-            update = self._store.child_finished(bulk_id, outcome.request_id, outcome.status)
+            # Counting the child and refilling the window is one call (one round trip to Redis).
+            window = self._window(outcome.site_code)
+            update = self._store.child_finished(
+                bulk_id, outcome.request_id, outcome.status, refill=window, max_count=min(window, _PUMP_BATCH)
+            )
         except BulkNotFoundError:
             return
         if update.last:
             self._publish_bulk(update.record)
-        elif update.applied:
-            self._refill(update.record)
+        elif update.taken:
+            self._send(update.record, update.taken)
 
     def pump(self, bulk_id: str) -> bool:
         """One round of the safety net; False once the bulk is over (or gone): stop pumping."""
@@ -216,7 +220,7 @@ class BulkRunner:
     def _refill(self, record: BulkRecord) -> int:
         if record.state not in ("enumerating", "running"):
             return 0
-        window = self._max_concurrency(record.site_code) + self._settings.limits.bulk_window_extra
+        window = self._window(record.site_code)
         children = self._store.take(record.bulk_id, window, max_count=min(window, _PUMP_BATCH))
         self._send(record, children)
         return len(children)
@@ -268,6 +272,10 @@ class BulkRunner:
         if record is None:
             raise BulkNotFoundError(f"no bulk job {bulk_id!r}")
         return record
+
+    def _window(self, site_code: str) -> int:
+        """At most this many children of a bulk at this site are outstanding at once."""
+        return self._max_concurrency(site_code) + self._settings.limits.bulk_window_extra
 
     def _max_concurrency(self, site_code: str) -> int:
         try:

@@ -155,15 +155,26 @@ elseif op == 'drain' then
   return items
 
 elseif op == 'finished' then
-  -- ARGV: 4 child id, 5 status. Counted once: only the call that removes it from taken counts it.
+  -- ARGV: 4 child id, 5 status, 6 max outstanding (0: take nothing), 7 max count. Counted once:
+  -- only the call that removes it from taken counts it. That call also refills the window (the
+  -- `take` below, in the same script: one round trip per ending child instead of two).
   if redis.call('HDEL', TAKEN, ARGV[4]) == 0 then
-    return {0, 0, snapshot()}
+    return {0, 0, snapshot(), {}}
   end
   redis.call('ZREM', HEARTBEATS, ARGV[4])
   redis.call('HINCRBY', RECORD, 'count:' .. ARGV[5], 1)
   local last = maybe_finish()
+  local items = {}
+  local window = tonumber(ARGV[6] or '0')
+  local current = state()
+  if last == 0 and window > 0 and (current == 'enumerating' or current == 'running') then
+    items = move_pending(math.min(window - redis.call('HLEN', TAKEN), tonumber(ARGV[7])))
+    if #items > 0 then
+      redis.call('HINCRBY', RECORD, 'enqueued', #items)
+    end
+  end
   keep()
-  return {1, last, snapshot()}
+  return {1, last, snapshot(), items}
 
 elseif op == 'stop' then
   -- ARGV: 4 new state ('cancelled' or 'failed'), 5 error text. Only a live bulk stops.
@@ -195,13 +206,14 @@ elseif op == 'dry_run_done' then
   return {1, 1, snapshot()}
 
 elseif op == 'heartbeat' then
-  -- ARGV: 4 child id. Only an outstanding child has a heartbeat to refresh.
+  -- ARGV: 4 child id. Only an outstanding child has a heartbeat to refresh. Answers with the
+  -- bulk's state too, so a child about to start learns of a cancel in the same round trip.
   if not redis.call('ZSCORE', HEARTBEATS, ARGV[4]) then
-    return 0
+    return {0, state()}
   end
   redis.call('ZADD', HEARTBEATS, num(now), ARGV[4])
   keep()
-  return 1
+  return {1, state()}
 
 elseif op == 'stalled' then
   -- ARGV: 4 idle seconds, 5 max count. Outstanding children silent for idle seconds; each is

@@ -53,6 +53,7 @@ __all__ = [
     "BulkState",
     "BulkStore",
     "BulkUpdate",
+    "Checkin",
     "ChildSpec",
     "child_request_id",
 ]
@@ -140,11 +141,23 @@ class BulkRecord:
 
 @dataclass(frozen=True)
 class BulkUpdate:
-    """What a state-changing call did: `applied` (false for a repeat), `last` (this call ended the bulk)."""
+    """What a state-changing call did: `applied` (false for a repeat), `last` (this call ended the bulk).
+
+    `taken`: children `child_finished(..., refill=...)` moved to outstanding, for the caller to send.
+    """
 
     applied: bool
     last: bool
     record: BulkRecord
+    taken: tuple[ChildSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class Checkin:
+    """A child's sign of life: is it outstanding (its heartbeat refreshed), is its bulk cancelled."""
+
+    outstanding: bool
+    cancelled: bool
 
 
 @dataclass(frozen=True)
@@ -211,18 +224,44 @@ class BulkStore:
         return [ChildSpec.decode(str(item)) for item in items]
 
     def child_finished(
-        self, bulk_id: str, child_request_id: str, status: str, *, now_s: float | None = None
+        self,
+        bulk_id: str,
+        child_request_id: str,
+        status: str,
+        *,
+        refill: int = 0,
+        max_count: int = MAX_BATCH,
+        now_s: float | None = None,
     ) -> BulkUpdate:
-        """Count an outstanding child's final status once; `last` for the one call that ends the bulk."""
+        """Count an outstanding child's final status once; `last` for the one call that ends the bulk.
+
+        With `refill` (the window: max outstanding), the call that counts the child also takes
+        pending children as `take(bulk_id, refill)` would, atomically: they are in `taken`.
+        """
         _check_child(child_request_id)
         if not isinstance(status, str) or not _STATUS_RE.fullmatch(status):
             raise ValueError(f"status must be 1-64 of a-z 0-9 _ starting with a letter, got {str(status)[:40]!r}")
-        return _update(self._run(bulk_id, "finished", now_s, child_request_id, status))
+        if refill:
+            _check_count("refill", refill, 1_000_000)
+        _check_count("max_count", max_count, MAX_BATCH)
+        reply = self._run(bulk_id, "finished", now_s, child_request_id, status, refill, max_count)
+        applied, last, snapshot, items = reply
+        return BulkUpdate(
+            applied=bool(int(applied)),
+            last=bool(int(last)),
+            record=_record(snapshot),
+            taken=tuple(ChildSpec.decode(str(item)) for item in items),
+        )
 
     def child_heartbeat(self, bulk_id: str, child_request_id: str, *, now_s: float | None = None) -> bool:
         """A sign of life from an outstanding child (each attempt); False if it is not outstanding."""
+        return self.child_checkin(bulk_id, child_request_id, now_s=now_s).outstanding
+
+    def child_checkin(self, bulk_id: str, child_request_id: str, *, now_s: float | None = None) -> Checkin:
+        """`child_heartbeat` and `is_cancelled` in one round trip (what a child does before each attempt)."""
         _check_child(child_request_id)
-        return bool(int(self._run(bulk_id, "heartbeat", now_s, child_request_id)))
+        outstanding, state = self._run(bulk_id, "heartbeat", now_s, child_request_id)
+        return Checkin(outstanding=bool(int(outstanding)), cancelled=state == "cancelled")
 
     def stalled_children(
         self, bulk_id: str, *, idle_s: float, max_count: int = 100, now_s: float | None = None

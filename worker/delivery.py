@@ -183,8 +183,8 @@ def _bulk_child(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     bulk_id = _bulk_of(ctx)
     if bulk_id is None or deps.bulks is None:
         return None
-    deps.bulks.child_heartbeat(bulk_id, ctx.request_id)
-    if ctx.state.attempts > 0 or not deps.bulks.is_cancelled(bulk_id):
+    checkin = deps.bulks.child_checkin(bulk_id, ctx.request_id)
+    if ctx.state.attempts > 0 or not checkin.cancelled:
         return None
     request = ctx.valid
     if deps.coalescer is not None and deps.coalescer.current_leader(request.site_code, request.package_id) == (

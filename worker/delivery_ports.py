@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from config.settings import Settings
+from worker.bulk_store import Checkin
 from worker.coalesce import Closed, Follower, Joined, Leader
 from worker.fence import FenceSnapshot
 from worker.outcomes import Outcome
@@ -83,9 +84,9 @@ class Watching(Protocol):
 class BulkChildren(Protocol):
     """worker.bulk_store.BulkStore, as a child sees its bulk."""
 
-    def is_cancelled(self, bulk_id: str) -> bool: ...
-
-    def child_heartbeat(self, bulk_id: str, child_request_id: str) -> bool: ...
+    def child_checkin(self, bulk_id: str, child_request_id: str) -> Checkin:
+        """A sign of life (the child's heartbeat) that also says whether its bulk was cancelled."""
+        ...
 
 
 class Fences(Protocol):

@@ -105,6 +105,19 @@ class ProviderTransport:
                 raise _typed(exc) from None
         return slot.protocol
 
+    @staticmethod
+    def _skip_environment_lookups(protocol: Protocol) -> None:
+        """Once pywinrm has built its session: no proxy or CA lookup in the environment per request.
+
+        pywinrm resolves the environment once, when it builds the session (proxy=None: no proxy
+        at all; the CA bundle and certificate settings are then fixed on the session), but
+        requests looks at the environment's proxy settings again on every send (~2% of a
+        worker's CPU per refresh) and would only confirm "no proxy".
+        """
+        session = getattr(protocol.transport, "session", None)
+        if session is not None and session.trust_env:
+            session.trust_env = False
+
     def reset(self) -> None:
         """Close this thread's session so the next call authenticates on a fresh connection."""
         slot = self._slot()
@@ -121,9 +134,12 @@ class ProviderTransport:
         """One round trip: the reply bytes. SOAP faults and transport failures raise RefreshErrors."""
         protocol = self.protocol()
         try:
-            return protocol.transport.send_message(envelope)
+            answer: bytes = protocol.transport.send_message(envelope)
         except Exception as exc:
             failure = exc
+        else:
+            self._skip_environment_lookups(protocol)
+            return answer
         reply = http_error_reply(failure)
         fault = fault_in_reply(reply.body) if reply is not None else None
         if reply is not None and fault is not None:

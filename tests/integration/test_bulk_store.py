@@ -17,6 +17,7 @@ from worker.bulk_store import (
     BulkNotFoundError,
     BulkStore,
     BulkUpdate,
+    Checkin,
     ChildSpec,
     child_request_id,
 )
@@ -165,6 +166,51 @@ def test_counts_stay_exact_when_children_finish_concurrently_and_twice(store: Bu
     assert final.finished_children == final.total == total
     assert final.finished_at is not None
     assert store.get(BULK) == final
+
+
+def test_finishing_with_refill_takes_the_next_children_in_the_same_call(store: BulkStore) -> None:
+    """child_finished(refill=window) counts the child and tops the window up, never past it, until nothing is left."""
+    window, total = 4, 9
+    store.create(BULK, SITE, CRITERIA)
+    store.append_pending(BULK, children(total))
+    store.enumeration_done(BULK)
+    outstanding = store.take(BULK, window)
+    seen = [child.request_id for child in outstanding]
+    while outstanding:
+        child = outstanding.pop(0)
+        update = store.child_finished(BULK, child.request_id, "accepted", refill=window)
+        assert update.applied is True
+        assert update.record.outstanding == len(outstanding) + len(update.taken) <= window
+        outstanding.extend(update.taken)
+        seen.extend(taken.request_id for taken in update.taken)
+    assert len(seen) == len(set(seen)) == total
+    assert update.last is True and update.taken == ()
+    assert (update.record.state, update.record.enqueued, update.record.counts) == ("done", total, {"accepted": total})
+
+
+def test_a_repeated_or_cancelled_finish_refills_nothing(store: BulkStore) -> None:
+    """A redelivered final takes no child, and neither does any finish once the bulk is cancelled."""
+    store.create(BULK, SITE, CRITERIA)
+    store.append_pending(BULK, children(6))
+    first, second = store.take(BULK, 2)
+    assert len(store.child_finished(BULK, first.request_id, "accepted", refill=2).taken) == 1
+    assert store.child_finished(BULK, first.request_id, "accepted", refill=2).taken == ()
+    store.cancel(BULK)
+    update = store.child_finished(BULK, second.request_id, "accepted", refill=2)
+    assert update.applied is True and update.taken == ()
+    assert update.record.pending == 3
+
+
+def test_a_checkin_is_a_heartbeat_that_also_tells_of_a_cancel(store: BulkStore) -> None:
+    """child_checkin refreshes an outstanding child's heartbeat and says whether its bulk was cancelled."""
+    store.create(BULK, SITE, CRITERIA)
+    store.append_pending(BULK, children(3))
+    (child,) = store.take(BULK, 1, now_s=T0)
+    assert store.child_checkin(BULK, child.request_id, now_s=T0 + 100) == Checkin(outstanding=True, cancelled=False)
+    assert store.stalled_children(BULK, idle_s=50, now_s=T0 + 120) == []
+    store.cancel(BULK)
+    assert store.child_checkin(BULK, child.request_id) == Checkin(outstanding=True, cancelled=True)
+    assert store.child_checkin(BULK, child_request_id(BULK, "PS1FFFFF")) == Checkin(outstanding=False, cancelled=True)
 
 
 def test_children_can_run_while_enumeration_continues_and_the_bulk_ends_after_both(store: BulkStore) -> None:

@@ -1,8 +1,16 @@
-"""The benchmarks' number helpers: percentiles, latency summaries, ratios and /proc/<pid>/stat parsing."""
+"""The benchmarks' number helpers: percentiles, latency summaries, ratios, /proc parsing, broker command counts."""
 
 from __future__ import annotations
 
-from bench.measure import busy_cores, latency_summary_ms, parse_proc_stat, percentile, ratio
+from bench.measure import (
+    broker_command_counts,
+    busy_cores,
+    latency_summary_ms,
+    parse_proc_stat,
+    parse_proc_status_kib,
+    percentile,
+    ratio,
+)
 
 # proc(5) layout: pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
 # cmajflt utime stime cutime cstime priority ...; comm may contain spaces and parentheses.
@@ -48,3 +56,23 @@ def test_proc_stat_parser_reads_ppid_and_cpu_ticks_past_a_tricky_command_name() 
     assert stat.ppid == 4200
     assert stat.cpu_ticks == 150 + 25
     assert stat.reaped_children_ticks == 7 + 3
+
+
+STATUS_TEXT = """Name:\tcelery
+VmPeak:\t  912345 kB
+VmHWM:\t  101234 kB
+VmRSS:\t   99876 kB
+Threads:\t12
+"""
+
+
+def test_proc_status_parser_reads_rss_and_its_peak_in_kib() -> None:
+    """VmRSS and VmHWM come out as KiB integers; other lines are ignored."""
+    assert parse_proc_status_kib(STATUS_TEXT) == {"VmRSS": 99876, "VmHWM": 101234}
+    assert parse_proc_status_kib("VmRSS:\tgarbage\n") == {}
+
+
+def test_broker_command_counts_keep_the_calls_of_each_command() -> None:
+    """redis-py's parsed INFO commandstats becomes command -> calls; anything else is skipped."""
+    stats = {"cmdstat_lpush": {"calls": 7, "usec": 30}, "cmdstat_zadd": {"calls": 2}, "other": 1}
+    assert broker_command_counts(stats) == {"lpush": 7, "zadd": 2}

@@ -203,9 +203,13 @@ def _instance_from_element(element: ET.Element) -> WmiInstance:
 def _properties(element: ET.Element) -> dict[str, PropertyValue]:
     properties: dict[str, PropertyValue] = {}
     for child in element:
-        if not isinstance(child.tag, str) or _namespace(child.tag) in _NON_PROPERTY_NAMESPACES:
+        tag = child.tag
+        if not isinstance(tag, str):
             continue
-        name = local_name(child.tag)
+        # "{namespace}local" split once (this runs for every property of every enumerated package).
+        namespace, _, name = tag[1:].partition("}") if tag.startswith("{") else (None, "", tag)
+        if namespace in _NON_PROPERTY_NAMESPACES:
+            continue
         value = _property_value(child)
         if name not in properties:
             properties[name] = value
@@ -220,12 +224,12 @@ def _properties(element: ET.Element) -> dict[str, PropertyValue]:
 
 
 def _property_value(element: ET.Element) -> str | None:
-    if element.get(_XSI_NIL, "").strip().lower() in _TRUE_VALUES:
+    nil = element.get(_XSI_NIL)
+    if nil is not None and nil.strip().lower() in _TRUE_VALUES:
         return None
-    children = list(element)
-    if not children:
+    if not len(element):
         return element.text or ""
-    wrapper = children[0]
+    wrapper = element[0]
     if _namespace(wrapper.tag) == NS_CIM and local_name(wrapper.tag) in _CIM_SCALAR_WRAPPERS:
         return (wrapper.text or "").strip()
     # An embedded object: the worker reads no such property, so keep its text only.

@@ -38,6 +38,10 @@ _MAX_MESSAGE_ECHO_CHARS = 120
 _QUOTES = "'\""
 
 
+_TREE_START = ET.TreeBuilder.start
+_TREE_END = ET.TreeBuilder.end
+
+
 class _BoundedTreeBuilder(ET.TreeBuilder):
     """ElementTree's tree builder, refusing a DTD and counting depth and elements as it goes."""
 
@@ -50,18 +54,20 @@ class _BoundedTreeBuilder(ET.TreeBuilder):
         """Called by expat at `<!DOCTYPE`, before any entity declaration is read."""
         raise MalformedReply("reply contains a DTD, which SOAP forbids")
 
+    # Called once per element (an enumeration page has tens of thousands): the base class's C
+    # methods are called directly, without super()'s lookup.
     def start(self, tag: str, attrs: dict[str, str]) -> ET.Element:
-        self._depth += 1
-        self._elements += 1
-        if self._depth > MAX_DEPTH:
+        depth = self._depth = self._depth + 1
+        elements = self._elements = self._elements + 1
+        if depth > MAX_DEPTH:
             raise MalformedReply(f"reply nests elements deeper than {MAX_DEPTH}")
-        if self._elements > MAX_ELEMENTS:
+        if elements > MAX_ELEMENTS:
             raise MalformedReply(f"reply holds more than {MAX_ELEMENTS} elements")
-        return super().start(tag, attrs)
+        return _TREE_START(self, tag, attrs)
 
     def end(self, tag: str) -> ET.Element:
         self._depth -= 1
-        return super().end(tag)
+        return _TREE_END(self, tag)
 
 
 def parse_envelope(xml: bytes | str) -> ET.Element:

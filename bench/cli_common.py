@@ -1,0 +1,82 @@
+"""What the benchmark commands share: comma-separated choices, a 0600 secret file, SIGTERM as Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from types import FrameType
+from typing import Final
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_PROBLEMS",
+    "choice_list",
+    "package_versions",
+    "private_file",
+    "say",
+    "sigterm_as_interrupt",
+]
+
+EXIT_PROBLEMS: Final = 1
+EXIT_INTERRUPTED: Final = 130
+
+
+def say(text: str) -> None:
+    """Progress on stderr (stdout carries the JSON report)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def package_versions(names: Iterable[str]) -> dict[str, str | None]:
+    """Installed versions of these distributions (None: not installed)."""
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {name: version(name) for name in names}
+
+
+def choice_list(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+    """An argparse type: a comma-separated, de-duplicated, non-empty list of `choices`."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        picked = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+        if not picked or any(item not in choices for item in picked):
+            raise argparse.ArgumentTypeError(f"choose from {','.join(choices)}, comma-separated (got {text!r})")
+        return picked
+
+    return parse
+
+
+@contextmanager
+def private_file(path: Path, text: str) -> Iterator[Path]:
+    """A file only its owner can read (a password for the worker processes), deleted afterwards."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C: every process a benchmark started is stopped by its PID on the way out."""
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
