@@ -97,7 +97,8 @@ def _context(settings: Settings) -> ApiContext:
             celery,
             settings,
             anyio.CapacityLimiter(api.producer_threads),
-            broker=broker if settings.broker_url.startswith(("redis://", "rediss://", "unix://")) else None,
+            # Task-sent events come from Celery's publish, so asking for them keeps Celery's path.
+            broker=broker if _direct_publish(settings) else None,
         ),
         idempotency=IdempotencyStore(
             redis, settings.key_prefix, ttl_s=api.idempotency_ttl_s, pending_ttl_s=api.idempotency_pending_ttl_s
@@ -118,3 +119,9 @@ async def _on_unavailable(_request: Request, exc: Exception) -> JSONResponse:
     # A producer call can fail on either (the bulk producer writes Redis, then publishes).
     what = "Redis or the broker" if isinstance(exc, BrokerUnavailableError) else "Redis"
     return problem_response(503, f"{what} is unreachable; retry later", headers=_RETRY_AFTER)
+
+
+def _direct_publish(settings: Settings) -> bool:
+    """Refresh requests go out as one LPUSH (tasks/celery_message.py) rather than through Celery."""
+    redis_broker = settings.broker_url.startswith(("redis://", "rediss://", "unix://"))
+    return redis_broker and not settings.api.task_sent_events

@@ -7,17 +7,29 @@ reconnect with Last-Event-ID, and compare with what the outcome stream holds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from celery import Celery
 
-from testing.fixtures_api import READ_TOKEN, SUBMIT_TOKEN, ApiServer, SseEvent, iter_sse
+from testing.fixtures_api import (
+    READ_TOKEN,
+    SUBMIT_TOKEN,
+    ApiServer,
+    SseEvent,
+    api_environment,
+    iter_sse,
+    write_token_file,
+)
 from testing.fixtures_pipeline import Pipeline
+from testing.waiting import wait_until
 from worker.coalesce import Coalescer
 from worker.outcome_reader import read_stream
 
@@ -264,3 +276,38 @@ def test_a_read_token_may_read_but_not_submit(pipeline: Pipeline, pipeline_api: 
         assert refused.status_code == 403
         assert "insufficient_scope" in refused.headers["WWW-Authenticate"]
         assert client.get("/v1/refreshes/never-submitted").status_code == 404
+
+
+def test_task_sent_events_when_asked_come_from_celerys_publish(
+    pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`API__TASK_SENT_EVENTS=true`: the request goes through Celery, its task-sent event is seen."""
+    tmp = tmp_path_factory.mktemp("api-sent")
+    tokens = write_token_file(tmp / "tokens", {"svc-submit": (SUBMIT_TOKEN, "submit")})
+    env = api_environment(
+        redis_url=pipeline.redis_url,
+        key_prefix=pipeline.keys.prefix,
+        queue=pipeline.queue,
+        extra={"SCCM_REFRESH_API__TOKEN_FILE": str(tokens), "SCCM_REFRESH_API__TASK_SENT_EVENTS": "true"},
+    )
+    sent: list[str] = []
+    listening = threading.Event()
+    listener = Celery("sent-listener", broker=pipeline.redis_url)
+
+    def listen() -> None:
+        with listener.connection() as connection:
+            receiver = listener.events.Receiver(connection, handlers={"task-sent": lambda e: sent.append(e["uuid"])})
+            listening.set()
+            with contextlib.suppress(TimeoutError, OSError):
+                receiver.capture(limit=None, timeout=FINAL_WAIT_S, wakeup=False)
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    assert listening.wait(10)
+    pkg = pipeline.package("BS1", pkg_source_flag=2)
+    with ApiServer(env, tmp / "api.log") as server, server.client(SUBMIT_TOKEN) as client:
+        time.sleep(0.5)  # the receiver's subscription is in place
+        [submitted] = submit(client, [item("BS1", pkg)])
+        request_id = submitted["request_id"]
+        assert wait_until(lambda: request_id in sent, timeout_s=15), sent
+        assert wait_until(lambda: len(pipeline.finals().get(request_id, [])) == 1, timeout_s=FINAL_WAIT_S)
