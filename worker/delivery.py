@@ -35,11 +35,12 @@ in worker/delivery_ports.py, the plan types in worker/plan.py.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from config.settings import Settings
 from errors import (
@@ -61,13 +62,15 @@ from worker.packages import PackageInfo
 from worker.plan import Done, Drop, Plan, Requeue
 from worker.refresh import attempt_refresh
 from worker.request import RETRY_STATE_KWARG, RefreshRequest, RetryState, is_valid_id, parse_request
-from worker.slots import PRIORITY_BULK, PRIORITY_SINGLE, Granted, Lease
+from worker.slots import PRIORITY_BULK, PRIORITY_FOLLOW_UP, PRIORITY_SINGLE, Granted, Lease
 from worker.task_states import JOINED, WAITING_FOR_MEDIUM, WAITING_FOR_SLOT
 from worker.untrusted import message_key, task_id_for, trusted_task_id, untrusted_info
 
 __all__ = ["STEPS", "handle_delivery", "internal_failure_plan", "reject_delivery"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 # -- the steps ----------------------------------------------------------------------------------
@@ -278,6 +281,7 @@ def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
             known_package=hint.package(request.package_class, request.package_id) if hint else None,
             fence=_BoundFence(deps.fences, request_id),
             invoke_retry=deps.settings.retry.in_call,
+            gate=_SlotGate(ctx, deps),
             sleep=deps.sleep,
             clock=deps.clock.monotonic,
             wall_clock=deps.clock.time,
@@ -449,6 +453,37 @@ def _task_id_of(ctx: _Context) -> str:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+class _SlotGate:
+    """The site's provider slots as the attempt sees them (worker.refresh.OperationGate)."""
+
+    def __init__(self, ctx: _Context, deps: DeliveryDeps) -> None:
+        self._ctx = ctx
+        self._deps = deps
+        digest = hashlib.blake2b(ctx.request_id.encode("utf-8", "backslashreplace"), digest_size=12).hexdigest()
+        self._follow_up_holder = f"follow-up-{digest}"
+
+    def invoked(self) -> None:
+        lease, self._ctx.lease = self._ctx.lease, None
+        if lease is not None and self._deps.slots is not None:
+            self._deps.slots.release(lease)
+
+    def run(self, operation: Callable[[], _T]) -> _T | None:
+        slots = self._deps.slots
+        if slots is None:
+            return operation()
+        site = self._ctx.valid.site_code
+        limit = self._deps.settings.provider(site).max_concurrency
+        answer = slots.try_acquire(site, self._follow_up_holder, limit, priority=PRIORITY_FOLLOW_UP)
+        if not isinstance(answer, Granted):
+            # No slot now: leave the line rather than hold a place in it; the caller polls again.
+            slots.abandon(site, self._follow_up_holder)
+            return None
+        try:
+            return operation()
+        finally:
+            slots.release(answer.lease)
 
 
 class _BoundFence:

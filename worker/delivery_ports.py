@@ -74,6 +74,8 @@ class Slots(Protocol):
 
     def release(self, lease: Lease) -> bool: ...
 
+    def abandon(self, site_code: str, holder_id: str) -> bool: ...
+
 
 class Watching(Protocol):
     """worker.request_watch.RequestWatch: when each live request is next due."""

@@ -8,6 +8,11 @@ An Invoke whose reply never came back may still have landed, so it is never simp
 a short in-call retry (the `in_call` policy) first reads the package and compares it with the
 fence written before the first Invoke (worker/fence.py). The same check runs when a redelivered
 or re-queued message finds a fence left by an earlier try.
+
+The provider's concurrency cap is the caller's (an `OperationGate`): the attempt runs under one
+slot until the Invoke has answered; the slot is then given back, and each Get of the bounded wait
+for DistMgr takes a slot of its own only for that Get, so a verifying request never holds a slot
+through its sleeps.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from config.settings import RetryPolicy
 from errors import MediumNotReadyError, RefreshError, ReturnValueError
@@ -25,9 +30,10 @@ from worker.fence import FenceSnapshot, landed
 from worker.packages import PackageInfo
 from worker.retry import next_delay_s
 
-__all__ = ["AttemptResult", "InvokeFence", "RefreshClient", "attempt_refresh"]
+__all__ = ["AttemptResult", "InvokeFence", "OperationGate", "RefreshClient", "UngatedOperations", "attempt_refresh"]
 
 AttemptStatus = Literal["accepted", "source_updated"]
+_T = TypeVar("_T")
 
 
 class RefreshClient(Protocol):
@@ -44,6 +50,26 @@ class InvokeFence(Protocol):
     def read(self) -> FenceSnapshot | None: ...
 
     def write(self, snapshot: FenceSnapshot) -> None: ...
+
+
+class OperationGate(Protocol):
+    """The provider's concurrency cap as an attempt sees it (worker/delivery.py binds it to slots)."""
+
+    def invoked(self) -> None:
+        """The Invoke has answered: the slot the attempt ran under is no longer needed."""
+
+    def run(self, operation: Callable[[], _T]) -> _T | None:
+        """`operation` under a slot of its own, or None without running it when none is free now."""
+
+
+class UngatedOperations:
+    """No cap: every operation runs at once."""
+
+    def invoked(self) -> None:
+        return None
+
+    def run(self, operation: Callable[[], _T]) -> _T | None:
+        return operation()
 
 
 @dataclass(frozen=True)
@@ -69,12 +95,15 @@ def attempt_refresh(
     known_package: PackageInfo | None = None,
     fence: InvokeFence | None = None,
     invoke_retry: RetryPolicy | None = None,
+    gate: OperationGate | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
 ) -> AttemptResult:
     """Refresh once; raise MediumNotReadyError / ReturnValueError / transport errors on failure."""
-    verify = _Verify(package_class, package_id, verify_timeout_s, verify_poll_s, sleep, clock)
+    verify = _Verify(
+        package_class, package_id, verify_timeout_s, verify_poll_s, sleep, clock, gate or UngatedOperations()
+    )
     earlier = fence.read() if fence is not None else None
     if known_package is not None and earlier is None:
         # The producer read the package moments ago (a bulk enumeration): no Get before the
@@ -134,6 +163,7 @@ class _Verify:
     poll_s: float
     sleep: Callable[[float], None]
     clock: Callable[[], float]
+    gate: OperationGate
 
 
 def _read(
@@ -155,43 +185,30 @@ def _invoke_retry_delay(error: RefreshError, policy: RetryPolicy | None, tries: 
 def _accepted(
     client: RefreshClient, package: PackageInfo, before: int | None, verify: _Verify, *, confirmed: bool
 ) -> AttemptResult:
+    verify.gate.invoked()
     if verify.timeout_s <= 0 or before is None:
         return AttemptResult("accepted", 0, package, before, None, confirmed)
-    after = _wait_for_new_version(
-        client,
-        package_class=verify.package_class,
-        package_id=verify.package_id,
-        before=before,
-        timeout_s=verify.timeout_s,
-        poll_s=verify.poll_s,
-        sleep=verify.sleep,
-        clock=verify.clock,
-    )
+    after = _wait_for_new_version(client, verify, before=before)
     status: AttemptStatus = "source_updated" if after is not None and after > before else "accepted"
     return AttemptResult(status, 0, package, before, after, confirmed)
 
 
-def _wait_for_new_version(
-    client: RefreshClient,
-    *,
-    package_class: str,
-    package_id: str,
-    before: int,
-    timeout_s: float,
-    poll_s: float,
-    sleep: Callable[[float], None],
-    clock: Callable[[], float],
-) -> int | None:
-    """Poll Get until SourceVersion > before or the timeout; the last version seen (None if none)."""
-    deadline = clock() + timeout_s
+def _wait_for_new_version(client: RefreshClient, verify: _Verify, *, before: int) -> int | None:
+    """Poll Get until SourceVersion > before or the timeout; the last version seen (None if none).
+
+    A poll that finds no free slot is skipped: the next one comes `poll_s` later.
+    """
+    deadline = verify.clock() + verify.timeout_s
     last: int | None = None
     while True:
         # Verification is best effort: the refresh was already accepted.
         with contextlib.suppress(RefreshError):
-            last = client.get_package(package_class, package_id).source_version
+            package = verify.gate.run(lambda: client.get_package(verify.package_class, verify.package_id))
+            if package is not None:
+                last = package.source_version
         if last is not None and last > before:
             return last
-        remaining = deadline - clock()
+        remaining = deadline - verify.clock()
         if remaining <= 0:
             return last
-        sleep(min(poll_s, remaining))
+        verify.sleep(min(verify.poll_s, remaining))

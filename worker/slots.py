@@ -32,6 +32,7 @@ __all__ = [
     "MAX_LIMIT",
     "MAX_PRIORITY",
     "PRIORITY_BULK",
+    "PRIORITY_FOLLOW_UP",
     "PRIORITY_SINGLE",
     "AcquireResult",
     "Granted",
@@ -42,8 +43,11 @@ __all__ = [
     "estimate_retry_after_s",
 ]
 
-PRIORITY_SINGLE: Final = 0
-PRIORITY_BULK: Final = 1
+# Lower goes first: a verifying request's short Get (its refresh already accepted), then single
+# requests, then bulk children.
+PRIORITY_FOLLOW_UP: Final = 0
+PRIORITY_SINGLE: Final = 1
+PRIORITY_BULK: Final = 2
 MAX_PRIORITY: Final = 9
 MAX_LIMIT: Final = 256  # config.settings.ProviderSettings.max_concurrency's bound
 _SCRIPT: Final = "slots.lua"

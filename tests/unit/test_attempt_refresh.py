@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import pytest
 
@@ -15,6 +17,7 @@ from worker.refresh import attempt_refresh
 PLAIN = PackageInfo(class_name="SMS_Package", package_id="PS100001", name="7-Zip", pkg_source_flag=2, source_version=4)
 COMPRESS = replace(PLAIN, pkg_source_flag=3)
 NO_SOURCE = replace(PLAIN, pkg_source_flag=1)
+T = TypeVar("T")
 
 
 @dataclass
@@ -85,6 +88,73 @@ def test_verification_gives_up_at_its_bound_and_stays_accepted() -> None:
     )
     assert (result.status, result.source_version_after) == ("accepted", 4)
     assert clock.now == pytest.approx(5.0)
+
+
+@dataclass
+class RecordingGate:
+    """A gate that logs what the attempt asks of it and grants only the polls listed as free."""
+
+    client: ScriptedClient
+    free_polls: set[int] = field(default_factory=set)
+    events: list[str] = field(default_factory=list)
+    polls: int = 0
+
+    def invoked(self) -> None:
+        self.events.append(f"invoked after {self.client.invokes} invoke(s)")
+
+    def run(self, operation: Callable[[], T]) -> T | None:
+        self.polls += 1
+        if self.polls not in self.free_polls:
+            self.events.append("no slot")
+            return None
+        self.events.append("poll")
+        return operation()
+
+
+def test_the_attempts_slot_is_given_back_once_the_invoke_answers_before_any_verification() -> None:
+    """Verification runs outside the attempt's slot: `invoked` comes first, then gated polls."""
+    clock = FakeClock()
+    client = ScriptedClient(PLAIN, versions=[5])
+    gate = RecordingGate(client, free_polls={1})
+    result = attempt_refresh(
+        client,
+        "SMS_Package",
+        "PS100001",
+        verify_timeout_s=10,
+        verify_poll_s=1,
+        gate=gate,
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    assert gate.events == ["invoked after 1 invoke(s)", "poll"]
+    assert (result.status, result.source_version_after) == ("source_updated", 5)
+
+
+def test_a_verification_poll_without_a_free_slot_is_skipped_not_waited_for() -> None:
+    """No slot for a poll: no Get, no place held in the line; the next poll comes `poll_s` later."""
+    clock = FakeClock()
+    client = ScriptedClient(PLAIN, versions=[5])
+    gate = RecordingGate(client, free_polls={3})
+    result = attempt_refresh(
+        client,
+        "SMS_Package",
+        "PS100001",
+        verify_timeout_s=10,
+        verify_poll_s=1,
+        gate=gate,
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    assert gate.events[1:] == ["no slot", "no slot", "poll"]
+    assert client.gets == 2  # the read before the Invoke, then the one granted poll
+    assert result.status == "source_updated" and clock.now == 2.0
+
+
+def test_an_attempt_without_verification_still_gives_its_slot_back_at_once() -> None:
+    client = ScriptedClient(PLAIN)
+    gate = RecordingGate(client)
+    assert attempt_refresh(client, "SMS_Package", "PS100001", gate=gate).status == "accepted"
+    assert gate.events == ["invoked after 1 invoke(s)"]
 
 
 def test_nonzero_return_value_on_storage_compress_means_medium_not_ready() -> None:
