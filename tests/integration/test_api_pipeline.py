@@ -7,7 +7,6 @@ reconnect with Last-Event-ID, and compare with what the outcome stream holds.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -292,14 +291,16 @@ def test_task_sent_events_when_asked_come_from_celerys_publish(
     )
     sent: list[str] = []
     listening = threading.Event()
+    receivers: list[Any] = []
     listener = Celery("sent-listener", broker=pipeline.redis_url)
 
     def listen() -> None:
         with listener.connection() as connection:
             receiver = listener.events.Receiver(connection, handlers={"task-sent": lambda e: sent.append(e["uuid"])})
+            receivers.append(receiver)
             listening.set()
-            with contextlib.suppress(TimeoutError, OSError):
-                receiver.capture(limit=None, timeout=FINAL_WAIT_S, wakeup=False)
+            # Runs until `should_stop`, looking at it every second (kombu's safety interval).
+            receiver.capture(limit=None, timeout=None, wakeup=False)
 
     thread = threading.Thread(target=listen, daemon=True)
     thread.start()
@@ -309,5 +310,10 @@ def test_task_sent_events_when_asked_come_from_celerys_publish(
         time.sleep(0.5)  # the receiver's subscription is in place
         [submitted] = submit(client, [item("BS1", pkg)])
         request_id = submitted["request_id"]
-        assert wait_until(lambda: request_id in sent, timeout_s=15), sent
+        try:
+            assert wait_until(lambda: request_id in sent, timeout_s=15), sent
+        finally:
+            for receiver in receivers:
+                receiver.should_stop = True
+            thread.join(timeout=10)
         assert wait_until(lambda: len(pipeline.finals().get(request_id, [])) == 1, timeout_s=FINAL_WAIT_S)
