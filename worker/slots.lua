@@ -1,7 +1,7 @@
 -- Per-provider concurrency cap: leases, and a waiting line ordered by (priority, arrival).
 -- KEYS: 1 holders (zset holder -> lease expiry), 2 leases (hash holder -> "<acquired_at> <token>"),
 --       3 waiters (zset holder -> priority * 1e13 + seq), 4 waiter deadlines (zset holder -> deadline),
---       5 stats (hash: seq, ewma_hold_s, grants, releases, reclaimed, abandoned)
+--       5 stats (hash: seq, ewma_hold_s, ewma_gap_s, last_release_at, grants, releases, reclaimed, abandoned)
 -- ARGV: 1 operation, 2 now ('' = Redis TIME), then the operation's arguments (below).
 local HOLDERS, LEASES, WAITERS, DEADLINES, STATS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local op = ARGV[1]
@@ -86,10 +86,12 @@ if op == 'acquire' then
   end
   keep_alive(lease_ms, waiter_ms, stats_ms)
   local ewma = redis.call('HGET', STATS, 'ewma_hold_s') or ''
-  return {'wait', rank, in_use, redis.call('ZCARD', WAITERS), ewma}
+  local gap = redis.call('HGET', STATS, 'ewma_gap_s') or ''
+  return {'wait', rank, in_use, redis.call('ZCARD', WAITERS), ewma, gap}
 
 elseif op == 'release' then
-  -- ARGV: 3 holder, 4 token, 5 ewma alpha, 6 stats ttl ms. Idempotent: a second release finds no lease.
+  -- ARGV: 3 holder, 4 token, 5 ewma alpha, 6 stats ttl ms, 7 longest gap sample (s).
+  -- Idempotent: a second release finds no lease.
   local holder, token, alpha = ARGV[3], ARGV[4], tonumber(ARGV[5])
   local acquired, held_token = lease_fields(holder)
   if held_token ~= token then
@@ -104,6 +106,18 @@ elseif op == 'release' then
     ewma = alpha * hold_s + (1 - alpha) * previous
   end
   redis.call('HSET', STATS, 'ewma_hold_s', num(ewma))
+  -- The time between releases while someone waits is the rate the line really moves at (holds
+  -- say how long a slot is busy, not how soon a busy worker gets to its next request).
+  local last = tonumber(redis.call('HGET', STATS, 'last_release_at') or '')
+  if last and redis.call('ZCARD', WAITERS) > 0 then
+    local gap = math.min(math.max(0, now - last), tonumber(ARGV[7]))
+    local previous_gap = tonumber(redis.call('HGET', STATS, 'ewma_gap_s') or '')
+    if previous_gap then
+      gap = alpha * gap + (1 - alpha) * previous_gap
+    end
+    redis.call('HSET', STATS, 'ewma_gap_s', num(gap))
+  end
+  redis.call('HSET', STATS, 'last_release_at', num(now))
   redis.call('HINCRBY', STATS, 'releases', 1)
   redis.call('PEXPIRE', STATS, tonumber(ARGV[6]))
   return {1, num(ewma)}

@@ -95,16 +95,29 @@ class SlotSnapshot:
     ewma_hold_s: float | None
 
 
-def estimate_retry_after_s(*, rank: int, in_use: int, limit: int, hold_s: float, min_s: float, max_s: float) -> float:
+def estimate_retry_after_s(
+    *,
+    rank: int,
+    in_use: int,
+    limit: int,
+    hold_s: float,
+    min_s: float,
+    max_s: float,
+    release_gap_s: float | None = None,
+) -> float:
     """When a waiter at `rank` should poll again: slot releases it needs times the time between releases.
 
-    With `limit` slots busy and each held `hold_s` on average, a slot frees every `hold_s / limit`.
-    The waiter needs enough releases that the free slots outnumber the waiters ahead of it.
+    With `limit` slots busy and each held `hold_s` on average, a slot frees every `hold_s / limit`;
+    when releases were seen to come further apart while requests waited (`release_gap_s`: workers
+    busy, polls late), that slower pace counts. The waiter needs enough releases that the free
+    slots outnumber the waiters ahead of it.
     """
     free = limit - in_use
     releases_needed = max(1, rank - free + 1)
-    estimate = releases_needed * hold_s / max(limit, 1)
-    return min(max_s, max(min_s, estimate))
+    interval_s = hold_s / max(limit, 1)
+    if release_gap_s is not None:
+        interval_s = max(interval_s, release_gap_s)
+    return min(max_s, max(min_s, releases_needed * interval_s))
 
 
 class ProviderSlots:
@@ -178,13 +191,14 @@ class ProviderSlots:
         if reply[0] == "granted":
             _, token, acquired, expires = reply
             return Granted(Lease(site, holder_id, str(token), float(acquired), float(expires)))
-        _, rank, in_use, waiting, ewma = reply
+        _, rank, in_use, waiting, ewma, gap = reply
         hold_s = float(ewma) if ewma else self._default_hold_s
         retry_after_s = estimate_retry_after_s(
             rank=int(rank),
             in_use=int(in_use),
             limit=limit,
             hold_s=hold_s,
+            release_gap_s=float(gap) if gap else None,
             min_s=self._min_retry_after_s,
             max_s=self._max_retry_after_s,
         )
@@ -193,7 +207,14 @@ class ProviderSlots:
     def release(self, lease: Lease, *, now_s: float | None = None) -> bool:
         """Give the slot back; False if it was already released or reclaimed (idempotent)."""
         reply = self._run(
-            lease.site_code, "release", now_s, lease.holder_id, lease.token, self._ewma_alpha, self._stats_ttl_ms
+            lease.site_code,
+            "release",
+            now_s,
+            lease.holder_id,
+            lease.token,
+            self._ewma_alpha,
+            self._stats_ttl_ms,
+            f"{self._max_retry_after_s:.6f}",
         )
         return bool(int(reply[0]))
 

@@ -253,6 +253,20 @@ def test_retry_after_grows_with_rank_and_follows_the_hold_time_average(slots: Pr
     assert estimates == sorted(estimates)
 
 
+def test_releases_that_come_slower_than_holds_suggest_lengthen_the_waits(slots: ProviderSlots) -> None:
+    """With a line, the time between releases (busy workers, late polls) sets each waiter's estimate."""
+    holder = grant(slots.try_acquire(SITE, "h0", 1, priority=PRIORITY_BULK, now_s=T0))
+    wait(slots.try_acquire(SITE, "w1", 1, priority=PRIORITY_BULK, now_s=T0))
+    for turn in range(1, 7):  # each hold lasts 1 s, but the next waiter only takes over 5 s after the last
+        slots.release(holder, now_s=T0 + 5 * (turn - 1) + 1)
+        holder = grant(slots.try_acquire(SITE, f"w{turn}", 1, priority=PRIORITY_BULK, now_s=T0 + 5 * turn))
+        wait(slots.try_acquire(SITE, f"w{turn + 1}", 1, priority=PRIORITY_BULK, now_s=T0 + 5 * turn))
+    late = wait(slots.try_acquire(SITE, "late", 1, priority=PRIORITY_BULK, now_s=T0 + 30))
+    assert late.rank == 1
+    # Holds alone would say one release a second; they came 5 s apart: two releases, 10 s.
+    assert late.retry_after_s == pytest.approx(10.0)
+
+
 def test_release_updates_the_hold_time_average(slots: ProviderSlots) -> None:
     """Releases feed an exponentially weighted average of hold times (alpha 0.2), kept per site."""
     first = grant(slots.try_acquire(SITE, "a", 3, priority=PRIORITY_BULK, now_s=T0))

@@ -51,3 +51,20 @@ def test_the_estimate_never_shrinks_as_rank_grows(rank: int, in_use: int, limit:
     here = estimate(rank, in_use=in_use, limit=limit, hold_s=hold_s)
     behind = estimate(rank + 1, in_use=in_use, limit=limit, hold_s=hold_s)
     assert 1.0 <= here <= behind <= 600.0
+
+
+def test_releases_seen_further_apart_than_holds_suggest_set_the_pace() -> None:
+    """Holds of 30 ms on 3 slots would free one every 10 ms; releases 100 ms apart mean 100 ms per turn."""
+
+    def paced(gap_s: float | None) -> float:
+        return estimate_retry_after_s(
+            rank=9, in_use=3, limit=3, hold_s=0.03, min_s=0.01, max_s=600.0, release_gap_s=gap_s
+        )
+
+    assert paced(0.1) == pytest.approx(1.0)
+    assert paced(None) == pytest.approx(0.1)
+
+
+def test_releases_closer_together_than_holds_suggest_do_not_shorten_the_wait() -> None:
+    estimate = estimate_retry_after_s(rank=0, in_use=3, limit=3, hold_s=30.0, min_s=1.0, max_s=600.0, release_gap_s=0.5)
+    assert estimate == pytest.approx(10.0)
