@@ -35,6 +35,7 @@ in worker/delivery_ports.py, the plan types in worker/plan.py.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Callable
@@ -461,8 +462,12 @@ class _SlotGate:
     def __init__(self, ctx: _Context, deps: DeliveryDeps) -> None:
         self._ctx = ctx
         self._deps = deps
-        digest = hashlib.blake2b(ctx.request_id.encode("utf-8", "backslashreplace"), digest_size=12).hexdigest()
-        self._follow_up_holder = f"follow-up-{digest}"
+
+    @functools.cached_property
+    def _follow_up_holder(self) -> str:
+        # Only a verifying request needs it; a digest keeps it within the holder id's length.
+        digest = hashlib.blake2b(self._ctx.request_id.encode("utf-8", "backslashreplace"), digest_size=12)
+        return f"follow-up-{digest.hexdigest()}"
 
     def invoked(self) -> None:
         lease, self._ctx.lease = self._ctx.lease, None

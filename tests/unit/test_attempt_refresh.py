@@ -12,7 +12,7 @@ from config.settings import RetryPolicy
 from errors import MediumNotReadyError, OperationTimeoutError, ProviderFailureError, ReturnValueError
 from worker.fence import FenceSnapshot
 from worker.packages import PackageInfo
-from worker.refresh import attempt_refresh
+from worker.refresh import AttemptResult, attempt_refresh
 
 PLAIN = PackageInfo(class_name="SMS_Package", package_id="PS100001", name="7-Zip", pkg_source_flag=2, source_version=4)
 COMPRESS = replace(PLAIN, pkg_source_flag=3)
@@ -111,13 +111,10 @@ class RecordingGate:
         return operation()
 
 
-def test_the_attempts_slot_is_given_back_once_the_invoke_answers_before_any_verification() -> None:
-    """Verification runs outside the attempt's slot: `invoked` comes first, then gated polls."""
-    clock = FakeClock()
-    client = ScriptedClient(PLAIN, versions=[5])
-    gate = RecordingGate(client, free_polls={1})
-    result = attempt_refresh(
-        client,
+def verify_through(gate: RecordingGate, clock: FakeClock) -> AttemptResult:
+    """A verified refresh of PLAIN (10 s bound, 1 s polls) whose provider slots are `gate`'s."""
+    return attempt_refresh(
+        gate.client,
         "SMS_Package",
         "PS100001",
         verify_timeout_s=10,
@@ -126,6 +123,14 @@ def test_the_attempts_slot_is_given_back_once_the_invoke_answers_before_any_veri
         sleep=clock.sleep,
         clock=clock,
     )
+
+
+def test_the_attempts_slot_is_given_back_once_the_invoke_answers_before_any_verification() -> None:
+    """Verification runs outside the attempt's slot: `invoked` comes first, then gated polls."""
+    clock = FakeClock()
+    client = ScriptedClient(PLAIN, versions=[5])
+    gate = RecordingGate(client, free_polls={1})
+    result = verify_through(gate, clock)
     assert gate.events == ["invoked after 1 invoke(s)", "poll"]
     assert (result.status, result.source_version_after) == ("source_updated", 5)
 
@@ -135,16 +140,7 @@ def test_a_verification_poll_without_a_free_slot_is_skipped_not_waited_for() -> 
     clock = FakeClock()
     client = ScriptedClient(PLAIN, versions=[5])
     gate = RecordingGate(client, free_polls={3})
-    result = attempt_refresh(
-        client,
-        "SMS_Package",
-        "PS100001",
-        verify_timeout_s=10,
-        verify_poll_s=1,
-        gate=gate,
-        sleep=clock.sleep,
-        clock=clock,
-    )
+    result = verify_through(gate, clock)
     assert gate.events[1:] == ["no slot", "no slot", "poll"]
     assert client.gets == 2  # the read before the Invoke, then the one granted poll
     assert result.status == "source_updated" and clock.now == 2.0
