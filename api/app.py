@@ -1,6 +1,6 @@
 """The FastAPI application: routes, error handlers, the middleware, and the clients' lifespan.
 
-It validates and delegates: refreshes go through `tasks.enqueue.enqueue_refresh`, bulk jobs
+It validates and delegates: refreshes go through `tasks.enqueue` (api/producers.py), bulk jobs
 through `tasks.bulk`, reads through the outcome readers. It never talks to WinRM, and keeps no
 state per package or request in memory.
 """
@@ -97,6 +97,7 @@ def _context(settings: Settings) -> ApiContext:
             celery,
             settings,
             anyio.CapacityLimiter(api.producer_threads),
+            redis=redis,
             # Task-sent events come from Celery's publish, so asking for them keeps Celery's path.
             broker=broker if _direct_publish(settings) else None,
         ),

@@ -11,10 +11,9 @@ from fastapi import Header
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from api.deps import ApiContext
+from api.deps import Access
 from api.idempotency import IDEMPOTENCY_HEADER, Claim, Replayed, fingerprint, is_valid_key
 from api.problems import field_error
-from api.tokens import Principal
 
 __all__ = ["REPLAYED_HEADER", "IdempotencyKey", "idempotent"]
 
@@ -36,21 +35,24 @@ Produce = Callable[[Claim | None], Awaitable[tuple[int, Any, dict[str, str]]]]
 
 
 async def idempotent(
-    ctx: ApiContext,
-    principal: Principal,
+    access: Access,
     *,
     route: str,
     key: str | None,
-    body: Any,
+    body: Callable[[], Any],
     produce: Produce,
 ) -> JSONResponse:
-    """Run `produce` once per (caller, route, key); replay its answer for a retry with the same body."""
+    """Run `produce` once per (caller, route, key); replay its answer for a retry with the same body.
+
+    `body` gives the request's body as JSON, called only when there is a key to fingerprint.
+    """
     if key is None:
         status, payload, headers = await produce(None)
         return JSONResponse(payload, status_code=status, headers=headers)
     if not is_valid_key(key):
         raise field_error(["header", IDEMPOTENCY_HEADER], "must be 1-255 visible ASCII characters")
-    begun = await ctx.idempotency.begin(principal.name, route, key, fingerprint(route, body))
+    ctx = access.ctx
+    begun = await ctx.idempotency.begin(access.principal.name, route, key, fingerprint(route, body()))
     if isinstance(begun, Replayed):
         return JSONResponse(begun.body, status_code=begun.status, headers={REPLAYED_HEADER: "true"})
     try:

@@ -3,6 +3,8 @@
 Refresh requests, on a Redis broker, are published without blocking: the Celery protocol 2
 message is built here (tasks/celery_message.py) and pushed with one async LPUSH per POST. That
 path is most of the API's traffic and Celery's `send_task` in a thread was most of its cost.
+Keys the caller wants read at the same moment (`peek`: the coalescing markers) travel in the
+same pipeline when the broker is the API's Redis: one round trip per POST, not two.
 Everything else that blocks (the bulk producer's Redis writes and publish, or any publish on a
 broker that is not Redis) runs in worker threads under one anyio CapacityLimiter
 (`api.producer_threads`), which also caps how many are in flight. The API's Celery app gives up
@@ -12,8 +14,10 @@ quick 503 rather than a hung request.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any, Final, TypeVar
+from dataclasses import dataclass
+from typing import Final, TypeVar
 
 import anyio
 from anyio import CapacityLimiter
@@ -24,16 +28,24 @@ from redis.exceptions import RedisError
 
 from config.settings import Settings
 from tasks.celery_message import task_message
-from tasks.enqueue import enqueue_refresh, prepare_refresh
+from tasks.enqueue import send_refresh
 from worker.app import REFRESH_TASK, create_app
 from worker.request import RefreshRequest
 
-__all__ = ["BrokerUnavailableError", "Producers", "api_celery_app"]
+__all__ = ["BrokerUnavailableError", "Producers", "Published", "api_celery_app"]
 
 _T = TypeVar("_T")
 # Broker and Redis failures a producer call can end with (after its own short retries).
 BROKER_ERRORS: Final = (KombuError, RedisError, OSError)
 _PUBLISH_RETRY_POLICY: Final = {"max_retries": 3, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5}
+
+
+@dataclass(frozen=True)
+class Published:
+    """The requests sent, in order, and the peeked keys' values (None where unset or unread)."""
+
+    requests: list[RefreshRequest]
+    peeked: list[str | None]
 
 
 class BrokerUnavailableError(Exception):
@@ -60,11 +72,18 @@ def api_celery_app(settings: Settings) -> Celery:
 
 class Producers:
     def __init__(
-        self, celery: Celery, settings: Settings, limiter: CapacityLimiter, *, broker: AsyncRedis | None = None
+        self,
+        celery: Celery,
+        settings: Settings,
+        limiter: CapacityLimiter,
+        *,
+        redis: AsyncRedis,
+        broker: AsyncRedis | None = None,
     ) -> None:
         self._celery = celery
         self._settings = settings
         self._limiter = limiter
+        self._redis = redis  # where `peek` keys live
         # The broker's Redis, when the broker is Redis: refresh requests go there directly.
         self._broker = broker
 
@@ -79,38 +98,74 @@ class Producers:
         except BROKER_ERRORS:
             raise BrokerUnavailableError(0) from None
 
-    async def enqueue_refreshes(self, items: Sequence[dict[str, Any]]) -> list[RefreshRequest]:
-        """Validate and stamp each item as `tasks.enqueue` does, then publish them all, in order."""
-        if self._broker is not None:
-            return await self._push_refreshes(items, self._broker)
-        return await self._send_refreshes(items)
+    async def enqueue_refreshes(self, requests: Sequence[RefreshRequest], *, peek: Sequence[str] = ()) -> Published:
+        """Publish prepared requests (`tasks.enqueue.stamp_refresh`), in order; read `peek` meanwhile.
 
-    async def _push_refreshes(self, items: Sequence[dict[str, Any]], broker: AsyncRedis) -> list[RefreshRequest]:
+        The read is advisory: a failed one gives None values rather than failing requests
+        already enqueued.
+        """
+        if self._broker is not None and self._broker is self._redis:
+            return await self._push_and_peek(requests, peek, self._broker)
+        reading = asyncio.ensure_future(self._redis.mget(peek)) if peek else None
+        try:
+            if self._broker is not None:
+                await self._push(requests, self._broker)
+            else:
+                await self._send(requests)
+        except BaseException:
+            if reading is not None:
+                reading.cancel()
+            raise
+        try:
+            peeked = await reading if reading is not None else []
+        except RedisError:
+            peeked = [None] * len(peek)
+        return Published(list(requests), _texts(peeked))
+
+    def _messages(self, requests: Sequence[RefreshRequest]) -> list[str]:
         queue = self._settings.queue
-        requests = [prepare_refresh(**item) for item in items]
-        messages = [
+        return [
             task_message(REFRESH_TASK, str(request.request_id), request.model_dump(mode="json"), queue=queue)
             for request in requests
         ]
+
+    async def _push(self, requests: Sequence[RefreshRequest], broker: AsyncRedis) -> None:
         try:
-            # One LPUSH for the batch: the worker's BRPOP takes them in this order.
-            await broker.lpush(queue, *messages)
+            # One LPUSH for the batch: the worker takes them in this order.
+            await broker.lpush(self._settings.queue, *self._messages(requests))
         except RedisError:
             raise BrokerUnavailableError(0) from None
-        return requests
 
-    async def _send_refreshes(self, items: Sequence[dict[str, Any]]) -> list[RefreshRequest]:
-        """`tasks.enqueue.enqueue_refresh` for each item, in order, in one pool thread."""
+    async def _push_and_peek(
+        self, requests: Sequence[RefreshRequest], peek: Sequence[str], broker: AsyncRedis
+    ) -> Published:
+        # MGET first: it sees the markers as they were before these requests could be taken.
+        pipe = broker.pipeline(transaction=False)
+        if peek:
+            pipe.mget(peek)
+        pipe.lpush(self._settings.queue, *self._messages(requests))
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except RedisError:
+            raise BrokerUnavailableError(0) from None
+        if isinstance(replies[-1], Exception):
+            raise BrokerUnavailableError(0)
+        peeked = replies[0] if peek and not isinstance(replies[0], Exception) else [None] * len(peek)
+        return Published(list(requests), _texts(peeked))
+
+    async def _send(self, requests: Sequence[RefreshRequest]) -> None:
+        """`tasks.enqueue.send_refresh` for each request, in order, in one pool thread."""
         queue = self._settings.queue
 
-        def send_all() -> list[RefreshRequest]:
-            sent: list[RefreshRequest] = []
-            for item in items:
+        def send_all() -> None:
+            for sent, request in enumerate(requests):
                 try:
-                    request, _ = enqueue_refresh(self._celery, queue=queue, **item)
+                    send_refresh(self._celery, request, queue=queue)
                 except BROKER_ERRORS:
-                    raise BrokerUnavailableError(len(sent)) from None
-                sent.append(request)
-            return sent
+                    raise BrokerUnavailableError(sent) from None
 
-        return await anyio.to_thread.run_sync(send_all, limiter=self._limiter)
+        await anyio.to_thread.run_sync(send_all, limiter=self._limiter)
+
+
+def _texts(values: Sequence[object]) -> list[str | None]:
+    return [None if value is None else str(value) for value in values]

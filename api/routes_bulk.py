@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator
 
-from api.deps import ApiContext, Ctx, ReadAccess, SubmitAccess
+from api.deps import ApiContext, ReadAccess, SubmitAccess
 from api.idempotency import Claim
 from api.idempotent_post import IdempotencyKey, idempotent
 from api.models import BulkAccepted, BulkRefreshBody, BulkStatus
@@ -43,9 +43,10 @@ BulkIdPath = Annotated[str, Path(min_length=1, max_length=128, description=_BULK
     summary="Refresh every package that matches the criteria (or count them: dry_run)",
 )
 async def submit_bulk(
-    body: BulkRefreshBody, ctx: Ctx, principal: SubmitAccess, idempotency_key: IdempotencyKey = None
+    body: BulkRefreshBody, access: SubmitAccess, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
     """Create the bulk job (state `enumerating`) and enqueue its enumeration; 202 with its id."""
+    ctx = access.ctx
 
     async def produce(claim: Claim | None) -> tuple[int, Any, dict[str, str]]:
         bulk_id = claim.derived_id("bulk", 0) if claim is not None else None
@@ -54,7 +55,7 @@ async def submit_bulk(
         return 202, payload, {"Location": f"{SUBMIT_ROUTE}/{submission.bulk_id}"}
 
     return await idempotent(
-        ctx, principal, route=SUBMIT_ROUTE, key=idempotency_key, body=body.model_dump(mode="json"), produce=produce
+        access, route=SUBMIT_ROUTE, key=idempotency_key, body=lambda: body.model_dump(mode="json"), produce=produce
     )
 
 
@@ -84,7 +85,8 @@ def _enqueue_bulk(ctx: ApiContext, body: BulkRefreshBody, bulk_id: str | None) -
     responses=error_responses(*READ_ERRORS, 404),
     summary="A bulk job's state and counts by status",
 )
-async def get_bulk(bulk_id: BulkIdPath, ctx: Ctx, _principal: ReadAccess) -> JSONResponse:
+async def get_bulk(bulk_id: BulkIdPath, access: ReadAccess) -> JSONResponse:
+    ctx = access.ctx
     from tasks.bulk import get_bulk as read_bulk  # noqa: PLC0415 - as above
 
     record = await ctx.producers.run(lambda: read_bulk(ctx.settings, bulk_id))
@@ -98,15 +100,16 @@ async def get_bulk(bulk_id: BulkIdPath, ctx: Ctx, _principal: ReadAccess) -> JSO
     summary="Cancel a bulk job (children already running finish)",
 )
 async def cancel_bulk(
-    bulk_id: BulkIdPath, ctx: Ctx, principal: SubmitAccess, idempotency_key: IdempotencyKey = None
+    bulk_id: BulkIdPath, access: SubmitAccess, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
+    ctx = access.ctx
     from tasks.bulk import cancel_bulk as cancel  # noqa: PLC0415 - as above
 
     async def produce(_claim: Claim | None) -> tuple[int, Any, dict[str, str]]:
         record = await ctx.producers.run(lambda: cancel(ctx.settings, bulk_id, app=ctx.producers.celery))
         return 200, _status(record), {}
 
-    return await idempotent(ctx, principal, route=CANCEL_ROUTE, key=idempotency_key, body=bulk_id, produce=produce)
+    return await idempotent(access, route=CANCEL_ROUTE, key=idempotency_key, body=lambda: bulk_id, produce=produce)
 
 
 def _status(record: BulkRecord | None) -> dict[str, Any]:

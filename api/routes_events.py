@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query
 from pydantic import AfterValidator
 from starlette.responses import Response
 
-from api.deps import ID_RULE, Ctx, ReadAccess, checked_optional_id, rule
+from api.deps import ID_RULE, ReadAccess, checked_optional_id, rule
 from api.events import EventFilter, EventStreamResponse, StreamSettings, event_stream, is_stream_id, start_position
 from api.problems import ApiError
 from api.responses import READ_ERRORS, error_responses
@@ -48,8 +48,7 @@ _EVENTS_DOC: Final = {
 )
 async def events(
     *,
-    ctx: Ctx,
-    _principal: ReadAccess,
+    access: ReadAccess,
     request_id: IdQuery = None,
     correlation_id: IdQuery = None,
     site_code: Annotated[
@@ -65,6 +64,7 @@ async def events(
     ] = None,
 ) -> Response:
     """Outcomes published from now on (or after `Last-Event-ID` / `after`), filtered, until the stream's time limit."""
+    ctx = access.ctx
     if not ctx.stream_slots.try_acquire():
         raise ApiError(503, "too many open event streams; retry later", headers={"Retry-After": "5"})
     stream = ctx.keys.outcome_stream

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from api.deps import Ctx, ReadAccess
+from api.deps import ReadAccess
 from api.metrics import CONTENT_TYPE, read_snapshot, render
 from api.models import Problem
 
@@ -26,6 +26,7 @@ router = APIRouter(tags=["metrics"])
     },
     summary="Queue depth, outcomes, errors, latency, provider slots, bulk jobs, workers (Prometheus)",
 )
-async def metrics(ctx: Ctx, _principal: ReadAccess) -> Response:
+async def metrics(access: ReadAccess) -> Response:
+    ctx = access.ctx
     snapshot = await read_snapshot(ctx.settings, ctx.keys, ctx.redis, ctx.broker_redis)
     return Response(render(snapshot), media_type=CONTENT_TYPE)

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
-from redis.exceptions import RedisError
 
-from api.deps import ID_RULE, ApiContext, Ctx, ReadAccess, SubmitAccess, checked_id, rule
+from api.deps import ID_RULE, ApiContext, ReadAccess, SubmitAccess, checked_id, rule
 from api.idempotency import Claim
 from api.idempotent_post import IdempotencyKey, idempotent
-from api.models import PackageStatus, RefreshAccepted, RefreshBatch, RefreshStatus, SubmittedRefresh
+from api.models import PackageStatus, RefreshAccepted, RefreshBatch, RefreshStatus
 from api.problems import ApiError, field_error
 from api.producers import BrokerUnavailableError
 from api.redis_async import read_package_state, read_request_state
 from api.responses import POST_ERRORS, READ_ERRORS, error_responses
+from tasks.enqueue import stamp_refresh
 from worker.outcomes import format_timestamp
 from worker.packages import validate_package_id, validate_site_code
 from worker.request import RefreshRequest
@@ -44,23 +43,23 @@ PackagePath = Annotated[
     summary="Refresh one or many packages",
 )
 async def submit_refreshes(
-    body: RefreshBatch, ctx: Ctx, principal: SubmitAccess, idempotency_key: IdempotencyKey = None
+    body: RefreshBatch, access: SubmitAccess, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
     """Validate every item as the worker would (all or nothing), then enqueue one task per item.
 
     `joins` names a pending refresh of the same package that the worker will most likely
     coalesce this request into (read at submit time: advisory).
     """
-    limit = ctx.settings.api.max_packages_per_request
+    limit = access.ctx.settings.api.max_packages_per_request
     if len(body.packages) > limit:
         raise field_error(["body", "packages"], f"at most {limit} packages per call", "too_long")
     _refuse_repeated_ids(body.packages)
 
     async def produce(claim: Claim | None) -> tuple[int, Any, dict[str, str]]:
-        return await _submit(ctx, body.packages, claim)
+        return await _submit(access.ctx, body.packages, claim)
 
     return await idempotent(
-        ctx, principal, route=SUBMIT_ROUTE, key=idempotency_key, body=body.model_dump(mode="json"), produce=produce
+        access, route=SUBMIT_ROUTE, key=idempotency_key, body=lambda: body.model_dump(mode="json"), produce=produce
     )
 
 
@@ -81,46 +80,38 @@ def _refuse_repeated_ids(packages: list[RefreshRequest]) -> None:
 async def _submit(
     ctx: ApiContext, packages: list[RefreshRequest], claim: Claim | None
 ) -> tuple[int, Any, dict[str, str]]:
-    items: list[dict[str, Any]] = []
-    for index, request in enumerate(packages):
-        item = request.model_dump(exclude_none=True)
-        if claim is not None and request.request_id is None:
-            item["request_id"] = claim.derived_id("req", index)
-        items.append(item)
-    # Read concurrently with the send. Were the worker to claim one of these requests first,
-    # the marker would name that very request, which reports as no leader. Advisory: a failed
-    # read reports no leader rather than failing requests already enqueued.
-    leader_keys = [ctx.keys.coalesce_leader(r.site_code, r.package_id) for r in packages]
-    leaders_read = asyncio.ensure_future(ctx.redis.mget(leader_keys))
+    # The body model is the task's own RefreshRequest: validated once, here, as the worker would.
+    requests = [
+        stamp_refresh(request, default_id=claim.derived_id("req", index) if claim is not None else None)
+        for index, request in enumerate(packages)
+    ]
+    # Were the worker to claim one of these requests before the read, the marker would name
+    # that very request, which reports as no leader.
+    leader_keys = [ctx.keys.coalesce_leader(r.site_code, r.package_id) for r in requests]
     try:
-        sent = await ctx.producers.enqueue_refreshes(items)
+        published = await ctx.producers.enqueue_refreshes(requests, peek=leader_keys)
     except BrokerUnavailableError as exc:
-        leaders_read.cancel()
         retry = " with the same Idempotency-Key" if claim is not None else " (give request_id values to make it safe)"
         raise ApiError(
             503,
-            f"the broker did not take the request ({exc.sent} of {len(items)} enqueued before it failed); retry{retry}",
+            f"the broker did not take the request ({exc.sent} of {len(requests)} enqueued before it failed);"
+            f" retry{retry}",
             headers=_RETRY_AFTER,
         ) from None
-    except BaseException:
-        leaders_read.cancel()
-        raise
-    try:
-        leaders = [None if value is None else str(value) for value in await leaders_read]
-    except RedisError:
-        leaders = [None for _ in sent]
+    # Plain dicts in RefreshAccepted's shape (the response model documents it; the schema
+    # tests check it): building the models to dump them again cost more than the enqueue.
     refreshes = [
-        SubmittedRefresh(
-            request_id=str(request.request_id),
-            site_code=request.site_code,
-            package_id=request.package_id,
-            package_class=request.package_class,
-            joins=leader if leader and leader != request.request_id else None,
-        )
-        for request, leader in zip(sent, leaders, strict=True)
+        {
+            "request_id": request.request_id,
+            "site_code": request.site_code,
+            "package_id": request.package_id,
+            "package_class": request.package_class,
+            "joins": leader if leader and leader != request.request_id else None,
+        }
+        for request, leader in zip(published.requests, published.peeked, strict=True)
     ]
-    headers = {"Location": f"{SUBMIT_ROUTE}/{refreshes[0].request_id}"} if len(refreshes) == 1 else {}
-    return 202, RefreshAccepted(refreshes=refreshes).model_dump(mode="json"), headers
+    headers = {"Location": f"{SUBMIT_ROUTE}/{refreshes[0]['request_id']}"} if len(refreshes) == 1 else {}
+    return 202, {"refreshes": refreshes}, headers
 
 
 @router.get(
@@ -129,8 +120,9 @@ async def _submit(
     responses=error_responses(*READ_ERRORS, 404),
     summary="The latest event of one request",
 )
-async def get_refresh(request_id: RequestIdPath, ctx: Ctx, _principal: ReadAccess) -> JSONResponse:
+async def get_refresh(request_id: RequestIdPath, access: ReadAccess) -> JSONResponse:
     """Status, attempt, final or not, and the outcome document (one Redis read)."""
+    ctx = access.ctx
     state = await read_request_state(ctx.redis, ctx.keys, request_id)
     if state is None:
         raise ApiError(404, "no event recorded for this request id (unknown, not started yet, or expired)")
@@ -153,8 +145,9 @@ async def get_refresh(request_id: RequestIdPath, ctx: Ctx, _principal: ReadAcces
     responses=error_responses(*READ_ERRORS, 404),
     summary="The latest state of one package",
 )
-async def get_package(site_code: SitePath, package_id: PackagePath, ctx: Ctx, _principal: ReadAccess) -> JSONResponse:
+async def get_package(site_code: SitePath, package_id: PackagePath, access: ReadAccess) -> JSONResponse:
     """What happened last to the package (the newest request's latest event)."""
+    ctx = access.ctx
     state = await read_package_state(ctx.redis, ctx.keys, site_code, package_id)
     if state is None:
         raise ApiError(404, "nothing recorded for this package")

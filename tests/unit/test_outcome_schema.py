@@ -245,6 +245,13 @@ def test_timestamps_are_utc_with_milliseconds_and_z() -> None:
         parse_timestamp("2024-05-01T12:00:00.999Z\n")
 
 
+@pytest.mark.parametrize("text", ["2024-02-30T12:00:00.000Z", "2024-05-01T24:00:00.000Z", "2024-13-01T00:00:00.000Z"])
+def test_a_well_spelled_timestamp_of_an_impossible_moment_is_refused(text: str) -> None:
+    """The pattern passes it; the calendar does not: an InvalidOutcomeError naming the text."""
+    with pytest.raises(InvalidOutcomeError, match="invalid timestamp"):
+        parse_timestamp(text)
+
+
 @given(st.datetimes(timezones=st.just(UTC)), st.datetimes(timezones=st.just(UTC)))
 def test_timestamp_text_order_is_chronological_order(a: datetime, b: datetime) -> None:
     """The publisher compares requested_at as strings: that must agree with time order."""
