@@ -26,7 +26,7 @@ from api.problems import EXCEPTION_HANDLERS, problem_response
 from api.producers import BrokerUnavailableError, Producers, api_celery_app
 from api.readiness import ReadinessChecker
 from api.redis_async import async_redis
-from api.tokens import TokenStore
+from api.tokens import Authenticator
 from config.settings import Settings
 from worker.constants import RedisKeys
 
@@ -42,7 +42,7 @@ Every `/v1` route needs `Authorization: Bearer <token>`; role `submit` may trigg
 role `read` may only read. POSTs accept an `Idempotency-Key`. Outcomes: docs/outcomes.md."""
 
 
-def create_app(settings: Settings, *, tokens: TokenStore | None) -> FastAPI:
+def create_app(settings: Settings, *, tokens: Authenticator | None) -> FastAPI:
     """The API for `settings`; `tokens=None` turns authentication off (`--insecure-no-auth`)."""
 
     @asynccontextmanager

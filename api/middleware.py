@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import problem_response
-from api.tokens import ANONYMOUS, Principal, TokenStore
+from api.tokens import ANONYMOUS, Authenticator, Principal
 
 __all__ = ["ACCESS_LOGGER", "ERROR_LOGGER", "ApiMiddleware", "BodyTooLargeError"]
 
@@ -45,7 +45,7 @@ class BodyTooLargeError(HTTPException):
 
 
 class ApiMiddleware:
-    def __init__(self, app: ASGIApp, *, tokens: TokenStore | None, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, tokens: Authenticator | None, max_body_bytes: int) -> None:
         self.app = app
         self.tokens = tokens  # None: --insecure-no-auth (loopback only)
         self.max_body_bytes = max_body_bytes

@@ -11,7 +11,7 @@ import uvicorn
 
 from api.app import create_app
 from api.middleware import ACCESS_LOGGER, ERROR_LOGGER
-from api.tokens import TokenStore
+from api.token_file import TOKEN_FILE_LOGGER, TokenFile
 from config.settings import ApiSettings, Settings
 from errors import ConfigError
 
@@ -32,7 +32,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def token_store(api: ApiSettings, *, insecure_no_auth: bool) -> TokenStore | None:
+def token_store(api: ApiSettings, *, insecure_no_auth: bool) -> TokenFile | None:
     """The loaded tokens, or None for --insecure-no-auth (allowed on loopback only)."""
     if insecure_no_auth:
         if not is_loopback(api.host):
@@ -43,7 +43,7 @@ def token_store(api: ApiSettings, *, insecure_no_auth: bool) -> TokenStore | Non
             "refusing to start without a token file: set SCCM_REFRESH_API__TOKEN_FILE or --token-file "
             "(or --insecure-no-auth on a loopback address)"
         )
-    return TokenStore.load(api.token_file)
+    return TokenFile(api.token_file, check_interval_s=api.token_reload_s)
 
 
 def log_config(level: str) -> dict[str, Any]:
@@ -59,6 +59,7 @@ def log_config(level: str) -> dict[str, Any]:
             "uvicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
             ACCESS_LOGGER: {"handlers": ["stderr"], "level": "INFO", "propagate": False},
             ERROR_LOGGER: {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+            TOKEN_FILE_LOGGER: {"handlers": ["stderr"], "level": "INFO", "propagate": False},
         },
         "root": {"handlers": ["stderr"], "level": level},
     }

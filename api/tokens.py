@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 from errors import ConfigError
 
@@ -28,6 +28,7 @@ __all__ = [
     "ANONYMOUS",
     "MAX_TOKEN_CHARS",
     "ROLES",
+    "Authenticator",
     "Principal",
     "Role",
     "TokenEntry",
@@ -62,6 +63,12 @@ class Principal:
 
 # Every request is this caller under --insecure-no-auth (loopback only).
 ANONYMOUS: Final = Principal("anonymous", "submit")
+
+
+class Authenticator(Protocol):
+    """Maps a presented bearer token to its principal (TokenStore, or api.token_file.TokenFile)."""
+
+    def authenticate(self, token: str) -> Principal | None: ...
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,9 @@ class ApiSettings(BaseModel):
     # Lines `sha256:<hex> <role> <name>`; the API refuses to start without one (unless
     # --insecure-no-auth on loopback).
     token_file: Path | None = None
+    # The token file is checked for changes this often (on a request) and re-read when it
+    # changed; 0 reads it at start only.
+    token_reload_s: float = Field(default=2.0, ge=0, le=3600)
     # Checked against Content-Length before reading, and counted while reading a chunked body.
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_packages_per_request: int = Field(default=500, ge=1, le=10_000)

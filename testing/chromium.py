@@ -160,17 +160,25 @@ class HeadlessChromium:
         return path
 
     def stop(self) -> None:
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self._loop.close()
+        try:
+            if self._socket is not None:
+                # Closed inside our loop: outside it tornado looks for the thread's current loop,
+                # which there is none of once anything in the process has used asyncio.run().
+                self._run(self._close_socket(self._socket))
+                self._socket = None
+        finally:
+            if self.process is not None and self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                try:
+                    self.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                    self.process.wait(timeout=10)
+            self._loop.close()
+
+    @staticmethod
+    async def _close_socket(socket: WebSocketClientConnection) -> None:
+        socket.close()
 
     def __enter__(self) -> HeadlessChromium:
         return self.start()

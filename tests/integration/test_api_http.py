@@ -280,6 +280,37 @@ def test_a_broker_outage_is_a_quick_503(redis_server: RedisServer, tokens_file: 
         server.stop()
 
 
+def test_tokens_rotate_without_a_restart_and_a_broken_file_keeps_the_last_good_ones(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Rewrite the token file: within the reload interval the new token works and the old one is 401."""
+    rotated = "rotated-token-7d41c9e2b05a8f3e"
+    token_path = write_token_file(tmp_path / "tokens", {"svc-submit": (SUBMIT_TOKEN, "submit")})
+    server = start_api(
+        redis_server.url,
+        tmp_path,
+        extra={"SCCM_REFRESH_API__TOKEN_FILE": str(token_path), "SCCM_REFRESH_API__TOKEN_RELOAD_S": "0.2"},
+    )
+
+    def status_with(token: str) -> int:
+        with server.client(token) as client:
+            return client.get("/v1/refreshes/no-such-request").status_code
+
+    try:
+        assert status_with(SUBMIT_TOKEN) == 404 and status_with(rotated) == 401
+        write_token_file(token_path, {"svc-rotated": (rotated, "read")})
+        assert wait_until(lambda: status_with(rotated) == 404, timeout_s=10), "the rotated token was never accepted"
+        assert status_with(SUBMIT_TOKEN) == 401
+        token_path.write_text(f"plain-{rotated} read oops\n", encoding="utf-8")
+        # The file is looked at on requests: keep asking until the bad version has been seen.
+        assert wait_until(
+            lambda: status_with(rotated) == 404 and "keeping the 1 tokens" in server.log(), timeout_s=10
+        ), server.log()[-2000:]
+        assert f"plain-{rotated}" not in server.log() and "reloaded: 1 tokens" in server.log()
+    finally:
+        server.stop()
+
+
 def test_without_a_token_file_the_server_refuses_to_start(redis_server: RedisServer, tmp_path: Path) -> None:
     """No token file: one line naming the setting, exit 2; --insecure-no-auth off loopback is refused too."""
     env = api_environment(redis_url=redis_server.url, key_prefix="t-refuse", queue="q-refuse")
