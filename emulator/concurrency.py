@@ -1,8 +1,9 @@
 """The highest number of WS-Man operations in flight at once, per user and in total.
 
-An operation counts from its request fully read (and authenticated) until its reply is
-written, whatever the answer: Get, Invoke, Enumerate, Pull, Release, quota rejections and
-injected faults alike. What a client-side concurrency cap promises is exactly this number.
+An operation counts from its request fully read (and authenticated) until its reply is ready
+to be written, whatever the answer: Get, Invoke, Enumerate, Pull, Release, quota rejections and
+injected faults alike. The reply is written after the count ends, so a client that has its reply
+is no longer counted: what a client-side concurrency cap promises is exactly this number.
 Peaks are since start or since the last `reset()` (which lowers them to what is in flight then).
 """
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ssl
 import threading
+from collections.abc import Callable
 from typing import Final
 
 from emulator.admin import ADMIN_PREFIX, ADMIN_REALM_CHALLENGE, AdminApi, ProviderApi, ReplyLike
@@ -170,40 +171,53 @@ class WsmanHandler(HttpSysHandler):
         # The meter is left first, so "the quota count drained" implies "the meter's count did".
         with listener.quota.enter(user) as admitted, listener.concurrency.track(user):
             if not admitted:
-                self._execute(plan_over_quota(), envelope, user, acceptor)
-                return
-            # Draw only once admitted: a quota rejection must not consume a queued fault.
-            decision = listener.faults.decide()
-            self.stats.incr("operations_admitted")
-            listener.gate.pass_through()
-            self._execute(plan_admitted(decision, lambda: _operation_timeout_s(envelope)), envelope, user, acceptor)
+                reply = self._execute(plan_over_quota(), envelope, user, acceptor)
+            else:
+                # Draw only once admitted: a quota rejection must not consume a queued fault.
+                decision = listener.faults.decide()
+                self.stats.incr("operations_admitted")
+                listener.gate.pass_through()
+                reply = self._execute(
+                    plan_admitted(decision, lambda: _operation_timeout_s(envelope)), envelope, user, acceptor
+                )
+        # Written once the operation has left the quota and the meter: a client holding its
+        # reply can rely on the server no longer counting it, so a client-side cap of N is never
+        # seen as N + 1 (nor the next request refused over quota) because a thread was still
+        # between its write and the end of the count.
+        if reply is not None:
+            reply()
 
-    def _execute(self, plan: OperationPlan, envelope: bytes, user: str, acceptor: NtlmAcceptor | None) -> None:
+    def _execute(
+        self, plan: OperationPlan, envelope: bytes, user: str, acceptor: NtlmAcceptor | None
+    ) -> Callable[[], None] | None:
+        """Carry out `plan`; the reply to write, if there is one (a reset or a stop has none)."""
         listener = self.listener
         if plan.wait_s > 0:
             listener.stopping.wait(plan.wait_s)
         if listener.stopping.is_set():
             self.close_connection = True  # stop() is closing the socket: nothing to answer
-            return
+            return None
         if plan.counter is not None:
             self.stats.incr(plan.counter)
         if plan.answer == "connection_reset":
             self.reset_connection()
-        elif plan.answer == "http_503":
-            self.respond(503, httpsys_page(503), HTML_CONTENT_TYPE)
-        elif plan.answer == "soap_fault":
-            self._send_reply(listener.provider.fault_reply(plan.fault_kind, envelope), acceptor)
-        elif plan.answer == "lost_reply":
+            return None
+        if plan.answer == "http_503":
+            return lambda: self.respond(503, httpsys_page(503), HTML_CONTENT_TYPE)
+        if plan.answer == "soap_fault":
+            return self._reply(listener.provider.fault_reply(plan.fault_kind, envelope), acceptor)
+        if plan.answer == "lost_reply":
             listener.provider.handle(envelope, user=user)
             self.reset_connection()
-        else:
-            self._send_reply(listener.provider.handle(envelope, user=user), acceptor)
+            return None
+        return self._reply(listener.provider.handle(envelope, user=user), acceptor)
 
-    def _send_reply(self, reply: ReplyLike, acceptor: NtlmAcceptor | None) -> None:
+    def _reply(self, reply: ReplyLike, acceptor: NtlmAcceptor | None) -> Callable[[], None]:
+        """The reply sealed now (NTLM sequence numbers follow the operations' order), written later."""
         if acceptor is not None:
-            self.respond(reply.status, encode_encrypted_body(reply.body, acceptor.wrap), ENCRYPTED_CONTENT_TYPE)
-        else:
-            self.respond(reply.status, reply.body, SOAP_CONTENT_TYPE)
+            body = encode_encrypted_body(reply.body, acceptor.wrap)
+            return lambda: self.respond(reply.status, body, ENCRYPTED_CONTENT_TYPE)
+        return lambda: self.respond(reply.status, reply.body, SOAP_CONTENT_TYPE)
 
     # -- /admin ---------------------------------------------------------------------------------
 

@@ -128,6 +128,32 @@ def test_clients_sharing_a_cap_never_exceed_it_at_the_server(
     assert snapshot["operations"] == 12
 
 
+def test_a_reply_in_hand_is_no_longer_counted_even_when_the_next_call_follows_at_once(
+    emulator_factory: EmulatorFactory, admin: requests.Session
+) -> None:
+    """Back-to-back calls behind a cap of two (no latency, many hand-offs): the server never sees three.
+
+    The count ends before the reply is written; were it to end after, a thread that had just
+    released the cap could still be counted when the next caller's request is read.
+    """
+    emulator = emulator_factory(**_BASIC_HTTP)
+    envelope = _first_package_get(emulator)
+    cap = threading.Semaphore(2)
+
+    def capped_gets() -> None:
+        protocol = winrm_protocol(emulator)
+        for _ in range(40):
+            with cap:
+                protocol.send_message(envelope)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        for future in [pool.submit(capped_gets) for _ in range(6)]:
+            future.result(timeout=60)
+    assert emulator.wait_drained(EMULATOR_USERNAME, timeout_s=_WAIT_S)
+    snapshot = _concurrency(admin, emulator)
+    assert (snapshot["total"]["peak"], snapshot["operations"]) == (2, 240)
+
+
 def test_reset_starts_the_marks_afresh(emulator_factory: EmulatorFactory, admin: requests.Session) -> None:
     """After POST /admin/concurrency/reset the peaks are what is in flight (none); one call makes them 1."""
     emulator = emulator_factory(**_BASIC_HTTP)
