@@ -33,6 +33,7 @@ from config.settings import Settings
 from embedded.redis_server import RedisServer
 from embedded.worker_process import WorkerProcess, worker_environment
 from emulator.server import Emulator
+from tasks.celery_message import task_message
 from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME, make_emulator_settings
 from worker.app import REFRESH_TASK, create_app
 from worker.constants import RedisKeys
@@ -161,6 +162,21 @@ class Pipeline:
         kwargs = {"request_id": request_id, **kwargs}
         self.producer.send_task(REFRESH_TASK, kwargs=kwargs, task_id=request_id, queue=self.queue)
         return request_id
+
+    def refresh_message(self, site_code: str = "PS1") -> tuple[str, str]:
+        """(request id, the raw message a worker's take holds) for a refresh of a new ready package.
+
+        For tests that put a message where only the broker would (an in-flight list, say).
+        """
+        pkg = self.package(site_code, pkg_source_flag=2)
+        request_id = f"req-{uuid.uuid4().hex}"
+        kwargs = {
+            "request_id": request_id,
+            "site_code": site_code,
+            "package_id": pkg["PackageID"],
+            "package_class": pkg["class"],
+        }
+        return request_id, task_message(REFRESH_TASK, request_id, kwargs, queue=self.queue)
 
     def refresh(
         self,

@@ -8,15 +8,21 @@
 --
 -- KEYS[1] this consumer's in-flight base (no '|'); KEYS[2] registry hash: in-flight list -> queue key;
 -- KEYS[3] recovery gate (string, TTL); KEYS[4] kombu's unacked hash; KEYS[5..] the queue keys.
--- ARGV[1] alive TTL (s); ARGV[2] recovery interval (s); ARGV[3] the key the blocking wait watches.
+-- ARGV[1] alive TTL (s); ARGV[2] recovery interval (s); ARGV[3] the key the blocking wait watches;
+-- ARGV[4..] in-flight bases of this process's consumers that have closed (dead now, whatever their
+-- alive key says): naming any makes this call restore at once, whatever the gate.
 -- Returns {queue key or '', message or '', messages restored}.
 
 local base, registry = KEYS[1], KEYS[2]
 redis.call('SET', base .. ':alive', '1', 'EX', ARGV[1])
 redis.call('HSET', registry, base .. '|' .. ARGV[3], ARGV[3])
 
+for i = 4, #ARGV do
+    redis.call('DEL', ARGV[i] .. ':alive')
+end
+
 local restored = 0
-if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) then
+if #ARGV > 3 or redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) then
     local entries = redis.call('HGETALL', registry)
     for i = 1, #entries, 2 do
         local list, source = entries[i], entries[i + 1]

@@ -18,7 +18,11 @@ own, and the entry leaves that list in the same transaction that writes kombu's 
   puts the in-flight messages of consumers no longer alive back at the head of their queue,
   skipping any that kombu already holds as unacked (kombu restores those itself);
 - `QoS.append` (kombu's unacked record) removes the entry from the in-flight list in its own
-  MULTI, so a message is always in exactly one of: the queue, an in-flight list, unacked.
+  MULTI, so a message is always in exactly one of: the queue, an in-flight list, unacked;
+- a consuming channel that closes (a lost broker connection, a shutdown) is remembered by the
+  process, and the next take of any channel of it declares that consumer dead and restores its
+  lists at once: a message taken just before a Redis restart, whose unacked record never got
+  written, is back on its queue as soon as the worker has reconnected, not after the alive TTL.
 
 A redelivery that results from a restore is harmless: a request already final is dropped, and
 the invoke fence and attempt lock keep a package from being refreshed twice.
@@ -35,6 +39,7 @@ import hashlib
 import logging
 import os
 import socket
+import threading
 import uuid
 from importlib import resources
 from queue import Empty
@@ -62,6 +67,34 @@ _RECOVERY_INTERVAL_S: Final = 5
 _TAKE_EVERY_S: Final = 1.0
 _TAKE: Final = "take"
 _WAIT: Final = "wait"
+
+
+class _RetiredConsumers:
+    """In-flight bases of this process's consuming channels that have closed.
+
+    Their lists can only hold messages taken and never delivered (a delivery writes the unacked
+    record and clears the entry in one MULTI; a closed channel delivers nothing more), so they
+    are restored as soon as a take can say so, instead of waiting for their alive key to expire.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bases: set[str] = set()
+
+    def add(self, base: str) -> None:
+        with self._lock:
+            self._bases.add(base)
+
+    def snapshot(self) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(sorted(self._bases))
+
+    def forget(self, bases: tuple[str, ...]) -> None:
+        with self._lock:
+            self._bases.difference_update(bases)
+
+
+_retired = _RetiredConsumers()
 
 
 @functools.cache
@@ -127,12 +160,20 @@ class Channel(kombu_redis.Channel):
         self._wait_found_nothing = False
         self._script_cached = False
         self._taken: tuple[str, bytes] | None = None
+        self._took = False  # this channel has sent a take: its in-flight lists may exist
+        self._retiring: tuple[str, ...] = ()  # retired bases named in the pending take
         # kombu's global key prefix rewrites commands in its client; ours are sent by hand, so a
         # prefixed broker keeps kombu's own way of taking messages.
         self._reliable = not self.global_keyprefix
 
     def _inflight(self, queue_key: str) -> str:
         return f"{self._inflight_base}|{queue_key}"
+
+    def close(self) -> None:
+        # First, before kombu's teardown (which can fail with the connection already gone): no I/O.
+        if self._took:
+            _retired.add(self._inflight_base)
+        super().close()
 
     def claim_taken(self) -> tuple[str, bytes] | None:
         """The in-flight entry of the message being delivered, for QoS.append to clear (once)."""
@@ -157,6 +198,8 @@ class Channel(kombu_redis.Channel):
         if self._wait_found_nothing or monotonic() - self._last_take_mono >= _TAKE_EVERY_S:
             self._pending = (_TAKE, wait_key)
             self._last_take_mono = monotonic()
+            self._took = True
+            self._retiring = tuple(base for base in _retired.snapshot() if base != self._inflight_base)
             fixed = [self._inflight_base, self._registry, self._recovery_gate, self.unacked_key]
             script = ["EVALSHA", _take_sha()] if self._script_cached else ["EVAL", take_script()]
             command: list[Any] = [
@@ -167,6 +210,7 @@ class Channel(kombu_redis.Channel):
                 self.inflight_alive_s,
                 self.inflight_recovery_interval_s,
                 wait_key,
+                *self._retiring,
             ]
         else:
             self._pending = (_WAIT, wait_key)
@@ -184,6 +228,7 @@ class Channel(kombu_redis.Channel):
             reply = self._read_reply(kind, **options)
             if kind == _TAKE:
                 queue_key, item, restored = bytes_to_str(reply[0]), reply[1], int(reply[2])
+                _retired.forget(self._retiring)
                 if restored:
                     log.warning("put %d message(s) of a dead consumer back on their queues", restored)
                 self._wait_found_nothing = False

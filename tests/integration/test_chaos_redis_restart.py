@@ -19,12 +19,56 @@ from testing.fixtures_pipeline import SHORT_VISIBILITY_ENV, UNACKED_HASH, Pipeli
 from testing.waiting import wait_until
 from worker.outcome_reader import OutcomeSubscription, latest_state, read_stream, subscribe
 from worker.outcomes import Outcome
+from worker.reliable_broker import transport_options
 
 pytestmark = pytest.mark.integration
 
 # Celery's consumer logs this while it retries a lost broker connection.
 RECONNECTING: Final = "Cannot connect to sccm-redis://"
 FINAL_TIMEOUT_S: Final = 25.0
+# Well under the 30 s alive TTL after which any consumer would restore a dead one's lists.
+RETIRED_FINAL_TIMEOUT_S: Final = 15.0
+
+
+def test_a_message_taken_just_before_a_redis_restart_is_delivered_once_the_worker_reconnects(
+    pipeline_factory: PipelineFactory,
+) -> None:
+    """Moved into the worker's in-flight list, never recorded as unacked, then Redis restarts.
+
+    The worker's next channel declares the closed one dead at its first take, so the message is
+    back on the queue within seconds of the reconnect, not after the 30 s alive TTL (the chaos
+    suite's Redis restart once counted one such request as lost when its run ended first).
+    """
+    pipeline = pipeline_factory()
+    request_id, raw = pipeline.refresh_message()
+    registry = (
+        f"{transport_options(prefix=pipeline.keys.prefix, main_queue=pipeline.queue)['inflight_prefix']}:registry"
+    )
+    client = pipeline.redis()
+    try:
+        assert wait_until(lambda: _worker_inflight_list(client, registry, pipeline) is not None, timeout_s=10)
+        stranded_in = _worker_inflight_list(client, registry, pipeline)
+        assert stranded_in is not None
+        # What a take interrupted by the connection loss leaves: the message in the live channel's list.
+        client.lpush(stranded_in, raw)
+    finally:
+        client.close()
+    pipeline.redis_server.stop()
+    assert wait_until(lambda: RECONNECTING in pipeline.worker.output(), timeout_s=10), worker_tail(pipeline)
+    pipeline.redis_server.start()
+    assert wait_until(lambda: len(pipeline.finals().get(request_id, [])) == 1, timeout_s=RETIRED_FINAL_TIMEOUT_S), (
+        worker_tail(pipeline)
+    )
+    (final,) = pipeline.finals()[request_id]
+    assert final.status == "accepted"
+
+
+def _worker_inflight_list(client: Any, registry: str, pipeline: Pipeline) -> str | None:
+    """The in-flight list of the worker's consuming channel for the refresh queue, once registered."""
+    for name in client.hkeys(registry):
+        if f":{pipeline.worker.pid}:" in name and name.endswith(f"|{pipeline.queue}"):
+            return str(name)
+    return None
 
 
 def test_waiting_refresh_survives_a_redis_kill_and_ends_exactly_once(pipeline_factory: PipelineFactory) -> None:

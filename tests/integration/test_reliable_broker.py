@@ -13,10 +13,8 @@ import uuid
 import pytest
 import redis
 
-from tasks.celery_message import task_message
 from testing.fixtures_pipeline import Pipeline
 from testing.waiting import wait_until
-from worker.app import REFRESH_TASK
 from worker.reliable_broker import take_script, transport_options
 
 pytestmark = pytest.mark.integration
@@ -35,9 +33,9 @@ class Consumer:
         self.gate = f"{prefix}:recovery-gate"
         self.unacked = unacked
 
-    def take(self, *queues: str, wait_key: str | None = None) -> tuple[str, str, int]:
+    def take(self, *queues: str, wait_key: str | None = None, retired: tuple[str, ...] = ()) -> tuple[str, str, int]:
         keys = [self.base, self.registry, self.gate, self.unacked, *queues]
-        reply = self.client.eval(take_script(), len(keys), *keys, ALIVE_S, RECOVERY_S, wait_key or queues[0])
+        reply = self.client.eval(take_script(), len(keys), *keys, ALIVE_S, RECOVERY_S, wait_key or queues[0], *retired)
         queue, item, restored = reply
         return queue, item, int(restored)
 
@@ -135,6 +133,19 @@ def test_recovery_runs_at_most_once_per_interval(redis_client: redis.Redis, pref
     assert redis_client.llen(first.inflight("q")) == 1
 
 
+def test_a_consumer_its_process_has_closed_is_restored_at_the_next_take_whatever_its_alive_key(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    """Named as retired: its alive key goes, the gate is passed, and its message is next in line."""
+    closed, successor = Consumer(redis_client, prefix, "closed"), Consumer(redis_client, prefix, "successor")
+    publish(redis_client, "q", message("stranded"))
+    closed.take("q")  # alive for ALIVE_S, and the recovery gate now shut for RECOVERY_S
+    assert successor.take("q-other")[2] == 0, "not retired: nothing to restore yet"
+    queue, item, restored = successor.take("q", retired=(closed.base,))
+    assert (queue, json.loads(item)["properties"]["delivery_tag"], restored) == ("q", "stranded", 1)
+    assert not redis_client.exists(f"{closed.base}:alive") and not redis_client.exists(closed.inflight("q"))
+
+
 def test_an_item_that_is_not_json_still_goes_back(redis_client: redis.Redis, prefix: str) -> None:
     dead, live = Consumer(redis_client, prefix, "dead"), Consumer(redis_client, prefix, "live")
     publish(redis_client, "q", "{" * 5000)
@@ -146,19 +157,12 @@ def test_an_item_that_is_not_json_still_goes_back(redis_client: redis.Redis, pre
 
 def test_a_message_a_worker_died_taking_reaches_its_final_outcome(pipeline: Pipeline) -> None:
     """What a SIGKILL between the take and kombu's unacked record leaves behind is delivered."""
-    pkg = pipeline.package("PS1", pkg_source_flag=2)
-    request_id = f"req-{uuid.uuid4().hex}"
-    kwargs = {
-        "request_id": request_id,
-        "site_code": "PS1",
-        "package_id": pkg["PackageID"],
-        "package_class": pkg["class"],
-    }
+    request_id, raw = pipeline.refresh_message()
     options = transport_options(prefix=pipeline.keys.prefix, main_queue=pipeline.queue)
     dead_list = f"{options['inflight_prefix']}:gone-host:4242:deadbeef|{pipeline.queue}"
     client = pipeline.redis()
     try:
-        client.lpush(dead_list, task_message(REFRESH_TASK, request_id, kwargs, queue=pipeline.queue))
+        client.lpush(dead_list, raw)
         client.hset(f"{options['inflight_prefix']}:registry", dead_list, pipeline.queue)
         assert wait_until(lambda: len(pipeline.finals().get(request_id, [])) == 1, timeout_s=RECOVERY_S + 25)
         assert not client.exists(dead_list)
