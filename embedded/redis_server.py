@@ -36,6 +36,7 @@ from redis import exceptions as redis_errors
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from embedded.child_stop import stop_child
 from worker.redis_client import redacted_url
 
 __all__ = [
@@ -187,14 +188,8 @@ class RedisServer:
 
     def stop(self) -> None:
         """SIGTERM our PID (Redis flushes its AOF), wait, then SIGKILL if it lingers."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=self._stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=self._stop_timeout_s)
+        if self._proc is not None:
+            stop_child(self._proc, grace_s=self._stop_timeout_s, reap_s=self._stop_timeout_s)
         self._reap()
 
     def kill(self) -> None:

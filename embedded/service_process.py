@@ -8,8 +8,6 @@ sends SIGTERM to its process group, then SIGKILL after a grace period.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +18,8 @@ from pathlib import Path
 from typing import IO
 
 import requests
+
+from embedded.child_stop import stop_child
 
 __all__ = ["ServiceProcess", "free_port"]
 
@@ -105,18 +105,8 @@ class ServiceProcess:
                 self._ready.set()
 
     def stop(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            self._close_log()
-            return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=_STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        except ProcessLookupError:
-            pass
+        if self.process is not None:
+            stop_child(self.process, grace_s=_STOP_GRACE_S, group=True, reap_s=None)
         self._close_log()
 
     def _close_log(self) -> None:

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
+from embedded.child_stop import stop_child
+
 __all__ = ["WorkerProcess", "worker_environment"]
 
 _READY_MARKER = " ready."
@@ -167,26 +169,12 @@ class WorkerProcess:
 
     def kill(self) -> int | None:
         """A crash: SIGKILL the whole process group, so the pool's children die with it."""
+        return self._signal_and_wait(signal.SIGKILL, 10.0, group=True)
+
+    def _signal_and_wait(self, sig: signal.Signals, timeout_s: float, *, group: bool = False) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        return self._finish(10.0)
-
-    def _signal_and_wait(self, sig: signal.Signals, timeout_s: float) -> int | None:
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return self._finish(timeout_s)
-
-    def _finish(self, timeout_s: float) -> int | None:
-        assert self.process is not None
-        try:
-            code = self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait(timeout=10)
+        code = stop_child(self.process, grace_s=timeout_s, sig=sig, group=group)
         if self._reader is not None:
             self._reader.join(timeout=5)
         if self._log is not None:

@@ -7,7 +7,6 @@ for event in iter_sse(client, "/v1/events", params=..., deadline_s=...): ...
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from typing import Any
 import httpx
 
 from api.server import LISTENING_PREFIX
+from embedded.child_stop import stop_child
 
 __all__ = ["ApiServer", "SseEvent", "iter_sse"]
 
@@ -102,13 +102,7 @@ class ApiServer:
         """SIGTERM (uvicorn's graceful shutdown), then SIGKILL."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait(timeout=10)
+        code = stop_child(self.process, grace_s=timeout_s)
         if self._reader is not None:
             self._reader.join(timeout=5)
         return code

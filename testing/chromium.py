@@ -15,9 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +24,7 @@ from typing import Any, Final
 import requests
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
+from embedded.child_stop import stop_child
 from testing.waiting import wait_until
 
 __all__ = ["CHROMIUM_MISSING", "HeadlessChromium", "find_chromium"]
@@ -167,13 +166,8 @@ class HeadlessChromium:
                 self._run(self._close_socket(self._socket))
                 self._socket = None
         finally:
-            if self.process is not None and self.process.poll() is None:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                try:
-                    self.process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                    self.process.wait(timeout=10)
+            if self.process is not None:
+                stop_child(self.process, grace_s=10, group=True)
             self._loop.close()
 
     @staticmethod
