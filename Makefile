@@ -5,14 +5,31 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck pytest bench bench-pipeline bench-bulk chaos emulator clean
+.PHONY: demo test lock upgrade lint typecheck pytest bench bench-pipeline bench-bulk chaos emulator clean
 
-$(STAMP): pyproject.toml
+# uv installs exactly uv.lock. Where no uv is on PATH, a pinned one is bootstrapped into .tools/
+# with pip (no root). UV=... picks another.
+UV_VERSION := 0.13.10
+UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+# The virtualenv is the project's own, wherever uv is; uv's own cache stays where uv keeps it.
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON := $(PYTHON)
+
+$(UV):
+	@echo "bootstrapping uv $(UV_VERSION) into .tools/ (pip, no root)"
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "sccm-refresh needs Python 3.11+ (set PYTHON=python3.11)")'
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(UV) sync --locked --quiet --python $(PYTHON)
 	@touch $(STAMP)
+
+# Moves uv.lock to the newest versions pyproject.toml allows. Run the suite after it (make test),
+# and commit uv.lock with what the upgrade needed.
+lock upgrade: | $(UV)
+	$(UV) lock --upgrade
+	@echo "uv.lock upgraded: now run 'make test', then commit uv.lock (git diff uv.lock shows what moved)."
 
 demo: $(STAMP)
 	$(BIN)/sccm-refresh demo
@@ -20,6 +37,7 @@ demo: $(STAMP)
 test: lint typecheck pytest
 
 lint: $(STAMP)
+	$(UV) lock --check --quiet || { echo "uv.lock does not match pyproject.toml: run 'make lock' and commit uv.lock"; exit 1; }
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
@@ -51,4 +69,4 @@ emulator: $(STAMP)
 	$(BIN)/sccm-refresh emulator
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .sccm-refresh
+	rm -rf $(VENV) .tools .mypy_cache .pytest_cache .ruff_cache .sccm-refresh

@@ -9,7 +9,7 @@ from typing import Final
 
 import requests
 
-from ops.flower_app import FlowerConfig, FlowerConfigError, load_credentials, resolve_credentials
+from ops.flower_config import FlowerConfig, FlowerConfigError, load_credentials, resolve_credentials
 from ops.logs import configure_logging
 
 __all__ = ["EXIT_UNHEALTHY", "add_flower_parser", "add_health_parser", "flower_command", "health_command"]
@@ -89,7 +89,14 @@ def flower_command(args: argparse.Namespace) -> int:
     if args.max_tasks < 1:
         print("sccm-refresh flower: error: --max-tasks must be at least 1", file=sys.stderr)
         return EXIT_USAGE
-    from ops.flower_app import run_flower  # Flower and Tornado load only for this command
+    try:
+        from ops.flower_app import run_flower  # Flower and Tornado load only for this command
+    except ImportError:
+        print(
+            "sccm-refresh flower: error: Flower is not installed: pip install 'sccm-refresh[monitor]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     from worker.app import app  # reads the settings: only once the arguments are valid
 
     config = FlowerConfig(

@@ -159,7 +159,7 @@ class OutcomeSubscription:
     """
 
     def __init__(self, redis: Redis, keys: RedisKeys, *, confirm_timeout_s: float = 5.0) -> None:
-        self._pubsub = redis.pubsub()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+        self._pubsub = redis.pubsub()
         self._pubsub.subscribe(keys.outcome_channel)
         # Without waiting for the confirmation, a PUBLISH sent right after on another connection
         # may reach the server first and be missed.

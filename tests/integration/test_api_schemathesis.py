@@ -19,6 +19,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.config import CacheConfig, SchemathesisConfig
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
@@ -79,7 +80,10 @@ def cases() -> list[tuple[str, str, GenerationMode]]:
 
 @pytest.fixture(scope="module")
 def api_schema(fuzzed_api: ApiServer) -> Any:
-    schema = schemathesis.openapi.from_url(f"{fuzzed_api.url}/openapi.json")
+    # No cache: schemathesis would otherwise keep one in .schemathesis/ under the working directory
+    # (the checkout); the suite writes nothing there.
+    config = SchemathesisConfig(cache=CacheConfig(enabled=False))
+    schema = schemathesis.openapi.from_url(f"{fuzzed_api.url}/openapi.json", config=config)
     schema.config.generation.update(max_examples=MAX_EXAMPLES)
     return schema
 

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import pytest
 
-from ops.flower_app import BASIC_AUTH_FILE_ENV
+from ops.flower_config import BASIC_AUTH_FILE_ENV
 from testing.chromium import CHROMIUM_MISSING, HeadlessChromium, find_chromium
 from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun
 from testing.flower_process import FLOWER_USER, FlowerProcess

@@ -8,14 +8,8 @@ from typing import Any
 
 import pytest
 
-from ops.flower_app import (
-    BASIC_AUTH_FILE_ENV,
-    FlowerConfigError,
-    StickyStatesEventsState,
-    is_loopback,
-    load_credentials,
-    resolve_credentials,
-)
+from ops.flower_app import StickyStatesEventsState
+from ops.flower_config import BASIC_AUTH_FILE_ENV, FlowerConfigError, is_loopback, load_credentials, resolve_credentials
 from worker.task_states import JOINED, WAITING_FOR_MEDIUM, is_custom_state, state_event_type
 
 
