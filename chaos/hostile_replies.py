@@ -32,8 +32,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from emulator.packages import PROPERTY_NAMES
-from emulator.soap import escape, render_get_response, render_instance, render_invoke_response
+from emulator.sms import PROPERTY_NAMES, render_instance
+from emulator.wsman import escape, render_get_response, render_invoke_response
 from worker.wsman.namespaces import ACTION_GET_RESPONSE
 
 __all__ = ["HEAVY_KINDS", "KINDS", "Reply", "WsmanCall", "plan_kinds", "reply_for"]

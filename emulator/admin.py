@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from emulator.concurrency import ConcurrencyMeter
-from emulator.faultplan import MAX_LATENCY_S, MAX_QUEUED_FAULTS, FaultPlan, parse_latency_distribution
+from emulator.fault_injection import MAX_LATENCY_S, MAX_QUEUED_FAULTS, FaultPlan, parse_latency_distribution
 from emulator.stats import ServerStats, percentile
 
 __all__ = [
@@ -42,7 +42,7 @@ ADMIN_REALM_CHALLENGE = 'Basic realm="sccm-emulator-admin"'
 
 
 class ReplyLike(Protocol):
-    """What `Provider.handle` / `fault_reply` return (emulator.provider.WsmanReply)."""
+    """What `Provider.handle` / `fault_reply` return (emulator.wsman.WsmanReply)."""
 
     @property
     def status(self) -> int: ...
@@ -52,7 +52,7 @@ class ReplyLike(Protocol):
 
 
 class ProviderApi(Protocol):
-    """The protocol core's surface the server and the admin routes use (emulator.provider.Provider)."""
+    """The protocol core's surface the server and the admin routes use (emulator.sms.Provider)."""
 
     def handle(self, envelope: bytes, *, user: str) -> ReplyLike: ...
 

@@ -21,8 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO, get_args
 
-from emulator.auth import quiet_handshake_logging
-from emulator.faultplan import LATENCY_DISTRIBUTIONS, MAX_LATENCY_S
+from emulator.fault_injection import LATENCY_DISTRIBUTIONS, MAX_LATENCY_S
 from emulator.flag_types import (
     auth_modes,
     fault_rate,
@@ -34,6 +33,7 @@ from emulator.flag_types import (
     share,
     typed,
 )
+from emulator.listener import quiet_handshake_logging
 from emulator.server import Emulator
 from emulator.settings import FAULT_KINDS, EmulatorSettings, FaultRates, MediumFailureMode
 

@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable
 from typing import get_args
 
-from emulator.faultplan import MAX_LATENCY_S
+from emulator.fault_injection import MAX_LATENCY_S
 from emulator.settings import FAULT_KINDS, AuthMode
 
 __all__ = [

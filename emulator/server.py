@@ -1,11 +1,12 @@
 """The emulator's lifecycle: `Emulator(settings).start()`, then `.url`; `.stop()` ends it cleanly.
 
-One port serves `/wsman` (what pywinrm talks to, emulator.wsman_handler) and `/admin/` (the
-JSON control API, emulator.admin). This module wires the parts together (provider, fault plan,
-statistics, concurrency meter, NTLM accounts, TLS with a generated CA or given files), runs
-the listener in a background thread, and offers in-process observation for tests: in-flight
-operations per user, the concurrency high-water mark, holding operations in flight. Port 0
-picks a free port; the CLI (emulator.cli) wraps the same object.
+One port serves `/wsman` (what pywinrm talks to) and `/admin/` (the JSON control API,
+emulator.admin). This module is the one place that joins the layers: the listener
+(emulator.listener), the SMS Provider (emulator.sms) and the WS-Man reading the listener needs
+(emulator.wsman), with the fault plan, statistics, concurrency meter, NTLM accounts and TLS (a
+generated CA or given files). It runs the listener in a background thread, and offers in-process
+observation for tests: in-flight operations per user, the concurrency high-water mark, holding
+operations in flight. Port 0 picks a free port; the CLI (emulator.cli) wraps the same object.
 """
 
 from __future__ import annotations
@@ -23,16 +24,26 @@ from types import TracebackType
 from typing import Any, Final
 
 from emulator.admin import ADMIN_PREFIX, AdminApi, ProviderApi
-from emulator.auth import NTLM_USERS, quiet_handshake_logging
 from emulator.concurrency import ConcurrencyMeter
-from emulator.faultplan import FaultPlan
-from emulator.http_framing import SERVER_HEADER
-from emulator.provider import Provider
-from emulator.quota import OperationGate, OperationQuota
+from emulator.fault_injection import FaultPlan
+from emulator.listener import (
+    NTLM_USERS,
+    SERVER_HEADER,
+    WSMAN_PATH,
+    Listener,
+    ListenerServer,
+    OperationGate,
+    OperationQuota,
+    TlsFiles,
+    channel_binding_hash,
+    generate_self_signed,
+    quiet_handshake_logging,
+    server_context,
+)
 from emulator.settings import EmulatorSettings
+from emulator.sms import Provider
 from emulator.stats import ServerStats
-from emulator.tls import TlsFiles, channel_binding_hash, generate_self_signed, server_context
-from emulator.wsman_handler import WSMAN_PATH, Listener, ListenerServer
+from emulator.wsman import operation_timeout_s
 
 __all__ = ["SERVER_HEADER", "WSMAN_PATH", "Emulator", "OperationGate", "OperationQuota"]
 
@@ -100,6 +111,7 @@ class Emulator:
                 concurrency=self.concurrency,
                 admin=admin,
                 tls_binding=binding,
+                operation_timeout_s=operation_timeout_s,
             )
             self._server = ListenerServer((settings.host, settings.port), listener, ssl_context)
         except BaseException:

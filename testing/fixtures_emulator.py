@@ -23,9 +23,9 @@ import pytest
 import requests
 from winrm.protocol import Protocol
 
-from emulator.catalogue import Catalogue
 from emulator.server import Emulator
 from emulator.settings import EmulatorSettings
+from emulator.sms import Catalogue
 
 __all__ = [
     "EMULATOR_PASSWORD",

@@ -7,8 +7,8 @@ import pytest
 from pydantic import SecretStr
 
 from config.settings import ProviderSettings, RetryPolicy
-from emulator.provider import Provider
 from emulator.server import Emulator
+from emulator.sms.provider import Provider
 from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME
 from worker.sccm import SccmClient
 from worker.transport import ProviderTransport

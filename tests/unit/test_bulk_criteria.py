@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emulator.wql import And, Comparison, Expr, Like, Or, parse, resolve
-from emulator.wql_eval import evaluate
+from emulator.sms.wql import And, Comparison, Expr, Like, Or, parse, resolve
+from emulator.sms.wql_eval import evaluate
 from errors import InvalidRequestError
 from worker.criteria import (
     DEFAULT_PACKAGE_CLASSES,

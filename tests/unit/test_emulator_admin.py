@@ -9,10 +9,10 @@ import pytest
 
 from emulator.admin import AdminApi
 from emulator.concurrency import ConcurrencyMeter
-from emulator.faultplan import FaultPlan
-from emulator.packages import STORAGE_DIRECT
-from emulator.provider import Provider
+from emulator.fault_injection import FaultPlan
 from emulator.settings import EmulatorSettings
+from emulator.sms.packages import STORAGE_DIRECT
+from emulator.sms.provider import Provider
 from emulator.stats import ServerStats
 from testing.fixtures_emulator import FakeClock
 from testing.wsman_requests import invoke_envelope, return_value

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import spnego
 
-from emulator.auth import (
+from emulator.listener.auth import (
     NTLM_USER_FILE_ENV,
     AuthFailedError,
     NtlmAcceptor,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.calllog import MAX_EVENTS_PER_PACKAGE, MAX_EVENTS_TOTAL, CallLog
+from emulator.sms.calllog import MAX_EVENTS_PER_PACKAGE, MAX_EVENTS_TOTAL, CallLog
 
 
 @pytest.mark.parametrize(("packages", "kept"), [(50, MAX_EVENTS_PER_PACKAGE), (10_000, 20), (20_000, 10), (10**6, 10)])

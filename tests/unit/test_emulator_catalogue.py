@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from emulator.catalogue import Catalogue
-from emulator.packages import (
+from emulator.settings import EmulatorSettings
+from emulator.sms.catalogue import Catalogue
+from emulator.sms.packages import (
     BASE_CLASS,
     PACKAGE_CLASSES,
     RETURN_MEDIUM_NOT_READY,
@@ -21,7 +22,6 @@ from emulator.packages import (
     STORAGE_DIRECT,
     STORAGE_NO_SOURCE,
 )
-from emulator.settings import EmulatorSettings
 from testing.fixtures_emulator import FakeClock
 from testing.fixtures_emulator import instance_properties as props
 

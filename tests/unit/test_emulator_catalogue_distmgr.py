@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from emulator.catalogue import Catalogue
-from emulator.packages import STORAGE_COMPRESS, STORAGE_DIRECT
-from emulator.provider import Provider
 from emulator.settings import EmulatorSettings
-from emulator.wql import parse, resolve
-from emulator.wql_eval import evaluate
+from emulator.sms.catalogue import Catalogue
+from emulator.sms.packages import STORAGE_COMPRESS, STORAGE_DIRECT
+from emulator.sms.provider import Provider
+from emulator.sms.wql import parse, resolve
+from emulator.sms.wql_eval import evaluate
 from testing.fixtures_emulator import FakeClock, instance_properties
 from testing.wsman_requests import invoke_envelope, return_value
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emulator.distmgr import DistMgr, Processed
+from emulator.sms.distmgr import DistMgr, Processed
 
 
 class Clock:

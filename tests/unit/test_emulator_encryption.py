@@ -9,7 +9,7 @@ import pytest
 import requests
 from winrm.encryption import Encryption
 
-from emulator.encryption import (
+from emulator.listener.encryption import (
     ENCRYPTED_CONTENT_TYPE,
     EncryptionFramingError,
     decode_encrypted_body,

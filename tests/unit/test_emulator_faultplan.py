@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.faultplan import MAX_LATENCY_S, MAX_QUEUED_FAULTS, FaultPlan
+from emulator.fault_injection import MAX_LATENCY_S, MAX_QUEUED_FAULTS, FaultPlan
 from emulator.settings import EmulatorSettings, FaultRates
 
 

@@ -22,9 +22,9 @@ from winrm.exceptions import WinRMOperationTimeoutError, WinRMTransportError, WS
 from winrm.protocol import Protocol
 from winrm.transport import Transport
 
-from emulator.packages import STORAGE_DIRECT
-from emulator.provider import Provider
 from emulator.settings import EmulatorSettings
+from emulator.sms.packages import STORAGE_DIRECT
+from emulator.sms.provider import Provider
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "windows"
 USER = "LAB\\sccm-svc"

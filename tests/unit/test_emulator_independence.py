@@ -23,7 +23,7 @@ def _imported_modules(path: Path) -> set[str]:
 def test_no_emulator_module_imports_worker_tasks_config_or_cli() -> None:
     """Every module under emulator/ imports only the standard library, third parties and emulator.*."""
     package_dir = Path(emulator.__file__).parent
-    sources = sorted(package_dir.glob("*.py"))
+    sources = sorted(package_dir.rglob("*.py"))
     assert len(sources) > 10
     offending = {
         f"{path.name}: {module}"

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import spnego
 
-from emulator.auth import NTLM_USER_FILE_ENV, NtlmUserStore
-from emulator.listener_auth import AuthResult, ConnectionAuth, ListenerAuth
+from emulator.listener.auth import NTLM_USER_FILE_ENV, NtlmUserStore
+from emulator.listener.connection_auth import AuthResult, ConnectionAuth, ListenerAuth
 from emulator.settings import EmulatorSettings
 
 _USER = "LAB\\unit-listener"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.faultplan import Decision, FaultKind
-from emulator.policy import OperationPlan, plan_admitted, plan_over_quota
+from emulator.fault_injection import Decision, FaultKind
+from emulator.listener.operation_plan import OperationPlan, plan_admitted, plan_over_quota
 
 
 def _no_timeout() -> float | None:

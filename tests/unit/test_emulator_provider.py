@@ -21,9 +21,9 @@ from winrm.exceptions import WinRMOperationTimeoutError, WinRMTransportError, WS
 from winrm.protocol import Protocol
 from winrm.transport import Transport
 
-from emulator.packages import STORAGE_COMPRESS, STORAGE_DIRECT, STORAGE_NO_SOURCE
-from emulator.provider import ENUMERATION_CONTEXT_TTL_S, Provider
 from emulator.settings import EmulatorSettings
+from emulator.sms.packages import STORAGE_COMPRESS, STORAGE_DIRECT, STORAGE_NO_SOURCE
+from emulator.sms.provider import ENUMERATION_CONTEXT_TTL_S, Provider
 from testing.fixtures_emulator import FakeClock
 
 SITE = "PS1"

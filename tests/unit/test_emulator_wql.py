@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emulator.wql import And, Comparison, IsNull, Like, Not, Or, Query, Value, WqlError, parse, resolve
-from emulator.wql_eval import evaluate
+from emulator.sms.wql import And, Comparison, IsNull, Like, Not, Or, Query, Value, WqlError, parse, resolve
+from emulator.sms.wql_eval import evaluate
 
 PROPERTIES = ("PackageID", "Name", "PkgSourceFlag", "SourceVersion", "SourceDate", "Description", "Enabled")
 INSTANCE: dict[str, Value] = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emulator.auth import (
+from emulator.listener.auth import (
     BASIC_CHALLENGE,
     NEGOTIATE_CHALLENGE,
     SCHEME_BASIC,

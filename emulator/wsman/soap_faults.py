@@ -1,5 +1,5 @@
 """SOAP faults shaped like the ones WinRM and its WMI plugin (WsmWmiPl.dll) send (the SMS
-Provider's own situations built on them: emulator.sms_faults).
+Provider's own situations built on them: emulator.sms.error_replies).
 
 Shapes follow real captures kept in tests/fixtures/windows/ (see its README for provenance):
 
@@ -21,14 +21,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final, Literal
 
-from emulator.fault_status import ExtendedStatus, HResult, WsmanCode
-from emulator.namespaces import (
+from emulator.wsman.fault_codes import ExtendedStatus, HResult, WsmanCode
+from emulator.wsman.namespaces import (
     ACTION_ADDRESSING_FAULT,
     ACTION_ENUMERATION_FAULT,
     ACTION_WSMAN_FAULT,
     NS,
 )
-from emulator.soap import envelope, escape
+from emulator.wsman.soap import envelope, escape
 
 __all__ = [
     "access_denied",

@@ -1,11 +1,11 @@
 """The listener's request handler: `/wsman` like a WinRM listener, `/admin/` for control.
 
-Per request on `/wsman`: read the body (emulator.http_framing), authenticate
-(emulator.listener_auth), unseal an encrypted body, then run the operation: count it for the
-concurrency high-water mark, pass the per-user quota (emulator.quota), draw the fault plan and
-plan the answer (emulator.policy), wait, and answer with the provider's reply or the planned
-failure. `/admin/` takes HTTP Basic with the emulator's credentials and hands the request to
-emulator.admin. Anything else is HTTP.sys's 404. Every request gets exactly one response.
+Per request on `/wsman`: read the body (http_framing), authenticate (connection_auth), unseal an
+encrypted body, then run the operation: count it for the concurrency high-water mark, pass the
+per-user quota (quota), draw the fault plan (emulator.fault_injection) and plan the answer
+(operation_plan), wait, and answer with the provider's reply or the planned failure. `/admin/`
+takes HTTP Basic with the emulator's credentials and hands the request to emulator.admin.
+Anything else is HTTP.sys's 404. Every request gets exactly one response.
 """
 
 from __future__ import annotations
@@ -16,22 +16,21 @@ from collections.abc import Callable
 from typing import Final
 
 from emulator.admin import ADMIN_PREFIX, ADMIN_REALM_CHALLENGE, AdminApi, ProviderApi, ReplyLike
-from emulator.auth import SCHEME_BASIC, AuthFailedError, NtlmAcceptor, check_basic, parse_authorization
 from emulator.concurrency import ConcurrencyMeter
-from emulator.encryption import (
+from emulator.fault_injection import FaultPlan
+from emulator.listener.auth import SCHEME_BASIC, AuthFailedError, NtlmAcceptor, check_basic, parse_authorization
+from emulator.listener.connection_auth import ConnectionAuth, ListenerAuth
+from emulator.listener.encryption import (
     ENCRYPTED_CONTENT_TYPE,
     EncryptionFramingError,
     decode_encrypted_body,
     encode_encrypted_body,
     is_encrypted_content_type,
 )
-from emulator.faultplan import FaultPlan
-from emulator.http_framing import HTML_CONTENT_TYPE, HttpSysHandler, HttpSysServer, httpsys_page
-from emulator.listener_auth import ConnectionAuth, ListenerAuth
-from emulator.policy import OperationPlan, plan_admitted, plan_over_quota
-from emulator.quota import OperationGate, OperationQuota
+from emulator.listener.http_framing import HTML_CONTENT_TYPE, HttpSysHandler, HttpSysServer, httpsys_page
+from emulator.listener.operation_plan import OperationPlan, plan_admitted, plan_over_quota
+from emulator.listener.quota import OperationGate, OperationQuota
 from emulator.settings import EmulatorSettings
-from emulator.soap import SoapError, parse_request
 from emulator.stats import ServerStats
 
 __all__ = ["WSMAN_PATH", "Listener", "ListenerServer", "WsmanHandler"]
@@ -57,6 +56,7 @@ class Listener:
         concurrency: ConcurrencyMeter,
         admin: AdminApi,
         tls_binding: bytes | None,
+        operation_timeout_s: Callable[[bytes], float | None],
     ) -> None:
         self.settings = settings
         self.provider = provider
@@ -64,6 +64,8 @@ class Listener:
         self.stats = stats
         self.concurrency = concurrency
         self.admin = admin
+        # The request's w:OperationTimeout: reading it is the WS-Man layer's job, handed in by the server.
+        self.operation_timeout_s = operation_timeout_s
         self.auth = ListenerAuth(settings, tls_binding=tls_binding)
         # WinRM with AllowUnencrypted=false refuses plaintext SOAP over plain HTTP.
         self.plaintext_allowed = tls_binding is not None or settings.allow_unencrypted
@@ -86,14 +88,6 @@ class ListenerServer(HttpSysServer):
             idle_timeout_s=listener.settings.idle_timeout_s,
             stats=listener.stats,
         )
-
-
-def _operation_timeout_s(envelope: bytes) -> float | None:
-    """The request's w:OperationTimeout in seconds (None when absent or the envelope is unusable)."""
-    try:
-        return parse_request(envelope).operation_timeout_s
-    except SoapError:
-        return None
 
 
 class WsmanHandler(HttpSysHandler):
@@ -178,7 +172,7 @@ class WsmanHandler(HttpSysHandler):
                 self.stats.incr("operations_admitted")
                 listener.gate.pass_through()
                 reply = self._execute(
-                    plan_admitted(decision, lambda: _operation_timeout_s(envelope)), envelope, user, acceptor
+                    plan_admitted(decision, lambda: listener.operation_timeout_s(envelope)), envelope, user, acceptor
                 )
         # Written once the operation has left the quota and the meter: a client holding its
         # reply can rely on the server no longer counting it, so a client-side cap of N is never

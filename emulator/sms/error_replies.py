@@ -1,15 +1,25 @@
-"""The SMS Provider's own faults: which WMI status, which extended status, which wording.
+"""The SMS Provider's own error replies: which WMI status, which extended status, which wording.
 
-Built on the WS-Man fault kinds of emulator.faults, with the extended status records of
-emulator.fault_status.
+Built on the SOAP fault replies of emulator.wsman.soap_faults, with the extended status records
+of emulator.wsman.fault_codes and the SMS Provider's `SMS_ExtendedStatus` (built here).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from emulator.fault_status import HResult, sms_extended_status, wmi_extended_status
-from emulator.faults import access_denied, cannot_process_filter, generic_failure, method_not_found, resource_not_found
+from emulator.wsman import (
+    WMI_PROVIDER_NAME,
+    ExtendedStatus,
+    HResult,
+    access_denied,
+    cannot_process_filter,
+    extended_status_uri,
+    generic_failure,
+    method_not_found,
+    resource_not_found,
+    wmi_extended_status,
+)
 
 __all__ = [
     "instance_not_found",
@@ -18,11 +28,46 @@ __all__ = [
     "medium_not_ready",
     "rbac_access_denied",
     "site_database_failure",
+    "sms_extended_status",
     "unknown_method",
 ]
 
 
 _CLASS_MISSING: Final = "The specified class does not exist in the given namespace. "
+_SMS_PROVIDER_FILE: Final = "D:\\dbs\\sh\\cmgm\\src\\SiteServer\\SDK_Provider\\SMSProv\\sspackage.cpp"
+
+
+def sms_extended_status(
+    site_code: str,
+    *,
+    description: str,
+    error_code: int,
+    operation: str,
+    parameter_info: str,
+    status_code: int,
+    line: int,
+    object_info: str | None = None,
+) -> ExtendedStatus:
+    """`SMS_ExtendedStatus` as the SMS Provider reports (every property of the class)."""
+    return ExtendedStatus(
+        class_name="SMS_ExtendedStatus",
+        namespace_uri=extended_status_uri(site_code, "SMS_ExtendedStatus"),
+        properties=(
+            ("CauseInfo", None),
+            ("Description", description),
+            ("ErrorCode", error_code),
+            ("File", _SMS_PROVIDER_FILE),
+            ("Line", line),
+            ("ObjectInfo", object_info),
+            ("Operation", operation),
+            ("ParameterInfo", parameter_info),
+            ("ProviderName", WMI_PROVIDER_NAME),
+            ("SQLMessage", None),
+            ("SQLSeverity", None),
+            ("SQLStatus", None),
+            ("StatusCode", status_code),
+        ),
+    )
 
 
 def instance_not_found(

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from emulator.packages import STORAGE_COMPRESS, STORAGE_DIRECT, STORAGE_NO_SOURCE, Package
 from emulator.settings import EmulatorSettings
+from emulator.sms.packages import STORAGE_COMPRESS, STORAGE_DIRECT, STORAGE_NO_SOURCE, Package
 
 __all__ = ["generate"]
 

@@ -8,7 +8,7 @@
 * Keep-alive connections idle for `idle_timeout_s` are closed, as HTTP.sys does.
 * The server tracks its connections so `close_all_connections` can wake and end them all.
 
-`HttpSysHandler` is the base of the listener's handler (emulator.wsman_handler): it owns the
+`HttpSysHandler` is the base of the listener's handler (emulator.listener.handler): it owns the
 request loop, CPU accounting per request marked as an operation, and the I/O helpers.
 """
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from emulator.operations import Operation
+from emulator.wsman import Operation
 
 __all__ = ["MAX_EVENTS_PER_PACKAGE", "MAX_EVENTS_TOTAL", "MIN_EVENTS_PER_PACKAGE", "TOTAL_KEYS", "CallLog"]
 

@@ -1,7 +1,7 @@
 """What a package is: the SMS_PackageBaseclass properties we serve, their codes and types.
 
-Shared by the seeded generation (emulator.generation) and the refresh semantics
-(emulator.catalogue); pure data, no behaviour beyond rendering properties.
+Shared by the seeded generation (emulator.sms.generation) and the refresh semantics
+(emulator.sms.catalogue); pure data, no behaviour beyond rendering properties.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-from emulator.wql import Value
+from emulator.sms.wql import Value
 
 __all__ = [
     "ACTION_NONE",

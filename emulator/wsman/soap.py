@@ -3,7 +3,8 @@
 Parsing is liberal in prefixes and whitespace (clients differ) and strict in structure: an
 envelope that is not SOAP 1.2 with a Header and a Body raises `SoapError`, which the provider
 turns into a Windows-shaped fault. Replies are string templates with every echoed value escaped,
-which keeps a Get or Invoke reply at a few microseconds.
+which keeps a Get or Invoke reply at a few microseconds. The instances inside a reply are the
+SMS Provider's to render (emulator.sms.instance_xml).
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ from __future__ import annotations
 import re
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Final, Literal
 
-from emulator.namespaces import (
+from emulator.wsman.namespaces import (
     ACTION_ENUMERATE_RESPONSE,
     ACTION_GET_RESPONSE,
     ACTION_PULL_RESPONSE,
@@ -24,8 +24,6 @@ from emulator.namespaces import (
     ANONYMOUS,
     NS,
 )
-from emulator.packages import PROPERTY_NAMES, format_datetime
-from emulator.wql import Value
 
 __all__ = [
     "SoapError",
@@ -33,10 +31,10 @@ __all__ = [
     "envelope",
     "escape",
     "new_message_id",
+    "operation_timeout_s",
     "parse_request",
     "render_enumerate_response",
     "render_get_response",
-    "render_instance",
     "render_invoke_response",
     "render_pull_response",
     "render_release_response",
@@ -192,6 +190,14 @@ def parse_request(data: bytes) -> WsmanRequest:
     )
 
 
+def operation_timeout_s(envelope: bytes) -> float | None:
+    """The request's w:OperationTimeout in seconds (None when absent or the envelope is unusable)."""
+    try:
+        return parse_request(envelope).operation_timeout_s
+    except SoapError:
+        return None
+
+
 # --------------------------------------------------------------------------- rendering
 
 
@@ -226,33 +232,6 @@ def envelope(action: str, relates_to: str | None, body: str) -> bytes:
         f"{_ENVELOPE_OPEN}{escape(action)}</a:Action><a:MessageID>{new_message_id()}</a:MessageID>"
         f"{_TO}{relates}</s:Header><s:Body>{body}</s:Body></s:Envelope>"
     ).encode()
-
-
-def _property_xml(name: str, value: Value) -> str:
-    if value is None:
-        return f'<p:{name} xsi:nil="true"/>'
-    if isinstance(value, datetime):
-        return f"<p:{name}><cim:Datetime>{format_datetime(value)}</cim:Datetime></p:{name}>"
-    if isinstance(value, bool):
-        return f"<p:{name}>{'true' if value else 'false'}</p:{name}>"
-    if isinstance(value, int):
-        return f"<p:{name}>{value}</p:{name}>"
-    return f"<p:{name}>{escape(value)}</p:{name}>"
-
-
-def render_instance(
-    class_name: str,
-    class_uri: str,
-    properties: Mapping[str, Value],
-    selected: Iterable[str] | None = None,
-) -> str:
-    """One WMI instance as the WMI plugin renders it (xsi:type, xsi:nil for null, cim:Datetime)."""
-    names = PROPERTY_NAMES if selected is None else selected
-    children = "".join(_property_xml(name, properties.get(name)) for name in names)
-    return (
-        f'<p:{class_name} xmlns:p="{escape(class_uri)}" xmlns:cim="{NS.cim}" xmlns:xsi="{NS.xsi}" '
-        f'xsi:type="p:{class_name}_Type">{children}</p:{class_name}>'
-    )
 
 
 def render_get_response(relates_to: str, instance_xml: str) -> bytes:

@@ -6,7 +6,7 @@ Semantics, with the choices the SDK leaves open:
   another class finds nothing, as in WMI.
 * `RefreshPkgSource` returning 0 means *accepted*: the provider stamps LastRefreshTime (our
   model's assumption: the time of the last accepted call, so a client can tell whether an
-  interrupted call landed) and queues the package for Distribution Manager (emulator.distmgr:
+  interrupted call landed) and queues the package for Distribution Manager (emulator.sms.distmgr:
   FIFO, `distmgr_threads` at a time, `distmgr_time_per_package_s` each). ActionInProgress is 1
   while the package is queued or processing. When DistMgr has processed it, SourceVersion (and
   the stored copy's StoredPkgVersion) goes up by one, SourceDate is when that happened, and
@@ -35,9 +35,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from emulator.distmgr import DistMgr
-from emulator.generation import generate
-from emulator.packages import (
+from emulator.settings import EmulatorSettings
+from emulator.sms.distmgr import DistMgr
+from emulator.sms.generation import generate
+from emulator.sms.packages import (
     ACTION_NONE,
     ACTION_UPDATE,
     BASE_CLASS,
@@ -50,9 +51,8 @@ from emulator.packages import (
     Package,
     format_datetime,
 )
-from emulator.settings import EmulatorSettings
-from emulator.wql import Expr, Value
-from emulator.wql_eval import equality_keys, evaluate
+from emulator.sms.wql import Expr, Value
+from emulator.sms.wql_eval import equality_keys, evaluate
 
 __all__ = ["Catalogue", "RefreshOutcome"]
 

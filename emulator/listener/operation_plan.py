@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from emulator.faultplan import SOAP_FAULT_KINDS, Decision
+from emulator.fault_injection import SOAP_FAULT_KINDS, Decision
 
 __all__ = ["OperationPlan", "SoapFaultKind", "plan_admitted", "plan_over_quota"]
 
@@ -27,7 +27,7 @@ SoapFaultKind = Literal["timeout_fault", "quota_fault", "generic_failure"]
 Answer = Literal["provider", "soap_fault", "http_503", "connection_reset", "lost_reply"]
 # Injected kinds the provider answers with a SOAP fault, typed.
 _SOAP_FAULTS: dict[str | None, SoapFaultKind] = {kind: kind for kind in get_args(SoapFaultKind)}
-assert set(_SOAP_FAULTS) == SOAP_FAULT_KINDS, "SoapFaultKind must list faultplan.SOAP_FAULT_KINDS"
+assert set(_SOAP_FAULTS) == SOAP_FAULT_KINDS, "SoapFaultKind must list fault_injection.SOAP_FAULT_KINDS"
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,15 +19,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from emulator import faults, sms_faults, soap
-from emulator.access import AccessRules
-from emulator.calllog import CallLog
-from emulator.catalogue import Catalogue
-from emulator.namespaces import WQL_DIALECT, class_resource_uri
-from emulator.operations import WMI_OPERATION, Operation, Reject
-from emulator.packages import PROPERTY_NAMES
-from emulator.soap import WsmanRequest
-from emulator.wql import Query, WqlError, parse, resolve
+from emulator.sms import error_replies
+from emulator.sms.access import AccessRules
+from emulator.sms.calllog import CallLog
+from emulator.sms.catalogue import Catalogue
+from emulator.sms.instance_xml import render_instance
+from emulator.sms.packages import PROPERTY_NAMES
+from emulator.sms.wql import Query, WqlError, parse, resolve
+from emulator.wsman import (
+    WMI_OPERATION,
+    WQL_DIALECT,
+    Operation,
+    Reject,
+    WsmanRequest,
+    class_resource_uri,
+    soap,
+    soap_faults,
+)
 
 __all__ = [
     "ENUMERATION_CONTEXT_TTL_S",
@@ -113,7 +121,7 @@ def invalid_class(
 ) -> Reject:
     """The fault for a class the namespace does not have (in a URI or a query)."""
     return Reject(
-        sms_faults.invalid_class(
+        error_replies.invalid_class(
             relates_to=request.message_id,
             machine=machine,
             site_code=site_code,
@@ -164,7 +172,7 @@ class WqlEnumerations:
         context = request.enumeration_context or ""
         state = self.store.take(context)
         if state is None:
-            raise Reject(faults.invalid_enumeration_context(**self._where(request)))
+            raise Reject(soap_faults.invalid_enumeration_context(**self._where(request)))
         page = self._render_page(state, request.max_elements or 1, "pull", "")
         if not state.done:
             self.store.store(context, state)
@@ -172,7 +180,7 @@ class WqlEnumerations:
 
     def release(self, request: WsmanRequest) -> bytes:
         if self.store.take(request.enumeration_context or "") is None:
-            raise Reject(faults.invalid_enumeration_context(**self._where(request)))
+            raise Reject(soap_faults.invalid_enumeration_context(**self._where(request)))
         return soap.render_release_response(request.message_id)
 
     def _where(self, request: WsmanRequest) -> dict[str, Any]:
@@ -187,7 +195,7 @@ class WqlEnumerations:
             return Query(class_name=target, properties=None, where=None)
         dialect = request.filter_dialect
         if dialect is not None and dialect.lower() != WQL_DIALECT.lower():
-            raise Reject(faults.filter_dialect_unavailable(**self._where(request), dialect=dialect))
+            raise Reject(soap_faults.filter_dialect_unavailable(**self._where(request), dialect=dialect))
         try:
             query = parse(text)
             class_name = self._catalogue.canonical_class(query.class_name)
@@ -202,7 +210,7 @@ class WqlEnumerations:
 
     def _invalid_query(self, request: WsmanRequest, message: str) -> Reject:
         return Reject(
-            sms_faults.invalid_query(
+            error_replies.invalid_query(
                 **self._where(request), site_code=self._site, message=message, query=request.filter_text or ""
             )
         )
@@ -213,5 +221,5 @@ class WqlEnumerations:
         for own_class, properties in self._catalogue.current(state.next_page(size)):
             self._log.record(str(properties["PackageID"]), operation, user, "returned")
             class_uri = class_resource_uri(self._site, own_class)
-            rendered.append(soap.render_instance(own_class, class_uri, properties, state.selected))
+            rendered.append(render_instance(own_class, class_uri, properties, state.selected))
         return rendered

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from emulator.namespaces import ACTION_ENUMERATE, ACTION_GET, ACTION_PULL
+from emulator.wsman.namespaces import ACTION_ENUMERATE, ACTION_GET, ACTION_PULL
 
 __all__ = ["OPERATION_BY_ACTION", "WMI_OPERATION", "Operation", "Reject", "WsmanReply"]
 

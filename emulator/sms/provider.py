@@ -1,11 +1,11 @@
 """The SMS Provider behind WinRM's WMI plugin: one decrypted SOAP request in, one reply out.
 
 Pure protocol core (no sockets): the HTTP server authenticates, decrypts and calls `handle`.
-This module dispatches and answers Get and Invoke; `soap` parses and renders, `catalogue`
-holds the packages and their semantics (with Distribution Manager's queue), `enumerations`
-answers Enumerate / Pull / Release with WQL, `access` says who may see what, `calllog` records
-calls, `faults` / `sms_faults` shape every fault. One lock makes it thread-safe; every call is
-short (no I/O, no sleeping).
+This module dispatches and answers Get and Invoke; emulator.wsman parses requests and renders
+replies and SOAP faults, `catalogue` holds the packages and their semantics (with Distribution
+Manager's queue), `enumerations` answers Enumerate / Pull / Release with WQL, `access` says who
+may see what, `calllog` records calls, `error_replies` shapes the SMS Provider's own faults. One
+lock makes it thread-safe; every call is short (no I/O, no sleeping).
 
 Checks run in the order WinRM and WMI apply them: envelope, action, resource URI and namespace,
 the caller's right to the namespace, class, method, selectors, instance, then RBAC on it.
@@ -19,25 +19,33 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
-from emulator import faults, sms_faults, soap
-from emulator.access import AccessRules
-from emulator.calllog import CallLog
-from emulator.catalogue import Catalogue
-from emulator.enumerations import ENUMERATION_CONTEXT_TTL_S, MAX_ENUMERATION_ITEMS, WqlEnumerations, invalid_class
-from emulator.namespaces import (
+from emulator.settings import EmulatorSettings
+from emulator.sms import error_replies
+from emulator.sms.access import AccessRules
+from emulator.sms.calllog import CallLog
+from emulator.sms.catalogue import Catalogue
+from emulator.sms.enumerations import ENUMERATION_CONTEXT_TTL_S, MAX_ENUMERATION_ITEMS, WqlEnumerations, invalid_class
+from emulator.sms.instance_xml import render_instance
+from emulator.sms.packages import BASE_CLASS, MEDIUM_NOT_READY_ERROR_CODE
+from emulator.sms.wql import Value
+from emulator.wsman import (
     ACTION_ENUMERATE,
     ACTION_GET,
     ACTION_PULL,
     ACTION_RELEASE,
+    OPERATION_BY_ACTION,
+    WMI_OPERATION,
+    Operation,
+    Reject,
+    SoapError,
+    WsmanReply,
+    WsmanRequest,
     class_resource_uri,
     parse_resource_uri,
     sms_namespace_path,
+    soap,
+    soap_faults,
 )
-from emulator.operations import OPERATION_BY_ACTION, WMI_OPERATION, Operation, Reject, WsmanReply
-from emulator.packages import BASE_CLASS, MEDIUM_NOT_READY_ERROR_CODE
-from emulator.settings import EmulatorSettings
-from emulator.soap import SoapError, WsmanRequest
-from emulator.wql import Value
 
 __all__ = [
     "ENUMERATION_CONTEXT_TTL_S",
@@ -99,7 +107,7 @@ class Provider:
                 # A bug here must look like a failing WMI provider to the client, never take the
                 # server down: WinRM answers a plugin failure with a fault, and so do we.
                 logger.exception("emulator provider failed on a request")
-                reply = WsmanReply(500, faults.internal_error(relates_to=None, machine=self._machine))
+                reply = WsmanReply(500, soap_faults.internal_error(relates_to=None, machine=self._machine))
             if reply.status != 200:
                 self._log.count("faults")
             return reply
@@ -118,14 +126,14 @@ class Provider:
             package_id = (request.selector("PackageID") or "").upper() if request else ""
             where: dict[str, Any] = {"relates_to": relates_to, "machine": self._machine}
             if kind == "timeout_fault":
-                body = faults.timed_out(**where)
+                body = soap_faults.timed_out(**where)
             elif kind == "quota_fault":
                 # WinRM refuses over-quota requests before reading them: both captured quota faults
                 # (tests/fixtures/windows/*quota*.xml) carry no RelatesTo.
                 limit = self._settings.max_concurrent_operations_per_user
-                body = faults.quota_exceeded(relates_to=None, machine=self._machine, limit=limit)
+                body = soap_faults.quota_exceeded(relates_to=None, machine=self._machine, limit=limit)
             else:
-                body = sms_faults.site_database_failure(
+                body = error_replies.site_database_failure(
                     **where,
                     site_code=self._site,
                     operation=WMI_OPERATION[operation],
@@ -209,8 +217,8 @@ class Provider:
             where: dict[str, Any] = {"relates_to": exc.message_id, "machine": self._machine}
             if exc.kind == "missing_header":
                 header = "Action" if exc.message_id else "MessageID"
-                raise Reject(faults.message_header_required(**where, header=header)) from None
-            raise Reject(faults.schema_validation(**where, message=str(exc))) from None
+                raise Reject(soap_faults.message_header_required(**where, header=header)) from None
+            raise Reject(soap_faults.schema_validation(**where, message=str(exc))) from None
 
         action = request.action
         if action == ACTION_GET:
@@ -227,7 +235,7 @@ class Provider:
         resource_uri = (request.resource_uri or "").rstrip("/")
         if resource_uri and action.lower().startswith(resource_uri.lower() + "/"):
             return self._invoke(request, user, action[len(resource_uri) + 1 :])
-        raise Reject(faults.action_not_supported(**self._where(request), action=action))
+        raise Reject(soap_faults.action_not_supported(**self._where(request), action=action))
 
     def _where(self, request: WsmanRequest) -> dict[str, Any]:
         """The arguments every fault builder takes."""
@@ -240,10 +248,10 @@ class Provider:
         parsed = parse_resource_uri(request.resource_uri or "")
         if parsed is None or parsed.namespace_path.lower() != self._namespace:
             # Unknown plugin URI or namespace: WBEM_E_INVALID_NAMESPACE surfaces as not found.
-            raise Reject(faults.resource_not_found(**self._where(request)))
+            raise Reject(soap_faults.resource_not_found(**self._where(request)))
         if not self._access.may_use_namespace(user):
             self._record_if_known((request.selector("PackageID") or "").upper(), operation, user, "access_denied")
-            raise Reject(faults.access_denied(**self._where(request), scope="service"))
+            raise Reject(soap_faults.access_denied(**self._where(request), scope="service"))
         if parsed.class_name == "*":
             return "*"
         class_name = self._catalogue.canonical_class(parsed.class_name)
@@ -255,11 +263,11 @@ class Provider:
     def _package_id(self, request: WsmanRequest, class_name: str) -> str:
         """The PackageID selector: the class's only key, so anything else is an invalid selector."""
         if class_name in ("*", BASE_CLASS):
-            raise Reject(faults.resource_not_found(**self._where(request)))
+            raise Reject(soap_faults.resource_not_found(**self._where(request)))
         if not request.selectors:
-            raise Reject(faults.invalid_selectors(**self._where(request), detail_name="InsufficientSelectors"))
+            raise Reject(soap_faults.invalid_selectors(**self._where(request), detail_name="InsufficientSelectors"))
         if len(request.selectors) != 1 or request.selectors[0][0].lower() != "packageid":
-            raise Reject(faults.invalid_selectors(**self._where(request), detail_name="UnexpectedSelectors"))
+            raise Reject(soap_faults.invalid_selectors(**self._where(request), detail_name="UnexpectedSelectors"))
         return request.selectors[0][1].upper()
 
     def _instance(
@@ -271,10 +279,10 @@ class Provider:
         properties = self._catalogue.instance(class_name, package_id)
         if properties is None:
             self._record_if_known(package_id, operation, user, "not_found")
-            raise Reject(sms_faults.instance_not_found(**where, object_path=object_path))
+            raise Reject(error_replies.instance_not_found(**where, object_path=object_path))
         if self._access.is_denied(package_id):
             self._record(package_id, operation, user, "access_denied")
-            raise Reject(sms_faults.rbac_access_denied(**where, user=user, object_path=object_path))
+            raise Reject(error_replies.rbac_access_denied(**where, user=user, object_path=object_path))
         return properties
 
     # ------------------------------------------------------------------ operations
@@ -285,7 +293,7 @@ class Provider:
         package_id = self._package_id(request, class_name)
         properties = self._instance(request, class_name, package_id, "get", user)
         self._record(package_id, "get", user, "ok")
-        instance_xml = soap.render_instance(class_name, class_resource_uri(self._site, class_name), properties)
+        instance_xml = render_instance(class_name, class_resource_uri(self._site, class_name), properties)
         return soap.render_get_response(request.message_id, instance_xml)
 
     def _invoke(self, request: WsmanRequest, user: str, method: str) -> bytes:
@@ -294,14 +302,14 @@ class Provider:
         if method.lower() != REFRESH_METHOD.lower() or class_name in ("*", BASE_CLASS):
             object_path = f"{class_name}.PackageID={request.selector('PackageID') or ''}"
             raise Reject(
-                sms_faults.unknown_method(
+                error_replies.unknown_method(
                     **self._where(request), site_code=self._site, object_path=object_path, method=method
                 )
             )
         package_id = self._package_id(request, class_name)
         if request.body_tag is not None and not request.body_tag.endswith(f"}}{REFRESH_METHOD}_INPUT"):
             message = f"The body of a {REFRESH_METHOD} request must be {REFRESH_METHOD}_INPUT. "
-            raise Reject(faults.schema_validation(**self._where(request), message=message))
+            raise Reject(soap_faults.schema_validation(**self._where(request), message=message))
         self._instance(request, class_name, package_id, "invoke", user)
 
         outcome = self._catalogue.refresh(package_id)
@@ -310,7 +318,7 @@ class Provider:
         self._record(package_id, "invoke", user, "accepted" if accepted else f"{outcome.result}:{detail}", accepted)
         if outcome.fault:
             raise Reject(
-                sms_faults.medium_not_ready(
+                error_replies.medium_not_ready(
                     **self._where(request),
                     site_code=self._site,
                     object_path=f'{class_name}.PackageID="{package_id}"',

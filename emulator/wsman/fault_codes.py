@@ -1,7 +1,7 @@
 """What a WS-Man / WMI fault reports: WSManFault codes, WMI status codes, extended status records.
 
 `ExtendedStatus` renders the `f:ExtendedError` payload: WMI's own `__ExtendedStatus` or the SMS
-Provider's `SMS_ExtendedStatus` (every property of the class, in order).
+Provider's `SMS_ExtendedStatus` (built in emulator.sms.error_replies), every property in order.
 """
 
 from __future__ import annotations
@@ -9,15 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from emulator.namespaces import NS, extended_status_uri
-from emulator.soap import escape
+from emulator.wsman.namespaces import NS, extended_status_uri
+from emulator.wsman.soap import escape
 
 __all__ = [
     "WMI_PROVIDER_NAME",
     "ExtendedStatus",
     "HResult",
     "WsmanCode",
-    "sms_extended_status",
     "wmi_extended_status",
 ]
 
@@ -54,7 +53,6 @@ class HResult:
 
 # A real SMS_ExtendedStatus (ConfigMgr current branch) names WMI itself as the provider.
 WMI_PROVIDER_NAME: Final = "WinMgmt"
-_SMS_PROVIDER_FILE: Final = "D:\\dbs\\sh\\cmgm\\src\\SiteServer\\SDK_Provider\\SMSProv\\sspackage.cpp"
 
 PropertyValue = str | int | None
 
@@ -95,39 +93,6 @@ def wmi_extended_status(
             ("Operation", operation),
             ("ParameterInfo", parameter_info),
             ("ProviderName", WMI_PROVIDER_NAME),
-            ("StatusCode", status_code),
-        ),
-    )
-
-
-def sms_extended_status(
-    site_code: str,
-    *,
-    description: str,
-    error_code: int,
-    operation: str,
-    parameter_info: str,
-    status_code: int,
-    line: int,
-    object_info: str | None = None,
-) -> ExtendedStatus:
-    """`SMS_ExtendedStatus` as the SMS Provider reports (every property of the class)."""
-    return ExtendedStatus(
-        class_name="SMS_ExtendedStatus",
-        namespace_uri=extended_status_uri(site_code, "SMS_ExtendedStatus"),
-        properties=(
-            ("CauseInfo", None),
-            ("Description", description),
-            ("ErrorCode", error_code),
-            ("File", _SMS_PROVIDER_FILE),
-            ("Line", line),
-            ("ObjectInfo", object_info),
-            ("Operation", operation),
-            ("ParameterInfo", parameter_info),
-            ("ProviderName", WMI_PROVIDER_NAME),
-            ("SQLMessage", None),
-            ("SQLSeverity", None),
-            ("SQLStatus", None),
             ("StatusCode", status_code),
         ),
     )

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Final
 
-from emulator.wql import And, CompareOp, Comparison, Expr, IsNull, Like, Not, Or, Value, parse_int
+from emulator.sms.wql import And, CompareOp, Comparison, Expr, IsNull, Like, Not, Or, Value, parse_int
 
 __all__ = ["equality_keys", "evaluate"]
 

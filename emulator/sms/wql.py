@@ -12,7 +12,7 @@ Grammar (keywords and identifiers are case-insensitive, as in WMI):
     operand    := ident | integer | string | TRUE | FALSE | NULL
 
 One side of a comparison must be a property and the other a literal (WQL compares a property
-with a constant). `= NULL` / `<> NULL` mean IS [NOT] NULL. Evaluation: emulator.wql_eval.
+with a constant). `= NULL` / `<> NULL` mean IS [NOT] NULL. Evaluation: emulator.sms.wql_eval.
 """
 
 from __future__ import annotations
