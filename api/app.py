@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from api import routes_bulk, routes_events, routes_health, routes_metrics, routes_refreshes
+from api import routes
 from api.deps import ApiContext
 from api.events import StreamSlots
 from api.idempotency import IdempotencyStore
@@ -70,7 +70,7 @@ def create_app(settings: Settings, *, tokens: Authenticator | None) -> FastAPI:
         app.add_exception_handler(exc_type, handler)
     app.add_exception_handler(RedisError, _on_unavailable)
     app.add_exception_handler(BrokerUnavailableError, _on_unavailable)
-    for module in (routes_refreshes, routes_bulk, routes_events, routes_health, routes_metrics):
+    for module in (routes.refreshes, routes.bulk, routes.events, routes.health, routes.metrics):
         app.include_router(module.router)
     app.add_middleware(ApiMiddleware, tokens=tokens, max_body_bytes=settings.api.max_body_bytes)
     install_openapi(app, max_packages=settings.api.max_packages_per_request)
