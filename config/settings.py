@@ -112,9 +112,13 @@ class LimitSettings(BaseModel):
     final_marker_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     publish_deadline_s: float = Field(default=60.0, gt=0)
     # Per-provider concurrency cap (PROVIDERS__<SITE>__MAX_CONCURRENCY slots): a slot is leased for
-    # one attempt; a worker that dies holding one frees it after `slot_lease_s`. A request that
-    # finds none free re-polls after an estimate of its turn, between these bounds.
-    slot_lease_s: float = Field(default=300.0, ge=1, le=3600)
+    # one attempt and renewed every third of `slot_lease_s` while the attempt runs
+    # (worker/lease_keeper.py), so a worker that dies holding one frees it within `slot_lease_s`.
+    # A request that finds none free re-polls after an estimate of its turn, between these bounds.
+    slot_lease_s: float = Field(default=30.0, ge=1, le=3600)
+    # One delivery of a request attempts it at a time (the attempt lock): a lease renewed the same
+    # way, so a SIGKILLed attempt's request is taken up again within this many seconds.
+    attempt_lock_s: int = Field(default=20, ge=2, le=3600)
     # The floor is what a bulk's waiting children poll at, since a slot frees every hold / cap
     # (about 14 ms at 8 slots and 100 ms operations). Measured with bench.bulk_bench (2,000
     # children, 100 ms, cap 8): 0.05 s left slots idle a quarter of the time (efficiency 0.68);

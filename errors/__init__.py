@@ -56,6 +56,7 @@ class ExtendedDetail(Protocol):
 
 __all__ = [
     "AccessDeniedError",
+    "AttemptSupersededError",
     "AuthError",
     "ConfigError",
     "ConnectError",
@@ -191,3 +192,12 @@ class InternalError(ProtocolError):
 
 class ConfigError(PermanentError):
     kind = "config"
+
+
+class AttemptSupersededError(Exception):
+    """This attempt lost its attempt lock (its process stalled past the lease) to another delivery.
+
+    Deliberately not a `RefreshError`: it is no outcome of the request. The attempt stops before
+    it could Invoke, its delivery ends without publishing, and the delivery that holds the lock
+    now reports the request.
+    """

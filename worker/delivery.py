@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 
 from config.settings import Settings
 from errors import (
+    AttemptSupersededError,
     ConfigError,
     InternalError,
     InvalidRequestError,
@@ -252,7 +253,7 @@ def _provider_slot(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
 
 def _exclusive(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     """Only one delivery of a request attempts it at a time; a second copy waits for the first."""
-    ttl_s = deps.settings.task_time_limit_s
+    ttl_s = deps.settings.limits.attempt_lock_s
     ctx.lock = deps.fences.try_lock(ctx.request_id, ttl_s=ttl_s)
     if ctx.lock is not None:
         return None
@@ -290,6 +291,9 @@ def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     except RefreshError as exc:
         ctx.error = exc
         return None
+    except AttemptSupersededError:
+        log.warning("request %s: this attempt stalled past its lock; the delivery holding it now goes on", request_id)
+        return Plan(then=Drop("superseded by a delivery that took the lapsed attempt lock"), request_id=request_id)
     except deps.interruptions:
         ctx.error = OperationTimeoutError("task soft time limit reached during the WS-Man exchange")
         return None

@@ -5,9 +5,11 @@ classify the ReturnValue, and optionally wait, bounded, for DistMgr to bump Sour
 Failures are raised as typed `RefreshError`s; the caller decides about retries (`worker.decide`).
 
 An Invoke whose reply never came back may still have landed, so it is never simply sent again:
-a short in-call retry (the `in_call` policy) first reads the package and compares it with the
-fence written before the first Invoke (worker/fence.py). The same check runs when a redelivered
-or re-queued message finds a fence left by an earlier try.
+a short in-call retry (the `in_call` policy, for errors that say the call did not run: refused
+connections, a busy provider) first reads the package and compares it with the fence written
+before the first Invoke (worker/fence.py); an Invoke that timed out is not retried in the call at
+all (the provider may still be running it) but left to the next delivery and its fence check.
+The same check runs when a redelivered or re-queued message finds a fence left by an earlier try.
 
 The provider's concurrency cap is the caller's (an `OperationGate`): the attempt runs under one
 slot until the Invoke has answered; the slot is then given back, and each Get of the bounded wait
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar
 
 from config.settings import RetryPolicy
-from errors import MediumNotReadyError, RefreshError, ReturnValueError
+from errors import MediumNotReadyError, OperationTimeoutError, RefreshError, ReturnValueError
 from worker.classify import error_for_medium_fault, refresh_outcome
 from worker.fence import FenceSnapshot, landed
 from worker.packages import PackageInfo
@@ -176,8 +178,14 @@ def _read(
 
 
 def _invoke_retry_delay(error: RefreshError, policy: RetryPolicy | None, tries: int, elapsed_s: float) -> float | None:
-    """The wait before the next in-call try of an Invoke, or None to give the error to the caller."""
-    if policy is None or not error.retryable or isinstance(error, MediumNotReadyError):
+    """The wait before the next in-call try of an Invoke, or None to give the error to the caller.
+
+    An Invoke that timed out is never sent again in the call: the provider may still be working on
+    it (SMS_BootImagePackage.RefreshPkgSource rebuilds the image and can outlast the operation
+    timeout), and an immediate Get cannot tell. It is the fence's case: the request is re-queued,
+    and the next delivery reads the package against the fence after the countdown.
+    """
+    if policy is None or not error.retryable or isinstance(error, MediumNotReadyError | OperationTimeoutError):
         return None
     return next_delay_s(policy, tries, elapsed_s)
 

@@ -41,9 +41,10 @@ import os
 import socket
 import threading
 import uuid
+import weakref
 from importlib import resources
 from queue import Empty
-from time import monotonic, time
+from time import monotonic, sleep, time
 from typing import Any, Final
 
 from kombu.transport import TRANSPORT_ALIASES, virtual
@@ -52,7 +53,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 from redis.exceptions import ResponseError
 
-__all__ = ["TRANSPORT", "Channel", "QoS", "Transport", "take_script", "transport_options"]
+__all__ = ["TRANSPORT", "Channel", "QoS", "Transport", "hold_script", "take_script", "transport_options"]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,12 @@ TRANSPORT: Final = "sccm-redis"
 TRANSPORT_ALIASES.setdefault(TRANSPORT, f"{__name__}:Transport")
 
 _SCRIPT: Final = "broker_take.lua"
-_ALIVE_S: Final = 30
+_HOLD_SCRIPT: Final = "broker_hold.lua"
+# A consumer counts as dead once its alive key lapses: a heartbeat thread renews it every
+# _ALIVE_S / 3 while the process runs (takes renew it too), so only a process that is gone, or frozen
+# for longer than this, loses its claim. Its holdings are back on their queues within
+# _ALIVE_S + _RECOVERY_INTERVAL_S of its death.
+_ALIVE_S: Final = 15
 _RECOVERY_INTERVAL_S: Final = 5
 _TAKE_EVERY_S: Final = 1.0
 _TAKE: Final = "take"
@@ -70,11 +76,13 @@ _WAIT: Final = "wait"
 
 
 class _RetiredConsumers:
-    """In-flight bases of this process's consuming channels that have closed.
+    """In-flight bases and holder ids of this process that are done: closed channels, old connections.
 
-    Their lists can only hold messages taken and never delivered (a delivery writes the unacked
-    record and clears the entry in one MULTI; a closed channel delivers nothing more), so they
-    are restored as soon as a take can say so, instead of waiting for their alive key to expire.
+    An in-flight list can only hold messages taken and never delivered (a delivery records the
+    unacked message and clears the entry in one script; a closed channel or a dropped connection
+    delivers nothing more from it), and a closed channel's holdings are no longer in the worker's
+    memory (Celery clears its countdown timers and reserved requests when its connection goes), so
+    both are restored as soon as a take can say so, instead of waiting for their alive key to lapse.
     """
 
     def __init__(self) -> None:
@@ -97,10 +105,58 @@ class _RetiredConsumers:
 _retired = _RetiredConsumers()
 
 
+class _Heartbeat:
+    """Renews the alive keys of this process's consuming channels on a timer.
+
+    Takes renew them too, but a worker whose threads are all busy takes nothing (prefetch 1), and
+    a busy worker is not a dead one: without this, its holdings would be restored and run twice.
+    A frozen or killed process renews nothing, which is the point.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._channels: weakref.WeakSet[Channel] = weakref.WeakSet()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, channel: Channel) -> None:
+        with self._lock:
+            if channel in self._channels:
+                return
+            self._channels.add(channel)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="sccm-broker-heartbeat", daemon=True)
+                self._thread.start()
+
+    def forget(self, channel: Channel) -> None:
+        with self._lock:
+            self._channels.discard(channel)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                channels = list(self._channels)
+            interval_s = min((c.inflight_alive_s for c in channels), default=_ALIVE_S) / 3
+            for channel in channels:
+                try:
+                    channel.renew_alive()
+                except Exception as exc:  # Redis away, or the channel closing: the next beat tries again
+                    log.debug("broker heartbeat failed: %s", type(exc).__name__)
+            sleep(max(0.5, interval_s))
+
+
+_heartbeat = _Heartbeat()
+
+
 @functools.cache
 def take_script() -> str:
     """The Lua of one take (worker/broker_take.lua)."""
     return resources.files("worker").joinpath(_SCRIPT).read_text(encoding="utf-8")
+
+
+@functools.cache
+def hold_script() -> str:
+    """The Lua that records a delivered message as held (worker/broker_hold.lua)."""
+    return resources.files("worker").joinpath(_HOLD_SCRIPT).read_text(encoding="utf-8")
 
 
 @functools.cache
@@ -119,7 +175,16 @@ def transport_options(*, prefix: str, main_queue: str) -> dict[str, Any]:
 
 
 class QoS(kombu_redis.QoS):
-    """kombu's unacked bookkeeping; the record of a message also clears its in-flight entry."""
+    """kombu's unacked bookkeeping; the record of a message also clears its in-flight entry.
+
+    Each record also lists the delivery tag among its channel's holdings, so that a dead
+    consumer's unacked messages (running, prefetched, or held for their countdown) go back to their
+    queue within seconds of its death, not at the visibility timeout (which stays as the last net).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._holder_of: dict[str, str] = {}  # delivery tag -> holder id it was recorded under
 
     def append(self, message: Any, delivery_tag: str) -> None:
         taken = self.channel.claim_taken()
@@ -129,10 +194,21 @@ class QoS(kombu_redis.QoS):
         inflight, item = taken
         delivery = message.delivery_info
         record = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-        with self.pipe_or_acquire() as pipe:
-            pipe.zadd(self.unacked_index_key, {delivery_tag: time()}).hset(self.unacked_key, delivery_tag, record)
-            pipe.lrem(inflight, 1, item).execute()
-            virtual.QoS.append(self, message, delivery_tag)
+        holder = self.channel.holder_id
+        keys = [inflight, self.unacked_index_key, self.unacked_key, f"{holder}:held", self.channel.holders_key]
+        recorded = self.channel.run_hold_script(keys, [item, delivery_tag, time(), record, holder])
+        if not recorded:
+            # Its in-flight entry was put back on the queue while this process looked dead (frozen
+            # past the alive TTL): another consumer has it now. Not delivered here.
+            log.warning("a message taken before this worker stalled was given back meanwhile; not running it")
+            raise Empty()
+        self._holder_of[delivery_tag] = holder
+        virtual.QoS.append(self, message, delivery_tag)
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        holder = self._holder_of.pop(delivery_tag, None)
+        removal = super()._remove_from_indices(delivery_tag, pipe)
+        return removal if holder is None else removal.srem(f"{holder}:held", delivery_tag)
 
 
 class Channel(kombu_redis.Channel):
@@ -151,8 +227,17 @@ class Channel(kombu_redis.Channel):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}".replace("|", "_")
-        self._inflight_base = f"{self.inflight_prefix}:{consumer}"
+        self._consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}".replace("|", "_")
+        self._inflight_base = self._new_inflight_base()
+        # Holdings outlive a reconnect (the worker still has those messages in memory); in-flight
+        # lists do not (a reply lost with the connection strands its message): two ids.
+        self.holder_id = f"{self.inflight_prefix}:holder:{self._consumer}"
+        self.holders_key = f"{self.inflight_prefix}:holders"
+        self._connection_seen: int | None = None
+        self._connects = 0  # counted by redis-py's connect callback on the consuming connection
+        self._connects_seen = 0
+        self._heartbeat_client: Any = None
+        self._hold: Any = None  # broker_hold.lua, registered on first use
         self._registry = f"{self.inflight_prefix}:registry"
         self._recovery_gate = f"{self.inflight_prefix}:recovery-gate"
         self._pending: tuple[str, str] | None = None
@@ -166,14 +251,72 @@ class Channel(kombu_redis.Channel):
         # prefixed broker keeps kombu's own way of taking messages.
         self._reliable = not self.global_keyprefix
 
+    def _new_inflight_base(self) -> str:
+        return f"{self.inflight_prefix}:{self._consumer}:{uuid.uuid4().hex[:6]}"
+
     def _inflight(self, queue_key: str) -> str:
         return f"{self._inflight_base}|{queue_key}"
 
     def close(self) -> None:
         # First, before kombu's teardown (which can fail with the connection already gone): no I/O.
+        _heartbeat.forget(self)
         if self._took:
             _retired.add(self._inflight_base)
+            _retired.add(self.holder_id)
         super().close()
+
+    def run_hold_script(self, keys: list[str], args: list[Any]) -> bool:
+        """Run broker_hold.lua (EVALSHA, loaded again after a Redis restart): True if recorded."""
+        if self._hold is None:
+            self._hold = self.client.register_script(hold_script())
+        return bool(self._hold(keys=keys, args=args))
+
+    def renew_alive(self) -> None:
+        """Say this channel's consumer and holder are alive (the heartbeat thread's one call)."""
+        if not self._took:
+            return
+        if self._heartbeat_client is None:
+            # Its own client on kombu's (thread-safe) pool: never the consuming connection.
+            self._heartbeat_client = self._create_client(asynchronous=False)
+        ttl_s = self.inflight_alive_s
+        pipe = self._heartbeat_client.pipeline(transaction=False)
+        pipe.set(f"{self._inflight_base}:alive", "1", ex=ttl_s).set(f"{self.holder_id}:alive", "1", ex=ttl_s)
+        pipe.execute()
+
+    def _on_connect(self, connection: Any) -> None:
+        self._connects += 1
+
+    def _retire_lost_connection(self, connection: Any) -> None:
+        """A new socket under the same channel (redis-py reconnects by itself, e.g. after a health
+        check dropped a half-open one): a message moved by a BLMOVE whose reply was lost with the old
+        socket sits in the in-flight list. Retire that list (restored at the next take) and go on
+        with a new one. Holdings stay: the worker still has those messages.
+        """
+        if id(connection) != self._connection_seen:
+            self._connection_seen = id(connection)
+            connection.register_connect_callback(self._on_connect)
+        if self._connects != self._connects_seen:
+            if self._took:
+                _retired.add(self._inflight_base)
+                self._inflight_base = self._new_inflight_base()
+                log.info("broker connection re-established: the old in-flight list goes back at the next take")
+            self._connects_seen = self._connects
+
+    def _restore_holdings(self, holders: list[str]) -> None:
+        """Put every message a dead holder still has recorded as unacked back on its queue."""
+        restored = 0
+        for holder in holders:
+            held = f"{holder}:held"
+            for tag in self.client.smembers(held):
+                if self.client.hexists(self.unacked_key, tag):
+                    # kombu's own restore: bindings looked up, redelivered flag set, put back at
+                    # the end the consumers take from; one transaction, so two restorers never both do.
+                    self.qos.restore_by_tag(bytes_to_str(tag))
+                    restored += 1
+            pipe = self.client.pipeline()
+            pipe.srem(self.holders_key, holder).delete(held).execute()
+        if restored:
+            log.warning("put %d message(s) held by a dead consumer back on their queues", restored)
 
     def claim_taken(self) -> tuple[str, bytes] | None:
         """The in-flight entry of the message being delivered, for QoS.append to clear (once)."""
@@ -195,12 +338,14 @@ class Channel(kombu_redis.Channel):
         main = self._q_for_pri(self.inflight_main_queue, 0)
         wait_key = main if main in keys else keys[0]
         connection = self.client.connection
+        _heartbeat.watch(self)
+        self._retire_lost_connection(connection)
         if self._wait_found_nothing or monotonic() - self._last_take_mono >= _TAKE_EVERY_S:
             self._pending = (_TAKE, wait_key)
             self._last_take_mono = monotonic()
             self._took = True
             self._retiring = tuple(base for base in _retired.snapshot() if base != self._inflight_base)
-            fixed = [self._inflight_base, self._registry, self._recovery_gate, self.unacked_key]
+            fixed = [self._inflight_base, self._registry, self._recovery_gate, self.unacked_key, self.holders_key]
             script = ["EVALSHA", _take_sha()] if self._script_cached else ["EVAL", take_script()]
             command: list[Any] = [
                 *script,
@@ -210,6 +355,7 @@ class Channel(kombu_redis.Channel):
                 self.inflight_alive_s,
                 self.inflight_recovery_interval_s,
                 wait_key,
+                self.holder_id,
                 *self._retiring,
             ]
         else:
@@ -231,6 +377,8 @@ class Channel(kombu_redis.Channel):
                 _retired.forget(self._retiring)
                 if restored:
                     log.warning("put %d message(s) of a dead consumer back on their queues", restored)
+                if len(reply) > 3:
+                    self._restore_holdings([bytes_to_str(holder) for holder in reply[3:]])
                 self._wait_found_nothing = False
             else:
                 queue_key, item = (wait_key, reply) if reply is not None else ("", b"")

@@ -25,6 +25,7 @@ from worker.coalesce import Coalescer
 from worker.constants import RedisKeys
 from worker.delivery_ports import DeliveryDeps
 from worker.fence import RedisInvokeFences
+from worker.lease_keeper import lease_keeper
 from worker.outcome_writer import OutcomePublisher
 from worker.redis_client import redis_from_url
 from worker.request_watch import RequestWatch
@@ -138,6 +139,7 @@ def provider_slots(settings: Settings) -> ProviderSlots:
         min_retry_after_s=min(limits.slot_wait_min_s, wait_max_s),
         max_retry_after_s=wait_max_s,
         default_hold_s=_INITIAL_SLOT_HOLD_S,
+        keeper=lease_keeper,
     )
 
 

@@ -1,7 +1,8 @@
 """A per-SMS-Provider concurrency cap across every worker: leases and a fair waiting line.
 
 At most `limit` holders per site at any time (the provider's `max_concurrency`). A holder gets a
-lease that expires after `lease_s` unless renewed, so a SIGKILLed worker's slot frees itself.
+lease that expires after `lease_s` unless renewed, so a SIGKILLed worker's slot frees itself; given
+a `LeaseKeeper`, the worker renews the leases it holds, so `lease_s` can be short.
 Callers that find no free slot join the site's waiting line, ordered by priority (0 = a single,
 urgent request; 1 = a bulk child), then by arrival; a slot goes to the best waiters, never to a
 newcomer that is further back. A waiter keeps its place by polling again before `waiter_ttl_s`
@@ -18,6 +19,7 @@ Redis server's clock (`TIME`, one clock for all machines); tests pass `now_s` to
 
 from __future__ import annotations
 
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any, Final
@@ -25,6 +27,7 @@ from typing import Any, Final
 from redis import Redis
 
 from worker.constants import RedisKeys, SlotKeys, is_request_id_key_part
+from worker.lease_keeper import Held, LeaseKeeper
 from worker.lua_scripts import epoch_arg, load_script
 from worker.packages import validate_site_code
 
@@ -135,6 +138,7 @@ class ProviderSlots:
         default_hold_s: float = 30.0,
         ewma_alpha: float = 0.2,
         stats_ttl_s: int = DEFAULT_STATS_TTL_S,
+        keeper: LeaseKeeper | None = None,
     ) -> None:
         if not (0 < lease_s <= 86_400):
             raise ValueError("lease_s must be in (0, 86400]")
@@ -156,6 +160,9 @@ class ProviderSlots:
         self._ewma_alpha = float(ewma_alpha)
         self._stats_ttl_ms = int(stats_ttl_s) * 1000
         self._script = load_script(redis, _SCRIPT)
+        self._keeper = keeper
+        self._kept: dict[tuple[str, str, str], Held] = {}  # (site, holder, token) -> its renewal
+        self._kept_lock = threading.Lock()
 
     @property
     def lease_s(self) -> float:
@@ -190,7 +197,9 @@ class ProviderSlots:
         )
         if reply[0] == "granted":
             _, token, acquired, expires = reply
-            return Granted(Lease(site, holder_id, str(token), float(acquired), float(expires)))
+            lease = Lease(site, holder_id, str(token), float(acquired), float(expires))
+            self._keep(lease)
+            return Granted(lease)
         _, rank, in_use, waiting, ewma, gap = reply
         hold_s = float(ewma) if ewma else self._default_hold_s
         retry_after_s = estimate_retry_after_s(
@@ -204,8 +213,26 @@ class ProviderSlots:
         )
         return Wait(rank=int(rank), in_use=int(in_use), waiting=int(waiting), retry_after_s=retry_after_s)
 
+    def _keep(self, lease: Lease) -> None:
+        """With a keeper, renew the lease while it is held, so it can be short (a dead holder's lapses soon)."""
+        if self._keeper is None:
+            return
+        key = (lease.site_code, lease.holder_id, lease.token)
+        with self._kept_lock:
+            if key in self._kept:
+                return
+            self._kept[key] = self._keeper.keep(
+                f"provider slot of {lease.holder_id} at {lease.site_code}",
+                lambda: self.renew(lease) is not None,
+                lease_s=self._lease_s,
+            )
+
     def release(self, lease: Lease, *, now_s: float | None = None) -> bool:
         """Give the slot back; False if it was already released or reclaimed (idempotent)."""
+        with self._kept_lock:
+            kept = self._kept.pop((lease.site_code, lease.holder_id, lease.token), None)
+        if kept is not None and self._keeper is not None:
+            self._keeper.drop(kept)
         reply = self._run(
             lease.site_code,
             "release",

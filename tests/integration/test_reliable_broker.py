@@ -15,11 +15,11 @@ import redis
 
 from testing.fixtures_pipeline import Pipeline
 from testing.waiting import wait_until
-from worker.reliable_broker import take_script, transport_options
+from worker.reliable_broker import hold_script, take_script, transport_options
 
 pytestmark = pytest.mark.integration
 
-ALIVE_S = 30
+ALIVE_S = 15
 RECOVERY_S = 5
 
 
@@ -32,20 +32,30 @@ class Consumer:
         self.registry = f"{prefix}:registry"
         self.gate = f"{prefix}:recovery-gate"
         self.unacked = unacked
+        self.holders = f"{prefix}:holders"
+        self.holder = f"{prefix}:holder:{name}"
+        self.dead_holders: list[str] = []
 
     def take(self, *queues: str, wait_key: str | None = None, retired: tuple[str, ...] = ()) -> tuple[str, str, int]:
-        keys = [self.base, self.registry, self.gate, self.unacked, *queues]
-        reply = self.client.eval(take_script(), len(keys), *keys, ALIVE_S, RECOVERY_S, wait_key or queues[0], *retired)
-        queue, item, restored = reply
+        keys = [self.base, self.registry, self.gate, self.unacked, self.holders, *queues]
+        reply = self.client.eval(
+            take_script(), len(keys), *keys, ALIVE_S, RECOVERY_S, wait_key or queues[0], self.holder, *retired
+        )
+        queue, item, restored, *self.dead_holders = reply
         return queue, item, int(restored)
 
     def inflight(self, queue: str) -> str:
         return f"{self.base}|{queue}"
 
     def die(self) -> None:
-        """What a SIGKILL leaves: no more takes, so its alive key lapses (here at once)."""
-        self.client.delete(f"{self.base}:alive")
+        """What a SIGKILL leaves: no more takes, so its alive keys lapse (here at once)."""
+        self.client.delete(f"{self.base}:alive", f"{self.holder}:alive")
         self.client.delete(self.gate)  # and the next take is due to look for dead consumers
+
+    def hold(self, queue: str, item: str, tag: str) -> int:
+        """What QoS.append runs when kombu records the delivered message `item` as unacked."""
+        keys = [self.inflight(queue), "unacked_index", self.unacked, f"{self.holder}:held", self.holders]
+        return int(self.client.eval(hold_script(), len(keys), *keys, item, tag, 1.0, f"[{tag!r}]", self.holder))
 
 
 def publish(client: redis.Redis, queue: str, *items: str) -> None:
@@ -153,6 +163,60 @@ def test_an_item_that_is_not_json_still_goes_back(redis_client: redis.Redis, pre
     dead.die()
     assert live.take("q-other")[2] == 1
     assert redis_client.lrange("q", 0, -1) == ["{" * 5000]
+
+
+def test_recording_a_delivery_clears_its_inflight_entry_and_lists_it_among_the_holdings(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    consumer = Consumer(redis_client, prefix, "w1")
+    publish(redis_client, "q", message("a"))
+    _, item, _ = consumer.take("q")
+    assert consumer.hold("q", item, "a") == 1
+    assert redis_client.llen(consumer.inflight("q")) == 0
+    assert redis_client.hexists("unacked", "a") and redis_client.zscore("unacked_index", "a") == 1.0
+    assert redis_client.smembers(f"{consumer.holder}:held") == {"a"}
+    assert redis_client.smembers(consumer.holders) == {consumer.holder}
+
+
+def test_a_delivery_whose_inflight_entry_was_given_back_is_not_recorded(redis_client: redis.Redis, prefix: str) -> None:
+    """A frozen worker taken for dead lost its claim: on waking it must not run the message too."""
+    frozen, other = Consumer(redis_client, prefix, "frozen"), Consumer(redis_client, prefix, "other")
+    publish(redis_client, "q", message("a"))
+    _, item, _ = frozen.take("q")
+    frozen.die()
+    assert other.take("q") == ("q", message("a"), 1)  # given back, and taken by the other at once
+    assert frozen.hold("q", item, "a") == 0
+    assert not redis_client.exists("unacked") and not redis_client.exists(f"{frozen.holder}:held")
+
+
+def test_a_dead_holder_is_named_by_the_next_recovery_take(redis_client: redis.Redis, prefix: str) -> None:
+    dead, live = Consumer(redis_client, prefix, "dead"), Consumer(redis_client, prefix, "live")
+    publish(redis_client, "q", message("a"))
+    _, item, _ = dead.take("q")
+    dead.hold("q", item, "a")
+    dead.die()
+    live.take("q-other")
+    assert live.dead_holders == [dead.holder]
+
+
+def test_a_live_holder_is_not_named(redis_client: redis.Redis, prefix: str) -> None:
+    busy, other = Consumer(redis_client, prefix, "busy"), Consumer(redis_client, prefix, "other")
+    publish(redis_client, "q", message("a"))
+    _, item, _ = busy.take("q")
+    busy.hold("q", item, "a")
+    redis_client.delete(busy.gate)
+    other.take("q-other")
+    assert other.dead_holders == []
+
+
+def test_a_retired_holder_is_named_at_once_whatever_its_alive_key(redis_client: redis.Redis, prefix: str) -> None:
+    closed, successor = Consumer(redis_client, prefix, "closed"), Consumer(redis_client, prefix, "successor")
+    publish(redis_client, "q", message("a"))
+    _, item, _ = closed.take("q")
+    closed.hold("q", item, "a")
+    successor.take("q-other", retired=(closed.base, closed.holder))
+    assert successor.dead_holders == [closed.holder]
+    assert not redis_client.exists(f"{closed.holder}:alive")
 
 
 def test_a_message_a_worker_died_taking_reaches_its_final_outcome(pipeline: Pipeline) -> None:

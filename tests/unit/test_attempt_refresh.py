@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
 from config.settings import RetryPolicy
-from errors import MediumNotReadyError, OperationTimeoutError, ProviderFailureError, ReturnValueError
-from worker.fence import FenceSnapshot
+from errors import MediumNotReadyError, OperationTimeoutError, ProviderFailureError, ReturnValueError, ServerBusyError
+from worker.fence import FenceSnapshot, landed
 from worker.packages import PackageInfo
 from worker.refresh import AttemptResult, attempt_refresh
 
@@ -214,12 +214,90 @@ class MemoryFence:
 IN_CALL = RetryPolicy(max_attempts=3, initial_backoff_s=0, max_backoff_s=0)
 
 
+def test_an_invoke_that_timed_out_is_never_sent_again_in_the_call() -> None:
+    """A timed-out Invoke may still be running at the provider: the error goes to the caller, one Invoke sent."""
+    client = LostReplyClient(replace(PLAIN, action_in_progress=0), lands=False)
+    fence = MemoryFence()
+    with pytest.raises(OperationTimeoutError):
+        attempt_refresh(client, "SMS_Package", "PS100001", fence=fence, invoke_retry=IN_CALL, sleep=lambda _s: None)
+    assert client.invokes == 1
+    assert fence.snapshot is not None, "the fence was written before the Invoke"
+
+
 @pytest.mark.parametrize(("lands", "invokes"), [(True, 1), (False, 2)])
-def test_an_invoke_whose_reply_was_lost_is_retried_only_if_it_did_not_land(lands: bool, invokes: int) -> None:
-    """In-call retries of RefreshPkgSource read the package first: a landed refresh is not sent twice."""
+def test_the_next_delivery_after_a_timed_out_invoke_invokes_only_if_it_did_not_land(lands: bool, invokes: int) -> None:
+    """The fence's case: the next try reads the package first; a landed refresh is not sent twice."""
     client = LostReplyClient(replace(PLAIN, action_in_progress=0), lands=lands)
+    fence = MemoryFence()
+    with pytest.raises(OperationTimeoutError):
+        attempt_refresh(client, "SMS_Package", "PS100001", fence=fence, invoke_retry=IN_CALL, sleep=lambda _s: None)
+    result = attempt_refresh(client, "SMS_Package", "PS100001", fence=fence, invoke_retry=IN_CALL)
+    assert result.status == "accepted" and client.invokes == invokes
+    assert result.confirmed_earlier_invoke is lands
+
+
+@dataclass
+class BusyOnceClient:
+    """The first Invoke is refused as busy (it never ran); later Invokes answer 0."""
+
+    package: PackageInfo
+    invokes: int = 0
+    gets: int = 0
+
+    def get_package(self, package_class: str, package_id: str) -> PackageInfo:
+        self.gets += 1
+        return self.package
+
+    def refresh(self, package_class: str, package_id: str) -> int:
+        self.invokes += 1
+        if self.invokes == 1:
+            raise ServerBusyError("WBEM_E_OUT_OF_MEMORY")
+        return 0
+
+
+def test_an_invoke_refused_before_it_ran_is_retried_in_the_call_after_a_fresh_read() -> None:
+    """A busy provider did not run the call: the in-call retry reads the package, then invokes again."""
+    client = BusyOnceClient(replace(PLAIN, action_in_progress=0))
     result = attempt_refresh(
         client, "SMS_Package", "PS100001", fence=MemoryFence(), invoke_retry=IN_CALL, sleep=lambda _s: None
     )
-    assert result.status == "accepted" and client.invokes == invokes
-    assert result.confirmed_earlier_invoke is lands
+    assert result.status == "accepted" and client.invokes == 2 and client.gets == 2
+
+
+def _snapshot(*, version: int, action: int, refreshed: str | None = "t0") -> FenceSnapshot:
+    return FenceSnapshot(source_version=version, last_refresh_time=refreshed, action_in_progress=action, written_at=1.0)
+
+
+@pytest.mark.parametrize(
+    ("now", "moved"),
+    [
+        ({"source_version": 6}, True),
+        ({"last_refresh_time": "t1"}, True),
+        ({"action_in_progress": 1}, True),
+        ({}, False),
+    ],
+)
+def test_a_move_after_a_fence_written_with_no_action_pending_proves_the_invoke_landed(
+    now: dict[str, Any], moved: bool
+) -> None:
+    """With ActionInProgress 0 at fence time, a rise, a new refresh time or a new action is this call's."""
+    package = replace(PLAIN, **{"source_version": 5, "last_refresh_time": "t0", "action_in_progress": 0, **now})
+    assert landed(_snapshot(version=5, action=0), package) is moved
+
+
+@pytest.mark.parametrize("now", [{"source_version": 6}, {"last_refresh_time": "t1"}, {"action_in_progress": 0}])
+def test_nothing_proves_the_invoke_landed_when_a_refresh_was_pending_at_fence_time(now: dict[str, Any]) -> None:
+    """An older refresh DistMgr was still on can bump SourceVersion from an older snapshot: invoke again."""
+    package = replace(PLAIN, **{"source_version": 5, "last_refresh_time": "t0", "action_in_progress": 1, **now})
+    assert landed(_snapshot(version=5, action=1), package) is False
+
+
+def test_the_fence_counter_example_invokes_again() -> None:
+    """B fences at (5, pending), its reply is lost, A's pass ends at 6: B's next try invokes again."""
+    client = LostReplyClient(replace(PLAIN, source_version=5, action_in_progress=1), lands=False)
+    fence = MemoryFence()
+    with pytest.raises(OperationTimeoutError):
+        attempt_refresh(client, "SMS_Package", "PS100001", fence=fence)
+    client.package = replace(client.package, source_version=6, action_in_progress=0)  # A's DistMgr pass ends
+    result = attempt_refresh(client, "SMS_Package", "PS100001", fence=fence)
+    assert client.invokes == 2 and result.confirmed_earlier_invoke is False
