@@ -9,6 +9,7 @@ gets, minus whatever the developer's own virtualenv happens to hold.
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 UV = Path(sys.executable).parent / "uv"
 _INSTALL_TIMEOUT_S = 300
+_NOT_SOURCES = (".git", ".venv", ".tools", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".sccm-refresh")
 
 
 def _run(argv: list[str], *, cwd: Path, timeout_s: float = _INSTALL_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
@@ -46,7 +48,10 @@ def plain_install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pa
     if not UV.exists():
         pytest.fail(f"uv is missing from the virtualenv ({UV}): run `make` (the dev group installs it)")
     work = tmp_path_factory.mktemp("plain-install")
-    built = _run([str(UV), "build", "--wheel", "--out-dir", str(work / "dist"), "--quiet", str(ROOT)], cwd=work)
+    # Built from a copy: setuptools writes build/ and *.egg-info beside the sources it builds.
+    source = work / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*_NOT_SOURCES))
+    built = _run([str(UV), "build", "--wheel", "--out-dir", str(work / "dist"), "--quiet", str(source)], cwd=work)
     assert built.returncode == 0, built.stderr
     (wheel,) = (work / "dist").glob("sccm_refresh-*.whl")
     requirements = work / "requirements.txt"
@@ -81,7 +86,7 @@ def test_wheel_carries_the_lua_scripts_and_none_of_the_repository_tooling(plain_
     wheel, _ = plain_install
     names = zipfile.ZipFile(wheel).namelist()
     shipped_lua = {name for name in names if name.endswith(".lua")}
-    repo_lua = {str(path.relative_to(ROOT)) for path in (ROOT / "worker").rglob("*.lua")}
+    repo_lua = {path.relative_to(ROOT).as_posix() for path in (ROOT / "worker").rglob("*.lua")}
     assert repo_lua, "no Lua scripts found in worker/"
     assert repo_lua <= shipped_lua
     tooling = [name for name in names if name.split("/", 1)[0] in {"tests", "testing", "bench", "chaos"}]
