@@ -25,9 +25,14 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 	$(UV) sync --locked --quiet --python $(PYTHON)
 	@touch $(STAMP)
 
-# Moves uv.lock to the newest versions pyproject.toml allows. Run the suite after it (make test),
-# and commit uv.lock with what the upgrade needed.
-lock upgrade: | $(UV)
+# `make lock`: uv.lock follows a changed pyproject.toml, every other pin kept.
+lock: | $(UV)
+	$(UV) lock
+	@echo "uv.lock updated for pyproject.toml: now run 'make test', then commit both."
+
+# `make upgrade`: moves uv.lock to the newest versions pyproject.toml allows. Deliberate, never
+# implicit: run the suite after it and commit uv.lock with what the upgrade needed.
+upgrade: | $(UV)
 	$(UV) lock --upgrade
 	@echo "uv.lock upgraded: now run 'make test', then commit uv.lock (git diff uv.lock shows what moved)."
 
