@@ -1,6 +1,6 @@
 """The FastAPI application: routes, error handlers, the middleware, and the clients' lifespan.
 
-It validates and delegates: refreshes go through `tasks.enqueue` (api/producers.py), bulk jobs
+It validates and delegates: refreshes go through `producers.enqueue` (api/producers.py), bulk jobs
 through `tasks.bulk`, reads through the outcome readers. It never talks to WinRM, and keeps no
 state per package or request in memory.
 """
@@ -28,7 +28,7 @@ from api.readiness import ReadinessChecker
 from api.redis_async import async_redis
 from api.tokens import Authenticator
 from config.settings import Settings
-from worker.constants import RedisKeys
+from worker.stores.keys import RedisKeys
 
 __all__ = ["API_VERSION", "create_app"]
 
@@ -123,6 +123,6 @@ async def _on_unavailable(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def _direct_publish(settings: Settings) -> bool:
-    """Refresh requests go out as one LPUSH (tasks/celery_message.py) rather than through Celery."""
+    """Refresh requests go out as one LPUSH (producers/celery_message.py) rather than through Celery."""
     redis_broker = settings.broker_url.startswith(("redis://", "rediss://", "unix://"))
     return redis_broker and not settings.api.task_sent_events

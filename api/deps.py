@@ -25,8 +25,8 @@ from api.readiness import ReadinessChecker
 from api.tokens import Principal, Role
 from config.settings import Settings
 from errors import InvalidRequestError
-from worker.constants import RedisKeys
-from worker.request import is_valid_id
+from worker.domain.request import is_valid_id
+from worker.stores.keys import RedisKeys
 
 __all__ = [
     "ID_RULE",

@@ -33,7 +33,7 @@ from redis.asyncio import Redis as AsyncRedis
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from worker import constants as k
+from worker.stores import keys as k
 
 __all__ = [
     "BULK_EVENT",

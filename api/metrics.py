@@ -32,9 +32,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from redis.asyncio import Redis as AsyncRedis
 
 from config.settings import Settings
-from worker.constants import RedisKeys
-from worker.misrouting import DEFAULT_CELERY_QUEUE, SAMPLE, misrouted_in
-from worker.outcome_writer import LATENCY_BUCKET_INF, LATENCY_BUCKETS_S
+from worker.broker.misrouting import DEFAULT_CELERY_QUEUE, SAMPLE, misrouted_in
+from worker.stores.keys import RedisKeys
+from worker.stores.outcome_writer import LATENCY_BUCKET_INF, LATENCY_BUCKETS_S
+from worker.stores.slots import OCCUPANCY_READS, occupancy_from, queue_occupancy_reads
 
 __all__ = ["CONTENT_TYPE", "MetricsSnapshot", "read_snapshot", "render"]
 
@@ -74,15 +75,14 @@ async def read_snapshot(
         pipe.hgetall(keys.bulk_states)
         pipe.zcount(keys.workers_seen, now - _WORKER_SEEN_WITHIN_S, "+inf")
         for site in sites:
-            slot = keys.slot_keys(site)
-            pipe.zcount(slot.holders, f"({now}", "+inf")
-            pipe.zcount(slot.waiter_deadlines, f"({now}", "+inf")
+            queue_occupancy_reads(pipe, keys, site, now_s=now)
         replies = await pipe.execute()
     outcomes, errors, latency, bulk_jobs, workers_seen = replies[:5]
     slot_replies = replies[5:]
-    slots = {
-        site: (int(slot_replies[2 * i]), int(slot_replies[2 * i + 1]), limits[site]) for i, site in enumerate(sites)
-    }
+    slots: dict[str, tuple[int, int, int]] = {}
+    for i, site in enumerate(sites):
+        occupancy = occupancy_from(slot_replies[i * OCCUPANCY_READS : (i + 1) * OCCUPANCY_READS])
+        slots[site] = (occupancy.in_use, occupancy.waiting, limits[site])
     queue_depth: dict[str, int] = {}
     unacked = 0
     if broker_redis is not None:

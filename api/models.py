@@ -1,7 +1,7 @@
 """Request and response bodies of the HTTP API (every response is declared, errors included).
 
-Request items are the producers' own models: a refresh is `worker.request.RefreshRequest`
-(strict, unknown fields refused) and a bulk job is `worker.criteria.BulkCriteria` plus
+Request items are the producers' own models: a refresh is `worker.domain.request.RefreshRequest`
+(strict, unknown fields refused) and a bulk job is `worker.domain.criteria.BulkCriteria` plus
 `dry_run`, so the API cannot accept what a producer or the worker would refuse.
 """
 
@@ -12,9 +12,9 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.criteria import BulkCriteria
-from worker.outcomes import STATUSES
-from worker.request import RefreshRequest
+from worker.domain.criteria import BulkCriteria
+from worker.domain.outcomes import STATUSES
+from worker.domain.request import RefreshRequest
 
 __all__ = [
     "MAX_PACKAGES_CEILING",

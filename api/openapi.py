@@ -1,7 +1,7 @@
 """The served OpenAPI document: FastAPI's, plus the rules the shared models check in code.
 
 `RefreshRequest` and `BulkCriteria` validate site codes, PackageIDs, classes and ids with
-functions (worker/packages.py, worker/request.py); JSON Schema cannot see those, so the
+functions (worker/domain/packages.py, worker/domain/request.py); JSON Schema cannot see those, so the
 document adds the same rules as patterns and enums (tests/unit/test_api_openapi.py checks
 that pattern and validator agree) and the configured package limit as `maxItems`.
 """
@@ -13,7 +13,7 @@ from typing import Any, Final
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from worker.packages import PACKAGE_CLASSES
+from worker.domain.packages import PACKAGE_CLASSES
 
 __all__ = ["ID_PATTERN", "PACKAGE_ID_PATTERN", "SITE_CODE_PATTERN", "install_openapi"]
 

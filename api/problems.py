@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from worker.packages import safe_repr
+from worker.domain.packages import safe_repr
 
 __all__ = [
     "EXCEPTION_HANDLERS",

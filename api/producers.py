@@ -1,7 +1,7 @@
 """The producer calls the API delegates to.
 
 Refresh requests, on a Redis broker, are published without blocking: the Celery protocol 2
-message is built here (tasks/celery_message.py) and pushed with one async LPUSH per POST. That
+message is built here (producers/celery_message.py) and pushed with one async LPUSH per POST. That
 path is most of the API's traffic and Celery's `send_task` in a thread was most of its cost.
 Keys the caller wants read at the same moment (`peek`: the coalescing markers) travel in the
 same pipeline when the broker is the API's Redis: one round trip per POST, not two.
@@ -27,10 +27,10 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
 from config.settings import Settings
-from tasks.celery_message import task_message
-from tasks.enqueue import send_refresh
+from producers.celery_message import task_message
+from producers.enqueue import send_refresh
 from worker.app import REFRESH_TASK, create_app
-from worker.request import RefreshRequest
+from worker.domain.request import RefreshRequest
 
 __all__ = ["BrokerUnavailableError", "Producers", "Published", "api_celery_app"]
 
@@ -99,7 +99,7 @@ class Producers:
             raise BrokerUnavailableError(0) from None
 
     async def enqueue_refreshes(self, requests: Sequence[RefreshRequest], *, peek: Sequence[str] = ()) -> Published:
-        """Publish prepared requests (`tasks.enqueue.stamp_refresh`), in order; read `peek` meanwhile.
+        """Publish prepared requests (`producers.enqueue.stamp_refresh`), in order; read `peek` meanwhile.
 
         The read is advisory: a failed one gives None values rather than failing requests
         already enqueued.
@@ -154,7 +154,7 @@ class Producers:
         return Published(list(requests), _texts(peeked))
 
     async def _send(self, requests: Sequence[RefreshRequest]) -> None:
-        """`tasks.enqueue.send_refresh` for each request, in order, in one pool thread."""
+        """`producers.enqueue.send_refresh` for each request, in order, in one pool thread."""
         queue = self._settings.queue
 
         def send_all() -> None:

@@ -1,6 +1,6 @@
 """Async Redis for the API's reads, and the workers' own parsers run over what it fetched.
 
-The readers in worker/outcome_reader.py take a sync client, issue one command and parse its
+The readers in worker/stores/outcome_reader.py take a sync client, issue one command and parse its
 reply. The API reads with `redis.asyncio` (no blocking call on the event loop), then hands the
 reply to the same reader through `Replay`, a stand-in client that returns it: one parser for
 the request and package states, wherever they are read.
@@ -14,9 +14,13 @@ from redis import Redis
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 
-from worker.constants import RedisKeys
-from worker.outcome_reader import PackageState, RequestState, latest_state, request_state
-from worker.redis_client import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_HEALTH_CHECK_INTERVAL_S, DEFAULT_SOCKET_TIMEOUT_S
+from worker.stores.keys import RedisKeys
+from worker.stores.outcome_reader import PackageState, RequestState, latest_state, request_state
+from worker.stores.redis_client import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_HEALTH_CHECK_INTERVAL_S,
+    DEFAULT_SOCKET_TIMEOUT_S,
+)
 
 __all__ = ["Replay", "async_redis", "read_package_state", "read_request_state"]
 
@@ -55,7 +59,7 @@ class Replay:
 
 
 async def read_request_state(redis: AsyncRedis, keys: RedisKeys, request_id: str) -> RequestState | None:
-    """`worker.outcome_reader.request_state`, read with redis.asyncio (one HGETALL)."""
+    """`worker.stores.outcome_reader.request_state`, read with redis.asyncio (one HGETALL)."""
     reply = await redis.hgetall(keys.request_state(request_id))
     return request_state(Replay(reply).as_client(), keys, request_id)
 
@@ -63,6 +67,6 @@ async def read_request_state(redis: AsyncRedis, keys: RedisKeys, request_id: str
 async def read_package_state(
     redis: AsyncRedis, keys: RedisKeys, site_code: str, package_id: str
 ) -> PackageState | None:
-    """`worker.outcome_reader.latest_state`, read with redis.asyncio (one HGETALL)."""
+    """`worker.stores.outcome_reader.latest_state`, read with redis.asyncio (one HGETALL)."""
     reply = await redis.hgetall(keys.package_state(site_code, package_id))
     return latest_state(Replay(reply).as_client(), keys, site_code, package_id)

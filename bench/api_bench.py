@@ -40,10 +40,10 @@ from bench.measure import percentile, process_tree_cpu_s, ratio
 from bench.noop_app import FLOOR_KEY_ENV, FLOOR_LIST_ENV
 from embedded.redis_server import RedisServer
 from testing.api_process import ApiServer
-from worker.constants import RedisKeys
-from worker.outcome_writer import OutcomePublisher
-from worker.outcomes import AttemptInfo, Outcome, RequestInfo
-from worker.redis_client import redis_from_url
+from worker.domain.outcomes import AttemptInfo, Outcome, RequestInfo
+from worker.stores.keys import RedisKeys
+from worker.stores.outcome_writer import OutcomePublisher
+from worker.stores.redis_client import redis_from_url
 
 __all__ = ["main"]
 

@@ -25,10 +25,11 @@ from bench.measure import latency_summary_ms, process_memory_kib, ratio, self_cp
 from bench.noop_task import NOOP_TASK
 from bench.sent_events import SentTimes
 from bench.spy import Spy, top_costs
-from tasks.bulk import enqueue_bulk, get_bulk, new_bulk_id
-from tasks.enqueue import enqueue_refresh
-from worker.bulk_store import BulkRecord, child_request_id
-from worker.outcomes import Outcome
+from producers.bulk import enqueue_bulk, get_bulk, new_bulk_id
+from producers.enqueue import enqueue_refresh
+from worker.domain.ids import child_request_id
+from worker.domain.outcomes import Outcome
+from worker.stores.bulk_store import BulkRecord
 
 __all__ = ["EfficiencyPlan", "FanoutPlan", "OverheadPlan", "efficiency", "fanout", "overhead"]
 

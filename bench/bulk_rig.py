@@ -33,13 +33,13 @@ from bench.measure import broker_command_counts, process_tree_cpu_s
 from config.settings import ProviderSettings, RetrySettings, Settings
 from embedded.redis_server import RedisServer
 from embedded.worker_process import WorkerProcess, worker_environment
-from tasks.enqueue import enqueue_refresh
+from producers.enqueue import enqueue_refresh
 from worker.app import create_app
-from worker.constants import RedisKeys
-from worker.packages import TASK_SEQUENCE_CLASS
-from worker.redis_client import redis_from_url
-from worker.sccm import SccmClient
-from worker.transport import ProviderTransport
+from worker.domain.packages import TASK_SEQUENCE_CLASS
+from worker.provider.client import SccmClient
+from worker.provider.transport import ProviderTransport
+from worker.stores.keys import RedisKeys
+from worker.stores.redis_client import redis_from_url
 
 __all__ = [
     "SITE_CODE",
@@ -64,7 +64,7 @@ _DRAIN_POLL_S: Final = 0.01
 # kombu's Redis transport: every delivered message sits in this hash until acked.
 _KOMBU_UNACKED: Final = "unacked"
 # Each message a worker takes is recorded by kombu in its unacked index: one ZADD per delivery
-# (the worker's transport, worker/reliable_broker.py, moves messages through in-flight lists with a
+# (the worker's transport, worker/broker/transport.py, moves messages through in-flight lists with a
 # Lua script and BLMOVE, so LPUSH counts moves as well as publishes). Events are PUBLISHes.
 DELIVERY_COMMAND: Final = "zadd"
 EVENT_COMMAND: Final = "publish"

@@ -12,10 +12,10 @@ import time
 from collections.abc import Iterable
 from typing import Final
 
-from worker.constants import RedisKeys
-from worker.outcome_reader import read_stream
-from worker.outcomes import Outcome
-from worker.redis_client import redis_from_url
+from worker.domain.outcomes import Outcome
+from worker.stores.keys import RedisKeys
+from worker.stores.outcome_reader import read_stream
+from worker.stores.redis_client import redis_from_url
 
 __all__ = ["FinalCollector"]
 

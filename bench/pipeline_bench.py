@@ -7,7 +7,7 @@
 Per auth mode (`basic`: Basic over HTTP with AllowUnencrypted; `ntlm`: NTLM + message
 encryption), each scenario bounded by `--requests` and `--seconds`:
 
-* direct: the same Get + Invoke RefreshPkgSource exchange done by `worker.sccm.SccmClient` from
+* direct: the same Get + Invoke RefreshPkgSource exchange done by `worker.provider.client.SccmClient` from
   this process with `--concurrency` threads (one ProviderTransport, so one pywinrm Protocol per
   thread), no Celery, no Redis: the provider-bound ceiling of this client on this machine;
 * rejected: requests the worker refuses at validation (SMS_TaskSequencePackage without force;
@@ -62,14 +62,14 @@ from bench.measure import busy_cores, latency_summary_ms, process_tree_cpu_s, ra
 from config.settings import ProviderSettings, RetrySettings, Settings
 from embedded.redis_server import RedisServer
 from embedded.worker_process import WorkerProcess, worker_environment
-from tasks.enqueue import enqueue_refresh
+from producers.enqueue import enqueue_refresh
 from worker.app import create_app
-from worker.constants import RedisKeys
-from worker.outcomes import STATUS_ACCEPTED, STATUS_REJECTED
-from worker.packages import TASK_SEQUENCE_CLASS
-from worker.redis_client import redis_from_url
-from worker.sccm import SccmClient
-from worker.transport import ProviderTransport
+from worker.domain.outcomes import STATUS_ACCEPTED, STATUS_REJECTED
+from worker.domain.packages import TASK_SEQUENCE_CLASS
+from worker.provider.client import SccmClient
+from worker.provider.transport import ProviderTransport
+from worker.stores.keys import RedisKeys
+from worker.stores.redis_client import redis_from_url
 
 __all__ = ["build_parser", "main", "run"]
 

@@ -1,8 +1,8 @@
 """Read the outcome stream into final records, tolerating whatever a chaos run leaves in it.
 
-`worker.outcome_reader.read_stream` parses every entry into an `Outcome` and raises on the first it
+`worker.stores.outcome_reader.read_stream` parses every entry into an `Outcome` and raises on the first it
 cannot: right for consumers, wrong for an auditor, which must count a malformed entry and keep
-going. So this reads the raw stream fields (names from worker.constants) and takes only
+going. So this reads the raw stream fields (names from worker.stores.keys) and takes only
 `task_id`, `status` and `final` from each outcome's JSON. It also survives Redis going away
 (a scenario restarts it): a failed read is retried at the next poll, from the same position.
 """
@@ -15,9 +15,9 @@ from typing import Final, cast
 from redis import exceptions as redis_errors
 
 from chaos.report import FinalRecord
-from worker import constants as k
-from worker.constants import RedisKeys
-from worker.redis_client import redis_from_url
+from worker.stores import keys as k
+from worker.stores.keys import RedisKeys
+from worker.stores.redis_client import redis_from_url
 
 __all__ = ["OutcomeLedger"]
 

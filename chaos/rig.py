@@ -40,8 +40,8 @@ from testing.fixtures_pipeline import FAST_RETRY_ENV, SHORT_VISIBILITY_ENV, UNAC
 from testing.flower_process import FlowerProcess
 from testing.leak_search import snapshot_redis
 from worker.app import REFRESH_TASK, create_app
-from worker.constants import RedisKeys
-from worker.redis_client import redis_from_url
+from worker.stores.keys import RedisKeys
+from worker.stores.redis_client import redis_from_url
 
 __all__ = ["SITE_CODE", "USERNAME", "Rig", "RigConfig"]
 

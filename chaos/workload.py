@@ -18,7 +18,7 @@ from typing import Any, Final
 from chaos.report import Sent
 from chaos.rig import SITE_CODE, Rig
 from worker.app import REFRESH_TASK
-from worker.packages import TASK_SEQUENCE_CLASS
+from worker.domain.packages import TASK_SEQUENCE_CLASS
 
 __all__ = [
     "STORAGE_COMPRESS",

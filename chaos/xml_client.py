@@ -60,7 +60,7 @@ def _name_case(control: requests.Session, control_url: str, case: int) -> None:
 
 def run_case(client: Any, case: int) -> dict[str, Any]:
     from errors import RefreshError  # noqa: PLC0415 - imported after the address space cap
-    from worker.outcomes import error_to_dict  # noqa: PLC0415 - idem
+    from worker.domain.outcomes import error_to_dict  # noqa: PLC0415 - idem
 
     operation = "get" if case % 2 == 0 else "invoke"
     before_kb = _status_kb("VmRSS")

@@ -24,9 +24,9 @@ from rich.table import Table
 from config.settings import Settings, get_settings
 from embedded.redis_server import require_redis
 from errors import InvalidRequestError
-from tasks.bulk import cancel_bulk, enqueue_bulk, get_bulk
+from producers.bulk import cancel_bulk, enqueue_bulk, get_bulk
 from worker.app import app
-from worker.bulk_store import BulkRecord
+from worker.stores.bulk_store import BulkRecord
 
 __all__ = ["bulk", "cancel", "render_record", "status"]
 

@@ -10,13 +10,13 @@ from collections.abc import Sequence
 from config.settings import get_settings
 from embedded.redis_server import require_redis
 from errors import InvalidRequestError
-from tasks.enqueue import enqueue_refresh
+from producers.enqueue import enqueue_refresh
 from worker.app import app
-from worker.constants import OUTCOME_SCHEMA_VERSION, RedisKeys
-from worker.outcome_reader import subscribe
-from worker.outcomes import InvalidOutcomeError, Outcome
-from worker.redis_client import redis_from_url
-from worker.request import parse_request
+from worker.domain.outcomes import OUTCOME_SCHEMA_VERSION, InvalidOutcomeError, Outcome
+from worker.domain.request import parse_request
+from worker.stores.keys import RedisKeys
+from worker.stores.outcome_reader import subscribe
+from worker.stores.redis_client import redis_from_url
 
 __all__ = ["enqueue", "format_outcome", "watch"]
 

@@ -41,10 +41,10 @@ from embedded.service_process import ServiceProcess, free_port
 from embedded.worker_process import WorkerProcess, worker_environment
 from emulator.server import Emulator
 from emulator.settings import EmulatorSettings, FaultRates
-from worker.constants import RedisKeys
-from worker.outcome_reader import read_stream
-from worker.outcomes import Outcome
-from worker.redis_client import redis_from_url
+from worker.domain.outcomes import Outcome
+from worker.stores.keys import RedisKeys
+from worker.stores.outcome_reader import read_stream
+from worker.stores.redis_client import redis_from_url
 
 __all__ = ["run_demo"]
 

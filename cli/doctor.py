@@ -12,8 +12,8 @@ from redis.exceptions import RedisError
 
 from config.settings import get_settings
 from worker.app import app
-from worker.misrouting import DEFAULT_CELERY_QUEUE, count_misrouted
-from worker.redis_client import redis_from_url
+from worker.broker.misrouting import DEFAULT_CELERY_QUEUE, count_misrouted
+from worker.stores.redis_client import redis_from_url
 
 __all__ = ["doctor"]
 

@@ -70,17 +70,28 @@ class RetryPolicy(BaseModel):
 
 
 class RetrySettings(BaseModel):
-    """The three waits of a refresh, each its own policy (see README, "Retries")."""
+    """Every retry of a request, each its own policy, in one place (docs/retries.md has the table)."""
 
     model_config = _FROZEN
 
-    # Short blips inside one task run (connection reset, 503, read timeout): seconds.
+    # Short blips inside one task run (connection reset, 503, read timeout): seconds. The same
+    # policy bounds an Invoke whose reply was lost, tried again only after the invoke fence says
+    # the first one did not land (worker/usecase/attempt.py).
     in_call: RetryPolicy = RetryPolicy(max_attempts=3, initial_backoff_s=0.2, max_backoff_s=2.0, deadline_s=30)
     # Transient errors that outlast in-call retries: the task is re-queued with a countdown.
     transient: RetryPolicy = RetryPolicy(max_attempts=8, initial_backoff_s=5.0, max_backoff_s=300.0, deadline_s=3600)
     # STORAGE_COMPRESS source medium not ready: minutes to hours, never one long countdown.
     medium: RetryPolicy = RetryPolicy(
         max_attempts=200, initial_backoff_s=30.0, max_backoff_s=900.0, jitter=0.1, deadline_s=6 * 3600
+    )
+    # A final outcome that cannot be recorded (the outcome Redis down past the publisher's own
+    # deadline, `limits.publish_deadline_s`): the message is re-queued as it arrived, after this
+    # (capped by `limits.max_countdown_s`), for as long as it takes.
+    publish_requeue_s: float = Field(default=30.0, gt=0, le=3600)
+    # A bulk's enumeration failing with a transient error: the enumeration task is re-queued,
+    # 10 times 30 s apart (max_attempts counts the first), then the bulk fails.
+    enumeration: RetryPolicy = RetryPolicy(
+        max_attempts=11, initial_backoff_s=30.0, max_backoff_s=30.0, multiplier=1.0, jitter=0.0
     )
 
     @model_validator(mode="before")
@@ -113,7 +124,7 @@ class LimitSettings(BaseModel):
     publish_deadline_s: float = Field(default=60.0, gt=0)
     # Per-provider concurrency cap (PROVIDERS__<SITE>__MAX_CONCURRENCY slots): a slot is leased for
     # one attempt and renewed every third of `slot_lease_s` while the attempt runs
-    # (worker/lease_keeper.py), so a worker that dies holding one frees it within `slot_lease_s`.
+    # (worker/stores/lease_keeper.py), so a worker that dies holding one frees it within `slot_lease_s`.
     # A request that finds none free re-polls after an estimate of its turn, between these bounds.
     slot_lease_s: float = Field(default=30.0, ge=1, le=3600)
     # One delivery of a request attempts it at a time (the attempt lock): a lease renewed the same
@@ -130,7 +141,7 @@ class LimitSettings(BaseModel):
     # often while a bulk lives (refill, re-send lost children).
     bulk_window_extra: int = Field(default=2, ge=0, le=1000)
     bulk_pump_interval_s: float = Field(default=30.0, ge=0.1, le=900)
-    # The watch over live requests (worker/request_watch.py): a request not seen again within its
+    # The watch over live requests (worker/stores/request_watch.py): a request not seen again within its
     # countdown (or the task time limit) plus the visibility timeout plus this margin is sent
     # again; workers look for such requests this often.
     watch_margin_s: float = Field(default=30.0, ge=0, le=3600)

@@ -37,7 +37,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from embedded.child_stop import stop_child
-from worker.redis_client import redacted_url
+from worker.stores.redis_client import redacted_url
 
 __all__ = [
     "AppendFsync",

@@ -21,7 +21,7 @@
 Every error carries structured attributes (`kind`, `code`, `wsman_code`, `wmi_code`,
 `extended_status`) so outcomes can be published without parsing messages. Messages never
 contain credentials: they are built from fault XML and our own text only. Which fault or
-exception becomes which class is decided in `worker.classify` (see docs/errors.md).
+exception becomes which class is decided in `worker.provider.classify` (see docs/errors.md).
 
 The hierarchy sits at the bottom of the layers, with `config`: it imports nothing of the project.
 An error's `extended_status` is the WS-Man layer's `ExtendedStatus` (worker/wsman/faultinfo.py),

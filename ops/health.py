@@ -28,9 +28,9 @@ from redis.exceptions import RedisError
 
 from config.settings import get_settings
 from worker.app import app
-from worker.constants import RedisKeys
-from worker.redis_client import redis_from_url
 from worker.runtime import publisher
+from worker.stores.keys import RedisKeys
+from worker.stores.redis_client import redis_from_url
 
 __all__ = ["PROBE_TASK", "ProbeResult", "check_worker", "health_probe"]
 

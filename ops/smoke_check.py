@@ -22,10 +22,10 @@ from typing import Final
 from redis import Redis
 
 from config.settings import get_settings
-from worker.constants import RedisKeys
-from worker.outcome_reader import read_stream
-from worker.outcomes import Outcome
-from worker.redis_client import redis_from_url
+from worker.domain.outcomes import Outcome
+from worker.stores.keys import RedisKeys
+from worker.stores.outcome_reader import read_stream
+from worker.stores.redis_client import redis_from_url
 
 __all__ = ["Verdict", "judge", "main"]
 
@@ -111,7 +111,7 @@ def check_requests(request_ids: Sequence[str], *, timeout_s: float) -> Verdict:
 
 def check_bulk(bulk_id: str, *, timeout_s: float) -> tuple[Verdict, str]:
     """Wait for the bulk job to be over, then judge its children (as many as its total)."""
-    from tasks.bulk import get_bulk  # noqa: PLC0415 - only this check needs the bulk runner
+    from producers.bulk import get_bulk  # noqa: PLC0415 - only this check needs the bulk producer
 
     settings = get_settings()
     keys = RedisKeys(settings.key_prefix)

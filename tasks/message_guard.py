@@ -22,9 +22,9 @@ from celery.worker.strategy import default as default_strategy
 from redis.exceptions import RedisError
 
 from errors import InvalidRequestError
-from worker.delivery import reject_delivery
-from worker.delivery_ports import Delivery
 from worker.runtime import delivery_deps, publisher
+from worker.usecase.delivery import reject_delivery
+from worker.usecase.ports import Delivery
 
 __all__ = ["guarded_strategy", "message_problem"]
 

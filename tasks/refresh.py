@@ -5,7 +5,7 @@ request_id=None (defaults to the task id), correlation_id=None, force=False, ver
 requested_at=None. The worker adds `retry_state` when it re-queues a request; a producer that
 sends one gets it validated and, if implausible, ignored.
 
-The use case (worker/delivery.py) decides; worker/execute.py publishes and acks, re-queues or
+The use case (worker/usecase/delivery.py) decides; worker/usecase/execute.py publishes and acks, re-queues or
 drops. This module only binds them to Celery: the function takes `*args, **kwargs` (not
 `self`: a kwarg named `self` must reach validation, not break the call), and its strategy
 (tasks/message_guard.py) answers messages Celery could not even hand to it.
@@ -21,10 +21,10 @@ from celery import Task
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 
 from worker.app import REFRESH_TASK, app
-from worker.delivery_ports import Delivery
-from worker.execute import run_delivery
 from worker.runtime import delivery_deps, publisher
 from worker.task_states import report_state
+from worker.usecase.execute import run_delivery
+from worker.usecase.ports import Delivery
 
 __all__ = ["refresh_package"]
 

@@ -22,8 +22,8 @@ from requests.adapters import BaseAdapter, HTTPAdapter
 from winrm.protocol import Protocol
 
 from config.settings import ProviderSettings, RetryPolicy
-from worker.sccm import SccmClient
-from worker.transport import ProviderTransport
+from worker.provider.client import SccmClient
+from worker.provider.transport import ProviderTransport
 
 __all__ = [
     "CANNED_ENDPOINT",

@@ -1,4 +1,4 @@
-"""Assert what a WS-Man layer exception means once `worker.classify` has read it."""
+"""Assert what a WS-Man layer exception means once `worker.provider.classify` has read it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import pytest
 
 from errors import RefreshError
-from worker.classify import error_from_wsman
+from worker.provider.classify import error_from_wsman
 from worker.wsman import WsmanError
 
 __all__ = ["raises_classified"]

@@ -33,13 +33,13 @@ from config.settings import Settings
 from embedded.redis_server import RedisServer
 from embedded.worker_process import WorkerProcess, worker_environment
 from emulator.server import Emulator
-from tasks.celery_message import task_message
+from producers.celery_message import task_message
 from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME, make_emulator_settings
 from worker.app import REFRESH_TASK, create_app
-from worker.constants import RedisKeys
-from worker.outcome_reader import PackageState, latest_state, read_stream, subscribe
-from worker.outcomes import Outcome
-from worker.redis_client import redis_from_url
+from worker.domain.outcomes import Outcome
+from worker.stores.keys import RedisKeys
+from worker.stores.outcome_reader import PackageState, latest_state, read_stream, subscribe
+from worker.stores.redis_client import redis_from_url
 
 __all__ = [
     "NON_LATIN1_PASSWORD",

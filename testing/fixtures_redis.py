@@ -23,8 +23,8 @@ import pytest
 import redis
 
 from embedded.redis_server import AppendFsync, RedisServer
-from worker.constants import RedisKeys
-from worker.redis_client import redis_from_url
+from worker.stores.keys import RedisKeys
+from worker.stores.redis_client import redis_from_url
 
 __all__ = [
     "RedisServerFactory",
@@ -67,7 +67,7 @@ def redis_url(redis_server: RedisServer) -> str:
 
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    """A client from worker.redis_client (decoded responses) on this test's database."""
+    """A client from worker.stores.redis_client (decoded responses) on this test's database."""
     client = redis_from_url(redis_url)
     try:
         yield client

@@ -16,7 +16,7 @@ import pytest
 
 from embedded.redis_server import RedisServer
 from embedded.worker_process import WorkerProcess, worker_environment
-from worker.constants import RedisKeys
+from worker.stores.keys import RedisKeys
 
 __all__ = ["BareWorker", "BareWorkerFactory", "bare_worker_factory"]
 

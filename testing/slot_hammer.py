@@ -16,9 +16,9 @@ import sys
 import time
 from typing import Final
 
-from worker.constants import RedisKeys
-from worker.redis_client import redis_from_url
-from worker.slots import PRIORITY_BULK, PRIORITY_SINGLE, Granted, ProviderSlots
+from worker.stores.keys import RedisKeys
+from worker.stores.redis_client import redis_from_url
+from worker.stores.slots import PRIORITY_BULK, PRIORITY_SINGLE, Granted, ProviderSlots
 
 __all__ = ["PROBE_SUFFIX", "main"]
 

@@ -2,8 +2,8 @@
 
 At-least-once on Redis: acks late, reject on worker lost, prefetch 1, and one visibility
 timeout that every countdown stays below. JSON only, so producers in any language
-(celery-node, gocelery, curl via the future HTTP API) speak the same contract. Task events are
-on for Flower.
+(celery-node, gocelery, the HTTP API in api/) speak the same contract. Task events are on for
+Flower. The task names are worker/domain/task_names.py's (re-exported here).
 
 No result backend: the outcome stream is the record of every request. A backend would only add
 a second Redis dependency on the hot path (Celery stores STARTED before running a task, and a
@@ -21,17 +21,22 @@ from urllib.parse import urlsplit
 from celery import Celery
 
 from config.settings import Settings
-from worker.reliable_broker import TRANSPORT, transport_options
+from worker.broker.transport import TRANSPORT, transport_options
+from worker.domain.task_names import BULK_PUMP_TASK, BULK_TASK, REFRESH_TASK
 
 __all__ = ["BULK_PUMP_TASK", "BULK_TASK", "REFRESH_TASK", "app", "celery_config", "create_app"]
 
-REFRESH_TASK = "sccm.refresh_package"
-BULK_TASK = "sccm.bulk_refresh"  # enumerate a bulk's packages and start feeding its children
-BULK_PUMP_TASK = "sccm.bulk_pump"  # a bulk's safety net: refill, re-send, drain, finish
 # Imported by the worker at start: the tasks, the hooks into its life (pool settings, checks),
 # then operations: the liveness probe task, and the log format hook (imported before Celery sets
 # logging up, so JSON logs cover the worker's first line).
-TASK_MODULES = ["tasks.refresh", "tasks.bulk", "worker.consumer", "worker.lifecycle", "ops.health", "ops.logs"]
+TASK_MODULES = [
+    "tasks.refresh",
+    "tasks.bulk",
+    "worker.broker.connection_loss",
+    "worker.lifecycle",
+    "ops.health",
+    "ops.logs",
+]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -54,7 +59,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker_url,
         # Consumers move each message into an in-flight list instead of popping it, so a worker
-        # killed while taking one cannot lose it (worker/reliable_broker.py). Publishing is kombu's.
+        # killed while taking one cannot lose it (worker/broker/transport.py). Publishing is kombu's.
         "broker_transport": TRANSPORT if urlsplit(settings.broker_url).scheme in ("redis", "rediss") else None,
         "broker_transport_options": redis_transport,
         "task_ignore_result": True,
@@ -85,7 +90,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_eta_task_limit": 1000,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         # Celery's consumer, surviving a broker loss while messages are held (celery 5.7.0 bug).
-        "worker_consumer": "worker.consumer:Consumer",
+        "worker_consumer": "worker.broker.connection_loss:Consumer",
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_time_limit": settings.task_time_limit_s,
         "task_default_queue": settings.queue,

@@ -27,13 +27,13 @@ from typing import Any, Final, Protocol
 
 from config.settings import Settings
 from errors import RefreshError
-from worker.bulk_outcomes import BulkOutcome
-from worker.bulk_store import BulkNotFoundError, BulkRecord, BulkStore, ChildSpec, child_request_id
-from worker.constants import is_bulk_id
-from worker.criteria import BulkCriteria, parse_criteria, queries
-from worker.outcomes import STATUS_CANCELLED, AttemptInfo, Outcome, RequestInfo, format_timestamp
-from worker.packages import TASK_SEQUENCE_CLASS, PackageInfo
-from worker.request import PackageHint
+from worker.domain.criteria import BulkCriteria, parse_criteria, queries
+from worker.domain.ids import child_request_id, is_bulk_id
+from worker.domain.outcomes import STATUS_CANCELLED, AttemptInfo, Outcome, RequestInfo, format_timestamp
+from worker.domain.packages import TASK_SEQUENCE_CLASS, PackageInfo
+from worker.domain.request import PackageHint
+from worker.stores.bulk_outcomes import BulkOutcome
+from worker.stores.bulk_store import BulkNotFoundError, BulkRecord, BulkStore, ChildSpec
 from worker.wsman import WmiInstance
 
 __all__ = ["DRY_RUN_KEY", "BulkRunner", "EnumerationResult", "child_kwargs"]
@@ -48,7 +48,7 @@ _PUMP_BATCH: Final = 1000
 
 
 class Enumerator(Protocol):
-    """What enumeration needs from the SMS Provider client (`worker.sccm.SccmClient`)."""
+    """What enumeration needs from the SMS Provider client (`worker.provider.client.SccmClient`)."""
 
     def enumerate(self, wql: str, *, page_size: int = ...) -> Iterator[WmiInstance]: ...
 

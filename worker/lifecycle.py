@@ -10,9 +10,9 @@ from celery.signals import worker_ready
 from redis.exceptions import RedisError
 
 from config.settings import get_settings
-from worker.misrouting import start_watch
-from worker.redis_client import redis_from_url
+from worker.broker.misrouting import start_watch
 from worker.runtime import mark_worker_seen, resend_overdue
+from worker.stores.redis_client import redis_from_url
 
 __all__: list[str] = []
 

@@ -15,23 +15,25 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
 from config.settings import Settings, get_settings
 from worker.app import REFRESH_TASK, app
 from worker.bulk_job import BulkRunner
-from worker.bulk_store import BulkStore
-from worker.coalesce import Coalescer
-from worker.constants import RedisKeys
-from worker.delivery_ports import DeliveryDeps
-from worker.fence import RedisInvokeFences
-from worker.lease_keeper import lease_keeper
-from worker.outcome_writer import OutcomePublisher
-from worker.redis_client import redis_from_url
-from worker.request_watch import RequestWatch
-from worker.sccm import SccmClient
-from worker.slots import ProviderSlots
-from worker.transport import ProviderTransport
+from worker.provider import ProviderTransport, SccmClient
+from worker.stores import (
+    BulkStore,
+    Coalescer,
+    OutcomePublisher,
+    ProviderSlots,
+    RedisInvokeFences,
+    RedisKeys,
+    RequestWatch,
+    redis_from_url,
+)
+from worker.stores.lease_keeper import lease_keeper
+from worker.usecase import DeliveryDeps
 
 __all__ = [
     "bulk_runner",
@@ -116,6 +118,7 @@ def delivery_deps(*, interruptions: tuple[type[BaseException], ...] = ()) -> Del
                 fences=RedisInvokeFences(writer.redis, writer.keys, ttl_s=ttl_s),
                 worker=worker_identity(),
                 interruptions=interruptions,
+                unavailable=(RedisError,),
                 coalescer=Coalescer(writer.redis, writer.keys, publish_ttl_s=ttl_s),
                 slots=provider_slots(settings),
                 bulks=BulkStore(writer.redis, writer.keys, ttl_s=ttl_s),

@@ -23,6 +23,9 @@ from typing import Any, Final
 
 from celery import states
 
+# The states sccm-refresh reports are the use case's names (any name of the same form works).
+from worker.usecase.values import JOINED, WAITING_FOR_MEDIUM, WAITING_FOR_SLOT
+
 __all__ = [
     "JOINED",
     "MAX_DETAIL_CHARS",
@@ -34,11 +37,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# The states sccm-refresh reports (any name of the same form works).
-WAITING_FOR_MEDIUM: Final = "WAITING_FOR_MEDIUM"
-WAITING_FOR_SLOT: Final = "WAITING_FOR_SLOT"
-JOINED: Final = "JOINED"
 
 MAX_DETAIL_CHARS: Final = 300
 _STATE_NAME: Final = re.compile(r"^[A-Z][A-Z0-9_]{1,39}$")

@@ -1,4 +1,4 @@
-"""Bulk refreshes: start one (or a dry run), read its state and counts, cancel it (tasks/bulk.py)."""
+"""Bulk refreshes: start one (or a dry run), read its state and counts, cancel it (producers/bulk.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from api.models import BulkAccepted, BulkRefreshBody, BulkStatus
 from api.problems import ApiError, field_error
 from api.responses import POST_ERRORS, READ_ERRORS, error_responses
 from errors import ConfigError, InvalidRequestError
-from worker.bulk_store import BulkRecord
-from worker.constants import is_bulk_id
+from worker.domain.ids import is_bulk_id
+from worker.stores.bulk_store import BulkRecord
 
 __all__ = ["router"]
 
@@ -60,7 +60,7 @@ async def submit_bulk(
 
 
 def _enqueue_bulk(ctx: ApiContext, body: BulkRefreshBody, bulk_id: str | None) -> Any:
-    from tasks.bulk import enqueue_bulk  # noqa: PLC0415 - the bulk producer pulls in the bulk runner
+    from producers.bulk import enqueue_bulk  # noqa: PLC0415 - the bulk producer pulls in the bulk runner
 
     try:
         return enqueue_bulk(
@@ -87,7 +87,7 @@ def _enqueue_bulk(ctx: ApiContext, body: BulkRefreshBody, bulk_id: str | None) -
 )
 async def get_bulk(bulk_id: BulkIdPath, access: ReadAccess) -> JSONResponse:
     ctx = access.ctx
-    from tasks.bulk import get_bulk as read_bulk  # noqa: PLC0415 - as above
+    from producers.bulk import get_bulk as read_bulk  # noqa: PLC0415 - as above
 
     record = await ctx.producers.run(lambda: read_bulk(ctx.settings, bulk_id))
     return JSONResponse(_status(record))
@@ -103,7 +103,7 @@ async def cancel_bulk(
     bulk_id: BulkIdPath, access: SubmitAccess, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
     ctx = access.ctx
-    from tasks.bulk import cancel_bulk as cancel  # noqa: PLC0415 - as above
+    from producers.bulk import cancel_bulk as cancel  # noqa: PLC0415 - as above
 
     async def produce(_claim: Claim | None) -> tuple[int, Any, dict[str, str]]:
         record = await ctx.producers.run(lambda: cancel(ctx.settings, bulk_id, app=ctx.producers.celery))

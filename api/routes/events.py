@@ -12,7 +12,7 @@ from api.deps import ID_RULE, ReadAccess, checked_optional_id, rule
 from api.events import EventFilter, EventStreamResponse, StreamSettings, event_stream, is_stream_id, start_position
 from api.problems import ApiError
 from api.responses import READ_ERRORS, error_responses
-from worker.packages import validate_site_code
+from worker.domain.packages import validate_site_code
 
 __all__ = ["router"]
 

@@ -15,10 +15,10 @@ from api.problems import ApiError, field_error
 from api.producers import BrokerUnavailableError
 from api.redis_async import read_package_state, read_request_state
 from api.responses import POST_ERRORS, READ_ERRORS, error_responses
-from tasks.enqueue import stamp_refresh
-from worker.outcomes import format_timestamp
-from worker.packages import validate_package_id, validate_site_code
-from worker.request import RefreshRequest
+from producers.enqueue import stamp_refresh
+from worker.domain.outcomes import format_timestamp
+from worker.domain.packages import validate_package_id, validate_site_code
+from worker.domain.request import RefreshRequest
 
 __all__ = ["router"]
 

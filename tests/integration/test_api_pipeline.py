@@ -29,8 +29,8 @@ from testing.fixtures_api import (
 )
 from testing.fixtures_pipeline import Pipeline
 from testing.waiting import wait_until
-from worker.coalesce import Coalescer
-from worker.outcome_reader import read_stream
+from worker.stores.coalesce import Coalescer
+from worker.stores.outcome_reader import read_stream
 
 pytestmark = pytest.mark.integration
 

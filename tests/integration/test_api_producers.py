@@ -16,10 +16,10 @@ from redis.asyncio import Redis as AsyncRedis
 from api.producers import BrokerUnavailableError, Producers, Published, api_celery_app
 from api.redis_async import async_redis
 from config.settings import Settings
-from tasks.enqueue import stamp_refresh
+from producers.enqueue import stamp_refresh
 from testing.fixtures_redis import RedisServerFactory
-from worker.constants import RedisKeys
-from worker.request import RefreshRequest
+from worker.domain.request import RefreshRequest
+from worker.stores.keys import RedisKeys
 
 pytestmark = pytest.mark.integration
 

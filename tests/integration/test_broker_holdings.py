@@ -21,7 +21,7 @@ import pytest
 
 from testing.fixtures_pipeline import Pipeline, PipelineFactory
 from testing.waiting import wait_until
-from worker.reliable_broker import transport_options
+from worker.broker.transport import transport_options
 
 pytestmark = pytest.mark.integration
 

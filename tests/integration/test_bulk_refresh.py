@@ -1,6 +1,6 @@
 """Bulk refresh end to end: real Redis, real worker processes, the emulator over HTTP.
 
-A bulk is submitted with the producer helper (tasks.bulk.enqueue_bulk), enumerated by a worker
+A bulk is submitted with the producer helper (producers.bulk.enqueue_bulk), enumerated by a worker
 over WQL Enumerate/Pull, and fed to the workers paced by the site's provider slots.
 """
 
@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 
 from errors import InvalidRequestError
-from tasks.bulk import cancel_bulk, enqueue_bulk, get_bulk
+from producers.bulk import cancel_bulk, enqueue_bulk, get_bulk
 from testing.fixtures_pipeline import Pipeline, PipelineFactory
 from testing.waiting import wait_until
-from worker.bulk_outcomes import BulkOutcome
-from worker.bulk_store import BulkRecord, child_request_id
-from worker.outcome_reader import read_events
+from worker.domain.ids import child_request_id
+from worker.stores.bulk_outcomes import BulkOutcome
+from worker.stores.bulk_store import BulkRecord
+from worker.stores.outcome_reader import read_events
 
 pytestmark = pytest.mark.integration
 

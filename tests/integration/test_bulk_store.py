@@ -12,16 +12,16 @@ import pytest
 import redis
 
 from testing.threads import run_in_threads
-from worker.bulk_store import (
+from worker.domain.ids import child_request_id
+from worker.stores.bulk_store import (
     Appended,
     BulkNotFoundError,
     BulkStore,
     BulkUpdate,
     Checkin,
     ChildSpec,
-    child_request_id,
 )
-from worker.constants import RedisKeys
+from worker.stores.keys import RedisKeys
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from config.settings import Settings
-from tasks.celery_message import task_message
-from tasks.enqueue import enqueue_refresh
+from producers.celery_message import task_message
+from producers.enqueue import enqueue_refresh
 from worker.app import REFRESH_TASK, create_app
 
 pytestmark = pytest.mark.integration

@@ -17,9 +17,9 @@ import pytest
 
 from testing.fixtures_pipeline import SHORT_VISIBILITY_ENV, UNACKED_HASH, Pipeline, PipelineFactory, message_kwargs
 from testing.waiting import wait_until
-from worker.outcome_reader import OutcomeSubscription, latest_state, read_stream, subscribe
-from worker.outcomes import Outcome
-from worker.reliable_broker import transport_options
+from worker.broker.transport import transport_options
+from worker.domain.outcomes import Outcome
+from worker.stores.outcome_reader import OutcomeSubscription, latest_state, read_stream, subscribe
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from testing.fixtures_pipeline import Pipeline
-from worker.constants import OUTCOME_SCHEMA_VERSION
+from worker.domain.outcomes import OUTCOME_SCHEMA_VERSION
 
 pytestmark = pytest.mark.integration
 

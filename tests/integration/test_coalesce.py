@@ -11,8 +11,8 @@ import redis
 from errors import InvalidRequestError
 from testing.threads import run_in_threads
 from testing.waiting import wait_until
-from worker.coalesce import Closed, Coalescer, Follower, Joined, Leader
-from worker.constants import RedisKeys
+from worker.stores.coalesce import Closed, Coalescer, Follower, Joined, Leader
+from worker.stores.keys import RedisKeys
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +59,7 @@ def test_followers_are_handed_over_on_close_with_their_info(coalescer: Coalescer
     assert coalescer.claim(SITE, PACKAGE, "f1", info("f1"), ttl_s=TTL_S) == Joined("leader")  # joined twice
     closed = coalescer.close(SITE, PACKAGE, "leader")
     assert closed == Closed(True, (Follower("f1", info("f1")), Follower("f2", info("f2"))))
-    assert coalescer.leader_alive(SITE, PACKAGE, "leader") is False
+    assert coalescer.current_leader(SITE, PACKAGE) is None
     assert coalescer.claim(SITE, PACKAGE, "after", info("after"), ttl_s=TTL_S) == Leader("after")
     assert coalescer.close(SITE, PACKAGE, "after") == Closed(True, ())
 
@@ -76,7 +76,7 @@ def test_only_the_current_leader_can_close(coalescer: Coalescer) -> None:
     coalescer.claim(SITE, PACKAGE, "leader", info("leader"), ttl_s=TTL_S)
     coalescer.claim(SITE, PACKAGE, "f1", info("f1"), ttl_s=TTL_S)
     assert coalescer.close(SITE, PACKAGE, "f1") == Closed(False, ())
-    assert coalescer.leader_alive(SITE, PACKAGE, "leader")
+    assert coalescer.current_leader(SITE, PACKAGE) == "leader"
     assert coalescer.close(SITE, PACKAGE, "leader").followers == (Follower("f1", info("f1")),)
 
 
@@ -100,9 +100,8 @@ def test_a_crash_between_close_and_publishing_keeps_followers_retrievable(coales
 def test_an_expired_marker_lets_a_new_leader_in(coalescer: Coalescer) -> None:
     """A leader that dies without closing stops blocking the package once its marker's TTL passes."""
     assert coalescer.claim(SITE, PACKAGE, "dying", info("dying"), ttl_s=0.05) == Leader("dying")
-    assert wait_until(lambda: not coalescer.leader_alive(SITE, PACKAGE, "dying"), timeout_s=5)
+    assert wait_until(lambda: coalescer.current_leader(SITE, PACKAGE) is None, timeout_s=5)
     assert coalescer.claim(SITE, PACKAGE, "next", info("next"), ttl_s=TTL_S) == Leader("next")
-    assert coalescer.touch(SITE, PACKAGE, "dying", ttl_s=TTL_S) is False
     assert coalescer.close(SITE, PACKAGE, "dying") == Closed(False, ())
 
 
@@ -114,22 +113,10 @@ def test_a_follower_of_a_dead_leader_takes_over_by_claiming_again(
     assert coalescer.claim(SITE, PACKAGE, "watcher", info("watcher"), ttl_s=TTL_S) == Joined("dead")
     coalescer.claim(SITE, PACKAGE, "other", info("other"), ttl_s=TTL_S)
     redis_client.delete(redis_keys.coalesce_leader(SITE, PACKAGE))  # the dead leader's marker expires
-    assert coalescer.leader_alive(SITE, PACKAGE, "dead") is False
+    assert coalescer.current_leader(SITE, PACKAGE) is None
     assert coalescer.claim(SITE, PACKAGE, "watcher", info("watcher"), ttl_s=TTL_S) == Leader("watcher")
     # The other follower of the dead leader is published by whoever closes next.
     assert coalescer.close(SITE, PACKAGE, "watcher").followers == (Follower("other", info("other")),)
-
-
-def test_touch_extends_the_marker_and_its_followers(
-    coalescer: Coalescer, redis_client: redis.Redis, redis_keys: RedisKeys
-) -> None:
-    """A waiting leader's touch pushes out the expiry of its marker and of the followers that joined it."""
-    coalescer.claim(SITE, PACKAGE, "leader", info("leader"), ttl_s=60)
-    coalescer.claim(SITE, PACKAGE, "f1", info("f1"), ttl_s=60)
-    assert coalescer.touch(SITE, PACKAGE, "leader", ttl_s=7200) is True
-    assert redis_client.ttl(redis_keys.coalesce_leader(SITE, PACKAGE)) > 7000
-    assert redis_client.ttl(redis_keys.coalesce_followers(SITE, PACKAGE)) > 7000
-    assert coalescer.touch(SITE, PACKAGE, "f1", ttl_s=7200) is False
 
 
 def test_packages_and_sites_coalesce_separately(coalescer: Coalescer) -> None:

@@ -16,7 +16,7 @@ import pytest
 from testing.fixtures_pipeline import Pipeline, PipelineFactory
 from testing.waiting import wait_until
 from worker.app import REFRESH_TASK
-from worker.outcomes import Outcome
+from worker.domain.outcomes import Outcome
 
 pytestmark = pytest.mark.integration
 

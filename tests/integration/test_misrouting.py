@@ -15,7 +15,7 @@ from celery import Celery
 from testing.fixtures_pipeline import Pipeline
 from testing.waiting import wait_until
 from worker.app import REFRESH_TASK
-from worker.misrouting import DEFAULT_CELERY_QUEUE, count_misrouted
+from worker.broker.misrouting import DEFAULT_CELERY_QUEUE, count_misrouted
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ accepted), a rejected request and a site whose password file is missing. Then ev
 secret could land is searched for both test passwords in each encoding a leak would take: raw,
 UTF-16LE, base64 and URL-safe base64 at every byte alignment, and the Basic `Authorization`
 value; also for NTLM AUTHENTICATE messages, which are not the password but crack to it offline
-(pyspnego logs them at DEBUG: worker/transport.py keeps that logger at INFO). Redis is read key
+(pyspnego logs them at DEBUG: worker/provider/transport.py keeps that logger at INFO). Redis is read key
 by key, every type, in every database, with Celery message bodies and result-backend records
 decoded. Flower (`sccm-refresh flower`) is read with its login, /metrics included.
 """
@@ -39,7 +39,7 @@ from testing.leak_search import (
     snapshot_redis,
 )
 from testing.waiting import wait_until
-from worker.outcomes import Outcome
+from worker.domain.outcomes import Outcome
 
 pytestmark = pytest.mark.integration
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,9 +17,10 @@ import redis
 
 from errors import InvalidRequestError
 from testing.slot_hammer import PROBE_SUFFIX
+from testing.slot_occupancy import slot_occupancy
 from testing.threads import run_in_threads
-from worker.constants import RedisKeys
-from worker.slots import PRIORITY_BULK, PRIORITY_SINGLE, Granted, Lease, ProviderSlots, Wait
+from worker.stores.keys import RedisKeys
+from worker.stores.slots import PRIORITY_BULK, PRIORITY_SINGLE, Granted, Lease, ProviderSlots, SlotOccupancy, Wait
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +44,15 @@ def slots(redis_client: redis.Redis, redis_keys: RedisKeys) -> ProviderSlots:
     )
 
 
+Occupancy = Callable[..., SlotOccupancy]
+
+
+@pytest.fixture
+def occupancy(redis_client: redis.Redis, redis_keys: RedisKeys) -> Occupancy:
+    """A site's live leases and waiters, read as /metrics reads them: occupancy(site, now_s=...)."""
+    return functools.partial(slot_occupancy, redis_client, redis_keys)
+
+
 def grant(result: Granted | Wait) -> Lease:
     assert isinstance(result, Granted), result
     return result.lease
@@ -51,7 +63,7 @@ def wait(result: Granted | Wait) -> Wait:
     return result
 
 
-def test_grants_never_exceed_the_limit_under_many_threads(slots: ProviderSlots) -> None:
+def test_grants_never_exceed_the_limit_under_many_threads(slots: ProviderSlots, occupancy: Occupancy) -> None:
     """12 threads cycling acquire/release on a limit of 3 never see a 4th holder; every grant is released."""
     limit, threads, cycles = 3, 12, 15
     lock = threading.Lock()
@@ -76,7 +88,7 @@ def test_grants_never_exceed_the_limit_under_many_threads(slots: ProviderSlots) 
                 max_holding = max(max_holding, holding)
             # Hold the slot for a few round trips while others hammer the script.
             for _ in range(rng.randint(0, 3)):
-                slots.snapshot(SITE)
+                occupancy(SITE)
             with released:
                 holding -= 1
             assert slots.release(result.lease)
@@ -87,7 +99,7 @@ def test_grants_never_exceed_the_limit_under_many_threads(slots: ProviderSlots) 
     assert run_in_threads(threads, run, timeout_s=90) == []
     assert grants == releases == threads * cycles
     assert 1 <= max_holding <= limit
-    assert slots.snapshot(SITE).in_use == 0
+    assert occupancy(SITE).in_use == 0
 
 
 def test_grants_never_exceed_the_limit_across_processes(
@@ -136,26 +148,14 @@ def test_grants_never_exceed_the_limit_across_processes(
     assert int(redis_client.get(redis_keys.prefix + PROBE_SUFFIX) or 0) == 0
 
 
-def test_a_dead_holders_slot_frees_itself_after_the_lease(slots: ProviderSlots) -> None:
+def test_a_dead_holders_slot_frees_itself_after_the_lease(slots: ProviderSlots, occupancy: Occupancy) -> None:
     """A holder that never releases (SIGKILLed) loses its slot after `lease_s` and cannot release it later."""
     dead = grant(slots.try_acquire(SITE, "dead", 1, priority=PRIORITY_SINGLE, now_s=T0))
     assert wait(slots.try_acquire(SITE, "next", 1, priority=PRIORITY_SINGLE, now_s=T0 + LEASE_S - 1)).rank == 0
     successor = grant(slots.try_acquire(SITE, "next", 1, priority=PRIORITY_SINGLE, now_s=T0 + LEASE_S + 0.5))
     assert successor.holder_id == "next"
     assert slots.release(dead, now_s=T0 + LEASE_S + 1) is False
-    assert slots.renew(dead, now_s=T0 + LEASE_S + 1) is None
-    assert slots.snapshot(SITE, now_s=T0 + LEASE_S + 1).in_use == 1
-
-
-def test_a_renewed_lease_outlives_its_first_expiry(slots: ProviderSlots) -> None:
-    """Renewing before expiry pushes the lease out by `lease_s` from now; others keep waiting."""
-    lease = grant(slots.try_acquire(SITE, "long-call", 1, priority=PRIORITY_SINGLE, now_s=T0))
-    renewed = slots.renew(lease, now_s=T0 + 20)
-    assert renewed is not None
-    assert renewed.expires_at_s == pytest.approx(T0 + 20 + LEASE_S)
-    assert renewed.token == lease.token
-    wait(slots.try_acquire(SITE, "other", 1, priority=PRIORITY_SINGLE, now_s=T0 + LEASE_S + 5))
-    assert slots.release(renewed, now_s=T0 + 40)
+    assert occupancy(SITE, now_s=T0 + LEASE_S + 1).in_use == 1
 
 
 def test_a_priority_0_waiter_overtakes_queued_bulk_waiters(slots: ProviderSlots) -> None:
@@ -210,7 +210,9 @@ def test_several_free_slots_go_to_the_first_waiters_only(slots: ProviderSlots) -
     grant(slots.try_acquire(SITE, "w1", 2, priority=PRIORITY_BULK, now_s=T0 + 12))
 
 
-def test_a_waiter_that_stops_polling_blocks_the_line_for_at_most_waiter_ttl(slots: ProviderSlots) -> None:
+def test_a_waiter_that_stops_polling_blocks_the_line_for_at_most_waiter_ttl(
+    slots: ProviderSlots, occupancy: Occupancy
+) -> None:
     """A first-in-line waiter that never polls again keeps its place only until `waiter_ttl_s` has passed."""
     lease = grant(slots.try_acquire(SITE, "holder", 1, priority=PRIORITY_BULK, now_s=T0))
     wait(slots.try_acquire(SITE, "ghost", 1, priority=PRIORITY_BULK, now_s=T0 + 1))
@@ -219,7 +221,7 @@ def test_a_waiter_that_stops_polling_blocks_the_line_for_at_most_waiter_ttl(slot
     assert wait(slots.try_acquire(SITE, "alive", 1, priority=PRIORITY_BULK, now_s=T0 + 1 + WAITER_TTL_S - 1)).rank == 1
     late = slots.try_acquire(SITE, "alive", 1, priority=PRIORITY_BULK, now_s=T0 + 1 + WAITER_TTL_S + 0.5)
     assert grant(late).holder_id == "alive"
-    assert slots.snapshot(SITE, now_s=T0 + 1 + WAITER_TTL_S + 1).waiting == 0
+    assert occupancy(SITE, now_s=T0 + 1 + WAITER_TTL_S + 1).waiting == 0
 
 
 def test_an_abandoning_waiter_leaves_the_line_at_once(slots: ProviderSlots) -> None:
@@ -240,7 +242,6 @@ def test_retry_after_grows_with_rank_and_follows_the_hold_time_average(slots: Pr
         lease = grant(slots.try_acquire(SITE, f"warm-{cycle}", limit, priority=PRIORITY_BULK, now_s=now))
         now += 20
         slots.release(lease, now_s=now)
-    assert slots.snapshot(SITE, now_s=now).ewma_hold_s == pytest.approx(20.0)
     for name in ("h1", "h2"):
         grant(slots.try_acquire(SITE, name, limit, priority=PRIORITY_BULK, now_s=now))
     estimates = [
@@ -268,45 +269,52 @@ def test_releases_that_come_slower_than_holds_suggest_lengthen_the_waits(slots: 
 
 
 def test_release_updates_the_hold_time_average(slots: ProviderSlots) -> None:
-    """Releases feed an exponentially weighted average of hold times (alpha 0.2), kept per site."""
+    """Releases feed an exponentially weighted average of hold times (alpha 0.2), which a waiter's estimate uses."""
     first = grant(slots.try_acquire(SITE, "a", 3, priority=PRIORITY_BULK, now_s=T0))
     assert slots.release(first, now_s=T0 + 10)
     second = grant(slots.try_acquire(SITE, "b", 3, priority=PRIORITY_BULK, now_s=T0 + 10))
     assert slots.release(second, now_s=T0 + 30)
-    assert slots.snapshot(SITE, now_s=T0 + 30).ewma_hold_s == pytest.approx(0.2 * 20 + 0.8 * 10)
     # A repeated release changes nothing.
     assert slots.release(second, now_s=T0 + 100) is False
-    assert slots.snapshot(SITE, now_s=T0 + 100).ewma_hold_s == pytest.approx(12.0)
+    for name in ("h1", "h2", "h3"):
+        grant(slots.try_acquire(SITE, name, 3, priority=PRIORITY_BULK, now_s=T0 + 100))
+    # The next slot frees after one average hold over three slots: (0.2 * 20 + 0.8 * 10) / 3 s.
+    first_in_line = wait(slots.try_acquire(SITE, "w", 3, priority=PRIORITY_BULK, now_s=T0 + 100))
+    assert first_in_line.retry_after_s == pytest.approx(12.0 / 3)
 
 
-def test_asking_again_while_holding_returns_the_same_lease(slots: ProviderSlots) -> None:
+def test_asking_again_while_holding_returns_the_same_lease(slots: ProviderSlots, occupancy: Occupancy) -> None:
     """A redelivered request with the same holder id gets its own lease back, renewed, not a second slot."""
     first = grant(slots.try_acquire(SITE, "req-1", 2, priority=PRIORITY_SINGLE, now_s=T0))
     again = grant(slots.try_acquire(SITE, "req-1", 2, priority=PRIORITY_SINGLE, now_s=T0 + 5))
     assert (again.token, again.acquired_at_s) == (first.token, first.acquired_at_s)
     assert again.expires_at_s == pytest.approx(T0 + 5 + LEASE_S)
-    assert slots.snapshot(SITE, now_s=T0 + 5).in_use == 1
+    assert occupancy(SITE, now_s=T0 + 5).in_use == 1
 
 
-def test_a_stale_lease_cannot_release_a_newer_grant_to_the_same_holder(slots: ProviderSlots) -> None:
+def test_a_stale_lease_cannot_release_a_newer_grant_to_the_same_holder(
+    slots: ProviderSlots, occupancy: Occupancy
+) -> None:
     """After a lease is reclaimed and its holder id granted again, the old lease's release is refused."""
     old = grant(slots.try_acquire(SITE, "req-1", 1, priority=PRIORITY_SINGLE, now_s=T0))
     new = grant(slots.try_acquire(SITE, "req-1", 1, priority=PRIORITY_SINGLE, now_s=T0 + LEASE_S + 1))
     assert new.token != old.token
     assert slots.release(old, now_s=T0 + LEASE_S + 2) is False
-    assert slots.snapshot(SITE, now_s=T0 + LEASE_S + 2).in_use == 1
+    assert occupancy(SITE, now_s=T0 + LEASE_S + 2).in_use == 1
     assert slots.release(new, now_s=T0 + LEASE_S + 3) is True
 
 
-def test_sites_are_independent(slots: ProviderSlots) -> None:
+def test_sites_are_independent(slots: ProviderSlots, occupancy: Occupancy) -> None:
     """A full site does not hold back another site, and their lines and averages are separate."""
     grant(slots.try_acquire("PS1", "a", 1, priority=PRIORITY_SINGLE, now_s=T0))
     wait(slots.try_acquire("PS1", "b", 1, priority=PRIORITY_SINGLE, now_s=T0))
     other = grant(slots.try_acquire("PS2", "b", 1, priority=PRIORITY_SINGLE, now_s=T0))
     assert slots.release(other, now_s=T0 + 7)
-    assert slots.snapshot("PS2", now_s=T0 + 7).ewma_hold_s == pytest.approx(7.0)
-    snapshot = slots.snapshot("PS1", now_s=T0 + 7)
-    assert (snapshot.in_use, snapshot.waiting, snapshot.ewma_hold_s) == (1, 1, None)
+    assert occupancy("PS1", now_s=T0 + 7) == SlotOccupancy(in_use=1, waiting=1)
+    # PS2's 7 s hold teaches PS2 only: PS1, never released, still estimates the default 30 s hold.
+    assert wait(slots.try_acquire("PS1", "b", 1, priority=PRIORITY_SINGLE, now_s=T0 + 7)).retry_after_s == 30.0
+    grant(slots.try_acquire("PS2", "c", 1, priority=PRIORITY_SINGLE, now_s=T0 + 7))
+    assert wait(slots.try_acquire("PS2", "d", 1, priority=PRIORITY_SINGLE, now_s=T0 + 7)).retry_after_s == 7.0
 
 
 def test_the_redis_clock_is_used_when_no_time_is_given(slots: ProviderSlots, redis_client: redis.Redis) -> None:

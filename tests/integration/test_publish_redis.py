@@ -15,11 +15,11 @@ from redis import exceptions as redis_errors
 from embedded.redis_server import RedisServer
 from errors import ConnectError, InvalidRequestError, MediumNotReadyError
 from testing.fixtures_redis import RedisServerFactory
-from worker.constants import RedisKeys
-from worker.outcome_reader import final_stream_id, latest_state, read_stream, request_state, subscribe
-from worker.outcome_writer import OutcomePublisher, latency_bucket
-from worker.outcomes import AttemptInfo, Outcome, RequestInfo
-from worker.redis_client import redis_from_url
+from worker.domain.outcomes import AttemptInfo, Outcome, RequestInfo
+from worker.stores.keys import RedisKeys
+from worker.stores.outcome_reader import final_stream_id, latest_state, read_stream, request_state, subscribe
+from worker.stores.outcome_writer import OutcomePublisher, latency_bucket
+from worker.stores.redis_client import redis_from_url
 
 pytestmark = pytest.mark.integration
 
@@ -217,7 +217,7 @@ def test_publish_during_a_redis_crash_lands_exactly_once_after_restart(
     server.kill()
 
     handler = _RetryLogged()
-    logging.getLogger("worker.outcome_writer").addHandler(handler)
+    logging.getLogger("worker.stores.outcome_writer").addHandler(handler)
     results: list[bool] = []
     thread = threading.Thread(target=lambda: results.append(publisher.publish(final("req-during"))))
     try:
@@ -226,7 +226,7 @@ def test_publish_during_a_redis_crash_lands_exactly_once_after_restart(
         server.restart()
         thread.join(timeout=20.0)
     finally:
-        logging.getLogger("worker.outcome_writer").removeHandler(handler)
+        logging.getLogger("worker.stores.outcome_writer").removeHandler(handler)
 
     assert results == [True]
     assert [e.outcome.request_id for e in read_stream(client, redis_keys)] == ["req-before", "req-during"]

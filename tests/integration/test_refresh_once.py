@@ -15,9 +15,9 @@ import pytest
 
 from testing.fixtures_emulator import EMULATOR_USERNAME
 from testing.fixtures_pipeline import SHORT_VISIBILITY_ENV, UNACKED_HASH, Pipeline, PipelineFactory
+from testing.slot_occupancy import slot_occupancy
 from testing.waiting import wait_until
-from worker.outcomes import Outcome
-from worker.slots import ProviderSlots
+from worker.domain.outcomes import Outcome
 
 pytestmark = pytest.mark.integration
 
@@ -123,14 +123,13 @@ def capped(pipeline_factory: PipelineFactory) -> Pipeline:
 def test_a_worker_killed_holding_a_slot_frees_it_when_its_lease_ends(capped: Pipeline) -> None:
     """SIGKILL mid-operation: the slot stays taken for the rest of its lease, then frees itself."""
     pipeline = capped
-    slots = ProviderSlots(pipeline.outcome_redis(), pipeline.keys, lease_s=3, waiter_ttl_s=60, max_retry_after_s=30)
     pkg = pipeline.package("BS1", pkg_source_flag=PLAIN)
     pipeline.send({"site_code": "BS1", "package_id": pkg["PackageID"], "package_class": pkg["class"]})
     assert pipeline.emulators["BS1"].wait_in_flight(EMULATOR_USERNAME, 1, timeout_s=15)
-    assert slots.snapshot("BS1").in_use == 1
+    assert slot_occupancy(pipeline.outcome_redis(), pipeline.keys, "BS1").in_use == 1
     killed_at = time.monotonic()
     pipeline.worker.kill()
-    assert wait_until(lambda: slots.snapshot("BS1").in_use == 0, timeout_s=10)
+    assert wait_until(lambda: slot_occupancy(pipeline.outcome_redis(), pipeline.keys, "BS1").in_use == 0, timeout_s=10)
     assert time.monotonic() - killed_at <= 4.0  # not beyond the 3 s lease (plus polling)
     pipeline.worker.start()
 

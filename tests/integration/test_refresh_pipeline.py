@@ -12,8 +12,8 @@ import pytest
 
 from testing.fixtures_pipeline import NON_LATIN1_PASSWORD, Pipeline, PipelineFactory, RefreshRun
 from testing.waiting import wait_until
-from worker.outcome_reader import read_stream
-from worker.outcomes import Outcome
+from worker.domain.outcomes import Outcome
+from worker.stores.outcome_reader import read_stream
 
 pytestmark = pytest.mark.integration
 

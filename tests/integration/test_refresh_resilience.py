@@ -9,7 +9,7 @@ import pytest
 
 from testing.fixtures_pipeline import SHORT_VISIBILITY_ENV, PipelineFactory
 from testing.waiting import wait_until
-from worker.outcomes import Outcome
+from worker.domain.outcomes import Outcome
 
 pytestmark = pytest.mark.integration
 

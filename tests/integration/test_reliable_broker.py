@@ -15,7 +15,7 @@ import redis
 
 from testing.fixtures_pipeline import Pipeline
 from testing.waiting import wait_until
-from worker.reliable_broker import hold_script, take_script, transport_options
+from worker.broker.transport import hold_script, take_script, transport_options
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ from config.settings import ProviderSettings, RetryPolicy
 from emulator.server import Emulator
 from emulator.sms.provider import Provider
 from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME
-from worker.sccm import SccmClient
-from worker.transport import ProviderTransport
+from worker.provider.client import SccmClient
+from worker.provider.transport import ProviderTransport
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,8 @@ from api.openapi import ID_PATTERN, PACKAGE_ID_PATTERN, SITE_CODE_PATTERN
 from api.readiness import count_consumers
 from config.settings import ApiSettings, Settings
 from errors import InvalidRequestError
-from worker.packages import validate_package_id, validate_site_code
-from worker.request import is_valid_id
+from worker.domain.packages import validate_package_id, validate_site_code
+from worker.domain.request import is_valid_id
 
 OUTCOME_SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "outcome.schema.json"
 

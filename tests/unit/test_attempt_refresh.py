@@ -10,9 +10,9 @@ import pytest
 
 from config.settings import RetryPolicy
 from errors import MediumNotReadyError, OperationTimeoutError, ProviderFailureError, ReturnValueError, ServerBusyError
-from worker.fence import FenceSnapshot, landed
-from worker.packages import PackageInfo
-from worker.refresh import AttemptResult, attempt_refresh
+from worker.domain.packages import PackageInfo
+from worker.usecase.attempt import AttemptResult, attempt_refresh
+from worker.usecase.values import FenceSnapshot, landed
 
 PLAIN = PackageInfo(class_name="SMS_Package", package_id="PS100001", name="7-Zip", pkg_source_flag=2, source_version=4)
 COMPRESS = replace(PLAIN, pkg_source_flag=3)

@@ -1,4 +1,4 @@
-"""Bulk criteria (worker.criteria) and the WQL condition helpers: strict input, bounded, injection-free WQL.
+"""Bulk criteria (worker.domain.criteria) and the WQL condition helpers: strict input, bounded, injection-free WQL.
 
 The produced WQL is parsed and evaluated with the emulator's own WQL engine: what reaches the
 SMS Provider is checked as a parse tree, not as a string.
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from emulator.sms.wql import And, Comparison, Expr, Like, Or, parse, resolve
 from emulator.sms.wql_eval import evaluate
 from errors import InvalidRequestError
-from worker.criteria import (
+from worker.domain.criteria import (
     DEFAULT_PACKAGE_CLASSES,
     ENUMERATION_PROPERTIES,
     MAX_IDS_PER_QUERY,
@@ -27,8 +27,8 @@ from worker.criteria import (
     parse_criteria,
     queries,
 )
-from worker.packages import PACKAGE_CLASSES, TASK_SEQUENCE_CLASS
-from worker.wql import WqlCondition, equals_any, like_condition, select_query, wildcard_to_like
+from worker.domain.packages import PACKAGE_CLASSES, TASK_SEQUENCE_CLASS
+from worker.domain.wql import WqlCondition, equals_any, like_condition, select_query, wildcard_to_like
 
 # Characters that mean something to WQL strings, WMI's LIKE or our wildcards, plus ordinary ones.
 SPECIAL = "%_[]^*?'\"\\;-=() "

@@ -1,4 +1,4 @@
-"""Unit tests of exception classification and refresh outcomes (worker.classify).
+"""Unit tests of exception classification and refresh outcomes (worker.provider.classify).
 
 pywinrm's exceptions are produced by the real, unmodified pywinrm: its Protocol sends through
 a requests adapter that answers with canned HTTP replies (the saved Windows captures), so
@@ -42,18 +42,17 @@ from errors import (
     ServerBusyError,
 )
 from testing.canned_http import CannedAdapter
-from worker.classify import (
+from worker.domain.packages import STORAGE_COMPRESS
+from worker.domain.refresh_answer import error_for_medium_fault, refresh_outcome
+from worker.provider.classify import (
     WBEM_E_FAILED,
     WBEM_E_PROVIDER_FAILURE,
     WSMAN_TIMED_OUT,
     HttpErrorReply,
     classify_exception,
-    error_for_medium_fault,
     http_error_reply,
-    refresh_outcome,
     sanitize_text,
 )
-from worker.packages import STORAGE_COMPRESS
 from worker.wsman import ExtendedStatus, build_get
 
 CAPTURES = Path(__file__).resolve().parents[1] / "fixtures" / "windows"

@@ -1,4 +1,4 @@
-"""Unit tests of fault parsing (worker.wsman.faults) and fault meaning (worker.classify) on real captures."""
+"""Unit tests of fault parsing (worker.wsman.faults) and fault meaning (worker.provider.classify) on real captures."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from errors import (
     RefreshError,
     ServerBusyError,
 )
-from worker.classify import (
+from worker.provider.classify import (
     WBEM_E_FAILED,
     WBEM_E_INVALID_CLASS,
     WBEM_E_NOT_FOUND,

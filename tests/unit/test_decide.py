@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from config.settings import RetryPolicy, RetrySettings
 from errors import AuthError, MediumNotReadyError, QuotaError
-from worker.decide import decide_after_error, wake_early
-from worker.request import RetryState
+from worker.domain.request import RetryState
+from worker.usecase.decide import decide_after_error, wake_early
 
 RETRY = RetrySettings(
     in_call=RetryPolicy(max_attempts=1, initial_backoff_s=0, max_backoff_s=0),

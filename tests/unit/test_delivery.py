@@ -1,4 +1,4 @@
-"""The refresh use case (worker/delivery.py) and its executor (worker/execute.py), with fakes passed in.
+"""The refresh use case (worker/usecase/delivery.py) and its executor (worker/usecase/execute.py), with fakes passed in.
 
 No monkeypatching and no Celery: the collaborators are arguments, the answer is a Plan.
 """
@@ -11,18 +11,19 @@ from typing import Any, NoReturn
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from config.settings import LimitSettings, ProviderSettings, RetryPolicy, RetrySettings, Settings
 from errors import InternalError, MediumNotReadyError, QuotaError, RefreshError
-from worker.delivery import handle_delivery
-from worker.delivery_ports import Delivery, DeliveryDeps
-from worker.execute import PUBLISH_REQUEUE_S, run_delivery
-from worker.fence import FenceSnapshot
-from worker.outcomes import Outcome
-from worker.packages import PackageInfo
-from worker.plan import Done, Drop, Requeue
-from worker.request import RETRY_STATE_KWARG
-from worker.untrusted import message_key
+from worker.domain.outcomes import Outcome
+from worker.domain.packages import PackageInfo
+from worker.domain.request import RETRY_STATE_KWARG
+from worker.usecase.delivery import handle_delivery
+from worker.usecase.execute import run_delivery
+from worker.usecase.plan import Done, Drop, Requeue
+from worker.usecase.ports import Delivery, DeliveryDeps
+from worker.usecase.untrusted import message_key
+from worker.usecase.values import FenceSnapshot
 
 SECRET = "Sommer€2024-Geheim"
 PLAIN = PackageInfo(
@@ -152,6 +153,7 @@ class World:
             worker="test-host:1",
             clock=self.clock,
             sleep=lambda _s: None,
+            unavailable=(RedisError,),
         )
 
     def deliver(self, kwargs: Mapping[str, Any], *, task_id: str | None = "task-1", args: tuple[Any, ...] = ()) -> Any:
@@ -210,7 +212,7 @@ def test_a_final_that_cannot_be_published_requeues_the_message_as_it_arrived() -
     world = World(recorder=Recorder(fail_finals=True))
     with pytest.raises(RequeuedError) as requeued:
         world.deliver(VALID)
-    assert requeued.value.kwargs == VALID and requeued.value.countdown_s == PUBLISH_REQUEUE_S
+    assert requeued.value.kwargs == VALID and requeued.value.countdown_s == SETTINGS.retry.publish_requeue_s
 
 
 def test_unexpected_exception_becomes_one_internal_final_outcome_without_its_text() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from tasks.enqueue import prepare_refresh, stamp_refresh
-from worker.request import RefreshRequest, is_valid_id
+from producers.enqueue import prepare_refresh, stamp_refresh
+from worker.domain.request import RefreshRequest, is_valid_id
 
 
 def _validated(**extra: str) -> RefreshRequest:

@@ -1,4 +1,4 @@
-"""kombu's private surface that worker/reliable_broker.py and worker/consumer.py override or call.
+"""kombu's private surface that worker/broker/transport.py and worker/broker/connection_loss.py override or call.
 
 These are not public API: a kombu or celery minor release may rename or reshape them, and the
 transport would then fail at run time (an AttributeError on every read looks like a lost connection
@@ -17,7 +17,7 @@ from celery.worker.consumer.consumer import Consumer
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
-from worker import reliable_broker
+from worker.broker import transport as reliable_broker
 
 # (class, method, parameters after self) for every method overridden or called by name.
 _METHODS: list[tuple[type[Any], str, tuple[str, ...]]] = [
@@ -62,14 +62,14 @@ def test_overridden_and_called_kombu_methods_keep_their_signature(
 ) -> None:
     """Each private method the transport relies on exists and takes the parameters it passes."""
     method = getattr(owner, name, None)
-    assert method is not None, f"{owner.__qualname__}.{name} is gone: re-check worker/reliable_broker.py"
+    assert method is not None, f"{owner.__qualname__}.{name} is gone: re-check worker/broker/transport.py"
     assert _parameters(method) == expected
 
 
 @pytest.mark.parametrize(("owner", "name"), _CLASS_ATTRIBUTES, ids=lambda v: getattr(v, "__name__", str(v)))
 def test_class_attributes_the_transport_reads_exist(owner: type[Any], name: str) -> None:
     """Each class-level attribute the transport reads is still declared by kombu."""
-    assert hasattr(owner, name), f"{owner.__qualname__}.{name} is gone: re-check worker/reliable_broker.py"
+    assert hasattr(owner, name), f"{owner.__qualname__}.{name} is gone: re-check worker/broker/transport.py"
 
 
 @pytest.mark.parametrize("name", _INSTANCE_ATTRIBUTES)

@@ -1,8 +1,8 @@
-"""worker/lease_keeper.py: kept leases renewed once per period; a refused renewal marks the lease lost."""
+"""worker/stores/lease_keeper.py: kept leases renewed once per period; a refused renewal marks the lease lost."""
 
 from __future__ import annotations
 
-from worker.lease_keeper import LeaseKeeper
+from worker.stores.lease_keeper import LeaseKeeper
 
 
 class Renewals:

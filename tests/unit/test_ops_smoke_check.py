@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from ops.smoke_check import judge
-from worker.outcomes import Outcome
+from worker.domain.outcomes import Outcome
 
 
 def outcome(request_id: str, status: str, *, final: bool = True, worker: str = "h:1") -> Outcome:

@@ -22,9 +22,10 @@ from errors import (
     ProviderFailureError,
     RefreshError,
 )
-from worker.constants import OUTCOME_SCHEMA_NAME, OUTCOME_SCHEMA_VERSION
-from worker.outcomes import (
+from worker.domain.outcomes import (
     ERROR_MESSAGE_MAX_CHARS,
+    OUTCOME_SCHEMA_NAME,
+    OUTCOME_SCHEMA_VERSION,
     STATUSES,
     AttemptInfo,
     InvalidOutcomeError,

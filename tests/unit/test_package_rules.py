@@ -1,4 +1,4 @@
-"""Unit tests of the ConfigMgr input rules (worker.packages) and WQL building (worker.wql)."""
+"""Unit tests of the ConfigMgr input rules (worker.domain.packages) and WQL building (worker.domain.wql)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from errors import InvalidRequestError
-from worker.packages import (
+from worker.domain.packages import (
     PACKAGE_CLASSES,
     TASK_SEQUENCE_CLASS,
     package_resource_uri,
@@ -19,7 +19,7 @@ from worker.packages import (
     validate_package_id,
     validate_site_code,
 )
-from worker.wql import package_query, wql_string_literal
+from worker.domain.wql import package_query, wql_string_literal
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("ps1", "PS1"), ("ABC", "ABC"), ("a1Z", "A1Z")])

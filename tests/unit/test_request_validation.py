@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from errors import InvalidRequestError
-from worker.request import RetryState, parse_request
+from worker.domain.request import RetryState, parse_request
 
 
 def test_valid_request_is_normalised_to_canonical_spelling() -> None:

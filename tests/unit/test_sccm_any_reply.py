@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from errors import RefreshError
 from testing.canned_http import CannedAdapter, canned_client, message_id_of
-from worker.packages import PackageInfo
+from worker.domain.packages import PackageInfo
 from worker.wsman import WmiInstance
 
 MB = 1024 * 1024

@@ -113,7 +113,7 @@ def test_a_failed_release_is_logged_at_debug_and_never_raised(caplog: pytest.Log
 
     items = client.enumerate(WQL, page_size=PAGE)
     next(items)
-    with caplog.at_level(logging.DEBUG, logger="worker.sccm"):
+    with caplog.at_level(logging.DEBUG, logger="worker.provider.client"):
         items.close()
 
     assert provider.actions == ["Enumerate", "Release"]

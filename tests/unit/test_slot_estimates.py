@@ -1,4 +1,4 @@
-"""The retry-after estimate of a waiting request (worker.slots.estimate_retry_after_s), pure."""
+"""The retry-after estimate of a waiting request (worker.stores.slots.estimate_retry_after_s), pure."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.slots import estimate_retry_after_s
+from worker.stores.slots import estimate_retry_after_s
 
 
 def estimate(rank: int, *, in_use: int = 3, limit: int = 3, hold_s: float = 30.0) -> float:

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from errors import NotFoundError, ProtocolError
 from testing.classified import raises_classified
-from worker.classify import error_from_wsman
-from worker.packages import STORAGE_COMPRESS, PackageInfo
+from worker.domain.packages import STORAGE_COMPRESS, PackageInfo
+from worker.provider.classify import error_from_wsman
 from worker.wsman import (
     FaultReply,
     MalformedReply,

@@ -3,7 +3,7 @@
 No sockets, no pywinrm objects and nothing from the rest of the worker: it speaks WS-Management
 only. Replies are parsed by one bounded, DTD-refusing parser (`soap_parser`); faults come out as
 `FaultInfo` values inside `FaultReply`, bad replies as `MalformedReply`, values no envelope can
-carry as `EnvelopeValueError`. What any of them means to the worker is `worker.classify`'s call.
+carry as `EnvelopeValueError`. What any of them means to the worker is `worker.provider.classify`'s call.
 """
 
 from worker.wsman.envelopes import (

@@ -1,4 +1,4 @@
-"""What the WS-Man layer raises: protocol facts, not decisions (`worker.classify` decides).
+"""What the WS-Man layer raises: protocol facts, not decisions (`worker.provider.classify` decides).
 
 * `MalformedReply`: a reply that is not XML, not SOAP, over a parsing limit, carries a DTD, or
   is not the reply we asked for (wrong RelatesTo, Action or body).

@@ -1,6 +1,6 @@
 """What a WS-Man fault says, as protocol values: codes, subcode, reason, provider fault, status.
 
-Facts only: what the fault means to the worker (retry or not) is decided in `worker.classify`.
+Facts only: what the fault means to the worker (retry or not) is decided in `worker.provider.classify`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ A fault ([MS-WSMV] 2.2.4.14, 3.1.4.1.x; DSP0226 14) carries `s:Code/s:Value`,
 * `w:FaultDetail` (a URI such as `.../faultDetail/InvalidResourceURI`).
 
 Parsing is liberal (every part is optional) and says nothing about what a fault means: that is
-`worker.classify.fault_to_error`.
+`worker.provider.classify.fault_to_error`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,109 @@
+"""The bulk producer: validate a bulk's criteria, record it, start it; read it; cancel it.
+
+Producers (the CLI, the HTTP API, Python callers) never talk to WinRM: they validate the criteria,
+create the bulk's record in Redis and send `sccm.bulk_refresh`; a worker enumerates the packages
+and feeds the children, paced by the site's provider slots (worker/bulk_job.py, tasks/bulk.py).
+
+    submission = enqueue_bulk(app, {"site_code": "PS1", "name_pattern": "Dell *"})
+    record = get_bulk(settings, submission.bulk_id)      # state, total, counts by status
+    cancel_bulk(settings, submission.bulk_id)            # children not yet attempted end `cancelled`
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from config.settings import Settings, get_settings
+from errors import InvalidRequestError
+from worker.bulk_job import DRY_RUN_KEY
+from worker.domain.criteria import BulkCriteria, parse_criteria
+from worker.domain.ids import is_bulk_id
+from worker.domain.task_names import BULK_PUMP_TASK, BULK_TASK
+from worker.stores.bulk_store import BulkNotFoundError, BulkRecord, BulkStore
+from worker.stores.keys import RedisKeys
+from worker.stores.redis_client import redis_from_url
+
+if TYPE_CHECKING:  # the caller's app does the sending: importing Celery's app is theirs to pay
+    from celery import Celery
+
+__all__ = ["BulkSubmission", "cancel_bulk", "enqueue_bulk", "get_bulk", "new_bulk_id"]
+
+
+@dataclass(frozen=True)
+class BulkSubmission:
+    bulk_id: str
+    dry_run: bool
+
+
+def new_bulk_id() -> str:
+    return f"bulk-{uuid.uuid4().hex[:16]}"
+
+
+def enqueue_bulk(
+    app: Celery,
+    criteria: Mapping[str, Any] | BulkCriteria,
+    *,
+    dry_run: bool = False,
+    bulk_id: str | None = None,
+    queue: str | None = None,
+    settings: Settings | None = None,
+) -> BulkSubmission:
+    """Validate the criteria (InvalidRequestError naming each bad field), record the bulk, start it."""
+    settings = settings or get_settings()
+    checked = criteria if isinstance(criteria, BulkCriteria) else parse_criteria(criteria)
+    if not isinstance(dry_run, bool):
+        raise InvalidRequestError("invalid bulk request: dry_run: Input should be a valid boolean")
+    if settings.providers:
+        settings.provider(checked.site_code)  # an unknown site is refused before anything is recorded
+    bulk_id = bulk_id or new_bulk_id()
+    if not is_bulk_id(bulk_id):
+        raise InvalidRequestError(
+            "invalid bulk request: bulk_id: must be 1-128 of A-Z a-z 0-9 _ . - (alphanumeric first)"
+        )
+    stored = {**checked.model_dump(mode="json"), DRY_RUN_KEY: dry_run}
+    _store(settings).create(bulk_id, checked.site_code, stored)
+    app.send_task(BULK_TASK, kwargs={"bulk_id": bulk_id}, task_id=f"{bulk_id}:enumerate", queue=queue or settings.queue)
+    return BulkSubmission(bulk_id, dry_run)
+
+
+def get_bulk(settings: Settings, bulk_id: str) -> BulkRecord | None:
+    """The bulk's record (state, total, counts by status), or None if unknown or expired."""
+    if not is_bulk_id(bulk_id):
+        return None
+    return _store(settings).get(bulk_id)
+
+
+def cancel_bulk(settings: Settings, bulk_id: str, *, app: Celery | None = None) -> BulkRecord | None:
+    """Stop the bulk: children not yet attempted end `cancelled`; running ones finish."""
+    if not is_bulk_id(bulk_id):
+        return None
+    store = _store(settings)
+    try:
+        update = store.cancel(bulk_id)
+    except BulkNotFoundError:
+        return None
+    if update.applied:
+        # The pump drains the pending children (a `cancelled` outcome each) and ends the bulk.
+        (app or _default_app()).send_task(BULK_PUMP_TASK, kwargs={"bulk_id": bulk_id}, queue=settings.queue)
+    return store.get(bulk_id)
+
+
+@lru_cache(maxsize=4)
+def _store_for(redis_url: str, prefix: str, ttl_s: int) -> BulkStore:
+    return BulkStore(redis_from_url(redis_url), RedisKeys(prefix), ttl_s=ttl_s)
+
+
+def _store(settings: Settings) -> BulkStore:
+    return _store_for(settings.redis_url, settings.key_prefix, settings.limits.final_marker_ttl_s)
+
+
+def _default_app() -> Celery:
+    # Only a cancel that names no app sends with the worker's: importing it here keeps Celery's
+    # app out of every producer that does not.
+    from worker.app import app  # noqa: PLC0415
+
+    return app

@@ -1,0 +1,81 @@
+-- Take one message for a consumer without a moment where it lives only in the consumer's memory
+-- (worker/broker/transport.py). One call does four things, atomically:
+--   1. the consumer says it is alive and names the list its blocking wait moves messages into;
+--   2. at most every ARGV[2] seconds (whoever calls first), the in-flight lists of consumers that
+--      are no longer alive go back to the queues they came from;
+--   3. in the same pass, it names the holders no longer alive whose holdings (messages kombu
+--      records as unacked: running, prefetched, or waiting for their countdown) are still listed:
+--      the caller puts those back through kombu's own restore (it knows the exchange bindings);
+--   4. the first message found in KEYS[6..] (kombu's order: priority, then queue cycle) moves to
+--      this consumer's in-flight list for that queue, and is returned with its queue key.
+--
+-- KEYS[1] this consumer's in-flight base (no '|'); KEYS[2] registry hash: in-flight list -> queue key;
+-- KEYS[3] recovery gate (string, TTL); KEYS[4] kombu's unacked hash; KEYS[5] the set of holders
+-- (ids whose '<id>:held' set lists delivery tags); KEYS[6..] the queue keys.
+-- ARGV[1] alive TTL (s); ARGV[2] recovery interval (s); ARGV[3] the key the blocking wait watches;
+-- ARGV[4] this consumer's holder id; ARGV[5..] in-flight bases and holder ids of this process that
+-- have closed or been retired (dead now, whatever their alive key says): naming any makes this call
+-- restore at once, whatever the gate.
+-- Returns {queue key or '', message or '', messages restored, dead holder ids...}.
+
+local base, registry = KEYS[1], KEYS[2]
+redis.call('SET', base .. ':alive', '1', 'EX', ARGV[1])
+redis.call('SET', ARGV[4] .. ':alive', '1', 'EX', ARGV[1])
+redis.call('HSET', registry, base .. '|' .. ARGV[3], ARGV[3])
+
+for i = 5, #ARGV do
+    redis.call('DEL', ARGV[i] .. ':alive')
+end
+
+local restored = 0
+local dead_holders = {}
+if #ARGV > 4 or redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) then
+    local entries = redis.call('HGETALL', registry)
+    for i = 1, #entries, 2 do
+        local list, source = entries[i], entries[i + 1]
+        local owner = string.match(list, '^(.-)|')
+        if owner == nil or redis.call('EXISTS', owner .. ':alive') == 0 then
+            while true do
+                local item = redis.call('RPOP', list)
+                if not item then break end
+                -- A message kombu already holds as unacked comes back through kombu's own restore:
+                -- putting it back here too would deliver it twice.
+                local ok, message = pcall(cjson.decode, item)
+                local tag = nil
+                if ok and type(message) == 'table' and type(message.properties) == 'table' then
+                    tag = message.properties.delivery_tag
+                end
+                if not (type(tag) == 'string' and redis.call('HEXISTS', KEYS[4], tag) == 1) then
+                    -- RPUSH: it was taken from the right (the oldest end), so it is next again.
+                    redis.call('RPUSH', source, item)
+                    restored = restored + 1
+                end
+            end
+            redis.call('HDEL', registry, list)
+        end
+    end
+    for _, holder in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+        if redis.call('EXISTS', holder .. ':alive') == 0 then
+            table.insert(dead_holders, holder)
+        end
+    end
+end
+
+local function reply(queue, item)
+    local out = {queue, item, restored}
+    for _, holder in ipairs(dead_holders) do
+        table.insert(out, holder)
+    end
+    return out
+end
+
+for i = 6, #KEYS do
+    local item = redis.call('RPOP', KEYS[i])
+    if item then
+        local list = base .. '|' .. KEYS[i]
+        redis.call('LPUSH', list, item)
+        redis.call('HSET', registry, list, KEYS[i])
+        return reply(KEYS[i], item)
+    end
+end
+return reply('', '')

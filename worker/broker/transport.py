@@ -1,0 +1,435 @@
+"""kombu's Redis transport, taking each message so that no crash can lose it (the worker's broker).
+
+kombu's consumer takes a message with BRPOP and only then records it in its unacked hash
+(`QoS.append`). A worker killed between the two (the reply read off the socket, the GIL busy with
+a refresh in another thread) loses the message for good: it is in no Redis key any more
+(kombu #305). The chaos suite lost one request in five runs of its SIGKILL scenario that way,
+and for a first delivery from a plain Celery producer nothing else knew the request existed.
+
+This channel never takes a message out of Redis: it *moves* it into an in-flight list of its
+own, and the entry leaves that list in the same transaction that writes kombu's unacked record:
+
+- a blocking `BLMOVE` waits on the refresh queue (`SCCM_REFRESH_QUEUE`) for up to kombu's
+  `brpop_timeout` (1 s): one round trip per message, as BRPOP was;
+- at least once a second, and after a wait that found nothing, a Lua script (`take.lua`)
+  instead moves the first waiting message of any consumed queue (kombu's order: priority, then
+  queue cycle), so the worker's direct queue (liveness probes) waits at most about a second;
+  the same call marks the consumer alive (a key with a TTL) and, at most every few seconds,
+  puts the in-flight messages of consumers no longer alive back at the head of their queue,
+  skipping any that kombu already holds as unacked (kombu restores those itself);
+- `QoS.append` (kombu's unacked record) removes the entry from the in-flight list in its own
+  MULTI, so a message is always in exactly one of: the queue, an in-flight list, unacked;
+- a consuming channel that closes (a lost broker connection, a shutdown) is remembered by the
+  process, and the next take of any channel of it declares that consumer dead and restores its
+  lists at once: a message taken just before a Redis restart, whose unacked record never got
+  written, is back on its queue as soon as the worker has reconnected, not after the alive TTL.
+
+A redelivery that results from a restore is harmless: a request already final is dropped, and
+the invoke fence and attempt lock keep a package from being refreshed twice.
+
+Only the consuming side changes: producers (the API, the CLI, any Celery client) publish as
+before, and the keys kombu reads and writes are the same. Needs Redis 6.2 (BLMOVE); on an older
+Redis the channel says so once and falls back to kombu's BRPOP.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import socket
+import threading
+import uuid
+import weakref
+from importlib import resources
+from queue import Empty
+from time import monotonic, sleep, time
+from typing import Any, Final
+
+from kombu.transport import TRANSPORT_ALIASES, virtual
+from kombu.transport import redis as kombu_redis
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps, loads
+from redis.exceptions import ResponseError
+
+__all__ = ["TRANSPORT", "Channel", "QoS", "Transport", "hold_script", "take_script", "transport_options"]
+
+log = logging.getLogger(__name__)
+
+# What `broker_transport` names (worker/app.py): an alias, so logs and Flower read
+# "sccm-redis://host:port/db" rather than a class path.
+TRANSPORT: Final = "sccm-redis"
+TRANSPORT_ALIASES.setdefault(TRANSPORT, f"{__name__}:Transport")
+
+_SCRIPT: Final = "take.lua"
+_HOLD_SCRIPT: Final = "hold.lua"
+# A consumer counts as dead once its alive key lapses: a heartbeat thread renews it every
+# _ALIVE_S / 3 while the process runs (takes renew it too), so only a process that is gone, or frozen
+# for longer than this, loses its claim. Its holdings are back on their queues within
+# _ALIVE_S + _RECOVERY_INTERVAL_S of its death.
+_ALIVE_S: Final = 15
+_RECOVERY_INTERVAL_S: Final = 5
+_TAKE_EVERY_S: Final = 1.0
+_TAKE: Final = "take"
+_WAIT: Final = "wait"
+
+
+class _RetiredConsumers:
+    """In-flight bases and holder ids of this process that are done: closed channels, old connections.
+
+    An in-flight list can only hold messages taken and never delivered (a delivery records the
+    unacked message and clears the entry in one script; a closed channel or a dropped connection
+    delivers nothing more from it), and a closed channel's holdings are no longer in the worker's
+    memory (Celery clears its countdown timers and reserved requests when its connection goes), so
+    both are restored as soon as a take can say so, instead of waiting for their alive key to lapse.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bases: set[str] = set()
+
+    def add(self, base: str) -> None:
+        with self._lock:
+            self._bases.add(base)
+
+    def snapshot(self) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(sorted(self._bases))
+
+    def forget(self, bases: tuple[str, ...]) -> None:
+        with self._lock:
+            self._bases.difference_update(bases)
+
+
+_retired = _RetiredConsumers()
+
+
+class _Heartbeat:
+    """Renews the alive keys of this process's consuming channels on a timer.
+
+    Takes renew them too, but a worker whose threads are all busy takes nothing (prefetch 1), and
+    a busy worker is not a dead one: without this, its holdings would be restored and run twice.
+    A frozen or killed process renews nothing, which is the point.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._channels: weakref.WeakSet[Channel] = weakref.WeakSet()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, channel: Channel) -> None:
+        with self._lock:
+            if channel in self._channels:
+                return
+            self._channels.add(channel)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="sccm-broker-heartbeat", daemon=True)
+                self._thread.start()
+
+    def forget(self, channel: Channel) -> None:
+        with self._lock:
+            self._channels.discard(channel)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                channels = list(self._channels)
+            interval_s = min((c.inflight_alive_s for c in channels), default=_ALIVE_S) / 3
+            for channel in channels:
+                try:
+                    channel.renew_alive()
+                except Exception as exc:  # Redis away, or the channel closing: the next beat tries again
+                    log.debug("broker heartbeat failed: %s", type(exc).__name__)
+            sleep(max(0.5, interval_s))
+
+
+_heartbeat = _Heartbeat()
+
+
+@functools.cache
+def take_script() -> str:
+    """The Lua of one take (worker/broker/take.lua)."""
+    return resources.files("worker.broker").joinpath(_SCRIPT).read_text(encoding="utf-8")
+
+
+@functools.cache
+def hold_script() -> str:
+    """The Lua that records a delivered message as held (worker/broker/hold.lua)."""
+    return resources.files("worker.broker").joinpath(_HOLD_SCRIPT).read_text(encoding="utf-8")
+
+
+@functools.cache
+def _take_sha() -> str:
+    return hashlib.sha1(take_script().encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def transport_options(*, prefix: str, main_queue: str) -> dict[str, Any]:
+    """The broker transport options this channel reads (merged into Celery's)."""
+    return {
+        "inflight_prefix": f"{prefix}:broker:inflight",
+        "inflight_main_queue": main_queue,
+        "inflight_alive_s": _ALIVE_S,
+        "inflight_recovery_interval_s": _RECOVERY_INTERVAL_S,
+    }
+
+
+class QoS(kombu_redis.QoS):
+    """kombu's unacked bookkeeping; the record of a message also clears its in-flight entry.
+
+    Each record also lists the delivery tag among its channel's holdings, so that a dead
+    consumer's unacked messages (running, prefetched, or held for their countdown) go back to their
+    queue within seconds of its death, not at the visibility timeout (which stays as the last net).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._holder_of: dict[str, str] = {}  # delivery tag -> holder id it was recorded under
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        taken = self.channel.claim_taken()
+        if taken is None:
+            super().append(message, delivery_tag)
+            return
+        inflight, item = taken
+        delivery = message.delivery_info
+        record = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+        holder = self.channel.holder_id
+        keys = [inflight, self.unacked_index_key, self.unacked_key, f"{holder}:held", self.channel.holders_key]
+        recorded = self.channel.run_hold_script(keys, [item, delivery_tag, time(), record, holder])
+        if not recorded:
+            # Its in-flight entry was put back on the queue while this process looked dead (frozen
+            # past the alive TTL): another consumer has it now. Not delivered here.
+            log.warning("a message taken before this worker stalled was given back meanwhile; not running it")
+            raise Empty()
+        self._holder_of[delivery_tag] = holder
+        virtual.QoS.append(self, message, delivery_tag)
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        holder = self._holder_of.pop(delivery_tag, None)
+        removal = super()._remove_from_indices(delivery_tag, pipe)
+        return removal if holder is None else removal.srem(f"{holder}:held", delivery_tag)
+
+
+class Channel(kombu_redis.Channel):
+    QoS = QoS
+    from_transport_options = (  # type: ignore[assignment]  # the base's tuple, plus ours
+        *kombu_redis.Channel.from_transport_options,
+        "inflight_prefix",
+        "inflight_main_queue",
+        "inflight_alive_s",
+        "inflight_recovery_interval_s",
+    )
+    inflight_prefix = "sccm-refresh:broker:inflight"
+    inflight_main_queue = ""
+    inflight_alive_s = _ALIVE_S
+    inflight_recovery_interval_s = _RECOVERY_INTERVAL_S
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}".replace("|", "_")
+        self._inflight_base = self._new_inflight_base()
+        # Holdings outlive a reconnect (the worker still has those messages in memory); in-flight
+        # lists do not (a reply lost with the connection strands its message): two ids.
+        self.holder_id = f"{self.inflight_prefix}:holder:{self._consumer}"
+        self.holders_key = f"{self.inflight_prefix}:holders"
+        self._connection_seen: int | None = None
+        self._connects = 0  # counted by redis-py's connect callback on the consuming connection
+        self._connects_seen = 0
+        self._heartbeat_client: Any = None
+        self._hold: Any = None  # hold.lua, registered on first use
+        self._registry = f"{self.inflight_prefix}:registry"
+        self._recovery_gate = f"{self.inflight_prefix}:recovery-gate"
+        self._pending: tuple[str, str] | None = None
+        self._last_take_mono = float("-inf")
+        self._wait_found_nothing = False
+        self._script_cached = False
+        self._taken: tuple[str, bytes] | None = None
+        self._took = False  # this channel has sent a take: its in-flight lists may exist
+        self._retiring: tuple[str, ...] = ()  # retired bases named in the pending take
+        # kombu's global key prefix rewrites commands in its client; ours are sent by hand, so a
+        # prefixed broker keeps kombu's own way of taking messages.
+        self._reliable = not self.global_keyprefix
+
+    def _new_inflight_base(self) -> str:
+        return f"{self.inflight_prefix}:{self._consumer}:{uuid.uuid4().hex[:6]}"
+
+    def _inflight(self, queue_key: str) -> str:
+        return f"{self._inflight_base}|{queue_key}"
+
+    def close(self) -> None:
+        # First, before kombu's teardown (which can fail with the connection already gone): no I/O.
+        _heartbeat.forget(self)
+        if self._took:
+            _retired.add(self._inflight_base)
+            _retired.add(self.holder_id)
+        super().close()
+
+    def run_hold_script(self, keys: list[str], args: list[Any]) -> bool:
+        """Run hold.lua (EVALSHA, loaded again after a Redis restart): True if recorded."""
+        if self._hold is None:
+            self._hold = self.client.register_script(hold_script())
+        return bool(self._hold(keys=keys, args=args))
+
+    def renew_alive(self) -> None:
+        """Say this channel's consumer and holder are alive (the heartbeat thread's one call)."""
+        if not self._took:
+            return
+        if self._heartbeat_client is None:
+            # Its own client on kombu's (thread-safe) pool: never the consuming connection.
+            self._heartbeat_client = self._create_client(asynchronous=False)
+        ttl_s = self.inflight_alive_s
+        pipe = self._heartbeat_client.pipeline(transaction=False)
+        pipe.set(f"{self._inflight_base}:alive", "1", ex=ttl_s).set(f"{self.holder_id}:alive", "1", ex=ttl_s)
+        pipe.execute()
+
+    def _on_connect(self, connection: Any) -> None:
+        self._connects += 1
+
+    def _retire_lost_connection(self, connection: Any) -> None:
+        """A new socket under the same channel (redis-py reconnects by itself, e.g. after a health
+        check dropped a half-open one): a message moved by a BLMOVE whose reply was lost with the old
+        socket sits in the in-flight list. Retire that list (restored at the next take) and go on
+        with a new one. Holdings stay: the worker still has those messages.
+        """
+        if id(connection) != self._connection_seen:
+            self._connection_seen = id(connection)
+            connection.register_connect_callback(self._on_connect)
+        if self._connects != self._connects_seen:
+            if self._took:
+                _retired.add(self._inflight_base)
+                self._inflight_base = self._new_inflight_base()
+                log.info("broker connection re-established: the old in-flight list goes back at the next take")
+            self._connects_seen = self._connects
+
+    def _restore_holdings(self, holders: list[str]) -> None:
+        """Put every message a dead holder still has recorded as unacked back on its queue."""
+        restored = 0
+        for holder in holders:
+            held = f"{holder}:held"
+            for tag in self.client.smembers(held):
+                if self.client.hexists(self.unacked_key, tag):
+                    # kombu's own restore: bindings looked up, redelivered flag set, put back at
+                    # the end the consumers take from; one transaction, so two restorers never both do.
+                    self.qos.restore_by_tag(bytes_to_str(tag))
+                    restored += 1
+            pipe = self.client.pipeline()
+            pipe.srem(self.holders_key, holder).delete(held).execute()
+        if restored:
+            log.warning("put %d message(s) held by a dead consumer back on their queues", restored)
+
+    def claim_taken(self) -> tuple[str, bytes] | None:
+        """The in-flight entry of the message being delivered, for QoS.append to clear (once)."""
+        taken, self._taken = self._taken, None
+        return taken
+
+    # -- the consuming side: replaces kombu's BRPOP start/read pair ---------------------------
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        if not self._reliable:
+            super()._brpop_start(timeout)
+            return
+        if timeout is None:
+            timeout = self.brpop_timeout
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
+        main = self._q_for_pri(self.inflight_main_queue, 0)
+        wait_key = main if main in keys else keys[0]
+        connection = self.client.connection
+        _heartbeat.watch(self)
+        self._retire_lost_connection(connection)
+        if self._wait_found_nothing or monotonic() - self._last_take_mono >= _TAKE_EVERY_S:
+            self._pending = (_TAKE, wait_key)
+            self._last_take_mono = monotonic()
+            self._took = True
+            self._retiring = tuple(base for base in _retired.snapshot() if base != self._inflight_base)
+            fixed = [self._inflight_base, self._registry, self._recovery_gate, self.unacked_key, self.holders_key]
+            script = ["EVALSHA", _take_sha()] if self._script_cached else ["EVAL", take_script()]
+            command: list[Any] = [
+                *script,
+                len(fixed) + len(keys),
+                *fixed,
+                *keys,
+                self.inflight_alive_s,
+                self.inflight_recovery_interval_s,
+                wait_key,
+                self.holder_id,
+                *self._retiring,
+            ]
+        else:
+            self._pending = (_WAIT, wait_key)
+            command = ["BLMOVE", wait_key, self._inflight(wait_key), "RIGHT", "LEFT", timeout or 0]
+        self._in_poll = connection
+        self._brpop_sent_at = monotonic()  # type: ignore[assignment]  # kombu declares it None, sets a float
+        connection.send_command(*command)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        if not self._reliable:
+            return bool(super()._brpop_read(**options))
+        pending, self._pending = self._pending, None
+        kind, wait_key = pending if pending is not None else (_TAKE, "")
+        try:
+            reply = self._read_reply(kind, **options)
+            if kind == _TAKE:
+                queue_key, item, restored = bytes_to_str(reply[0]), reply[1], int(reply[2])
+                _retired.forget(self._retiring)
+                if restored:
+                    log.warning("put %d message(s) of a dead consumer back on their queues", restored)
+                if len(reply) > 3:
+                    self._restore_holdings([bytes_to_str(holder) for holder in reply[3:]])
+                self._wait_found_nothing = False
+            else:
+                queue_key, item = (wait_key, reply) if reply is not None else ("", b"")
+                # A wait that timed out: take (and say alive) before waiting again.
+                self._wait_found_nothing = not queue_key
+            if not queue_key:
+                raise Empty()
+            self._deliver_taken(queue_key, item)
+            return True
+        finally:
+            self._in_poll = None  # type: ignore[assignment]  # kombu declares it bool, uses None
+            self._flush_brpop_reauth()
+
+    def _read_reply(self, kind: str, **options: Any) -> Any:
+        try:
+            reply = self.client.parse_response(self.client.connection, "EVAL" if kind == _TAKE else "BLMOVE", **options)
+        except self.connection_errors:
+            self.client.connection.disconnect()
+            raise
+        except ResponseError as exc:
+            text = str(exc)
+            if kind == _TAKE and text.startswith("NOSCRIPT"):
+                self._script_cached = False  # Redis restarted or flushed its scripts: send it whole
+                raise Empty() from None
+            if kind == _WAIT and "unknown command" in text.lower():
+                # Redis before 6.2 has no BLMOVE: keep consuming, kombu's way, and say what that costs.
+                self._reliable = False
+                log.error(
+                    "the broker Redis has no BLMOVE (before 6.2): messages are taken with BRPOP, "
+                    "and a worker killed while taking one can lose it"
+                )
+                raise Empty() from None
+            raise
+        if kind == _TAKE:
+            self._script_cached = True
+        return reply
+
+    def _deliver_taken(self, queue_key: str, item: bytes) -> None:
+        queue = queue_key.rsplit(self.sep, 1)[0]
+        self._queue_cycle.rotate(queue)
+        self._taken = (self._inflight(queue_key), item)
+        try:
+            # kombu's consumer records the message as unacked (QoS.append) before this returns,
+            # clearing the in-flight entry with it.
+            self.connection._deliver(loads(bytes_to_str(item)), queue)
+        finally:
+            leftover = self.claim_taken()
+            if leftover is not None:  # delivered without an unacked record (a no-ack consumer)
+                inflight, raw = leftover
+                self.client.lrem(inflight, 1, raw)
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel

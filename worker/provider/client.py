@@ -1,0 +1,184 @@
+"""The SMS Provider client: read a package, refresh it, enumerate with WQL.
+
+Composition only: envelopes and parsing come from the pure `worker.wsman` layer, bytes travel
+through `ProviderTransport`, short transport blips are retried in-call by the `in_call`
+policy (resetting the session between tries). Every reply's `RelatesTo` is checked: pywinrm
+does not, and a reply to someone else's request must never be taken as ours.
+
+The WS-Man layer's exceptions (a fault in a 200 reply, a malformed reply, a value no envelope
+can carry) are turned into `RefreshError`s here, by `worker.provider.classify`: callers see nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Callable, Generator, Iterator
+from typing import TypeVar
+
+from config.settings import RetryPolicy
+from worker.domain.packages import PackageInfo, package_resource_uri, site_enumeration_uri
+from worker.provider.classify import classify_exception, error_from_wsman
+from worker.provider.transport import ProviderTransport
+from worker.retry import in_call_retrying
+from worker.wsman import (
+    REFRESH_METHOD,
+    EnumerationPage,
+    Envelope,
+    WmiInstance,
+    WsmanError,
+    build_enumerate,
+    build_get,
+    build_invoke,
+    build_pull,
+    build_release,
+    check_relates_to,
+    parse_enumeration,
+    parse_header,
+    parse_instance,
+    parse_method_output,
+)
+
+__all__ = ["SccmClient"]
+
+log = logging.getLogger(__name__)
+
+_MAX_PULLS = 10_000  # bounds an enumeration against a provider that never ends its sequence
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def _as_refresh_errors() -> Iterator[None]:
+    """Raise the WS-Man layer's exceptions as the RefreshError they mean."""
+    try:
+        yield
+    except WsmanError as exc:
+        raise error_from_wsman(exc) from None
+
+
+class SccmClient:
+    """Operations on one site's SMS Provider."""
+
+    def __init__(self, transport: ProviderTransport, site_code: str, in_call_policy: RetryPolicy) -> None:
+        self.transport = transport
+        self.site_code = site_code
+        self.in_call_policy = in_call_policy
+
+    def _exchange(self, build: Callable[[], Envelope], parse: Callable[[bytes], T], *, retry: bool = True) -> T:
+        """Send one request (fresh MessageID per try), check RelatesTo, parse; retry short blips."""
+
+        def _once() -> T:
+            with _as_refresh_errors():
+                envelope = build()
+                reply = self.transport.send(envelope.xml)
+                check_relates_to(parse_header(reply), envelope.message_id)
+                return parse(reply)
+
+        def _log_retry(exc: BaseException) -> None:
+            log.info("retrying WS-Man call to site %s after %s", self.site_code, type(exc).__name__)
+
+        if not retry:
+            return _once()
+        return in_call_retrying(self.in_call_policy, before_retry=_log_retry)(_once)
+
+    @property
+    def _to_url(self) -> str:
+        return self.transport.provider.endpoint
+
+    @property
+    def _timeout_s(self) -> float:
+        return float(self.transport.provider.operation_timeout_s)
+
+    def get_package(self, package_class: str, package_id: str) -> PackageInfo:
+        with _as_refresh_errors():
+            uri = package_resource_uri(self.site_code, package_class)
+
+        def build() -> Envelope:
+            return build_get(
+                to_url=self._to_url,
+                resource_uri=uri,
+                selectors={"PackageID": package_id},
+                operation_timeout_s=self._timeout_s,
+            )
+
+        instance = self._exchange(build, parse_instance)
+        return PackageInfo.from_instance(instance)
+
+    def refresh(self, package_class: str, package_id: str) -> int:
+        """Invoke RefreshPkgSource once; returns its ReturnValue (0 = accepted by the provider).
+
+        Never retried here: a reply lost on the way back may hide a refresh that landed, so the
+        caller looks at the package before trying again (worker/usecase/attempt.py, worker/stores/fence.py).
+        """
+        with _as_refresh_errors():
+            uri = package_resource_uri(self.site_code, package_class)
+
+        def build() -> Envelope:
+            return build_invoke(
+                to_url=self._to_url,
+                resource_uri=uri,
+                selectors={"PackageID": package_id},
+                operation_timeout_s=self._timeout_s,
+                method=REFRESH_METHOD,
+            )
+
+        output = self._exchange(build, lambda xml: parse_method_output(xml, REFRESH_METHOD), retry=False)
+        return output.return_value
+
+    def enumerate(self, wql: str, *, page_size: int = 100) -> Generator[WmiInstance, None, None]:
+        """Instances matching a WQL query, page by page (Enumerate, then Pull until EndOfSequence).
+
+        A caller that stops early (closes the generator, or a Pull fails) leaves a context open
+        on the server: it is released with a WS-Enumeration Release, best effort.
+        """
+        with _as_refresh_errors():
+            uri = site_enumeration_uri(self.site_code)
+
+        def first() -> Envelope:
+            return build_enumerate(
+                to_url=self._to_url,
+                resource_uri=uri,
+                wql=wql,
+                max_elements=page_size,
+                operation_timeout_s=self._timeout_s,
+            )
+
+        def pull(context: str) -> Envelope:
+            return build_pull(
+                to_url=self._to_url,
+                resource_uri=uri,
+                context=context,
+                max_elements=page_size,
+                operation_timeout_s=self._timeout_s,
+            )
+
+        page: EnumerationPage = self._exchange(first, parse_enumeration)
+        pulls = 0
+        try:
+            while True:
+                yield from page.items
+                if not page.has_more or page.context is None or pulls >= _MAX_PULLS:
+                    return
+                pulls += 1
+                page = self._exchange(functools.partial(pull, page.context), parse_enumeration)
+        finally:
+            if page.has_more and page.context is not None:
+                self._release(uri, page.context)
+
+    def _release(self, uri: str, context: str) -> None:
+        """Tell the server we are done with an enumeration context; a failure is only logged."""
+        try:
+            envelope = build_release(
+                to_url=self._to_url, resource_uri=uri, context=context, operation_timeout_s=self._timeout_s
+            )
+            self.transport.send(envelope.xml)
+        except Exception as exc:
+            # Best effort: the server drops an idle context by itself (WinRM after its timeout).
+            error = classify_exception(exc)
+            log.debug(
+                "WS-Man Release of an enumeration context at site %s failed: %s",
+                self.site_code,
+                error.message if error is not None else type(exc).__name__,
+            )

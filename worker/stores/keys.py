@@ -1,0 +1,307 @@
+"""Every Redis key and channel name sccm-refresh uses, in one place (see docs/outcomes.md).
+
+Keys are built from a prefix so several deployments (and every test) can share one Redis
+without seeing each other's data. Templates below are the single source of the key layout;
+`RedisKeys` fills them in and validates the parts that come from requests.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from worker.domain.ids import is_bulk_id, is_key_part, is_request_id_key_part
+
+__all__ = [
+    "ATTEMPT_LOCK",
+    "BULK_CHILDREN",
+    "BULK_FINAL_MARKER",
+    "BULK_HEARTBEATS",
+    "BULK_PENDING",
+    "BULK_RECORD",
+    "BULK_STATES",
+    "BULK_TAKEN",
+    "COALESCE_FOLLOWERS",
+    "COALESCE_LEADER",
+    "COALESCE_TO_PUBLISH",
+    "DEFAULT_PREFIX",
+    "FINAL_MARKER",
+    "HEALTH_PROBE_REPLY",
+    "INVOKE_FENCE",
+    "METRICS_ERRORS",
+    "METRICS_LATENCY",
+    "METRICS_OUTCOMES",
+    "OUTCOME_CHANNEL",
+    "OUTCOME_STREAM",
+    "PACKAGE_STATE",
+    "REJECTED_MARKER_PREFIX",
+    "REJECTION_MARKER",
+    "REQUEST_STATE",
+    "SITES",
+    "SLOT_HOLDERS",
+    "SLOT_LEASES",
+    "SLOT_STATS",
+    "SLOT_WAITERS",
+    "SLOT_WAITER_DEADLINES",
+    "STATE_FIELD_ATTEMPT",
+    "STATE_FIELD_FINAL",
+    "STATE_FIELD_OUTCOME",
+    "STATE_FIELD_REQUESTED_AT",
+    "STATE_FIELD_REQUEST_ID",
+    "STATE_FIELD_SOURCE_VERSION",
+    "STATE_FIELD_STATUS",
+    "STATE_FIELD_STREAM_ID",
+    "STATE_FIELD_UPDATED_AT",
+    "STREAM_FIELD_FINAL",
+    "STREAM_FIELD_KIND",
+    "STREAM_FIELD_OUTCOME",
+    "STREAM_FIELD_PACKAGE_ID",
+    "STREAM_FIELD_REQUEST_ID",
+    "STREAM_FIELD_SITE_CODE",
+    "STREAM_FIELD_STATUS",
+    "STREAM_KIND_BULK",
+    "WATCH_DEADLINES",
+    "WATCH_MESSAGES",
+    "WORKERS_SEEN",
+    "BulkKeys",
+    "RedisKeys",
+    "SlotKeys",
+]
+
+DEFAULT_PREFIX = "sccm-refresh"
+
+# Key templates ("{prefix}" and friends are filled in by RedisKeys).
+OUTCOME_STREAM = "{prefix}:outcomes"  # XADD, trimmed with MAXLEN ~
+OUTCOME_CHANNEL = "{prefix}:outcomes:live"  # PUBLISH; the payload is the outcome JSON
+PACKAGE_STATE = "{prefix}:package:{site_code}:{package_id}"  # hash: latest state of one package
+FINAL_MARKER = "{prefix}:final:{request_id}"  # string (stream entry id), TTL: final published once
+# A rejection's final marker holds this prefix before the stream id: it answers one message and
+# does not reserve the request id (a fixed request under the same id still runs).
+REJECTED_MARKER_PREFIX = "rejected:"
+REJECTION_MARKER = "{prefix}:rejection:{message_key}"  # string (stream id), TTL: one rejection per message
+# Written just before RefreshPkgSource is invoked (a snapshot of the package), deleted with the
+# final outcome: a redelivery that finds it checks whether that invoke landed before invoking again.
+INVOKE_FENCE = "{prefix}:fence:{request_id}"
+# Held while one delivery of a request attempts it (string: a random token, TTL): a second copy of
+# the same message (kombu restores unacked messages when a connection drops, while the first copy
+# still runs on its thread) waits instead of attempting alongside it.
+ATTEMPT_LOCK = "{prefix}:attempt:{request_id}"
+# The watch over live requests (worker/stores/request_watch.py): when each is next due, and its message.
+WATCH_DEADLINES = "{prefix}:watch:deadlines"  # zset request id -> epoch; member removed with the final
+WATCH_MESSAGES = "{prefix}:watch:messages"  # hash request id -> "<task id> <kwargs JSON>"; removed with the final
+# Latest event of one request (hash, same fields as the package state plus `stream_id`), TTL as
+# the final marker: what `GET /v1/refreshes/{id}` reads in O(1).
+REQUEST_STATE = "{prefix}:request:{request_id}"
+# Counters the outcome writer keeps for /metrics, so reading metrics never scans the stream.
+METRICS_OUTCOMES = "{prefix}:metrics:outcomes"  # hash "<status>|<site>" -> events published
+METRICS_ERRORS = "{prefix}:metrics:errors"  # hash "<kind>|<retrying|final>" -> events
+METRICS_LATENCY = "{prefix}:metrics:latency"  # hash: histogram of request-to-final seconds ("le:<b>", sum, count)
+WORKERS_SEEN = "{prefix}:workers"  # zset worker node name -> last sweep (epoch s); old members trimmed
+SITES = "{prefix}:sites"  # hash site code -> max_concurrency, as the workers are configured (for /metrics)
+
+# Per-provider concurrency cap (worker/stores/slots.py): one set per site, every key with a TTL.
+SLOT_HOLDERS = "{prefix}:slots:{site_code}:holders"  # zset holder id -> lease expiry (epoch s)
+SLOT_LEASES = "{prefix}:slots:{site_code}:leases"  # hash holder id -> "<acquired_at> <token>"
+SLOT_WAITERS = "{prefix}:slots:{site_code}:waiters"  # zset holder id -> priority * 1e13 + arrival seq
+SLOT_WAITER_DEADLINES = "{prefix}:slots:{site_code}:waiter-deadlines"  # zset holder id -> deadline (epoch s)
+SLOT_STATS = "{prefix}:slots:{site_code}:stats"  # hash: seq, ewma_hold_s, counters
+# Request coalescing (worker/stores/coalesce.py).
+COALESCE_LEADER = "{prefix}:coalesce:{site_code}:{package_id}"  # string: leader request id, TTL
+COALESCE_FOLLOWERS = "{prefix}:coalesce:{site_code}:{package_id}:followers"  # hash follower id -> info JSON
+COALESCE_TO_PUBLISH = "{prefix}:coalesce-publish:{request_id}"  # hash follower id -> info JSON, TTL
+# Bulk jobs (worker/stores/bulk_store.py); every key of a bulk shares its TTL, refreshed on each write.
+BULK_RECORD = "{prefix}:bulk:{bulk_id}"  # hash: the job record and its counters
+BULK_PENDING = "{prefix}:bulk:{bulk_id}:pending"  # list "<child request id> <spec JSON>", not yet taken
+BULK_TAKEN = "{prefix}:bulk:{bulk_id}:taken"  # hash child request id -> spec JSON: outstanding children
+BULK_HEARTBEATS = "{prefix}:bulk:{bulk_id}:heartbeats"  # zset child request id -> last sign of life
+BULK_CHILDREN = "{prefix}:bulk:{bulk_id}:children"  # set of child ids appended (dedupe while enumerating)
+BULK_FINAL_MARKER = "{prefix}:bulk-final:{bulk_id}"  # string (stream id), TTL: the bulk outcome published once
+BULK_STATES = "{prefix}:metrics:bulks"  # hash state -> bulk jobs in it (kept by bulk_store.lua)
+
+# Worker liveness probe (ops/health.py): the probe task pushes its node name here; the checker
+# BLPOPs it and deletes it. TTL'd in case the checker gave up before the reply came.
+HEALTH_PROBE_REPLY = "{prefix}:health:{token}"
+
+# Flat fields of a stream entry, next to the full JSON, so consumers can filter cheaply.
+STREAM_FIELD_OUTCOME = "outcome"
+STREAM_FIELD_KIND = "kind"  # "request" (an outcome document) or "bulk" (a bulk job's final outcome)
+STREAM_KIND_BULK = "bulk"
+STREAM_FIELD_REQUEST_ID = "request_id"
+STREAM_FIELD_PACKAGE_ID = "package_id"
+STREAM_FIELD_SITE_CODE = "site_code"
+STREAM_FIELD_STATUS = "status"
+STREAM_FIELD_FINAL = "final"
+
+# Fields of the latest-state hash. requested_at and attempt decide whether an outcome may
+# overwrite the stored one (see worker/stores/outcome_writer.lua and docs/outcomes.md).
+STATE_FIELD_STATUS = "status"
+STATE_FIELD_REQUEST_ID = "request_id"
+STATE_FIELD_FINAL = "final"
+STATE_FIELD_UPDATED_AT = "updated_at"
+STATE_FIELD_SOURCE_VERSION = "source_version"
+STATE_FIELD_OUTCOME = "outcome"
+STATE_FIELD_REQUESTED_AT = "requested_at"
+STATE_FIELD_ATTEMPT = "attempt"
+STATE_FIELD_STREAM_ID = "stream_id"  # request state only
+
+_PREFIX = re.compile(r"^[A-Za-z0-9_.\-:]{1,64}$")
+
+
+class SlotKeys(NamedTuple):
+    """One site's concurrency-cap keys, in the order worker/stores/slots.lua takes them."""
+
+    holders: str
+    leases: str
+    waiters: str
+    waiter_deadlines: str
+    stats: str
+
+
+class BulkKeys(NamedTuple):
+    """One bulk job's keys, in the order worker/stores/bulk_store.lua takes them."""
+
+    record: str
+    pending: str
+    taken: str
+    heartbeats: str
+    children: str
+
+
+def _key_part(name: str, value: str) -> str:
+    if not is_key_part(value):
+        raise ValueError(f"{name} cannot be part of a Redis key: {value[:40]!r}")
+    # Site codes and package ids are case-insensitive in ConfigMgr: one hash per package.
+    return value.upper()
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """The key layout under one prefix (default "sccm-refresh"; tests use "t-<uuid8>")."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        if not _PREFIX.fullmatch(self.prefix) or self.prefix.endswith(":"):
+            raise ValueError(f"invalid Redis key prefix: {self.prefix[:40]!r}")
+
+    @property
+    def outcome_stream(self) -> str:
+        return OUTCOME_STREAM.format(prefix=self.prefix)
+
+    @property
+    def outcome_channel(self) -> str:
+        return OUTCOME_CHANNEL.format(prefix=self.prefix)
+
+    def package_state(self, site_code: str, package_id: str) -> str:
+        return PACKAGE_STATE.format(
+            prefix=self.prefix,
+            site_code=_key_part("site_code", site_code),
+            package_id=_key_part("package_id", package_id),
+        )
+
+    def final_marker(self, request_id: str) -> str:
+        # The request id is the key's last part, so a ":" inside it cannot collide.
+        if not is_request_id_key_part(request_id):
+            raise ValueError(f"request_id cannot be part of a Redis key: {request_id[:40]!r}")
+        return FINAL_MARKER.format(prefix=self.prefix, request_id=request_id)
+
+    def rejection(self, message_key: str) -> str:
+        if not is_request_id_key_part(message_key):
+            raise ValueError(f"message key cannot be part of a Redis key: {message_key[:40]!r}")
+        return REJECTION_MARKER.format(prefix=self.prefix, message_key=message_key)
+
+    def request_state(self, request_id: str) -> str:
+        if not is_request_id_key_part(request_id):
+            raise ValueError(f"request_id cannot be part of a Redis key: {request_id[:40]!r}")
+        return REQUEST_STATE.format(prefix=self.prefix, request_id=request_id)
+
+    @property
+    def metrics(self) -> tuple[str, str, str]:
+        """The outcome, error and latency counters (in the order the writer's script takes them)."""
+        prefix = self.prefix
+        return (
+            METRICS_OUTCOMES.format(prefix=prefix),
+            METRICS_ERRORS.format(prefix=prefix),
+            METRICS_LATENCY.format(prefix=prefix),
+        )
+
+    @property
+    def sites(self) -> str:
+        return SITES.format(prefix=self.prefix)
+
+    @property
+    def workers_seen(self) -> str:
+        return WORKERS_SEEN.format(prefix=self.prefix)
+
+    @property
+    def watch_deadlines(self) -> str:
+        return WATCH_DEADLINES.format(prefix=self.prefix)
+
+    @property
+    def watch_messages(self) -> str:
+        return WATCH_MESSAGES.format(prefix=self.prefix)
+
+    def attempt_lock(self, request_id: str) -> str:
+        if not is_request_id_key_part(request_id):
+            raise ValueError(f"request_id cannot be part of a Redis key: {request_id[:40]!r}")
+        return ATTEMPT_LOCK.format(prefix=self.prefix, request_id=request_id)
+
+    def health_probe_reply(self, token: str) -> str:
+        if not is_key_part(token):
+            raise ValueError(f"probe token cannot be part of a Redis key: {token[:40]!r}")
+        return HEALTH_PROBE_REPLY.format(prefix=self.prefix, token=token)
+
+    def invoke_fence(self, request_id: str) -> str:
+        if not is_request_id_key_part(request_id):
+            raise ValueError(f"request_id cannot be part of a Redis key: {request_id[:40]!r}")
+        return INVOKE_FENCE.format(prefix=self.prefix, request_id=request_id)
+
+    def slot_keys(self, site_code: str) -> SlotKeys:
+        """The keys of one site's concurrency cap."""
+        site = _key_part("site_code", site_code)
+        return SlotKeys(
+            *(
+                template.format(prefix=self.prefix, site_code=site)
+                for template in (SLOT_HOLDERS, SLOT_LEASES, SLOT_WAITERS, SLOT_WAITER_DEADLINES, SLOT_STATS)
+            )
+        )
+
+    def coalesce_leader(self, site_code: str, package_id: str) -> str:
+        return COALESCE_LEADER.format(
+            prefix=self.prefix,
+            site_code=_key_part("site_code", site_code),
+            package_id=_key_part("package_id", package_id),
+        )
+
+    def coalesce_followers(self, site_code: str, package_id: str) -> str:
+        return COALESCE_FOLLOWERS.format(
+            prefix=self.prefix,
+            site_code=_key_part("site_code", site_code),
+            package_id=_key_part("package_id", package_id),
+        )
+
+    def coalesce_to_publish(self, leader_request_id: str) -> str:
+        if not is_request_id_key_part(leader_request_id):
+            raise ValueError(f"request_id cannot be part of a Redis key: {leader_request_id[:40]!r}")
+        return COALESCE_TO_PUBLISH.format(prefix=self.prefix, request_id=leader_request_id)
+
+    def bulk_final_marker(self, bulk_id: str) -> str:
+        if not is_bulk_id(bulk_id):
+            raise ValueError(f"bulk_id cannot be part of a Redis key: {str(bulk_id)[:40]!r}")
+        return BULK_FINAL_MARKER.format(prefix=self.prefix, bulk_id=bulk_id)
+
+    @property
+    def bulk_states(self) -> str:
+        return BULK_STATES.format(prefix=self.prefix)
+
+    def bulk_keys(self, bulk_id: str) -> BulkKeys:
+        """The keys of one bulk job."""
+        if not is_bulk_id(bulk_id):
+            raise ValueError(f"bulk_id cannot be part of a Redis key: {str(bulk_id)[:40]!r}")
+        return BulkKeys(
+            *(
+                template.format(prefix=self.prefix, bulk_id=bulk_id)
+                for template in (BULK_RECORD, BULK_PENDING, BULK_TAKEN, BULK_HEARTBEATS, BULK_CHILDREN)
+            )
+        )

@@ -1,0 +1,283 @@
+"""A per-SMS-Provider concurrency cap across every worker: leases and a fair waiting line.
+
+At most `limit` holders per site at any time (the provider's `max_concurrency`). A holder gets a
+lease that expires after `lease_s` unless renewed (asking again while holding renews it too), so a
+SIGKILLed worker's slot frees itself; given a `LeaseKeeper`, the worker renews the leases it holds
+while its attempts run, so `lease_s` can be short. Callers that find no free slot join the site's waiting line, ordered
+by priority (`PRIORITY_*`: a verifying request's follow-up Get, then single requests, then bulk
+children), then by arrival; a slot goes to the best waiters, never to a newcomer that is further
+back. A waiter keeps its place by polling again before `waiter_ttl_s`
+has passed; one that stops polling (dead, or its message lost) drops out after that time.
+
+`Wait.retry_after_s` says when to poll next: the caller's distance from a slot times how often a
+slot frees up (the site's average hold time, an EWMA kept in Redis and updated on release,
+divided by the limit), clamped to the constructor's bounds: a waiting request re-polls a handful
+of times, not once per second.
+
+Every operation is one Lua script (worker/stores/slots.lua). Times are epoch seconds: by default
+the Redis server's clock (`TIME`, one clock for all machines); tests pass `now_s` to drive time.
+
+The layout (the keys of worker/stores/keys.py `slot_keys`, what their members and scores mean)
+is known here and in the script only: /metrics reads a site's occupancy through
+`queue_occupancy_reads` and `occupancy_from`, on its own pipeline.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from redis import Redis
+
+from worker.domain.ids import is_request_id_key_part
+from worker.domain.packages import validate_site_code
+from worker.stores.keys import RedisKeys, SlotKeys
+from worker.stores.lease_keeper import Held, LeaseKeeper
+from worker.stores.lua import epoch_arg, load_script
+from worker.usecase.values import (
+    PRIORITY_BULK,
+    PRIORITY_FOLLOW_UP,
+    PRIORITY_SINGLE,
+    AcquireResult,
+    Granted,
+    Lease,
+    Wait,
+)
+
+__all__ = [
+    "MAX_LIMIT",
+    "MAX_PRIORITY",
+    "OCCUPANCY_READS",
+    "PRIORITY_BULK",
+    "PRIORITY_FOLLOW_UP",
+    "PRIORITY_SINGLE",
+    "AcquireResult",
+    "Granted",
+    "Lease",
+    "ProviderSlots",
+    "SlotOccupancy",
+    "Wait",
+    "estimate_retry_after_s",
+    "occupancy_from",
+    "queue_occupancy_reads",
+]
+
+MAX_PRIORITY: Final = 9
+MAX_LIMIT: Final = 256  # config.settings.ProviderSettings.max_concurrency's bound
+_SCRIPT: Final = "slots.lua"
+# Keys outlive their newest lease or waiter deadline by this much, so a key never vanishes
+# under a live member because of rounding.
+_KEY_TTL_MARGIN_MS: Final = 60_000
+DEFAULT_STATS_TTL_S: Final = 30 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class SlotOccupancy:
+    """One site's live leases and live waiters (what /metrics shows)."""
+
+    in_use: int
+    waiting: int
+
+
+def estimate_retry_after_s(
+    *,
+    rank: int,
+    in_use: int,
+    limit: int,
+    hold_s: float,
+    min_s: float,
+    max_s: float,
+    release_gap_s: float | None = None,
+) -> float:
+    """When a waiter at `rank` should poll again: slot releases it needs times the time between releases.
+
+    With `limit` slots busy and each held `hold_s` on average, a slot frees every `hold_s / limit`;
+    when releases were seen to come further apart while requests waited (`release_gap_s`: workers
+    busy, polls late), that slower pace counts. The waiter needs enough releases that the free
+    slots outnumber the waiters ahead of it.
+    """
+    free = limit - in_use
+    releases_needed = max(1, rank - free + 1)
+    interval_s = hold_s / max(limit, 1)
+    if release_gap_s is not None:
+        interval_s = max(interval_s, release_gap_s)
+    return min(max_s, max(min_s, releases_needed * interval_s))
+
+
+class ProviderSlots:
+    """The concurrency cap of every site, in Redis (see the module docstring)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: RedisKeys,
+        *,
+        lease_s: float,
+        waiter_ttl_s: float,
+        min_retry_after_s: float = 2.0,
+        max_retry_after_s: float = 60.0,
+        default_hold_s: float = 30.0,
+        ewma_alpha: float = 0.2,
+        stats_ttl_s: int = DEFAULT_STATS_TTL_S,
+        keeper: LeaseKeeper | None = None,
+    ) -> None:
+        if not (0 < lease_s <= 86_400):
+            raise ValueError("lease_s must be in (0, 86400]")
+        if not (0 < min_retry_after_s <= max_retry_after_s):
+            raise ValueError("retry-after bounds must satisfy 0 < min <= max")
+        # A waiter told to come back later than its place is kept would lose its place; twice the
+        # longest retry leaves room for a late Celery countdown.
+        if waiter_ttl_s < 2 * max_retry_after_s:
+            raise ValueError("waiter_ttl_s must be at least twice max_retry_after_s")
+        if not (0 < ewma_alpha <= 1) or default_hold_s <= 0 or stats_ttl_s < 1:
+            raise ValueError("ewma_alpha must be in (0, 1], default_hold_s and stats_ttl_s positive")
+        self._redis = redis
+        self._keys = keys
+        self._lease_s = float(lease_s)
+        self._waiter_ttl_s = float(waiter_ttl_s)
+        self._min_retry_after_s = float(min_retry_after_s)
+        self._max_retry_after_s = float(max_retry_after_s)
+        self._default_hold_s = float(default_hold_s)
+        self._ewma_alpha = float(ewma_alpha)
+        self._stats_ttl_ms = int(stats_ttl_s) * 1000
+        self._script = load_script(redis, _SCRIPT)
+        self._keeper = keeper
+        self._kept: dict[tuple[str, str, str], Held] = {}  # (site, holder, token) -> its renewal
+        self._kept_lock = threading.Lock()
+
+    @property
+    def lease_s(self) -> float:
+        return self._lease_s
+
+    def try_acquire(
+        self, site_code: str, holder_id: str, limit: int, *, priority: int, now_s: float | None = None
+    ) -> AcquireResult:
+        """A slot for `holder_id`, or its place in the line (call again after `retry_after_s`).
+
+        Idempotent: asking again while holding renews and returns the same lease; asking again
+        while waiting keeps the caller's place.
+        """
+        site = validate_site_code(site_code)
+        _check_holder(holder_id)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not (1 <= limit <= MAX_LIMIT):
+            raise ValueError(f"limit must be an integer in [1, {MAX_LIMIT}], got {limit!r}")
+        if isinstance(priority, bool) or not isinstance(priority, int) or not (0 <= priority <= MAX_PRIORITY):
+            raise ValueError(f"priority must be an integer in [0, {MAX_PRIORITY}], got {priority!r}")
+        reply = self._run(
+            site,
+            "acquire",
+            now_s,
+            holder_id,
+            limit,
+            priority,
+            f"{self._lease_s:.6f}",
+            f"{self._waiter_ttl_s:.6f}",
+            uuid.uuid4().hex,
+            _KEY_TTL_MARGIN_MS,
+            self._stats_ttl_ms,
+        )
+        if reply[0] == "granted":
+            _, token, acquired, expires = reply
+            lease = Lease(site, holder_id, str(token), float(acquired), float(expires))
+            self._keep(lease)
+            return Granted(lease)
+        _, rank, in_use, waiting, ewma, gap = reply
+        hold_s = float(ewma) if ewma else self._default_hold_s
+        retry_after_s = estimate_retry_after_s(
+            rank=int(rank),
+            in_use=int(in_use),
+            limit=limit,
+            hold_s=hold_s,
+            release_gap_s=float(gap) if gap else None,
+            min_s=self._min_retry_after_s,
+            max_s=self._max_retry_after_s,
+        )
+        return Wait(rank=int(rank), in_use=int(in_use), waiting=int(waiting), retry_after_s=retry_after_s)
+
+    def _keep(self, lease: Lease) -> None:
+        """With a keeper, renew the lease while it is held, so it can be short (a dead holder's lapses soon)."""
+        if self._keeper is None:
+            return
+        key = (lease.site_code, lease.holder_id, lease.token)
+        with self._kept_lock:
+            if key in self._kept:
+                return
+            self._kept[key] = self._keeper.keep(
+                f"provider slot of {lease.holder_id} at {lease.site_code}",
+                lambda: self.renew(lease) is not None,
+                lease_s=self._lease_s,
+            )
+
+    def release(self, lease: Lease, *, now_s: float | None = None) -> bool:
+        """Give the slot back; False if it was already released or reclaimed (idempotent)."""
+        with self._kept_lock:
+            kept = self._kept.pop((lease.site_code, lease.holder_id, lease.token), None)
+        if kept is not None and self._keeper is not None:
+            self._keeper.drop(kept)
+        reply = self._run(
+            lease.site_code,
+            "release",
+            now_s,
+            lease.holder_id,
+            lease.token,
+            self._ewma_alpha,
+            self._stats_ttl_ms,
+            f"{self._max_retry_after_s:.6f}",
+        )
+        return bool(int(reply[0]))
+
+    def renew(self, lease: Lease, *, now_s: float | None = None) -> Lease | None:
+        """The lease extended by `lease_s` from now, or None if it was lost (reclaimed or released)."""
+        reply = self._run(
+            lease.site_code, "renew", now_s, lease.holder_id, lease.token, f"{self._lease_s:.6f}", _KEY_TTL_MARGIN_MS
+        )
+        if not int(reply[0]):
+            return None
+        return Lease(lease.site_code, lease.holder_id, lease.token, lease.acquired_at_s, float(reply[1]))
+
+    def abandon(self, site_code: str, holder_id: str) -> bool:
+        """Leave the waiting line now (a waiter that gives up); False if it was not waiting."""
+        _check_holder(holder_id)
+        return bool(int(self._run(validate_site_code(site_code), "abandon", None, holder_id)))
+
+    def _run(self, site: str, op: str, now_s: float | None, *args: str | int | float) -> Any:
+        slot_keys: SlotKeys = self._keys.slot_keys(site)
+        return self._script(keys=list(slot_keys), args=[op, epoch_arg(now_s), *args])
+
+
+def _check_holder(holder_id: str) -> None:
+    # Holder ids are set members next to a space-separated lease value: no whitespace.
+    if not isinstance(holder_id, str) or not is_request_id_key_part(holder_id):
+        raise ValueError(f"holder_id must be 1-256 characters without whitespace, got {str(holder_id)[:40]!r}")
+
+
+# -- reading the layout from outside (the API's /metrics) -----------------------------------------
+
+
+class _CountingPipeline(Protocol):
+    """A redis-py pipeline, sync or asyncio: only queuing a ZCOUNT is needed."""
+
+    def zcount(self, name: str, low: float | str, high: float | str, /) -> Any: ...
+
+
+OCCUPANCY_READS: Final = 2  # replies `queue_occupancy_reads` adds to a pipeline's results
+
+
+def queue_occupancy_reads(pipe: _CountingPipeline, keys: RedisKeys, site_code: str, *, now_s: float) -> None:
+    """Queue on the caller's pipeline the reads of one site's occupancy (its next OCCUPANCY_READS replies).
+
+    Live means not yet expired at `now_s`: a dead holder's lease or a waiter that stopped polling
+    still sits in its set until the next acquire reclaims it, and is not counted.
+    """
+    slot = keys.slot_keys(site_code)
+    pipe.zcount(slot.holders, f"({now_s}", "+inf")
+    pipe.zcount(slot.waiter_deadlines, f"({now_s}", "+inf")
+
+
+def occupancy_from(replies: Sequence[Any]) -> SlotOccupancy:
+    """The occupancy read by `queue_occupancy_reads`, from its OCCUPANCY_READS replies."""
+    in_use, waiting = replies
+    return SlotOccupancy(in_use=int(in_use), waiting=int(waiting))

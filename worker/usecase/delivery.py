@@ -1,0 +1,560 @@
+"""The refresh use case: what to do with one delivery of `sccm.refresh_package`.
+
+    plan = handle_delivery(delivery, deps)
+
+No Celery here and no I/O of its own: the collaborators (the provider client, the final-outcome
+lookup, the invoke fences, the clock, the settings) come in `deps`, and the answer is a `Plan`:
+the outcomes to publish, in order, then what becomes of the message:
+
+    Done                 ack it: the request has its final outcome (in `outcomes`)
+    Requeue(countdown_s) re-queue it with a countdown; the retry state travels in its kwargs
+    Drop                 ack it without publishing: a redelivery of a request that already ended
+
+`worker/usecase/execute.py` carries a plan out (and turns an unexpected exception into an `internal`
+final outcome); the Celery task in tasks/refresh.py only hands it the message.
+
+The delivery goes through `STEPS` in order; each step either decides (returns a Plan) or fills
+in the context and passes (returns None):
+
+    admit          validate the message                         -> rejected
+    redelivery     the request already ended                    -> Drop (and any unpublished joined finals)
+    wake_early     a long wait split into hops                  -> Requeue, no provider call
+    bulk_child     a child of a cancelled bulk, never attempted -> cancelled
+    coalesce       a refresh of the package is already pending  -> join it: Requeue as its watcher
+    provider_slot  the site's concurrency cap is reached        -> Requeue when a slot should be free
+    exclusive      another copy of this message is attempting   -> Requeue until it is done
+    attempt        Get, fence, Invoke, verify                   -> the success, with its followers' finals
+    decide         after a failed attempt                       -> retrying + Requeue, or the failure
+
+Adding a concern is adding one function there.
+
+Keying: a valid request is known by its `request_id` (default: the task id); a message that
+cannot be trusted is named as worker/usecase/untrusted.py says. What comes in and the
+collaborators are in worker/usecase/ports.py, the plan types in worker/usecase/plan.py, the
+values shared with the stores in worker/usecase/values.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from config.settings import Settings
+from errors import (
+    AttemptSupersededError,
+    ConfigError,
+    InternalError,
+    InvalidRequestError,
+    MediumNotReadyError,
+    OperationTimeoutError,
+    RefreshError,
+)
+from worker.domain.ids import child_request_id, is_bulk_id
+from worker.domain.outcomes import AttemptInfo, Outcome, RequestInfo, format_timestamp, parse_timestamp
+from worker.domain.packages import PackageInfo
+from worker.domain.request import RETRY_STATE_KWARG, RefreshRequest, RetryState, is_valid_id, parse_request
+from worker.usecase.attempt import attempt_refresh
+from worker.usecase.decide import decide_after_error, wake_early
+from worker.usecase.plan import Done, Drop, Plan, Requeue
+from worker.usecase.ports import Delivery, DeliveryDeps, Fences
+from worker.usecase.untrusted import message_key, task_id_for, trusted_task_id, untrusted_info
+from worker.usecase.values import (
+    JOINED,
+    PRIORITY_BULK,
+    PRIORITY_FOLLOW_UP,
+    PRIORITY_SINGLE,
+    WAITING_FOR_MEDIUM,
+    WAITING_FOR_SLOT,
+    FenceSnapshot,
+    Follower,
+    Granted,
+    Leader,
+    Lease,
+)
+
+__all__ = ["STEPS", "handle_delivery", "internal_failure_plan", "reject_delivery"]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+# -- the steps ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Seen:
+    """What the attempt learned about the package before it failed (for outcomes and retries)."""
+
+    name: str | None = None
+    version_before: int | None = None
+
+    def record(self, package: PackageInfo) -> None:
+        self.name = package.name
+        if self.version_before is None:
+            self.version_before = package.source_version
+
+
+@dataclass
+class _Context:
+    delivery: Delivery
+    started_at: float
+    started_mono: float
+    request: RefreshRequest | None = None
+    request_id: str = ""
+    state: RetryState = field(default_factory=RetryState)
+    seen: _Seen = field(default_factory=_Seen)
+    error: RefreshError | None = None
+    lease: Lease | None = None
+    lock: str | None = None
+    leads: bool = False
+
+    @property
+    def valid(self) -> RefreshRequest:
+        assert self.request is not None, "a step after admit needs the validated request"
+        return self.request
+
+
+Step = Callable[[_Context, DeliveryDeps], Plan | None]
+
+
+def handle_delivery(delivery: Delivery, deps: DeliveryDeps) -> Plan:
+    """The plan for this delivery (see the module docstring)."""
+    ctx = _Context(delivery, started_at=deps.clock.time(), started_mono=deps.clock.monotonic())
+    for step in STEPS:
+        plan = step(ctx, deps)
+        if plan is not None:
+            return plan
+    raise AssertionError("the last step always decides")  # pragma: no cover
+
+
+def _admit(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
+    """Validate the message; anything wrong with it is a `rejected` final outcome."""
+    delivery = ctx.delivery
+    kwargs = dict(delivery.kwargs)
+    raw_state = kwargs.pop(RETRY_STATE_KWARG, None)
+    try:
+        if delivery.args:
+            raise InvalidRequestError("positional arguments are not accepted: send kwargs")
+        request = parse_request(kwargs)
+        if request.is_task_sequence and not request.force:
+            raise InvalidRequestError(
+                "refusing RefreshPkgSource on SMS_TaskSequencePackage: Microsoft warns it renders the task "
+                "sequence inoperable; send force=true to override"
+            )
+        deps.settings.provider(request.site_code)  # unknown site -> ConfigError before any attempt
+    except (InvalidRequestError, ConfigError) as exc:
+        return _rejection(ctx, deps, exc)
+    ctx.request = request
+    ctx.request_id = request.request_id or trusted_task_id(delivery.task_id) or message_key(delivery)
+    now = ctx.started_at
+    state = RetryState.from_kwargs(raw_state, now=now, max_wait_s=_longest_wait_s(deps.settings))
+    if state.requested_at is None:
+        asked = request.requested_at.timestamp() if request.requested_at is not None else now
+        # A producer clock ahead of ours must not put requested_at after the attempt started.
+        state = state.evolve(requested_at=min(asked, now), first_attempt_at=now)
+    ctx.state = state
+    if deps.watch is not None:
+        # Until this delivery ends (its time limit), or its message returns after a worker died.
+        limits = deps.settings.limits
+        due_s = deps.settings.task_time_limit_s + limits.visibility_timeout_s + limits.watch_margin_s
+        deps.watch.expect(ctx.request_id, _task_id_of(ctx), _retry_kwargs(ctx, state), within_s=due_s)
+    return None
+
+
+def _redelivery(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
+    """A message delivered again after its request ended has nothing left to do.
+
+    Except when it led a coalesced refresh and died before its followers' finals were all
+    published: those are published now, from its own final outcome.
+    """
+    if not deps.finals.final_recorded(ctx.request_id):
+        return None
+    drop = Drop("already has its final outcome; redelivery dropped")
+    final = deps.finals.final_outcome(ctx.request_id) if deps.coalescer is not None else None
+    followers = deps.coalescer.pending_followers(ctx.request_id) if deps.coalescer and final else ()
+    if final is None or not followers:
+        return Plan(then=drop, request_id=ctx.request_id)
+    joined = tuple(_joined_final(final, follower) for follower in followers)
+    return Plan(joined, drop, request_id=ctx.request_id, followers_of=ctx.request_id)
+
+
+def _wake_early(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
+    """Woken before the policy's wait is over (a long wait split into hops): sleep on."""
+    early = wake_early(ctx.state, now=ctx.started_at, max_countdown_s=deps.settings.limits.max_countdown_s)
+    if early is None:
+        return None
+    return Plan(then=Requeue(early, _retry_kwargs(ctx, ctx.state)), request_id=ctx.request_id)
+
+
+def _bulk_child(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
+    """A bulk's child says it is alive; a child of a cancelled bulk that never ran ends `cancelled`."""
+    bulk_id = _bulk_of(ctx)
+    if bulk_id is None or deps.bulks is None:
+        return None
+    checkin = deps.bulks.child_checkin(bulk_id, ctx.request_id)
+    if ctx.state.attempts > 0 or not checkin.cancelled:
+        return None
+    request = ctx.valid
+    if deps.coalescer is not None and deps.coalescer.current_leader(request.site_code, request.package_id) == (
+        ctx.request_id
+    ):
+        # Other requests joined this child's pending refresh: cancelling it would strand them.
+        return None
+    outcome = Outcome.cancelled(_request_info(ctx), _run(ctx, deps))
+    return Plan((outcome,), Done(), request_id=ctx.request_id)
+
+
+def _coalesce(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
+    """Join the package's pending refresh instead of refreshing again (until it is accepted).
+
+    A joined request's final outcome is published by the request it joined, when that one ends.
+    Meanwhile its message waits as a watcher: it wakes every `max_countdown_s`, and if the
+    leader vanished (its marker expired: a worker died and its message was lost) it claims
+    again, leading or joining whoever leads now. Nothing waits forever.
+    """
+    if deps.coalescer is None:
+        return None
+    request, limits = ctx.valid, deps.settings.limits
+    claim = deps.coalescer.claim(
+        request.site_code,
+        request.package_id,
+        ctx.request_id,
+        _follower_info(ctx),
+        ttl_s=float(limits.visibility_timeout_s + limits.max_countdown_s),
+    )
+    if isinstance(claim, Leader):
+        ctx.leads = True
+        return None
+    log.info("request %s joined the pending refresh %s", ctx.request_id, claim.leader_request_id)
+    watch = Requeue(
+        float(limits.max_countdown_s),
+        _retry_kwargs(ctx, ctx.state),
+        state=JOINED,
+        detail=f"joined the pending refresh {claim.leader_request_id}: its outcome will be this one's",
+    )
+    return Plan(then=watch, request_id=ctx.request_id)
+
+
+def _provider_slot(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
+    """Take one of the site's provider slots, or wait (not holding a thread) for one to free."""
+    if deps.slots is None:
+        return None
+    request = ctx.valid
+    limit = deps.settings.provider(request.site_code).max_concurrency
+    priority = PRIORITY_BULK if _bulk_of(ctx) is not None else PRIORITY_SINGLE
+    answer = deps.slots.try_acquire(request.site_code, ctx.request_id, limit, priority=priority)
+    if isinstance(answer, Granted):
+        ctx.lease = answer.lease
+        return None
+    detail = (
+        f"place {answer.rank + 1} in line for {request.site_code}'s provider: {answer.in_use} of {limit} slots "
+        f"in use, next look in {answer.retry_after_s:.1f}s"
+    )
+    wait = Requeue(answer.retry_after_s, _retry_kwargs(ctx, ctx.state), state=WAITING_FOR_SLOT, detail=detail)
+    return Plan(then=wait, request_id=ctx.request_id)
+
+
+def _exclusive(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
+    """Only one delivery of a request attempts it at a time; a second copy waits for the first."""
+    ttl_s = deps.settings.limits.attempt_lock_s
+    ctx.lock = deps.fences.try_lock(ctx.request_id, ttl_s=ttl_s)
+    if ctx.lock is not None:
+        return None
+    if ctx.lease is not None and deps.slots is not None:
+        deps.slots.release(ctx.lease)
+    log.info("request %s is being attempted by another delivery; this one waits", ctx.request_id)
+    wait = Requeue(float(min(ttl_s, deps.settings.limits.max_countdown_s)), _retry_kwargs(ctx, ctx.state))
+    return Plan(then=wait, request_id=ctx.request_id)
+
+
+def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
+    """Get, fence, Invoke, verify. Success decides; an error is left for `_decide`."""
+    request, limits = ctx.valid, deps.settings.limits
+    ctx.state = ctx.state.evolve(attempts=ctx.state.attempts + 1, not_before=None)
+    ctx.seen = _Seen(name=ctx.state.package_name, version_before=ctx.state.source_version_before)
+    request_id = ctx.request_id
+    hint = request.package_hint
+    try:
+        result = attempt_refresh(
+            deps.provider(request.site_code),
+            request.package_class,
+            request.package_id,
+            verify_timeout_s=limits.verify_timeout_s if request.verify else 0.0,
+            verify_poll_s=limits.verify_poll_s,
+            known_version_before=ctx.state.source_version_before,
+            on_package=ctx.seen.record,
+            known_package=hint.package(request.package_class, request.package_id) if hint else None,
+            fence=_BoundFence(deps.fences, request_id),
+            invoke_retry=deps.settings.retry.in_call,
+            gate=_SlotGate(ctx, deps),
+            sleep=deps.sleep,
+            clock=deps.clock.monotonic,
+            wall_clock=deps.clock.time,
+        )
+    except RefreshError as exc:
+        ctx.error = exc
+        return None
+    except AttemptSupersededError:
+        log.warning("request %s: this attempt stalled past its lock; the delivery holding it now goes on", request_id)
+        return Plan(then=Drop("superseded by a delivery that took the lapsed attempt lock"), request_id=request_id)
+    except deps.interruptions:
+        ctx.error = OperationTimeoutError("task soft time limit reached during the WS-Man exchange")
+        return None
+    finally:
+        if ctx.lease is not None and deps.slots is not None:
+            deps.slots.release(ctx.lease)
+        if ctx.lock is not None:
+            deps.fences.unlock(request_id, ctx.lock)
+    if result.confirmed_earlier_invoke:
+        log.info("request %s: an earlier RefreshPkgSource had landed; not invoking again", request_id)
+    ctx.seen.name = result.package.name
+    outcome = Outcome.succeeded(
+        _request_info(ctx),
+        _run(ctx, deps),
+        source_version_before=result.source_version_before,
+        source_version_after=result.source_version_after,
+    )
+    return _ending(ctx, deps, outcome)
+
+
+def _decide(ctx: _Context, deps: DeliveryDeps) -> Plan:
+    """After a failed attempt: a retrying event and a re-queue, or the final failure."""
+    error = ctx.error
+    assert error is not None, "_decide runs only after a failed attempt"
+    limits = deps.settings.limits
+    state = ctx.state.evolve(package_name=ctx.seen.name, source_version_before=ctx.seen.version_before)
+    ctx.state = state
+    info, run = _request_info(ctx), _run(ctx, deps)
+    now = deps.clock.time()
+    decision = decide_after_error(error, state, deps.settings.retry, now=now, max_countdown_s=limits.max_countdown_s)
+    if decision.verdict == "retry":
+        assert decision.retry_at is not None
+        retrying = Outcome.retrying(
+            info,
+            run,
+            error,
+            next_retry_at=datetime.fromtimestamp(decision.retry_at, UTC),
+            return_value=error.return_value,
+            source_version_before=ctx.seen.version_before,
+        )
+        log.info(
+            "refresh %s of %s/%s: %s, next attempt in %.1fs",
+            info.request_id,
+            info.site_code,
+            info.package_id,
+            error.kind,
+            decision.wait_s,
+            extra={"kind": error.kind},
+        )
+        medium = isinstance(error, MediumNotReadyError)
+        requeue = Requeue(
+            decision.countdown_s,
+            _retry_kwargs(ctx, decision.state),
+            state=WAITING_FOR_MEDIUM if medium else None,
+            detail=f"{error.kind}: next attempt at {retrying.to_dict()['next_retry_at']}" if medium else "",
+        )
+        return Plan((retrying,), requeue, request_id=ctx.request_id)
+    final = Outcome.final_failure(
+        info, run, error, return_value=error.return_value, source_version_before=ctx.seen.version_before
+    )
+    log.info(
+        "refresh %s of %s/%s ended %s: %s",
+        info.request_id,
+        info.site_code,
+        info.package_id,
+        final.status,
+        error.kind,
+        extra={"kind": error.kind},
+    )
+    return _ending(ctx, deps, final)
+
+
+STEPS: tuple[Step, ...] = (
+    _admit,
+    _redelivery,
+    _wake_early,
+    _bulk_child,
+    _coalesce,
+    _provider_slot,
+    _exclusive,
+    _attempt,
+    _decide,
+)
+
+
+def _ending(ctx: _Context, deps: DeliveryDeps, final: Outcome) -> Plan:
+    """The request's final outcome, and, if it led a coalesced refresh, its followers' finals too."""
+    if not ctx.leads or deps.coalescer is None:
+        return Plan((final,), Done(), request_id=ctx.request_id)
+    request = ctx.valid
+    closed = deps.coalescer.close(request.site_code, request.package_id, ctx.request_id)
+    joined = tuple(_joined_final(final, follower) for follower in closed.followers)
+    return Plan((final, *joined), Done(), request_id=ctx.request_id, followers_of=ctx.request_id)
+
+
+def _joined_final(final: Outcome, follower: Follower) -> Outcome:
+    info = follower.info
+    requested_at = info.get("requested_at")
+    return final.joined_by(
+        RequestInfo(
+            request_id=follower.request_id,
+            site_code=final.site_code,
+            package_class=final.package_class,
+            package_id=final.package_id,
+            requested_at=parse_timestamp(requested_at) if isinstance(requested_at, str) else final.requested_at,
+            correlation_id=info.get("correlation_id") if is_valid_id(info.get("correlation_id")) else None,
+            task_id=info.get("task_id") if is_valid_id(info.get("task_id")) else None,
+        )
+    )
+
+
+def _follower_info(ctx: _Context) -> dict[str, Any]:
+    """What the leader needs to publish this request's final if it joins (its own ids and time)."""
+    info = _request_info(ctx)
+    return {
+        "correlation_id": info.correlation_id,
+        "task_id": info.task_id,
+        "requested_at": format_timestamp(info.requested_at),
+    }
+
+
+def _bulk_of(ctx: _Context) -> str | None:
+    """The bulk id when this request is a bulk's child (its id is `<bulk id>:<PackageID>`)."""
+    bulk_id = ctx.valid.correlation_id
+    if bulk_id is None or not is_bulk_id(bulk_id):
+        return None
+    return bulk_id if ctx.request_id == child_request_id(bulk_id, ctx.valid.package_id) else None
+
+
+# -- plans for messages we cannot trust ------------------------------------------------------
+
+
+def reject_delivery(delivery: Delivery, error: RefreshError, deps: DeliveryDeps) -> Plan:
+    """The plan for a message refused before it could be read as a request (e.g. an undecodable body)."""
+    ctx = _Context(delivery, started_at=deps.clock.time(), started_mono=deps.clock.monotonic())
+    return _rejection(ctx, deps, error)
+
+
+def _rejection(ctx: _Context, deps: DeliveryDeps, error: RefreshError) -> Plan:
+    delivery = ctx.delivery
+    key = message_key(delivery)
+    info = untrusted_info(delivery, key, ctx.started_at)
+    outcome = Outcome.rejected(info, _run(ctx, deps), error)
+    return Plan((outcome,), Done(), message_key=key, request_id=info.request_id)
+
+
+def internal_failure_plan(delivery: Delivery, exc: BaseException, deps: DeliveryDeps) -> Plan:
+    """The final outcome of a delivery that hit a bug: `failed`, kind `internal`, only the type named.
+
+    An exception's text can hold what it failed on (a password that would not encode), so only
+    its type is kept.
+    """
+    ctx = _Context(delivery, started_at=deps.clock.time(), started_mono=deps.clock.monotonic())
+    key = message_key(delivery)
+    info = untrusted_info(delivery, key, ctx.started_at)
+    error = InternalError(f"internal error: {type(exc).__name__}")
+    return Plan((Outcome.final_failure(info, _run(ctx, deps), error),), Done(), request_id=info.request_id)
+
+
+def _task_id_of(ctx: _Context) -> str:
+    return task_id_for(ctx.delivery, ctx.request_id)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+class _SlotGate:
+    """The site's provider slots as the attempt sees them (worker.usecase.attempt.OperationGate)."""
+
+    def __init__(self, ctx: _Context, deps: DeliveryDeps) -> None:
+        self._ctx = ctx
+        self._deps = deps
+
+    @functools.cached_property
+    def _follow_up_holder(self) -> str:
+        # Only a verifying request needs it; a digest keeps it within the holder id's length.
+        digest = hashlib.blake2b(self._ctx.request_id.encode("utf-8", "backslashreplace"), digest_size=12)
+        return f"follow-up-{digest.hexdigest()}"
+
+    def invoked(self) -> None:
+        lease, self._ctx.lease = self._ctx.lease, None
+        if lease is not None and self._deps.slots is not None:
+            self._deps.slots.release(lease)
+
+    def run(self, operation: Callable[[], _T]) -> _T | None:
+        slots = self._deps.slots
+        if slots is None:
+            return operation()
+        site = self._ctx.valid.site_code
+        limit = self._deps.settings.provider(site).max_concurrency
+        answer = slots.try_acquire(site, self._follow_up_holder, limit, priority=PRIORITY_FOLLOW_UP)
+        if not isinstance(answer, Granted):
+            # No slot now: leave the line rather than hold a place in it; the caller polls again.
+            slots.abandon(site, self._follow_up_holder)
+            return None
+        try:
+            return operation()
+        finally:
+            slots.release(answer.lease)
+
+
+class _BoundFence:
+    """The fences store bound to one request id (what `attempt_refresh` takes)."""
+
+    def __init__(self, fences: Fences, request_id: str) -> None:
+        self._fences = fences
+        self._request_id = request_id
+
+    def read(self) -> FenceSnapshot | None:
+        return self._fences.read(self._request_id)
+
+    def write(self, snapshot: FenceSnapshot) -> None:
+        self._fences.write(self._request_id, snapshot)
+
+
+def _request_info(ctx: _Context) -> RequestInfo:
+    request, state = ctx.valid, ctx.state
+    asked = state.requested_at if state.requested_at is not None else state.first_attempt_at
+    return RequestInfo(
+        request_id=ctx.request_id,
+        site_code=request.site_code,
+        package_class=request.package_class,
+        package_id=request.package_id,
+        requested_at=datetime.fromtimestamp(asked if asked is not None else ctx.started_at, UTC),
+        correlation_id=request.correlation_id,
+        task_id=trusted_task_id(ctx.delivery.task_id),
+        package_name=ctx.seen.name,
+    )
+
+
+def _run(ctx: _Context, deps: DeliveryDeps) -> AttemptInfo:
+    attempts = max(1, ctx.state.attempts)
+    started_at = datetime.fromtimestamp(ctx.started_at, UTC)
+    return AttemptInfo(
+        attempt=attempts,
+        attempts=attempts,
+        started_at=started_at,
+        # The wall clock may step back during an attempt; an outcome never ends before it starts.
+        finished_at=max(started_at, datetime.fromtimestamp(deps.clock.time(), UTC)),
+        worker=deps.worker,
+        duration_ms=max(0.0, (deps.clock.monotonic() - ctx.started_mono) * 1000.0),
+    )
+
+
+def _retry_kwargs(ctx: _Context, state: RetryState) -> dict[str, Any]:
+    # The resolved request id travels with the message, so every later delivery is keyed the same.
+    kwargs = ctx.valid.model_dump(mode="json")
+    kwargs["request_id"] = ctx.request_id
+    kwargs[RETRY_STATE_KWARG] = state.to_kwargs()
+    return kwargs
+
+
+def _longest_wait_s(settings: Settings) -> float:
+    policies = (settings.retry.in_call, settings.retry.transient, settings.retry.medium)
+    return max(p.max_backoff_s for p in policies)
