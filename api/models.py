@@ -135,9 +135,13 @@ class PackageStatus(BaseModel):
     outcome: OutcomeDocument
 
 
+_CLASSES_SELECTED: Final = "the package classes the bulk enumerates (the default set when none was named)"
+
+
 class BulkAccepted(BaseModel):
     bulk_id: str
     dry_run: bool
+    package_classes: list[str] = Field(description=_CLASSES_SELECTED)
 
 
 class BulkStatus(BaseModel):
@@ -147,6 +151,7 @@ class BulkStatus(BaseModel):
     site_code: str
     state: Literal["enumerating", "running", "done", "cancelled", "failed"]
     dry_run: bool
+    package_classes: list[str] = Field(description=_CLASSES_SELECTED)
     enumeration_done: bool
     total: int | None = Field(description="children selected; null until enumeration ends")
     enqueued: int

@@ -66,7 +66,7 @@ from tasks.enqueue import enqueue_refresh
 from worker.app import create_app
 from worker.constants import RedisKeys
 from worker.outcomes import STATUS_ACCEPTED, STATUS_REJECTED
-from worker.packages import TASK_SEQUENCE_CLASS
+from worker.packages import REFUSED_CLASSES, TASK_SEQUENCE_CLASS
 from worker.redis_client import redis_from_url
 from worker.sccm import SccmClient
 from worker.transport import ProviderTransport
@@ -369,7 +369,7 @@ class _Plan:
         plain = [
             str(p["PackageID"])
             for p in packages
-            if p["PkgSourceFlag"] == STORAGE_DIRECT and p["class"] != TASK_SEQUENCE_CLASS
+            if p["PkgSourceFlag"] == STORAGE_DIRECT and p["class"] not in (TASK_SEQUENCE_CLASS, *REFUSED_CLASSES)
         ]
         if not plain:
             raise RuntimeError("the emulated catalogue has no STORAGE_DIRECT package")

@@ -38,6 +38,7 @@ from redis import Redis
 from redis.exceptions import ResponseError
 
 from config.settings import LimitSettings
+from errors import InvalidRequestError
 from worker.constants import RedisKeys, is_bulk_id, is_request_id_key_part
 from worker.lua_scripts import epoch_arg, load_script
 from worker.packages import validate_package_id, validate_site_code
@@ -56,6 +57,7 @@ __all__ = [
     "Checkin",
     "ChildSpec",
     "child_request_id",
+    "claimed_bulk",
 ]
 
 BulkState = Literal["enumerating", "running", "done", "cancelled", "failed"]
@@ -108,6 +110,26 @@ def child_request_id(bulk_id: str, package_id: str) -> str:
     return f"{bulk_id}:{validate_package_id(package_id)}"
 
 
+def claimed_bulk(request_id: object) -> str | None:
+    """The bulk whose child this request id would be (`<bulk id>:<PACKAGEID>`), or None. Never raises.
+
+    Only the shape: a request is a child when its bulk's record also lists it (`child_checkin`
+    says it is outstanding; `child_finished` counts only an outstanding child). The correlation
+    id plays no part: any producer can put a bulk's id there.
+    """
+    if not isinstance(request_id, str):
+        return None
+    bulk_id, colon, package_id = request_id.partition(":")
+    if not colon or not is_bulk_id(bulk_id):
+        return None
+    try:
+        canonical = validate_package_id(package_id)
+    except InvalidRequestError:
+        return None
+    # child_request_id writes the PackageID upper-cased: another spelling is another request.
+    return bulk_id if canonical == package_id else None
+
+
 @dataclass(frozen=True)
 class BulkRecord:
     """A bulk job as stored, typed. `outstanding` children are taken and not yet counted."""
@@ -132,6 +154,12 @@ class BulkRecord:
     @property
     def finished_children(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def package_classes(self) -> tuple[str, ...]:
+        """The classes the bulk enumerates, as its producer recorded them (resolved, defaults included)."""
+        classes = self.criteria.get("package_classes")
+        return tuple(name for name in classes if isinstance(name, str)) if isinstance(classes, list) else ()
 
     @property
     def over(self) -> bool:
@@ -346,9 +374,7 @@ class BulkStore:
 
 def _checked_bulk_id(bulk_id: str) -> str:
     if not is_bulk_id(bulk_id):
-        raise ValueError(
-            f"bulk id must be 1-128 of A-Z a-z 0-9 _ . - (starting alphanumeric), got {str(bulk_id)[:40]!r}"
-        )
+        raise ValueError(f"bulk id must be 'bulk-' and 32 lowercase hex digits, got {str(bulk_id)[:40]!r}")
     return bulk_id
 
 

@@ -16,6 +16,8 @@ __all__ = [
     "BULK_CHILDREN",
     "BULK_FINAL_MARKER",
     "BULK_HEARTBEATS",
+    "BULK_ID_HEX_DIGITS",
+    "BULK_ID_PREFIX",
     "BULK_PENDING",
     "BULK_RECORD",
     "BULK_STATES",
@@ -106,7 +108,9 @@ METRICS_LATENCY = "{prefix}:metrics:latency"  # hash: histogram of request-to-fi
 WORKERS_SEEN = "{prefix}:workers"  # zset worker node name -> last sweep (epoch s); old members trimmed
 SITES = "{prefix}:sites"  # hash site code -> max_concurrency, as the workers are configured (for /metrics)
 
-# Per-provider concurrency cap (worker/slots.py): one set per site, every key with a TTL.
+# Per-provider concurrency cap (worker/slots.py): one set per site, every key with a TTL. A lane
+# within a site (a class refreshed one at a time) has its own set: "{site_code}" is then
+# "<site>.<lane>" (a site code never holds a ".").
 SLOT_HOLDERS = "{prefix}:slots:{site_code}:holders"  # zset holder id -> lease expiry (epoch s)
 SLOT_LEASES = "{prefix}:slots:{site_code}:leases"  # hash holder id -> "<acquired_at> <token>"
 SLOT_WAITERS = "{prefix}:slots:{site_code}:waiters"  # zset holder id -> priority * 1e13 + arrival seq
@@ -155,8 +159,12 @@ STATE_FIELD_STREAM_ID = "stream_id"  # request state only
 _KEY_PART = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 _PREFIX = re.compile(r"^[A-Za-z0-9_.\-:]{1,64}$")
 _REQUEST_ID = re.compile(r"^\S{1,256}$")
-# Bulk ids sit in the middle of keys: no ":" and, unlike site codes, case-sensitive.
-_BULK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+# A bulk id is minted by the producers (tasks.bulk.new_bulk_id, or derived from an API
+# Idempotency-Key): "bulk-" and 32 lowercase hex digits, nothing else. A strict shape keeps it
+# apart from site codes and free-form correlation ids ("PS1", "null"), and from keys' ":".
+BULK_ID_PREFIX = "bulk-"
+BULK_ID_HEX_DIGITS = 32
+_BULK_ID = re.compile(re.escape(BULK_ID_PREFIX) + f"[0-9a-f]{{{BULK_ID_HEX_DIGITS}}}")
 
 
 def is_key_part(value: str) -> bool:
@@ -189,9 +197,9 @@ class BulkKeys(NamedTuple):
     children: str
 
 
-def is_bulk_id(value: str) -> bool:
-    """True when `value` can name a bulk job: 1-128 of `A-Z a-z 0-9 _ . -`, starting alphanumeric."""
-    return isinstance(value, str) and bool(_BULK_ID.fullmatch(value))
+def is_bulk_id(value: object) -> bool:
+    """True when `value` has a bulk id's shape: "bulk-" and 32 lowercase hex digits. Never raises."""
+    return isinstance(value, str) and _BULK_ID.fullmatch(value) is not None
 
 
 def _key_part(name: str, value: str) -> str:
@@ -283,9 +291,11 @@ class RedisKeys:
             raise ValueError(f"request_id cannot be part of a Redis key: {request_id[:40]!r}")
         return INVOKE_FENCE.format(prefix=self.prefix, request_id=request_id)
 
-    def slot_keys(self, site_code: str) -> SlotKeys:
-        """The keys of one site's concurrency cap."""
+    def slot_keys(self, site_code: str, *, lane: str | None = None) -> SlotKeys:
+        """The keys of one site's concurrency cap, or of one of its lanes."""
         site = _key_part("site_code", site_code)
+        if lane is not None:
+            site = f"{site}.{_key_part('lane', lane)}"
         return SlotKeys(
             *(
                 template.format(prefix=self.prefix, site_code=site)

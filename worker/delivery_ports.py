@@ -70,7 +70,9 @@ class Coalescing(Protocol):
 class Slots(Protocol):
     """worker.slots.ProviderSlots: the per-provider concurrency cap."""
 
-    def try_acquire(self, site_code: str, holder_id: str, limit: int, *, priority: int) -> Granted | Wait: ...
+    def try_acquire(
+        self, site_code: str, holder_id: str, limit: int, *, priority: int, lane: str | None = None
+    ) -> Granted | Wait: ...
 
     def release(self, lease: Lease) -> bool: ...
 
