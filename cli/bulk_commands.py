@@ -27,6 +27,7 @@ from errors import InvalidRequestError
 from tasks.bulk import cancel_bulk, enqueue_bulk, get_bulk
 from worker.app import app
 from worker.bulk_store import BulkRecord
+from worker.criteria import parse_criteria
 
 __all__ = ["bulk", "cancel", "render_record", "status"]
 
@@ -64,8 +65,9 @@ def bulk(
         ids.extend(_read_ids(ids_file))
     if ids:
         criteria["package_ids"] = ids
+    checked = parse_criteria(criteria)  # a refused criterion is one line and exit 2, Redis or not
     settings = _settings_with_redis()
-    submission = enqueue_bulk(app, criteria, dry_run=dry_run, settings=settings)
+    submission = enqueue_bulk(app, checked, dry_run=dry_run, settings=settings)
     accepted = {
         "bulk_id": submission.bulk_id,
         "dry_run": submission.dry_run,
