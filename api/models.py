@@ -55,7 +55,7 @@ class BulkRefreshBody(BulkCriteria):
     dry_run: bool = Field(default=False, description="enumerate and count only; nothing is refreshed")
 
     def criteria(self) -> dict[str, Any]:
-        """The criteria alone, as `tasks.bulk.enqueue_bulk` takes them."""
+        """The criteria alone, as `producers.bulk.enqueue_bulk` takes them."""
         return self.model_dump(mode="json", exclude={"dry_run"}, exclude_none=True)
 
 
@@ -135,9 +135,13 @@ class PackageStatus(BaseModel):
     outcome: OutcomeDocument
 
 
+_CLASSES_SELECTED: Final = "the package classes the bulk enumerates (the default set when none was named)"
+
+
 class BulkAccepted(BaseModel):
     bulk_id: str
     dry_run: bool
+    package_classes: list[str] = Field(description=_CLASSES_SELECTED)
 
 
 class BulkStatus(BaseModel):
@@ -147,6 +151,7 @@ class BulkStatus(BaseModel):
     site_code: str
     state: Literal["enumerating", "running", "done", "cancelled", "failed"]
     dry_run: bool
+    package_classes: list[str] = Field(description=_CLASSES_SELECTED)
     enumeration_done: bool
     total: int | None = Field(description="children selected; null until enumeration ends")
     enqueued: int

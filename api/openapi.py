@@ -13,15 +13,16 @@ from typing import Any, Final
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from worker.domain.packages import PACKAGE_CLASSES
+from worker.domain.packages import PACKAGE_CLASSES, REFUSED_CLASSES
 
 __all__ = ["ID_PATTERN", "PACKAGE_ID_PATTERN", "SITE_CODE_PATTERN", "install_openapi"]
 
 SITE_CODE_PATTERN: Final = "^[A-Za-z0-9]{3}$"
 PACKAGE_ID_PATTERN: Final = "^[A-Za-z0-9]{3}[0-9A-Fa-f]{5}$"
 ID_PATTERN: Final = "^[A-Za-z0-9][A-Za-z0-9_.:\\-]{0,127}$"
-# Classes are matched case-insensitively; the document lists the canonical spellings.
-_CLASSES: Final = list(PACKAGE_CLASSES)
+# Classes are matched case-insensitively; the document lists the canonical spellings of those a
+# request may name (a refused class, SMS_ContentPackage, is a 422 whatever its spelling).
+_CLASSES: Final = [name for name in PACKAGE_CLASSES if name not in REFUSED_CLASSES]
 
 _FIELD_RULES: Final[dict[str, dict[str, dict[str, Any]]]] = {
     "RefreshRequest": {

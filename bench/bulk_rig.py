@@ -35,7 +35,7 @@ from embedded.redis_server import RedisServer
 from embedded.worker_process import WorkerProcess, worker_environment
 from producers.enqueue import enqueue_refresh
 from worker.app import create_app
-from worker.domain.packages import TASK_SEQUENCE_CLASS
+from worker.domain.criteria import DEFAULT_PACKAGE_CLASSES
 from worker.provider.client import SccmClient
 from worker.provider.transport import ProviderTransport
 from worker.stores.keys import RedisKeys
@@ -55,9 +55,10 @@ SITE_CODE: Final = "PS1"
 USERNAME: Final = "LAB\\bench-svc"
 STORAGE_DIRECT: Final = 2  # PkgSourceFlag: refreshed from its source path, always accepted
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
-# The emulator's catalogue: 4% task sequences, 4% STORAGE_NO_SOURCE (compress share 0), so about
-# 92% are STORAGE_DIRECT non-task-sequence packages. A little more, and the rest is spare.
-_ELIGIBLE_SHARE: Final = 0.9
+# The emulator's catalogue: 72% SMS_Package and SMS_DriverPackage (the classes a bulk selects by
+# default), 4% STORAGE_NO_SOURCE (compress share 0), so about 69% are eligible. A little more,
+# and the rest is spare.
+_ELIGIBLE_SHARE: Final = 0.6
 _MIN_SPARE: Final = 8
 WORKER_READY_TIMEOUT_S: Final = 90.0
 _DRAIN_POLL_S: Final = 0.01
@@ -91,7 +92,7 @@ class Catalogue:
             eligible = [
                 str(p["PackageID"])
                 for p in listing
-                if p["PkgSourceFlag"] == STORAGE_DIRECT and p["class"] != TASK_SEQUENCE_CLASS
+                if p["PkgSourceFlag"] == STORAGE_DIRECT and p["class"] in DEFAULT_PACKAGE_CLASSES
             ]
             if len(eligible) < count + _MIN_SPARE:
                 raise RuntimeError(f"the emulated catalogue has {len(eligible)} eligible packages, {count} needed")
@@ -102,7 +103,7 @@ class Catalogue:
         return cls(emulator, tuple(eligible[:count]), tuple(eligible[count:]), classes)
 
     def criteria(self) -> dict[str, Any]:
-        """Bulk criteria that select exactly `selected` (the default classes: no task sequence)."""
+        """Bulk criteria that select exactly `selected` (the default classes)."""
         return {"site_code": SITE_CODE, "pkg_source_flags": [STORAGE_DIRECT], "exclude_package_ids": list(self.spare)}
 
     def set_latency_ms(self, latency_ms: float) -> None:

@@ -65,7 +65,7 @@ from embedded.worker_process import WorkerProcess, worker_environment
 from producers.enqueue import enqueue_refresh
 from worker.app import create_app
 from worker.domain.outcomes import STATUS_ACCEPTED, STATUS_REJECTED
-from worker.domain.packages import TASK_SEQUENCE_CLASS
+from worker.domain.packages import REFUSED_CLASSES, TASK_SEQUENCE_CLASS
 from worker.provider.client import SccmClient
 from worker.provider.transport import ProviderTransport
 from worker.stores.keys import RedisKeys
@@ -369,7 +369,7 @@ class _Plan:
         plain = [
             str(p["PackageID"])
             for p in packages
-            if p["PkgSourceFlag"] == STORAGE_DIRECT and p["class"] != TASK_SEQUENCE_CLASS
+            if p["PkgSourceFlag"] == STORAGE_DIRECT and p["class"] not in (TASK_SEQUENCE_CLASS, *REFUSED_CLASSES)
         ]
         if not plain:
             raise RuntimeError("the emulated catalogue has no STORAGE_DIRECT package")

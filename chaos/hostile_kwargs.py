@@ -13,6 +13,10 @@ What a careless or hostile producer can put in `sccm.refresh_package` messages:
 * wrong types for every field (`force: "yes"`, `force: 1`, `verify: "true"`, `site_code: 123` ...);
 * a request rejected first and resent fixed under the same request id (phase 2: sent after the
   first one's final is in);
+* bulk-looking ids: correlation ids with a bulk id's shape, words a sloppy producer sends ("PS1",
+  "null", "NaN") and a real bulk's id, on valid requests and next to an invalid PackageID; request
+  ids shaped like a bulk's child (`<bulk id>:<PackageID>`) that no bulk lists. Each is an
+  ordinary request: one final, a refresh only when valid;
 * raw bodies a non-Python producer could publish: not a list, kwargs as a list or a string,
   positional args, invalid JSON, bytes that are not UTF-8, a foreign content type, a 5000-digit
   integer, nesting past the decoder's recursion limit, and protocol headers cut to `task` + `id`.
@@ -132,9 +136,10 @@ def hypothesis_examples(strategy: st.SearchStrategy[Any], count: int, *, seed_va
 
 
 class _Builder:
-    def __init__(self, take: PackageSource, rng: random.Random) -> None:
+    def __init__(self, take: PackageSource, rng: random.Random, bulk_id: str | None) -> None:
         self.take = take
         self.rng = rng
+        self.bulk_id = bulk_id
         self.cases: list[HostileCase] = []
         self._ids = 0
 
@@ -236,6 +241,36 @@ def _long_ids(b: _Builder) -> None:
     kwargs, _ = b.base()
     kwargs["correlation_id"] = b.random_id(200)
     b.add("correlation_id of 200 chars", kwargs)
+
+
+def _bulk_ids(b: _Builder) -> None:
+    shaped = f"bulk-{b.rng.getrandbits(128):032x}"
+    names = {
+        "bulk-shaped": shaped,
+        "bulk-shaped, upper case": shaped.upper(),
+        "PS1": "PS1",
+        "null": "null",
+        "NaN": "NaN",
+    }
+    if b.bulk_id is not None:
+        names["a real bulk's id"] = b.bulk_id
+    for label, name in names.items():
+        kwargs, package = b.base()
+        kwargs["correlation_id"] = name
+        b.valid(f"correlation_id {label}", kwargs, package)
+        kwargs, _ = b.base()
+        kwargs.update(correlation_id=name, package_id="not-a-package")  # the rejection a bulk once counted
+        b.add(f"invalid package_id, correlation_id {label}", kwargs)
+    for label, bulk_id in (("bulk-shaped", shaped), ("a real bulk's", b.bulk_id)):
+        if bulk_id is None:
+            continue
+        kwargs, package = b.base()
+        kwargs.update(request_id=f"{bulk_id}:{str(package['PackageID']).upper()}", correlation_id=bulk_id)
+        b.valid(f"request_id shaped like a child of {label} id", kwargs, package)
+        kwargs, package = b.base()
+        child_id = f"{bulk_id}:{str(package['PackageID']).upper()}"
+        kwargs.update(request_id=child_id, correlation_id=bulk_id, site_code="ZZ9")
+        b.add(f"request_id shaped like a child of {label} id, unconfigured site", kwargs)
 
 
 def _huge(b: _Builder) -> None:
@@ -396,14 +431,18 @@ def _raw(b: _Builder) -> None:
         b.add_raw(label, body, content_type=content_type)
 
 
-def fixed_cases(take: PackageSource, rng: random.Random) -> list[HostileCase]:
-    """Every hand-written hostile case, once (about 110 messages, 8 of them 1 MB or more)."""
-    builder = _Builder(take, rng)
+def fixed_cases(take: PackageSource, rng: random.Random, *, bulk_id: str | None = None) -> list[HostileCase]:
+    """Every hand-written hostile case, once (about 130 messages, 8 of them 1 MB or more).
+
+    `bulk_id`: a bulk that exists, for the cases naming a real bulk.
+    """
+    builder = _Builder(take, rng, bulk_id)
     for family in (
         _surrogates,
         _controls,
         _paths,
         _long_ids,
+        _bulk_ids,
         _huge,
         _deep,
         _reserved,

@@ -55,6 +55,8 @@ class OutcomeLedger:
             for raw_id, fields in batch:
                 stream_id = raw_id.decode()
                 self._after = stream_id
+                if fields.get(k.STREAM_FIELD_KIND.encode()) == k.STREAM_KIND_BULK.encode():
+                    continue  # a bulk job's own outcome, not a request's
                 self._record(stream_id, fields.get(k.STREAM_FIELD_OUTCOME.encode()))
             read += len(batch)
             if len(batch) < _BATCH:

@@ -18,7 +18,7 @@ from typing import Any, Final
 from chaos.report import Sent
 from chaos.rig import SITE_CODE, Rig
 from worker.app import REFRESH_TASK
-from worker.domain.packages import TASK_SEQUENCE_CLASS
+from worker.domain.packages import REFUSED_CLASSES, TASK_SEQUENCE_CLASS
 
 __all__ = [
     "STORAGE_COMPRESS",
@@ -79,8 +79,11 @@ class PackagePool:
 
         def fits(package: Mapping[str, Any]) -> bool:
             is_ts = package["class"] == TASK_SEQUENCE_CLASS
-            return (task_sequence is None or is_ts == task_sequence) and (
-                source_flags is None or package["PkgSourceFlag"] in source_flags
+            # A refused class (an application's content) is never a valid request's package.
+            return (
+                package["class"] not in REFUSED_CLASSES
+                and (task_sequence is None or is_ts == task_sequence)
+                and (source_flags is None or package["PkgSourceFlag"] in source_flags)
             )
 
         candidates = [package for package in self._packages if fits(package)]

@@ -1,9 +1,9 @@
 """`sccm-refresh bulk`, `status` and `cancel`: start a bulk refresh, follow it, stop it.
 
     sccm-refresh bulk PS1 --class SMS_DriverPackage --name "Dell *" --wait
-    sccm-refresh bulk PS1 --dry-run              # how many packages, and the first ones
-    sccm-refresh status bulk-0123abcd            # state, total, counts by status
-    sccm-refresh cancel bulk-0123abcd            # children not yet attempted end `cancelled`
+    sccm-refresh bulk PS1 --dry-run              # the classes, how many packages, the first ones
+    sccm-refresh status bulk-<32 hex>            # state, total, counts by status
+    sccm-refresh cancel bulk-<32 hex>            # children not yet attempted end `cancelled`
 
 Criteria are structured (never raw WQL) and validated before anything is recorded: a bad field
 is one line on stderr and exit 2. `--wait` shows a live progress bar and ends with a table.
@@ -26,6 +26,7 @@ from embedded.redis_server import require_redis
 from errors import InvalidRequestError
 from producers.bulk import cancel_bulk, enqueue_bulk, get_bulk
 from worker.app import app
+from worker.domain.criteria import parse_criteria
 from worker.stores.bulk_store import BulkRecord
 
 __all__ = ["bulk", "cancel", "render_record", "status"]
@@ -64,9 +65,15 @@ def bulk(
         ids.extend(_read_ids(ids_file))
     if ids:
         criteria["package_ids"] = ids
+    checked = parse_criteria(criteria)  # a refused criterion is one line and exit 2, Redis or not
     settings = _settings_with_redis()
-    submission = enqueue_bulk(app, criteria, dry_run=dry_run, settings=settings)
-    print(json.dumps({"bulk_id": submission.bulk_id, "dry_run": submission.dry_run}), flush=True)
+    submission = enqueue_bulk(app, checked, dry_run=dry_run, settings=settings)
+    accepted = {
+        "bulk_id": submission.bulk_id,
+        "dry_run": submission.dry_run,
+        "package_classes": list(submission.package_classes),
+    }
+    print(json.dumps(accepted), flush=True)
     if not wait and not dry_run:
         return 0
     record = _follow(settings, submission.bulk_id, timeout_s=timeout_s)
@@ -101,6 +108,7 @@ def record_dict(record: BulkRecord) -> dict[str, Any]:
         "site_code": record.site_code,
         "state": record.state,
         "dry_run": record.dry_run,
+        "package_classes": list(record.package_classes),
         "total": record.total,
         "counts": record.counts,
         "pending": record.pending,
@@ -117,6 +125,7 @@ def render_record(record: BulkRecord) -> Table:
     table = Table(title=f"bulk {record.bulk_id} at {record.site_code}: {record.state}", show_header=True)
     table.add_column("")
     table.add_column("packages", justify="right")
+    table.add_row("classes", ", ".join(record.package_classes) or "?")
     table.add_row("selected", "?" if record.total is None else str(record.total))
     if record.dry_run:
         for package in record.sample:

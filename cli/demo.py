@@ -8,8 +8,8 @@
    password travels as a 0600 file, never in arguments or the environment).
 4. The HTTP API (a generated token) and Flower (a generated login), each its own process.
 5. Through the API: a few single refreshes of STORAGE_COMPRESS packages (they wait for their
-   medium), then a bulk refresh of the whole site: the bulk's children for those packages join
-   the pending refreshes instead of refreshing again.
+   medium), then a bulk refresh of the site (the default classes: SMS_Package, SMS_DriverPackage):
+   the bulk's children for those packages join the pending refreshes instead of refreshing again.
 6. A live progress bar of the bulk, then a table of how every request ended, read back from the
    outcome stream. `--keep` leaves everything running until Ctrl-C; otherwise everything stops.
 """
@@ -41,6 +41,7 @@ from embedded.service_process import ServiceProcess, free_port
 from embedded.worker_process import WorkerProcess, worker_environment
 from emulator.server import Emulator
 from emulator.settings import EmulatorSettings, FaultRates
+from worker.domain.criteria import DEFAULT_PACKAGE_CLASSES
 from worker.domain.outcomes import Outcome
 from worker.stores.keys import RedisKeys
 from worker.stores.outcome_reader import read_stream
@@ -199,7 +200,9 @@ def _start_services(stack: ExitStack, env: dict[str, str], workdir: Path) -> _Se
 
 def _submit(services: _Services, emulator: Emulator) -> tuple[set[str], str]:
     """Single refreshes of a few STORAGE_COMPRESS packages, then the bulk: both through the API."""
-    compress = [p for p in emulator.provider.packages() if p["PkgSourceFlag"] == 3][:SINGLES]
+    # Of the classes the bulk selects by default, so its children for them join the singles.
+    packages = emulator.provider.packages()
+    compress = [p for p in packages if p["PkgSourceFlag"] == 3 and p["class"] in DEFAULT_PACKAGE_CLASSES][:SINGLES]
     with _api(services) as http:
         singles = [
             {"site_code": SITE_CODE, "package_id": p["PackageID"], "package_class": p["class"]} for p in compress

@@ -75,7 +75,10 @@ def _build_parser() -> argparse.ArgumentParser:
         dest="classes",
         action="append",
         metavar="CLASS",
-        help="package class (repeatable; default: every class but SMS_TaskSequencePackage)",
+        help=(
+            "package class (repeatable; default: SMS_Package and SMS_DriverPackage; boot images, OS images "
+            "and the like only when named; SMS_ContentPackage is refused)"
+        ),
     )
     bulk.add_argument("--name", dest="name_pattern", metavar="PATTERN", help="name pattern: * any run, ? one character")
     bulk.add_argument(

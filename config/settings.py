@@ -222,6 +222,11 @@ class ProviderSettings(BaseModel):
     allow_unencrypted: bool = False
     operation_timeout_s: int = Field(default=20, ge=1, le=600)
     read_timeout_s: int = Field(default=30, ge=2, le=660)
+    # RefreshPkgSource on a boot image rebuilds the image before the provider answers (minutes):
+    # its Invoke alone waits this long, and reads for `boot_image_read_timeout_s`. Keep that
+    # below task_soft_time_limit_s (300 by default); the slot and the attempt lock it holds are
+    # renewed while it waits (worker/stores/lease_keeper.py).
+    boot_image_operation_timeout_s: int = Field(default=240, ge=1, le=3600)
     max_concurrency: int = Field(default=3, ge=1, le=256)
 
     @field_validator("endpoint")
@@ -254,6 +259,11 @@ class ProviderSettings(BaseModel):
             if self.password is not None:
                 check_basic_password(self.password.get_secret_value())
         return self
+
+    @property
+    def boot_image_read_timeout_s(self) -> int:
+        """A boot image's Invoke reads this long: its operation timeout plus the usual margin above one."""
+        return self.boot_image_operation_timeout_s + (self.read_timeout_s - self.operation_timeout_s)
 
     def secret_password(self) -> str:
         """The password, read at use time (a password file may be rotated without restart)."""

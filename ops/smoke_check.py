@@ -22,6 +22,7 @@ from typing import Final
 from redis import Redis
 
 from config.settings import get_settings
+from worker.domain.ids import claimed_bulk, is_bulk_id
 from worker.domain.outcomes import Outcome
 from worker.stores.keys import RedisKeys
 from worker.stores.outcome_reader import read_stream
@@ -125,9 +126,11 @@ def check_bulk(bulk_id: str, *, timeout_s: float) -> tuple[Verdict, str]:
     client = redis_from_url(settings.redis_url)
     try:
         outcomes = _all_outcomes(client, keys)
-        # Children: those the bulk listed (while it lives) and those its outcomes name.
-        children = {str(c) for c in client.smembers(keys.bulk_keys(bulk_id).children)}
-        children |= {o.request_id for o in outcomes if o.correlation_id == bulk_id}
+        # Children: those the bulk listed (while it lives) and the outcomes under a child's id (a
+        # correlation id proves nothing: any producer can name a bulk there).
+        listed = client.smembers(keys.bulk_keys(bulk_id).children) if is_bulk_id(bulk_id) else set()
+        children = {str(c) for c in listed}
+        children |= {o.request_id for o in outcomes if claimed_bulk(o.request_id) == bulk_id}
     finally:
         client.close()
     verdict = judge(outcomes, children)

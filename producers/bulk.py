@@ -21,7 +21,7 @@ from config.settings import Settings, get_settings
 from errors import InvalidRequestError
 from worker.bulk_job import DRY_RUN_KEY
 from worker.domain.criteria import BulkCriteria, parse_criteria
-from worker.domain.ids import is_bulk_id
+from worker.domain.ids import BULK_ID_PREFIX, is_bulk_id
 from worker.domain.task_names import BULK_PUMP_TASK, BULK_TASK
 from worker.stores.bulk_store import BulkNotFoundError, BulkRecord, BulkStore
 from worker.stores.keys import RedisKeys
@@ -37,10 +37,13 @@ __all__ = ["BulkSubmission", "cancel_bulk", "enqueue_bulk", "get_bulk", "new_bul
 class BulkSubmission:
     bulk_id: str
     dry_run: bool
+    # The classes the bulk enumerates (the default set when the criteria named none).
+    package_classes: tuple[str, ...]
 
 
 def new_bulk_id() -> str:
-    return f"bulk-{uuid.uuid4().hex[:16]}"
+    """A fresh bulk id: "bulk-" and a UUID4's 32 lowercase hex digits (the only shape `is_bulk_id` takes)."""
+    return f"{BULK_ID_PREFIX}{uuid.uuid4().hex}"
 
 
 def enqueue_bulk(
@@ -61,13 +64,14 @@ def enqueue_bulk(
         settings.provider(checked.site_code)  # an unknown site is refused before anything is recorded
     bulk_id = bulk_id or new_bulk_id()
     if not is_bulk_id(bulk_id):
-        raise InvalidRequestError(
-            "invalid bulk request: bulk_id: must be 1-128 of A-Z a-z 0-9 _ . - (alphanumeric first)"
-        )
-    stored = {**checked.model_dump(mode="json"), DRY_RUN_KEY: dry_run}
+        raise InvalidRequestError("invalid bulk request: bulk_id: must be 'bulk-' and 32 lowercase hex digits")
+    # The classes are recorded resolved: the worker enumerates what this producer announced,
+    # whatever default the worker's version has.
+    classes = list(checked.classes)
+    stored = {**checked.model_dump(mode="json"), "package_classes": classes, DRY_RUN_KEY: dry_run}
     _store(settings).create(bulk_id, checked.site_code, stored)
     app.send_task(BULK_TASK, kwargs={"bulk_id": bulk_id}, task_id=f"{bulk_id}:enumerate", queue=queue or settings.queue)
-    return BulkSubmission(bulk_id, dry_run)
+    return BulkSubmission(bulk_id, dry_run, tuple(classes))
 
 
 def get_bulk(settings: Settings, bulk_id: str) -> BulkRecord | None:

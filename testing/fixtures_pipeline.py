@@ -37,6 +37,7 @@ from producers.celery_message import task_message
 from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME, make_emulator_settings
 from worker.app import REFRESH_TASK, create_app
 from worker.domain.outcomes import Outcome
+from worker.domain.packages import REFUSED_CLASSES
 from worker.stores.keys import RedisKeys
 from worker.stores.outcome_reader import PackageState, latest_state, read_stream, subscribe
 from worker.stores.redis_client import redis_from_url
@@ -236,9 +237,11 @@ class Pipeline:
         package_class: str | None = None,
         exclude: tuple[str, ...] = (),
     ) -> dict[str, Any]:
-        """A catalogue package of the site's emulator with the given properties."""
+        """A catalogue package of the site's emulator with the given properties (a refreshable class)."""
         for pkg in self.emulators[site].provider.packages():
             if pkg["PackageID"] in exclude or pkg["class"] == "SMS_TaskSequencePackage":
+                continue
+            if package_class is None and pkg["class"] in REFUSED_CLASSES:
                 continue
             if pkg["PkgSourceFlag"] != pkg_source_flag:
                 continue

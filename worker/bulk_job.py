@@ -15,7 +15,9 @@ thousands of bulk messages (and it outranks bulk children for a provider slot).
 
 A child is a plain `sccm.refresh_package` request: request id `<bulk id>:<PackageID>`, the bulk
 id as `correlation_id`, and a `package_hint` with what the enumeration read, so its first
-attempt needs one WS-Man operation (the Invoke) instead of two.
+attempt needs one WS-Man operation (the Invoke) instead of two. Only the bulk's record makes a
+request its child (`claimed_bulk` reads the id's shape, the store whether the bulk lists it): a
+message that merely names the bulk as its correlation id is an ordinary request.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any, Final, Protocol
 from config.settings import Settings
 from errors import RefreshError
 from worker.domain.criteria import BulkCriteria, parse_criteria, queries
-from worker.domain.ids import child_request_id, is_bulk_id
+from worker.domain.ids import child_request_id, claimed_bulk
 from worker.domain.outcomes import STATUS_CANCELLED, AttemptInfo, Outcome, RequestInfo, format_timestamp
 from worker.domain.packages import TASK_SEQUENCE_CLASS, PackageInfo
 from worker.domain.request import PackageHint
@@ -181,12 +183,14 @@ class BulkRunner:
     # -- children ending, pacing ---------------------------------------------------------
 
     def child_ended(self, outcome: Outcome) -> None:
-        """Count a bulk child's final outcome (once), refill the window, finish the bulk if it was the last."""
-        bulk_id = outcome.correlation_id
-        if not outcome.final or bulk_id is None or not is_bulk_id(bulk_id):
+        """Count a bulk child's final outcome (once), refill the window, finish the bulk if it was the last.
+
+        Whatever the outcome names: a request id that is not a child's, or a child the bulk does
+        not list as outstanding, counts for nothing (the store decides, in the same script).
+        """
+        bulk_id = claimed_bulk(outcome.request_id)
+        if not outcome.final or bulk_id is None:
             return
-        if outcome.request_id != child_request_id(bulk_id, outcome.package_id):
-            return  # a request that only shares the bulk's correlation id
         try:
             # Counting the child and refilling the window is one call (one round trip to Redis).
             window = self._window(outcome.site_code)

@@ -23,7 +23,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1", tags=["bulk"])
 SUBMIT_ROUTE: Final = "/v1/bulk-refreshes"
 CANCEL_ROUTE: Final = "/v1/bulk-refreshes/{bulk_id}/cancel"
-_BULK_ID_RULE: Final = "1-128 of A-Z a-z 0-9 _ . - (starting with a letter or digit)"
+_BULK_ID_RULE: Final = "'bulk-' and 32 lowercase hex digits, as minted when the bulk was submitted"
 
 
 def _bulk_id(value: str) -> str:
@@ -51,7 +51,9 @@ async def submit_bulk(
     async def produce(claim: Claim | None) -> tuple[int, Any, dict[str, str]]:
         bulk_id = claim.derived_id("bulk", 0) if claim is not None else None
         submission = await ctx.producers.run(lambda: _enqueue_bulk(ctx, body, bulk_id))
-        payload = BulkAccepted(bulk_id=submission.bulk_id, dry_run=submission.dry_run).model_dump(mode="json")
+        payload = BulkAccepted(
+            bulk_id=submission.bulk_id, dry_run=submission.dry_run, package_classes=list(submission.package_classes)
+        ).model_dump(mode="json")
         return 202, payload, {"Location": f"{SUBMIT_ROUTE}/{submission.bulk_id}"}
 
     return await idempotent(
@@ -130,5 +132,6 @@ def _status(record: BulkRecord | None) -> dict[str, Any]:
         finished_at=record.finished_at,
         error=record.error,
         dry_run=record.dry_run,
+        package_classes=list(record.package_classes),
         sample=record.sample if record.dry_run else None,
     ).model_dump(mode="json")

@@ -1,10 +1,11 @@
 """Hostile kwargs: every message naming our task with an id gets exactly one final outcome.
 
-The hand-written cases of chaos.hostile_kwargs (about 110, raw kombu messages among them), a
-tenth of the run as plain valid requests, and the rest arbitrary JSON kwargs drawn by
-hypothesis from the seed. In three waves, each drained before the next: the kwargs cases and
-valid requests shuffled together; the fixed resends of the requests rejected in that wave; then
-the raw messages (last, so one that kills workers cannot hide what the others do).
+The hand-written cases of chaos.hostile_kwargs (about 130, raw kombu messages among them; those
+naming a real bulk name a dry run recorded first), a tenth of the run as plain valid requests,
+and the rest arbitrary JSON kwargs drawn by hypothesis from the seed. In three waves, each
+drained before the next: the kwargs cases and valid requests shuffled together; the fixed
+resends of the requests rejected in that wave; then the raw messages (last, so one that kills
+workers cannot hide what the others do).
 
 Promise: 0 lost, 0 duplicate finals, 0 extra provider refreshes (only valid requests refresh:
 a coerced `force: "yes"` or `verify: "true"` that refreshes counts as extra), no task sequence
@@ -19,9 +20,11 @@ from typing import Any, Final
 
 from chaos.hostile_kwargs import HostileCase, fixed_cases, hypothesis_cases
 from chaos.report import SUCCESS_STATUSES, Check, FinalRecord, Row, Sent
-from chaos.rig import Rig, RigConfig
+from chaos.rig import SITE_CODE, Rig, RigConfig
 from chaos.scenario import RunOptions, Scenario, finish
 from chaos.workload import Outgoing, PackagePool, new_task_id, send_all, valid_requests
+from config.settings import Settings
+from producers.bulk import enqueue_bulk
 
 __all__ = ["SCENARIO"]
 
@@ -76,6 +79,15 @@ def resend_check(cases: Sequence[tuple[HostileCase, Outgoing]], statuses: dict[s
     )
 
 
+def recorded_bulk(rig: Rig, package_id: str) -> str:
+    """The id of a real bulk job (a dry run over one package: it refreshes nothing), for cases to name."""
+    settings = Settings(
+        broker_url=rig.redis_server.url, redis_url=rig.redis_server.url, key_prefix=rig.keys.prefix, queue=rig.queue
+    )
+    criteria = {"site_code": SITE_CODE, "package_ids": [package_id]}
+    return enqueue_bulk(rig.producer, criteria, dry_run=True, settings=settings).bulk_id
+
+
 def run(options: RunOptions) -> Row:
     rng = random.Random(options.seed)
     config = RigConfig(
@@ -90,7 +102,7 @@ def run(options: RunOptions) -> Row:
         def take(task_sequence: bool) -> dict[str, Any]:
             return pool.take(task_sequence=task_sequence)
 
-        cases = fixed_cases(take, rng)
+        cases = fixed_cases(take, rng, bulk_id=recorded_bulk(rig, rig.catalogue()[0]["PackageID"]))
         valid_count = max(1, round(options.requests * VALID_SHARE))
         drawn = max(0, options.requests - len(cases) - valid_count)
         cases += list(hypothesis_cases(drawn, seed_value=options.seed))

@@ -15,10 +15,12 @@ import pytest
 
 from testing.fixtures_api import SUBMIT_TOKEN, ApiServer, SseEvent, iter_sse
 from testing.fixtures_pipeline import Pipeline
+from worker.domain.criteria import DEFAULT_PACKAGE_CLASSES
 
 pytestmark = pytest.mark.integration
 
 BULK_WAIT_S = 90.0
+PACKAGE = {"site_code": "PS1", "package_id": "PS100001"}
 
 
 def bulk_final(events: Iterator[SseEvent]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -46,23 +48,31 @@ def follow(client: httpx.Client, bulk_id: str) -> Iterator[SseEvent]:
 
 
 def test_a_dry_run_counts_the_selection_and_refreshes_nothing(pipeline: Pipeline, pipeline_api: ApiServer) -> None:
-    """dry_run: the bulk ends `done` with total = the matching packages and a sample; no child runs."""
-    wanted = [p for p in pipeline.emulators["BS1"].provider.packages() if p["PkgSourceFlag"] == 2]
+    """dry_run: `done` with the classes selected, total = the matching packages and a sample; no child runs."""
+    packages = pipeline.emulators["BS1"].provider.packages()
+    wanted = [p for p in packages if p["PkgSourceFlag"] == 2 and p["class"] in DEFAULT_PACKAGE_CLASSES]
     with pipeline_api.client(SUBMIT_TOKEN) as client:
-        bulk_id = start(client, {"site_code": "BS1", "pkg_source_flags": [2], "dry_run": True})
+        accepted = client.post(
+            "/v1/bulk-refreshes", json={"site_code": "BS1", "pkg_source_flags": [2], "dry_run": True}
+        )
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json()["package_classes"] == list(DEFAULT_PACKAGE_CLASSES)
+        bulk_id = accepted.json()["bulk_id"]
         final, children = bulk_final(follow(client, bulk_id))
         status = client.get(f"/v1/bulk-refreshes/{bulk_id}")
     assert final["state"] == "done" and final["dry_run"] is True and children == []
     assert status.status_code == 200, status.text
     body = status.json()
     assert body["state"] == "done" and body["dry_run"] is True
+    assert body["package_classes"] == ["SMS_Package", "SMS_DriverPackage"]
     assert body["total"] == len(wanted) and body["finished"] == 0
     assert body["sample"] and {s["package_id"] for s in body["sample"]} <= {p["PackageID"] for p in wanted}
 
 
 def test_a_bulk_refreshes_each_selected_package_once(pipeline: Pipeline, pipeline_api: ApiServer) -> None:
     """A real run: one final outcome per selected package, and the counts add up to the total."""
-    chosen = [p["PackageID"] for p in pipeline.emulators["BS1"].provider.packages() if p["PkgSourceFlag"] == 2][:4]
+    packages = pipeline.emulators["BS1"].provider.packages()
+    chosen = [p["PackageID"] for p in packages if p["PkgSourceFlag"] == 2 and p["class"] in DEFAULT_PACKAGE_CLASSES][:4]
     with pipeline_api.client(SUBMIT_TOKEN) as client:
         bulk_id = start(client, {"site_code": "BS1", "package_ids": chosen})
         final, children = bulk_final(follow(client, bulk_id))
@@ -91,7 +101,7 @@ def test_cancel_stops_a_bulk_and_its_children_not_yet_attempted_end_cancelled(
 
 
 def test_bulk_routes_refuse_bad_input_and_unknown_ids(pipeline_api: ApiServer) -> None:
-    """Unknown fields (raw WQL included), an unforced task-sequence class, bad ids: 422; unknown ids: 404."""
+    """Unknown fields (raw WQL too), an unforced task sequence, application content, bad ids: 422; unknown: 404."""
     with pipeline_api.client(SUBMIT_TOKEN) as client:
         wql = client.post("/v1/bulk-refreshes", json={"site_code": "PS1", "wql": "SELECT * FROM SMS_Package"})
         assert wql.status_code == 422 and wql.json()["detail"][0]["loc"] == ["body", "wql"]
@@ -99,7 +109,18 @@ def test_bulk_routes_refuse_bad_input_and_unknown_ids(pipeline_api: ApiServer) -
             "/v1/bulk-refreshes", json={"site_code": "PS1", "package_classes": ["SMS_TaskSequencePackage"]}
         )
         assert ts.status_code == 422
-        assert client.get("/v1/bulk-refreshes/no-such-bulk").status_code == 404
-        assert client.post("/v1/bulk-refreshes/no-such-bulk/cancel").status_code == 404
+        for route, body in (
+            ("/v1/bulk-refreshes", {"site_code": "PS1", "package_classes": ["SMS_Package", "SMS_ContentPackage"]}),
+            ("/v1/refreshes", {"packages": [{**PACKAGE, "package_class": "SMS_ContentPackage"}]}),
+        ):
+            refused = client.post(route, json=body)
+            assert refused.status_code == 422, route
+            (problem,) = refused.json()["detail"]
+            assert "deployment type" in problem["msg"] and "verified" in problem["msg"], problem
+        unknown = f"bulk-{'0' * 32}"
+        assert client.get(f"/v1/bulk-refreshes/{unknown}").status_code == 404
+        assert client.post(f"/v1/bulk-refreshes/{unknown}/cancel").status_code == 404
+        for not_an_id in ("no-such-bulk", "PS1", "null", f"bulk-{'A' * 32}"):
+            assert client.get(f"/v1/bulk-refreshes/{not_an_id}").status_code == 422, not_an_id
         bad = client.get("/v1/bulk-refreshes/bad:id")
         assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["path", "bulk_id"]

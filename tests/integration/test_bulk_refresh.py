@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from errors import InvalidRequestError
-from producers.bulk import cancel_bulk, enqueue_bulk, get_bulk
+from producers.bulk import cancel_bulk, enqueue_bulk, get_bulk, new_bulk_id
 from testing.fixtures_pipeline import Pipeline, PipelineFactory
 from testing.waiting import wait_until
+from worker.domain.criteria import DEFAULT_PACKAGE_CLASSES
 from worker.domain.ids import child_request_id
 from worker.stores.bulk_outcomes import BulkOutcome
 from worker.stores.bulk_store import BulkRecord
@@ -52,9 +53,9 @@ def children_finals(pipeline: Pipeline, bulk_id: str) -> dict[str, list[Any]]:
 
 @pytest.fixture(scope="module")
 def big(pipeline_factory: PipelineFactory) -> Pipeline:
-    """Two worker processes, a 1,100-package site (Basic), a cap of 6 operations at a time."""
+    """Two worker processes, a 1,500-package site (Basic), a cap of 6 operations at a time."""
     return pipeline_factory(
-        emulator_overrides={"BS1": {"package_count": 1100, "compress_share": 0.0}},
+        emulator_overrides={"BS1": {"package_count": 1500, "compress_share": 0.0}},
         worker_extra_env={"SCCM_REFRESH_PROVIDERS__BS1__MAX_CONCURRENCY": "6"},
         concurrency=8,
         worker_processes=2,
@@ -64,7 +65,7 @@ def big(pipeline_factory: PipelineFactory) -> Pipeline:
 def test_a_thousand_package_bulk_ends_with_exact_counts_and_one_final_per_child(big: Pipeline) -> None:
     """Every selected package is refreshed once, counted once, and the bulk's outcome closes the job."""
     emulator = big.emulators["BS1"]
-    expected = sum(1 for p in emulator.provider.packages() if p["class"] != "SMS_TaskSequencePackage")
+    expected = sum(1 for p in emulator.provider.packages() if p["class"] in DEFAULT_PACKAGE_CLASSES)
     assert expected >= 1000
     accepted_before = emulator.provider.call_totals()["accepted"]
     emulator.concurrency.reset()
@@ -73,6 +74,7 @@ def test_a_thousand_package_bulk_ends_with_exact_counts_and_one_final_per_child(
     record = bulk_over(big, submission.bulk_id, timeout_s=240)
 
     assert record.state == "done" and record.total == expected
+    assert record.package_classes == submission.package_classes == DEFAULT_PACKAGE_CLASSES
     assert sum(record.counts.values()) == expected and record.pending == 0 and record.outstanding == 0
     finals = children_finals(big, submission.bulk_id)
     assert len(finals) == expected and all(len(f) == 1 for f in finals.values())
@@ -94,6 +96,7 @@ def test_a_dry_run_counts_and_lists_packages_and_refreshes_nothing(big: Pipeline
     record = bulk_over(big, submission.bulk_id, timeout_s=60)
     drivers = [p for p in emulator.provider.packages() if p["class"] == "SMS_DriverPackage"]
     assert record.dry_run and record.state == "done" and record.total == len(drivers)
+    assert record.package_classes == ("SMS_DriverPackage",)
     assert [s["package_id"] for s in record.sample] == [p["PackageID"] for p in drivers][: len(record.sample)]
     assert emulator.provider.call_totals()["invokes"] == invokes_before
     assert children_finals(big, submission.bulk_id) == {}
@@ -107,14 +110,16 @@ def test_hostile_criteria_are_refused_before_anything_is_recorded(big: Pipeline)
         {"site_code": "BS1", "package_ids": [f"BS1{i:05X}" for i in range(100_000)]},
         {"site_code": "BS1", "package_ids": ["BS100001' OR '1'='1"]},
         {"site_code": "BS1", "package_classes": ["Win32_Process"]},
+        {"site_code": "BS1", "package_classes": ["SMS_ContentPackage"]},
         {"site_code": "BS1", "wql": "SELECT * FROM SMS_Package"},
         {"site_code": "BS1; DROP"},
     ]
+    bulk_id = new_bulk_id()
     for criteria in hostile:
         with pytest.raises(InvalidRequestError) as raised:
-            enqueue_bulk(big.producer, criteria, settings=big.settings, bulk_id="hostile-1")
+            enqueue_bulk(big.producer, criteria, settings=big.settings, bulk_id=bulk_id)
         assert len(raised.value.message) < 1000
-    assert get_bulk(big.settings, "hostile-1") is None
+    assert get_bulk(big.settings, bulk_id) is None
 
 
 def test_a_name_pattern_with_wql_characters_selects_only_literal_matches(big: Pipeline) -> None:
@@ -205,12 +210,12 @@ def test_the_emulator_never_sees_more_concurrent_operations_than_the_cap(slow: P
 def test_a_bulk_child_knows_its_package_and_refreshes_with_one_operation(slow: Pipeline) -> None:
     """The enumeration's properties ride along: the first attempt is one Invoke, no Get."""
     emulator = slow.emulators["BS1"]
-    content = [p for p in emulator.provider.packages() if p["class"] == "SMS_ContentPackage"]
-    packages = [p["PackageID"] for p in content if p["PkgSourceFlag"] == PLAIN]
+    images = [p for p in emulator.provider.packages() if p["class"] == "SMS_ImagePackage"]
+    packages = [p["PackageID"] for p in images if p["PkgSourceFlag"] == PLAIN]
     log_before = emulator.provider.call_log()["packages"]
     submission = enqueue_bulk(
         slow.producer,
-        {"site_code": "BS1", "package_ids": packages, "package_classes": ["SMS_ContentPackage"]},
+        {"site_code": "BS1", "package_ids": packages, "package_classes": ["SMS_ImagePackage"]},
         settings=slow.settings,
     )
     record = bulk_over(slow, submission.bulk_id, timeout_s=60)
@@ -225,3 +230,56 @@ def test_a_bulk_child_knows_its_package_and_refreshes_with_one_operation(slow: P
 
 def pipeline_finals(pipeline: Pipeline) -> set[str]:
     return set(pipeline.finals())
+
+
+def test_hostile_correlation_ids_each_end_once_and_leave_a_running_bulks_counts_alone(slow: Pipeline) -> None:
+    """Bulk-shaped ids, "PS1", "null", "NaN", a running bulk's own id: one final each; the bulk counts only its own."""
+    emulator = slow.emulators["BS1"]
+    submission = enqueue_bulk(slow.producer, {"site_code": "BS1"}, settings=slow.settings)
+    bulk_id = submission.bulk_id
+    assert wait_until(lambda: len(children_finals(slow, bulk_id)) >= 5, timeout_s=60)
+    # Packages of a class the bulk does not select: refreshing them cannot pass for a child's work.
+    outside = [
+        p for p in emulator.provider.packages() if p["class"] == "SMS_ImagePackage" and p["PkgSourceFlag"] == PLAIN
+    ]
+    expected: dict[str, str] = {}
+    for package, correlation_id in zip(outside, (new_bulk_id(), "PS1", "null", "NaN", bulk_id), strict=False):
+        valid = {"site_code": "BS1", "package_id": package["PackageID"], "package_class": package["class"]}
+        expected[slow.send({**valid, "correlation_id": correlation_id})] = "accepted"
+        # The issue's case: a PackageID that breaks its rule next to a bulk-shaped correlation id.
+        expected[slow.send({**valid, "package_id": "not-a-package", "correlation_id": correlation_id})] = "rejected"
+    # Request ids shaped like the running bulk's children, for packages it does not list.
+    forged = outside[5]["PackageID"], outside[6]["PackageID"]
+    fields = {"site_code": "BS1", "package_class": "SMS_ImagePackage", "correlation_id": bulk_id}
+    expected[slow.send({**fields, "package_id": forged[0]}, request_id=child_request_id(bulk_id, forged[0]))] = (
+        "accepted"
+    )
+    unconfigured = {**fields, "site_code": "ZZ9", "package_id": forged[1]}
+    expected[slow.send(unconfigured, request_id=child_request_id(bulk_id, forged[1]))] = "rejected"
+
+    assert wait_until(lambda: set(expected) <= set(slow.finals()), timeout_s=60)
+    record = bulk_over(slow, bulk_id, timeout_s=120)
+
+    finals = slow.finals()
+    assert {rid: [f.status for f in finals[rid]] for rid in expected} == {rid: [s] for rid, s in expected.items()}
+    selected = [p["PackageID"] for p in emulator.provider.packages() if p["class"] in DEFAULT_PACKAGE_CLASSES]
+    children = {child_request_id(bulk_id, package_id) for package_id in selected}
+    assert set(children_finals(slow, bulk_id)) == children | {child_request_id(bulk_id, pid) for pid in forged}
+    assert all(len(finals[rid]) == 1 for rid in children)
+    assert record.state == "done" and record.total == len(children) == sum(record.counts.values())
+    assert Counter(record.counts) == Counter(finals[rid][0].status for rid in children)
+
+
+def test_boot_images_refresh_one_at_a_time_within_the_sites_cap(slow: Pipeline) -> None:
+    """A cap of 2 at the site and a dozen threads, yet never two boot image refreshes at once; each ends accepted."""
+    emulator = slow.emulators["BS1"]
+    boot = [
+        p for p in emulator.provider.packages() if p["class"] == "SMS_BootImagePackage" and p["PkgSourceFlag"] == PLAIN
+    ]
+    assert len(boot) >= 3
+    emulator.concurrency.reset()
+    sent = [slow.send({"site_code": "BS1", "package_id": p["PackageID"], "package_class": p["class"]}) for p in boot]
+    assert wait_until(lambda: set(sent) <= set(slow.finals()), timeout_s=60)
+    finals = slow.finals()
+    assert [[f.status for f in finals[rid]] for rid in sent] == [["accepted"]] * len(sent)
+    assert emulator.concurrency.peak() == 1

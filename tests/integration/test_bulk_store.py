@@ -25,7 +25,7 @@ from worker.stores.keys import RedisKeys
 
 pytestmark = pytest.mark.integration
 
-BULK = "bulk-1"
+BULK = f"bulk-{'1' * 32}"
 SITE = "PS1"
 T0 = 1_700_000_000.0
 CRITERIA = {"site_code": SITE, "name_pattern": "Dell *"}
@@ -58,7 +58,7 @@ def test_the_record_round_trips(store: BulkStore) -> None:
     assert (created.total, created.enqueued, created.pending, created.outstanding) == (None, 0, 0, 0)
     assert created.counts == {}
     assert created.finished_at is None
-    assert store.get("no-such-bulk") is None
+    assert store.get(f"bulk-{'0' * 32}") is None
 
 
 def test_create_is_idempotent(store: BulkStore) -> None:
@@ -323,18 +323,20 @@ def test_every_bulk_key_expires(store: BulkStore, redis_client: redis.Redis, red
 
 def test_operations_on_an_unknown_bulk_raise_a_clear_error(store: BulkStore) -> None:
     """Taking from, finishing a child of, or cancelling a bulk that does not exist raises BulkNotFoundError."""
+    missing = f"bulk-{'9' * 32}"
     with pytest.raises(BulkNotFoundError, match="no bulk job"):
-        store.take("missing", 5)
+        store.take(missing, 5)
     with pytest.raises(BulkNotFoundError):
-        store.child_finished("missing", "missing:PS100001", "accepted")
+        store.child_finished(missing, f"{missing}:PS100001", "accepted")
     with pytest.raises(BulkNotFoundError):
-        store.cancel("missing")
+        store.cancel(missing)
 
 
 @pytest.mark.parametrize(
     ("call", "message"),
     [
         (lambda s: s.take("bad:id", 5), "bulk id"),
+        (lambda s: s.take("bulk-1", 5), "bulk id"),
         (lambda s: s.take(BULK, 0), "max_outstanding"),
         (lambda s: s.take(BULK, 5, max_count=5000), "max_count"),
         (lambda s: s.child_finished(BULK, "has space", "accepted"), "child request id"),
@@ -355,4 +357,4 @@ def test_bad_arguments_get_a_clear_error(store: BulkStore, call: Callable[[BulkS
 
 def test_child_request_ids_are_deterministic() -> None:
     """The same bulk and package always give the same child request id (package ids upper-cased)."""
-    assert child_request_id("bulk-1", "ps10000a") == child_request_id("bulk-1", "PS10000A") == "bulk-1:PS10000A"
+    assert child_request_id(BULK, "ps10000a") == child_request_id(BULK, "PS10000A") == f"{BULK}:PS10000A"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from testing.fixtures_pipeline import Pipeline
+from worker.domain.criteria import DEFAULT_PACKAGE_CLASSES
 from worker.domain.outcomes import OUTCOME_SCHEMA_VERSION
 
 pytestmark = pytest.mark.integration
@@ -173,10 +174,21 @@ def test_bulk_refuses_hostile_criteria_with_one_line_and_exit_2() -> None:
     assert "Traceback" not in result.stderr + result.stdout and result.stdout == ""
 
 
+def test_bulk_naming_application_content_is_refused_in_one_line_without_redis() -> None:
+    """`--class SMS_ContentPackage`: exit 2, one line saying why, before any Redis is asked."""
+    nowhere = "redis://127.0.0.1:1/0"
+    env = clean_env(SCCM_REFRESH_BROKER_URL=nowhere, SCCM_REFRESH_REDIS_URL=nowhere)
+    result = run_cli("bulk", "PS1", "--class", "SMS_ContentPackage", env=env)
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert "SMS_ContentPackage" in line and "deployment type" in line and "verified" in line
+
+
 def test_bulk_runs_waits_and_reports_counts_then_status_reads_them_back(pipeline: Pipeline) -> None:
     """`bulk --wait` prints the bulk id, follows it to the end, and `status --json` agrees."""
     env = pipeline_env(pipeline)
-    plain = [p["PackageID"] for p in pipeline.emulators["BS1"].provider.packages() if p["PkgSourceFlag"] == 2][:5]
+    packages = pipeline.emulators["BS1"].provider.packages()
+    plain = [p["PackageID"] for p in packages if p["PkgSourceFlag"] == 2 and p["class"] in DEFAULT_PACKAGE_CLASSES][:5]
     args = ["bulk", "BS1", *(f"--id={pid}" for pid in plain), "--wait", "--timeout-s", "60"]
     result = run_cli(*args, env=env, timeout_s=90)
     assert result.returncode == 0, result.stderr
@@ -193,7 +205,12 @@ def test_bulk_dry_run_lists_packages_and_status_and_cancel_handle_unknown_ids(pi
     env = pipeline_env(pipeline)
     result = run_cli("bulk", "BS1", "--class", "SMS_Package", "--dry-run", env=env, timeout_s=60)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.splitlines()[0])["dry_run"] is True and "selected" in result.stderr
+    accepted = json.loads(result.stdout.splitlines()[0])
+    assert accepted["dry_run"] is True and accepted["package_classes"] == ["SMS_Package"]
+    assert "selected" in result.stderr and re.search(r"classes\s.*SMS_Package", result.stderr)
+    default = run_cli("bulk", "BS1", "--dry-run", env=env, timeout_s=60)
+    assert default.returncode == 0, default.stderr
+    assert json.loads(default.stdout.splitlines()[0])["package_classes"] == ["SMS_Package", "SMS_DriverPackage"]
     for command in ("status", "cancel"):
         unknown = run_cli(command, "bulk-does-not-exist", env=env)
         assert unknown.returncode == 1 and "no bulk job" in unknown.stdout and "Traceback" not in unknown.stderr

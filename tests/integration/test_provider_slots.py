@@ -367,3 +367,20 @@ def test_settings_that_would_lose_waiters_are_refused(redis_client: redis.Redis,
     """A waiter TTL shorter than twice the longest retry-after would drop waiters that do as told."""
     with pytest.raises(ValueError, match="waiter_ttl_s"):
         ProviderSlots(redis_client, redis_keys, lease_s=60, waiter_ttl_s=100, max_retry_after_s=60)
+
+
+def test_a_lane_caps_its_holders_apart_from_the_site_and_releases_by_its_lease(
+    slots: ProviderSlots, occupancy: Occupancy
+) -> None:
+    """A lane of one (boot images): its second holder waits while the site still has free slots."""
+    lane = "SMS_BootImagePackage"
+    first = grant(slots.try_acquire(SITE, "boot-1", 1, priority=PRIORITY_SINGLE, lane=lane, now_s=T0))
+    assert first.lane == lane
+    assert wait(slots.try_acquire(SITE, "boot-2", 1, priority=PRIORITY_SINGLE, lane=lane, now_s=T0 + 1)).rank == 0
+    site = grant(slots.try_acquire(SITE, "boot-1", 3, priority=PRIORITY_SINGLE, now_s=T0 + 1))
+    assert occupancy(SITE, now_s=T0 + 1).in_use == 1  # the lane's holder is not counted twice
+    assert slots.release(first, now_s=T0 + 2) and slots.release(site, now_s=T0 + 2)
+    second = grant(slots.try_acquire(SITE, "boot-2", 1, priority=PRIORITY_SINGLE, lane=lane, now_s=T0 + 3))
+    renewed = slots.renew(second, now_s=T0 + 4)
+    assert renewed is not None and renewed.lane == lane
+    assert slots.release(second, now_s=T0 + 5) and not slots.release(second, now_s=T0 + 5)

@@ -175,6 +175,17 @@ def test_task_sequence_package_is_rejected_unless_forced(pipeline: Pipeline) -> 
     assert run.stream == [run.final]
 
 
+def test_application_content_is_rejected_with_the_reason_and_never_invoked(pipeline: Pipeline) -> None:
+    """SMS_ContentPackage ends `rejected`, saying to use the deployment type, with no call to SCCM."""
+    emulator = pipeline.emulators["PS1"]
+    content = next(p for p in emulator.provider.packages() if p["class"] == "SMS_ContentPackage")
+    run = pipeline.refresh(site_code="PS1", package_id=content["PackageID"], package_class="SMS_ContentPackage")
+    assert run.final is not None and run.final.status == "rejected" and run.stream == [run.final]
+    assert run.final.package_class == "SMS_ContentPackage"
+    assert run.final.error is not None and "deployment type" in run.final.error["message"]
+    assert content["PackageID"] not in emulator.provider.call_log()["packages"]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [

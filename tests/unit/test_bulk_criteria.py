@@ -19,6 +19,7 @@ from errors import InvalidRequestError
 from worker.domain.criteria import (
     DEFAULT_PACKAGE_CLASSES,
     ENUMERATION_PROPERTIES,
+    EXPLICIT_ONLY_CLASSES,
     MAX_IDS_PER_QUERY,
     MAX_PACKAGE_IDS,
     MAX_QUERY_CHARS,
@@ -27,7 +28,7 @@ from worker.domain.criteria import (
     parse_criteria,
     queries,
 )
-from worker.domain.packages import PACKAGE_CLASSES, TASK_SEQUENCE_CLASS
+from worker.domain.packages import PACKAGE_CLASSES, REFUSED_CLASSES, TASK_SEQUENCE_CLASS
 from worker.domain.wql import WqlCondition, equals_any, like_condition, select_query, wildcard_to_like
 
 # Characters that mean something to WQL strings, WMI's LIKE or our wildcards, plus ordinary ones.
@@ -53,13 +54,45 @@ def wildcard_matches(pattern: str, name: str) -> bool:
     return re.fullmatch(regex, name, re.IGNORECASE | re.DOTALL) is not None
 
 
-def test_defaults_select_every_class_but_task_sequences() -> None:
-    """Without classes, every RefreshPkgSource class but SMS_TaskSequencePackage is queried, unfiltered."""
+def test_defaults_select_only_plain_and_driver_packages() -> None:
+    """Without classes, only SMS_Package and SMS_DriverPackage are queried, unfiltered."""
     result = list(queries(criteria()))
-    assert [q.class_name for q in result] == list(DEFAULT_PACKAGE_CLASSES)
-    assert TASK_SEQUENCE_CLASS not in DEFAULT_PACKAGE_CLASSES
-    assert set(DEFAULT_PACKAGE_CLASSES) | {TASK_SEQUENCE_CLASS} == set(PACKAGE_CLASSES)
+    assert [q.class_name for q in result] == list(DEFAULT_PACKAGE_CLASSES) == ["SMS_Package", "SMS_DriverPackage"]
     assert all(where_of(q) is None for q in result)
+
+
+def test_every_class_is_default_explicit_only_or_refused_and_nothing_else() -> None:
+    """The three groups split the allow-list: boot images, OS images and the like are never a default."""
+    groups = (set(DEFAULT_PACKAGE_CLASSES), set(EXPLICIT_ONLY_CLASSES), set(REFUSED_CLASSES))
+    assert set().union(*groups) == set(PACKAGE_CLASSES)
+    assert sum(len(group) for group in groups) == len(PACKAGE_CLASSES)
+    assert {
+        "SMS_BootImagePackage",
+        "SMS_ImagePackage",
+        "SMS_OperatingSystemInstallPackage",
+        "SMS_SoftwareUpdatesPackage",
+        TASK_SEQUENCE_CLASS,
+    } <= set(EXPLICIT_ONLY_CLASSES)
+
+
+@pytest.mark.parametrize(
+    "named",
+    ["SMS_BootImagePackage", "sms_imagepackage", "SMS_OperatingSystemInstallPackage", "SMS_SoftwareUpdatesPackage"],
+)
+def test_a_heavy_class_is_selected_when_named_explicitly(named: str) -> None:
+    """Naming a class the default leaves out selects that class, and only it."""
+    chosen = criteria(package_classes=[named])
+    assert [q.class_name.lower() for q in queries(chosen)] == [named.lower()]
+
+
+def test_application_content_is_refused_with_the_reason_alone_or_among_other_classes() -> None:
+    """SMS_ContentPackage: one error that says why (deployment type, not the console's action, unverifiable)."""
+    for classes in (["SMS_ContentPackage"], ["SMS_Package", "sms_contentpackage"]):
+        with pytest.raises(InvalidRequestError) as raised:
+            criteria(package_classes=classes)
+        message = raised.value.message
+        assert "SMS_ContentPackage" in message and "deployment type" in message
+        assert "console" in message and "verified" in message
 
 
 def test_force_allows_naming_task_sequences_but_never_adds_them_by_default() -> None:

@@ -100,14 +100,22 @@ def take_from(packages: list[dict[str, Any]]) -> Any:
 
 
 def test_hostile_cases_cover_every_family_and_repeat_for_a_seed() -> None:
-    """The hand-written cases name each family, valid ones name their package, and a seed repeats them."""
+    """The hand-written cases name each family (and a real bulk when given) and their packages; a seed repeats them."""
     cases = fixed_cases(take_from([]), random.Random(5))
     again = fixed_cases(take_from([]), random.Random(5))
     assert [c.label for c in cases] == [c.label for c in again]
     labels = " ".join(case.label for case in cases)
     for family in ("surrogate", "control characters", "jndi", "64-char prefix", "1 MB", "100k", "nested 1000",
-                   "reserved name self", "forged retry_state", "force='yes'", "resent fixed", "raw: "):  # fmt: skip
+                   "reserved name self", "forged retry_state", "force='yes'", "resent fixed", "raw: ",
+                   "correlation_id bulk-shaped", "correlation_id NaN", "shaped like a child"):  # fmt: skip
         assert family in labels, family
+    named = fixed_cases(take_from([]), random.Random(5), bulk_id=f"bulk-{'a' * 32}")
+    assert {c.label for c in named} - {c.label for c in cases} == {
+        "correlation_id a real bulk's id",
+        "invalid package_id, correlation_id a real bulk's id",
+        "request_id shaped like a child of a real bulk's id",
+        "request_id shaped like a child of a real bulk's id, unconfigured site",
+    }
     assert all(case.package_id for case in cases if case.valid)
     assert any(case.phase == 2 for case in cases) and any(case.raw is not None for case in cases)
     pair = [c.kwargs["request_id"] for c in cases if c.label.startswith("too-long pair") and c.kwargs]

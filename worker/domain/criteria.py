@@ -1,10 +1,19 @@
 """Bulk selection criteria: what a caller may ask for, turned into WQL by us (never raw WQL).
 
 `BulkCriteria` is strict (no coercion, unknown fields refused) and every value is checked the
-way single requests are: site code, package classes from the allow-list (`SMS_TaskSequencePackage`
-only when named explicitly with `force`), PackageIDs by shape, `PkgSourceFlag` values from the
-enum, a name pattern with `*` and `?` wildcards (every other character literal; at most 256
-characters, no control characters).
+way single requests are: site code, package classes from the allow-list, PackageIDs by shape,
+`PkgSourceFlag` values from the enum, a name pattern with `*` and `?` wildcards (every other
+character literal; at most 256 characters, no control characters).
+
+Classes, by what a refresh does to them (docs/configmgr.md):
+* with none named, `SMS_Package` and `SMS_DriverPackage` (DEFAULT_PACKAGE_CLASSES): a refresh
+  re-copies their source, nothing more;
+* boot images, OS images, OS upgrade packages, software update packages and device settings
+  only when named: a boot image's refresh rebuilds the image (minutes each), the others are
+  large or serviced on their own schedule;
+* `SMS_TaskSequencePackage` only when named with `force` (Microsoft warns the refresh can
+  render it inoperable);
+* `SMS_ContentPackage` (an application's content) never: refused, with the reason.
 
 `queries(criteria)` yields one WQL per class, built only through worker/domain/wql.py's helpers; with
 explicit `package_ids` it yields one per class and chunk of at most `MAX_IDS_PER_QUERY` ids, so no
@@ -25,10 +34,11 @@ from errors import InvalidRequestError
 from worker.domain.packages import (
     PACKAGE_CLASSES,
     PACKAGE_ID_PROPERTY,
+    REFUSED_CLASSES,
     TASK_SEQUENCE_CLASS,
     PkgSourceFlag,
-    validate_package_class,
     validate_package_id,
+    validate_refreshable_class,
     validate_site_code,
 )
 from worker.domain.wql import WqlCondition, equals_any, like_condition, select_query
@@ -36,6 +46,7 @@ from worker.domain.wql import WqlCondition, equals_any, like_condition, select_q
 __all__ = [
     "DEFAULT_PACKAGE_CLASSES",
     "ENUMERATION_PROPERTIES",
+    "EXPLICIT_ONLY_CLASSES",
     "MAX_IDS_PER_QUERY",
     "MAX_NAME_PATTERN_CHARS",
     "MAX_PACKAGE_IDS",
@@ -52,7 +63,12 @@ MAX_NAME_PATTERN_CHARS: Final = 256
 # (768 characters once escaped) every query stays under MAX_QUERY_CHARS.
 MAX_IDS_PER_QUERY: Final = 200
 MAX_QUERY_CHARS: Final = 8192
-DEFAULT_PACKAGE_CLASSES: Final = tuple(name for name in PACKAGE_CLASSES if name != TASK_SEQUENCE_CLASS)
+# What a bulk selects when no class is named: packages whose refresh only re-copies the source.
+DEFAULT_PACKAGE_CLASSES: Final = ("SMS_Package", "SMS_DriverPackage")
+# Refreshed only when the criteria name them (task sequences: with force too).
+EXPLICIT_ONLY_CLASSES: Final = tuple(
+    name for name in PACKAGE_CLASSES if name not in DEFAULT_PACKAGE_CLASSES and name not in REFUSED_CLASSES
+)
 # What a child needs to skip its first Get: the invoke fence's snapshot and the outcome's name.
 ENUMERATION_PROPERTIES: Final = (
     "PackageID",
@@ -84,7 +100,11 @@ class BulkCriteria(BaseModel):
 
     site_code: str
     package_classes: list[str] | None = Field(
-        default=None, description="default: every class but SMS_TaskSequencePackage"
+        default=None,
+        description=(
+            "default: SMS_Package and SMS_DriverPackage; other classes only when named "
+            "(SMS_TaskSequencePackage with force); SMS_ContentPackage is refused"
+        ),
     )
     name_pattern: str | None = Field(default=None, description="`*` any run, `?` one character; case-insensitive")
     pkg_source_flags: list[int] | None = Field(default=None, max_length=len(_FLAG_VALUES))
@@ -105,7 +125,7 @@ class BulkCriteria(BaseModel):
             return None
         if not value:
             raise ValueError("must name at least one class (leave it out for the default set)")
-        return _unique(_as_value_error(validate_package_class, name) for name in value)
+        return _unique(_as_value_error(validate_refreshable_class, name) for name in value)
 
     @field_validator("name_pattern")
     @classmethod

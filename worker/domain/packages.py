@@ -2,8 +2,9 @@
 
 Facts, not protocol: which classes document `RefreshPkgSource` (every `SMS_PackageBaseclass`
 child; `SMS_TaskSequencePackage` only when forced, because Microsoft warns the refresh can
-render the task sequence inoperable), what a PackageID looks like (the creating site's code and
-five hex digits), and the `PkgSourceFlag` values. Values from producers are checked here before
+render the task sequence inoperable; `SMS_ContentPackage` never, see REFUSED_CLASSES), what a
+PackageID looks like (the creating site's code and five hex digits), and the `PkgSourceFlag`
+values. Values from producers are checked here before
 they reach a WS-Man selector, a resource URI or a WQL string; errors echo a bad value only as a
 short `repr`, so hostile input cannot forge log lines.
 """
@@ -11,17 +12,23 @@ short `repr`, so hostile input cannot forge log lines.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 from errors import InvalidRequestError, ProtocolError
 from worker.wsman.replies import WmiInstance
 from worker.wsman.selectors import enumeration_uri, resource_uri
 
 __all__ = [
+    "APPLICATION_CONTENT_CLASS",
+    "BOOT_IMAGE_CLASS",
+    "ONE_AT_A_TIME_CLASSES",
     "PACKAGE_CLASSES",
     "PACKAGE_ID_PROPERTY",
+    "REFUSED_CLASSES",
     "STORAGE_COMPRESS",
     "TASK_SEQUENCE_CLASS",
     "PackageInfo",
@@ -31,6 +38,7 @@ __all__ = [
     "site_enumeration_uri",
     "validate_package_class",
     "validate_package_id",
+    "validate_refreshable_class",
     "validate_site_code",
 ]
 
@@ -45,19 +53,34 @@ _ELLIPSIS = "..."
 _MAX_MESSAGE_ECHO_CHARS = 120
 
 TASK_SEQUENCE_CLASS = "SMS_TaskSequencePackage"
+BOOT_IMAGE_CLASS = "SMS_BootImagePackage"
+APPLICATION_CONTENT_CLASS = "SMS_ContentPackage"
 # Classes that document the instance method RefreshPkgSource (SMS_PackageBaseclass children).
 PACKAGE_CLASSES: tuple[str, ...] = (
     "SMS_Package",
     "SMS_DriverPackage",
     "SMS_ImagePackage",
-    "SMS_BootImagePackage",
+    BOOT_IMAGE_CLASS,
     "SMS_OperatingSystemInstallPackage",
     "SMS_SoftwareUpdatesPackage",
     "SMS_DeviceSettingPackage",
-    "SMS_ContentPackage",
+    APPLICATION_CONTENT_CLASS,
     TASK_SEQUENCE_CLASS,
 )
 _CANONICAL_CLASS = {name.lower(): name for name in PACKAGE_CLASSES}
+# Classes refreshed one at a time per site, within its provider cap: a boot image's refresh
+# rebuilds the image on the provider (minutes of CPU and disk each).
+ONE_AT_A_TIME_CLASSES: Final = frozenset({BOOT_IMAGE_CLASS})
+# Classes no request may refresh (yet), each with the reason the producer is told.
+REFUSED_CLASSES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        APPLICATION_CONTENT_CLASS: (
+            f"{APPLICATION_CONTENT_CLASS} is refused: an application's content is updated through its "
+            "deployment type (Update Content), not RefreshPkgSource; a raw refresh is not the console's "
+            "action and cannot be verified (SourceVersion stays 1)"
+        ),
+    }
+)
 PACKAGE_ID_PROPERTY = "PackageID"
 
 
@@ -83,6 +106,15 @@ def validate_package_id(value: object) -> str:
             f"invalid PackageID {safe_repr(value)}: expected a 3-character site code and 5 hex digits"
         )
     return value.upper()
+
+
+def validate_refreshable_class(value: object) -> str:
+    """`validate_package_class`, and InvalidRequestError (saying why) for a class in REFUSED_CLASSES."""
+    canonical = validate_package_class(value)
+    reason = REFUSED_CLASSES.get(canonical)
+    if reason is not None:
+        raise InvalidRequestError(reason)
+    return canonical
 
 
 def validate_package_class(value: object) -> str:

@@ -23,8 +23,8 @@ from worker.domain.packages import (
     TASK_SEQUENCE_CLASS,
     PackageInfo,
     safe_repr,
-    validate_package_class,
     validate_package_id,
+    validate_refreshable_class,
     validate_site_code,
 )
 
@@ -129,7 +129,7 @@ class RefreshRequest(BaseModel):
     @field_validator("package_class")
     @classmethod
     def _class(cls, value: str) -> str:
-        return _as_value_error(validate_package_class, value)
+        return _as_value_error(validate_refreshable_class, value)
 
     @field_validator("request_id", "correlation_id")
     @classmethod

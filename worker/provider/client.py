@@ -18,7 +18,7 @@ from collections.abc import Callable, Generator, Iterator
 from typing import TypeVar
 
 from config.settings import RetryPolicy
-from worker.domain.packages import PackageInfo, package_resource_uri, site_enumeration_uri
+from worker.domain.packages import BOOT_IMAGE_CLASS, PackageInfo, package_resource_uri, site_enumeration_uri
 from worker.provider.classify import classify_exception, error_from_wsman
 from worker.provider.transport import ProviderTransport
 from worker.retry import in_call_retrying
@@ -66,13 +66,20 @@ class SccmClient:
         self.site_code = site_code
         self.in_call_policy = in_call_policy
 
-    def _exchange(self, build: Callable[[], Envelope], parse: Callable[[bytes], T], *, retry: bool = True) -> T:
+    def _exchange(
+        self,
+        build: Callable[[], Envelope],
+        parse: Callable[[bytes], T],
+        *,
+        retry: bool = True,
+        read_timeout_s: int | None = None,
+    ) -> T:
         """Send one request (fresh MessageID per try), check RelatesTo, parse; retry short blips."""
 
         def _once() -> T:
             with _as_refresh_errors():
                 envelope = build()
-                reply = self.transport.send(envelope.xml)
+                reply = self.transport.send(envelope.xml, read_timeout_s=read_timeout_s)
                 check_relates_to(parse_header(reply), envelope.message_id)
                 return parse(reply)
 
@@ -111,20 +118,30 @@ class SccmClient:
 
         Never retried here: a reply lost on the way back may hide a refresh that landed, so the
         caller looks at the package before trying again (worker/usecase/attempt.py, worker/stores/fence.py).
+        A boot image's refresh rebuilds the image before it answers: it gets the provider's
+        `boot_image_operation_timeout_s`, and a read timeout above it.
         """
         with _as_refresh_errors():
             uri = package_resource_uri(self.site_code, package_class)
+        provider = self.transport.provider
+        boot_image = package_class == BOOT_IMAGE_CLASS
+        timeout_s = float(provider.boot_image_operation_timeout_s) if boot_image else self._timeout_s
 
         def build() -> Envelope:
             return build_invoke(
                 to_url=self._to_url,
                 resource_uri=uri,
                 selectors={"PackageID": package_id},
-                operation_timeout_s=self._timeout_s,
+                operation_timeout_s=timeout_s,
                 method=REFRESH_METHOD,
             )
 
-        output = self._exchange(build, lambda xml: parse_method_output(xml, REFRESH_METHOD), retry=False)
+        output = self._exchange(
+            build,
+            lambda xml: parse_method_output(xml, REFRESH_METHOD),
+            retry=False,
+            read_timeout_s=provider.boot_image_read_timeout_s if boot_image else None,
+        )
         return output.return_value
 
     def enumerate(self, wql: str, *, page_size: int = 100) -> Generator[WmiInstance, None, None]:

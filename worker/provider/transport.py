@@ -136,16 +136,27 @@ class ProviderTransport:
     def close(self) -> None:
         self.reset()
 
-    def send(self, envelope: bytes) -> bytes:
-        """One round trip: the reply bytes. SOAP faults and transport failures raise RefreshErrors."""
+    def send(self, envelope: bytes, *, read_timeout_s: int | None = None) -> bytes:
+        """One round trip: the reply bytes. SOAP faults and transport failures raise RefreshErrors.
+
+        `read_timeout_s` replaces the provider's read timeout for this call only (an operation
+        the server may take longer over, e.g. a boot image's refresh).
+        """
         protocol = self.protocol()
+        winrm_transport = protocol.transport
+        usual_read_timeout = winrm_transport.read_timeout_sec
+        if read_timeout_s is not None:
+            # The Protocol is this thread's own: changing it for one call affects no other.
+            winrm_transport.read_timeout_sec = read_timeout_s
         try:
-            answer: bytes = protocol.transport.send_message(envelope)
+            answer: bytes = winrm_transport.send_message(envelope)
         except Exception as exc:
             failure = exc
         else:
             self._skip_environment_lookups(protocol)
             return answer
+        finally:
+            winrm_transport.read_timeout_sec = usual_read_timeout
         reply = http_error_reply(failure)
         fault = fault_in_reply(reply.body) if reply is not None else None
         if reply is not None and fault is not None:

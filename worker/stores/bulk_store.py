@@ -43,7 +43,7 @@ from worker.domain.ids import is_bulk_id, is_request_id_key_part
 from worker.domain.packages import validate_site_code
 from worker.stores.keys import RedisKeys
 from worker.stores.lua import epoch_arg, load_script
-from worker.usecase.values import Checkin
+from worker.usecase.values import BulkNotFoundError, Checkin
 
 __all__ = [
     "BULK_STATES",
@@ -70,10 +70,6 @@ _SCRIPT: Final = "bulk_store.lua"
 _COUNT_PREFIX: Final = "count:"
 _STATUS_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _NO_BULK: Final = "NOBULK"
-
-
-class BulkNotFoundError(LookupError):
-    """No record for this bulk id (never created, or expired)."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +123,12 @@ class BulkRecord:
     @property
     def finished_children(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def package_classes(self) -> tuple[str, ...]:
+        """The classes the bulk enumerates, as its producer recorded them (resolved, defaults included)."""
+        classes = self.criteria.get("package_classes")
+        return tuple(name for name in classes if isinstance(name, str)) if isinstance(classes, list) else ()
 
     @property
     def over(self) -> bool:
@@ -333,9 +335,7 @@ class BulkStore:
 
 def _checked_bulk_id(bulk_id: str) -> str:
     if not is_bulk_id(bulk_id):
-        raise ValueError(
-            f"bulk id must be 1-128 of A-Z a-z 0-9 _ . - (starting alphanumeric), got {str(bulk_id)[:40]!r}"
-        )
+        raise ValueError(f"bulk id must be 'bulk-' and 32 lowercase hex digits, got {str(bulk_id)[:40]!r}")
     return bulk_id
 
 

@@ -101,6 +101,8 @@ WORKERS_SEEN = "{prefix}:workers"  # zset worker node name -> last sweep (epoch 
 SITES = "{prefix}:sites"  # hash site code -> max_concurrency, as the workers are configured (for /metrics)
 
 # Per-provider concurrency cap (worker/stores/slots.py): one set per site, every key with a TTL.
+# A lane within a site (a class refreshed one at a time) has its own set: "{site_code}" is then
+# "<site>.<lane>" (a site code never holds a ".").
 SLOT_HOLDERS = "{prefix}:slots:{site_code}:holders"  # zset holder id -> lease expiry (epoch s)
 SLOT_LEASES = "{prefix}:slots:{site_code}:leases"  # hash holder id -> "<acquired_at> <token>"
 SLOT_WAITERS = "{prefix}:slots:{site_code}:waiters"  # zset holder id -> priority * 1e13 + arrival seq
@@ -257,9 +259,11 @@ class RedisKeys:
             raise ValueError(f"request_id cannot be part of a Redis key: {request_id[:40]!r}")
         return INVOKE_FENCE.format(prefix=self.prefix, request_id=request_id)
 
-    def slot_keys(self, site_code: str) -> SlotKeys:
-        """The keys of one site's concurrency cap."""
+    def slot_keys(self, site_code: str, *, lane: str | None = None) -> SlotKeys:
+        """The keys of one site's concurrency cap, or of one of its lanes."""
         site = _key_part("site_code", site_code)
+        if lane is not None:
+            site = f"{site}.{_key_part('lane', lane)}"
         return SlotKeys(
             *(
                 template.format(prefix=self.prefix, site_code=site)

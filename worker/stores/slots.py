@@ -3,11 +3,15 @@
 At most `limit` holders per site at any time (the provider's `max_concurrency`). A holder gets a
 lease that expires after `lease_s` unless renewed (asking again while holding renews it too), so a
 SIGKILLed worker's slot frees itself; given a `LeaseKeeper`, the worker renews the leases it holds
-while its attempts run, so `lease_s` can be short. Callers that find no free slot join the site's waiting line, ordered
-by priority (`PRIORITY_*`: a verifying request's follow-up Get, then single requests, then bulk
-children), then by arrival; a slot goes to the best waiters, never to a newcomer that is further
-back. A waiter keeps its place by polling again before `waiter_ttl_s`
+while its attempts run, so `lease_s` can be short. Callers that find no free slot join the site's
+waiting line, ordered by priority (`PRIORITY_*`: a verifying request's follow-up Get, then single
+requests, then bulk children), then by arrival; a slot goes to the best waiters, never to a
+newcomer that is further back. A waiter keeps its place by polling again before `waiter_ttl_s`
 has passed; one that stops polling (dead, or its message lost) drops out after that time.
+
+A site may also have lanes: a cap of their own, taken on top of the site's (boot images refresh
+one at a time: worker/usecase/delivery.py takes the lane's one slot, then a site slot). A lane is named
+by a key part (the class name) and has its own keys, line and statistics.
 
 `Wait.retry_after_s` says when to poll next: the caller's distance from a slot times how often a
 slot frees up (the site's average hold time, an EWMA kept in Redis and updated on release,
@@ -153,12 +157,19 @@ class ProviderSlots:
         return self._lease_s
 
     def try_acquire(
-        self, site_code: str, holder_id: str, limit: int, *, priority: int, now_s: float | None = None
+        self,
+        site_code: str,
+        holder_id: str,
+        limit: int,
+        *,
+        priority: int,
+        lane: str | None = None,
+        now_s: float | None = None,
     ) -> AcquireResult:
-        """A slot for `holder_id`, or its place in the line (call again after `retry_after_s`).
+        """A slot for `holder_id` (of the site, or of one of its lanes), or its place in the line.
 
-        Idempotent: asking again while holding renews and returns the same lease; asking again
-        while waiting keeps the caller's place.
+        Call again after `retry_after_s`. Idempotent: asking again while holding renews and
+        returns the same lease; asking again while waiting keeps the caller's place.
         """
         site = validate_site_code(site_code)
         _check_holder(holder_id)
@@ -168,6 +179,7 @@ class ProviderSlots:
             raise ValueError(f"priority must be an integer in [0, {MAX_PRIORITY}], got {priority!r}")
         reply = self._run(
             site,
+            lane,
             "acquire",
             now_s,
             holder_id,
@@ -181,7 +193,7 @@ class ProviderSlots:
         )
         if reply[0] == "granted":
             _, token, acquired, expires = reply
-            lease = Lease(site, holder_id, str(token), float(acquired), float(expires))
+            lease = Lease(site, holder_id, str(token), float(acquired), float(expires), lane)
             self._keep(lease)
             return Granted(lease)
         _, rank, in_use, waiting, ewma, gap = reply
@@ -206,7 +218,7 @@ class ProviderSlots:
             if key in self._kept:
                 return
             self._kept[key] = self._keeper.keep(
-                f"provider slot of {lease.holder_id} at {lease.site_code}",
+                f"provider slot of {lease.holder_id} at {lease.site_code}" + (f" ({lease.lane})" if lease.lane else ""),
                 lambda: self.renew(lease) is not None,
                 lease_s=self._lease_s,
             )
@@ -219,6 +231,7 @@ class ProviderSlots:
             self._keeper.drop(kept)
         reply = self._run(
             lease.site_code,
+            lease.lane,
             "release",
             now_s,
             lease.holder_id,
@@ -232,19 +245,26 @@ class ProviderSlots:
     def renew(self, lease: Lease, *, now_s: float | None = None) -> Lease | None:
         """The lease extended by `lease_s` from now, or None if it was lost (reclaimed or released)."""
         reply = self._run(
-            lease.site_code, "renew", now_s, lease.holder_id, lease.token, f"{self._lease_s:.6f}", _KEY_TTL_MARGIN_MS
+            lease.site_code,
+            lease.lane,
+            "renew",
+            now_s,
+            lease.holder_id,
+            lease.token,
+            f"{self._lease_s:.6f}",
+            _KEY_TTL_MARGIN_MS,
         )
         if not int(reply[0]):
             return None
-        return Lease(lease.site_code, lease.holder_id, lease.token, lease.acquired_at_s, float(reply[1]))
+        return Lease(lease.site_code, lease.holder_id, lease.token, lease.acquired_at_s, float(reply[1]), lease.lane)
 
     def abandon(self, site_code: str, holder_id: str) -> bool:
         """Leave the waiting line now (a waiter that gives up); False if it was not waiting."""
         _check_holder(holder_id)
-        return bool(int(self._run(validate_site_code(site_code), "abandon", None, holder_id)))
+        return bool(int(self._run(validate_site_code(site_code), None, "abandon", None, holder_id)))
 
-    def _run(self, site: str, op: str, now_s: float | None, *args: str | int | float) -> Any:
-        slot_keys: SlotKeys = self._keys.slot_keys(site)
+    def _run(self, site: str, lane: str | None, op: str, now_s: float | None, *args: str | int | float) -> Any:
+        slot_keys: SlotKeys = self._keys.slot_keys(site, lane=lane)
         return self._script(keys=list(slot_keys), args=[op, epoch_arg(now_s), *args])
 
 

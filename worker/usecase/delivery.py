@@ -54,9 +54,9 @@ from errors import (
     OperationTimeoutError,
     RefreshError,
 )
-from worker.domain.ids import child_request_id, is_bulk_id
+from worker.domain.ids import claimed_bulk
 from worker.domain.outcomes import AttemptInfo, Outcome, RequestInfo, format_timestamp, parse_timestamp
-from worker.domain.packages import PackageInfo
+from worker.domain.packages import ONE_AT_A_TIME_CLASSES, PackageInfo
 from worker.domain.request import RETRY_STATE_KWARG, RefreshRequest, RetryState, is_valid_id, parse_request
 from worker.usecase.attempt import attempt_refresh
 from worker.usecase.decide import decide_after_error, wake_early
@@ -70,6 +70,7 @@ from worker.usecase.values import (
     PRIORITY_SINGLE,
     WAITING_FOR_MEDIUM,
     WAITING_FOR_SLOT,
+    BulkNotFoundError,
     FenceSnapshot,
     Follower,
     Granted,
@@ -111,8 +112,12 @@ class _Context:
     seen: _Seen = field(default_factory=_Seen)
     error: RefreshError | None = None
     lease: Lease | None = None
+    # The one slot of a class refreshed one at a time per site (a boot image), held with `lease`.
+    lane_lease: Lease | None = None
     lock: str | None = None
     leads: bool = False
+    # Set by `bulk_child` when the bulk's record lists this request as an outstanding child.
+    bulk_id: str | None = None
 
     @property
     def valid(self) -> RefreshRequest:
@@ -176,12 +181,16 @@ def _redelivery(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     if not deps.finals.final_recorded(ctx.request_id):
         return None
     drop = Drop("already has its final outcome; redelivery dropped")
-    final = deps.finals.final_outcome(ctx.request_id) if deps.coalescer is not None else None
+    # A bulk child's final may be recorded but not counted (the worker died in between, or a
+    # request under the child's id ended before the bulk sent it): its bulk is told again.
+    recount = deps.on_final is not None and claimed_bulk(ctx.request_id) is not None
+    final = deps.finals.final_outcome(ctx.request_id) if deps.coalescer is not None or recount else None
+    recorded = final if recount else None
     followers = deps.coalescer.pending_followers(ctx.request_id) if deps.coalescer and final else ()
     if final is None or not followers:
-        return Plan(then=drop, request_id=ctx.request_id)
+        return Plan(then=drop, request_id=ctx.request_id, recorded_final=recorded)
     joined = tuple(_joined_final(final, follower) for follower in followers)
-    return Plan(joined, drop, request_id=ctx.request_id, followers_of=ctx.request_id)
+    return Plan(joined, drop, request_id=ctx.request_id, followers_of=ctx.request_id, recorded_final=recorded)
 
 
 def _wake_early(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
@@ -193,11 +202,21 @@ def _wake_early(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
 
 
 def _bulk_child(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
-    """A bulk's child says it is alive; a child of a cancelled bulk that never ran ends `cancelled`."""
-    bulk_id = _bulk_of(ctx)
+    """A bulk's child says it is alive; a child of a cancelled bulk that never ran ends `cancelled`.
+
+    Only a request its bulk's record lists (outstanding) is a child. One that merely looks like
+    a child, or names a bulk as its correlation id, is an ordinary request.
+    """
+    bulk_id = claimed_bulk(ctx.request_id)
     if bulk_id is None or deps.bulks is None:
         return None
-    checkin = deps.bulks.child_checkin(bulk_id, ctx.request_id)
+    try:
+        checkin = deps.bulks.child_checkin(bulk_id, ctx.request_id)
+    except BulkNotFoundError:
+        return None  # no such bulk (never was, or expired)
+    if not checkin.outstanding:
+        return None
+    ctx.bulk_id = bulk_id
     if ctx.state.attempts > 0 or not checkin.cancelled:
         return None
     request = ctx.valid
@@ -242,16 +261,32 @@ def _coalesce(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
 
 
 def _provider_slot(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
-    """Take one of the site's provider slots, or wait (not holding a thread) for one to free."""
+    """Take one of the site's provider slots, or wait (not holding a thread) for one to free.
+
+    A class refreshed one at a time (a boot image) first takes its lane's only slot at the site.
+    """
     if deps.slots is None:
         return None
     request = ctx.valid
     limit = deps.settings.provider(request.site_code).max_concurrency
-    priority = PRIORITY_BULK if _bulk_of(ctx) is not None else PRIORITY_SINGLE
+    priority = PRIORITY_BULK if ctx.bulk_id is not None else PRIORITY_SINGLE
+    if request.package_class in ONE_AT_A_TIME_CLASSES:
+        lane = deps.slots.try_acquire(
+            request.site_code, ctx.request_id, 1, priority=priority, lane=request.package_class
+        )
+        if not isinstance(lane, Granted):
+            detail = (
+                f"{request.package_class} refreshes one at a time at {request.site_code}: place {lane.rank + 1} "
+                f"in line, next look in {lane.retry_after_s:.1f}s"
+            )
+            wait = Requeue(lane.retry_after_s, _retry_kwargs(ctx, ctx.state), state=WAITING_FOR_SLOT, detail=detail)
+            return Plan(then=wait, request_id=ctx.request_id)
+        ctx.lane_lease = lane.lease
     answer = deps.slots.try_acquire(request.site_code, ctx.request_id, limit, priority=priority)
     if isinstance(answer, Granted):
         ctx.lease = answer.lease
         return None
+    _release_slots(ctx, deps)
     detail = (
         f"place {answer.rank + 1} in line for {request.site_code}'s provider: {answer.in_use} of {limit} slots "
         f"in use, next look in {answer.retry_after_s:.1f}s"
@@ -266,8 +301,7 @@ def _exclusive(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     ctx.lock = deps.fences.try_lock(ctx.request_id, ttl_s=ttl_s)
     if ctx.lock is not None:
         return None
-    if ctx.lease is not None and deps.slots is not None:
-        deps.slots.release(ctx.lease)
+    _release_slots(ctx, deps)
     log.info("request %s is being attempted by another delivery; this one waits", ctx.request_id)
     wait = Requeue(float(min(ttl_s, deps.settings.limits.max_countdown_s)), _retry_kwargs(ctx, ctx.state))
     return Plan(then=wait, request_id=ctx.request_id)
@@ -307,8 +341,7 @@ def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
         ctx.error = OperationTimeoutError("task soft time limit reached during the WS-Man exchange")
         return None
     finally:
-        if ctx.lease is not None and deps.slots is not None:
-            deps.slots.release(ctx.lease)
+        _release_slots(ctx, deps)
         if ctx.lock is not None:
             deps.fences.unlock(request_id, ctx.lock)
     if result.confirmed_earlier_invoke:
@@ -424,14 +457,6 @@ def _follower_info(ctx: _Context) -> dict[str, Any]:
     }
 
 
-def _bulk_of(ctx: _Context) -> str | None:
-    """The bulk id when this request is a bulk's child (its id is `<bulk id>:<PackageID>`)."""
-    bulk_id = ctx.valid.correlation_id
-    if bulk_id is None or not is_bulk_id(bulk_id):
-        return None
-    return bulk_id if ctx.request_id == child_request_id(bulk_id, ctx.valid.package_id) else None
-
-
 # -- plans for messages we cannot trust ------------------------------------------------------
 
 
@@ -483,9 +508,7 @@ class _SlotGate:
         return f"follow-up-{digest.hexdigest()}"
 
     def invoked(self) -> None:
-        lease, self._ctx.lease = self._ctx.lease, None
-        if lease is not None and self._deps.slots is not None:
-            self._deps.slots.release(lease)
+        _release_slots(self._ctx, self._deps)
 
     def run(self, operation: Callable[[], _T]) -> _T | None:
         slots = self._deps.slots
@@ -502,6 +525,16 @@ class _SlotGate:
             return operation()
         finally:
             slots.release(answer.lease)
+
+
+def _release_slots(ctx: _Context, deps: DeliveryDeps) -> None:
+    """Give back the site slot and the lane slot this delivery holds (each once)."""
+    leases = (ctx.lease, ctx.lane_lease)
+    ctx.lease = ctx.lane_lease = None
+    if deps.slots is not None:
+        for lease in leases:
+            if lease is not None:
+                deps.slots.release(lease)
 
 
 class _BoundFence:

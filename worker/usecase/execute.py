@@ -134,18 +134,36 @@ def _execute(
         requeue(then.kwargs, then.countdown_s)
     if isinstance(then, Drop):
         log.info("request %s %s", plan.request_id, then.reason)
+        if plan.recorded_final is not None:
+            _after_final(plan, plan.recorded_final, deps)
         return {"request_id": plan.request_id, "already_final": True}
     return summary
 
 
 def _after_final(plan: Plan, outcome: Outcome, deps: DeliveryDeps) -> None:
-    """What follows a final outcome being recorded: its bulk counts it; a leader forgets a follower."""
+    """What follows a final outcome being recorded: its bulk counts it; a leader forgets a follower.
+
+    The final is recorded whatever happens here: a bug (or an outcome no bookkeeping expected) is
+    logged, never turned into a second final. Only an unreachable store (`deps.unavailable`) passes,
+    so the message
+    comes back and its redelivery tells the bulk again (`Plan.recorded_final`).
+    """
     if not outcome.final:
         return
-    if deps.on_final is not None:
-        deps.on_final(outcome)
-    if plan.followers_of is not None and outcome.joined_request_id is not None and deps.coalescer is not None:
-        deps.coalescer.ack_follower(plan.followers_of, outcome.request_id)
+    try:
+        if deps.on_final is not None:
+            deps.on_final(outcome)
+        if plan.followers_of is not None and outcome.joined_request_id is not None and deps.coalescer is not None:
+            deps.coalescer.ack_follower(plan.followers_of, outcome.request_id)
+    except deps.unavailable:
+        raise
+    except Exception as exc:
+        # The type only: an exception's text may hold what a hostile message carried.
+        log.error(
+            "bookkeeping after the final outcome of %s failed (%s); the outcome stands",
+            outcome.request_id,
+            type(exc).__name__,
+        )
 
 
 def _cause(exc: BaseException, deps: DeliveryDeps) -> str:

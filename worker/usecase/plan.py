@@ -49,3 +49,6 @@ class Plan:
     # Set when `outcomes` include the finals of requests that joined this one: once they are
     # published, the leader's hand-over list can be cleared.
     followers_of: str | None = None
+    # A dropped redelivery's final outcome, recorded earlier: told again to what follows a final
+    # (a bulk counts a child once, so telling twice is harmless; never published again).
+    recorded_final: Outcome | None = None

@@ -67,7 +67,9 @@ class Coalescing(Protocol):
 class Slots(Protocol):
     """worker.stores.slots.ProviderSlots: the per-provider concurrency cap."""
 
-    def try_acquire(self, site_code: str, holder_id: str, limit: int, *, priority: int) -> Granted | Wait: ...
+    def try_acquire(
+        self, site_code: str, holder_id: str, limit: int, *, priority: int, lane: str | None = None
+    ) -> Granted | Wait: ...
 
     def release(self, lease: Lease) -> bool: ...
 
@@ -84,7 +86,10 @@ class BulkChildren(Protocol):
     """worker.stores.bulk_store.BulkStore, as a child sees its bulk."""
 
     def child_checkin(self, bulk_id: str, child_request_id: str) -> Checkin:
-        """A sign of life (the child's heartbeat) that also says whether its bulk was cancelled."""
+        """A sign of life (the child's heartbeat) that also says whether its bulk was cancelled.
+
+        Raises BulkNotFoundError (worker/usecase/values.py) when the bulk has no record.
+        """
         ...
 
 

@@ -5,7 +5,7 @@ the ports of worker/usecase/ports.py, so the use case never imports a store.
 
     slots       Lease, Granted, Wait, PRIORITY_*      (worker/stores/slots.py)
     coalescing  Leader, Joined, Follower, Closed      (worker/stores/coalesce.py)
-    bulk        Checkin                               (worker/stores/bulk_store.py)
+    bulk        Checkin, BulkNotFoundError            (worker/stores/bulk_store.py)
     fence       FenceSnapshot, landed                 (worker/stores/fence.py)
     monitors    JOINED, WAITING_FOR_*: the custom task state names a re-queue reports
                 (worker/task_states.py sends them as Celery task events)
@@ -28,6 +28,7 @@ __all__ = [
     "WAITING_FOR_MEDIUM",
     "WAITING_FOR_SLOT",
     "AcquireResult",
+    "BulkNotFoundError",
     "Checkin",
     "ClaimResult",
     "Closed",
@@ -60,6 +61,8 @@ class Lease:
     token: str
     acquired_at_s: float
     expires_at_s: float
+    # The lane within the site (a class refreshed one at a time), or None for the site's own cap.
+    lane: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,10 @@ class Closed:
 
 
 # -- bulk children --------------------------------------------------------------------------------
+
+
+class BulkNotFoundError(LookupError):
+    """No record for this bulk id (never created, or expired)."""
 
 
 @dataclass(frozen=True)
