@@ -159,11 +159,10 @@ def _admit(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
         # A producer clock ahead of ours must not put requested_at after the attempt started.
         state = state.evolve(requested_at=min(asked, now), first_attempt_at=now)
     ctx.state = state
-    if deps.watch is not None:
-        # Until this delivery ends (its time limit), or its message returns after a worker died.
-        limits = deps.settings.limits
-        due_s = deps.settings.task_time_limit_s + limits.visibility_timeout_s + limits.watch_margin_s
-        deps.watch.expect(ctx.request_id, _task_id_of(ctx), _retry_kwargs(ctx, state), within_s=due_s)
+    # Until this delivery ends (its time limit), or its message returns after a worker died.
+    limits = deps.settings.limits
+    due_s = deps.settings.task_time_limit_s + limits.visibility_timeout_s + limits.watch_margin_s
+    deps.watch.expect(ctx.request_id, _task_id_of(ctx), _retry_kwargs(ctx, state), within_s=due_s)
     return None
 
 
@@ -176,8 +175,8 @@ def _redelivery(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     if not deps.finals.final_recorded(ctx.request_id):
         return None
     drop = Drop("already has its final outcome; redelivery dropped")
-    final = deps.finals.final_outcome(ctx.request_id) if deps.coalescer is not None else None
-    followers = deps.coalescer.pending_followers(ctx.request_id) if deps.coalescer and final else ()
+    final = deps.finals.final_outcome(ctx.request_id)
+    followers = deps.coalescer.pending_followers(ctx.request_id) if final else ()
     if final is None or not followers:
         return Plan(then=drop, request_id=ctx.request_id)
     joined = tuple(_joined_final(final, follower) for follower in followers)
@@ -195,15 +194,13 @@ def _wake_early(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
 def _bulk_child(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     """A bulk's child says it is alive; a child of a cancelled bulk that never ran ends `cancelled`."""
     bulk_id = _bulk_of(ctx)
-    if bulk_id is None or deps.bulks is None:
+    if bulk_id is None:
         return None
     checkin = deps.bulks.child_checkin(bulk_id, ctx.request_id)
     if ctx.state.attempts > 0 or not checkin.cancelled:
         return None
     request = ctx.valid
-    if deps.coalescer is not None and deps.coalescer.current_leader(request.site_code, request.package_id) == (
-        ctx.request_id
-    ):
+    if deps.coalescer.current_leader(request.site_code, request.package_id) == ctx.request_id:
         # Other requests joined this child's pending refresh: cancelling it would strand them.
         return None
     outcome = Outcome.cancelled(_request_info(ctx), _run(ctx, deps))
@@ -218,8 +215,6 @@ def _coalesce(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     leader vanished (its marker expired: a worker died and its message was lost) it claims
     again, leading or joining whoever leads now. Nothing waits forever.
     """
-    if deps.coalescer is None:
-        return None
     request, limits = ctx.valid, deps.settings.limits
     claim = deps.coalescer.claim(
         request.site_code,
@@ -243,8 +238,6 @@ def _coalesce(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
 
 def _provider_slot(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     """Take one of the site's provider slots, or wait (not holding a thread) for one to free."""
-    if deps.slots is None:
-        return None
     request = ctx.valid
     limit = deps.settings.provider(request.site_code).max_concurrency
     priority = PRIORITY_BULK if _bulk_of(ctx) is not None else PRIORITY_SINGLE
@@ -266,7 +259,7 @@ def _exclusive(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     ctx.lock = deps.fences.try_lock(ctx.request_id, ttl_s=ttl_s)
     if ctx.lock is not None:
         return None
-    if ctx.lease is not None and deps.slots is not None:
+    if ctx.lease is not None:
         deps.slots.release(ctx.lease)
     log.info("request %s is being attempted by another delivery; this one waits", ctx.request_id)
     wait = Requeue(float(min(ttl_s, deps.settings.limits.max_countdown_s)), _retry_kwargs(ctx, ctx.state))
@@ -307,7 +300,7 @@ def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
         ctx.error = OperationTimeoutError("task soft time limit reached during the WS-Man exchange")
         return None
     finally:
-        if ctx.lease is not None and deps.slots is not None:
+        if ctx.lease is not None:
             deps.slots.release(ctx.lease)
         if ctx.lock is not None:
             deps.fences.unlock(request_id, ctx.lock)
@@ -390,7 +383,7 @@ STEPS: tuple[Step, ...] = (
 
 def _ending(ctx: _Context, deps: DeliveryDeps, final: Outcome) -> Plan:
     """The request's final outcome, and, if it led a coalesced refresh, its followers' finals too."""
-    if not ctx.leads or deps.coalescer is None:
+    if not ctx.leads:
         return Plan((final,), Done(), request_id=ctx.request_id)
     request = ctx.valid
     closed = deps.coalescer.close(request.site_code, request.package_id, ctx.request_id)
@@ -484,13 +477,11 @@ class _SlotGate:
 
     def invoked(self) -> None:
         lease, self._ctx.lease = self._ctx.lease, None
-        if lease is not None and self._deps.slots is not None:
+        if lease is not None:
             self._deps.slots.release(lease)
 
     def run(self, operation: Callable[[], _T]) -> _T | None:
         slots = self._deps.slots
-        if slots is None:
-            return operation()
         site = self._ctx.valid.site_code
         limit = self._deps.settings.provider(site).max_concurrency
         answer = slots.try_acquire(site, self._follow_up_holder, limit, priority=PRIORITY_FOLLOW_UP)
