@@ -3,7 +3,7 @@
 The same rules as request_watch.lua: each delivery records when the next sign of its request is
 due and the message to send again; a sweep returns the requests past due (earliest first) and
 gives each a new deadline at once; `forget` drops a request that ended (what outcome_writer.lua
-does in the script that records a final).
+does in the script that records a final, and what a delivery does that finds the final recorded).
 """
 
 from __future__ import annotations

@@ -33,6 +33,8 @@ class WatchUnderTest(Protocol):
 
     def overdue(self, *, next_within_s: float, now_s: float | None = None) -> list[Overdue]: ...
 
+    def forget(self, request_id: str) -> None: ...
+
 
 @pytest.fixture(params=["redis", "memory"])
 def watch(request: pytest.FixtureRequest) -> WatchUnderTest:
@@ -74,6 +76,14 @@ def test_overdue_requests_come_earliest_first(watch: WatchUnderTest) -> None:
     watch.expect("req-c", "task-c", KWARGS, within_s=10, now_s=T0)
     found = watch.overdue(next_within_s=60, now_s=T0 + 30)
     assert [lost.request_id for lost in found] == ["req-c", "req-b", "req-a"]
+
+
+def test_a_forgotten_request_is_never_overdue(watch: WatchUnderTest) -> None:
+    """A request found ended is dropped from the watch; forgetting an unknown one is harmless."""
+    watch.expect("req-1", "task-1", KWARGS, within_s=10, now_s=T0)
+    watch.forget("req-1")
+    watch.forget("req-never")
+    assert watch.overdue(next_within_s=60, now_s=T0 + 1e6) == []
 
 
 def test_publishing_a_final_outcome_forgets_the_request(redis_client: redis.Redis, redis_keys: RedisKeys) -> None:

@@ -558,3 +558,10 @@ def test_a_final_outcome_forgets_the_watched_request() -> None:
     world = World()
     world.deliver(VALID)
     assert world.watch.overdue(next_within_s=60, now_s=world.clock.now + 1e6) == []
+
+
+def test_a_follower_ended_by_its_leader_is_not_watched_after_its_last_wake() -> None:
+    """The follower's watcher wakes after the leader published its final: dropped, and forgotten by the watch."""
+    world = World()
+    world.deliver(a_follower_whose_leader_ended(world).kwargs, task_id="task-2")
+    assert world.watch.overdue(next_within_s=60, now_s=world.clock.now + 1e6) == []

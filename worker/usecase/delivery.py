@@ -174,6 +174,8 @@ def _redelivery(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     """
     if not deps.finals.final_recorded(ctx.request_id):
         return None
+    # `admit` has just set a deadline for it; a sweep would send it again, and again, forever.
+    deps.watch.forget(ctx.request_id)
     drop = Drop("already has its final outcome; redelivery dropped")
     final = deps.finals.final_outcome(ctx.request_id)
     followers = deps.coalescer.pending_followers(ctx.request_id) if final else ()

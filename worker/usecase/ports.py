@@ -79,6 +79,8 @@ class Watching(Protocol):
 
     def expect(self, request_id: str, task_id: str, kwargs: Mapping[str, Any], *, within_s: float) -> None: ...
 
+    def forget(self, request_id: str) -> None: ...
+
 
 class BulkChildren(Protocol):
     """worker.stores.bulk_store.BulkStore, as a child sees its bulk."""
