@@ -7,6 +7,7 @@ with an in-memory bulk, and the bulk runner's `child_ended` over a store that kn
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from api.idempotency import Claim
 from config.settings import ProviderSettings, RetryPolicy, RetrySettings, Settings
 from producers.bulk import new_bulk_id
+from testing.standins import MemoryCoalescer, MemorySlots, MemoryWatch
 from worker.bulk_job import BulkRunner
 from worker.domain.ids import child_request_id, claimed_bulk, is_bulk_id
 from worker.domain.outcomes import Outcome
@@ -143,7 +145,10 @@ class World:
             finals=self.finals_store,
             fences=NoFences(),
             worker="test-host:1",
+            coalescer=MemoryCoalescer(time.time),
+            slots=MemorySlots(time.time, lease_s=SETTINGS.limits.slot_lease_s, waiter_ttl_s=120.0),
             bulks=self.bulks,
+            watch=MemoryWatch(time.time),
             on_final=self.on_final or self.tell,
         )
         return run_delivery(Delivery((), kwargs, task_id), deps, self.finals_store, requeue)

@@ -15,15 +15,17 @@ from redis.exceptions import RedisError
 
 from config.settings import LimitSettings, ProviderSettings, RetryPolicy, RetrySettings, Settings
 from errors import InternalError, MediumNotReadyError, QuotaError, RefreshError
+from testing.standins import MemoryBulkChildren, MemoryCoalescer, MemorySlots, MemoryWatch
+from worker.domain.ids import child_request_id
 from worker.domain.outcomes import Outcome
 from worker.domain.packages import PackageInfo
 from worker.domain.request import RETRY_STATE_KWARG
 from worker.usecase.delivery import handle_delivery
 from worker.usecase.execute import run_delivery
-from worker.usecase.plan import Done, Drop, Requeue
+from worker.usecase.plan import Done, Drop, Plan, Requeue
 from worker.usecase.ports import Delivery, DeliveryDeps
 from worker.usecase.untrusted import message_key
-from worker.usecase.values import FenceSnapshot
+from worker.usecase.values import JOINED, PRIORITY_SINGLE, WAITING_FOR_SLOT, FenceSnapshot, Granted, Lease
 
 SECRET = "Sommer€2024-Geheim"
 PLAIN = PackageInfo(
@@ -74,15 +76,18 @@ class FakeClient:
 
 @dataclass
 class Recorder:
-    """Outcome sink and final-marker lookup in one, like the Redis writer."""
+    """Outcome sink and final-marker lookup in one, like the Redis writer (a final forgets the watch entry)."""
 
     outcomes: list[Outcome] = field(default_factory=list)
     fail_finals: bool = False
+    watch: MemoryWatch | None = None
 
     def publish(self, outcome: Outcome, *, message_key: str | None = None) -> bool:
         if self.fail_finals and outcome.final:
             raise RedisConnectionError("outcome Redis down")
         self.outcomes.append(outcome)
+        if outcome.final and self.watch is not None:
+            self.watch.forget(outcome.request_id)
         return True
 
     def final_recorded(self, request_id: str) -> bool:
@@ -142,6 +147,18 @@ class World:
     recorder: Recorder = field(default_factory=Recorder)
     fences: MemoryFences = field(default_factory=MemoryFences)
     clock: FakeClock = field(default_factory=FakeClock)
+    slots: MemorySlots = field(init=False)
+    coalescer: MemoryCoalescer = field(init=False)
+    bulks: MemoryBulkChildren = field(init=False)
+    watch: MemoryWatch = field(init=False)
+
+    def __post_init__(self) -> None:
+        now = self.clock.time
+        self.slots = MemorySlots(now, lease_s=SETTINGS.limits.slot_lease_s, waiter_ttl_s=120.0)
+        self.coalescer = MemoryCoalescer(now)
+        self.bulks = MemoryBulkChildren(now)
+        self.watch = MemoryWatch(now)
+        self.recorder.watch = self.watch
 
     @property
     def deps(self) -> DeliveryDeps:
@@ -151,6 +168,11 @@ class World:
             finals=self.recorder,
             fences=self.fences,
             worker="test-host:1",
+            coalescer=self.coalescer,
+            slots=self.slots,
+            bulks=self.bulks,
+            watch=self.watch,
+            on_final=self.bulks.child_ended,
             clock=self.clock,
             sleep=lambda _s: None,
             unavailable=(RedisError,),
@@ -365,3 +387,181 @@ def test_a_medium_wait_is_reported_as_a_custom_state_before_the_requeue() -> Non
         )
     ((state, detail),) = reported
     assert state == "WAITING_FOR_MEDIUM" and "medium_not_ready" in detail
+
+
+# -- the stores' steps, through their in-memory stand-ins (testing/standins/) -------------------
+
+BULK_ID = "bulk-" + "1" * 32  # the strict shape: "bulk-" and 32 lowercase hex digits
+LIMIT = SETTINGS.provider("PS1").max_concurrency
+
+
+def child_of(bulk_id: str, package_id: str) -> dict[str, Any]:
+    """A bulk child's kwargs, as the bulk runner sends them."""
+    request_id = child_request_id(bulk_id, package_id)
+    return {"site_code": "PS1", "package_id": package_id, "request_id": request_id, "correlation_id": bulk_id}
+
+
+def fill_slots(world: World) -> list[Lease]:
+    """Every slot of PS1 held by someone else."""
+    leases = []
+    for i in range(LIMIT):
+        granted = world.slots.try_acquire("PS1", f"other-{i}", LIMIT, priority=PRIORITY_SINGLE)
+        assert isinstance(granted, Granted)
+        leases.append(granted.lease)
+    return leases
+
+
+def waits_for_a_slot(plan: Plan) -> Requeue:
+    assert plan.outcomes == () and isinstance(plan.then, Requeue) and plan.then.state == WAITING_FOR_SLOT
+    return plan.then
+
+
+def test_a_second_request_for_a_pending_package_joins_it() -> None:
+    """While req-1 waits for its medium, req-2 for the same package joins it instead of invoking."""
+    world = World(client=FakeClient(package=COMPRESS, return_value=21))
+    leader = handle_delivery(Delivery((), VALID, "task-1"), world.deps)
+    assert isinstance(leader.then, Requeue) and world.client.invokes == 1
+    plan = handle_delivery(Delivery((), {**VALID, "request_id": "req-2"}, "task-2"), world.deps)
+    assert plan.outcomes == () and isinstance(plan.then, Requeue) and plan.then.state == JOINED
+    assert "req-1" in plan.then.detail and world.client.invokes == 1
+
+
+def a_follower_whose_leader_ended(world: World) -> Requeue:
+    """req-2 joins req-1 while req-1 waits for its medium; then req-1 is accepted: req-2's next wake."""
+    world.client = FakeClient(package=COMPRESS, return_value=21)
+    leader = handle_delivery(Delivery((), VALID, "task-1"), world.deps)
+    follower = handle_delivery(Delivery((), {**VALID, "request_id": "req-2"}, "task-2"), world.deps)
+    assert isinstance(leader.then, Requeue) and isinstance(follower.then, Requeue)
+    world.clock.now += leader.then.countdown_s
+    world.client.return_value = 0
+    world.deliver(leader.then.kwargs)
+    world.clock.now += follower.then.countdown_s
+    return follower.then
+
+
+def test_the_leaders_final_ends_its_follower() -> None:
+    """The leader's accepted refresh is the follower's final too; the follower's next wake is dropped."""
+    world = World()
+    follower = a_follower_whose_leader_ended(world)
+    first, joined = world.recorder.outcomes
+    assert (first.request_id, first.status) == ("req-1", "accepted")
+    assert (joined.request_id, joined.status, joined.joined_request_id) == ("req-2", "accepted", "req-1")
+    assert world.coalescer.pending_followers("req-1") == () and world.client.invokes == 2
+    assert world.deliver(follower.kwargs, task_id="task-2") == {"request_id": "req-2", "already_final": True}
+
+
+def test_a_request_after_the_leaders_final_refreshes_anew() -> None:
+    """Once the leader closed its group, the next request for the package leads and invokes again."""
+    world = World()
+    world.deliver(VALID)
+    world.deliver({**VALID, "request_id": "req-2"}, task_id="task-2")
+    assert [o.request_id for o in world.recorder.outcomes] == ["req-1", "req-2"] and world.client.invokes == 2
+
+
+def test_no_free_slot_requeues_the_request_waiting_for_a_slot_in_its_place_in_line() -> None:
+    """Every slot held: no provider call, a WAITING_FOR_SLOT re-queue naming its place and the slots in use."""
+    world = World()
+    fill_slots(world)
+    wait = waits_for_a_slot(handle_delivery(Delivery((), VALID, "task-1"), world.deps))
+    assert f"place 1 in line for PS1's provider: {LIMIT} of {LIMIT} slots in use" in wait.detail
+    assert world.client.gets == 0 and world.client.invokes == 0
+
+
+def test_a_freed_slot_goes_to_the_waiting_request() -> None:
+    """Once a slot frees, the waiting request's next delivery takes it, refreshes, and gives it back."""
+    world = World()
+    leases = fill_slots(world)
+    wait = waits_for_a_slot(handle_delivery(Delivery((), VALID, "task-1"), world.deps))
+    world.slots.release(leases[0])
+    plan = handle_delivery(Delivery((), wait.kwargs, "task-1"), world.deps)
+    assert [o.status for o in plan.outcomes] == ["accepted"]
+    assert isinstance(world.slots.try_acquire("PS1", "newcomer", LIMIT, priority=PRIORITY_SINGLE), Granted)
+
+
+def test_a_single_request_takes_a_freed_slot_before_a_bulk_child_that_waited_longer() -> None:
+    """Priority before arrival: the single request arriving second gets the slot, the bulk child waits on."""
+    world = World()
+    child = child_of(BULK_ID, "PS100002")
+    world.bulks.add_bulk(BULK_ID, [child["request_id"]])
+    leases = fill_slots(world)
+    child_wait = waits_for_a_slot(handle_delivery(Delivery((), child, "task-c"), world.deps))
+    single_wait = waits_for_a_slot(handle_delivery(Delivery((), VALID, "task-1"), world.deps))
+    assert "place 1 in line" in child_wait.detail and "place 1 in line" in single_wait.detail
+    world.slots.release(leases[0])
+    child_wait = waits_for_a_slot(handle_delivery(Delivery((), child_wait.kwargs, "task-c"), world.deps))
+    assert "place 2 in line" in child_wait.detail
+    plan = handle_delivery(Delivery((), single_wait.kwargs, "task-1"), world.deps)
+    assert [(o.request_id, o.status) for o in plan.outcomes] == [("req-1", "accepted")]
+
+
+def test_a_child_of_a_cancelled_bulk_ends_cancelled_without_an_attempt() -> None:
+    """The bulk was cancelled before its child ran: a `cancelled` final, no provider call, counted by the bulk."""
+    world = World()
+    child = child_of(BULK_ID, "PS100001")
+    world.bulks.add_bulk(BULK_ID, [child["request_id"]])
+    world.bulks.cancel(BULK_ID)
+    world.deliver(child)
+    (final,) = world.recorder.outcomes
+    assert (final.request_id, final.status) == (child["request_id"], "cancelled")
+    assert world.client.gets == 0 and world.client.invokes == 0
+    assert world.bulks.counts(BULK_ID) == {"cancelled": 1}
+
+
+def test_a_bulk_childs_final_is_checked_in_with_its_bulk() -> None:
+    """A child's final is counted by its bulk once, and the child is no longer outstanding."""
+    world = World()
+    child = child_of(BULK_ID, "PS100001")
+    world.bulks.add_bulk(BULK_ID, [child["request_id"]])
+    world.deliver(child)
+    assert [o.status for o in world.recorder.outcomes] == ["accepted"]
+    assert world.bulks.counts(BULK_ID) == {"accepted": 1}
+    assert not world.bulks.child_checkin(BULK_ID, child["request_id"]).outstanding
+
+
+def test_a_bulk_childs_delivery_is_its_sign_of_life() -> None:
+    """A delivered child checks in (even one that then waits for a slot); a silent sibling is stalled."""
+    world = World()
+    waiting, silent = child_of(BULK_ID, "PS100001"), child_of(BULK_ID, "PS100002")
+    world.bulks.add_bulk(BULK_ID, [waiting["request_id"], silent["request_id"]])
+    world.clock.now += 100
+    fill_slots(world)
+    waits_for_a_slot(handle_delivery(Delivery((), waiting, "task-c"), world.deps))
+    assert world.bulks.stalled_children(BULK_ID, idle_s=50) == [silent["request_id"]]
+
+
+def test_a_valid_delivery_sets_the_deadline_by_which_its_request_is_seen_again() -> None:
+    """Due within the task's time limit plus the visibility timeout and margin; then the watch sends it again."""
+    world = World()
+    fill_slots(world)
+    handle_delivery(Delivery((), VALID, "task-1"), world.deps)
+    limits = SETTINGS.limits
+    due_at = world.clock.now + SETTINGS.task_time_limit_s + limits.visibility_timeout_s + limits.watch_margin_s
+    assert world.watch.overdue(next_within_s=60, now_s=due_at - 1) == []
+    (lost,) = world.watch.overdue(next_within_s=60, now_s=due_at)
+    assert (lost.request_id, lost.task_id, lost.kwargs["request_id"]) == ("req-1", "task-1", "req-1")
+
+
+def test_a_requeued_request_is_due_after_its_countdown() -> None:
+    """A re-queue moves the deadline to its countdown plus the visibility timeout and margin."""
+    world = World(client=FakeClient(return_value=QuotaError("quota")))
+    with pytest.raises(RequeuedError) as requeued:
+        run_delivery(Delivery((), VALID, "task-1"), world.deps, world.recorder, requeue, control_flow=(RequeuedError,))
+    limits = SETTINGS.limits
+    due_at = world.clock.now + requeued.value.countdown_s + limits.visibility_timeout_s + limits.watch_margin_s
+    assert world.watch.overdue(next_within_s=60, now_s=due_at - 1) == []
+    (lost,) = world.watch.overdue(next_within_s=60, now_s=due_at)
+    assert lost.kwargs == requeued.value.kwargs
+
+
+def test_a_final_outcome_forgets_the_watched_request() -> None:
+    """Once its final is recorded, a request is never sent again by the watch."""
+    world = World()
+    world.deliver(VALID)
+    assert world.watch.overdue(next_within_s=60, now_s=world.clock.now + 1e6) == []
+
+
+def test_a_follower_ended_by_its_leader_is_not_watched_after_its_last_wake() -> None:
+    """The follower's watcher wakes after the leader published its final: dropped, and forgotten by the watch."""
+    world = World()
+    world.deliver(a_follower_whose_leader_ended(world).kwargs, task_id="task-2")
+    assert world.watch.overdue(next_within_s=60, now_s=world.clock.now + 1e6) == []

@@ -27,5 +27,10 @@ elseif op == 'overdue' then
     end
   end
   return out
+elseif op == 'forget' then
+  -- ARGV: 3 request id. A delivery found the request already ended.
+  redis.call('ZREM', DEADLINES, ARGV[3])
+  redis.call('HDEL', MESSAGES, ARGV[3])
+  return 1
 end
 return redis.error_reply('ERR unknown request watch operation')

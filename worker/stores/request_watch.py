@@ -12,8 +12,9 @@ id, with a deadline past which its message must have been delivered again or its
 published (the attempt's time limit, or its countdown, plus the broker's visibility timeout and
 a margin). The final outcome's publication forgets the request (worker/stores/outcome_writer.lua, in the
 same script). A sweeper in every worker (worker/lifecycle.py) sends again what is overdue; the
-copy is harmless: a final already recorded drops it, and the invoke fence and attempt lock keep
-it from refreshing twice.
+copy is harmless: a final already recorded drops it (and forgets the request: a delivery that
+arrives after the final set a deadline again), and the invoke fence and attempt lock keep it from
+refreshing twice.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ class RequestWatch:
         """A delivery of this request (these kwargs) is due within `within_s`, or its final."""
         message = f"{task_id} {json.dumps(dict(kwargs), separators=(',', ':'), sort_keys=True)}"
         self._run("expect", now_s, request_id, f"{max(0.0, within_s):.3f}", message)
+
+    def forget(self, request_id: str) -> None:
+        """Nothing more to watch for: the request ended (a final publication does this in its own script)."""
+        self._run("forget", None, request_id)
 
     def overdue(self, *, next_within_s: float, now_s: float | None = None) -> list[Overdue]:
         """Requests past their deadline (each given a new one `next_within_s` away)."""

@@ -164,11 +164,10 @@ def _admit(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
         # A producer clock ahead of ours must not put requested_at after the attempt started.
         state = state.evolve(requested_at=min(asked, now), first_attempt_at=now)
     ctx.state = state
-    if deps.watch is not None:
-        # Until this delivery ends (its time limit), or its message returns after a worker died.
-        limits = deps.settings.limits
-        due_s = deps.settings.task_time_limit_s + limits.visibility_timeout_s + limits.watch_margin_s
-        deps.watch.expect(ctx.request_id, _task_id_of(ctx), _retry_kwargs(ctx, state), within_s=due_s)
+    # Until this delivery ends (its time limit), or its message returns after a worker died.
+    limits = deps.settings.limits
+    due_s = deps.settings.task_time_limit_s + limits.visibility_timeout_s + limits.watch_margin_s
+    deps.watch.expect(ctx.request_id, _task_id_of(ctx), _retry_kwargs(ctx, state), within_s=due_s)
     return None
 
 
@@ -180,13 +179,15 @@ def _redelivery(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     """
     if not deps.finals.final_recorded(ctx.request_id):
         return None
+    # `admit` has just set a deadline for it; a sweep would send it again, and again, forever.
+    deps.watch.forget(ctx.request_id)
     drop = Drop("already has its final outcome; redelivery dropped")
     # A bulk child's final may be recorded but not counted (the worker died in between, or a
     # request under the child's id ended before the bulk sent it): its bulk is told again.
-    recount = deps.on_final is not None and claimed_bulk(ctx.request_id) is not None
-    final = deps.finals.final_outcome(ctx.request_id) if deps.coalescer is not None or recount else None
+    recount = claimed_bulk(ctx.request_id) is not None
+    final = deps.finals.final_outcome(ctx.request_id)
     recorded = final if recount else None
-    followers = deps.coalescer.pending_followers(ctx.request_id) if deps.coalescer and final else ()
+    followers = deps.coalescer.pending_followers(ctx.request_id) if final else ()
     if final is None or not followers:
         return Plan(then=drop, request_id=ctx.request_id, recorded_final=recorded)
     joined = tuple(_joined_final(final, follower) for follower in followers)
@@ -208,7 +209,7 @@ def _bulk_child(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     a child, or names a bulk as its correlation id, is an ordinary request.
     """
     bulk_id = claimed_bulk(ctx.request_id)
-    if bulk_id is None or deps.bulks is None:
+    if bulk_id is None:
         return None
     try:
         checkin = deps.bulks.child_checkin(bulk_id, ctx.request_id)
@@ -220,9 +221,7 @@ def _bulk_child(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     if ctx.state.attempts > 0 or not checkin.cancelled:
         return None
     request = ctx.valid
-    if deps.coalescer is not None and deps.coalescer.current_leader(request.site_code, request.package_id) == (
-        ctx.request_id
-    ):
+    if deps.coalescer.current_leader(request.site_code, request.package_id) == ctx.request_id:
         # Other requests joined this child's pending refresh: cancelling it would strand them.
         return None
     outcome = Outcome.cancelled(_request_info(ctx), _run(ctx, deps))
@@ -237,8 +236,6 @@ def _coalesce(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     leader vanished (its marker expired: a worker died and its message was lost) it claims
     again, leading or joining whoever leads now. Nothing waits forever.
     """
-    if deps.coalescer is None:
-        return None
     request, limits = ctx.valid, deps.settings.limits
     claim = deps.coalescer.claim(
         request.site_code,
@@ -265,8 +262,6 @@ def _provider_slot(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
 
     A class refreshed one at a time (a boot image) first takes its lane's only slot at the site.
     """
-    if deps.slots is None:
-        return None
     request = ctx.valid
     limit = deps.settings.provider(request.site_code).max_concurrency
     priority = PRIORITY_BULK if ctx.bulk_id is not None else PRIORITY_SINGLE
@@ -423,7 +418,7 @@ STEPS: tuple[Step, ...] = (
 
 def _ending(ctx: _Context, deps: DeliveryDeps, final: Outcome) -> Plan:
     """The request's final outcome, and, if it led a coalesced refresh, its followers' finals too."""
-    if not ctx.leads or deps.coalescer is None:
+    if not ctx.leads:
         return Plan((final,), Done(), request_id=ctx.request_id)
     request = ctx.valid
     closed = deps.coalescer.close(request.site_code, request.package_id, ctx.request_id)
@@ -512,8 +507,6 @@ class _SlotGate:
 
     def run(self, operation: Callable[[], _T]) -> _T | None:
         slots = self._deps.slots
-        if slots is None:
-            return operation()
         site = self._ctx.valid.site_code
         limit = self._deps.settings.provider(site).max_concurrency
         answer = slots.try_acquire(site, self._follow_up_holder, limit, priority=PRIORITY_FOLLOW_UP)
@@ -531,10 +524,9 @@ def _release_slots(ctx: _Context, deps: DeliveryDeps) -> None:
     """Give back the site slot and the lane slot this delivery holds (each once)."""
     leases = (ctx.lease, ctx.lane_lease)
     ctx.lease = ctx.lane_lease = None
-    if deps.slots is not None:
-        for lease in leases:
-            if lease is not None:
-                deps.slots.release(lease)
+    for lease in leases:
+        if lease is not None:
+            deps.slots.release(lease)
 
 
 class _BoundFence:

@@ -122,7 +122,7 @@ def _execute(
         }
     then = plan.then
     if isinstance(then, Requeue):
-        if deps.watch is not None and plan.request_id is not None:
+        if plan.request_id is not None:
             # The next message is due after its countdown, or after the visibility timeout if a
             # worker holding it dies; past that plus a margin, the watch sends it again.
             limits = deps.settings.limits
@@ -151,9 +151,8 @@ def _after_final(plan: Plan, outcome: Outcome, deps: DeliveryDeps) -> None:
     if not outcome.final:
         return
     try:
-        if deps.on_final is not None:
-            deps.on_final(outcome)
-        if plan.followers_of is not None and outcome.joined_request_id is not None and deps.coalescer is not None:
+        deps.on_final(outcome)
+        if plan.followers_of is not None and outcome.joined_request_id is not None:
             deps.coalescer.ack_follower(plan.followers_of, outcome.request_id)
     except deps.unavailable:
         raise

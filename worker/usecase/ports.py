@@ -1,7 +1,7 @@
 """What the refresh use case (worker/usecase/delivery.py) is handed: the delivery and its collaborators.
 
 The collaborators are protocols, so the use case stays free of Redis and Celery: worker/runtime.py
-builds the real ones once per worker process, unit tests pass in-memory ones.
+builds the real ones once per worker process, unit tests pass in-memory ones (testing/standins/).
 """
 
 from __future__ import annotations
@@ -81,6 +81,8 @@ class Watching(Protocol):
 
     def expect(self, request_id: str, task_id: str, kwargs: Mapping[str, Any], *, within_s: float) -> None: ...
 
+    def forget(self, request_id: str) -> None: ...
+
 
 class BulkChildren(Protocol):
     """worker.stores.bulk_store.BulkStore, as a child sees its bulk."""
@@ -126,6 +128,13 @@ class DeliveryDeps:
     finals: FinalLookup
     fences: Fences
     worker: str
+    coalescer: Coalescing
+    slots: Slots
+    bulks: BulkChildren
+    # Records when each live request is next due, so a lost message is sent again.
+    watch: Watching
+    # Told of every final outcome once it is recorded (a bulk counts its children there).
+    on_final: Callable[[Outcome], None]
     clock: Clock = field(default_factory=SystemClock)
     sleep: Callable[[float], None] = time.sleep
     # Exceptions that interrupt an attempt from outside (Celery's soft time limit): the attempt
@@ -134,12 +143,3 @@ class DeliveryDeps:
     # Exceptions a store raises when it cannot be reached (RedisError in the worker): the delivery
     # is re-queued as it arrived, never acked without its final outcome (worker/usecase/execute.py).
     unavailable: tuple[type[BaseException], ...] = ()
-    # Optional steps: without them a request neither coalesces, nor waits for a slot, nor counts
-    # toward a bulk (unit tests of the core steps leave them out).
-    coalescer: Coalescing | None = None
-    slots: Slots | None = None
-    bulks: BulkChildren | None = None
-    # Told of every final outcome once it is recorded (a bulk counts its children there).
-    on_final: Callable[[Outcome], None] | None = None
-    # Records when each live request is next due, so a lost message is sent again.
-    watch: Watching | None = None
