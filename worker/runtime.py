@@ -115,7 +115,9 @@ def delivery_deps(*, interruptions: tuple[type[BaseException], ...] = ()) -> Del
                 settings=settings,
                 provider=client_for,
                 finals=writer,
-                fences=RedisInvokeFences(writer.redis, writer.keys, ttl_s=ttl_s),
+                fences=RedisInvokeFences(
+                    writer.redis, writer.keys, ttl_s=ttl_s, max_hold_s=float(settings.task_time_limit_s)
+                ),
                 worker=worker_identity(),
                 interruptions=interruptions,
                 unavailable=(RedisError,),

@@ -3,11 +3,12 @@ a worker killed while a request waits for its medium, a Redis restart mid-wait."
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
 
-from testing.fixtures_pipeline import SHORT_VISIBILITY_ENV, PipelineFactory
+from testing.fixtures_pipeline import SHORT_VISIBILITY_ENV, UNACKED_HASH, Pipeline, PipelineFactory, message_kwargs
 from testing.waiting import wait_until
 from worker.domain.outcomes import Outcome
 
@@ -44,7 +45,8 @@ def test_waiting_refresh_survives_a_worker_crash(pipeline_factory: PipelineFacto
         if outcome.status == "retrying" and not crashed.is_set():
             crashed.set()
             # Crash while the re-queued request is held by the worker (unacked, counting down).
-            assert wait_until(lambda: pipeline.held_retry_states(outcome.request_id) != [], timeout_s=5)
+            # ... and only that copy: the first delivery's message is acked once the retry is out.
+            assert wait_until(lambda: only_retry_copies_held(pipeline, outcome.request_id), timeout_s=5)
             pipeline.worker.kill()
             provider.set_medium_ready(pkg["PackageID"], True)
             pipeline.worker.start()
@@ -61,3 +63,14 @@ def test_waiting_refresh_survives_a_worker_crash(pipeline_factory: PipelineFacto
     assert [o for o in run.stream if o.final] == [run.final]
     # The redelivered message carried the retry state: attempts continue, they do not restart.
     assert run.final.attempt >= 2
+
+
+def only_retry_copies_held(pipeline: Pipeline, request_id: str) -> bool:
+    """The request is held unacked, and every held copy carries its retry state (none is the first delivery)."""
+    client = pipeline.redis()
+    try:
+        held = [message_kwargs(json.loads(raw)[0]) for raw in client.hvals(UNACKED_HASH)]
+    finally:
+        client.close()
+    copies = [kwargs for kwargs in held if kwargs.get("request_id") == request_id]
+    return bool(copies) and all(kwargs.get("retry_state") for kwargs in copies)

@@ -77,3 +77,16 @@ def test_a_dropped_lease_is_not_renewed() -> None:
     clock.now += 10
     keeper.renew_due()
     assert renewals.at == [] and keeper.held_count() == 0
+
+
+def test_a_lease_is_never_renewed_past_its_longest_hold() -> None:
+    """A holder that failed to give it back does not keep it for as long as the process lives."""
+    clock = Clock()
+    renewals = Renewals(clock)
+    keeper = LeaseKeeper(clock=clock)
+    keeper.keep("lock", renewals, lease_s=3, max_hold_s=10)
+    for _ in range(20):
+        clock.now += 1
+        keeper.renew_due()
+    assert renewals.at and max(renewals.at) < 110.0
+    assert keeper.held_count() == 0

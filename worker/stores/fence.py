@@ -62,10 +62,19 @@ return 1
 class RedisInvokeFences:
     """Fences kept in Redis, one per request id, expiring after `ttl_s` (deleted with the final)."""
 
-    def __init__(self, redis: Redis, keys: RedisKeys, *, ttl_s: int, keeper: LeaseKeeper = lease_keeper) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: RedisKeys,
+        *,
+        ttl_s: int,
+        keeper: LeaseKeeper = lease_keeper,
+        max_hold_s: float | None = None,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl_s = ttl_s
+        self._max_hold_s = max_hold_s  # an attempt lock is never renewed past the task time limit
         self._keeper = keeper
         self._unlock = redis.register_script(_UNLOCK_LUA)
         self._renew = redis.register_script(_RENEW_LUA)
@@ -106,6 +115,7 @@ class RedisInvokeFences:
             f"attempt lock of {request_id}",
             lambda: bool(self._renew(keys=[key], args=[token, ttl_ms])),
             lease_s=ttl_s,
+            max_hold_s=self._max_hold_s,
         )
         with self._held_lock:
             self._held[request_id] = (token, lease)

@@ -35,6 +35,9 @@ class Held:
     period_s: float
     due_at: float = 0.0
     lost: bool = field(default=False)
+    # Never renewed past this (monotonic): a holder that failed to give its lease back (an error on
+    # its way out) must not keep it for as long as the process lives.
+    give_up_at: float = float("inf")
 
 
 class LeaseKeeper:
@@ -47,10 +50,12 @@ class LeaseKeeper:
         self._held: set[Held] = set()
         self._thread: threading.Thread | None = None
 
-    def keep(self, name: str, renew: Callable[[], bool], *, lease_s: float) -> Held:
-        """Renew `renew` every `lease_s / 3` seconds until `drop`; a False answer marks it lost."""
+    def keep(self, name: str, renew: Callable[[], bool], *, lease_s: float, max_hold_s: float | None = None) -> Held:
+        """Renew `renew` every `lease_s / 3` seconds until `drop` (or `max_hold_s`); False marks it lost."""
         period_s = max(_MIN_PERIOD_S, lease_s / 3)
-        held = Held(name, renew, period_s, due_at=self._clock() + period_s)
+        now = self._clock()
+        give_up_at = float("inf") if max_hold_s is None else now + max_hold_s
+        held = Held(name, renew, period_s, due_at=now + period_s, give_up_at=give_up_at)
         with self._lock:
             self._held.add(held)
             if self._thread is None or not self._thread.is_alive():
@@ -73,6 +78,10 @@ class LeaseKeeper:
         with self._lock:
             due = [held for held in self._held if held.due_at <= now]
         for held in due:
+            if now >= held.give_up_at:
+                log.warning("stopped renewing %s: held past its longest allowed hold", held.name)
+                self.drop(held)
+                continue
             try:
                 still_ours = held.renew()
             except Exception as exc:  # Redis away: the lease may still be ours; the next pass tries again

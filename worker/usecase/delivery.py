@@ -336,9 +336,13 @@ def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
         ctx.error = OperationTimeoutError("task soft time limit reached during the WS-Man exchange")
         return None
     finally:
-        _release_slots(ctx, deps)
-        if ctx.lock is not None:
-            deps.fences.unlock(request_id, ctx.lock)
+        # Each given back on its own: a store that fails one (Redis away) must not keep the other
+        # held, least of all the attempt lock, which this process would otherwise renew on and on.
+        try:
+            _release_slots(ctx, deps)
+        finally:
+            if ctx.lock is not None:
+                deps.fences.unlock(request_id, ctx.lock)
     if result.confirmed_earlier_invoke:
         log.info("request %s: an earlier RefreshPkgSource had landed; not invoking again", request_id)
     ctx.seen.name = result.package.name
