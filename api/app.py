@@ -112,7 +112,9 @@ def _context(settings: Settings) -> ApiContext:
             timeout_s=api.readiness_timeout_s,
             cache_s=api.readiness_cache_s,
         ),
-        stream_slots=StreamSlots(api.max_event_streams),
+        stream_slots=StreamSlots(
+            api.max_event_streams, per_caller=api.max_event_streams_per_caller, replays=api.max_event_replays
+        ),
     )
 
 
