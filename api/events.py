@@ -9,7 +9,8 @@ reconnects with `Last-Event-ID` continues exactly after the last event it receiv
 * request outcomes are `event: outcome`, a bulk job's final outcome `event: bulk` (both as
   published, schema in the data);
 * filters (`request_id`, `correlation_id`, `site_code`) use the stream's flat fields; only the
-  correlation filter parses the outcome JSON;
+  correlation filter parses the outcome JSON; a request id matches the caller's own first
+  (api/request_ids.py) as well as the id as given;
 * a heartbeat comment is sent after `event_heartbeat_s` without an event. It carries the read
   position as `id:` (an SSE block without data sets the client's last event id without
   dispatching an event), so a filtered client that reconnects skips what was already scanned;
@@ -96,14 +97,15 @@ def stream_id_key(value: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class EventFilter:
-    request_id: str | None = None
+    # Any of these request ids (the caller's own `<name>:<id>` and the id as given).
+    request_ids: frozenset[str] | None = None
     correlation_id: str | None = None
     site_code: str | None = None  # upper-cased
 
     def matches(self, fields: Mapping[str, str]) -> bool:
         # A bulk job's final outcome carries the bulk id as request_id; its children carry it as
         # correlation_id, so following a bulk's children by correlation id ends with the bulk's own.
-        if self.request_id is not None and fields.get(k.STREAM_FIELD_REQUEST_ID) != self.request_id:
+        if self.request_ids is not None and fields.get(k.STREAM_FIELD_REQUEST_ID) not in self.request_ids:
             return False
         if self.site_code is not None and fields.get(k.STREAM_FIELD_SITE_CODE, "").upper() != self.site_code:
             return False

@@ -1,6 +1,6 @@
 """The served OpenAPI document: FastAPI's, plus the rules the shared models check in code.
 
-`RefreshRequest` and `BulkCriteria` validate site codes, PackageIDs, classes and ids with
+`RefreshItem` and `BulkCriteria` validate site codes, PackageIDs, classes and ids with
 functions (worker/packages.py, worker/request.py); JSON Schema cannot see those, so the
 document adds the same rules as patterns and enums (tests/unit/test_api_openapi.py checks
 that pattern and validator agree) and the configured package limit as `maxItems`.
@@ -15,22 +15,23 @@ from fastapi.openapi.utils import get_openapi
 
 from worker.packages import PACKAGE_CLASSES
 
-__all__ = ["ID_PATTERN", "PACKAGE_ID_PATTERN", "SITE_CODE_PATTERN", "install_openapi"]
+__all__ = ["ID_PATTERN", "LOCAL_ID_PATTERN", "PACKAGE_ID_PATTERN", "SITE_CODE_PATTERN", "install_openapi"]
 
 SITE_CODE_PATTERN: Final = "^[A-Za-z0-9]{3}$"
 PACKAGE_ID_PATTERN: Final = "^[A-Za-z0-9]{3}[0-9A-Fa-f]{5}$"
 ID_PATTERN: Final = "^[A-Za-z0-9][A-Za-z0-9_.:\\-]{0,127}$"
+# A caller's own request id: its token name and a colon go in front (api/request_ids.py).
+LOCAL_ID_PATTERN: Final = "^[A-Za-z0-9][A-Za-z0-9_.:\\-]{0,62}$"
 # Classes are matched case-insensitively; the document lists the canonical spellings.
 _CLASSES: Final = list(PACKAGE_CLASSES)
 
 _FIELD_RULES: Final[dict[str, dict[str, dict[str, Any]]]] = {
-    "RefreshRequest": {
+    "RefreshItem": {
         "site_code": {"pattern": SITE_CODE_PATTERN},
         "package_id": {"pattern": PACKAGE_ID_PATTERN},
         "package_class": {"enum": _CLASSES},
-        "request_id": {"pattern": ID_PATTERN},
+        "request_id": {"pattern": LOCAL_ID_PATTERN},
         "correlation_id": {"pattern": ID_PATTERN},
-        "requested_at": {"format": "date-time"},
     },
     "BulkRefreshBody": {
         "site_code": {"pattern": SITE_CODE_PATTERN},

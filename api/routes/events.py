@@ -21,6 +21,7 @@ from api.events import (
     stream_id_key,
 )
 from api.problems import ApiError, field_error
+from api.request_ids import own_candidates
 from api.responses import READ_ERRORS, error_responses
 from worker.packages import validate_site_code
 
@@ -101,7 +102,11 @@ async def events(
         stream,
         after=resume_from or newest,
         resumed=resume_from is not None,
-        event_filter=EventFilter(request_id, correlation_id, site_code),
+        event_filter=EventFilter(
+            frozenset(own_candidates(access.principal.name, request_id)) if request_id else None,
+            correlation_id,
+            site_code,
+        ),
         settings=StreamSettings(api.event_block_ms, api.event_batch, api.event_heartbeat_s, api.event_max_duration_s),
         caught_up=lease.end_replay,
     )

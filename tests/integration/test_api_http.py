@@ -377,3 +377,62 @@ def test_insecure_no_auth_on_loopback_serves_without_tokens(redis_server: RedisS
         assert "authentication is OFF" in server.log()
     finally:
         server.stop()
+
+
+def test_internal_fields_and_an_unforced_task_sequence_are_422(submitter: httpx.Client) -> None:
+    """package_hint, requested_at and retry_state are the system's own; a task sequence needs force."""
+    for extra, loc in (
+        ({"package_hint": {"source_version": 0, "name": "<script>"}}, ["body", "packages", 0, "package_hint"]),
+        ({"requested_at": "2026-01-01T00:00:00Z"}, ["body", "packages", 0, "requested_at"]),
+        ({"retry_state": {"attempts": 1}}, ["body", "packages", 0, "retry_state"]),
+        ({"package_class": "SMS_TaskSequencePackage"}, ["body", "packages", 0, "force"]),
+        ({"request_id": "r" * 64}, ["body", "packages", 0, "request_id"]),
+    ):
+        response = submitter.post("/v1/refreshes", json={"packages": [{**GOOD_ITEM, **extra}]})
+        assert response.status_code == 422, (extra, response.text)
+        assert [e["loc"] for e in response.json()["detail"]] == [loc]
+    forced = {**GOOD_ITEM, "package_class": "SMS_TaskSequencePackage", "force": True, "request_id": "r" * 63}
+    assert submitter.post("/v1/refreshes", json={"packages": [forced]}).status_code == 202
+
+
+def test_a_body_with_a_hundred_thousand_unknown_keys_is_one_quick_error(
+    redis_server: RedisServer, tokens_file: Path, tmp_path: Path
+) -> None:
+    """Under the default 2 MiB limit, 100,000 unknown keys: one 422 for the object, in well under a second."""
+    server = start_api(redis_server.url, tmp_path, extra={"SCCM_REFRESH_API__TOKEN_FILE": str(tokens_file)})
+    many = {f"k{i}": 1 for i in range(100_000)}
+    try:
+        with server.client(SUBMIT_TOKEN) as client:
+            client.get("/healthz")  # connected and warm
+            started = time.monotonic()
+            response = client.post("/v1/refreshes", json={"packages": [many]})
+            took_s = time.monotonic() - started
+    finally:
+        server.stop()
+    assert response.status_code == 422, response.text[:300]
+    assert [e["loc"] for e in response.json()["detail"]] == [["body", "packages", 0]]
+    assert took_s < 0.5, took_s
+
+
+def test_bulk_list_fields_are_422_without_echoing_the_items(submitter: httpx.Client) -> None:
+    """A bad class, PackageID or flag inside a list: the list is named, the item sent is not repeated."""
+    for body in (
+        {"site_code": "PS1", "package_classes": [HOSTILE]},
+        {"site_code": "PS1", "package_ids": ["PS1' OR 1=1"]},
+        {"site_code": "PS1", "exclude_package_ids": [JNDI]},
+        {"site_code": "PS1", "pkg_source_flags": [99]},
+    ):
+        response = submitter.post("/v1/bulk-refreshes", json=body)
+        assert response.status_code == 422, response.text
+        for value in (HOSTILE, "OR 1=1", JNDI, "99", "alert"):
+            assert value not in response.text
+
+
+def test_an_idempotent_replay_repeats_the_location_header(submitter: httpx.Client) -> None:
+    """The replayed 202 carries the first answer's Location as well as its body."""
+    key = f"loc-{uuid.uuid4()}"
+    body = {"packages": [{**GOOD_ITEM, "request_id": f"loc-{uuid.uuid4().hex[:8]}"}]}
+    first = submitter.post("/v1/refreshes", json=body, headers={"Idempotency-Key": key})
+    again = submitter.post("/v1/refreshes", json=body, headers={"Idempotency-Key": key})
+    assert first.status_code == again.status_code == 202
+    assert again.headers["Location"] == first.headers["Location"] and again.headers["Idempotent-Replayed"] == "true"

@@ -52,8 +52,10 @@ def test_stream_ids_compare_as_numbers_not_text() -> None:
 def test_filters_match_on_request_site_and_correlation() -> None:
     """Every given filter must match; site codes compare case-insensitively; no filter matches all."""
     assert EventFilter().matches(fields())
-    assert EventFilter(request_id="r1", site_code="PS1", correlation_id="c1").matches(fields(site="ps1"))
-    assert not EventFilter(request_id="r2").matches(fields())
+    assert EventFilter(request_ids=frozenset({"r1", "me:r1"}), site_code="PS1", correlation_id="c1").matches(
+        fields(site="ps1")
+    )
+    assert not EventFilter(request_ids=frozenset({"r2"})).matches(fields())
     assert not EventFilter(site_code="BS1").matches(fields())
     assert not EventFilter(correlation_id="c2").matches(fields())
     assert not EventFilter(correlation_id="c1").matches(fields(correlation=None))

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from api.app import create_app
 from api.idempotency import Claim, fingerprint, is_valid_key
-from api.models import OutcomeDocument
-from api.openapi import ID_PATTERN, PACKAGE_ID_PATTERN, SITE_CODE_PATTERN
+from api.models import LOCAL_ID_MAX_CHARS, OutcomeDocument
+from api.openapi import ID_PATTERN, LOCAL_ID_PATTERN, PACKAGE_ID_PATTERN, SITE_CODE_PATTERN
 from api.readiness import count_consumers
 from config.settings import ApiSettings, Settings
 from errors import InvalidRequestError
@@ -53,8 +53,9 @@ def full(pattern: str) -> re.Pattern[str]:
         (SITE_CODE_PATTERN, lambda v: accepts(validate_site_code, v)),
         (PACKAGE_ID_PATTERN, lambda v: accepts(validate_package_id, v)),
         (ID_PATTERN, is_valid_id),
+        (LOCAL_ID_PATTERN, lambda v: is_valid_id(v) and len(v) <= LOCAL_ID_MAX_CHARS),
     ],
-    ids=["site_code", "package_id", "id"],
+    ids=["site_code", "package_id", "id", "local_id"],
 )
 @given(data=st.data())
 def test_each_published_pattern_accepts_exactly_what_its_validator_accepts(pattern: str, check: Any, data: Any) -> None:
@@ -112,11 +113,12 @@ def test_the_package_limit_and_field_rules_are_published() -> None:
     doc = document(max_packages_per_request=7)
     schemas = doc["components"]["schemas"]
     assert schemas["RefreshBatch"]["properties"]["packages"]["maxItems"] == 7
-    request = schemas["RefreshRequest"]["properties"]
+    request = schemas["RefreshItem"]["properties"]
     assert request["site_code"]["pattern"] == SITE_CODE_PATTERN
     assert request["package_id"]["pattern"] == PACKAGE_ID_PATTERN
     assert "SMS_Package" in request["package_class"]["enum"]
-    assert any(option.get("pattern") == ID_PATTERN for option in request["request_id"]["anyOf"])
+    assert any(option.get("pattern") == LOCAL_ID_PATTERN for option in request["request_id"]["anyOf"])
+    assert not {"package_hint", "requested_at", "retry_state"} & set(request)
 
 
 def test_fingerprints_ignore_key_order_and_spacing_but_not_values() -> None:
