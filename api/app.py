@@ -26,6 +26,7 @@ from api.problems import EXCEPTION_HANDLERS, problem_response
 from api.producers import BrokerUnavailableError, Producers, api_celery_app
 from api.readiness import ReadinessChecker
 from api.redis_async import async_redis
+from api.token_file import TokenFile
 from api.tokens import Authenticator
 from config.settings import Settings
 from worker.constants import RedisKeys
@@ -47,7 +48,7 @@ def create_app(settings: Settings, *, tokens: Authenticator | None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ctx = _context(settings)
+        ctx = _context(settings, tokens if isinstance(tokens, TokenFile) else None)
         app.state.ctx = ctx
         try:
             yield
@@ -77,7 +78,7 @@ def create_app(settings: Settings, *, tokens: Authenticator | None) -> FastAPI:
     return app
 
 
-def _context(settings: Settings) -> ApiContext:
+def _context(settings: Settings, token_file: TokenFile | None) -> ApiContext:
     api = settings.api
     keys = RedisKeys(settings.key_prefix)
     redis = async_redis(settings.redis_url, max_connections=_REDIS_POOL)
@@ -115,6 +116,7 @@ def _context(settings: Settings) -> ApiContext:
         stream_slots=StreamSlots(
             api.max_event_streams, per_caller=api.max_event_streams_per_caller, replays=api.max_event_replays
         ),
+        token_file=token_file,
     )
 
 

@@ -22,6 +22,7 @@ from api.idempotency import IdempotencyStore
 from api.problems import ApiError
 from api.producers import Producers
 from api.readiness import ReadinessChecker
+from api.token_file import TokenFile
 from api.tokens import Principal, Role
 from config.settings import Settings
 from errors import InvalidRequestError
@@ -56,6 +57,7 @@ class ApiContext:
     idempotency: IdempotencyStore
     readiness: ReadinessChecker
     stream_slots: StreamSlots
+    token_file: TokenFile | None  # None: tokens not from a file (or authentication off)
 
 
 async def _context(request: Request) -> ApiContext:

@@ -272,6 +272,12 @@ class Readiness(BaseModel):
     broker: bool
     workers: int = Field(description="workers consuming our queue at the last check")
     checked_at: datetime = Field(description="when the workers were last asked (cached a few seconds)")
+    token_file_ok: bool = Field(
+        description=(
+            "false while the token file's current version is bad (the server log says why; "
+            "only tokens its good lines still hold are accepted)"
+        )
+    )
 
 
 # -- errors ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ and how the server refuses to start without authentication.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.tokens import token_line
 from embedded.redis_server import RedisServer
 from testing.fixtures_api import (
     READ_TOKEN,
@@ -280,11 +282,12 @@ def test_a_broker_outage_is_a_quick_503(redis_server: RedisServer, tokens_file: 
         server.stop()
 
 
-def test_tokens_rotate_without_a_restart_and_a_broken_file_keeps_the_last_good_ones(
+def test_tokens_rotate_without_a_restart_and_a_bad_file_still_revokes(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    """Rewrite the token file: within the reload interval the new token works and the old one is 401."""
+    """A good file takes over; a bad one revokes the lines it lost, adds nothing, shows in /readyz and /metrics."""
     rotated = "rotated-token-7d41c9e2b05a8f3e"
+    added = "added-token-b8c1e4f70a2d9e35"
     token_path = write_token_file(tmp_path / "tokens", {"svc-submit": (SUBMIT_TOKEN, "submit")})
     server = start_api(
         redis_server.url,
@@ -298,15 +301,47 @@ def test_tokens_rotate_without_a_restart_and_a_broken_file_keeps_the_last_good_o
 
     try:
         assert status_with(SUBMIT_TOKEN) == 404 and status_with(rotated) == 401
-        write_token_file(token_path, {"svc-rotated": (rotated, "read")})
+        write_token_file(token_path, {"svc-rotated": (rotated, "read"), "svc-submit": (SUBMIT_TOKEN, "submit")})
         assert wait_until(lambda: status_with(rotated) == 404, timeout_s=10), "the rotated token was never accepted"
-        assert status_with(SUBMIT_TOKEN) == 401
-        token_path.write_text(f"plain-{rotated} read oops\n", encoding="utf-8")
+        # Revoke svc-submit, add a token, and make a typo: the revocation holds, the addition does not.
+        text = token_path.read_text(encoding="utf-8")
+        kept = [line for line in text.splitlines() if line.endswith(" svc-rotated")]
+        token_path.write_text(
+            "\n".join([*kept, token_line(added, "submit", "svc-added"), f"plain-{rotated} read oops"]) + "\n",
+            encoding="utf-8",
+        )
         # The file is looked at on requests: keep asking until the bad version has been seen.
-        assert wait_until(
-            lambda: status_with(rotated) == 404 and "keeping the 1 tokens" in server.log(), timeout_s=10
-        ), server.log()[-2000:]
-        assert f"plain-{rotated}" not in server.log() and "reloaded: 1 tokens" in server.log()
+        assert wait_until(lambda: status_with(SUBMIT_TOKEN) == 401, timeout_s=10), server.log()[-2000:]
+        assert status_with(rotated) == 404 and status_with(added) == 401
+        with server.client(rotated) as client:
+            assert client.get("/readyz").json()["token_file_ok"] is False
+            assert "sccm_refresh_api_token_file_ok 0.0" in client.get("/metrics").text
+        assert f"plain-{rotated}" not in server.log() and "line 3" in server.log()
+        write_token_file(token_path, {"svc-rotated": (rotated, "read"), "svc-added": (added, "submit")})
+        assert wait_until(lambda: status_with(added) == 404, timeout_s=10)
+        with server.client(rotated) as client:
+            assert client.get("/readyz").json()["token_file_ok"] is True
+    finally:
+        server.stop()
+
+
+def test_a_fifo_in_place_of_the_token_file_blocks_no_request(redis_server: RedisServer, tmp_path: Path) -> None:
+    """The token file replaced by a FIFO: /healthz and authenticated reads still answer at once."""
+    token_path = write_token_file(tmp_path / "tokens", {"svc-submit": (SUBMIT_TOKEN, "submit")})
+    server = start_api(
+        redis_server.url,
+        tmp_path,
+        extra={"SCCM_REFRESH_API__TOKEN_FILE": str(token_path), "SCCM_REFRESH_API__TOKEN_RELOAD_S": "0.2"},
+    )
+    try:
+        token_path.unlink()
+        os.mkfifo(token_path)
+        with server.client(SUBMIT_TOKEN, timeout=1.0) as client:
+            for _ in range(10):
+                assert client.get("/healthz").status_code == 200
+                assert client.get("/v1/refreshes/x").status_code in (401, 404)
+                time.sleep(0.1)
+        assert wait_until(lambda: "not a regular file" in server.log(), timeout_s=5)
     finally:
         server.stop()
 
