@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from api import routes
+from api import docs_page, routes
 from api.deps import ApiContext
 from api.events import StreamSlots
 from api.idempotency import IdempotencyStore
@@ -64,8 +64,10 @@ def create_app(settings: Settings, *, tokens: Authenticator | None) -> FastAPI:
         description=_DESCRIPTION,
         lifespan=lifespan,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # api/docs_page.py: a pinned Swagger UI with integrity hashes
         redoc_url=None,
+        # A redirect to the slash-less path would be built from the Host header the client sent.
+        redirect_slashes=False,
     )
     for exc_type, handler in EXCEPTION_HANDLERS.items():
         app.add_exception_handler(exc_type, handler)
@@ -73,6 +75,7 @@ def create_app(settings: Settings, *, tokens: Authenticator | None) -> FastAPI:
     app.add_exception_handler(BrokerUnavailableError, _on_unavailable)
     for module in (routes.refreshes, routes.bulk, routes.events, routes.health, routes.metrics):
         app.include_router(module.router)
+    app.include_router(docs_page.router)
     app.add_middleware(ApiMiddleware, tokens=tokens, max_body_bytes=settings.api.max_body_bytes)
     install_openapi(app, max_packages=settings.api.max_packages_per_request)
     return app

@@ -58,6 +58,7 @@ _TIMESTAMP_PATTERN: Final = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 LOCAL_ID_MAX_CHARS: Final = 63
 # Keys a body object may have before it is refused whole (its model has fewer fields).
 _MAX_KEYS: Final = 32
+_LAST_BMP: Final = 0xFFFF
 _ID_RULE: Final = f"must be 1-{LOCAL_ID_MAX_CHARS} letters, digits or _ . : - (starting with a letter or digit)"
 
 
@@ -155,6 +156,22 @@ class BulkRefreshBody(BulkCriteria):
     dry_run: bool = Field(default=False, description="enumerate and count only; nothing is refreshed")
 
     _few_keys = model_validator(mode="before")(_few_keys)
+
+    @field_validator("pkg_source_flags", mode="before")
+    @classmethod
+    def _integral_numbers(cls, value: Any) -> Any:
+        # JSON Schema counts 4.0 as an integer (the document says `integer`): take it as 4.
+        if isinstance(value, list):
+            return [int(item) if isinstance(item, float) and item.is_integer() else item for item in value]
+        return value
+
+    @field_validator("name_pattern")
+    @classmethod
+    def _basic_plane(cls, value: str | None) -> str | None:
+        # Package names live in the Basic Multilingual Plane; the document's pattern says so exactly.
+        if value is not None and any(ord(ch) > _LAST_BMP for ch in value):
+            raise ValueError("characters past U+FFFF are not allowed in a name pattern")
+        return value
 
     def criteria(self) -> dict[str, Any]:
         """The criteria alone, as `tasks.bulk.enqueue_bulk` takes them."""

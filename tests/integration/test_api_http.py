@@ -471,3 +471,26 @@ def test_an_idempotent_replay_repeats_the_location_header(submitter: httpx.Clien
     again = submitter.post("/v1/refreshes", json=body, headers={"Idempotency-Key": key})
     assert first.status_code == again.status_code == 202
     assert again.headers["Location"] == first.headers["Location"] and again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_a_trailing_slash_is_404_not_a_redirect_built_from_the_host_header(submitter: httpx.Client) -> None:
+    """No redirect that would echo the Host header the client sent."""
+    response = submitter.get("/v1/refreshes/", headers={"Host": "evil.example"})
+    assert response.status_code == 404 and "Location" not in response.headers
+    assert "evil.example" not in response.text
+
+
+def test_the_docs_page_pins_swagger_ui_and_checks_its_files(api: ApiServer) -> None:
+    """/docs names one Swagger UI version and carries a sha384 integrity hash for each file it loads."""
+    with api.client() as client:
+        page = client.get("/docs").text
+    assert page.count('integrity="sha384-') == 2 and page.count('crossorigin="anonymous"') == 2
+    assert "swagger-ui-dist@5/" not in page and "swagger-ui-dist@5." in page
+
+
+def test_a_dry_run_bulk_says_so_from_the_start(submitter: httpx.Client) -> None:
+    """GET right after the POST (no worker has run it): dry_run is already true."""
+    started = submitter.post("/v1/bulk-refreshes", json={"site_code": "PS1", "dry_run": True})
+    assert started.status_code == 202, started.text
+    status = submitter.get(started.headers["Location"]).json()
+    assert status["state"] == "enumerating" and status["dry_run"] is True
