@@ -43,6 +43,7 @@ __all__ = [
     "RefreshStatus",
     "SubmittedRefresh",
     "ValidationProblem",
+    "rule",
     "to_request",
 ]
 
@@ -68,16 +69,18 @@ def _few_keys(data: Any) -> Any:
     return data
 
 
-def _rule(check: Callable[[Any], str]) -> AfterValidator:
-    """A worker validator (InvalidRequestError) as a pydantic one (ValueError)."""
+def rule(normalise: Callable[[Any], str]) -> AfterValidator:
+    """A producer-side validator (InvalidRequestError) as a pydantic one (ValueError); None passes."""
 
-    def run(value: Any) -> str:
+    def check(value: Any) -> Any:
+        if value is None:
+            return None
         try:
-            return check(value)
+            return normalise(value)
         except InvalidRequestError as exc:
             raise ValueError(exc.message) from None
 
-    return AfterValidator(run)
+    return AfterValidator(check)
 
 
 def _local_id(value: str | None) -> str | None:
@@ -97,9 +100,9 @@ class RefreshItem(BaseModel):
 
     model_config = _STRICT
 
-    site_code: Annotated[str, _rule(validate_site_code)]
-    package_id: Annotated[str, _rule(validate_package_id)]
-    package_class: Annotated[str, _rule(validate_package_class)] = DEFAULT_PACKAGE_CLASS
+    site_code: Annotated[str, rule(validate_site_code)]
+    package_id: Annotated[str, rule(validate_package_id)]
+    package_class: Annotated[str, rule(validate_package_class)] = DEFAULT_PACKAGE_CLASS
     request_id: Annotated[str | None, AfterValidator(_local_id)] = Field(
         default=None,
         description=(
