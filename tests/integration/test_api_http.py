@@ -253,6 +253,7 @@ def test_the_access_log_holds_route_templates_but_no_token_id_or_query(api: ApiS
     assert wait_until(lambda: "/v1/refreshes/{request_id}" in api.log(), timeout_s=5)
     log = api.log()
     assert "GET /v1/sites/{site_code}/packages/{package_id} 404" in log
+    assert "caller=svc-submit client=127.0.0.1:" in log
     for secret in (SUBMIT_TOKEN, READ_TOKEN, "PS10ABCD", "PS10ABCE", marker, "after=", "nope"):
         assert secret not in log
 
@@ -494,3 +495,16 @@ def test_a_dry_run_bulk_says_so_from_the_start(submitter: httpx.Client) -> None:
     assert started.status_code == 202, started.text
     status = submitter.get(started.headers["Location"]).json()
     assert status["state"] == "enumerating" and status["dry_run"] is True
+
+
+def test_a_read_tokens_bad_json_post_is_403_and_two_authorization_headers_are_401(api: ApiServer) -> None:
+    """The role is checked before the body is parsed; two Authorization headers are not guessed between."""
+    with api.client(READ_TOKEN) as client:
+        refused = client.post("/v1/refreshes", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert refused.status_code == 403, refused.text
+    with api.client() as client:
+        doubled = client.get(
+            "/v1/refreshes/abc",
+            headers=[("Authorization", f"Bearer {SUBMIT_TOKEN}"), ("Authorization", f"Bearer {READ_TOKEN}")],
+        )
+    assert doubled.status_code == 401 and 'error="invalid_request"' in doubled.headers["WWW-Authenticate"]
