@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from api import routes
+from api import docs_page, routes
 from api.deps import ApiContext
 from api.events import StreamSlots
 from api.idempotency import IdempotencyStore
@@ -26,6 +26,7 @@ from api.problems import EXCEPTION_HANDLERS, problem_response
 from api.producers import BrokerUnavailableError, Producers, api_celery_app
 from api.readiness import ReadinessChecker
 from api.redis_async import async_redis
+from api.token_file import TokenFile
 from api.tokens import Authenticator
 from config.settings import Settings
 from worker.stores.keys import RedisKeys
@@ -47,7 +48,7 @@ def create_app(settings: Settings, *, tokens: Authenticator | None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ctx = _context(settings)
+        ctx = _context(settings, tokens if isinstance(tokens, TokenFile) else None)
         app.state.ctx = ctx
         try:
             yield
@@ -63,8 +64,10 @@ def create_app(settings: Settings, *, tokens: Authenticator | None) -> FastAPI:
         description=_DESCRIPTION,
         lifespan=lifespan,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # api/docs_page.py: a pinned Swagger UI with integrity hashes
         redoc_url=None,
+        # A redirect to the slash-less path would be built from the Host header the client sent.
+        redirect_slashes=False,
     )
     for exc_type, handler in EXCEPTION_HANDLERS.items():
         app.add_exception_handler(exc_type, handler)
@@ -72,12 +75,13 @@ def create_app(settings: Settings, *, tokens: Authenticator | None) -> FastAPI:
     app.add_exception_handler(BrokerUnavailableError, _on_unavailable)
     for module in (routes.refreshes, routes.bulk, routes.events, routes.health, routes.metrics):
         app.include_router(module.router)
+    app.include_router(docs_page.router)
     app.add_middleware(ApiMiddleware, tokens=tokens, max_body_bytes=settings.api.max_body_bytes)
     install_openapi(app, max_packages=settings.api.max_packages_per_request)
     return app
 
 
-def _context(settings: Settings) -> ApiContext:
+def _context(settings: Settings, token_file: TokenFile | None) -> ApiContext:
     api = settings.api
     keys = RedisKeys(settings.key_prefix)
     redis = async_redis(settings.redis_url, max_connections=_REDIS_POOL)
@@ -112,7 +116,10 @@ def _context(settings: Settings) -> ApiContext:
             timeout_s=api.readiness_timeout_s,
             cache_s=api.readiness_cache_s,
         ),
-        stream_slots=StreamSlots(api.max_event_streams),
+        stream_slots=StreamSlots(
+            api.max_event_streams, per_caller=api.max_event_streams_per_caller, replays=api.max_event_replays
+        ),
+        token_file=token_file,
     )
 
 

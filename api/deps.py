@@ -8,9 +8,8 @@ node and was a fifth of a request's time on the hot routes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
@@ -19,12 +18,13 @@ from redis.asyncio import Redis as AsyncRedis
 
 from api.events import StreamSlots
 from api.idempotency import IdempotencyStore
+from api.models import rule
 from api.problems import ApiError
 from api.producers import Producers
 from api.readiness import ReadinessChecker
+from api.token_file import TokenFile
 from api.tokens import Principal, Role
 from config.settings import Settings
-from errors import InvalidRequestError
 from worker.domain.request import is_valid_id
 from worker.stores.keys import RedisKeys
 
@@ -56,6 +56,7 @@ class ApiContext:
     idempotency: IdempotencyStore
     readiness: ReadinessChecker
     stream_slots: StreamSlots
+    token_file: TokenFile | None  # None: tokens not from a file (or authentication off)
 
 
 async def _context(request: Request) -> ApiContext:
@@ -116,20 +117,6 @@ def _id(value: str) -> str:
 
 def _optional_id(value: str | None) -> str | None:
     return None if value is None else _id(value)
-
-
-def rule(normalise: Callable[[Any], str]) -> AfterValidator:
-    """A producer-side validator (InvalidRequestError) as a pydantic one (ValueError)."""
-
-    def check(value: Any) -> Any:
-        if value is None:
-            return None
-        try:
-            return normalise(value)
-        except InvalidRequestError as exc:
-            raise ValueError(exc.message) from None
-
-    return AfterValidator(check)
 
 
 checked_id = AfterValidator(_id)

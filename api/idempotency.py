@@ -3,7 +3,8 @@
 Per caller (token name), route and key, one Redis string (TTL):
 
     {"state": "pending", "fp": <body fingerprint>, "nonce": ...}          while the first POST runs
-    {"state": "done", "fp": ..., "status": 202, "body": {...}}           its answer, for ttl_s
+    {"state": "done", "fp": ..., "status": 202, "body": {...}, "headers": {"Location": ...}}
+                                                                        its answer, for ttl_s
 
 `begin` claims the key with `SET NX` (one of two concurrent retries wins; the other gets 409
 "in progress" with Retry-After), `complete` swaps the claim for the answer and `abandon` drops it
@@ -83,6 +84,7 @@ class Replayed:
 
     status: int
     body: Any
+    headers: dict[str, str]
 
 
 class IdempotencyStore:
@@ -109,7 +111,7 @@ class IdempotencyStore:
             if stored.get("fp") != body_fingerprint:
                 raise ApiError(409, f"this {IDEMPOTENCY_HEADER} was used with a different request body")
             if stored.get("state") == "done":
-                return Replayed(int(stored["status"]), stored["body"])
+                return Replayed(int(stored["status"]), stored["body"], dict(stored.get("headers") or {}))
             raise ApiError(
                 409,
                 f"a request with this {IDEMPOTENCY_HEADER} is still in progress",
@@ -117,9 +119,10 @@ class IdempotencyStore:
             )
         raise ApiError(409, f"this {IDEMPOTENCY_HEADER} is contended; retry", headers={"Retry-After": _RETRY_AFTER_S})
 
-    async def complete(self, claim: Claim, status: int, body: Any) -> None:
+    async def complete(self, claim: Claim, status: int, body: Any, headers: dict[str, str]) -> None:
         fp = json.loads(claim.marker)["fp"]
-        done = json.dumps({"state": "done", "fp": fp, "status": status, "body": body}, separators=(",", ":"))
+        answer = {"state": "done", "fp": fp, "status": status, "body": body, "headers": headers}
+        done = json.dumps(answer, separators=(",", ":"))
         await self._cas(keys=[claim.redis_key], args=[claim.marker, done, self._ttl_s])
 
     async def abandon(self, claim: Claim) -> None:

@@ -54,7 +54,7 @@ async def idempotent(
     ctx = access.ctx
     begun = await ctx.idempotency.begin(access.principal.name, route, key, fingerprint(route, body()))
     if isinstance(begun, Replayed):
-        return JSONResponse(begun.body, status_code=begun.status, headers={REPLAYED_HEADER: "true"})
+        return JSONResponse(begun.body, status_code=begun.status, headers={**begun.headers, REPLAYED_HEADER: "true"})
     try:
         status, payload, headers = await produce(begun)
     except BaseException:
@@ -64,5 +64,5 @@ async def idempotent(
             with contextlib.suppress(RedisError):
                 await ctx.idempotency.abandon(begun)
         raise
-    await ctx.idempotency.complete(begun, status, payload)
+    await ctx.idempotency.complete(begun, status, payload, headers)
     return JSONResponse(payload, status_code=status, headers=headers)

@@ -16,8 +16,11 @@ its length.
     sccm_refresh_provider_slots_limit{site}             the site's max_concurrency
     sccm_refresh_bulk_jobs{state}                       bulk jobs in each state
     sccm_refresh_workers_seen                           workers that swept within the last minute
+    sccm_refresh_api_tokens                             tokens this API process accepts
+    sccm_refresh_api_token_file_ok                      0 while the token file's version is bad
 
-Behind the API's authentication like the `/v1` routes (role `read`).
+Behind the API's authentication like the `/v1` routes (role `read`). The last two are this
+process's own (every other number is the same from every API process).
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ class MetricsSnapshot:
     slots: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # site -> in use, waiting, limit
     bulk_jobs: dict[str, int] = field(default_factory=dict)
     workers_seen: int = 0
+    tokens: int | None = None  # this process's token file: tokens accepted, and whether its version is good
+    token_file_ok: bool | None = None
 
 
 async def read_snapshot(
@@ -158,6 +163,14 @@ class _OneShot:
         yield GaugeMetricFamily(
             "sccm_refresh_workers_seen", "Workers that swept within the last minute", value=snap.workers_seen
         )
+        if snap.tokens is not None:
+            yield GaugeMetricFamily("sccm_refresh_api_tokens", "Tokens this API process accepts", value=snap.tokens)
+        if snap.token_file_ok is not None:
+            yield GaugeMetricFamily(
+                "sccm_refresh_api_token_file_ok",
+                "1 when the token file's current version is good, 0 while it is bad (see the server log)",
+                value=int(snap.token_file_ok),
+            )
 
 
 def _latency(raw: Mapping[str, str]) -> HistogramMetricFamily:

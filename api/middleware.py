@@ -2,13 +2,15 @@
 
 Plain ASGI (not BaseHTTPMiddleware: that buffers and breaks streaming). In order:
 
-1. `/v1/...` and `/metrics` need `Authorization: Bearer <token>`: a missing or unknown token is answered 401
-   here, before the body is read. The principal goes to `request.state.principal`; routes check
-   the role (403).
+1. `/v1/...` and `/metrics` need `Authorization: Bearer <token>`: a missing or unknown token, or
+   more than one Authorization header, is answered 401 here, before the body is read. The
+   principal goes to `request.state.principal`. A POST needs role `submit`: a `read` token is
+   403 here too, before its body is parsed (the routes check the role again).
 2. A body larger than `max_body_bytes` is 413: at once when Content-Length says so, else as
    soon as the count passes the limit while reading (a chunked body).
-3. One access log line per request: method, route template, status, duration. No query string,
-   no header, no path parameter (a package id or request id), so no token or id is logged.
+3. One access log line per request: method, route template, status, duration, the caller's
+   token name and the client's address. No query string, no header, no path parameter (a
+   package id or request id), so no token or id is logged.
 4. An exception that escapes the app is logged by type with an error id and answered with a
    sanitised 500 carrying that id (when the response has not started).
 """
@@ -81,12 +83,16 @@ class ApiMiddleware:
                 await response(scope, receive, send_status)
         finally:
             route = scope.get("route")
+            principal = scope.get("state", {}).get("principal")
+            client = scope.get("client")
             _access_log.info(
-                "%s %s %d %.2fms",
+                "%s %s %d %.2fms caller=%s client=%s",
                 scope.get("method", "-"),
                 getattr(route, "path", "-"),
                 status,
                 (time.perf_counter() - started) * 1000.0,
+                principal.name if isinstance(principal, Principal) else "-",
+                f"{client[0]}:{client[1]}" if client else "-",
             )
 
     def _refusal(self, scope: Scope) -> Any:
@@ -99,6 +105,12 @@ class ApiMiddleware:
                     401, "a valid bearer token is required", headers={"WWW-Authenticate": _challenge(scope)}
                 )
             scope.setdefault("state", {})["principal"] = principal
+            if scope.get("method") == "POST" and not principal.allows("submit"):
+                return problem_response(
+                    403,
+                    "this token's role does not allow this (needs submit)",
+                    headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
+                )
         length = _header(scope, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
             return problem_response(413, f"request body larger than {self.max_body_bytes} bytes")
@@ -134,9 +146,11 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def _bearer_token(scope: Scope) -> str | None:
-    value = _header(scope, b"authorization")
-    if value is None:
+    values = [value for key, value in scope.get("headers", ()) if key == b"authorization"]
+    if len(values) != 1:
+        # Two Authorization headers: which one a proxy in front checked is anyone's guess.
         return None
+    value = values[0].decode("latin-1")
     scheme, _, token = value.strip().partition(" ")
     if scheme.lower() != _BEARER:
         return None
@@ -145,6 +159,9 @@ def _bearer_token(scope: Scope) -> str | None:
 
 def _challenge(scope: Scope) -> str:
     # RFC 6750 section 3: no error code when the request carried no token at all.
-    if _header(scope, b"authorization") is None:
+    count = sum(1 for key, _value in scope.get("headers", ()) if key == b"authorization")
+    if count == 0:
         return 'Bearer realm="sccm-refresh"'
+    if count > 1:
+        return 'Bearer realm="sccm-refresh", error="invalid_request"'
     return 'Bearer realm="sccm-refresh", error="invalid_token"'

@@ -1,22 +1,37 @@
 """Request and response bodies of the HTTP API (every response is declared, errors included).
 
-Request items are the producers' own models: a refresh is `worker.domain.request.RefreshRequest`
-(strict, unknown fields refused) and a bulk job is `worker.domain.criteria.BulkCriteria` plus
-`dry_run`, so the API cannot accept what a producer or the worker would refuse.
+A refresh item is the API's own model, `RefreshItem`: the task's fields a caller may set, with
+the worker's rules (strict, unknown fields refused, an unforced task sequence refused), and none
+of its internal ones (`package_hint`, `requested_at`, `retry_state`: the worker would trust a
+forged hint). `to_request` turns it into the task's `RefreshRequest`. A bulk job is
+`worker.domain.criteria.BulkCriteria` plus `dry_run`. So the API cannot accept what the worker would
+refuse, nor let a caller set what only producers inside the system may.
+
+A body object with far more keys than its model has fields is refused with one error before
+each key is looked at (100,000 unknown keys would otherwise be 100,000 errors built).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from errors import InvalidRequestError
 from worker.domain.criteria import BulkCriteria
 from worker.domain.outcomes import STATUSES
-from worker.domain.request import RefreshRequest
+from worker.domain.packages import (
+    TASK_SEQUENCE_CLASS,
+    validate_package_id,
+    validate_refreshable_class,
+    validate_site_code,
+)
+from worker.domain.request import DEFAULT_PACKAGE_CLASS, RefreshRequest, is_valid_id
 
 __all__ = [
+    "LOCAL_ID_MAX_CHARS",
     "MAX_PACKAGES_CEILING",
     "BulkAccepted",
     "BulkRefreshBody",
@@ -29,9 +44,12 @@ __all__ = [
     "Readiness",
     "RefreshAccepted",
     "RefreshBatch",
+    "RefreshItem",
     "RefreshStatus",
     "SubmittedRefresh",
     "ValidationProblem",
+    "rule",
+    "to_request",
 ]
 
 # The model's own bound; the configured limit (api.max_packages_per_request, at most this) is
@@ -41,18 +59,127 @@ _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
 _TIMESTAMP_PATTERN: Final = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 
 
-class RefreshBatch(BaseModel):
-    """`POST /v1/refreshes`: one or many packages, each a refresh request as the worker takes it."""
+# A caller's request id is stored as `<token name>:<id>` (names are at most 64 characters):
+# at most 63 here keeps the stored id within the worker's 128.
+LOCAL_ID_MAX_CHARS: Final = 63
+# Keys a body object may have before it is refused whole (its model has fewer fields).
+_MAX_KEYS: Final = 32
+_LAST_BMP: Final = 0xFFFF
+_ID_RULE: Final = f"must be 1-{LOCAL_ID_MAX_CHARS} letters, digits or _ . : - (starting with a letter or digit)"
+
+
+def _few_keys(data: Any) -> Any:
+    if isinstance(data, dict) and len(data) > _MAX_KEYS:
+        raise ValueError(f"more than {_MAX_KEYS} fields")
+    return data
+
+
+def rule(normalise: Callable[[Any], str]) -> AfterValidator:
+    """A producer-side validator (InvalidRequestError) as a pydantic one (ValueError); None passes."""
+
+    def check(value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return normalise(value)
+        except InvalidRequestError as exc:
+            raise ValueError(exc.message) from None
+
+    return AfterValidator(check)
+
+
+def _local_id(value: str | None) -> str | None:
+    if value is not None and not (len(value) <= LOCAL_ID_MAX_CHARS and is_valid_id(value)):
+        raise ValueError(_ID_RULE)
+    return value
+
+
+def _correlation_id(value: str | None) -> str | None:
+    if value is not None and not is_valid_id(value):
+        raise ValueError("must be 1-128 letters, digits or _ . : - (starting with a letter or digit)")
+    return value
+
+
+class RefreshItem(BaseModel):
+    """One package to refresh: what a caller may set of the task's request (docs/api.md)."""
 
     model_config = _STRICT
 
-    packages: list[RefreshRequest] = Field(min_length=1, max_length=MAX_PACKAGES_CEILING)
+    site_code: Annotated[str, rule(validate_site_code)]
+    package_id: Annotated[str, rule(validate_package_id)]
+    package_class: Annotated[str, rule(validate_refreshable_class)] = DEFAULT_PACKAGE_CLASS
+    request_id: Annotated[str | None, AfterValidator(_local_id)] = Field(
+        default=None,
+        description=(
+            "your id for the request, scoped to your token: stored as `<token name>:<request_id>` "
+            "(the id the answer and the outcomes carry); default: a new one"
+        ),
+    )
+    correlation_id: Annotated[str | None, AfterValidator(_correlation_id)] = None
+    force: bool = Field(
+        default=False,
+        validate_default=True,
+        description="required for SMS_TaskSequencePackage (Microsoft warns it renders the task sequence inoperable)",
+    )
+    verify: bool = Field(default=False, description="wait (bounded) for SourceVersion to increase")
+
+    _few_keys = model_validator(mode="before")(_few_keys)
+
+    @field_validator("force")
+    @classmethod
+    def _task_sequence_needs_force(cls, value: bool, info: ValidationInfo) -> bool:
+        if info.data.get("package_class") == TASK_SEQUENCE_CLASS and not value:
+            raise ValueError(f"must be true to refresh {TASK_SEQUENCE_CLASS}")
+        return value
+
+
+def to_request(item: RefreshItem, *, request_id: str, requested_at: datetime) -> RefreshRequest:
+    """The task's request for a validated item (its rules are the item's: not validated again)."""
+    return RefreshRequest.model_construct(
+        site_code=item.site_code,
+        package_id=item.package_id,
+        package_class=item.package_class,
+        request_id=request_id,
+        correlation_id=item.correlation_id,
+        force=item.force,
+        verify=item.verify,
+        requested_at=requested_at,
+        package_hint=None,
+    )
+
+
+class RefreshBatch(BaseModel):
+    """`POST /v1/refreshes`: one or many packages."""
+
+    model_config = _STRICT
+
+    packages: list[RefreshItem] = Field(min_length=1, max_length=MAX_PACKAGES_CEILING)
+
+    _few_keys = model_validator(mode="before")(_few_keys)
 
 
 class BulkRefreshBody(BulkCriteria):
     """`POST /v1/bulk-refreshes`: the bulk criteria, plus `dry_run` (count and sample, refresh nothing)."""
 
     dry_run: bool = Field(default=False, description="enumerate and count only; nothing is refreshed")
+
+    _few_keys = model_validator(mode="before")(_few_keys)
+
+    @field_validator("pkg_source_flags", mode="before")
+    @classmethod
+    def _integral_numbers(cls, value: Any) -> Any:
+        # JSON Schema counts 4.0 as an integer (the document says `integer`): take it as 4.
+        if isinstance(value, list):
+            return [int(item) if isinstance(item, float) and item.is_integer() else item for item in value]
+        return value
+
+    @field_validator("name_pattern")
+    @classmethod
+    def _basic_plane(cls, value: str | None) -> str | None:
+        # Package names live in the Basic Multilingual Plane; the document's pattern says so exactly.
+        if value is not None and any(ord(ch) > _LAST_BMP for ch in value):
+            raise ValueError("characters past U+FFFF are not allowed in a name pattern")
+        return value
 
     def criteria(self) -> dict[str, Any]:
         """The criteria alone, as `producers.bulk.enqueue_bulk` takes them."""
@@ -175,6 +302,12 @@ class Readiness(BaseModel):
     broker: bool
     workers: int = Field(description="workers consuming our queue at the last check")
     checked_at: datetime = Field(description="when the workers were last asked (cached a few seconds)")
+    token_file_ok: bool = Field(
+        description=(
+            "false while the token file's current version is bad (the server log says why; "
+            "only tokens its good lines still hold are accepted)"
+        )
+    )
 
 
 # -- errors ----------------------------------------------------------------------------------

@@ -87,11 +87,19 @@ def _shown_loc(part: object) -> str | int:
 
 
 def _without_value(msg: str, value: object) -> str:
-    # Our validators quote a short repr of a bad value; the API does not send it back.
-    if isinstance(value, str | int | float) and not isinstance(value, bool):
-        for shown in {safe_repr(value), repr(value)}:
-            if len(shown) > 2:
-                msg = msg.replace(shown, _HIDDEN_VALUE)
+    # Our validators quote a short repr of a bad value; the API does not send it back. A list's
+    # validator quotes the bad item.
+    items = value if isinstance(value, list | tuple) else [value]
+    for item in items:
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int | float):
+            # A number stands alone (not a digit of another number in the rule's text).
+            msg = re.sub(rf"(?<![\w.-]){re.escape(repr(item))}(?![\w.])", _HIDDEN_VALUE, msg)
+        elif isinstance(item, str):
+            for shown in {safe_repr(item), repr(item)}:
+                if len(shown) > 2:
+                    msg = msg.replace(shown, _HIDDEN_VALUE)
     return msg
 
 

@@ -22,7 +22,7 @@ from worker.stores.redis_client import (
     DEFAULT_SOCKET_TIMEOUT_S,
 )
 
-__all__ = ["Replay", "async_redis", "read_package_state", "read_request_state"]
+__all__ = ["Replay", "async_redis", "read_own_request_state", "read_package_state", "read_request_state"]
 
 # How long a request waits for a pooled connection before failing (503) rather than queueing.
 POOL_WAIT_S: Final = 5.0
@@ -62,6 +62,21 @@ async def read_request_state(redis: AsyncRedis, keys: RedisKeys, request_id: str
     """`worker.stores.outcome_reader.request_state`, read with redis.asyncio (one HGETALL)."""
     reply = await redis.hgetall(keys.request_state(request_id))
     return request_state(Replay(reply).as_client(), keys, request_id)
+
+
+async def read_own_request_state(
+    redis: AsyncRedis, keys: RedisKeys, candidates: list[str]
+) -> tuple[str, RequestState] | None:
+    """The first of `candidates` with a recorded state, and that state (one pipelined round trip)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for request_id in candidates:
+            pipe.hgetall(keys.request_state(request_id))
+        replies = await pipe.execute()
+    for request_id, reply in zip(candidates, replies, strict=True):
+        state = request_state(Replay(reply).as_client(), keys, request_id)
+        if state is not None:
+            return request_id, state
+    return None
 
 
 async def read_package_state(

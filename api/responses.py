@@ -15,6 +15,7 @@ _DESCRIPTIONS: Final = {
     409: "Idempotency-Key reused with another body, or its first request is still running (Retry-After)",
     413: "request body larger than api.max_body_bytes",
     422: "a field broke its rule; each is named, the values sent are not echoed",
+    429: "this token holds its share of event streams already (Retry-After)",
     500: "a bug: the error_id is in the server log",
     503: "Redis or the broker is unreachable, or a capacity limit is reached (Retry-After)",
 }

@@ -10,17 +10,31 @@ from typing import Any, Final
 import uvicorn
 
 from api.app import create_app
+from api.connection_guard import ConnectionLimits, guarded_protocol
 from api.middleware import ACCESS_LOGGER, ERROR_LOGGER
 from api.token_file import TOKEN_FILE_LOGGER, TokenFile
 from config.settings import ApiSettings, Settings
 from errors import ConfigError
 
-__all__ = ["LISTENING_PREFIX", "is_loopback", "listen", "log_config", "run", "serve", "token_store", "url_of"]
+__all__ = [
+    "HEALTH_PATHS",
+    "LISTENING_PREFIX",
+    "connection_limits",
+    "is_loopback",
+    "listen",
+    "log_config",
+    "run",
+    "serve",
+    "token_store",
+    "url_of",
+]
 
 # Printed once the socket listens (tests and scripts read the port from it when it was 0).
 LISTENING_PREFIX: Final = "sccm-refresh api: listening on "
 _GRACEFUL_SHUTDOWN_S: Final = 5
 _LOCALHOST: Final = "localhost"
+# Answered however many requests are in flight: probes must tell "busy" from "down".
+HEALTH_PATHS: Final = frozenset({"/healthz", "/readyz"})
 
 
 def is_loopback(host: str) -> bool:
@@ -79,15 +93,31 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"http://{host}:{port}"
 
 
-def run(app: Any, sock: socket.socket, *, log_level: str, max_connections: int) -> None:
+def connection_limits(api: ApiSettings) -> ConnectionLimits:
+    """What the server's protocol enforces against slow and oversized clients (api/connection_guard.py)."""
+    return ConnectionLimits(
+        max_in_flight=api.max_connections,
+        max_per_client=api.max_connections_per_client,
+        header_timeout_s=api.header_timeout_s,
+        body_timeout_s=api.body_timeout_s,
+        max_header_bytes=api.max_header_bytes,
+        max_headers=api.max_headers,
+        exempt_paths=HEALTH_PATHS,
+    )
+
+
+def run(app: Any, sock: socket.socket, *, log_level: str, limits: ConnectionLimits) -> None:
     """Serve `app` on `sock` until SIGINT/SIGTERM (the settings the benchmark's baseline shares)."""
     config = uvicorn.Config(
         app,
+        http=guarded_protocol(limits),
+        ws="none",
         log_config=log_config(log_level),
         access_log=False,
         server_header=False,
         proxy_headers=False,
-        limit_concurrency=max_connections,
+        # The guarded protocol caps requests in flight itself (uvicorn's cap counts connections).
+        limit_concurrency=None,
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_S,
         lifespan="on",
     )
@@ -103,5 +133,5 @@ def serve(settings: Settings, *, insecure_no_auth: bool = False) -> int:
     app = create_app(settings, tokens=tokens)
     if tokens is None:
         print("sccm-refresh api: WARNING: authentication is OFF (--insecure-no-auth)", file=sys.stderr, flush=True)
-    run(app, sock, log_level=settings.log_level, max_connections=api.max_connections)
+    run(app, sock, log_level=settings.log_level, limits=connection_limits(api))
     return 0

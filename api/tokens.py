@@ -6,20 +6,24 @@ The file holds one line per token, never the token itself:
     sha256:<64 hex digits> <role> <name>
 
 `role` is `submit` (may trigger refreshes and bulk jobs; implies read) or `read`. `name` names
-the caller (1-64 of `A-Z a-z 0-9 _ . -`): it scopes Idempotency-Keys. A presented token is
-hashed with SHA-256 and compared with `hmac.compare_digest` against every entry, always all of
-them, so the time taken does not depend on which entry (if any) matches. Tokens are random
-secrets, not passwords: one fast hash is the right tool (a slow KDF would only slow requests).
+the caller (1-64 of `A-Z a-z 0-9 _ . -`): it scopes request ids and Idempotency-Keys. Names and
+hashes are unique in a file. A presented token is hashed with SHA-256 and compared with
+`hmac.compare_digest` against every entry, always all of them, so the time taken does not depend
+on which entry (if any) matches. Tokens are random secrets of at least 128 bits, not passwords:
+one fast hash is the right tool (a slow KDF would only slow requests). `token_line` (`hash-token`)
+refuses a token that cannot hold 128 bits, and a presented token shorter than that is never
+accepted, whatever the file says.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final, Literal, Protocol
 
 from errors import ConfigError
@@ -34,6 +38,7 @@ __all__ = [
     "TokenEntry",
     "TokenStore",
     "hash_token",
+    "parse_lines",
     "parse_token_file",
     "token_line",
 ]
@@ -42,7 +47,11 @@ Role = Literal["submit", "read"]
 ROLES: Final[tuple[Role, ...]] = ("submit", "read")
 HASH_SCHEME: Final = "sha256"
 MAX_TOKEN_CHARS: Final = 512
-MIN_TOKEN_CHARS: Final = 16
+# 22 characters of base64url hold 132 bits: nothing shorter can hold 128.
+MIN_TOKEN_CHARS: Final = 22
+MIN_TOKEN_BITS: Final = 128
+# A random token's characters are spread out; "passwordpassword..." is not (about 2.8 bits each).
+_MIN_BITS_PER_CHAR: Final = 3.0
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 # RFC 6750 b64token, a little wider: any visible ASCII but a space.
@@ -86,6 +95,11 @@ def token_line(token: str, role: str, name: str) -> str:
     """The token file line for a token; raises ValueError for a weak token, a bad role or name."""
     if not (MIN_TOKEN_CHARS <= len(token) <= MAX_TOKEN_CHARS) or not _TOKEN.fullmatch(token):
         raise ValueError(f"a token must be {MIN_TOKEN_CHARS}-{MAX_TOKEN_CHARS} visible ASCII characters, no spaces")
+    if not _looks_random(token):
+        raise ValueError(
+            f"this token cannot hold {MIN_TOKEN_BITS} bits (too short for its characters, or too repetitive):"
+            " use e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if not _NAME.fullmatch(name):
@@ -93,23 +107,65 @@ def token_line(token: str, role: str, name: str) -> str:
     return f"{hash_token(token)} {role} {name}"
 
 
-def parse_token_file(lines: Iterable[str], *, source: str = "token file") -> list[TokenEntry]:
-    """Entries of a token file; a bad line is a ConfigError naming its number (never its content)."""
+def _looks_random(token: str) -> bool:
+    """At least 128 bits by the size of its alphabet, and characters spread like a random string's."""
+    pool = sum(
+        size
+        for present, size in (
+            (any(c.islower() for c in token), 26),
+            (any(c.isupper() for c in token), 26),
+            (any(c.isdigit() for c in token), 10),
+            (any(not c.isalnum() for c in token), 32),
+        )
+        if present
+    )
+    counts = Counter(token)
+    spread = -sum(n / len(token) * math.log2(n / len(token)) for n in counts.values())
+    return len(token) * math.log2(pool) >= MIN_TOKEN_BITS and spread >= _MIN_BITS_PER_CHAR
+
+
+def parse_lines(lines: Iterable[str], *, source: str = "token file") -> tuple[list[TokenEntry], list[str]]:
+    """The good entries of a token file and a message per bad line (by number, never its content).
+
+    A line is bad when malformed or when it repeats an earlier line's name or hash (a second
+    name for one token would silently change its role).
+    """
     entries: list[TokenEntry] = []
+    errors: list[str] = []
     names: set[str] = set()
+    digests: set[bytes] = set()
     for number, raw in enumerate(lines, start=1):
         line = raw.strip()
+        if number == 1:
+            line = line.removeprefix("\ufeff")  # a byte order mark some editors write
         if not line or line.startswith("#"):
             continue
-        entry = _parse_line(line, number, source)
+        try:
+            entry = _parse_line(line, number, source)
+        except ConfigError as exc:
+            errors.append(exc.message)
+            continue
         if entry.principal.name in names:
-            raise ConfigError(f"{source} line {number}: the name {entry.principal.name!r} is used twice")
-        names.add(entry.principal.name)
-        entries.append(entry)
-        if len(entries) > _MAX_ENTRIES:
-            raise ConfigError(f"{source}: more than {_MAX_ENTRIES} tokens")
-    if not entries:
-        raise ConfigError(f"{source} holds no token")
+            errors.append(f"{source} line {number}: the name {entry.principal.name!r} is used twice")
+        elif entry.digest in digests:
+            errors.append(f"{source} line {number}: the same token hash as an earlier line")
+        elif len(entries) >= _MAX_ENTRIES:
+            errors.append(f"{source}: more than {_MAX_ENTRIES} tokens")
+            break
+        else:
+            names.add(entry.principal.name)
+            digests.add(entry.digest)
+            entries.append(entry)
+    if not entries and not errors:
+        errors.append(f"{source} holds no token")
+    return entries, errors
+
+
+def parse_token_file(lines: Iterable[str], *, source: str = "token file") -> list[TokenEntry]:
+    """Entries of a token file; a bad line is a ConfigError naming its number (never its content)."""
+    entries, errors = parse_lines(lines, source=source)
+    if errors:
+        raise ConfigError(errors[0])
     return entries
 
 
@@ -135,21 +191,16 @@ class TokenStore:
     def __init__(self, entries: Iterable[TokenEntry]) -> None:
         self._entries = tuple(entries)
 
-    @classmethod
-    def load(cls, path: Path) -> TokenStore:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
-            raise ConfigError(f"cannot read the API token file {str(path)!r}: {why}") from None
-        return cls(parse_token_file(text.splitlines(), source=f"token file {str(path)!r}"))
+    @property
+    def entries(self) -> tuple[TokenEntry, ...]:
+        return self._entries
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def authenticate(self, token: str) -> Principal | None:
         """The principal of `token`, or None; compares with every entry whatever matches."""
-        if not (0 < len(token) <= MAX_TOKEN_CHARS) or not _TOKEN.fullmatch(token):
+        if not (MIN_TOKEN_CHARS <= len(token) <= MAX_TOKEN_CHARS) or not _TOKEN.fullmatch(token):
             return None
         digest = hashlib.sha256(token.encode()).digest()
         found: Principal | None = None

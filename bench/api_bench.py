@@ -210,6 +210,7 @@ def _servers(tmp: Path) -> Iterator[dict[str, ApiServer]]:
         _seed_outcome(redis_server.url, keys)
         token_file = tmp / "tokens"
         token_file.write_text(token_line(TOKEN, "submit", "bench") + "\n", encoding="utf-8")
+        token_file.chmod(0o600)  # the API refuses a token file others may write
         env = {
             **_clean_env(),
             "SCCM_REFRESH_BROKER_URL": redis_server.url,

@@ -18,7 +18,8 @@ from fastapi import FastAPI, Request
 from redis.asyncio import Redis as AsyncRedis
 
 from api.redis_async import async_redis
-from api.server import listen, run
+from api.server import connection_limits, listen, run
+from config.settings import ApiSettings
 
 __all__ = ["FLOOR_KEY_ENV", "FLOOR_LIST_ENV", "app", "main"]
 
@@ -76,7 +77,7 @@ async def noop_redis_post(request: Request, body: dict[str, Any]) -> dict[str, i
 
 
 def main() -> int:
-    run(app, listen("127.0.0.1", 0), log_level="WARNING", max_connections=1000)
+    run(app, listen("127.0.0.1", 0), log_level="WARNING", limits=connection_limits(ApiSettings()))
     return 0
 
 

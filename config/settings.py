@@ -188,12 +188,33 @@ class ApiSettings(BaseModel):
     event_batch: int = Field(default=100, ge=1, le=1000)
     event_heartbeat_s: float = Field(default=15.0, gt=0, le=300)
     event_max_duration_s: float = Field(default=3600.0, gt=0, le=86_400)
+    # One send to an event stream's client may wait this long for the socket (a client that
+    # stopped reading): past it the connection is dropped and its slot freed.
+    event_send_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    # Streams one caller (token name) may hold at once: no reader takes every slot.
+    max_event_streams_per_caller: int = Field(default=16, ge=1, le=10_000)
+    # Streams catching up on a backlog longer than one batch (a replay: `after=0-0`, an old
+    # Last-Event-ID) at once, over all callers; 503 beyond.
+    max_event_replays: int = Field(default=4, ge=1, le=10_000)
     # /readyz asks the workers which queues they consume (a broadcast that waits timeout_s)
     # and keeps the answer this long.
     readiness_timeout_s: float = Field(default=1.0, gt=0, le=30)
     readiness_cache_s: float = Field(default=5.0, ge=0, le=300)
-    # uvicorn answers 503 past this many open connections (event streams included).
+    # Requests in flight (headers received, response not finished; event streams included):
+    # past this many, 503 for every route but /healthz and /readyz. A connection still sending
+    # its request does not count (it has the deadlines below).
     max_connections: int = Field(default=1000, ge=1, le=100_000)
+    # Connections one client address may hold open at once (0: no cap; behind a reverse proxy
+    # every client has the proxy's address, so there the proxy enforces it).
+    max_connections_per_client: int = Field(default=64, ge=0, le=100_000)
+    # A request's line and headers must arrive within header_timeout_s of its first byte (of
+    # the connection, for the first request), its body within body_timeout_s of the headers:
+    # 408 and the connection closed otherwise, however steadily the bytes trickle.
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # Request line and headers together (431 beyond), and how many header lines.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    max_headers: int = Field(default=100, ge=8, le=1000)
 
     @model_validator(mode="after")
     def _streams_fit_connections(self) -> ApiSettings:

@@ -1,8 +1,8 @@
 """Fixtures for the HTTP API: tokens, the API's environment, and `pipeline_api`.
 
 The process and SSE helpers live in testing/api_process.py (re-exported here). `pipeline_api`
-serves the API in front of the shared test pipeline (its Redis, queue, prefix), with a `submit`
-and a `read` token.
+serves the API in front of the shared test pipeline (its Redis, queue, prefix), with two
+`submit` tokens (svc-submit, svc-other) and a `read` token.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from testing.api_process import ApiServer, SseEvent, iter_sse
 from testing.fixtures_pipeline import Pipeline
 
 __all__ = [
+    "OTHER_SUBMIT_TOKEN",
     "READ_TOKEN",
     "SUBMIT_TOKEN",
     "ApiServer",
@@ -29,6 +30,7 @@ __all__ = [
 ]
 
 SUBMIT_TOKEN = "test-submit-token-5f0c2a9e7b1d4c36"  # noqa: S105 - a test token for a local server
+OTHER_SUBMIT_TOKEN = "test-other-token-0a7d3e91c5b24f68"  # noqa: S105 - a second submitter (svc-other)
 READ_TOKEN = "test-read-token-93e1b7a2c4d85f60"  # noqa: S105 - a test token for a local server
 _ENV_PREFIX = "SCCM_REFRESH_"
 # Tests want heartbeats (and so deadline checks) often, and short XREAD slices.
@@ -40,9 +42,10 @@ FAST_EVENTS_ENV = {
 
 
 def write_token_file(path: Path, tokens: Mapping[str, tuple[str, str]]) -> Path:
-    """A token file: name -> (token, role)."""
+    """A token file: name -> (token, role), writable by its owner only (the API refuses others)."""
     lines = [token_line(token, role, name) for name, (token, role) in tokens.items()]
     path.write_text("# test tokens\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    path.chmod(0o600)
     return path
 
 
@@ -66,10 +69,15 @@ def api_environment(
 
 @pytest.fixture(scope="module")
 def pipeline_api(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    """The API in front of the module's pipeline, with a `submit` and a `read` token."""
+    """The API in front of the module's pipeline, with two `submit` tokens and a `read` token."""
     tmp = tmp_path_factory.mktemp("api")
     tokens = write_token_file(
-        tmp / "tokens", {"svc-submit": (SUBMIT_TOKEN, "submit"), "svc-read": (READ_TOKEN, "read")}
+        tmp / "tokens",
+        {
+            "svc-submit": (SUBMIT_TOKEN, "submit"),
+            "svc-other": (OTHER_SUBMIT_TOKEN, "submit"),
+            "svc-read": (READ_TOKEN, "read"),
+        },
     )
     env = api_environment(
         redis_url=pipeline.redis_url,

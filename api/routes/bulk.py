@@ -15,6 +15,7 @@ from api.models import BulkAccepted, BulkRefreshBody, BulkStatus
 from api.problems import ApiError, field_error
 from api.responses import POST_ERRORS, READ_ERRORS, error_responses
 from errors import ConfigError, InvalidRequestError
+from worker.bulk_job import DRY_RUN_KEY
 from worker.domain.ids import is_bulk_id
 from worker.stores.bulk_store import BulkRecord
 
@@ -117,6 +118,8 @@ async def cancel_bulk(
 def _status(record: BulkRecord | None) -> dict[str, Any]:
     if record is None:
         raise ApiError(404, "no such bulk job (unknown or expired)")
+    # The record marks a dry run when it is done; what was asked is in its criteria from the start.
+    dry_run = record.dry_run or record.criteria.get(DRY_RUN_KEY) is True
     return BulkStatus(
         bulk_id=record.bulk_id,
         site_code=record.site_code,
@@ -131,7 +134,7 @@ def _status(record: BulkRecord | None) -> dict[str, Any]:
         started_at=record.started_at,
         finished_at=record.finished_at,
         error=record.error,
-        dry_run=record.dry_run,
+        dry_run=dry_run,
         package_classes=list(record.package_classes),
-        sample=record.sample if record.dry_run else None,
+        sample=record.sample if dry_run else None,
     ).model_dump(mode="json")

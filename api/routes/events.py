@@ -9,15 +9,27 @@ from pydantic import AfterValidator
 from starlette.responses import Response
 
 from api.deps import ID_RULE, ReadAccess, checked_optional_id, rule
-from api.events import EventFilter, EventStreamResponse, StreamSettings, event_stream, is_stream_id, start_position
-from api.problems import ApiError
+from api.events import (
+    EventFilter,
+    EventStreamResponse,
+    StreamLease,
+    StreamSettings,
+    event_stream,
+    has_backlog,
+    is_stream_id,
+    start_position,
+    stream_id_key,
+)
+from api.problems import ApiError, field_error
+from api.request_ids import own_candidates
 from api.responses import READ_ERRORS, error_responses
 from worker.domain.packages import validate_site_code
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["events"])
-_STREAM_ID_RULE: Final = "a stream id, <ms>-<seq> (the id of an event received)"
+_STREAM_ID_RULE: Final = "a stream id, <ms>-<seq>, each part within 64 bits (the id of an event received)"
+_RETRY_AFTER: Final = {"Retry-After": "5"}
 
 
 def _stream_id(value: str | None) -> str | None:
@@ -43,7 +55,7 @@ _EVENTS_DOC: Final = {
     "/events",
     response_class=EventStreamResponse,
     status_code=200,
-    responses={200: _EVENTS_DOC, **error_responses(*READ_ERRORS)},
+    responses={200: _EVENTS_DOC, **error_responses(*READ_ERRORS, 429)},
     summary="Follow outcomes live (Server-Sent Events)",
 )
 async def events(
@@ -65,22 +77,39 @@ async def events(
 ) -> Response:
     """Outcomes published from now on (or after `Last-Event-ID` / `after`), filtered, until the stream's time limit."""
     ctx = access.ctx
-    if not ctx.stream_slots.try_acquire():
-        raise ApiError(503, "too many open event streams; retry later", headers={"Retry-After": "5"})
-    stream = ctx.keys.outcome_stream
-    try:
-        resume_from = last_event_id or after
-        start = resume_from or await start_position(ctx.events_redis, stream)
-    except BaseException:
-        ctx.stream_slots.release()
-        raise
+    lease = ctx.stream_slots.try_acquire(access.principal.name)
+    if lease == "caller_full":
+        raise ApiError(429, "this token has too many open event streams; retry later", headers=_RETRY_AFTER)
+    if not isinstance(lease, StreamLease):
+        raise ApiError(503, "too many open event streams; retry later", headers=_RETRY_AFTER)
     api = ctx.settings.api
+    stream = ctx.keys.outcome_stream
+    resume_from = last_event_id or after
+    try:
+        newest = await start_position(ctx.events_redis, stream)
+        if resume_from is not None:
+            if stream_id_key(resume_from) > stream_id_key(newest):
+                where = ["header", "Last-Event-ID"] if last_event_id else ["query", "after"]
+                raise field_error(where, "is past the stream's newest event")
+            replay = await has_backlog(ctx.events_redis, stream, resume_from, api.event_batch)
+            if replay and not lease.start_replay():
+                raise ApiError(503, "too many event streams are replaying; retry later", headers=_RETRY_AFTER)
+    except BaseException:
+        lease.release()
+        raise
     content = event_stream(
         ctx.events_redis,
         stream,
-        after=start,
+        after=resume_from or newest,
         resumed=resume_from is not None,
-        event_filter=EventFilter(request_id, correlation_id, site_code),
+        event_filter=EventFilter(
+            frozenset(own_candidates(access.principal.name, request_id)) if request_id else None,
+            correlation_id,
+            site_code,
+        ),
         settings=StreamSettings(api.event_block_ms, api.event_batch, api.event_heartbeat_s, api.event_max_duration_s),
+        caught_up=lease.end_replay,
     )
-    return EventStreamResponse(content, release=ctx.stream_slots.release)
+    return EventStreamResponse(
+        content, lease=lease, max_duration_s=api.event_max_duration_s, send_timeout_s=api.event_send_timeout_s
+    )

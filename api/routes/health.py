@@ -35,5 +35,6 @@ async def readyz(ctx: Ctx) -> JSONResponse:
         "broker": report.broker,
         "workers": report.workers,
         "checked_at": report.checked_at.isoformat(),
+        "token_file_ok": ctx.token_file is None or ctx.token_file.error is None,
     }
     return JSONResponse(body, status_code=200 if report.ready else 503)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fastapi import APIRouter
 from fastapi.responses import Response
 
@@ -29,4 +31,6 @@ router = APIRouter(tags=["metrics"])
 async def metrics(access: ReadAccess) -> Response:
     ctx = access.ctx
     snapshot = await read_snapshot(ctx.settings, ctx.keys, ctx.redis, ctx.broker_redis)
+    if ctx.token_file is not None:
+        snapshot = replace(snapshot, tokens=len(ctx.token_file), token_file_ok=ctx.token_file.error is None)
     return Response(render(snapshot), media_type=CONTENT_TYPE)

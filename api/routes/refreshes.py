@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Path
@@ -10,15 +11,15 @@ from fastapi.responses import JSONResponse
 from api.deps import ID_RULE, ApiContext, ReadAccess, SubmitAccess, checked_id, rule
 from api.idempotency import Claim
 from api.idempotent_post import IdempotencyKey, idempotent
-from api.models import PackageStatus, RefreshAccepted, RefreshBatch, RefreshStatus
+from api.models import PackageStatus, RefreshAccepted, RefreshBatch, RefreshItem, RefreshStatus, to_request
 from api.problems import ApiError, field_error
 from api.producers import BrokerUnavailableError
-from api.redis_async import read_package_state, read_request_state
+from api.redis_async import read_own_request_state, read_package_state
+from api.request_ids import caller_request_id, own_candidates
 from api.responses import POST_ERRORS, READ_ERRORS, error_responses
-from producers.enqueue import stamp_refresh
+from producers.enqueue import new_request_id
 from worker.domain.outcomes import format_timestamp
 from worker.domain.packages import validate_package_id, validate_site_code
-from worker.domain.request import RefreshRequest
 
 __all__ = ["router"]
 
@@ -26,7 +27,15 @@ router = APIRouter(prefix="/v1", tags=["refreshes"])
 SUBMIT_ROUTE: Final = "/v1/refreshes"
 _RETRY_AFTER = {"Retry-After": "2"}
 
-RequestIdPath = Annotated[str, Path(min_length=1, max_length=128, description=ID_RULE), checked_id]
+RequestIdPath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=128,
+        description=f"{ID_RULE}; your own request's id may be given without its `<token name>:`",
+    ),
+    checked_id,
+]
 SitePath = Annotated[
     str, Path(min_length=1, max_length=16, description="3 letters or digits"), rule(validate_site_code)
 ]
@@ -56,14 +65,14 @@ async def submit_refreshes(
     _refuse_repeated_ids(body.packages)
 
     async def produce(claim: Claim | None) -> tuple[int, Any, dict[str, str]]:
-        return await _submit(access.ctx, body.packages, claim)
+        return await _submit(access.ctx, access.principal.name, body.packages, claim)
 
     return await idempotent(
         access, route=SUBMIT_ROUTE, key=idempotency_key, body=lambda: body.model_dump(mode="json"), produce=produce
     )
 
 
-def _refuse_repeated_ids(packages: list[RefreshRequest]) -> None:
+def _refuse_repeated_ids(packages: list[RefreshItem]) -> None:
     seen: dict[str, int] = {}
     for index, request in enumerate(packages):
         if request.request_id is None:
@@ -78,12 +87,21 @@ def _refuse_repeated_ids(packages: list[RefreshRequest]) -> None:
 
 
 async def _submit(
-    ctx: ApiContext, packages: list[RefreshRequest], claim: Claim | None
+    ctx: ApiContext, caller: str, packages: list[RefreshItem], claim: Claim | None
 ) -> tuple[int, Any, dict[str, str]]:
-    # The body model is the task's own RefreshRequest: validated once, here, as the worker would.
+    # Every id is the caller's: `<caller>:<its id>` (or one derived from the Idempotency-Key,
+    # or a new one), so no caller can take, suppress or read back another's under a shared id.
+    now = datetime.now(UTC)
     requests = [
-        stamp_refresh(request, default_id=claim.derived_id("req", index) if claim is not None else None)
-        for index, request in enumerate(packages)
+        to_request(
+            item,
+            request_id=caller_request_id(
+                caller,
+                item.request_id or (claim.derived_id("req", index) if claim is not None else new_request_id()),
+            ),
+            requested_at=now,
+        )
+        for index, item in enumerate(packages)
     ]
     # Were the worker to claim one of these requests before the read, the marker would name
     # that very request, which reports as no leader.
@@ -121,14 +139,19 @@ async def _submit(
     summary="The latest event of one request",
 )
 async def get_refresh(request_id: RequestIdPath, access: ReadAccess) -> JSONResponse:
-    """Status, attempt, final or not, and the outcome document (one Redis read)."""
+    """Status, attempt, final or not, and the outcome document (one Redis round trip).
+
+    An id is first looked up as the caller's own (`<token name>:<id>`), then as given: another
+    caller's request is read only under its full id, never under an id both chose.
+    """
     ctx = access.ctx
-    state = await read_request_state(ctx.redis, ctx.keys, request_id)
-    if state is None:
+    found = await read_own_request_state(ctx.redis, ctx.keys, own_candidates(access.principal.name, request_id))
+    if found is None:
         raise ApiError(404, "no event recorded for this request id (unknown, not started yet, or expired)")
+    full_id, state = found
     return JSONResponse(
         {
-            "request_id": request_id,
+            "request_id": full_id,
             "status": state.status,
             "final": state.final,
             "attempt": state.attempt,

@@ -7,6 +7,7 @@ and how the server refuses to start without authentication.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.tokens import token_line
 from embedded.redis_server import RedisServer
 from testing.fixtures_api import (
     READ_TOKEN,
@@ -251,6 +253,7 @@ def test_the_access_log_holds_route_templates_but_no_token_id_or_query(api: ApiS
     assert wait_until(lambda: "/v1/refreshes/{request_id}" in api.log(), timeout_s=5)
     log = api.log()
     assert "GET /v1/sites/{site_code}/packages/{package_id} 404" in log
+    assert "caller=svc-submit client=127.0.0.1:" in log
     for secret in (SUBMIT_TOKEN, READ_TOKEN, "PS10ABCD", "PS10ABCE", marker, "after=", "nope"):
         assert secret not in log
 
@@ -280,11 +283,12 @@ def test_a_broker_outage_is_a_quick_503(redis_server: RedisServer, tokens_file: 
         server.stop()
 
 
-def test_tokens_rotate_without_a_restart_and_a_broken_file_keeps_the_last_good_ones(
+def test_tokens_rotate_without_a_restart_and_a_bad_file_still_revokes(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    """Rewrite the token file: within the reload interval the new token works and the old one is 401."""
+    """A good file takes over; a bad one revokes the lines it lost, adds nothing, shows in /readyz and /metrics."""
     rotated = "rotated-token-7d41c9e2b05a8f3e"
+    added = "added-token-b8c1e4f70a2d9e35"
     token_path = write_token_file(tmp_path / "tokens", {"svc-submit": (SUBMIT_TOKEN, "submit")})
     server = start_api(
         redis_server.url,
@@ -298,15 +302,47 @@ def test_tokens_rotate_without_a_restart_and_a_broken_file_keeps_the_last_good_o
 
     try:
         assert status_with(SUBMIT_TOKEN) == 404 and status_with(rotated) == 401
-        write_token_file(token_path, {"svc-rotated": (rotated, "read")})
+        write_token_file(token_path, {"svc-rotated": (rotated, "read"), "svc-submit": (SUBMIT_TOKEN, "submit")})
         assert wait_until(lambda: status_with(rotated) == 404, timeout_s=10), "the rotated token was never accepted"
-        assert status_with(SUBMIT_TOKEN) == 401
-        token_path.write_text(f"plain-{rotated} read oops\n", encoding="utf-8")
+        # Revoke svc-submit, add a token, and make a typo: the revocation holds, the addition does not.
+        text = token_path.read_text(encoding="utf-8")
+        kept = [line for line in text.splitlines() if line.endswith(" svc-rotated")]
+        token_path.write_text(
+            "\n".join([*kept, token_line(added, "submit", "svc-added"), f"plain-{rotated} read oops"]) + "\n",
+            encoding="utf-8",
+        )
         # The file is looked at on requests: keep asking until the bad version has been seen.
-        assert wait_until(
-            lambda: status_with(rotated) == 404 and "keeping the 1 tokens" in server.log(), timeout_s=10
-        ), server.log()[-2000:]
-        assert f"plain-{rotated}" not in server.log() and "reloaded: 1 tokens" in server.log()
+        assert wait_until(lambda: status_with(SUBMIT_TOKEN) == 401, timeout_s=10), server.log()[-2000:]
+        assert status_with(rotated) == 404 and status_with(added) == 401
+        with server.client(rotated) as client:
+            assert client.get("/readyz").json()["token_file_ok"] is False
+            assert "sccm_refresh_api_token_file_ok 0.0" in client.get("/metrics").text
+        assert f"plain-{rotated}" not in server.log() and "line 3" in server.log()
+        write_token_file(token_path, {"svc-rotated": (rotated, "read"), "svc-added": (added, "submit")})
+        assert wait_until(lambda: status_with(added) == 404, timeout_s=10)
+        with server.client(rotated) as client:
+            assert client.get("/readyz").json()["token_file_ok"] is True
+    finally:
+        server.stop()
+
+
+def test_a_fifo_in_place_of_the_token_file_blocks_no_request(redis_server: RedisServer, tmp_path: Path) -> None:
+    """The token file replaced by a FIFO: /healthz and authenticated reads still answer at once."""
+    token_path = write_token_file(tmp_path / "tokens", {"svc-submit": (SUBMIT_TOKEN, "submit")})
+    server = start_api(
+        redis_server.url,
+        tmp_path,
+        extra={"SCCM_REFRESH_API__TOKEN_FILE": str(token_path), "SCCM_REFRESH_API__TOKEN_RELOAD_S": "0.2"},
+    )
+    try:
+        token_path.unlink()
+        os.mkfifo(token_path)
+        with server.client(SUBMIT_TOKEN, timeout=1.0) as client:
+            for _ in range(10):
+                assert client.get("/healthz").status_code == 200
+                assert client.get("/v1/refreshes/x").status_code in (401, 404)
+                time.sleep(0.1)
+        assert wait_until(lambda: "not a regular file" in server.log(), timeout_s=5)
     finally:
         server.stop()
 
@@ -377,3 +413,98 @@ def test_insecure_no_auth_on_loopback_serves_without_tokens(redis_server: RedisS
         assert "authentication is OFF" in server.log()
     finally:
         server.stop()
+
+
+def test_internal_fields_and_an_unforced_task_sequence_are_422(submitter: httpx.Client) -> None:
+    """package_hint, requested_at and retry_state are the system's own; a task sequence needs force."""
+    for extra, loc in (
+        ({"package_hint": {"source_version": 0, "name": "<script>"}}, ["body", "packages", 0, "package_hint"]),
+        ({"requested_at": "2026-01-01T00:00:00Z"}, ["body", "packages", 0, "requested_at"]),
+        ({"retry_state": {"attempts": 1}}, ["body", "packages", 0, "retry_state"]),
+        ({"package_class": "SMS_TaskSequencePackage"}, ["body", "packages", 0, "force"]),
+        ({"request_id": "r" * 64}, ["body", "packages", 0, "request_id"]),
+    ):
+        response = submitter.post("/v1/refreshes", json={"packages": [{**GOOD_ITEM, **extra}]})
+        assert response.status_code == 422, (extra, response.text)
+        assert [e["loc"] for e in response.json()["detail"]] == [loc]
+    forced = {**GOOD_ITEM, "package_class": "SMS_TaskSequencePackage", "force": True, "request_id": "r" * 63}
+    assert submitter.post("/v1/refreshes", json={"packages": [forced]}).status_code == 202
+
+
+def test_a_body_with_a_hundred_thousand_unknown_keys_is_one_quick_error(
+    redis_server: RedisServer, tokens_file: Path, tmp_path: Path
+) -> None:
+    """Under the default 2 MiB limit, 100,000 unknown keys: one 422 for the object, in well under a second."""
+    server = start_api(redis_server.url, tmp_path, extra={"SCCM_REFRESH_API__TOKEN_FILE": str(tokens_file)})
+    many = {f"k{i}": 1 for i in range(100_000)}
+    try:
+        with server.client(SUBMIT_TOKEN) as client:
+            client.get("/healthz")  # connected and warm
+            started = time.monotonic()
+            response = client.post("/v1/refreshes", json={"packages": [many]})
+            took_s = time.monotonic() - started
+    finally:
+        server.stop()
+    assert response.status_code == 422, response.text[:300]
+    assert [e["loc"] for e in response.json()["detail"]] == [["body", "packages", 0]]
+    assert took_s < 0.5, took_s
+
+
+def test_bulk_list_fields_are_422_without_echoing_the_items(submitter: httpx.Client) -> None:
+    """A bad class, PackageID or flag inside a list: the list is named, the item sent is not repeated."""
+    for body in (
+        {"site_code": "PS1", "package_classes": [HOSTILE]},
+        {"site_code": "PS1", "package_ids": ["PS1' OR 1=1"]},
+        {"site_code": "PS1", "exclude_package_ids": [JNDI]},
+        {"site_code": "PS1", "pkg_source_flags": [99]},
+    ):
+        response = submitter.post("/v1/bulk-refreshes", json=body)
+        assert response.status_code == 422, response.text
+        for value in (HOSTILE, "OR 1=1", JNDI, "99", "alert"):
+            assert value not in response.text
+
+
+def test_an_idempotent_replay_repeats_the_location_header(submitter: httpx.Client) -> None:
+    """The replayed 202 carries the first answer's Location as well as its body."""
+    key = f"loc-{uuid.uuid4()}"
+    body = {"packages": [{**GOOD_ITEM, "request_id": f"loc-{uuid.uuid4().hex[:8]}"}]}
+    first = submitter.post("/v1/refreshes", json=body, headers={"Idempotency-Key": key})
+    again = submitter.post("/v1/refreshes", json=body, headers={"Idempotency-Key": key})
+    assert first.status_code == again.status_code == 202
+    assert again.headers["Location"] == first.headers["Location"] and again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_a_trailing_slash_is_404_not_a_redirect_built_from_the_host_header(submitter: httpx.Client) -> None:
+    """No redirect that would echo the Host header the client sent."""
+    response = submitter.get("/v1/refreshes/", headers={"Host": "evil.example"})
+    assert response.status_code == 404 and "Location" not in response.headers
+    assert "evil.example" not in response.text
+
+
+def test_the_docs_page_pins_swagger_ui_and_checks_its_files(api: ApiServer) -> None:
+    """/docs names one Swagger UI version and carries a sha384 integrity hash for each file it loads."""
+    with api.client() as client:
+        page = client.get("/docs").text
+    assert page.count('integrity="sha384-') == 2 and page.count('crossorigin="anonymous"') == 2
+    assert "swagger-ui-dist@5/" not in page and "swagger-ui-dist@5." in page
+
+
+def test_a_dry_run_bulk_says_so_from_the_start(submitter: httpx.Client) -> None:
+    """GET right after the POST (no worker has run it): dry_run is already true."""
+    started = submitter.post("/v1/bulk-refreshes", json={"site_code": "PS1", "dry_run": True})
+    assert started.status_code == 202, started.text
+    status = submitter.get(started.headers["Location"]).json()
+    assert status["state"] == "enumerating" and status["dry_run"] is True
+
+
+def test_a_read_tokens_bad_json_post_is_403_and_two_authorization_headers_are_401(api: ApiServer) -> None:
+    """The role is checked before the body is parsed; two Authorization headers are not guessed between."""
+    with api.client(READ_TOKEN) as client:
+        refused = client.post("/v1/refreshes", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert refused.status_code == 403, refused.text
+    with api.client() as client:
+        doubled = client.get(
+            "/v1/refreshes/abc",
+            headers=[("Authorization", f"Bearer {SUBMIT_TOKEN}"), ("Authorization", f"Bearer {READ_TOKEN}")],
+        )
+    assert doubled.status_code == 401 and 'error="invalid_request"' in doubled.headers["WWW-Authenticate"]

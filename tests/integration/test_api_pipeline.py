@@ -19,6 +19,7 @@ import pytest
 from celery import Celery
 
 from testing.fixtures_api import (
+    OTHER_SUBMIT_TOKEN,
     READ_TOKEN,
     SUBMIT_TOKEN,
     ApiServer,
@@ -189,6 +190,7 @@ def test_a_retried_post_with_the_same_idempotency_key_returns_the_first_answer(
         assert first.status_code == again.status_code == 202
         assert again.json() == first.json()
         assert again.headers.get("Idempotent-Replayed") == "true" and "Idempotent-Replayed" not in first.headers
+        assert again.headers["Location"] == first.headers["Location"]
         other = client.post(
             "/v1/refreshes", json={"packages": [item("BS1", pkg, verify=True)]}, headers={"Idempotency-Key": key}
         )
@@ -256,6 +258,31 @@ def test_a_request_for_a_package_with_a_pending_leader_reports_whom_it_joins(
     finally:
         coalescer.close("PS1", pkg["PackageID"], leader)
         redis.close()
+
+
+def test_two_callers_reusing_one_request_id_each_get_their_own_refresh_and_read_it_back(
+    pipeline: Pipeline, pipeline_api: ApiServer
+) -> None:
+    """svc-submit and svc-other both send request_id deploy-42 (two packages): both refresh, each GET is its own."""
+    mine, theirs = packages(pipeline, "BS1", 2, pkg_source_flag=2)
+    with pipeline_api.client(SUBMIT_TOKEN) as first, pipeline_api.client(OTHER_SUBMIT_TOKEN) as second:
+        [a] = submit(first, [item("BS1", mine, request_id="deploy-42")])
+        assert a["request_id"] == "svc-submit:deploy-42"
+        assert wait_until(lambda: a["request_id"] in pipeline.finals(), timeout_s=FINAL_WAIT_S)
+        [b] = submit(second, [item("BS1", theirs, request_id="deploy-42")])
+        assert b["request_id"] == "svc-other:deploy-42"
+        assert wait_until(lambda: b["request_id"] in pipeline.finals(), timeout_s=FINAL_WAIT_S)
+        read_a = first.get("/v1/refreshes/deploy-42").json()
+        read_b = second.get("/v1/refreshes/deploy-42").json()
+    finals = pipeline.finals()
+    assert [o.status for o in finals[a["request_id"]]] == ["accepted"]
+    assert [o.status for o in finals[b["request_id"]]] == ["accepted"]
+    assert read_a["request_id"] == a["request_id"] and read_a["outcome"]["package_id"] == mine["PackageID"]
+    assert read_b["request_id"] == b["request_id"] and read_b["outcome"]["package_id"] == theirs["PackageID"]
+    assert read_a["status"] == read_b["status"] == "accepted"
+    with pipeline_api.client(READ_TOKEN) as reader:
+        assert reader.get("/v1/refreshes/deploy-42").status_code == 404  # not the reader's own
+        assert reader.get(f"/v1/refreshes/{a['request_id']}").json()["outcome"]["package_id"] == mine["PackageID"]
 
 
 def test_readiness_sees_the_worker_consuming_the_queue(pipeline_api: ApiServer) -> None:

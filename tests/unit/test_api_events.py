@@ -8,6 +8,7 @@ import pytest
 
 from api.events import (
     EventFilter,
+    StreamLease,
     StreamSlots,
     format_event,
     format_heartbeat,
@@ -51,8 +52,10 @@ def test_stream_ids_compare_as_numbers_not_text() -> None:
 def test_filters_match_on_request_site_and_correlation() -> None:
     """Every given filter must match; site codes compare case-insensitively; no filter matches all."""
     assert EventFilter().matches(fields())
-    assert EventFilter(request_id="r1", site_code="PS1", correlation_id="c1").matches(fields(site="ps1"))
-    assert not EventFilter(request_id="r2").matches(fields())
+    assert EventFilter(request_ids=frozenset({"r1", "me:r1"}), site_code="PS1", correlation_id="c1").matches(
+        fields(site="ps1")
+    )
+    assert not EventFilter(request_ids=frozenset({"r2"})).matches(fields())
     assert not EventFilter(site_code="BS1").matches(fields())
     assert not EventFilter(correlation_id="c2").matches(fields())
     assert not EventFilter(correlation_id="c1").matches(fields(correlation=None))
@@ -67,11 +70,44 @@ def test_a_bulk_outcome_matches_the_correlation_id_its_children_carry() -> None:
 
 
 def test_stream_slots_cap_concurrent_streams_and_free_on_release() -> None:
-    """try_acquire fails at the limit; a release frees one slot; releases never go negative."""
-    slots = StreamSlots(2)
-    assert slots.try_acquire() and slots.try_acquire() and not slots.try_acquire()
-    slots.release()
-    assert slots.open == 1 and slots.try_acquire()
+    """try_acquire refuses at the limit; a release frees one slot; a lease releases once however often asked."""
+    slots = StreamSlots(2, per_caller=2, replays=1)
+    first, second = slots.try_acquire("a"), slots.try_acquire("b")
+    assert isinstance(first, StreamLease) and isinstance(second, StreamLease)
+    assert slots.try_acquire("c") == "full"
     for _ in range(5):
-        slots.release()
-    assert slots.open == 0
+        first.release()
+    assert slots.open == 1 and isinstance(slots.try_acquire("c"), StreamLease)
+
+
+def test_one_caller_gets_its_share_of_the_slots_and_no_more() -> None:
+    """Past max_event_streams_per_caller a caller is refused while others still get slots."""
+    slots = StreamSlots(10, per_caller=2, replays=1)
+    held = [slots.try_acquire("reader"), slots.try_acquire("reader")]
+    assert slots.try_acquire("reader") == "caller_full"
+    assert isinstance(slots.try_acquire("other"), StreamLease)
+    lease = held[0]
+    assert isinstance(lease, StreamLease)
+    lease.release()
+    assert isinstance(slots.try_acquire("reader"), StreamLease)
+
+
+def test_replay_permits_are_capped_and_returned_once_caught_up_or_released() -> None:
+    """One replay permit: a second replaying lease is refused until the first catches up or ends."""
+    slots = StreamSlots(10, per_caller=10, replays=1)
+    first, second = slots.try_acquire("a"), slots.try_acquire("b")
+    assert isinstance(first, StreamLease) and isinstance(second, StreamLease)
+    assert first.start_replay() and not second.start_replay()
+    first.end_replay()
+    assert second.start_replay()
+    second.release()
+    second.end_replay()
+    assert first.start_replay()
+
+
+def test_stream_id_parts_must_fit_in_64_bits() -> None:
+    """2**64 - 1 is the largest part Redis takes; one more is not a stream id."""
+    top = str(2**64 - 1)
+    assert is_stream_id(f"{top}-{top}")
+    for bad in (f"{2**64}-0", f"0-{2**64}", "99999999999999999999-0"):
+        assert not is_stream_id(bad)

@@ -11,10 +11,11 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from api.middleware import ERROR_LOGGER, ApiMiddleware
+from api.middleware import ACCESS_LOGGER, ERROR_LOGGER, ApiMiddleware
 from api.tokens import TokenStore, parse_token_file, token_line
 
 TOKEN = "middleware-token-0123456789"
+READ_ONLY = "middleware-read-token-9f8e7d6c5b"
 SECRET_TEXT = "password=hunter2 PS100012"
 
 
@@ -38,7 +39,9 @@ async def failing_app(scope: Scope, receive: Receive, send: Send) -> None:
 def call(
     app: Callable[[Scope, Receive, Send], Awaitable[None]], method: str, path: str, **kwargs: Any
 ) -> httpx.Response:
-    tokens = TokenStore(parse_token_file([token_line(TOKEN, "read", "reader")]))
+    tokens = TokenStore(
+        parse_token_file([token_line(TOKEN, "submit", "reader"), token_line(READ_ONLY, "read", "watcher")])
+    )
     wrapped = ApiMiddleware(app, tokens=tokens, max_body_bytes=100)
 
     async def run() -> httpx.Response:
@@ -84,3 +87,27 @@ def test_an_unhandled_exception_is_a_sanitised_500_logged_by_type(caplog: pytest
     assert SECRET_TEXT not in response.text
     assert f"RuntimeError (error_id={body['error_id']})" in caplog.text
     assert "hunter2" not in caplog.text and "Traceback" not in caplog.text
+
+
+def test_a_read_token_posting_is_403_before_its_body_is_looked_at() -> None:
+    """A POST with a read token: 403 even when its body is not JSON, and the app is never called."""
+    refused = call(failing_app, "POST", "/v1/x", headers={"Authorization": f"Bearer {READ_ONLY}"}, content=b"{not json")
+    assert refused.status_code == 403 and "insufficient_scope" in refused.headers["www-authenticate"]
+    assert call(ok_app, "GET", "/v1/x", headers={"Authorization": f"Bearer {READ_ONLY}"}).text == "0 watcher"
+
+
+def test_two_authorization_headers_are_401_whichever_is_valid() -> None:
+    """Two Authorization headers: 401 with error=invalid_request, even when both hold the valid token."""
+    headers = [("Authorization", f"Bearer {TOKEN}"), ("Authorization", f"Bearer {TOKEN}")]
+    refused = call(ok_app, "GET", "/v1/x", headers=headers)
+    assert refused.status_code == 401 and 'error="invalid_request"' in refused.headers["www-authenticate"]
+
+
+def test_the_access_log_names_the_caller_and_the_client_address(caplog: pytest.LogCaptureFixture) -> None:
+    """One line per request with the token's name and the client's address; never the token."""
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
+        call(ok_app, "GET", "/v1/x", headers={"Authorization": f"Bearer {TOKEN}"})
+        call(ok_app, "GET", "/v1/x")
+    assert "401" in caplog.text and "caller=- client=127.0.0.1:123" in caplog.text
+    assert "200" in caplog.text and "caller=reader client=127.0.0.1:123" in caplog.text
+    assert TOKEN not in caplog.text

@@ -14,15 +14,28 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from api.app import create_app
+from api.events import is_stream_id
 from api.idempotency import Claim, fingerprint, is_valid_key
-from api.models import OutcomeDocument
-from api.openapi import ID_PATTERN, PACKAGE_ID_PATTERN, SITE_CODE_PATTERN
+from api.models import LOCAL_ID_MAX_CHARS, BulkRefreshBody, OutcomeDocument
+from api.openapi import (
+    BULK_ID_PATTERN,
+    CLASS_PATTERN,
+    ID_PATTERN,
+    IDEMPOTENCY_KEY_PATTERN,
+    LOCAL_ID_PATTERN,
+    NAME_PATTERN_PATTERN,
+    PACKAGE_ID_PATTERN,
+    SITE_CODE_PATTERN,
+    STREAM_ID_PATTERN,
+)
 from api.readiness import count_consumers
 from config.settings import ApiSettings, Settings
 from errors import InvalidRequestError
-from worker.domain.packages import validate_package_id, validate_site_code
+from worker.domain.ids import is_bulk_id
+from worker.domain.packages import validate_package_class, validate_package_id, validate_site_code
 from worker.domain.request import is_valid_id
 
 OUTCOME_SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "outcome.schema.json"
@@ -47,14 +60,28 @@ def full(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern.removeprefix("^").removesuffix("$"))
 
 
+def _name_pattern_ok(value: str) -> bool:
+    try:
+        BulkRefreshBody.model_validate({"site_code": "PS1", "name_pattern": value})
+    except ValidationError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize(
     ("pattern", "check"),
     [
         (SITE_CODE_PATTERN, lambda v: accepts(validate_site_code, v)),
         (PACKAGE_ID_PATTERN, lambda v: accepts(validate_package_id, v)),
         (ID_PATTERN, is_valid_id),
+        (LOCAL_ID_PATTERN, lambda v: is_valid_id(v) and len(v) <= LOCAL_ID_MAX_CHARS),
+        (BULK_ID_PATTERN, is_bulk_id),
+        (STREAM_ID_PATTERN, is_stream_id),
+        (IDEMPOTENCY_KEY_PATTERN, is_valid_key),
+        (CLASS_PATTERN, lambda v: accepts(validate_package_class, v)),
+        (NAME_PATTERN_PATTERN, _name_pattern_ok),
     ],
-    ids=["site_code", "package_id", "id"],
+    ids=["site_code", "package_id", "id", "local_id", "bulk_id", "stream_id", "idempotency_key", "class", "name"],
 )
 @given(data=st.data())
 def test_each_published_pattern_accepts_exactly_what_its_validator_accepts(pattern: str, check: Any, data: Any) -> None:
@@ -64,6 +91,14 @@ def test_each_published_pattern_accepts_exactly_what_its_validator_accepts(patte
     assert check(drawn)
     other = data.draw(st.text(alphabet=st.characters(codec="utf-8"), max_size=12))
     assert bool(compiled.fullmatch(other)) == check(other)
+
+
+def test_stream_id_pattern_stops_exactly_at_64_bits() -> None:
+    """The largest 64-bit parts match; one more in either part does not."""
+    compiled = full(STREAM_ID_PATTERN)
+    top = 2**64 - 1
+    assert compiled.fullmatch(f"{top}-{top}") and compiled.fullmatch("0-0")
+    assert not compiled.fullmatch(f"{top + 1}-0") and not compiled.fullmatch(f"0-{top + 1}")
 
 
 def test_the_outcome_model_has_exactly_the_documented_fields() -> None:
@@ -112,11 +147,12 @@ def test_the_package_limit_and_field_rules_are_published() -> None:
     doc = document(max_packages_per_request=7)
     schemas = doc["components"]["schemas"]
     assert schemas["RefreshBatch"]["properties"]["packages"]["maxItems"] == 7
-    request = schemas["RefreshRequest"]["properties"]
+    request = schemas["RefreshItem"]["properties"]
     assert request["site_code"]["pattern"] == SITE_CODE_PATTERN
     assert request["package_id"]["pattern"] == PACKAGE_ID_PATTERN
-    assert "SMS_Package" in request["package_class"]["enum"]
-    assert any(option.get("pattern") == ID_PATTERN for option in request["request_id"]["anyOf"])
+    assert re.fullmatch(request["package_class"]["pattern"].strip("^$"), "sms_PACKAGE")
+    assert any(option.get("pattern") == LOCAL_ID_PATTERN for option in request["request_id"]["anyOf"])
+    assert not {"package_hint", "requested_at", "retry_state"} & set(request)
 
 
 def test_fingerprints_ignore_key_order_and_spacing_but_not_values() -> None:

@@ -87,3 +87,18 @@ def test_the_server_needs_a_token_file_unless_insecure_on_loopback() -> None:
         with pytest.raises(ConfigError, match="loopback"):
             token_store(ApiSettings(host=host), insecure_no_auth=True)
     assert is_loopback("localhost") and is_loopback("127.8.9.10") and not is_loopback("::")
+
+
+@pytest.mark.parametrize("weak", ["passwordpassword", "passwordpasswordpassword", "a" * 40, "abc"])
+def test_hash_token_refuses_a_token_that_cannot_hold_128_bits(weak: str) -> None:
+    """Too short for its characters, or too repetitive: refused; a secrets.token_urlsafe(16) or token_hex(16) is not."""
+    with pytest.raises(ValueError, match=r"22-512|128 bits"):
+        token_line(weak, "read", "svc")
+    for strong in ("Zq3_kT9vXw2LmP8sRb5nYc", "3f9a1c7e5b2d4f60a8c6e1b9d7f3a5c2"):
+        assert token_line(strong, "read", "svc")
+
+
+def test_a_short_token_is_never_accepted_whatever_the_file_says() -> None:
+    """A line made from a 3-character token by hand: the server still refuses the token."""
+    tokens = TokenStore(parse_token_file([f"{hash_token('abc')} submit short"]))
+    assert tokens.authenticate("abc") is None
