@@ -22,14 +22,15 @@ from api.events import StreamSlots
 from api.idempotency import IdempotencyStore
 from api.middleware import ApiMiddleware
 from api.openapi import install_openapi
-from api.problems import EXCEPTION_HANDLERS, problem_response
+from api.problems import EXCEPTION_HANDLERS, RETRY_AFTER_FULL, problem_response
 from api.producers import BrokerUnavailableError, Producers, api_celery_app
-from api.readiness import ReadinessChecker
+from api.readiness import READYZ_PROBE_KEY, ReadinessChecker
 from api.redis_async import async_redis
 from api.token_file import TokenFile
 from api.tokens import Authenticator
 from config.settings import Settings
 from worker.stores.keys import RedisKeys
+from worker.stores.redis_full import FULL_DETAIL, is_redis_full
 
 __all__ = ["API_VERSION", "create_app"]
 
@@ -113,6 +114,7 @@ def _context(settings: Settings, token_file: TokenFile | None) -> ApiContext:
             broker,
             celery,
             queue=settings.queue,
+            probe_key=READYZ_PROBE_KEY.format(prefix=settings.key_prefix),
             timeout_s=api.readiness_timeout_s,
             cache_s=api.readiness_cache_s,
         ),
@@ -124,6 +126,8 @@ def _context(settings: Settings, token_file: TokenFile | None) -> ApiContext:
 
 
 async def _on_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    if is_redis_full(exc) or (isinstance(exc, BrokerUnavailableError) and exc.full):
+        return problem_response(503, f"{FULL_DETAIL}; retry later", headers=RETRY_AFTER_FULL)
     # A producer call can fail on either (the bulk producer writes Redis, then publishes).
     what = "Redis or the broker" if isinstance(exc, BrokerUnavailableError) else "Redis"
     return problem_response(503, f"{what} is unreachable; retry later", headers=_RETRY_AFTER)

@@ -308,6 +308,9 @@ class Readiness(BaseModel):
             "only tokens its good lines still hold are accepted)"
         )
     )
+    reasons: list[str] = Field(
+        default_factory=list, description="why not ready, one line each (e.g. Redis full); empty when ready"
+    )
 
 
 # -- errors ----------------------------------------------------------------------------------

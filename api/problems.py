@@ -23,6 +23,7 @@ from worker.domain.packages import safe_repr
 __all__ = [
     "EXCEPTION_HANDLERS",
     "MAX_FIELD_ERRORS",
+    "RETRY_AFTER_FULL",
     "ApiError",
     "FieldValidationError",
     "field_error",
@@ -32,6 +33,8 @@ __all__ = [
 ]
 
 MAX_FIELD_ERRORS: Final = 20
+# A full Redis (maxmemory) frees memory as entries expire or an operator makes room: not in a second or two.
+RETRY_AFTER_FULL: Final = {"Retry-After": "5"}
 HTTP_BODY_UNREADABLE: Final = 400
 _SHOWN_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _HIDDEN_KEY: Final = "<key>"

@@ -31,6 +31,7 @@ from producers.celery_message import task_message
 from producers.enqueue import send_refresh
 from worker.app import REFRESH_TASK, create_app
 from worker.domain.request import RefreshRequest
+from worker.stores.redis_full import is_redis_full
 
 __all__ = ["BrokerUnavailableError", "Producers", "Published", "api_celery_app"]
 
@@ -49,11 +50,19 @@ class Published:
 
 
 class BrokerUnavailableError(Exception):
-    """The broker (or Redis) did not take the work; `sent` items went out before it failed."""
+    """The broker (or Redis) did not take the work; `sent` items went out before it failed.
 
-    def __init__(self, sent: int) -> None:
+    `full`: it answered, but refused the write for lack of memory (maxmemory, noeviction).
+    """
+
+    def __init__(self, sent: int, *, full: bool = False) -> None:
         super().__init__(f"broker unavailable after {sent} item(s)")
         self.sent = sent
+        self.full = full
+
+    @classmethod
+    def after(cls, sent: int, exc: BaseException) -> BrokerUnavailableError:
+        return cls(sent, full=is_redis_full(exc))
 
 
 def api_celery_app(settings: Settings) -> Celery:
@@ -95,8 +104,8 @@ class Producers:
         """Run a blocking producer call in the pool; broker failures become BrokerUnavailableError."""
         try:
             return await anyio.to_thread.run_sync(call, limiter=self._limiter)
-        except BROKER_ERRORS:
-            raise BrokerUnavailableError(0) from None
+        except BROKER_ERRORS as exc:
+            raise BrokerUnavailableError.after(0, exc) from None
 
     async def enqueue_refreshes(self, requests: Sequence[RefreshRequest], *, peek: Sequence[str] = ()) -> Published:
         """Publish prepared requests (`producers.enqueue.stamp_refresh`), in order; read `peek` meanwhile.
@@ -133,8 +142,8 @@ class Producers:
         try:
             # One LPUSH for the batch: the worker takes them in this order.
             await broker.lpush(self._settings.queue, *self._messages(requests))
-        except RedisError:
-            raise BrokerUnavailableError(0) from None
+        except RedisError as exc:
+            raise BrokerUnavailableError.after(0, exc) from None
 
     async def _push_and_peek(
         self, requests: Sequence[RefreshRequest], peek: Sequence[str], broker: AsyncRedis
@@ -146,10 +155,10 @@ class Producers:
         pipe.lpush(self._settings.queue, *self._messages(requests))
         try:
             replies = await pipe.execute(raise_on_error=False)
-        except RedisError:
-            raise BrokerUnavailableError(0) from None
+        except RedisError as exc:
+            raise BrokerUnavailableError.after(0, exc) from None
         if isinstance(replies[-1], Exception):
-            raise BrokerUnavailableError(0)
+            raise BrokerUnavailableError.after(0, replies[-1])
         peeked = replies[0] if peek and not isinstance(replies[0], Exception) else [None] * len(peek)
         return Published(list(requests), _texts(peeked))
 
@@ -161,8 +170,8 @@ class Producers:
             for sent, request in enumerate(requests):
                 try:
                     send_refresh(self._celery, request, queue=queue)
-                except BROKER_ERRORS:
-                    raise BrokerUnavailableError(sent) from None
+                except BROKER_ERRORS as exc:
+                    raise BrokerUnavailableError.after(sent, exc) from None
 
         await anyio.to_thread.run_sync(send_all, limiter=self._limiter)
 

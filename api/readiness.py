@@ -1,12 +1,16 @@
-"""`/readyz`: Redis and the broker answer PING, and at least one worker consumes our queue.
+"""`/readyz`: Redis and the broker take a write, and at least one worker consumes our queue.
 
 Workers are found with Celery's remote control, `inspect().active_queues()`: a broadcast on the
 broker that every worker answers with the queues it consumes. It is the workers' own answer (a
 worker that is up but not consuming our queue does not count), needs no extra process (an event
 receiver would) and no knowledge of kombu's keys. Its cost is the reply window (`timeout_s`, the
 call waits that long for answers), so it runs in a thread, at most one at a time, and its
-answer is kept `cache_s` seconds: probes every few seconds cost one broadcast per window. The
-PINGs are not cached (they are cheap and say whether this process can reach Redis now).
+answer is kept `cache_s` seconds: probes every few seconds cost one broadcast per window.
+
+Redis and the broker are each asked for a write (a SET of one small key with a short TTL), not a
+PING: a full Redis (maxmemory under noeviction) or a replica left behind by a failover answers
+PING but refuses every write, and the API can then take no request. The probes are not cached
+(they are cheap and say whether this process can use Redis now); `reasons` says what is wrong.
 """
 
 from __future__ import annotations
@@ -15,14 +19,20 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import anyio
 from celery import Celery
 from redis.asyncio import Redis as AsyncRedis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
-__all__ = ["ReadinessChecker", "ReadinessReport", "count_consumers"]
+from worker.stores.redis_full import FULL_DETAIL, is_redis_full
+
+__all__ = ["READYZ_PROBE_KEY", "ReadinessChecker", "ReadinessReport", "count_consumers"]
+
+# The key each probe writes (in Redis, and in the broker's Redis when it is another one).
+READYZ_PROBE_KEY: Final = "{prefix}:api:readyz-probe"
+_PROBE_TTL_MS: Final = 60_000
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,7 @@ class ReadinessReport:
     broker: bool
     workers: int
     checked_at: datetime
+    reasons: tuple[str, ...] = ()  # why not ready, one line each
 
     @property
     def ready(self) -> bool:
@@ -56,6 +67,7 @@ class ReadinessChecker:
         celery: Celery,
         *,
         queue: str,
+        probe_key: str,
         timeout_s: float,
         cache_s: float,
     ) -> None:
@@ -63,6 +75,7 @@ class ReadinessChecker:
         self._broker = broker
         self._celery = celery
         self._queue = queue
+        self._probe_key = probe_key
         self._timeout_s = timeout_s
         self._cache_s = cache_s
         self._lock = anyio.Lock()
@@ -77,18 +90,32 @@ class ReadinessChecker:
             await self._broker.aclose()
 
     async def check(self) -> ReadinessReport:
-        redis_ok = await self._ping(self._redis)
-        broker_ok = redis_ok if self._broker is self._redis else await self._ping(self._broker)
-        workers = await self._workers_consuming() if broker_ok else 0
-        return ReadinessReport(redis_ok, broker_ok, workers, self._checked_at)
+        redis_problem = await self._probe(self._redis)
+        broker_problem = redis_problem if self._broker is self._redis else await self._probe(self._broker)
+        workers = await self._workers_consuming() if broker_problem is None else 0
+        reasons = []
+        if redis_problem is not None:
+            reasons.append(f"redis: {redis_problem}")
+        if broker_problem is not None and self._broker is not self._redis:
+            reasons.append(f"broker: {broker_problem}")
+        if broker_problem is None and workers == 0:
+            reasons.append(f"no worker consumes the queue {self._queue!r}")
+        return ReadinessReport(redis_problem is None, broker_problem is None, workers, self._checked_at, tuple(reasons))
 
-    async def _ping(self, client: AsyncRedis) -> bool:
+    async def _probe(self, client: AsyncRedis) -> str | None:
+        """None when `client`'s Redis takes a write now; else why not (one line, no secrets)."""
         with anyio.move_on_after(self._timeout_s):
             try:
-                return bool(await client.ping())
-            except (RedisError, OSError):
-                return False
-        return False
+                await client.set(self._probe_key, "1", px=_PROBE_TTL_MS)
+            except ResponseError as exc:
+                if is_redis_full(exc):
+                    return FULL_DETAIL
+                # READONLY (a replica), NOPERM (ACLs), ...: the error's code says which.
+                return f"refuses writes ({str(exc).split(' ', 1)[0]})"
+            except (RedisError, OSError) as exc:
+                return f"unreachable ({type(exc).__name__})"
+            return None
+        return f"no answer within {self._timeout_s:g} s"
 
     async def _workers_consuming(self) -> int:
         async with self._lock:

@@ -23,6 +23,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from config.broker import broker_url_problem
 from errors import ConfigError
 
 __all__ = [
@@ -351,6 +352,14 @@ class Settings(BaseSettings):
     task_soft_time_limit_s: int = Field(default=300, ge=1)
     task_time_limit_s: int = Field(default=360, ge=2)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_keeps_every_message(cls, value: str) -> str:
+        problem = broker_url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("providers")
     @classmethod

@@ -13,6 +13,7 @@ from typing import Any
 from config.settings import Settings, get_settings
 from errors import RefreshError
 from producers.bulk import get_bulk
+from tasks.requeue import retry_keeping_message
 from worker.app import BULK_PUMP_TASK, BULK_TASK, app
 from worker.domain.ids import is_bulk_id
 from worker.retry import next_delay_s
@@ -43,7 +44,7 @@ def bulk_refresh(self: Any, bulk_id: object = None, **unexpected: Any) -> dict[s
     limit = settings.provider(record.site_code).max_concurrency if record.site_code in settings.providers else 1
     answer = slots.try_acquire(record.site_code, f"{bulk_id}:enumerate", limit, priority=PRIORITY_BULK)
     if not isinstance(answer, Granted):
-        raise self.retry(countdown=answer.retry_after_s, max_retries=None)
+        retry_keeping_message(self, countdown_s=answer.retry_after_s)
     try:
         result = runner.enumerate(bulk_id, client_for(record.site_code))
     except RefreshError as exc:
@@ -51,7 +52,7 @@ def bulk_refresh(self: Any, bulk_id: object = None, **unexpected: Any) -> dict[s
         delay_s = next_delay_s(settings.retry.enumeration, self.request.retries + 1, 0.0) if exc.retryable else None
         if delay_s is not None:
             log.warning("bulk %s: enumeration failed (%s), retried in %ss", bulk_id, exc.kind, delay_s)
-            raise self.retry(countdown=delay_s, max_retries=None) from None
+            retry_keeping_message(self, countdown_s=delay_s)
         log.warning("bulk %s: enumeration failed for good (%s)", bulk_id, exc.kind)
         return {"bulk_id": bulk_id, "state": runner.fail(bulk_id, exc).state}
     finally:
@@ -70,7 +71,7 @@ def bulk_pump(self: Any, bulk_id: object = None, **unexpected: Any) -> dict[str,
         log.warning("sccm.bulk_pump with invalid arguments dropped")
         return {"bulk_id": None, "error": "invalid arguments"}
     if bulk_runner().pump(bulk_id):
-        raise self.retry(countdown=get_settings().limits.bulk_pump_interval_s, max_retries=None)
+        retry_keeping_message(self, countdown_s=get_settings().limits.bulk_pump_interval_s)
     return {"bulk_id": bulk_id, "pumping": False}
 
 

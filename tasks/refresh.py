@@ -13,13 +13,13 @@ drops. This module only binds them to Celery: the function takes `*args, **kwarg
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 
+from tasks.requeue import retry_keeping_message
 from worker.app import REFRESH_TASK, app
 from worker.runtime import delivery_deps, publisher
 from worker.task_states import report_state
@@ -27,8 +27,6 @@ from worker.usecase.execute import run_delivery
 from worker.usecase.ports import Delivery
 
 __all__ = ["refresh_package"]
-
-log = logging.getLogger(__name__)
 
 _CELERY_CONTROL_FLOW = (Retry, Reject, Ignore)
 
@@ -69,14 +67,5 @@ def _report_state(state: str, detail: str) -> bool:
 
 
 def _requeue(kwargs: Mapping[str, Any], countdown_s: float) -> NoReturn:
-    """Task.retry, except that a failed re-queue puts the message back instead of dropping it.
-
-    Celery turns a failed publish of the retry into Reject(requeue=False), which on Redis deletes
-    the message: the request would vanish. Requeue=True restores it to the queue instead.
-    """
-    try:
-        refresh_package.retry(args=(), kwargs=dict(kwargs), countdown=max(0.0, countdown_s), max_retries=None)
-    except Reject as exc:
-        log.warning("re-queue of %s failed (%s); message returned to the queue", refresh_package.request.id, exc.reason)
-        raise Reject("re-queue failed", requeue=True) from None
-    raise AssertionError("Task.retry returned")  # pragma: no cover - it always raises
+    """Task.retry with the request's new kwargs; a refused re-queue puts the message back (tasks/requeue.py)."""
+    retry_keeping_message(refresh_package, countdown_s=countdown_s, kwargs=kwargs)

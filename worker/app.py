@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from celery import Celery
 
+from config.broker import REDIS_SCHEMES
 from config.settings import Settings
 from worker.broker.transport import TRANSPORT, transport_options
 from worker.domain.task_names import BULK_PUMP_TASK, BULK_TASK, REFRESH_TASK
@@ -60,7 +61,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": settings.broker_url,
         # Consumers move each message into an in-flight list instead of popping it, so a worker
         # killed while taking one cannot lose it (worker/broker/transport.py). Publishing is kombu's.
-        "broker_transport": TRANSPORT if urlsplit(settings.broker_url).scheme in ("redis", "rediss") else None,
+        # Settings refuse every other broker URL (config/broker.py): a second broker would choose
+        # its own transport here, by scheme.
+        "broker_transport": TRANSPORT if urlsplit(settings.broker_url).scheme in REDIS_SCHEMES else None,
         "broker_transport_options": redis_transport,
         "task_ignore_result": True,
         "task_store_errors_even_if_ignored": False,

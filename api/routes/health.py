@@ -22,10 +22,13 @@ async def healthz() -> JSONResponse:
     "/readyz",
     response_model=Readiness,
     responses={
-        503: {"model": Readiness, "description": "Redis or the broker unreachable, or no worker consumes our queue"},
+        503: {
+            "model": Readiness,
+            "description": "Redis or the broker unreachable or refusing writes (full), or no worker consumes our queue",
+        },
         500: {"model": Problem, "description": "a bug: the error_id is in the server log"},
     },
-    summary="Redis and broker reachable, a worker consuming our queue",
+    summary="Redis and broker take writes, a worker consumes our queue",
 )
 async def readyz(ctx: Ctx) -> JSONResponse:
     report = await ctx.readiness.check()
@@ -36,5 +39,6 @@ async def readyz(ctx: Ctx) -> JSONResponse:
         "workers": report.workers,
         "checked_at": report.checked_at.isoformat(),
         "token_file_ok": ctx.token_file is None or ctx.token_file.error is None,
+        "reasons": list(report.reasons),
     }
     return JSONResponse(body, status_code=200 if report.ready else 503)

@@ -12,7 +12,7 @@ from api.deps import ID_RULE, ApiContext, ReadAccess, SubmitAccess, checked_id, 
 from api.idempotency import Claim
 from api.idempotent_post import IdempotencyKey, idempotent
 from api.models import PackageStatus, RefreshAccepted, RefreshBatch, RefreshItem, RefreshStatus, to_request
-from api.problems import ApiError, field_error
+from api.problems import RETRY_AFTER_FULL, ApiError, field_error
 from api.producers import BrokerUnavailableError
 from api.redis_async import read_own_request_state, read_package_state
 from api.request_ids import caller_request_id, own_candidates
@@ -20,6 +20,7 @@ from api.responses import POST_ERRORS, READ_ERRORS, error_responses
 from producers.enqueue import new_request_id
 from worker.domain.outcomes import format_timestamp
 from worker.domain.packages import validate_package_id, validate_site_code
+from worker.stores.redis_full import FULL_DETAIL
 
 __all__ = ["router"]
 
@@ -110,11 +111,12 @@ async def _submit(
         published = await ctx.producers.enqueue_refreshes(requests, peek=leader_keys)
     except BrokerUnavailableError as exc:
         retry = " with the same Idempotency-Key" if claim is not None else " (give request_id values to make it safe)"
+        why = f"{FULL_DETAIL}: " if exc.full else ""
         raise ApiError(
             503,
-            f"the broker did not take the request ({exc.sent} of {len(requests)} enqueued before it failed);"
+            f"{why}the broker did not take the request ({exc.sent} of {len(requests)} enqueued before it failed);"
             f" retry{retry}",
-            headers=_RETRY_AFTER,
+            headers=RETRY_AFTER_FULL if exc.full else _RETRY_AFTER,
         ) from None
     # Plain dicts in RefreshAccepted's shape (the response model documents it; the schema
     # tests check it): building the models to dump them again cost more than the enqueue.

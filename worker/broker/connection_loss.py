@@ -17,6 +17,7 @@ one failure of the second close is logged and swallowed, and Celery goes on to r
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -27,9 +28,14 @@ from celery.signals import worker_init
 from celery.utils.deprecated import CPendingDeprecationWarning
 from celery.worker.consumer import Consumer as CeleryConsumer
 
+from config.broker import broker_url_problem, transport_options_problem
+
 __all__ = ["Consumer", "settings_for_pool"]
 
 log = logging.getLogger(__name__)
+
+# sysexits EX_CONFIG, as for invalid settings (worker/celeryconfig.py).
+_EXIT_CONFIG = 78
 
 
 # Celery ships no type information: its Consumer is Any to mypy.
@@ -98,4 +104,22 @@ def _configure_for_pool(sender: object = None, **_: object) -> None:
         )
 
 
+def _refuse_a_lossy_broker(sender: object = None, **_: object) -> None:
+    """A broker configured in code past the settings' checks (config/broker.py) stops the worker at start.
+
+    One line and exit 78, as for invalid settings: a worker on kombu's BRPOP path would run, and
+    lose the message of any worker killed while taking one.
+    """
+    conf = getattr(getattr(sender, "app", None), "conf", None)
+    if conf is None:
+        return
+    problem = broker_url_problem(str(conf.broker_url or "")) or transport_options_problem(
+        conf.broker_transport_options or {}
+    )
+    if problem is not None:
+        print(f"sccm-refresh: error: broker: {problem}", file=sys.stderr)
+        raise SystemExit(_EXIT_CONFIG)
+
+
+worker_init.connect(_refuse_a_lossy_broker, weak=False)
 worker_init.connect(_configure_for_pool, weak=False)

@@ -24,6 +24,11 @@ own, and the entry leaves that list in the same transaction that writes kombu's 
   lists at once: a message taken just before a Redis restart, whose unacked record never got
   written, is back on its queue as soon as the worker has reconnected, not after the alive TTL.
 
+A full Redis (maxmemory under noeviction) refuses the take and the BLMOVE: the consumer pauses
+(0.5 s doubling to 5 s, waited out on the server with a BRPOP on a key nothing writes), logs that
+once a minute, and takes again when it can; the heartbeat keeps its alive keys with EXPIRE, which
+a full Redis still takes. What a full Redis does to acks and re-queues is in `QoS`.
+
 A redelivery that results from a restore is harmless: a request already final is dropped, and
 the invoke fence and attempt lock keep a package from being refreshed twice.
 
@@ -53,6 +58,10 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 from redis.exceptions import ResponseError
 
+from config.broker import transport_options_problem
+from errors import ConfigError
+from worker.stores.redis_full import FullBackoff, is_redis_full
+
 __all__ = ["TRANSPORT", "Channel", "QoS", "Transport", "hold_script", "take_script", "transport_options"]
 
 log = logging.getLogger(__name__)
@@ -73,6 +82,12 @@ _RECOVERY_INTERVAL_S: Final = 5
 _TAKE_EVERY_S: Final = 1.0
 _TAKE: Final = "take"
 _WAIT: Final = "wait"
+_PAUSE: Final = "pause"
+# The reply parser each pending command's reply goes through.
+_COMMAND_OF: Final = {_TAKE: "EVAL", _WAIT: "BLMOVE", _PAUSE: "BRPOP"}
+# While Redis is full, the consumer waits out its pause on the server: a BRPOP on this key (under
+# the in-flight prefix), which nothing ever writes, answers nil after the pause.
+_PAUSE_KEY_SUFFIX: Final = ":pause"
 
 
 class _RetiredConsumers:
@@ -110,7 +125,8 @@ class _Heartbeat:
 
     Takes renew them too, but a worker whose threads are all busy takes nothing (prefetch 1), and
     a busy worker is not a dead one: without this, its holdings would be restored and run twice.
-    A frozen or killed process renews nothing, which is the point.
+    A frozen or killed process renews nothing, which is the point. The same beat puts back the
+    re-queues a full Redis refused (`QoS.restore_deferred`), once it has room.
     """
 
     def __init__(self) -> None:
@@ -141,6 +157,10 @@ class _Heartbeat:
                     channel.renew_alive()
                 except Exception as exc:  # Redis away, or the channel closing: the next beat tries again
                     log.debug("broker heartbeat failed: %s", type(exc).__name__)
+                try:
+                    channel.qos.restore_deferred()
+                except Exception as exc:  # Redis still full or away: the next beat tries again
+                    log.debug("deferred re-queue failed: %s", type(exc).__name__)
             sleep(max(0.5, interval_s))
 
 
@@ -180,11 +200,19 @@ class QoS(kombu_redis.QoS):
     Each record also lists the delivery tag among its channel's holdings, so that a dead
     consumer's unacked messages (running, prefetched, or held for their countdown) go back to their
     queue within seconds of its death, not at the visibility timeout (which stays as the last net).
+
+    A full Redis (maxmemory, noeviction) refuses kombu's MULTI transactions as a whole, so:
+    acks go out as plain deletions (which it takes, and which free memory); a re-queue it refuses
+    (a reject with requeue) leaves the message unacked and held, and is done again once Redis has
+    room (`restore_deferred`, from the heartbeat thread); the unacked sweep skips its turn.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._holder_of: dict[str, str] = {}  # delivery tag -> holder id it was recorded under
+        self._deferred_lock = threading.Lock()
+        self._deferred: set[str] = set()  # delivery tags whose re-queue a full Redis refused
+        self._deferred_log = FullBackoff("broker re-queue", log)
 
     def append(self, message: Any, delivery_tag: str) -> None:
         taken = self.channel.claim_taken()
@@ -196,7 +224,15 @@ class QoS(kombu_redis.QoS):
         record = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
         holder = self.channel.holder_id
         keys = [inflight, self.unacked_index_key, self.unacked_key, f"{holder}:held", self.channel.holders_key]
-        recorded = self.channel.run_hold_script(keys, [item, delivery_tag, time(), record, holder])
+        try:
+            recorded = self.channel.run_hold_script(keys, [item, delivery_tag, time(), record, holder])
+        except ResponseError as exc:
+            if not is_redis_full(exc):
+                raise
+            # A script is refused before its first write: the message is still in its in-flight
+            # list, which goes back to its queue at the first take once Redis has room.
+            self.channel.hold_refused()
+            raise Empty() from None
         if not recorded:
             # Its in-flight entry was put back on the queue while this process looked dead (frozen
             # past the alive TTL): another consumer has it now. Not delivered here.
@@ -205,8 +241,70 @@ class QoS(kombu_redis.QoS):
         self._holder_of[delivery_tag] = holder
         virtual.QoS.append(self, message, delivery_tag)
 
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if not requeue:
+            super().reject(delivery_tag, requeue=False)
+            return
+        holder = self._holder_of.get(delivery_tag)
+        try:
+            self.restore_by_tag(delivery_tag, leftmost=True)
+        except ResponseError as exc:
+            if not is_redis_full(exc):
+                raise
+            self._defer(delivery_tag, holder)
+            return
+        virtual.QoS.ack(self, delivery_tag)
+
+    def _defer(self, delivery_tag: str, holder: str | None) -> None:
+        """Redis is full: the message stays unacked and held (nothing is lost), and is put back later.
+
+        It leaves this worker's in-memory count at once, so the deferred re-queues never use up
+        the prefetch and stop the consumer.
+        """
+        if holder is not None:
+            self._holder_of[delivery_tag] = holder  # the failed restore took it off
+        with self._deferred_lock:
+            self._deferred.add(delivery_tag)
+            self._deferred_log.refused(monotonic())
+        virtual.QoS.ack(self, delivery_tag)
+
+    def restore_deferred(self) -> None:
+        """Put back on their queues the messages whose re-queue a full Redis refused (if it has room now)."""
+        with self._deferred_lock:
+            tags = sorted(self._deferred)
+        for tag in tags:
+            holder = self._holder_of.get(tag)
+            try:
+                self.restore_by_tag(tag, leftmost=True)
+            except ResponseError as exc:
+                if holder is not None:
+                    self._holder_of[tag] = holder
+                if is_redis_full(exc):
+                    return
+                raise
+            with self._deferred_lock:
+                self._deferred.discard(tag)
+        if tags:
+            with self._deferred_lock:
+                self._deferred_log.accepted(monotonic())
+            log.info("put %d re-queued message(s) back on their queues", len(tags))
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().restore_visible(*args, **kwargs)
+        except ResponseError as exc:
+            if not is_redis_full(exc):
+                raise
+            # The sweep's mutex is a write: a full Redis refuses it. The next sweep tries again.
+            log.debug("unacked sweep skipped: Redis is full")
+
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
         holder = self._holder_of.pop(delivery_tag, None)
+        if pipe is None:
+            # An ack: three deletions, not in a MULTI, which a full Redis refuses as a whole
+            # (deletions alone it takes, and they free memory).
+            with self.channel.conn_or_acquire() as client:
+                pipe = client.pipeline(transaction=False)
         removal = super()._remove_from_indices(delivery_tag, pipe)
         return removal if holder is None else removal.srem(f"{holder}:held", delivery_tag)
 
@@ -247,9 +345,15 @@ class Channel(kombu_redis.Channel):
         self._taken: tuple[str, bytes] | None = None
         self._took = False  # this channel has sent a take: its in-flight lists may exist
         self._retiring: tuple[str, ...] = ()  # retired bases named in the pending take
-        # kombu's global key prefix rewrites commands in its client; ours are sent by hand, so a
-        # prefixed broker keeps kombu's own way of taking messages.
-        self._reliable = not self.global_keyprefix
+        self._pause_key = f"{self.inflight_prefix}{_PAUSE_KEY_SUFFIX}"
+        self._full = FullBackoff("broker consumer", log)
+        # kombu's global key prefix rewrites commands in its client, not the ones sent here by hand:
+        # it would need kombu's own (lossy) way of taking messages. Settings and the worker's start
+        # refuse it first (config/broker.py); this is the last guard.
+        problem = transport_options_problem({"global_keyprefix": self.global_keyprefix})
+        if problem is not None:
+            raise ConfigError(problem)
+        self._reliable = True  # until a Redis without BLMOVE says otherwise
 
     def _new_inflight_base(self) -> str:
         return f"{self.inflight_prefix}:{self._consumer}:{uuid.uuid4().hex[:6]}"
@@ -272,16 +376,39 @@ class Channel(kombu_redis.Channel):
         return bool(self._hold(keys=keys, args=args))
 
     def renew_alive(self) -> None:
-        """Say this channel's consumer and holder are alive (the heartbeat thread's one call)."""
+        """Say this channel's consumer and holder are alive (the heartbeat thread's call)."""
         if not self._took:
             return
         if self._heartbeat_client is None:
             # Its own client on kombu's (thread-safe) pool: never the consuming connection.
             self._heartbeat_client = self._create_client(asynchronous=False)
         ttl_s = self.inflight_alive_s
+        alive = (f"{self._inflight_base}:alive", f"{self.holder_id}:alive")
         pipe = self._heartbeat_client.pipeline(transaction=False)
-        pipe.set(f"{self._inflight_base}:alive", "1", ex=ttl_s).set(f"{self.holder_id}:alive", "1", ex=ttl_s)
-        pipe.execute()
+        for key in alive:
+            pipe.set(key, "1", ex=ttl_s)
+        try:
+            pipe.execute()
+        except ResponseError as exc:
+            if not is_redis_full(exc):
+                raise
+            # A full Redis refuses SET but not EXPIRE: the keys exist (a take wrote them), so a
+            # live worker stays alive through it, and its holdings are not handed to another.
+            pipe = self._heartbeat_client.pipeline(transaction=False)
+            for key in alive:
+                pipe.expire(key, ttl_s)
+            pipe.execute()
+
+    def hold_refused(self) -> None:
+        """A full Redis refused to record a delivery: pause, and have the next take put the message back.
+
+        The message is still in this channel's in-flight list; retiring the list (as after a lost
+        connection) makes the first take that Redis accepts return it to its queue.
+        """
+        _retired.add(self._inflight_base)
+        self._inflight_base = self._new_inflight_base()
+        self._full.refused(monotonic())
+        self._wait_found_nothing = True
 
     def _on_connect(self, connection: Any) -> None:
         self._connects += 1
@@ -340,14 +467,20 @@ class Channel(kombu_redis.Channel):
         connection = self.client.connection
         _heartbeat.watch(self)
         self._retire_lost_connection(connection)
-        if self._wait_found_nothing or monotonic() - self._last_take_mono >= _TAKE_EVERY_S:
+        pause_s = self._full.remaining_s(monotonic())
+        if pause_s > 0:
+            # Redis is full: wait the pause out on the server, so the event loop stays free and no
+            # take is tried (and refused) before it is over.
+            self._pending = (_PAUSE, wait_key)
+            command: list[Any] = ["BRPOP", self._pause_key, f"{pause_s:.3f}"]
+        elif self._wait_found_nothing or monotonic() - self._last_take_mono >= _TAKE_EVERY_S:
             self._pending = (_TAKE, wait_key)
             self._last_take_mono = monotonic()
             self._took = True
             self._retiring = tuple(base for base in _retired.snapshot() if base != self._inflight_base)
             fixed = [self._inflight_base, self._registry, self._recovery_gate, self.unacked_key, self.holders_key]
             script = ["EVALSHA", _take_sha()] if self._script_cached else ["EVAL", take_script()]
-            command: list[Any] = [
+            command = [
                 *script,
                 len(fixed) + len(keys),
                 *fixed,
@@ -372,6 +505,8 @@ class Channel(kombu_redis.Channel):
         kind, wait_key = pending if pending is not None else (_TAKE, "")
         try:
             reply = self._read_reply(kind, **options)
+            if kind == _PAUSE:
+                raise Empty()  # the pause is over: the next start tries a take
             if kind == _TAKE:
                 queue_key, item, restored = bytes_to_str(reply[0]), reply[1], int(reply[2])
                 _retired.forget(self._retiring)
@@ -394,11 +529,17 @@ class Channel(kombu_redis.Channel):
 
     def _read_reply(self, kind: str, **options: Any) -> Any:
         try:
-            reply = self.client.parse_response(self.client.connection, "EVAL" if kind == _TAKE else "BLMOVE", **options)
+            reply = self.client.parse_response(self.client.connection, _COMMAND_OF[kind], **options)
         except self.connection_errors:
             self.client.connection.disconnect()
             raise
         except ResponseError as exc:
+            if is_redis_full(exc):
+                # Refused before anything moved (a script is refused at its first write). Not an
+                # error of this worker: pause, then take (which also says alive) when it is over.
+                self._full.refused(monotonic())
+                self._wait_found_nothing = True
+                raise Empty() from None
             text = str(exc)
             if kind == _TAKE and text.startswith("NOSCRIPT"):
                 self._script_cached = False  # Redis restarted or flushed its scripts: send it whole
@@ -412,9 +553,22 @@ class Channel(kombu_redis.Channel):
                 )
                 raise Empty() from None
             raise
+        if kind == _TAKE or (kind == _WAIT and reply is not None):
+            # A take writes first thing, and a move allocates: Redis takes writes (again). A wait that
+            # timed out proves nothing: it may have been blocked since before Redis filled up.
+            self._full.accepted(monotonic())
         if kind == _TAKE:
             self._script_cached = True
         return reply
+
+    def maybe_refresh_binding_expiry(self) -> None:
+        try:
+            super().maybe_refresh_binding_expiry()
+        except ResponseError as exc:
+            if not is_redis_full(exc):
+                raise
+            # kombu logs this with a traceback every few seconds; the consumer already said Redis is full.
+            log.debug("binding expiry not refreshed: Redis is full")
 
     def _deliver_taken(self, queue_key: str, item: bytes) -> None:
         queue = queue_key.rsplit(self.sep, 1)[0]

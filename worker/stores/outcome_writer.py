@@ -33,6 +33,7 @@ from worker.domain.outcomes import STATUS_REJECTED, Outcome, format_timestamp
 from worker.stores import keys as k
 from worker.stores.bulk_outcomes import BulkOutcome
 from worker.stores.keys import REJECTED_MARKER_PREFIX, RedisKeys
+from worker.stores.redis_full import is_redis_full
 
 __all__ = ["LATENCY_BUCKETS_S", "OutcomePublisher", "PublishResult", "latency_bucket"]
 
@@ -51,7 +52,8 @@ _NOT_RETRYABLE: Final = (redis_errors.AuthenticationError,)
 
 
 def _is_redis_blip(exc: BaseException) -> bool:
-    return isinstance(exc, _RETRYABLE) and not isinstance(exc, _NOT_RETRYABLE)
+    # A full Redis (maxmemory, noeviction) heals when memory frees: worth the same deadline.
+    return (isinstance(exc, _RETRYABLE) and not isinstance(exc, _NOT_RETRYABLE)) or is_redis_full(exc)
 
 
 _FLAG_TRUE: Final = "1"
