@@ -15,6 +15,7 @@ from errors import RefreshError
 from producers.bulk import get_bulk
 from tasks.requeue import retry_keeping_message
 from worker.app import BULK_PUMP_TASK, BULK_TASK, app
+from worker.domain.deadline import Deadline
 from worker.domain.ids import is_bulk_id
 from worker.retry import next_delay_s
 from worker.runtime import bulk_runner, client_for, provider_slots
@@ -46,7 +47,9 @@ def bulk_refresh(self: Any, bulk_id: object = None, **unexpected: Any) -> dict[s
     if not isinstance(answer, Granted):
         retry_keeping_message(self, countdown_s=answer.retry_after_s)
     try:
-        result = runner.enumerate(bulk_id, client_for(record.site_code))
+        # The threads pool enforces no time limit: the enumeration ends by the soft one itself.
+        deadline = Deadline.after(settings.task_soft_time_limit_s)
+        result = runner.enumerate(bulk_id, client_for(record.site_code), deadline=deadline)
     except RefreshError as exc:
         # Attempts made so far: this one and the re-queues before it (no deadline: elapsed unused).
         delay_s = next_delay_s(settings.retry.enumeration, self.request.retries + 1, 0.0) if exc.retryable else None

@@ -30,6 +30,7 @@ from typing import Any, Final, Protocol
 from config.settings import Settings
 from errors import RefreshError
 from worker.domain.criteria import BulkCriteria, parse_criteria, queries
+from worker.domain.deadline import Deadline
 from worker.domain.ids import child_request_id, claimed_bulk
 from worker.domain.outcomes import STATUS_CANCELLED, AttemptInfo, Outcome, RequestInfo, format_timestamp
 from worker.domain.packages import TASK_SEQUENCE_CLASS, PackageInfo
@@ -52,7 +53,9 @@ _PUMP_BATCH: Final = 1000
 class Enumerator(Protocol):
     """What enumeration needs from the SMS Provider client (`worker.provider.client.SccmClient`)."""
 
-    def enumerate(self, wql: str, *, page_size: int = ...) -> Iterator[WmiInstance]: ...
+    def enumerate(
+        self, wql: str, *, page_size: int = ..., deadline: Deadline | None = ...
+    ) -> Iterator[WmiInstance]: ...
 
 
 class OutcomeSink(Protocol):
@@ -109,21 +112,24 @@ class BulkRunner:
 
     # -- enumeration ---------------------------------------------------------------------
 
-    def enumerate(self, bulk_id: str, client: Enumerator, *, page_size: int = 500) -> EnumerationResult:
+    def enumerate(
+        self, bulk_id: str, client: Enumerator, *, page_size: int = 500, deadline: Deadline | None = None
+    ) -> EnumerationResult:
         """Select the packages, stream them into the bulk (or count them, for a dry run), start it.
 
         Safe to run again after a crash: appends skip children already appended. A RefreshError
-        from the provider is raised for the caller to retry or fail the bulk.
+        from the provider is raised for the caller to retry or fail the bulk; past `deadline`, that
+        is a `timeout`.
         """
         record = self._record(bulk_id)
         if record.state != "enumerating":
             return EnumerationResult(record, 0, 0)
         criteria = parse_criteria({k: v for k, v in record.criteria.items() if k != DRY_RUN_KEY})
         if record.criteria.get(DRY_RUN_KEY):
-            return self._dry_run(record, criteria, client, page_size)
+            return self._dry_run(record, criteria, client, page_size, deadline)
         enumerated = dispatched = 0
         page: list[ChildSpec] = []
-        for package in self._packages(criteria, client, page_size):
+        for package in self._packages(criteria, client, page_size, deadline):
             enumerated += 1
             page.append(self._child(bulk_id, criteria, package))
             if len(page) >= _APPEND_PAGE:
@@ -148,11 +154,11 @@ class BulkRunner:
         return update.record
 
     def _dry_run(
-        self, record: BulkRecord, criteria: BulkCriteria, client: Enumerator, page_size: int
+        self, record: BulkRecord, criteria: BulkCriteria, client: Enumerator, page_size: int, deadline: Deadline | None
     ) -> EnumerationResult:
         total = 0
         sample: list[dict[str, Any]] = []
-        for package in self._packages(criteria, client, page_size):
+        for package in self._packages(criteria, client, page_size, deadline):
             total += 1
             if len(sample) < SAMPLE_SIZE:
                 sample.append(_summary(package))
@@ -161,9 +167,11 @@ class BulkRunner:
             self._publish_bulk(update.record)
         return EnumerationResult(update.record, total, 0)
 
-    def _packages(self, criteria: BulkCriteria, client: Enumerator, page_size: int) -> Iterator[PackageInfo]:
+    def _packages(
+        self, criteria: BulkCriteria, client: Enumerator, page_size: int, deadline: Deadline | None
+    ) -> Iterator[PackageInfo]:
         for query in queries(criteria):
-            for instance in client.enumerate(query.wql, page_size=page_size):
+            for instance in client.enumerate(query.wql, page_size=page_size, deadline=deadline):
                 package = PackageInfo.from_instance(instance)
                 if not criteria.excludes(package.package_id):
                     yield package

@@ -15,6 +15,7 @@ from tenacity.stop import stop_base
 
 from config.settings import RetryPolicy
 from errors import RefreshError
+from worker.domain.deadline import Deadline
 
 __all__ = ["backoff_s", "in_call_retrying", "is_exhausted", "next_delay_s"]
 
@@ -58,13 +59,28 @@ def next_delay_s(
     return delay
 
 
+class _StopBeforeDeadline(stop_base):
+    """Stop when the pause before the next try would reach the deadline: that try could not run."""
+
+    def __init__(self, deadline: Deadline, wait: Callable[[RetryCallState], float]) -> None:
+        self._deadline = deadline
+        self._wait = wait
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self._deadline.remaining_s() <= self._wait(retry_state)
+
+
 def in_call_retrying(
     policy: RetryPolicy,
     *,
     before_retry: Callable[[BaseException], None] | None = None,
     sleep: Callable[[float], None] | None = None,
+    deadline: Deadline | None = None,
 ) -> Retrying:
-    """A tenacity controller for short in-call retries of transient `RefreshError`s only."""
+    """A tenacity controller for short in-call retries of transient `RefreshError`s only.
+
+    With a `deadline`, no retry starts unless its pause ends before it.
+    """
 
     def _wait(state: RetryCallState) -> float:
         return backoff_s(policy, state.attempt_number)
@@ -78,6 +94,8 @@ def in_call_retrying(
     stop: stop_base = stop_after_attempt(policy.max_attempts)
     if policy.deadline_s is not None:
         stop = stop | stop_after_delay(policy.deadline_s)
+    if deadline is not None:
+        stop = stop | _StopBeforeDeadline(deadline, _wait)
     retrying = Retrying(
         stop=stop,
         wait=_wait,

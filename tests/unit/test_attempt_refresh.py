@@ -10,6 +10,7 @@ import pytest
 
 from config.settings import RetryPolicy
 from errors import MediumNotReadyError, OperationTimeoutError, ProviderFailureError, ReturnValueError, ServerBusyError
+from worker.domain.deadline import Deadline
 from worker.domain.packages import PackageInfo
 from worker.usecase.attempt import AttemptResult, attempt_refresh
 from worker.usecase.values import FenceSnapshot, landed
@@ -30,7 +31,7 @@ class ScriptedClient:
     gets: int = 0
     invokes: int = 0
 
-    def get_package(self, package_class: str, package_id: str) -> PackageInfo:
+    def get_package(self, package_class: str, package_id: str, *, deadline: Deadline | None = None) -> PackageInfo:
         self.gets += 1
         if self.gets == 1 or not self.versions:
             return self.package
@@ -39,7 +40,7 @@ class ScriptedClient:
             raise version
         return replace(self.package, source_version=version)
 
-    def refresh(self, package_class: str, package_id: str) -> int:
+    def refresh(self, package_class: str, package_id: str, *, deadline: Deadline | None = None) -> int:
         self.invokes += 1
         if isinstance(self.return_value, Exception):
             raise self.return_value
@@ -188,10 +189,10 @@ class LostReplyClient:
     lands: bool
     invokes: int = 0
 
-    def get_package(self, package_class: str, package_id: str) -> PackageInfo:
+    def get_package(self, package_class: str, package_id: str, *, deadline: Deadline | None = None) -> PackageInfo:
         return self.package
 
-    def refresh(self, package_class: str, package_id: str) -> int:
+    def refresh(self, package_class: str, package_id: str, *, deadline: Deadline | None = None) -> int:
         self.invokes += 1
         if self.invokes == 1:
             if self.lands:
@@ -244,11 +245,11 @@ class BusyOnceClient:
     invokes: int = 0
     gets: int = 0
 
-    def get_package(self, package_class: str, package_id: str) -> PackageInfo:
+    def get_package(self, package_class: str, package_id: str, *, deadline: Deadline | None = None) -> PackageInfo:
         self.gets += 1
         return self.package
 
-    def refresh(self, package_class: str, package_id: str) -> int:
+    def refresh(self, package_class: str, package_id: str, *, deadline: Deadline | None = None) -> int:
         self.invokes += 1
         if self.invokes == 1:
             raise ServerBusyError("WBEM_E_OUT_OF_MEMORY")

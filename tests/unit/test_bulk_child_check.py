@@ -22,6 +22,7 @@ from config.settings import ProviderSettings, RetryPolicy, RetrySettings, Settin
 from producers.bulk import new_bulk_id
 from testing.standins import MemoryCoalescer, MemorySlots, MemoryWatch
 from worker.bulk_job import BulkRunner
+from worker.domain.deadline import Deadline
 from worker.domain.ids import child_request_id, claimed_bulk, is_bulk_id
 from worker.domain.outcomes import Outcome
 from worker.domain.packages import PackageInfo
@@ -46,10 +47,10 @@ class AcceptingProvider:
     def __init__(self) -> None:
         self.invokes = 0
 
-    def get_package(self, package_class: str, package_id: str) -> PackageInfo:
+    def get_package(self, package_class: str, package_id: str, *, deadline: Deadline | None = None) -> PackageInfo:
         return PackageInfo(class_name=package_class, package_id=package_id, pkg_source_flag=2, source_version=1)
 
-    def refresh(self, package_class: str, package_id: str) -> int:
+    def refresh(self, package_class: str, package_id: str, *, deadline: Deadline | None = None) -> int:
         self.invokes += 1
         return 0
 

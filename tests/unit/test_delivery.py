@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from config.settings import LimitSettings, ProviderSettings, RetryPolicy, RetrySettings, Settings
 from errors import InternalError, MediumNotReadyError, QuotaError, RefreshError
 from testing.standins import MemoryBulkChildren, MemoryCoalescer, MemorySlots, MemoryWatch
+from worker.domain.deadline import Deadline
 from worker.domain.ids import child_request_id
 from worker.domain.outcomes import Outcome
 from worker.domain.packages import PackageInfo
@@ -59,13 +60,13 @@ class FakeClient:
     gets: int = 0
     invokes: int = 0
 
-    def get_package(self, package_class: str, package_id: str) -> PackageInfo:
+    def get_package(self, package_class: str, package_id: str, *, deadline: Deadline | None = None) -> PackageInfo:
         self.gets += 1
         if isinstance(self.return_value, UnicodeEncodeError):
             raise self.return_value
         return self.package
 
-    def refresh(self, package_class: str, package_id: str) -> int:
+    def refresh(self, package_class: str, package_id: str, *, deadline: Deadline | None = None) -> int:
         self.invokes += 1
         if isinstance(self.return_value, BaseException):
             raise self.return_value

@@ -7,6 +7,7 @@ request.py         the refresh request contract: a task's kwargs, validated; its
 task_names.py      the task names producers send
 outcomes.py        the outcome document (schema name and version included)
 ids.py             what can name a request, a bulk or a key part
+deadline.py        the time an attempt may still take, shared by every provider call in it
 """
 
 from worker.domain.criteria import BulkCriteria, parse_criteria

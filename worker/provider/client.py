@@ -5,6 +5,10 @@ through `ProviderTransport`, short transport blips are retried in-call by the `i
 policy (resetting the session between tries). Every reply's `RelatesTo` is checked: pywinrm
 does not, and a reply to someone else's request must never be taken as ours.
 
+Each call takes an optional `deadline` (worker/domain/deadline.py): its socket waits are cut to what is
+left of it, no retry starts that would not fit, and a call that finds it passed fails at once as
+a `timeout` without sending anything.
+
 The WS-Man layer's exceptions (a fault in a 200 reply, a malformed reply, a value no envelope
 can carry) are turned into `RefreshError`s here, by `worker.provider.classify`: callers see nothing else.
 """
@@ -18,6 +22,8 @@ from collections.abc import Callable, Generator, Iterator
 from typing import TypeVar
 
 from config.settings import RetryPolicy
+from errors import OperationTimeoutError
+from worker.domain.deadline import Deadline
 from worker.domain.packages import BOOT_IMAGE_CLASS, PackageInfo, package_resource_uri, site_enumeration_uri
 from worker.provider.classify import classify_exception, error_from_wsman
 from worker.provider.transport import ProviderTransport
@@ -73,13 +79,19 @@ class SccmClient:
         *,
         retry: bool = True,
         read_timeout_s: int | None = None,
+        deadline: Deadline | None = None,
     ) -> T:
         """Send one request (fresh MessageID per try), check RelatesTo, parse; retry short blips."""
 
         def _once() -> T:
+            timeout_s = None
+            if deadline is not None:
+                timeout_s = deadline.remaining_s()
+                if timeout_s <= 0:
+                    raise OperationTimeoutError("the attempt's time ran out before this WS-Man call could be sent")
             with _as_refresh_errors():
                 envelope = build()
-                reply = self.transport.send(envelope.xml, read_timeout_s=read_timeout_s)
+                reply = self.transport.send(envelope.xml, read_timeout_s=read_timeout_s, timeout_s=timeout_s)
                 check_relates_to(parse_header(reply), envelope.message_id)
                 return parse(reply)
 
@@ -88,7 +100,7 @@ class SccmClient:
 
         if not retry:
             return _once()
-        return in_call_retrying(self.in_call_policy, before_retry=_log_retry)(_once)
+        return in_call_retrying(self.in_call_policy, before_retry=_log_retry, deadline=deadline)(_once)
 
     @property
     def _to_url(self) -> str:
@@ -98,7 +110,7 @@ class SccmClient:
     def _timeout_s(self) -> float:
         return float(self.transport.provider.operation_timeout_s)
 
-    def get_package(self, package_class: str, package_id: str) -> PackageInfo:
+    def get_package(self, package_class: str, package_id: str, *, deadline: Deadline | None = None) -> PackageInfo:
         with _as_refresh_errors():
             uri = package_resource_uri(self.site_code, package_class)
 
@@ -110,10 +122,10 @@ class SccmClient:
                 operation_timeout_s=self._timeout_s,
             )
 
-        instance = self._exchange(build, parse_instance)
+        instance = self._exchange(build, parse_instance, deadline=deadline)
         return PackageInfo.from_instance(instance)
 
-    def refresh(self, package_class: str, package_id: str) -> int:
+    def refresh(self, package_class: str, package_id: str, *, deadline: Deadline | None = None) -> int:
         """Invoke RefreshPkgSource once; returns its ReturnValue (0 = accepted by the provider).
 
         Never retried here: a reply lost on the way back may hide a refresh that landed, so the
@@ -141,14 +153,18 @@ class SccmClient:
             lambda xml: parse_method_output(xml, REFRESH_METHOD),
             retry=False,
             read_timeout_s=provider.boot_image_read_timeout_s if boot_image else None,
+            deadline=deadline,
         )
         return output.return_value
 
-    def enumerate(self, wql: str, *, page_size: int = 100) -> Generator[WmiInstance, None, None]:
+    def enumerate(
+        self, wql: str, *, page_size: int = 100, deadline: Deadline | None = None
+    ) -> Generator[WmiInstance, None, None]:
         """Instances matching a WQL query, page by page (Enumerate, then Pull until EndOfSequence).
 
         A caller that stops early (closes the generator, or a Pull fails) leaves a context open
-        on the server: it is released with a WS-Enumeration Release, best effort.
+        on the server: it is released with a WS-Enumeration Release, best effort. With a
+        `deadline`, the whole enumeration ends by it (a Pull past it fails as a `timeout`).
         """
         with _as_refresh_errors():
             uri = site_enumeration_uri(self.site_code)
@@ -171,7 +187,7 @@ class SccmClient:
                 operation_timeout_s=self._timeout_s,
             )
 
-        page: EnumerationPage = self._exchange(first, parse_enumeration)
+        page: EnumerationPage = self._exchange(first, parse_enumeration, deadline=deadline)
         pulls = 0
         try:
             while True:
@@ -179,7 +195,7 @@ class SccmClient:
                 if not page.has_more or page.context is None or pulls >= _MAX_PULLS:
                     return
                 pulls += 1
-                page = self._exchange(functools.partial(pull, page.context), parse_enumeration)
+                page = self._exchange(functools.partial(pull, page.context), parse_enumeration, deadline=deadline)
         finally:
             if page.has_more and page.context is not None:
                 self._release(uri, page.context)

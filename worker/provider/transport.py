@@ -38,6 +38,8 @@ __all__ = ["ProviderTransport"]
 # the log can crack offline: a worker run with --loglevel DEBUG must not write it.
 _HANDSHAKE_LOGGER = "spnego"
 _HANDSHAKE_LOG_MIN_LEVEL = logging.INFO
+# A call with less time than this left is not worth a socket: it would time out before an answer.
+_MIN_SOCKET_TIMEOUT_S = 0.05
 
 
 def _quiet_handshake_logging() -> None:
@@ -136,18 +138,24 @@ class ProviderTransport:
     def close(self) -> None:
         self.reset()
 
-    def send(self, envelope: bytes, *, read_timeout_s: int | None = None) -> bytes:
+    def send(self, envelope: bytes, *, read_timeout_s: int | None = None, timeout_s: float | None = None) -> bytes:
         """One round trip: the reply bytes. SOAP faults and transport failures raise RefreshErrors.
 
         `read_timeout_s` replaces the provider's read timeout for this call only (an operation
-        the server may take longer over, e.g. a boot image's refresh).
+        the server may take longer over, e.g. a boot image's refresh). Every socket operation
+        (connect, each read) waits at most that, or `timeout_s` when it is shorter (what is left of
+        the attempt's time): a provider that stops answering ends the call as a `timeout` by then.
         """
         protocol = self.protocol()
         winrm_transport = protocol.transport
         usual_read_timeout = winrm_transport.read_timeout_sec
-        if read_timeout_s is not None:
-            # The Protocol is this thread's own: changing it for one call affects no other.
-            winrm_transport.read_timeout_sec = read_timeout_s
+        read_s = read_timeout_s if read_timeout_s is not None else usual_read_timeout
+        if timeout_s is not None and read_s is not None:
+            read_s = max(_MIN_SOCKET_TIMEOUT_S, min(read_s, timeout_s))  # type: ignore[assignment]
+        if read_s != usual_read_timeout:
+            # The Protocol is this thread's own: changing it for one call affects no other. pywinrm
+            # declares an int; requests, which it hands the value to, takes any number of seconds.
+            winrm_transport.read_timeout_sec = read_s
         try:
             answer: bytes = winrm_transport.send_message(envelope)
         except Exception as exc:

@@ -2,6 +2,7 @@
 
     keys.py            every key and channel name (RedisKeys: one prefix per deployment)
     redis_client.py    the client: timeouts, health checks, a short retry on connection errors
+    redis_full.py      a full Redis (maxmemory, noeviction): recognised, waited out, said once a minute
     lua.py             loading a script beside its module (*.lua, with lua_common.lua prepended)
     slots.py (+.lua)   the per-provider concurrency cap: leases, a fair waiting line; its layout
     coalesce.py (+.lua) one pending refresh per package: leader markers, followers

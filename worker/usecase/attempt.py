@@ -15,6 +15,10 @@ The provider's concurrency cap is the caller's (an `OperationGate`): the attempt
 slot until the Invoke has answered; the slot is then given back, and each Get of the bounded wait
 for DistMgr takes a slot of its own only for that Get, so a verifying request never holds a slot
 through its sleeps.
+
+The whole attempt ends by its `deadline` (worker/domain/deadline.py): every call gets only what is left
+of it, the Invoke is not sent once it has passed (a `timeout`, re-queued like any other), an
+in-call retry that would not fit is not made, and the verification stops with it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Literal, Protocol, TypeVar
 
 from config.settings import RetryPolicy
 from errors import MediumNotReadyError, OperationTimeoutError, RefreshError, ReturnValueError
+from worker.domain.deadline import Deadline
 from worker.domain.packages import PackageInfo
 from worker.domain.refresh_answer import error_for_medium_fault, refresh_outcome
 from worker.retry import next_delay_s
@@ -41,9 +46,9 @@ _T = TypeVar("_T")
 class RefreshClient(Protocol):
     """What an attempt needs from the SMS Provider client (`worker.provider.client.SccmClient`)."""
 
-    def get_package(self, package_class: str, package_id: str) -> PackageInfo: ...
+    def get_package(self, package_class: str, package_id: str, *, deadline: Deadline | None = None) -> PackageInfo: ...
 
-    def refresh(self, package_class: str, package_id: str) -> int: ...
+    def refresh(self, package_class: str, package_id: str, *, deadline: Deadline | None = None) -> int: ...
 
 
 class InvokeFence(Protocol):
@@ -101,10 +106,11 @@ def attempt_refresh(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
+    deadline: Deadline | None = None,
 ) -> AttemptResult:
     """Refresh once; raise MediumNotReadyError / ReturnValueError / transport errors on failure."""
     verify = _Verify(
-        package_class, package_id, verify_timeout_s, verify_poll_s, sleep, clock, gate or UngatedOperations()
+        package_class, package_id, verify_timeout_s, verify_poll_s, sleep, clock, gate or UngatedOperations(), deadline
     )
     earlier = fence.read() if fence is not None else None
     if known_package is not None and earlier is None:
@@ -114,30 +120,32 @@ def attempt_refresh(
         if on_package is not None:
             on_package(package)
     else:
-        package = _read(client, package_class, package_id, on_package)
+        package = _read(client, package_class, package_id, on_package, deadline)
     before = known_version_before if known_version_before is not None else package.source_version
     started = clock()
     tries = 0
     while True:
         if earlier is not None and landed(earlier, package):
             return _accepted(client, package, before, verify, confirmed=True)
+        if deadline is not None and deadline.expired():
+            raise OperationTimeoutError("the attempt's time ran out before RefreshPkgSource could be sent")
         if fence is not None:
             earlier = FenceSnapshot.of(package, wall_clock())
             fence.write(earlier)
         tries += 1
         try:
-            return_value = client.refresh(package_class, package_id)
+            return_value = client.refresh(package_class, package_id, deadline=deadline)
             break
         except RefreshError as exc:
             # A WMI generic failure during RefreshPkgSource on a STORAGE_COMPRESS package is the
             # SDK's "medium not ready" shape; everything else keeps its own meaning.
             error = error_for_medium_fault(exc, package.pkg_source_flag)
             delay = _invoke_retry_delay(error, invoke_retry, tries, clock() - started)
-            if delay is None:
+            if delay is None or (deadline is not None and delay >= deadline.remaining_s()):
                 raise error from None
         sleep(delay)
         # The reply was lost, not necessarily the request: look before invoking again.
-        package = _read(client, package_class, package_id, on_package)
+        package = _read(client, package_class, package_id, on_package, deadline)
 
     verdict = refresh_outcome(return_value, package.pkg_source_flag)
     if verdict == "medium_not_ready":
@@ -166,12 +174,23 @@ class _Verify:
     sleep: Callable[[float], None]
     clock: Callable[[], float]
     gate: OperationGate
+    deadline: Deadline | None  # the attempt's: the wait ends by it too
+
+    def until(self) -> Deadline:
+        """When the wait, started now, ends: after `timeout_s`, or at the attempt's deadline if sooner."""
+        if self.deadline is None:
+            return Deadline.after(self.timeout_s, clock=self.clock)
+        return self.deadline.within(self.timeout_s)
 
 
 def _read(
-    client: RefreshClient, package_class: str, package_id: str, on_package: Callable[[PackageInfo], None] | None
+    client: RefreshClient,
+    package_class: str,
+    package_id: str,
+    on_package: Callable[[PackageInfo], None] | None,
+    deadline: Deadline | None,
 ) -> PackageInfo:
-    package = client.get_package(package_class, package_id)
+    package = client.get_package(package_class, package_id, deadline=deadline)
     if on_package is not None:
         on_package(package)
     return package
@@ -202,21 +221,24 @@ def _accepted(
 
 
 def _wait_for_new_version(client: RefreshClient, verify: _Verify, *, before: int) -> int | None:
-    """Poll Get until SourceVersion > before or the timeout; the last version seen (None if none).
+    """Poll Get until SourceVersion > before or the wait is over; the last version seen (None if none).
 
-    A poll that finds no free slot is skipped: the next one comes `poll_s` later.
+    A poll that finds no free slot is skipped: the next one comes `poll_s` later. Each Get has only
+    what is left of the wait: a provider that stops answering cannot stretch it.
     """
-    deadline = verify.clock() + verify.timeout_s
+    until = verify.until()
     last: int | None = None
     while True:
         # Verification is best effort: the refresh was already accepted.
         with contextlib.suppress(RefreshError):
-            package = verify.gate.run(lambda: client.get_package(verify.package_class, verify.package_id))
+            package = verify.gate.run(
+                lambda: client.get_package(verify.package_class, verify.package_id, deadline=until)
+            )
             if package is not None:
                 last = package.source_version
         if last is not None and last > before:
             return last
-        remaining = deadline - verify.clock()
+        remaining = until.remaining_s()
         if remaining <= 0:
             return last
         verify.sleep(min(verify.poll_s, remaining))

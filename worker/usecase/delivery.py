@@ -54,6 +54,7 @@ from errors import (
     OperationTimeoutError,
     RefreshError,
 )
+from worker.domain.deadline import Deadline
 from worker.domain.ids import claimed_bulk
 from worker.domain.outcomes import AttemptInfo, Outcome, RequestInfo, format_timestamp, parse_timestamp
 from worker.domain.packages import ONE_AT_A_TIME_CLASSES, PackageInfo
@@ -325,6 +326,7 @@ def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
             sleep=deps.sleep,
             clock=deps.clock.monotonic,
             wall_clock=deps.clock.time,
+            deadline=_attempt_deadline(ctx, deps),
         )
     except RefreshError as exc:
         ctx.error = exc
@@ -353,6 +355,17 @@ def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
         source_version_after=result.source_version_after,
     )
     return _ending(ctx, deps, outcome)
+
+
+def _attempt_deadline(ctx: _Context, deps: DeliveryDeps) -> Deadline:
+    """The attempt ends by the soft time limit, counted from the delivery's start.
+
+    Celery's threads pool enforces no time limit, so this is what does: no provider call, in-call
+    retry or verification wait runs past it. The final's publication that follows has its own
+    bound (`limits.publish_deadline_s`); soft limit plus that stay within the hard limit by default
+    (300 + 60 = 360 s), which the request watch's deadlines count on.
+    """
+    return Deadline(ctx.started_mono + deps.settings.task_soft_time_limit_s, deps.clock.monotonic)
 
 
 def _decide(ctx: _Context, deps: DeliveryDeps) -> Plan:
