@@ -302,3 +302,75 @@ def test_the_fence_counter_example_invokes_again() -> None:
     client.package = replace(client.package, source_version=6, action_in_progress=0)  # A's DistMgr pass ends
     result = attempt_refresh(client, "SMS_Package", "PS100001", fence=fence)
     assert client.invokes == 2 and result.confirmed_earlier_invoke is False
+
+
+# -- the attempt's deadline --------------------------------------------------------------
+
+
+@dataclass
+class SlowClient:
+    """A provider whose every Get takes `get_s` of the fake clock; records (when, time given) per Get."""
+
+    clock: FakeClock
+    get_s: float
+    invokes: int = 0
+    given: list[tuple[float, float]] = field(default_factory=list)
+
+    def get_package(self, package_class: str, package_id: str, *, deadline: Deadline | None = None) -> PackageInfo:
+        assert deadline is not None, "every call of an attempt carries its deadline"
+        self.given.append((self.clock.now, deadline.remaining_s()))
+        self.clock.sleep(self.get_s)
+        return PLAIN
+
+    def refresh(self, package_class: str, package_id: str, *, deadline: Deadline | None = None) -> int:
+        self.invokes += 1
+        return 0
+
+
+@dataclass
+class RecordingFence:
+    written: list[FenceSnapshot] = field(default_factory=list)
+
+    def read(self) -> FenceSnapshot | None:
+        return None
+
+    def write(self, snapshot: FenceSnapshot) -> None:
+        self.written.append(snapshot)
+
+
+def test_the_invoke_is_not_sent_once_the_attempt_deadline_has_passed() -> None:
+    """A Get that used up the attempt's time: a `timeout`, with no fence written and no Invoke sent."""
+    clock = FakeClock()
+    client = SlowClient(clock, get_s=6.0)
+    fence = RecordingFence()
+    with pytest.raises(OperationTimeoutError, match="before RefreshPkgSource"):
+        attempt_refresh(client, "SMS_Package", "PS100001", fence=fence, clock=clock, deadline=Deadline(5.0, clock))
+    assert client.invokes == 0 and fence.written == []
+
+
+def test_verification_ends_at_the_attempt_deadline_before_its_own_bound() -> None:
+    """verify_timeout_s 30 but 8 s left of the attempt: the wait ends by 8 s, no Get given time past it."""
+    clock = FakeClock()
+    client = SlowClient(clock, get_s=1.0)
+    result = attempt_refresh(
+        client,
+        "SMS_Package",
+        "PS100001",
+        verify_timeout_s=30,
+        verify_poll_s=1,
+        sleep=clock.sleep,
+        clock=clock,
+        deadline=Deadline(8.0, clock),
+    )
+    assert (result.status, result.source_version_after) == ("accepted", 4)
+    assert clock.now <= 8.0 + client.get_s
+    assert len(client.given) > 2 and all(when + given <= 8.0 for when, given in client.given)
+
+
+def test_a_deadline_within_a_budget_is_the_sooner_of_the_two() -> None:
+    """`within` keeps the earlier end; `remaining_s` never goes below zero."""
+    clock = FakeClock()
+    deadline = Deadline(10.0, clock)
+    assert deadline.within(4.0).at_s == 4.0 and deadline.within(20.0).at_s == 10.0
+    clock.sleep(12.0)
+    assert deadline.remaining_s() == 0.0 and deadline.expired()

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from config.settings import RetryPolicy
 from errors import ConnectError, NotFoundError
+from worker.domain.deadline import Deadline
 from worker.retry import backoff_s, in_call_retrying, is_exhausted, next_delay_s
 
 POLICY = RetryPolicy(max_attempts=5, initial_backoff_s=1.0, max_backoff_s=10.0, multiplier=2.0, jitter=0.0)
@@ -81,3 +82,22 @@ def test_in_call_retrying_never_retries_permanent_errors() -> None:
     with pytest.raises(NotFoundError):
         retrying(missing)
     assert calls == [1]
+
+
+def test_an_in_call_retry_that_would_not_fit_before_the_deadline_is_not_made() -> None:
+    """Three tries allowed, 2 s apart, 3 s left: one retry fits, the next does not; the error surfaces."""
+    now = [0.0]
+    calls: list[float] = []
+
+    def refused() -> None:
+        calls.append(now[0])
+        raise ConnectError("connection refused")
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    policy = RetryPolicy(max_attempts=5, initial_backoff_s=2.0, max_backoff_s=2.0, multiplier=1.0, jitter=0.0)
+    retrying = in_call_retrying(policy, sleep=sleep, deadline=Deadline(3.0, lambda: now[0]))
+    with pytest.raises(ConnectError):
+        retrying(refused)
+    assert calls == [0.0, 2.0]

@@ -25,15 +25,21 @@ How is a message taken from the broker? On Redis (the only broker the worker har
    unacked record; a countdown message is held unacked in the worker until it is due.
 6. Losses: a worker killed between take and delivery leaves the message in its in-flight list,
    restored by the next take.lua once the consumer's alive key expires (at once when the same
-   process reconnects); a worker killed while holding it unacked leaves it to kombu's restore
-   after the visibility timeout. The invoke fence and the attempt lock (worker/stores/fence.py)
-   keep a redelivered request from refreshing twice; the request watch
-   (worker/stores/request_watch.py) sends again a request whose message vanished all the same.
+   process reconnects); a worker killed while holding it unacked leaves it in its holdings, put
+   back through kombu's restore the same way (within about 20 s; the visibility timeout stays as
+   the last net). The invoke fence and the attempt lock (worker/stores/fence.py) keep a
+   redelivered request from refreshing twice; the request watch (worker/stores/request_watch.py)
+   sends again a request whose message vanished all the same.
+7. A full Redis (maxmemory, noeviction) refuses the take: the consumer pauses (0.5 s doubling to
+   5 s) and takes again when it can; acks still go out (plain deletions), and a re-queue Redis
+   refuses stays unacked and held until the heartbeat can put it back (transport.py, `QoS`).
+   Which broker URLs get this transport, and why the others are refused: config/broker.py.
 
 Also here:
 
     connection_loss.py  Celery's consumer, reconnecting after a broker loss while messages are
-                        held (celery 5.7's teardown), and the pool-dependent settings. Loaded by
+                        held (celery 5.7's teardown), the pool-dependent settings, and the start-up
+                        refusal of a broker configured in code past the settings' checks. Loaded by
                         Celery by name in the worker only (`worker_consumer`, the app's task
                         modules), never imported here: it hooks `worker_init` and pulls in
                         Celery's worker.
