@@ -110,8 +110,10 @@ class ReadinessChecker:
             except ResponseError as exc:
                 if is_redis_full(exc):
                     return FULL_DETAIL
-                # READONLY (a replica), NOPERM (ACLs), ...: the error's code says which.
-                return f"refuses writes ({str(exc).split(' ', 1)[0]})"
+                # A replica (ReadOnlyError), ACLs (NoPermissionError), MISCONF, ...: redis-py names
+                # the ones it knows by class and leaves the others' code first in the text.
+                known = type(exc) is not ResponseError
+                return f"refuses writes ({type(exc).__name__ if known else str(exc).split(' ', 1)[0]})"
             except (RedisError, OSError) as exc:
                 return f"unreachable ({type(exc).__name__})"
             return None

@@ -25,6 +25,7 @@ FULL_FOR_S: Final = 10.0
 FINALS_TIMEOUT_S: Final = 60.0
 # What the worker says when its broker Redis refuses a take (once a minute at most).
 FULL_LINE: Final = "broker consumer paused: Redis is full"
+DEFERRED_PUT_BACK: Final = "re-queued message(s) back on their queues"
 # Celery's warning, with a traceback, for a task that rejected its message to have it re-queued.
 REQUEUE_REFUSED: Final = "reject requeue=True: re-queue failed"
 
@@ -68,6 +69,8 @@ def test_a_worker_keeps_running_through_a_full_redis_and_ends_every_request_afte
     assert pipeline.worker.alive() and pipeline.worker.pid == pid
     log = pipeline.worker.output()
     assert FULL_LINE in log, _tail(pipeline)
+    # The re-queues Redis refused were put back by the worker itself, not left to the visibility timeout.
+    assert DEFERRED_PUT_BACK in log, _tail(pipeline)
     # Backing off is logged once a minute, not once per try, and never with a traceback: the only
     # tracebacks are Celery's own line for each refused re-queue (once per message, not per try).
     assert log.count(FULL_LINE) <= 2, _tail(pipeline)

@@ -28,7 +28,15 @@ _METHODS: list[tuple[type[Any], str, tuple[str, ...]]] = [
     (kombu_redis.Channel, "close", ()),
     (kombu_redis.QoS, "append", ("message", "delivery_tag")),
     (kombu_redis.QoS, "pipe_or_acquire", ("pipe", "client")),
+    # What a full Redis changes: acks without MULTI, deferred re-queues, quiet sweeps.
+    (kombu_redis.Channel, "maybe_refresh_binding_expiry", ()),
+    (kombu_redis.Channel, "conn_or_acquire", ("client",)),
+    (kombu_redis.QoS, "reject", ("delivery_tag", "requeue")),
+    (kombu_redis.QoS, "restore_visible", ("start", "num", "interval")),
+    (kombu_redis.QoS, "restore_by_tag", ("tag", "client", "leftmost")),
+    (kombu_redis.QoS, "_remove_from_indices", ("delivery_tag", "pipe")),
     (virtual.QoS, "append", ("message", "delivery_tag")),
+    (virtual.QoS, "ack", ("delivery_tag",)),
     (Consumer, "on_connection_error_after_connected", ("exc",)),
 ]
 
