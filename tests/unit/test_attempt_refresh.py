@@ -301,3 +301,18 @@ def test_the_fence_counter_example_invokes_again() -> None:
     client.package = replace(client.package, source_version=6, action_in_progress=0)  # A's DistMgr pass ends
     result = attempt_refresh(client, "SMS_Package", "PS100001", fence=fence)
     assert client.invokes == 2 and result.confirmed_earlier_invoke is False
+
+
+def test_a_redelivery_whose_earlier_invoke_landed_verifies_against_the_version_before_it() -> None:
+    """DistMgr already raised SourceVersion (5 -> 6) when the next delivery finds the fence: source_updated at once."""
+    client = LostReplyClient(replace(PLAIN, source_version=5, action_in_progress=0), lands=True)
+    fence = MemoryFence()
+    with pytest.raises(OperationTimeoutError):
+        attempt_refresh(client, "SMS_Package", "PS100001", fence=fence)
+    client.package = replace(client.package, source_version=6, action_in_progress=0)  # its DistMgr pass ended
+    clock = iter(range(1000)).__next__
+    result = attempt_refresh(
+        client, "SMS_Package", "PS100001", fence=fence, verify_timeout_s=30.0, sleep=lambda _s: None, clock=clock
+    )
+    assert (result.status, result.source_version_before, result.source_version_after) == ("source_updated", 5, 6)
+    assert result.confirmed_earlier_invoke is True and client.invokes == 1
