@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import secrets
 import shutil
 import tempfile
 import time
@@ -44,13 +42,11 @@ from bench.cli_common import (
     EXIT_INTERRUPTED,
     EXIT_PROBLEMS,
     choice_list,
-    package_versions,
-    private_file,
+    machine,
     say,
     sigterm_as_interrupt,
 )
 from bench.spy import find_py_spy
-from embedded.redis_server import RedisServer
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -67,16 +63,6 @@ DEFAULT_URGENT: Final = 3
 DEFAULT_ROUNDS: Final = 2
 MAX_PACKAGES: Final = 50_000
 SETTINGS_PREFIX: Final = "SCCM_REFRESH_"
-
-
-def _machine() -> dict[str, Any]:
-    return {
-        "cpu_count": os.cpu_count(),
-        "load_average": [round(value, 2) for value in os.getloadavg()],
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": package_versions(("celery", "kombu", "redis", "pywinrm", "pyspnego")),
-    }
 
 
 def _problems(results: Mapping[str, list[dict[str, Any]]]) -> list[str]:
@@ -108,18 +94,15 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     with ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix="sccm-refresh-bulk-bench-"))
         stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-        servers = []
-        for role in ("broker", "store"):
-            server = RedisServer(data_dir=workdir / f"redis-{role}", appendfsync="everysec")
-            stack.callback(server.close)
-            server.start()
-            servers.append(server)
-            say(f"[redis]    {role} redis-server pid {server.pid} at {server.url}")
-        password = secrets.token_urlsafe(18)
-        password_file = stack.enter_context(private_file(workdir / "provider-password", password))
-        rig = Rig(
-            servers[0], servers[1], password_file, workdir, args.auth, args.max_concurrency, dict(args.worker_setting)
+        rig = Rig.started(
+            stack,
+            workdir,
+            auth=args.auth,
+            max_concurrency=args.max_concurrency,
+            worker_settings=dict(args.worker_setting),
+            say=say,
         )
+        password = rig.password
         max_ops = max(25, 4 * args.max_concurrency, args.processes * args.threads + 4)
         sizes = sorted({args.packages, *(args.fanout_sizes if "fanout" in args.parts else ())})
         catalogues: dict[int, Catalogue] = {}
@@ -155,7 +138,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     report = {
         "benchmark": "sccm-refresh bulk: efficiency, fan-out, urgent request under load, overhead per refresh",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {**_machine(), "load_average_at_start": [round(v, 2) for v in load_before]},
+        "machine": {**machine(), "load_average_at_start": [round(v, 2) for v in load_before]},
         "parameters": _parameters(args),
         "results": results,
         "goals": goals(results),

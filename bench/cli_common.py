@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -11,12 +12,13 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
-from typing import Final
+from typing import Any, Final
 
 __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_PROBLEMS",
     "choice_list",
+    "machine",
     "package_versions",
     "private_file",
     "say",
@@ -42,6 +44,17 @@ def package_versions(names: Iterable[str]) -> dict[str, str | None]:
             return None
 
     return {name: version(name) for name in names}
+
+
+def machine() -> dict[str, Any]:
+    """What a benchmark report says about where it ran: cores, load, Python, platform, key versions."""
+    return {
+        "cpu_count": os.cpu_count(),
+        "load_average": [round(value, 2) for value in os.getloadavg()],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": package_versions(("celery", "kombu", "redis", "pywinrm", "pyspnego")),
+    }
 
 
 def choice_list(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:

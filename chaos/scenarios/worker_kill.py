@@ -4,9 +4,10 @@ The provider answers in 0-250 ms (uniform) and most requests ask to `verify` (po
 DistMgr bumps SourceVersion, 0.4 s after an accepted refresh), so a request spends most of
 its run between RefreshPkgSource accepted and its final outcome published. Each kill waits
 (bounded) until the victim holds such a request: one it received (its log says so), whose
-package the provider has already refreshed, with no final yet. The victim's unacked messages
-come back after the short visibility timeout and the surviving worker (or the restarted one)
-runs them again.
+package the provider has already refreshed, with no final yet. The victim's messages (running,
+prefetched, counting down) come back once its alive key lapses (the broker's recovery, within
+about 20 s) and the surviving worker (or the restarted one) runs them again; lateness counts from
+the moment the restarted worker is ready.
 
 Promise: 0 lost, 0 duplicate finals, 0 extra provider refreshes (a redelivered request whose
 refresh already landed must not refresh again), and both kills landed mid-exchange.
@@ -47,6 +48,7 @@ class KillLog:
     landed_mid_exchange: int = 0
     kills: int = 0
     held_at_kill: list[int] = field(default_factory=list)
+    ended_epoch_s: float | None = None  # the last restarted worker ready again
 
 
 def received_by(worker: WorkerProcess) -> set[str]:
@@ -89,6 +91,7 @@ def kill_twice(rig: Rig, victim: WorkerProcess, package_of: dict[str, str], requ
         # The next kill looks only at what the new incarnation receives (received_by reads the
         # current incarnation's log), so nothing needs ignoring.
         victim.start()
+        log.ended_epoch_s = time.time()
 
 
 def run(options: RunOptions) -> Row:
@@ -114,7 +117,7 @@ def run(options: RunOptions) -> Row:
         first_send = send_all(rig, outgoing)
         killer.join(KILLS * (SHARE_TIMEOUT_S + IN_WINDOW_TIMEOUT_S + 90))
         pids.append(victim.pid)
-        rig.drain([m.sent.task_id for m in outgoing], timeout_s=options.drain_timeout_s)
+        rig.drain([m.sent.task_id for m in outgoing], since_epoch_s=log.ended_epoch_s)
         checks = [
             Check(
                 f"{KILLS} kills landed mid-exchange",
@@ -127,6 +130,7 @@ def run(options: RunOptions) -> Row:
             NAME,
             [m.sent for m in outgoing],
             first_send_epoch_s=first_send,
+            fault_ended_epoch_s=log.ended_epoch_s,
             checks=checks,
             details={"kills": log.kills, "in_window_at_kill": log.held_at_kill, "victim_pids": pids},
         )
