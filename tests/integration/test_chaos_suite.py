@@ -88,7 +88,7 @@ def test_a_lost_invoke_while_an_older_refresh_is_pending_is_invoked_again(tmp_pa
 
 
 def test_a_bulk_through_the_api_with_a_worker_killed_ends_done_with_one_final_per_child(tmp_path: Path) -> None:
-    """A bulk via POST /v1/bulk-refreshes, a worker SIGKILLed at 30 %: done, one final per child, none refreshed twice."""
+    """A bulk via POST /v1/bulk-refreshes, a worker SIGKILLed at 30 %: done, one final per child, no double refresh."""
     row = run_scenario("bulk-kill", tmp_path)
     assert row.requests == SMALL_BULK and row.ok, explain(row)
 
