@@ -162,12 +162,18 @@ def _redelivery(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     """A message delivered again after its request ended has nothing left to do.
 
     Except when it led a coalesced refresh and died before its followers' finals were all
-    published: those are published now, from its own final outcome.
+    published: those are published now, from its own final outcome. And a bulk's child is counted
+    by its bulk again (the count is once per child): its worker may have died between publishing
+    the final and counting it, and the bulk would wait for that child for ever.
     """
     if not deps.finals.final_recorded(ctx.request_id):
         return None
     drop = Drop("already has its final outcome; redelivery dropped")
-    final = deps.finals.final_outcome(ctx.request_id) if deps.coalescer is not None else None
+    counted_by_bulk = deps.on_final is not None and _bulk_of(ctx) is not None
+    wanted = deps.coalescer is not None or counted_by_bulk
+    final = deps.finals.final_outcome(ctx.request_id) if wanted else None
+    if final is not None and counted_by_bulk and deps.on_final is not None:
+        deps.on_final(final)
     followers = deps.coalescer.pending_followers(ctx.request_id) if deps.coalescer and final else ()
     if final is None or not followers:
         return Plan(then=drop, request_id=ctx.request_id)

@@ -363,3 +363,16 @@ def test_a_medium_wait_is_reported_as_a_custom_state_before_the_requeue() -> Non
         )
     ((state, detail),) = reported
     assert state == "WAITING_FOR_MEDIUM" and "medium_not_ready" in detail
+
+
+def test_a_redelivered_bulk_child_already_final_is_counted_by_its_bulk_again() -> None:
+    """Its worker died between the final and the bulk's count: the redelivery hands the final to the bulk once more."""
+    counted: list[Outcome] = []
+    world = World()
+    child = {**VALID, "request_id": "bulk-1:PS100001", "correlation_id": "bulk-1"}
+    world.deliver(child)
+    deps = replace(world.deps, on_final=counted.append)
+    result = run_delivery(Delivery((), child, "task-2"), deps, world.recorder, requeue)
+    assert result == {"request_id": "bulk-1:PS100001", "already_final": True}
+    assert [(o.request_id, o.status) for o in counted] == [("bulk-1:PS100001", "accepted")]
+    assert len(world.recorder.outcomes) == 1 and world.client.invokes == 1
