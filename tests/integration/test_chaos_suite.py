@@ -5,6 +5,9 @@ with the shipped settings; the API for the bulk; the hostile WS-Man server and a
 for hostile XML) and asserts its row: 0 lost, 0 duplicate finals, 0 extra provider refreshes,
 every final within the lateness bound and the scenario's own checks. Scenarios that today's
 code fails are marked xfail(strict=True) with the defect: remove the mark with the fix.
+
+Two scenarios run in `make chaos` only, to keep `make test` short: worker-sigstop (its freeze
+alone is 45 s) and redis-maxmemory (20 s at maxmemory).
 """
 
 from __future__ import annotations
@@ -52,26 +55,9 @@ def test_worker_sigkill_mid_exchange_loses_nothing_and_refreshes_once(tmp_path: 
     assert row.ok, explain(row)
 
 
-def test_worker_frozen_while_holding_work_loses_nothing_and_its_work_is_taken_over(tmp_path: Path) -> None:
-    """A worker SIGSTOPped 45 s while holding requests: the other finishes them meanwhile; nothing lost or doubled."""
-    row = run_scenario("worker-sigstop", tmp_path)
-    assert row.ok, explain(row)
-
-
 def test_redis_restart_mid_run_loses_nothing_and_workers_survive(tmp_path: Path) -> None:
     """Redis shut down and restarted mid-run (AOF, fsync always): nothing lost, no duplicate, both workers live on."""
     row = run_scenario("redis-restart", tmp_path)
-    assert row.ok, explain(row)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="both workers die on the first refused write (Unrecoverable error: OutOfMemoryError in the consumer);"
-    " the back-off is built on branch i16-transport",
-)
-def test_redis_at_maxmemory_for_a_while_loses_nothing_and_workers_survive(tmp_path: Path) -> None:
-    """Redis refuses writes (maxmemory, noeviction) for 20 s mid-run: the workers back off and finish everything."""
-    row = run_scenario("redis-maxmemory", tmp_path)
     assert row.ok, explain(row)
 
 
