@@ -24,7 +24,6 @@ it starts is stopped by PID, on Ctrl-C and SIGTERM too.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import tempfile
@@ -38,14 +37,7 @@ from typing import Any, Final
 from bench.bulk_measurements import EfficiencyPlan, FanoutPlan, OverheadPlan, efficiency, fanout, overhead
 from bench.bulk_report import goals, render_table
 from bench.bulk_rig import Catalogue, Rig
-from bench.cli_common import (
-    EXIT_INTERRUPTED,
-    EXIT_PROBLEMS,
-    choice_list,
-    machine,
-    say,
-    sigterm_as_interrupt,
-)
+from bench.cli_common import choice_list, machine, report_run, say
 from bench.spy import find_py_spy
 
 __all__ = ["build_parser", "main", "run"]
@@ -258,22 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     _check(parser, args)
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
-    try:
-        with sigterm_as_interrupt():
-            report, problems = run(args)
-    except KeyboardInterrupt:
-        say("interrupted: stopped every process it had started")
-        return EXIT_INTERRUPTED
-    except RuntimeError as exc:
-        # A process that would not start or a bulk that did not end (a bad --worker-setting, a
-        # timeout): said in one message, after everything started was stopped.
-        say(f"error: {exc}")
-        return EXIT_PROBLEMS
-    print(json.dumps(report, indent=2), flush=True)
-    say(render_table(report))
-    for problem in problems:
-        say(f"problem: {problem}")
-    return EXIT_PROBLEMS if problems else 0
+    return report_run(lambda: run(args), render_table)
 
 
 if __name__ == "__main__":

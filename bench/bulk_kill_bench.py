@@ -21,7 +21,6 @@ is stopped by PID, on Ctrl-C and SIGTERM too.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import threading
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench.bulk_rig import WORKER_READY_TIMEOUT_S, Catalogue, Lane, Rig
-from bench.cli_common import EXIT_INTERRUPTED, EXIT_PROBLEMS, machine, say, sigterm_as_interrupt
+from bench.cli_common import machine, report_run, say
 from embedded.worker_process import WorkerProcess
 from testing.bulk_api import OVER_STATES, BulkApi
 from worker.outcome_reader import read_stream
@@ -291,20 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check(parser, args)
-    try:
-        with sigterm_as_interrupt():
-            report, problems = run(args)
-    except KeyboardInterrupt:
-        say("interrupted: stopped every process it had started")
-        return EXIT_INTERRUPTED
-    except RuntimeError as exc:
-        say(f"error: {exc}")
-        return EXIT_PROBLEMS
-    print(json.dumps(report, indent=2), flush=True)
-    say(render_table(report))
-    for problem in problems:
-        say(f"problem: {problem}")
-    return EXIT_PROBLEMS if problems else 0
+    return report_run(lambda: run(args), render_table)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import signal
@@ -21,6 +22,7 @@ __all__ = [
     "machine",
     "package_versions",
     "private_file",
+    "report_run",
     "say",
     "sigterm_as_interrupt",
 ]
@@ -79,6 +81,30 @@ def private_file(path: Path, text: str) -> Iterator[Path]:
         yield path
     finally:
         path.unlink(missing_ok=True)
+
+
+def report_run(
+    run: Callable[[], tuple[dict[str, Any], list[str]]], render_table: Callable[[dict[str, Any]], str]
+) -> int:
+    """Run a benchmark with SIGTERM as Ctrl-C; print its JSON report, its table and its problems; the exit status.
+
+    A RuntimeError (a process that would not start, a bulk that did not end) is said in one
+    message, after everything started was stopped.
+    """
+    try:
+        with sigterm_as_interrupt():
+            report, problems = run()
+    except KeyboardInterrupt:
+        say("interrupted: stopped every process it had started")
+        return EXIT_INTERRUPTED
+    except RuntimeError as exc:
+        say(f"error: {exc}")
+        return EXIT_PROBLEMS
+    print(json.dumps(report, indent=2), flush=True)
+    say(render_table(report))
+    for problem in problems:
+        say(f"problem: {problem}")
+    return EXIT_PROBLEMS if problems else 0
 
 
 def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:

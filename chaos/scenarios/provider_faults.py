@@ -24,7 +24,7 @@ from typing import Any, Final
 from chaos.report import Check, Row
 from chaos.rig import Rig
 from chaos.scenario import RunOptions, Scenario, finish, rig_config
-from chaos.workload import STORAGE_COMPRESS, STORAGE_DIRECT, PackagePool, send_all, valid_requests
+from chaos.workload import PackagePool, compress_mix, send_all, valid_requests
 from emulator.settings import FaultRates
 
 __all__ = ["SCENARIO"]
@@ -103,11 +103,9 @@ def run(options: RunOptions) -> Row:
             rig.emulator.faults.inject_next(kind)
         pool = PackagePool(rig.catalogue(), rng)
 
-        def pick(pool: PackagePool, rng: random.Random) -> dict[str, Any]:
-            flag = STORAGE_COMPRESS if rng.random() < COMPRESS_SHARE_OF_REQUESTS else STORAGE_DIRECT
-            return pool.take(source_flags=(flag,))
-
-        outgoing = valid_requests(pool, rng, options.requests, pick=pick, verify_share=0.2)
+        outgoing = valid_requests(
+            pool, rng, options.requests, pick=compress_mix(COMPRESS_SHARE_OF_REQUESTS), verify_share=0.2
+        )
         with FaultClock(rig) as clock:
             first_send = send_all(rig, outgoing, interval_s=SEND_INTERVAL_S)
             rig.drain([m.sent.task_id for m in outgoing])

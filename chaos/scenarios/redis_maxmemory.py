@@ -23,7 +23,7 @@ from typing import Final
 from chaos.report import Check, Row
 from chaos.rig import Rig
 from chaos.scenario import Disruptor, RunOptions, Scenario, finish, rig_config
-from chaos.workload import STORAGE_COMPRESS, STORAGE_DIRECT, PackagePool, send_all, valid_requests
+from chaos.workload import PackagePool, compress_mix, send_all, valid_requests
 from testing.waiting import wait_until
 from worker.redis_client import redis_from_url
 
@@ -91,11 +91,7 @@ def run(options: RunOptions) -> Row:
     )
     with Rig(options.workdir / NAME, config, seed=options.seed) as rig:
         pool = PackagePool(rig.catalogue(), rng)
-
-        def pick(pool: PackagePool, rng: random.Random) -> dict[str, object]:
-            flag = STORAGE_COMPRESS if rng.random() < COMPRESS_SHARE_OF_REQUESTS else STORAGE_DIRECT
-            return pool.take(source_flags=(flag,))
-
+        pick = compress_mix(COMPRESS_SHARE_OF_REQUESTS)
         outgoing = valid_requests(pool, rng, options.requests, verify_share=VERIFY_SHARE, pick=pick)
         log = OutageLog()
         disruptor = Disruptor("maxmemory", lambda: limit_memory(rig, len(outgoing), log)).start()

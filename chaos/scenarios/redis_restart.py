@@ -20,7 +20,7 @@ from typing import Final
 from chaos.report import Check, Row
 from chaos.rig import Rig
 from chaos.scenario import Disruptor, RunOptions, Scenario, finish, rig_config
-from chaos.workload import STORAGE_COMPRESS, STORAGE_DIRECT, PackagePool, send_all, valid_requests
+from chaos.workload import PackagePool, compress_mix, send_all, valid_requests
 from testing.waiting import wait_until
 
 __all__ = ["SCENARIO"]
@@ -71,12 +71,7 @@ def run(options: RunOptions) -> Row:
     )
     with Rig(options.workdir / NAME, config, seed=options.seed) as rig:
         pool = PackagePool(rig.catalogue(), rng)
-
-        def pick(pool: PackagePool, rng: random.Random) -> dict[str, object]:
-            flag = STORAGE_COMPRESS if rng.random() < COMPRESS_SHARE_OF_REQUESTS else STORAGE_DIRECT
-            return pool.take(source_flags=(flag,))
-
-        outgoing = valid_requests(pool, rng, options.requests, pick=pick)
+        outgoing = valid_requests(pool, rng, options.requests, pick=compress_mix(COMPRESS_SHARE_OF_REQUESTS))
         log = RestartLog()
         disruptor = Disruptor("redis", lambda: restart_redis(rig, len(outgoing), log)).start()
         first_send = send_all(rig, outgoing, interval_s=SEND_INTERVAL_S)

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from chaos.report import Check, Row
-from chaos.rig import SITE_CODE, Rig
+from chaos.rig import SITE_CODE, Rig, RigConfig
 from chaos.scenario import Disruptor, RunOptions, Scenario, finish, rig_config
 from chaos.workload import Outgoing, PackagePool, send_all, valid_requests
 from embedded.worker_process import WorkerProcess
 
-__all__ = ["SCENARIO"]
+__all__ = ["SCENARIO", "crash_rig_config", "received_by"]
 
 NAME: Final = "worker-sigkill"
 KILLS: Final = 2
@@ -94,18 +94,23 @@ def kill_twice(rig: Rig, victim: WorkerProcess, package_of: dict[str, str], requ
         log.ended_epoch_s = time.time()
 
 
-def run(options: RunOptions) -> Row:
-    rng = random.Random(options.seed)
-    config = rig_config(
+def crash_rig_config(options: RunOptions) -> RigConfig:
+    """The pipeline of a scenario about a worker crashing or freezing mid-exchange."""
+    return rig_config(
         options,
         # As many provider slots as worker threads: the scenario is about crashes, so requests
-        # should be mid-exchange when the kills land, not waiting for a slot.
+        # should be mid-exchange when the disruption lands, not waiting for a slot.
         worker_env={f"SCCM_REFRESH_PROVIDERS__{SITE_CODE}__MAX_CONCURRENCY": "8"},
         compress_share=0.0,
         latency_s=LATENCY_MEAN_S,
         latency_distribution="uniform",
         distmgr_delay_s=DISTMGR_DELAY_S,
     )
+
+
+def run(options: RunOptions) -> Row:
+    rng = random.Random(options.seed)
+    config = crash_rig_config(options)
     with Rig(options.workdir / NAME, config, seed=options.seed) as rig:
         pool = PackagePool(rig.catalogue(), rng)
         outgoing: list[Outgoing] = valid_requests(pool, rng, options.requests, verify_share=VERIFY_SHARE)

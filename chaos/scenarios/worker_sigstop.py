@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from chaos.report import Check, Row
-from chaos.rig import SITE_CODE, Rig
-from chaos.scenario import Disruptor, RunOptions, Scenario, finish, rig_config
-from chaos.scenarios.worker_kill import DISTMGR_DELAY_S, LATENCY_MEAN_S, VERIFY_SHARE, received_by
+from chaos.rig import Rig
+from chaos.scenario import Disruptor, RunOptions, Scenario, finish
+from chaos.scenarios.worker_kill import VERIFY_SHARE, crash_rig_config, received_by
 from chaos.workload import PackagePool, send_all, valid_requests
 from embedded.worker_process import WorkerProcess
 
@@ -74,15 +74,7 @@ def freeze(rig: Rig, victim: WorkerProcess, requests: int, log: FreezeLog) -> No
 
 def run(options: RunOptions) -> Row:
     rng = random.Random(options.seed)
-    config = rig_config(
-        options,
-        # As in worker-sigkill: requests are mid-exchange when the freeze lands, not waiting for a slot.
-        worker_env={f"SCCM_REFRESH_PROVIDERS__{SITE_CODE}__MAX_CONCURRENCY": "8"},
-        compress_share=0.0,
-        latency_s=LATENCY_MEAN_S,
-        latency_distribution="uniform",
-        distmgr_delay_s=DISTMGR_DELAY_S,
-    )
+    config = crash_rig_config(options)
     with Rig(options.workdir / NAME, config, seed=options.seed) as rig:
         pool = PackagePool(rig.catalogue(), rng)
         outgoing = valid_requests(pool, rng, options.requests, verify_share=VERIFY_SHARE)
