@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lock upgrade lint typecheck pytest bench bench-pipeline bench-bulk chaos emulator clean
+.PHONY: demo test lock upgrade lint typecheck pytest bench bench-pipeline bench-bulk bench-bulk-kill chaos emulator clean
 
 # uv installs exactly uv.lock. Where no uv is on PATH, a pinned one is bootstrapped into .tools/
 # with pip (no root). UV=... picks another.
@@ -65,6 +65,11 @@ bench-pipeline: $(STAMP)
 # table on stderr, two rounds (about 8 minutes). BULK_BENCH_ARGS="--profile DIR" adds a py-spy profile.
 bench-bulk: $(STAMP)
 	$(BIN)/python -m bench.bulk_bench $(BULK_BENCH_ARGS)
+
+# A bulk of 1,000 through the API with a worker SIGKILLed at 30 %, next to the same bulk without:
+# JSON on stdout, a table on stderr (about 3 minutes).
+bench-bulk-kill: $(STAMP)
+	$(BIN)/python -m bench.bulk_kill_bench $(BULK_KILL_BENCH_ARGS)
 
 # Every chaos scenario at 300 requests (docs/chaos.md); exits non-zero if any breaks its promise.
 chaos: $(STAMP)

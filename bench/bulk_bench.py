@@ -24,10 +24,7 @@ it starts is stopped by PID, on Ctrl-C and SIGTERM too.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import secrets
 import shutil
 import tempfile
 import time
@@ -40,17 +37,8 @@ from typing import Any, Final
 from bench.bulk_measurements import EfficiencyPlan, FanoutPlan, OverheadPlan, efficiency, fanout, overhead
 from bench.bulk_report import goals, render_table
 from bench.bulk_rig import Catalogue, Rig
-from bench.cli_common import (
-    EXIT_INTERRUPTED,
-    EXIT_PROBLEMS,
-    choice_list,
-    package_versions,
-    private_file,
-    say,
-    sigterm_as_interrupt,
-)
+from bench.cli_common import choice_list, machine, report_run, say
 from bench.spy import find_py_spy
-from embedded.redis_server import RedisServer
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -67,16 +55,6 @@ DEFAULT_URGENT: Final = 3
 DEFAULT_ROUNDS: Final = 2
 MAX_PACKAGES: Final = 50_000
 SETTINGS_PREFIX: Final = "SCCM_REFRESH_"
-
-
-def _machine() -> dict[str, Any]:
-    return {
-        "cpu_count": os.cpu_count(),
-        "load_average": [round(value, 2) for value in os.getloadavg()],
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": package_versions(("celery", "kombu", "redis", "pywinrm", "pyspnego")),
-    }
 
 
 def _problems(results: Mapping[str, list[dict[str, Any]]]) -> list[str]:
@@ -108,18 +86,15 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     with ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix="sccm-refresh-bulk-bench-"))
         stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-        servers = []
-        for role in ("broker", "store"):
-            server = RedisServer(data_dir=workdir / f"redis-{role}", appendfsync="everysec")
-            stack.callback(server.close)
-            server.start()
-            servers.append(server)
-            say(f"[redis]    {role} redis-server pid {server.pid} at {server.url}")
-        password = secrets.token_urlsafe(18)
-        password_file = stack.enter_context(private_file(workdir / "provider-password", password))
-        rig = Rig(
-            servers[0], servers[1], password_file, workdir, args.auth, args.max_concurrency, dict(args.worker_setting)
+        rig = Rig.started(
+            stack,
+            workdir,
+            auth=args.auth,
+            max_concurrency=args.max_concurrency,
+            worker_settings=dict(args.worker_setting),
+            say=say,
         )
+        password = rig.password
         max_ops = max(25, 4 * args.max_concurrency, args.processes * args.threads + 4)
         sizes = sorted({args.packages, *(args.fanout_sizes if "fanout" in args.parts else ())})
         catalogues: dict[int, Catalogue] = {}
@@ -155,7 +130,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     report = {
         "benchmark": "sccm-refresh bulk: efficiency, fan-out, urgent request under load, overhead per refresh",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {**_machine(), "load_average_at_start": [round(v, 2) for v in load_before]},
+        "machine": {**machine(), "load_average_at_start": [round(v, 2) for v in load_before]},
         "parameters": _parameters(args),
         "results": results,
         "goals": goals(results),
@@ -275,22 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     _check(parser, args)
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
-    try:
-        with sigterm_as_interrupt():
-            report, problems = run(args)
-    except KeyboardInterrupt:
-        say("interrupted: stopped every process it had started")
-        return EXIT_INTERRUPTED
-    except RuntimeError as exc:
-        # A process that would not start or a bulk that did not end (a bad --worker-setting, a
-        # timeout): said in one message, after everything started was stopped.
-        say(f"error: {exc}")
-        return EXIT_PROBLEMS
-    print(json.dumps(report, indent=2), flush=True)
-    say(render_table(report))
-    for problem in problems:
-        say(f"problem: {problem}")
-    return EXIT_PROBLEMS if problems else 0
+    return report_run(lambda: run(args), render_table)
 
 
 if __name__ == "__main__":

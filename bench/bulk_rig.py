@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any, Final
 
 from celery import Celery
 
+from bench.cli_common import private_file
 from bench.emulator_process import EmulatorProcess
 from bench.final_collector import FinalCollector
 from bench.measure import broker_command_counts, process_tree_cpu_s
@@ -171,6 +173,9 @@ class Lane:
     settings: Settings
     producer: Celery
     workers: list[WorkerProcess] = field(default_factory=list)
+    # The workers' environment (broker, store, prefix, queue, the site's provider): what an API in
+    # front of this lane runs with.
+    env: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def worker_pids(self) -> list[int]:
@@ -257,6 +262,33 @@ class Rig:
     worker_settings: Mapping[str, str] = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
+    @classmethod
+    def started(
+        cls,
+        stack: ExitStack,
+        workdir: Path,
+        *,
+        auth: str,
+        max_concurrency: int,
+        worker_settings: Mapping[str, str],
+        say: Callable[[str], None],
+    ) -> Rig:
+        """Both redis-servers and the provider password file, each stopped or deleted by `stack`."""
+        servers = []
+        for role in ("broker", "store"):
+            server = RedisServer(data_dir=workdir / f"redis-{role}", appendfsync="everysec")
+            stack.callback(server.close)
+            server.start()
+            servers.append(server)
+            say(f"[redis]    {role} redis-server pid {server.pid} at {server.url}")
+        password = secrets.token_urlsafe(18)
+        password_file = stack.enter_context(private_file(workdir / "provider-password", password))
+        return cls(servers[0], servers[1], password_file, workdir, auth, max_concurrency, dict(worker_settings))
+
+    @property
+    def password(self) -> str:
+        return self.password_file.read_text(encoding="utf-8")
+
     def provider(self, catalogue: Catalogue) -> ProviderSettings:
         return ProviderSettings(
             endpoint=catalogue.emulator.url,
@@ -289,8 +321,8 @@ class Rig:
             broker_url=self.broker.url, redis_url=self.store.url, key_prefix=keys.prefix, queue=queue, providers={}
         )
         producer = create_app(settings)
-        lane = Lane(self, catalogue, name, keys, queue, settings, producer)
         env = self._worker_env(catalogue, keys, queue)
+        lane = Lane(self, catalogue, name, keys, queue, settings, producer, env=env)
         with ExitStack() as stack:
             stack.callback(producer.close)
             for index in range(processes):

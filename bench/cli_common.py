@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -11,14 +13,16 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
-from typing import Final
+from typing import Any, Final
 
 __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_PROBLEMS",
     "choice_list",
+    "machine",
     "package_versions",
     "private_file",
+    "report_run",
     "say",
     "sigterm_as_interrupt",
 ]
@@ -44,6 +48,17 @@ def package_versions(names: Iterable[str]) -> dict[str, str | None]:
     return {name: version(name) for name in names}
 
 
+def machine() -> dict[str, Any]:
+    """What a benchmark report says about where it ran: cores, load, Python, platform, key versions."""
+    return {
+        "cpu_count": os.cpu_count(),
+        "load_average": [round(value, 2) for value in os.getloadavg()],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": package_versions(("celery", "kombu", "redis", "pywinrm", "pyspnego")),
+    }
+
+
 def choice_list(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
     """An argparse type: a comma-separated, de-duplicated, non-empty list of `choices`."""
 
@@ -66,6 +81,30 @@ def private_file(path: Path, text: str) -> Iterator[Path]:
         yield path
     finally:
         path.unlink(missing_ok=True)
+
+
+def report_run(
+    run: Callable[[], tuple[dict[str, Any], list[str]]], render_table: Callable[[dict[str, Any]], str]
+) -> int:
+    """Run a benchmark with SIGTERM as Ctrl-C; print its JSON report, its table and its problems; the exit status.
+
+    A RuntimeError (a process that would not start, a bulk that did not end) is said in one
+    message, after everything started was stopped.
+    """
+    try:
+        with sigterm_as_interrupt():
+            report, problems = run()
+    except KeyboardInterrupt:
+        say("interrupted: stopped every process it had started")
+        return EXIT_INTERRUPTED
+    except RuntimeError as exc:
+        say(f"error: {exc}")
+        return EXIT_PROBLEMS
+    print(json.dumps(report, indent=2), flush=True)
+    say(render_table(report))
+    for problem in problems:
+        say(f"problem: {problem}")
+    return EXIT_PROBLEMS if problems else 0
 
 
 def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:

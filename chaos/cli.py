@@ -1,4 +1,4 @@
-"""`python -m chaos [--requests N] [--scenario NAME ...] [--seed S] [--json]`.
+"""`python -m chaos [--requests N] [--scenario NAME ...] [--bulk-size N] [--seed S] [--json]`.
 
 Runs the chosen scenarios (all by default) one after another, each against its own freshly
 started pipeline, and prints one table row per scenario as it finishes (with --json, also one
@@ -24,6 +24,7 @@ from chaos.scenarios import SCENARIOS
 __all__ = ["build_parser", "main"]
 
 DEFAULT_REQUESTS: Final = 300
+DEFAULT_BULK_SIZE: Final = 1000
 MAX_REQUESTS: Final = 20_000
 DEFAULT_WORKDIR: Final = Path(".sccm-refresh")
 
@@ -63,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"run only this scenario (repeatable): {', '.join(SCENARIOS)}",
     )
+    parser.add_argument(
+        "--bulk-size",
+        type=_requests,
+        default=DEFAULT_BULK_SIZE,
+        help=f"packages in the bulk of bulk-kill (default {DEFAULT_BULK_SIZE})",
+    )
     parser.add_argument("--seed", type=_seed, default=1, help="seed of every random choice (default 1)")
     parser.add_argument("--json", action="store_true", help="also print one JSON line per scenario")
     parser.add_argument("--no-flower", action="store_true", help="do not run Flower (its answers are not searched)")
@@ -76,7 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     names = list(dict.fromkeys(args.scenario or SCENARIOS))
     workdir = (args.workdir / f"chaos-{uuid.uuid4().hex[:8]}").resolve()
-    options = RunOptions(requests=args.requests, seed=args.seed, workdir=workdir, flower=not args.no_flower)
+    options = RunOptions(
+        requests=args.requests, seed=args.seed, workdir=workdir, flower=not args.no_flower, bulk_size=args.bulk_size
+    )
     print(
         f"[chaos] {len(names)} scenario(s), {args.requests} requests each, seed {args.seed}; logs in {workdir}",
         file=sys.stderr,

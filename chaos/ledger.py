@@ -3,7 +3,7 @@
 `worker.stores.outcome_reader.read_stream` parses every entry into an `Outcome` and raises on the first it
 cannot: right for consumers, wrong for an auditor, which must count a malformed entry and keep
 going. So this reads the raw stream fields (names from worker.stores.keys) and takes only
-`task_id`, `status` and `final` from each outcome's JSON. It also survives Redis going away
+`task_id`, `request_id`, `status` and `final` from each outcome's JSON. It also survives Redis going away
 (a scenario restarts it): a failed read is retried at the next poll, from the same position.
 """
 
@@ -75,7 +75,15 @@ class OutcomeLedger:
             return
         if final is True:
             at_ms = int(stream_id.split("-", 1)[0])
-            self.finals.append(FinalRecord(task_id if isinstance(task_id, str) else None, str(status), at_ms))
+            request_id = data.get("request_id")
+            self.finals.append(
+                FinalRecord(
+                    task_id if isinstance(task_id, str) else None,
+                    str(status),
+                    at_ms,
+                    request_id if isinstance(request_id, str) else None,
+                )
+            )
 
     def final_task_ids(self) -> set[str]:
         return {record.task_id for record in self.finals if record.task_id is not None}

@@ -10,10 +10,15 @@ durable stream whose `task_id` equals it (re-queues keep the task id):
   package, beyond the number of valid requests for that package whose final is accepted or
   source_updated (each such request's refresh must land exactly once; a refresh that did not
   land at all fails the scenario's "refresh landed" check instead);
-* drain time: first send to the last final (stream ids carry the Redis server's clock).
+* drain time: first send to the last final (stream ids carry the Redis server's clock);
+* worst lateness: the last final minus the end of the scenario's last fault, or minus its last
+  send when that came later (a scenario without a fault: the last send); 0 when every final came
+  before. Over LATENESS_BOUND_S, the row fails: a request must be final within a minute of the
+  end of whatever broke.
 
-A scenario keeps its promise when lost, duplicate finals and extra refreshes are 0 and each of
-its own checks holds. Columns a scenario cannot measure are None ("n/a" in the table).
+A scenario keeps its promise when lost, duplicate finals and extra refreshes are 0, the worst
+lateness is within the bound and each of its own checks holds. Columns a scenario cannot measure
+are None ("n/a" in the table).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any, Final
 
 __all__ = [
     "COLUMNS",
+    "LATENESS_BOUND_S",
     "SUCCESS_STATUSES",
     "Check",
     "FinalRecord",
@@ -39,15 +45,18 @@ __all__ = [
 
 SUCCESS_STATUSES: Final = frozenset({"accepted", "source_updated"})
 COLUMNS: Final = (
-    ("scenario", 16),
+    ("scenario", 22),
     ("requests", 9),
     ("exactly-one-final", 18),
     ("lost", 6),
     ("duplicate finals", 17),
     ("extra provider refreshes", 25),
     ("drain time (s)", 15),
+    ("worst lateness (s)", 19),
     ("result", 7),
 )
+# Every request final within this long of the end of the last fault (or the last send).
+LATENESS_BOUND_S: Final = 60.0
 _SAMPLE: Final = 5
 
 
@@ -59,6 +68,9 @@ class Sent:
     label: str  # which generator made it: lost messages are reported by label
     valid: bool = False  # the contract accepts it: if it ends accepted, its refresh must land once
     package_id: str | None = None  # the package a valid request refreshes
+    # When it entered the pipeline, if after the scenario's own sends (a bulk's child, dispatched by
+    # the bulk's window): its lateness counts from then when that is later than the fault's end.
+    sent_epoch_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,7 @@ class FinalRecord:
     task_id: str | None
     status: str
     at_ms: int  # the stream entry id's milliseconds (Redis server clock)
+    request_id: str | None = None  # what a bulk's children are known by (their task ids are the worker's)
 
 
 @dataclass(frozen=True)
@@ -88,8 +101,14 @@ class Row:
     duplicate_finals: int | None
     extra_refreshes: int | None
     drain_s: float
+    lateness_s: float | None = None  # None: the scenario has no such measure (n/a)
     checks: tuple[Check, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
+    lateness_bound_s: float = LATENESS_BOUND_S
+
+    @property
+    def late(self) -> bool:
+        return self.lateness_s is not None and self.lateness_s > self.lateness_bound_s
 
     @property
     def ok(self) -> bool:
@@ -97,6 +116,7 @@ class Row:
             self.lost == 0
             and not self.duplicate_finals
             and not self.extra_refreshes
+            and not self.late
             and all(check.ok for check in self.checks)
         )
 
@@ -112,10 +132,15 @@ def tally(
     accepted_refreshes: Mapping[str, int],
     *,
     first_send_epoch_s: float,
+    lateness_from_epoch_s: float | None = None,
     checks: Sequence[Check] = (),
     details: Mapping[str, Any] | None = None,
 ) -> Row:
-    """The row of a pipeline scenario; `accepted_refreshes` is the call log's count per PackageID."""
+    """The row of a pipeline scenario; `accepted_refreshes` is the call log's count per PackageID.
+
+    `lateness_from_epoch_s`: when the last fault ended (or the last send, if later); None leaves the
+    worst lateness unmeasured.
+    """
     by_task: dict[str, list[FinalRecord]] = {}
     unknown = 0
     last_ms = 0
@@ -164,9 +189,25 @@ def tally(
         duplicate_finals=sum(max(0, count - 1) for count in counts),
         extra_refreshes=sum(extra.values()),
         drain_s=max(0.0, last_ms / 1000.0 - first_send_epoch_s) if last_ms else 0.0,
+        lateness_s=None if lateness_from_epoch_s is None else _worst_lateness(sent, by_task, lateness_from_epoch_s),
         checks=(*checks, landed),
         details=all_details,
     )
+
+
+def _worst_lateness(
+    sent: Sequence[Sent], by_task: Mapping[str, list[FinalRecord]], from_epoch_s: float
+) -> float | None:
+    """The latest final (duplicates too) after the later of `from_epoch_s` and its message's own entry."""
+    worst: float | None = None
+    for message in sent:
+        records = by_task.get(message.task_id)
+        if not records:
+            continue
+        since = max(from_epoch_s, message.sent_epoch_s or from_epoch_s)
+        late = max(0.0, max(record.at_ms for record in records) / 1000.0 - since)
+        worst = late if worst is None else max(worst, late)
+    return worst
 
 
 def _cell(value: object) -> str:
@@ -192,6 +233,7 @@ def format_row(row: Row) -> str:
         row.duplicate_finals,
         row.extra_refreshes,
         row.drain_s,
+        row.lateness_s,
         "ok" if row.ok else "FAIL",
     ]
     cells = [
@@ -199,6 +241,11 @@ def format_row(row: Row) -> str:
         for index, (value, (_name, width)) in enumerate(zip(values, COLUMNS, strict=True))
     ]
     lines = [" | ".join(cells)]
+    if row.late:
+        lines.append(
+            f"    too late: the last final came {row.lateness_s:.1f} s after the fault ended, "
+            f"over the {row.lateness_bound_s:.0f} s bound"
+        )
     lines += [f"    check failed: {check.name}: {check.detail}" for check in row.failed_checks]
     if row.lost and row.details.get("lost_by_label"):
         lines.append(f"    lost by kind: {row.details['lost_by_label']}")
@@ -216,6 +263,7 @@ def row_json(row: Row) -> str:
             "duplicate_finals": row.duplicate_finals,
             "extra_provider_refreshes": row.extra_refreshes,
             "drain_time_s": round(row.drain_s, 3),
+            "worst_lateness_s": None if row.lateness_s is None else round(row.lateness_s, 3),
             "ok": row.ok,
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in row.checks],
             "details": row.details,

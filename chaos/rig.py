@@ -5,11 +5,13 @@
       -> SMS Provider emulator (in this process: its call log and faults are read directly)
     outcomes -> the same Redis: stream + pub/sub + latest state; read back by an OutcomeLedger
 
-Retry policies are test-sized and the visibility timeout short (the integration tests' own
-FAST_RETRY_ENV and SHORT_VISIBILITY_ENV): a message held by a killed worker, or by a worker
-whose Redis connection died, comes back within seconds, inside the run. Optionally a real
-Flower watches the workers, so its answers can be searched for the password afterwards.
-Everything is stopped by PID; logs and Redis' data stay in the scenario's work directory.
+Workers run with the shipped settings (visibility timeout, watch, attempt lock, provider slot
+lease, alive TTL, time limits, provider timeouts): only the retry policies are test-sized
+(RETRY_ENV), so a request that has to wait for a medium or a busy provider does so in seconds.
+A message held by a killed or frozen worker comes back through the broker's own recovery (the
+holder's alive key lapses), not through a short visibility timeout. Optionally a real Flower
+watches the workers, so its answers can be searched for the password afterwards. Everything is
+stopped by PID; logs and Redis' data stay in the scenario's work directory.
 """
 
 from __future__ import annotations
@@ -31,19 +33,21 @@ from kombu.messaging import Producer
 from redis import exceptions as redis_errors
 
 from chaos.ledger import OutcomeLedger
+from chaos.report import LATENESS_BOUND_S
 from config.settings import Settings
 from embedded.redis_server import RedisServer
 from embedded.worker_process import WorkerProcess, worker_environment
 from emulator.server import Emulator
 from emulator.settings import EmulatorSettings
-from testing.fixtures_pipeline import FAST_RETRY_ENV, SHORT_VISIBILITY_ENV, UNACKED_HASH
+from testing.fixtures_pipeline import FAST_RETRY_ENV, UNACKED_HASH
 from testing.flower_process import FlowerProcess
 from testing.leak_search import snapshot_redis
 from worker.app import REFRESH_TASK, create_app
+from worker.broker.transport import transport_options
 from worker.stores.keys import RedisKeys
 from worker.stores.redis_client import redis_from_url
 
-__all__ = ["SITE_CODE", "USERNAME", "Rig", "RigConfig"]
+__all__ = ["RETRY_ENV", "SITE_CODE", "USERNAME", "Rig", "RigConfig"]
 
 SITE_CODE: Final = "PS1"
 USERNAME: Final = "LAB\\chaos-svc"
@@ -55,6 +59,18 @@ _FLOWER_PATHS: Final = ("/api/tasks", "/api/workers?refresh=1")
 _SUPERVISE_POLL_S: Final = 0.5
 # A poison message kills every worker that takes it: restarting forever would only burn CPU.
 MAX_CRASH_RESTARTS: Final = 6
+# The integration tests' retry policies (FAST_RETRY_ENV; its verify limits are not policies and stay
+# shipped), with a patient medium: re-checked every 0.5-1 s up to 200 times, so a request is still
+# waiting for its medium when a scenario breaks something.
+RETRY_ENV: Final = {
+    **{name: value for name, value in FAST_RETRY_ENV.items() if name.startswith("SCCM_REFRESH_RETRY__")},
+    "SCCM_REFRESH_RETRY__MEDIUM__MAX_ATTEMPTS": "200",
+    "SCCM_REFRESH_RETRY__MEDIUM__INITIAL_BACKOFF_S": "0.5",
+    "SCCM_REFRESH_RETRY__MEDIUM__MAX_BACKOFF_S": "1",
+}
+# A drain gives up this long after the lateness bound has passed: a request not final by then
+# is lost, and one final after the bound fails its row anyway.
+DRAIN_GRACE_S: Final = 5.0
 
 
 @dataclass(frozen=True)
@@ -68,9 +84,6 @@ class RigConfig:
     # Restart a worker that died, as systemd's Restart=always would: a poison message then costs
     # its own request (and shows as crashes), not the rest of the run.
     supervise: bool = False
-    # A drain gives up after this long without a single new outcome: well above the visibility
-    # timeout (6 s), so a redelivery still counts as progress to come.
-    stall_s: float = 25.0
 
 
 class Rig:
@@ -108,16 +121,15 @@ class Rig:
             "transport": "ntlm",
             "username": USERNAME,
             "password_file": str(password_file),
-            "operation_timeout_s": "5",
-            "read_timeout_s": "8",
         }
         self.worker_env = worker_environment(
             redis_url=self.redis_server.url,
             key_prefix=self.keys.prefix,
             queue=self.queue,
             providers={SITE_CODE: provider},
-            extra={**FAST_RETRY_ENV, **SHORT_VISIBILITY_ENV, **self.config.worker_env},
+            extra={**RETRY_ENV, **self.config.worker_env},
         )
+        self.last_send_epoch_s = time.time()
         self.workers = [
             WorkerProcess(
                 self.worker_env,
@@ -167,6 +179,7 @@ class Rig:
     def send(self, kwargs: Mapping[str, Any], *, task_id: str) -> None:
         """A plain Celery client's message: no producer-side validation."""
         self.producer.send_task(REFRESH_TASK, kwargs=dict(kwargs), task_id=task_id, queue=self.queue)
+        self.last_send_epoch_s = time.time()
 
     def publish_raw(self, body: bytes, *, headers: Mapping[str, Any], content_type: str) -> None:
         """What a non-Python producer could put on our queue: any body, any content type."""
@@ -181,46 +194,58 @@ class Rig:
                 content_encoding="utf-8",
                 retry=True,
             )
+        self.last_send_epoch_s = time.time()
 
     # -- observing ----------------------------------------------------------------------------
 
     def broker_idle(self) -> bool:
-        """Nothing queued and nothing held unacked (no message left that could produce an outcome)."""
+        """Nothing queued, nothing in a consumer's in-flight list, nothing held unacked (running,
+        prefetched or counting down): no message left that could produce an outcome."""
         client = redis_from_url(self.redis_server.url, retries=0, socket_timeout_s=2.0)
         try:
             queues = [self.queue, *client.scan_iter(match=f"{self.queue}{_PRIORITY_SEPARATOR}*")]
+            # The worker's transport moves each message it takes into a list of its own
+            # (worker/broker/transport.py: "<inflight prefix>:<consumer>|<queue>") until kombu records it.
+            queues += client.scan_iter(match=f"{self._inflight_prefix}:*|*")
             waiting = sum(client.llen(name) for name in queues)
             return waiting == 0 and client.hlen(UNACKED_HASH) == 0
         except redis_errors.RedisError:
-            return False  # Redis down: its AOF may still hold messages
+            return False  # Redis down (or refusing): its AOF may still hold messages
         finally:
             client.close()
+
+    @property
+    def _inflight_prefix(self) -> str:
+        return str(transport_options(prefix=self.keys.prefix, main_queue=self.queue)["inflight_prefix"])
 
     def drain(
         self,
         expected: Collection[str],
         *,
-        timeout_s: float,
+        since_epoch_s: float | None = None,
         quiet_s: float = 2.0,
         until_all: bool = False,
     ) -> bool:
-        """Read outcomes until the broker has stayed idle for `quiet_s` (nothing left that could
-        produce a final, or a late duplicate), or no outcome at all arrived for the config's
-        `stall_s` (messages left that nobody can finish: dead workers, a poison message), or
-        `timeout_s` passed; with `until_all`, also stop as soon as every expected task id has a
-        final. True when every one has."""
+        """Read outcomes until every expected task id has a final and the broker has stayed idle
+        for `quiet_s` (a late duplicate would still be on its way), or the broker stayed idle that
+        long with some missing (nothing left that could finish them), or every worker is dead
+        (with no supervisor to restart one), or LATENESS_BOUND_S plus
+        DRAIN_GRACE_S passed since the latest of `since_epoch_s` (the end of the fault), the last
+        send and the last new outcome: a request not final by then is lost (and one final later
+        would have failed the row anyway); with `until_all`, stop as soon as every expected task
+        id has a final. True when every one has."""
         wanted = set(expected)
-        deadline = time.monotonic() + timeout_s
+        progress_epoch_s = max(since_epoch_s or 0.0, self.last_send_epoch_s)
         idle_since: float | None = None
-        progress_at = time.monotonic()
         while True:
-            now = time.monotonic()
+            now = time.time()
             if self.ledger.poll():
-                progress_at = now
+                progress_epoch_s = max(progress_epoch_s, now)
+            deadline = progress_epoch_s + LATENESS_BOUND_S + DRAIN_GRACE_S
             if until_all and wanted <= self.ledger.final_task_ids():
                 break
-            if now - progress_at >= self.config.stall_s:
-                break
+            if not self.config.supervise and not any(worker.alive() for worker in self.workers):
+                break  # every worker dead, none to be restarted: nothing can finish what is left
             if self.broker_idle():
                 idle_since = idle_since if idle_since is not None else now
                 if now - idle_since >= quiet_s:

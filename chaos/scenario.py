@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from chaos.report import Check, Row, Sent, tally
+from chaos.report import Check, FinalRecord, Row, Sent, tally
 from chaos.rig import USERNAME, Rig, RigConfig
 from testing.leak_search import LeakSearch
 
@@ -31,8 +31,7 @@ class RunOptions:
     seed: int
     workdir: Path
     flower: bool = True  # a real Flower watches the workers; its answers are searched for the password
-    drain_timeout_s: float = 150.0
-    stall_s: float = 25.0  # see RigConfig.stall_s
+    bulk_size: int = 1000  # packages in the bulk of `bulk-kill`
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,6 @@ def rig_config(options: RunOptions, *, worker_env: Mapping[str, str] | None = No
         emulator={"package_count": catalogue_size(options.requests), **emulator},
         worker_env=dict(worker_env or {}),
         flower=options.flower,
-        stall_s=options.stall_s,
     )
 
 
@@ -103,10 +101,17 @@ def finish(
     sent: Sequence[Sent],
     *,
     first_send_epoch_s: float,
+    fault_ended_epoch_s: float | None = None,
+    finals: Sequence[FinalRecord] | None = None,
     checks: Sequence[Check] = (),
     details: Mapping[str, Any] | None = None,
 ) -> Row:
-    """The scenario's row, read after the drain: ledger, provider call log, leak search."""
+    """The scenario's row, read after the drain: ledger, provider call log, leak search.
+
+    Lateness counts from `fault_ended_epoch_s` (when the last fault ended) or the last send,
+    whichever came later. `finals` replaces the ledger's (a bulk's children are matched by
+    request id).
+    """
     ledger = rig.ledger
     running = [worker.alive() for worker in rig.workers]
     all_checks = [
@@ -121,9 +126,10 @@ def finish(
     return tally(
         scenario,
         sent,
-        ledger.finals,
+        ledger.finals if finals is None else finals,
         rig.accepted_refreshes(),
         first_send_epoch_s=first_send_epoch_s,
+        lateness_from_epoch_s=max(fault_ended_epoch_s or 0.0, rig.last_send_epoch_s),
         checks=all_checks,
         details={"stream_entries": ledger.entries, "malformed_stream_entries": ledger.malformed, **(details or {})},
     )

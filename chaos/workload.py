@@ -27,6 +27,7 @@ __all__ = [
     "Outgoing",
     "PackagePool",
     "RawBody",
+    "compress_mix",
     "new_task_id",
     "raw_headers",
     "send_all",
@@ -96,6 +97,16 @@ class PackagePool:
         self._packages.remove(chosen)
         self._packages.append(chosen)
         return chosen
+
+
+def compress_mix(share: float) -> Callable[[PackagePool, random.Random], dict[str, Any]]:
+    """A `valid_requests` pick: a STORAGE_COMPRESS package `share` of the time, else a STORAGE_DIRECT one."""
+
+    def pick(pool: PackagePool, rng: random.Random) -> dict[str, Any]:
+        flag = STORAGE_COMPRESS if rng.random() < share else STORAGE_DIRECT
+        return pool.take(source_flags=(flag,))
+
+    return pick
 
 
 def valid_kwargs(package: Mapping[str, Any], *, request_id: str, verify: bool = False) -> dict[str, Any]:

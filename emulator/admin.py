@@ -58,6 +58,10 @@ class ProviderApi(Protocol):
 
     def fault_reply(self, kind: Any, envelope: bytes) -> ReplyLike: ...
 
+    def refresh_target(self, envelope: bytes) -> str | None: ...
+
+    def refresh_pending(self, package_id: str) -> bool: ...
+
     def set_medium_ready(self, package_id: str | None = None, ready: bool = True) -> list[str]: ...
 
     def package(self, package_id: str) -> dict[str, Any] | None: ...
@@ -114,6 +118,20 @@ def _json_object(body: bytes) -> dict[str, Any]:
 
 
 Handler = Callable[[str, bytes], AdminResponse]
+
+
+def _counted_items(request: Mapping[str, Any], field_name: str, name: str) -> list[dict[str, Any]]:
+    """`request[field_name]`: a list of {name: str, "count": int} (ValueError otherwise; [] when absent)."""
+    items = request.get(field_name, [])
+    if not isinstance(items, list) or not all(
+        isinstance(item, dict)
+        and isinstance(item.get(name), str)
+        and isinstance(item.get("count", 1), int)
+        and not isinstance(item.get("count", 1), bool)
+        for item in items
+    ):
+        raise ValueError(f'{field_name} must be a list of {{"{name}": str, "count": int}}')
+    return items
 
 
 class AdminApi:
@@ -227,7 +245,7 @@ class AdminApi:
 
     def _faults_post(self, _argument: str, body: bytes) -> AdminResponse:
         request = _json_object(body)
-        unknown = set(request) - {"rates", "latency_ms", "latency_distribution", "next"}
+        unknown = set(request) - {"rates", "latency_ms", "latency_distribution", "next", "lose_invoke_while_pending"}
         if unknown:
             raise BadRequestError(f"unknown fields: {', '.join(sorted(unknown))}")
         try:
@@ -251,21 +269,19 @@ class AdminApi:
         distribution = request.get("latency_distribution")
         if distribution is not None:
             distribution = parse_latency_distribution(str(distribution))
-        queued = request.get("next", [])
-        if not isinstance(queued, list) or not all(
-            isinstance(item, dict)
-            and isinstance(item.get("kind"), str)
-            and isinstance(item.get("count", 1), int)
-            and not isinstance(item.get("count", 1), bool)
-            for item in queued
-        ):
-            raise ValueError('next must be a list of {"kind": str, "count": int}')
+        queued = _counted_items(request, "next", "kind")
+        aimed = _counted_items(request, "lose_invoke_while_pending", "package_id")
         current = self._faults.snapshot()
         probe = FaultPlan(rates={**current["rates"], **rates})
         if latency_ms is not None:
             probe.set_latency(latency_ms / 1000.0, distribution)
         for item in queued:
             probe.inject_next(item["kind"], item.get("count", 1))
+        for item in aimed:
+            probe.lose_invoke_while_pending(item["package_id"], item.get("count", 1))
+        armed = sum(current["lose_invoke_while_pending"].values()) + sum(item.get("count", 1) for item in aimed)
+        if armed > MAX_QUEUED_FAULTS:
+            raise ValueError(f"at most {MAX_QUEUED_FAULTS} lost Invokes can be armed")
         if len(current["next"]) + len(probe.snapshot()["next"]) > MAX_QUEUED_FAULTS:
             already = len(current["next"])
             raise ValueError(f"at most {MAX_QUEUED_FAULTS} injected faults can be queued ({already} already are)")
@@ -275,6 +291,8 @@ class AdminApi:
             self._faults.set_latency((latency_ms if latency_ms is not None else current_ms) / 1000.0, distribution)
         for item in queued:
             self._faults.inject_next(item["kind"], item.get("count", 1))
+        for item in aimed:
+            self._faults.lose_invoke_while_pending(item["package_id"], item.get("count", 1))
 
     def _faults_delete(self, _argument: str, _body: bytes) -> AdminResponse:
         self._faults.clear()

@@ -9,6 +9,12 @@ fail with `kind` or answer normally. Every decision draws the same number of val
 Rates are per-operation probabilities, one draw picks at most one kind (their sum must not
 exceed 1). `inject_next(kind, count)` queues deterministic failures that take precedence over
 random ones: tests use it instead of rates.
+
+One fault is aimed, not drawn: `lose_invoke_while_pending(package_id, count)` arms the loss of the
+next `count` Invokes of RefreshPkgSource on that package that arrive while an older refresh of it
+is still pending in Distribution Manager (ActionInProgress 1). The listener asks
+`take_lost_invoke` and, when it says so, neither runs the Invoke nor answers it (the fence's
+counter-example: nothing of the request landed, yet SourceVersion will rise).
 """
 
 from __future__ import annotations
@@ -114,6 +120,8 @@ class FaultPlan:
         self._queue: deque[FaultKind] = deque()
         self._decisions = 0
         self._injected: dict[str, int] = {kind: 0 for kind in FAULT_KINDS}
+        self._lost_invokes_armed: dict[str, int] = {}  # PackageID (upper case) -> Invokes still to lose
+        self._lost_invokes = 0
 
     @classmethod
     def from_settings(cls, settings: EmulatorSettings) -> FaultPlan:
@@ -157,11 +165,44 @@ class FaultPlan:
                 )
             self._queue.extend([checked] * count)
 
+    def lose_invoke_while_pending(self, package_id: str, count: int = 1) -> None:
+        """Lose the next `count` Invokes of RefreshPkgSource on `package_id` that arrive while an
+        older refresh of it is pending in DistMgr: not run, not answered (ValueError unless
+        `count` >= 1 and the total armed stays within MAX_QUEUED_FAULTS)."""
+        if not package_id:
+            raise ValueError("package_id must not be empty")
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        key = package_id.upper()
+        with self._lock:
+            if sum(self._lost_invokes_armed.values()) + count > MAX_QUEUED_FAULTS:
+                raise ValueError(f"at most {MAX_QUEUED_FAULTS} lost Invokes can be armed")
+            self._lost_invokes_armed[key] = self._lost_invokes_armed.get(key, 0) + count
+
+    def loses_invokes(self) -> bool:
+        """Any lost Invoke armed (cheap: the listener asks before parsing anything)."""
+        return bool(self._lost_invokes_armed)
+
+    def take_lost_invoke(self, package_id: str) -> bool:
+        """True (and one fewer armed) when an Invoke of this package, pending now, is to be lost."""
+        key = package_id.upper()
+        with self._lock:
+            left = self._lost_invokes_armed.get(key, 0)
+            if left <= 0:
+                return False
+            if left == 1:
+                del self._lost_invokes_armed[key]
+            else:
+                self._lost_invokes_armed[key] = left - 1
+            self._lost_invokes += 1
+            return True
+
     def clear(self) -> None:
-        """Drop every rate, the queued faults and the added latency (the seed sequence continues)."""
+        """Drop every rate, the queued and armed faults and the added latency (the seed sequence continues)."""
         with self._lock:
             self._rates = {kind: 0.0 for kind in FAULT_KINDS}
             self._queue.clear()
+            self._lost_invokes_armed.clear()
             self._latency_s = 0.0
             self._distribution = "fixed"
 
@@ -188,6 +229,8 @@ class FaultPlan:
                 "next": list(self._queue),
                 "decisions": self._decisions,
                 "injected": dict(self._injected),
+                "lose_invoke_while_pending": dict(self._lost_invokes_armed),
+                "lost_invokes_while_pending": self._lost_invokes,
             }
 
     def _pick_kind(self, draw: float) -> FaultKind | None:

@@ -5,7 +5,18 @@ from __future__ import annotations
 from typing import Final
 
 from chaos.scenario import Scenario
-from chaos.scenarios import baseline, hostile_kwargs, hostile_xml, provider_faults, redis_restart, worker_kill
+from chaos.scenarios import (
+    baseline,
+    bulk_kill,
+    fence_counter_example,
+    hostile_kwargs,
+    hostile_xml,
+    provider_faults,
+    redis_maxmemory,
+    redis_restart,
+    worker_kill,
+    worker_sigstop,
+)
 
 __all__ = ["SCENARIOS"]
 
@@ -14,8 +25,12 @@ SCENARIOS: Final[dict[str, Scenario]] = {
     for scenario in (
         baseline.SCENARIO,
         worker_kill.SCENARIO,
+        worker_sigstop.SCENARIO,
         redis_restart.SCENARIO,
+        redis_maxmemory.SCENARIO,
         provider_faults.SCENARIO,
+        fence_counter_example.SCENARIO,
+        bulk_kill.SCENARIO,
         hostile_kwargs.SCENARIO,
         hostile_xml.SCENARIO,
     )

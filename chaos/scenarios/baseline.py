@@ -61,7 +61,7 @@ def run(options: RunOptions) -> Row:
             pick=lambda p, _r: p.take(task_sequence=None, source_flags=None),
         )
         first_send = send_all(rig, outgoing)
-        rig.drain([m.sent.task_id for m in outgoing], timeout_s=options.drain_timeout_s)
+        rig.drain([m.sent.task_id for m in outgoing])
         finals = rig.ledger.finals
         sent_waiting = {m.sent.package_id for m in outgoing} & waiting_media
         checks = [expected_status_check(outgoing, catalogue, finals)]

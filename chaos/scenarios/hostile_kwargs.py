@@ -30,7 +30,6 @@ __all__ = ["SCENARIO"]
 
 NAME: Final = "hostile-kwargs"
 VALID_SHARE: Final = 0.1
-PHASE_ONE_TIMEOUT_S: Final = 60.0
 
 
 def to_outgoing(case: HostileCase, rng: random.Random) -> Outgoing:
@@ -94,7 +93,6 @@ def run(options: RunOptions) -> Row:
         emulator={"package_count": max(200, options.requests + options.requests // 2)},
         flower=options.flower,
         supervise=True,
-        stall_s=options.stall_s,
     )
     with Rig(options.workdir / NAME, config, seed=options.seed) as rig:
         pool = PackagePool(rig.catalogue(), rng)
@@ -119,12 +117,12 @@ def run(options: RunOptions) -> Row:
         first_send = send_all(rig, kwargs_first)
         # The fixed resends follow the rejections they correct, once those are final.
         rejected_first = {m.sent.task_id for case, m in pairs if case.label.startswith("rejected first")}
-        rig.drain(rejected_first, timeout_s=PHASE_ONE_TIMEOUT_S, until_all=True)
+        rig.drain(rejected_first, until_all=True)
         send_all(rig, resends)
-        rig.drain([m.sent.task_id for m in kwargs_first + resends], timeout_s=options.drain_timeout_s)
+        rig.drain([m.sent.task_id for m in kwargs_first + resends])
         # Raw bodies last: one that kills a worker must not hide what the kwargs cases do.
         send_all(rig, raw)
-        rig.drain([m.sent.task_id for _c, m in pairs], timeout_s=options.drain_timeout_s)
+        rig.drain([m.sent.task_id for _c, m in pairs])
         statuses = first_statuses(rig.ledger.finals)
         return finish(
             rig,

@@ -10,17 +10,21 @@ first, so even a small run meets every kind.
 
 Promise: 0 lost, 0 duplicate finals, 0 extra provider refreshes (every fault here happens
 before the provider acts, so no retry may refresh twice), and every kind of fault happened.
+The faults go on for as long as requests reach the provider, so the fault "ends" when the last
+one happened (the emulator's counts, watched on a thread): lateness counts from there.
 """
 
 from __future__ import annotations
 
 import random
+import threading
+import time
 from typing import Any, Final
 
 from chaos.report import Check, Row
 from chaos.rig import Rig
 from chaos.scenario import RunOptions, Scenario, finish, rig_config
-from chaos.workload import STORAGE_COMPRESS, STORAGE_DIRECT, PackagePool, send_all, valid_requests
+from chaos.workload import PackagePool, compress_mix, send_all, valid_requests
 from emulator.settings import FaultRates
 
 __all__ = ["SCENARIO"]
@@ -33,6 +37,7 @@ LATENCY_MEAN_S: Final = 0.08
 IDLE_TIMEOUT_S: Final = 0.2
 QUOTA_PER_USER: Final = 6  # two workers x 4 threads = 8 concurrent operations at most
 SEND_INTERVAL_S: Final = 0.03
+FAULT_WATCH_S: Final = 0.1
 COMPRESS_SHARE_OF_REQUESTS: Final = 0.2
 # The server's own counters of the same faults arising naturally (not drawn from the plan).
 _NATURAL: Final = {
@@ -40,6 +45,35 @@ _NATURAL: Final = {
     "quota_fault": "quota_rejections",
     "idle_close": "idle_closes",
 }
+
+
+class FaultClock:
+    """When the emulator last counted a fault (drawn or natural), looked at every FAULT_WATCH_S."""
+
+    def __init__(self, rig: Rig) -> None:
+        self._rig = rig
+        self.last_epoch_s: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="chaos-fault-clock", daemon=True)
+
+    def total(self) -> int:
+        injected: dict[str, int] = self._rig.emulator.faults.snapshot()["injected"]
+        return sum(injected.values()) + sum(self._rig.emulator.stats.count(name) for name in _NATURAL.values())
+
+    def _watch(self) -> None:
+        seen = self.total()
+        while not self._stop.wait(FAULT_WATCH_S):  # counters of this process: polled, cheaply
+            now = self.total()
+            if now != seen:
+                seen, self.last_epoch_s = now, time.time()
+
+    def __enter__(self) -> FaultClock:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
 
 
 def faults_happened(rig: Rig) -> tuple[Check, dict[str, Any]]:
@@ -69,19 +103,19 @@ def run(options: RunOptions) -> Row:
             rig.emulator.faults.inject_next(kind)
         pool = PackagePool(rig.catalogue(), rng)
 
-        def pick(pool: PackagePool, rng: random.Random) -> dict[str, Any]:
-            flag = STORAGE_COMPRESS if rng.random() < COMPRESS_SHARE_OF_REQUESTS else STORAGE_DIRECT
-            return pool.take(source_flags=(flag,))
-
-        outgoing = valid_requests(pool, rng, options.requests, pick=pick, verify_share=0.2)
-        first_send = send_all(rig, outgoing, interval_s=SEND_INTERVAL_S)
-        rig.drain([m.sent.task_id for m in outgoing], timeout_s=options.drain_timeout_s)
+        outgoing = valid_requests(
+            pool, rng, options.requests, pick=compress_mix(COMPRESS_SHARE_OF_REQUESTS), verify_share=0.2
+        )
+        with FaultClock(rig) as clock:
+            first_send = send_all(rig, outgoing, interval_s=SEND_INTERVAL_S)
+            rig.drain([m.sent.task_id for m in outgoing])
         happened, counts = faults_happened(rig)
         return finish(
             rig,
             NAME,
             [m.sent for m in outgoing],
             first_send_epoch_s=first_send,
+            fault_ended_epoch_s=clock.last_epoch_s,
             checks=[happened],
             details={"faults": counts},
         )

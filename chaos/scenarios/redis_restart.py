@@ -20,7 +20,7 @@ from typing import Final
 from chaos.report import Check, Row
 from chaos.rig import Rig
 from chaos.scenario import Disruptor, RunOptions, Scenario, finish, rig_config
-from chaos.workload import STORAGE_COMPRESS, STORAGE_DIRECT, PackagePool, send_all, valid_requests
+from chaos.workload import PackagePool, compress_mix, send_all, valid_requests
 from testing.waiting import wait_until
 
 __all__ = ["SCENARIO"]
@@ -42,6 +42,7 @@ class RestartLog:
     restarts: int = 0
     down_s: float = 0.0
     noticed: bool = False
+    ended_epoch_s: float | None = None  # when Redis answered again
 
 
 def restart_redis(rig: Rig, requests: int, log: RestartLog) -> None:
@@ -53,6 +54,7 @@ def restart_redis(rig: Rig, requests: int, log: RestartLog) -> None:
         lambda: any(RECONNECTING in worker.output() for worker in rig.workers), timeout_s=NOTICE_TIMEOUT_S
     )
     rig.redis_server.start()
+    log.ended_epoch_s = time.time()
     log.down_s = time.monotonic() - stopped
     log.restarts += 1
 
@@ -69,17 +71,12 @@ def run(options: RunOptions) -> Row:
     )
     with Rig(options.workdir / NAME, config, seed=options.seed) as rig:
         pool = PackagePool(rig.catalogue(), rng)
-
-        def pick(pool: PackagePool, rng: random.Random) -> dict[str, object]:
-            flag = STORAGE_COMPRESS if rng.random() < COMPRESS_SHARE_OF_REQUESTS else STORAGE_DIRECT
-            return pool.take(source_flags=(flag,))
-
-        outgoing = valid_requests(pool, rng, options.requests, pick=pick)
+        outgoing = valid_requests(pool, rng, options.requests, pick=compress_mix(COMPRESS_SHARE_OF_REQUESTS))
         log = RestartLog()
         disruptor = Disruptor("redis", lambda: restart_redis(rig, len(outgoing), log)).start()
         first_send = send_all(rig, outgoing, interval_s=SEND_INTERVAL_S)
         disruptor.join(WAIT_FOR_SHARE_TIMEOUT_S + NOTICE_TIMEOUT_S + 30)
-        rig.drain([m.sent.task_id for m in outgoing], timeout_s=options.drain_timeout_s)
+        rig.drain([m.sent.task_id for m in outgoing], since_epoch_s=log.ended_epoch_s)
         checks = [
             Check(
                 "Redis restarted once mid-run, noticed by a worker",
@@ -92,6 +89,7 @@ def run(options: RunOptions) -> Row:
             NAME,
             [m.sent for m in outgoing],
             first_send_epoch_s=first_send,
+            fault_ended_epoch_s=log.ended_epoch_s,
             checks=checks,
             details={"redis_down_s": round(log.down_s, 2)},
         )

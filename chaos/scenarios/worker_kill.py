@@ -4,9 +4,10 @@ The provider answers in 0-250 ms (uniform) and most requests ask to `verify` (po
 DistMgr bumps SourceVersion, 0.4 s after an accepted refresh), so a request spends most of
 its run between RefreshPkgSource accepted and its final outcome published. Each kill waits
 (bounded) until the victim holds such a request: one it received (its log says so), whose
-package the provider has already refreshed, with no final yet. The victim's unacked messages
-come back after the short visibility timeout and the surviving worker (or the restarted one)
-runs them again.
+package the provider has already refreshed, with no final yet. The victim's messages (running,
+prefetched, counting down) come back once its alive key lapses (the broker's recovery, within
+about 20 s) and the surviving worker (or the restarted one) runs them again; lateness counts from
+the moment the restarted worker is ready.
 
 Promise: 0 lost, 0 duplicate finals, 0 extra provider refreshes (a redelivered request whose
 refresh already landed must not refresh again), and both kills landed mid-exchange.
@@ -21,12 +22,12 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from chaos.report import Check, Row
-from chaos.rig import SITE_CODE, Rig
+from chaos.rig import SITE_CODE, Rig, RigConfig
 from chaos.scenario import Disruptor, RunOptions, Scenario, finish, rig_config
 from chaos.workload import Outgoing, PackagePool, send_all, valid_requests
 from embedded.worker_process import WorkerProcess
 
-__all__ = ["SCENARIO"]
+__all__ = ["SCENARIO", "crash_rig_config", "received_by"]
 
 NAME: Final = "worker-sigkill"
 KILLS: Final = 2
@@ -47,6 +48,7 @@ class KillLog:
     landed_mid_exchange: int = 0
     kills: int = 0
     held_at_kill: list[int] = field(default_factory=list)
+    ended_epoch_s: float | None = None  # the last restarted worker ready again
 
 
 def received_by(worker: WorkerProcess) -> set[str]:
@@ -89,20 +91,26 @@ def kill_twice(rig: Rig, victim: WorkerProcess, package_of: dict[str, str], requ
         # The next kill looks only at what the new incarnation receives (received_by reads the
         # current incarnation's log), so nothing needs ignoring.
         victim.start()
+        log.ended_epoch_s = time.time()
 
 
-def run(options: RunOptions) -> Row:
-    rng = random.Random(options.seed)
-    config = rig_config(
+def crash_rig_config(options: RunOptions) -> RigConfig:
+    """The pipeline of a scenario about a worker crashing or freezing mid-exchange."""
+    return rig_config(
         options,
         # As many provider slots as worker threads: the scenario is about crashes, so requests
-        # should be mid-exchange when the kills land, not waiting for a slot.
+        # should be mid-exchange when the disruption lands, not waiting for a slot.
         worker_env={f"SCCM_REFRESH_PROVIDERS__{SITE_CODE}__MAX_CONCURRENCY": "8"},
         compress_share=0.0,
         latency_s=LATENCY_MEAN_S,
         latency_distribution="uniform",
         distmgr_delay_s=DISTMGR_DELAY_S,
     )
+
+
+def run(options: RunOptions) -> Row:
+    rng = random.Random(options.seed)
+    config = crash_rig_config(options)
     with Rig(options.workdir / NAME, config, seed=options.seed) as rig:
         pool = PackagePool(rig.catalogue(), rng)
         outgoing: list[Outgoing] = valid_requests(pool, rng, options.requests, verify_share=VERIFY_SHARE)
@@ -114,7 +122,7 @@ def run(options: RunOptions) -> Row:
         first_send = send_all(rig, outgoing)
         killer.join(KILLS * (SHARE_TIMEOUT_S + IN_WINDOW_TIMEOUT_S + 90))
         pids.append(victim.pid)
-        rig.drain([m.sent.task_id for m in outgoing], timeout_s=options.drain_timeout_s)
+        rig.drain([m.sent.task_id for m in outgoing], since_epoch_s=log.ended_epoch_s)
         checks = [
             Check(
                 f"{KILLS} kills landed mid-exchange",
@@ -127,6 +135,7 @@ def run(options: RunOptions) -> Row:
             NAME,
             [m.sent for m in outgoing],
             first_send_epoch_s=first_send,
+            fault_ended_epoch_s=log.ended_epoch_s,
             checks=checks,
             details={"kills": log.kills, "in_window_at_kill": log.held_at_kill, "victim_pids": pids},
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Final
 
@@ -41,6 +42,10 @@ JSON_CONTENT_TYPE: Final = "application/json"
 _ADMIN_MAX_BODY_BYTES: Final = 64 * 1024
 # Sealing adds a few dozen bytes of framing; leave room above the SOAP envelope limit.
 _BODY_SLACK_BYTES: Final = 64 * 1024
+# A lost Invoke holds its connection until the older refresh is done (DistMgr is modelled lazily:
+# nothing to await but the clock), at most this long.
+_LOST_INVOKE_POLL_S: Final = 0.05
+_LOST_INVOKE_MAX_HOLD_S: Final = 120.0
 
 
 class Listener:
@@ -204,7 +209,37 @@ class WsmanHandler(HttpSysHandler):
             listener.provider.handle(envelope, user=user)
             self.reset_connection()
             return None
-        return self._reply(listener.provider.handle(envelope, user=user), acceptor)
+        return self._provider_answer(envelope, user, acceptor)
+
+    def _provider_answer(self, envelope: bytes, user: str, acceptor: NtlmAcceptor | None) -> Callable[[], None] | None:
+        """The provider's reply to write; None when the fault plan aims to lose this Invoke."""
+        lost = self._invoke_to_lose(envelope)
+        if lost is not None:
+            self._lose_invoke(lost)
+            return None
+        return self._reply(self.listener.provider.handle(envelope, user=user), acceptor)
+
+    def _invoke_to_lose(self, envelope: bytes) -> str | None:
+        """The PackageID when this is an Invoke the fault plan aims to lose (its package pending now)."""
+        listener = self.listener
+        if not listener.faults.loses_invokes():
+            return None
+        package_id = listener.provider.refresh_target(envelope)
+        if package_id is None or not listener.provider.refresh_pending(package_id):
+            return None
+        return package_id if listener.faults.take_lost_invoke(package_id) else None
+
+    def _lose_invoke(self, package_id: str) -> None:
+        """Never run, never answered: the connection drops once the older refresh is done, so the
+        client looks again at a package whose SourceVersion rose for someone else's refresh."""
+        listener = self.listener
+        self.stats.incr("lost_invokes_while_pending")
+        deadline = time.monotonic() + _LOST_INVOKE_MAX_HOLD_S
+        while listener.provider.refresh_pending(package_id) and time.monotonic() < deadline:
+            if listener.stopping.wait(_LOST_INVOKE_POLL_S):
+                break
+        self.stats.incr("lost_invokes_dropped")
+        self.reset_connection()
 
     def _reply(self, reply: ReplyLike, acceptor: NtlmAcceptor | None) -> Callable[[], None]:
         """The reply sealed now (NTLM sequence numbers follow the operations' order), written later."""

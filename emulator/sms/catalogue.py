@@ -160,6 +160,11 @@ class Catalogue:
         self._advance()  # with a free thread and no time per package, processed at once
         return RefreshOutcome("accepted", RETURN_SUCCESS)
 
+    def refresh_pending(self, package_id: str) -> bool:
+        """Queued or processing in DistMgr now (an unknown package has nothing pending)."""
+        self._advance()
+        return self._distmgr.busy(package_id.upper())
+
     def medium_not_ready_description(self, package_id: str) -> str:
         return (
             f"The source medium of package {package_id.upper()} (STORAGE_COMPRESS) is not ready. "

@@ -144,6 +144,26 @@ class Provider:
             self._record_if_known(package_id, operation, "", f"injected:{kind}")
             return WsmanReply(500, body)
 
+    def refresh_target(self, envelope: bytes) -> str | None:
+        """The PackageID an Invoke of RefreshPkgSource names (upper case); None for anything else.
+
+        Read before the operation runs (an aimed fault asks), so nothing is checked but the shape.
+        """
+        try:
+            request = soap.parse_request(envelope)
+        except SoapError:
+            return None
+        resource_uri = (request.resource_uri or "").rstrip("/")
+        if not resource_uri or request.action.lower() != f"{resource_uri}/{REFRESH_METHOD}".lower():
+            return None
+        package_id = request.selector("PackageID")
+        return package_id.upper() if package_id else None
+
+    def refresh_pending(self, package_id: str) -> bool:
+        """An accepted refresh of the package is queued or processing in DistMgr (ActionInProgress 1)."""
+        with self._lock:
+            return self._catalogue.refresh_pending(package_id)
+
     # ------------------------------------------------------------------ control and observation
 
     def set_medium_ready(self, package_id: str | None = None, ready: bool = True) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -126,3 +127,37 @@ def test_a_held_distmgr_queues_refreshes_until_released(
     released = _admin(admin, emulator, "POST", "distmgr", {"hold": False})
     assert (released["held"], released["queued"], released["processed"], released["coalesced"]) == (False, 0, 1, 1)
     assert _get(protocol, emulator, package)["ActionInProgress"] == "0"
+
+
+def test_an_invoke_aimed_at_a_pending_package_is_lost_until_the_older_refresh_is_done(
+    emulator_factory: EmulatorFactory, admin: requests.Session
+) -> None:
+    """lose_invoke_while_pending: the second Invoke is not run; its connection drops once DistMgr processed the
+    first refresh; the next Invoke is answered and runs."""
+    emulator = emulator_factory(**_BASIC_HTTP)
+    protocol = winrm_protocol(emulator)
+    (package,) = _direct_packages(emulator, 1)
+    _admin(admin, emulator, "POST", "distmgr", {"hold": True})
+    assert _refresh(protocol, emulator, package) == 0
+    armed = _admin(
+        admin, emulator, "POST", "faults", {"lose_invoke_while_pending": [{"package_id": package["PackageID"]}]}
+    )
+    assert armed["lose_invoke_while_pending"] == {package["PackageID"]: 1}
+    lost: list[BaseException] = []
+
+    def second_invoke() -> None:
+        try:
+            _refresh(winrm_protocol(emulator), emulator, package)
+        except requests.exceptions.ConnectionError as exc:
+            lost.append(exc)
+
+    caller = threading.Thread(target=second_invoke)
+    caller.start()
+    assert emulator.stats.wait_for("lost_invokes_while_pending", 1, timeout_s=10.0)
+    assert caller.is_alive()  # held while the first refresh is pending
+    _admin(admin, emulator, "POST", "distmgr", {"hold": False})
+    caller.join(10.0)
+    assert not caller.is_alive() and len(lost) == 1
+    assert emulator.provider.call_log()["packages"][package["PackageID"]]["accepted"] == 1
+    assert _refresh(protocol, emulator, package) == 0
+    assert emulator.provider.call_log()["packages"][package["PackageID"]]["accepted"] == 2

@@ -374,3 +374,18 @@ def test_a_deadline_within_a_budget_is_the_sooner_of_the_two() -> None:
     assert deadline.within(4.0).at_s == 4.0 and deadline.within(20.0).at_s == 10.0
     clock.sleep(12.0)
     assert deadline.remaining_s() == 0.0 and deadline.expired()
+
+
+def test_a_redelivery_whose_earlier_invoke_landed_verifies_against_the_version_before_it() -> None:
+    """DistMgr already raised SourceVersion (5 -> 6) when the next delivery finds the fence: source_updated at once."""
+    client = LostReplyClient(replace(PLAIN, source_version=5, action_in_progress=0), lands=True)
+    fence = MemoryFence()
+    with pytest.raises(OperationTimeoutError):
+        attempt_refresh(client, "SMS_Package", "PS100001", fence=fence)
+    client.package = replace(client.package, source_version=6, action_in_progress=0)  # its DistMgr pass ended
+    clock = iter(range(1000)).__next__
+    result = attempt_refresh(
+        client, "SMS_Package", "PS100001", fence=fence, verify_timeout_s=30.0, sleep=lambda _s: None, clock=clock
+    )
+    assert (result.status, result.source_version_before, result.source_version_after) == ("source_updated", 5, 6)
+    assert result.confirmed_earlier_invoke is True and client.invokes == 1

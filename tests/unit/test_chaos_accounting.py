@@ -10,7 +10,7 @@ import pytest
 from chaos.cli import build_parser
 from chaos.hostile_kwargs import PREFIX_CHARS, fixed_cases, hypothesis_examples, json_kwargs
 from chaos.hostile_replies import HEAVY_KINDS, KINDS, WsmanCall, plan_kinds, reply_for
-from chaos.report import FinalRecord, Sent, format_row, tally
+from chaos.report import LATENESS_BOUND_S, FinalRecord, Sent, format_row, tally
 
 FIRST_SEND_S = 1_000.0
 
@@ -60,7 +60,28 @@ def test_a_clean_row_is_ok_and_columns_that_do_not_apply_print_as_na() -> None:
         scenario="hostile-xml", requests=1, exactly_one_final=1, lost=0, duplicate_finals=None,
         extra_refreshes=None, drain_s=1.0,
     )  # fmt: skip
-    assert hostile_xml_like.ok and format_row(hostile_xml_like).count("n/a") == 2
+    assert hostile_xml_like.ok and format_row(hostile_xml_like).count("n/a") == 3
+
+
+def test_worst_lateness_is_the_last_final_after_the_end_of_the_fault() -> None:
+    """Lateness counts from the fault's end; a final before it is 0 late; over LATENESS_BOUND_S fails the row."""
+    sent = [Sent("a", "valid"), Sent("b", "valid")]
+    on_time = tally("demo", sent, [final("a", at_s=1_003.0), final("b", at_s=1_030.0)], {},
+                    first_send_epoch_s=FIRST_SEND_S, lateness_from_epoch_s=1_010.0)  # fmt: skip
+    assert on_time.lateness_s == 20.0 and on_time.ok
+    late_at_s = 1_010.0 + LATENESS_BOUND_S + 0.5
+    late = tally("demo", sent, [final("a", at_s=1_003.0), final("b", at_s=late_at_s)], {},
+                 first_send_epoch_s=FIRST_SEND_S, lateness_from_epoch_s=1_010.0)  # fmt: skip
+    assert late.lateness_s == LATENESS_BOUND_S + 0.5 and not late.ok
+    assert "too late" in format_row(late)
+
+
+def test_a_message_that_entered_after_the_fault_is_late_from_its_own_entry() -> None:
+    """A bulk child dispatched after the fault ended counts its lateness from its dispatch."""
+    sent = [Sent("a", "child"), Sent("b", "child", sent_epoch_s=1_050.0)]
+    row = tally("demo", sent, [final("a", at_s=1_020.0), final("b", at_s=1_055.0)], {},
+                first_send_epoch_s=FIRST_SEND_S, lateness_from_epoch_s=1_010.0)  # fmt: skip
+    assert row.lateness_s == 10.0
 
 
 def test_reply_plan_meets_every_kind_first_and_repeats_for_a_seed() -> None:

@@ -566,3 +566,16 @@ def test_a_follower_ended_by_its_leader_is_not_watched_after_its_last_wake() -> 
     world = World()
     world.deliver(a_follower_whose_leader_ended(world).kwargs, task_id="task-2")
     assert world.watch.overdue(next_within_s=60, now_s=world.clock.now + 1e6) == []
+
+
+def test_a_redelivered_bulk_child_already_final_is_counted_by_its_bulk_again() -> None:
+    """Its worker died between the final and the bulk's count: the redelivery hands the final to the bulk once more."""
+    counted: list[Outcome] = []
+    world = World()
+    child = {**VALID, "request_id": f"{BULK_ID}:PS100001", "correlation_id": BULK_ID}
+    world.deliver(child)
+    deps = replace(world.deps, on_final=counted.append)
+    result = run_delivery(Delivery((), child, "task-2"), deps, world.recorder, requeue)
+    assert result == {"request_id": f"{BULK_ID}:PS100001", "already_final": True}
+    assert [(o.request_id, o.status) for o in counted] == [(f"{BULK_ID}:PS100001", "accepted")]
+    assert len(world.recorder.outcomes) == 1 and world.client.invokes == 1

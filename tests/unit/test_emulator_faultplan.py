@@ -116,3 +116,28 @@ def test_queued_faults_are_capped_in_total() -> None:
         plan.inject_next("timeout_fault", count=2)
     plan.inject_next("timeout_fault")
     assert len(plan.snapshot()["next"]) == MAX_QUEUED_FAULTS
+
+
+def test_a_lost_invoke_is_armed_per_package_and_runs_out() -> None:
+    """lose_invoke_while_pending arms that package only (any case), `count` times, and clear() disarms."""
+    plan = FaultPlan()
+    assert not plan.loses_invokes()
+    plan.lose_invoke_while_pending("ps100001", count=2)
+    assert plan.loses_invokes() and not plan.take_lost_invoke("PS100002")
+    assert [plan.take_lost_invoke("PS100001") for _ in range(3)] == [True, True, False]
+    assert plan.snapshot()["lost_invokes_while_pending"] == 2 and not plan.loses_invokes()
+    plan.lose_invoke_while_pending("PS100003")
+    plan.clear()
+    assert not plan.take_lost_invoke("PS100003")
+
+
+def test_lost_invokes_refuse_a_bad_count_or_too_many() -> None:
+    """A count below 1, an empty package id or more than MAX_QUEUED_FAULTS armed is a ValueError."""
+    plan = FaultPlan()
+    with pytest.raises(ValueError, match="count"):
+        plan.lose_invoke_while_pending("PS100001", count=0)
+    with pytest.raises(ValueError, match="package_id"):
+        plan.lose_invoke_while_pending("")
+    plan.lose_invoke_while_pending("PS100001", count=MAX_QUEUED_FAULTS)
+    with pytest.raises(ValueError, match="at most"):
+        plan.lose_invoke_while_pending("PS100002")

@@ -126,7 +126,13 @@ def attempt_refresh(
     tries = 0
     while True:
         if earlier is not None and landed(earlier, package):
-            return _accepted(client, package, before, verify, confirmed=True)
+            # Verify against the version before that Invoke: DistMgr may already have raised it
+            # (a redelivered message knows no version of its own), and waiting for a second rise
+            # would hold the thread for the whole verify timeout, to end merely `accepted`.
+            since = (
+                before if known_version_before is not None or earlier.source_version is None else earlier.source_version
+            )
+            return _accepted(client, package, since, verify, confirmed=True)
         if deadline is not None and deadline.expired():
             raise OperationTimeoutError("the attempt's time ran out before RefreshPkgSource could be sent")
         if fence is not None:

@@ -176,7 +176,9 @@ def _redelivery(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     """A message delivered again after its request ended has nothing left to do.
 
     Except when it led a coalesced refresh and died before its followers' finals were all
-    published: those are published now, from its own final outcome.
+    published: those are published now, from its own final outcome. And a bulk's child is counted
+    by its bulk again (the count is once per child): its worker may have died between publishing
+    the final and counting it, and the bulk would wait for that child for ever.
     """
     if not deps.finals.final_recorded(ctx.request_id):
         return None
