@@ -141,7 +141,11 @@ class LimitSettings(BaseModel):
     # once (a few ready to take a slot the moment one frees), and a safety-net pump runs this
     # often while a bulk lives (refill, re-send lost children).
     bulk_window_extra: int = Field(default=2, ge=0, le=1000)
-    bulk_pump_interval_s: float = Field(default=30.0, ge=0.1, le=900)
+    bulk_pump_interval_s: float = Field(default=10.0, ge=0.1, le=900)
+    # A child taken from a bulk's pending list whose first delivery has not checked in this long
+    # is sent again by the pump: its dispatcher may have died between taking it and publishing it
+    # (nothing else would bring it back before the stalled-child bound, hours with the defaults).
+    bulk_undelivered_s: float = Field(default=20.0, ge=1, le=86_400)
     # The watch over live requests (worker/stores/request_watch.py): a request not seen again within its
     # countdown (or the task time limit) plus the visibility timeout plus this margin is sent
     # again; workers look for such requests this often.

@@ -240,9 +240,14 @@ class BulkRunner:
     def _resend_stalled(self, record: BulkRecord) -> None:
         limits = self._settings.limits
         idle_s = float(limits.visibility_timeout_s + 2 * limits.max_countdown_s)
-        stalled = self._store.stalled_children(record.bulk_id, idle_s=idle_s)
+        stalled = self._store.stalled_children(record.bulk_id, idle_s=idle_s, undelivered_s=limits.bulk_undelivered_s)
         if stalled:
-            log.warning("bulk %s: %d children silent for %.0f s: sent again", record.bulk_id, len(stalled), idle_s)
+            log.warning(
+                "bulk %s: %d children silent (or never delivered for %.0f s): sent again",
+                record.bulk_id,
+                len(stalled),
+                limits.bulk_undelivered_s,
+            )
             self._send(record, stalled)
 
     def _send(self, record: BulkRecord, children: Sequence[ChildSpec]) -> None:

@@ -26,6 +26,7 @@ __all__ = ["MemoryBulkChildren"]
 class _Bulk:
     state: Literal["running", "cancelled", "done"] = "running"
     heartbeats: dict[str, float] = field(default_factory=dict)  # outstanding child -> last sign of life
+    undelivered: dict[str, float] = field(default_factory=dict)  # taken, never checked in -> when taken
     counts: Counter[str] = field(default_factory=Counter)
 
 
@@ -39,7 +40,8 @@ class MemoryBulkChildren:
     def add_bulk(self, bulk_id: str, child_request_ids: Iterable[str], *, now_s: float | None = None) -> None:
         """A running bulk whose children were all taken (sent): each outstanding, alive as of now."""
         now = self._time(now_s)
-        self._bulks[bulk_id] = _Bulk(heartbeats=dict.fromkeys(child_request_ids, now))
+        children = list(child_request_ids)
+        self._bulks[bulk_id] = _Bulk(heartbeats=dict.fromkeys(children, now), undelivered=dict.fromkeys(children, now))
 
     def cancel(self, bulk_id: str) -> bool:
         """Stop a running bulk as `cancelled`; False if it was already over."""
@@ -55,6 +57,7 @@ class MemoryBulkChildren:
         outstanding = child_request_id in bulk.heartbeats
         if outstanding:
             bulk.heartbeats[child_request_id] = self._time(now_s)
+            bulk.undelivered.pop(child_request_id, None)
         return Checkin(outstanding=outstanding, cancelled=bulk.state == "cancelled")
 
     def child_finished(self, bulk_id: str, child_request_id: str, status: str) -> bool:
@@ -62,6 +65,7 @@ class MemoryBulkChildren:
         bulk = self._bulk(bulk_id)
         if bulk.heartbeats.pop(child_request_id, None) is None:
             return False
+        bulk.undelivered.pop(child_request_id, None)
         bulk.counts[status] += 1
         if not bulk.heartbeats and bulk.state == "running":
             bulk.state = "done"
@@ -78,13 +82,26 @@ class MemoryBulkChildren:
         return dict(self._bulk(bulk_id).counts)
 
     def stalled_children(
-        self, bulk_id: str, *, idle_s: float, max_count: int = 100, now_s: float | None = None
+        self,
+        bulk_id: str,
+        *,
+        idle_s: float,
+        undelivered_s: float | None = None,
+        max_count: int = 100,
+        now_s: float | None = None,
     ) -> list[str]:
-        """Outstanding children silent for `idle_s`, oldest first; each is stamped now."""
-        now, heartbeats = self._time(now_s), self._bulk(bulk_id).heartbeats
-        silent = sorted((beat, child) for child, beat in heartbeats.items() if beat <= now - idle_s)
+        """Outstanding children silent for `idle_s` (oldest first), then those taken `undelivered_s`
+        ago and never delivered; each is stamped now."""
+        now, bulk = self._time(now_s), self._bulk(bulk_id)
+        silent = sorted((beat, child) for child, beat in bulk.heartbeats.items() if beat <= now - idle_s)
         stalled = [child for _, child in silent[:max_count]]
-        heartbeats.update(dict.fromkeys(stalled, now))
+        if undelivered_s is not None:
+            late = sorted((at, child) for child, at in bulk.undelivered.items() if at <= now - undelivered_s)
+            stalled += [child for _, child in late if child not in stalled][: max_count - len(stalled)]
+        bulk.heartbeats.update(dict.fromkeys(stalled, now))
+        for child in stalled:
+            if child in bulk.undelivered:
+                bulk.undelivered[child] = now
         return stalled
 
     def _bulk(self, bulk_id: str) -> _Bulk:

@@ -39,7 +39,13 @@ class BulkChildrenUnderTest(Protocol):
     def counts(self, bulk_id: str) -> dict[str, int]: ...
 
     def stalled_children(
-        self, bulk_id: str, *, idle_s: float, max_count: int = 100, now_s: float | None = None
+        self,
+        bulk_id: str,
+        *,
+        idle_s: float,
+        undelivered_s: float | None = None,
+        max_count: int = 100,
+        now_s: float | None = None,
     ) -> list[str]: ...
 
 
@@ -72,9 +78,17 @@ class RedisBulkChildren:
         return record.counts
 
     def stalled_children(
-        self, bulk_id: str, *, idle_s: float, max_count: int = 100, now_s: float | None = None
+        self,
+        bulk_id: str,
+        *,
+        idle_s: float,
+        undelivered_s: float | None = None,
+        max_count: int = 100,
+        now_s: float | None = None,
     ) -> list[str]:
-        stalled = self._store.stalled_children(bulk_id, idle_s=idle_s, max_count=max_count, now_s=now_s)
+        stalled = self._store.stalled_children(
+            bulk_id, idle_s=idle_s, undelivered_s=undelivered_s, max_count=max_count, now_s=now_s
+        )
         return [child.request_id for child in stalled]
 
 
@@ -146,3 +160,15 @@ def test_a_checkin_keeps_a_child_from_being_stalled(bulks: BulkChildrenUnderTest
     assert bulks.stalled_children(BULK, idle_s=30, now_s=T0 + 60) == [SECOND]
     assert bulks.stalled_children(BULK, idle_s=30, now_s=T0 + 60) == []
     assert bulks.stalled_children(BULK, idle_s=30, now_s=T0 + 90) == [FIRST, SECOND]
+
+
+def test_a_child_taken_but_never_delivered_is_sent_again_soon(bulks: BulkChildrenUnderTest) -> None:
+    """Its dispatcher died before publishing it: found after `undelivered_s`, long before `idle_s`."""
+    bulks.add_bulk(BULK, [FIRST, SECOND], now_s=T0)
+    bulks.child_checkin(BULK, FIRST, now_s=T0 + 5)
+    assert bulks.stalled_children(BULK, idle_s=3600, undelivered_s=20, now_s=T0 + 19) == []
+    assert bulks.stalled_children(BULK, idle_s=3600, undelivered_s=20, now_s=T0 + 21) == [SECOND]
+    assert bulks.stalled_children(BULK, idle_s=3600, undelivered_s=20, now_s=T0 + 30) == []
+    assert bulks.stalled_children(BULK, idle_s=3600, undelivered_s=20, now_s=T0 + 42) == [SECOND]
+    bulks.child_checkin(BULK, SECOND, now_s=T0 + 43)
+    assert bulks.stalled_children(BULK, idle_s=3600, undelivered_s=20, now_s=T0 + 100) == []

@@ -1,16 +1,18 @@
 -- A bulk job: its record, the pending children, the taken (outstanding) ones, exact counts.
 -- KEYS: 1 record (hash), 2 pending (list "<child id> <spec JSON>"), 3 taken (hash child id -> spec JSON),
 --       4 heartbeats (zset child id -> last sign of life), 5 children (set: ids appended, while enumerating),
---       6 the jobs-by-state gauge for /metrics (hash state -> jobs; no TTL: one field per state)
+--       6 undelivered (zset child id -> when taken, until its first delivery checks in),
+--       7 the jobs-by-state gauge for /metrics (hash state -> jobs; no TTL: one field per state)
 -- ARGV: 1 operation, 2 now ('' = Redis TIME), 3 key ttl (s), then the operation's arguments (below).
-local RECORD, PENDING, TAKEN, HEARTBEATS, CHILDREN, BY_STATE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local RECORD, PENDING, TAKEN, HEARTBEATS, CHILDREN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local UNDELIVERED, BY_STATE = KEYS[6], KEYS[7]
 local op = ARGV[1]
 local now = clock(ARGV[2])
 local ttl_s = tonumber(ARGV[3])
 
 -- Every key of a bulk expires ttl_s after the bulk's last write (missing keys are skipped).
 local function keep()
-  for i = 1, 5 do
+  for i = 1, 6 do
     redis.call('EXPIRE', KEYS[i], ttl_s)
   end
 end
@@ -82,6 +84,7 @@ local function move_pending(n)
     local id, spec = split(item)
     redis.call('HSET', TAKEN, id, spec)
     redis.call('ZADD', HEARTBEATS, num(now), id)
+    redis.call('ZADD', UNDELIVERED, num(now), id)
   end
   return items
 end
@@ -162,6 +165,7 @@ elseif op == 'finished' then
     return {0, 0, snapshot(), {}}
   end
   redis.call('ZREM', HEARTBEATS, ARGV[4])
+  redis.call('ZREM', UNDELIVERED, ARGV[4])
   redis.call('HINCRBY', RECORD, 'count:' .. ARGV[5], 1)
   local last = maybe_finish()
   local items = {}
@@ -212,22 +216,42 @@ elseif op == 'heartbeat' then
     return {0, state()}
   end
   redis.call('ZADD', HEARTBEATS, num(now), ARGV[4])
+  redis.call('ZREM', UNDELIVERED, ARGV[4])
   keep()
   return {1, state()}
 
 elseif op == 'stalled' then
-  -- ARGV: 4 idle seconds, 5 max count. Outstanding children silent for idle seconds; each is
-  -- stamped now so two sweepers do not both re-enqueue it.
+  -- ARGV: 4 idle seconds, 5 max count, 6 undelivered seconds. Outstanding children silent for idle
+  -- seconds, and children taken that long ago whose first delivery never checked in (their
+  -- message was never published: the dispatcher died in between); each is stamped now so two
+  -- sweepers do not both re-enqueue it.
   local ids = redis.call('ZRANGEBYSCORE', HEARTBEATS, '-inf', num(now - tonumber(ARGV[4])),
     'LIMIT', 0, tonumber(ARGV[5]))
+  if ARGV[6] then
+    local seen = {}
+    for _, id in ipairs(ids) do
+      seen[id] = true
+    end
+    local undelivered = redis.call('ZRANGEBYSCORE', UNDELIVERED, '-inf', num(now - tonumber(ARGV[6])),
+      'LIMIT', 0, tonumber(ARGV[5]))
+    for _, id in ipairs(undelivered) do
+      if not seen[id] and #ids < tonumber(ARGV[5]) then
+        table.insert(ids, id)
+      end
+    end
+  end
   local out = {}
   for _, id in ipairs(ids) do
     local spec = redis.call('HGET', TAKEN, id)
     if spec then
       redis.call('ZADD', HEARTBEATS, num(now), id)
+      if redis.call('ZSCORE', UNDELIVERED, id) then
+        redis.call('ZADD', UNDELIVERED, num(now), id)
+      end
       table.insert(out, id .. ' ' .. spec)
     else
       redis.call('ZREM', HEARTBEATS, id)
+      redis.call('ZREM', UNDELIVERED, id)
     end
   end
   keep()

@@ -253,18 +253,30 @@ class BulkStore:
         return Checkin(outstanding=bool(int(outstanding)), cancelled=state == "cancelled")
 
     def stalled_children(
-        self, bulk_id: str, *, idle_s: float, max_count: int = 100, now_s: float | None = None
+        self,
+        bulk_id: str,
+        *,
+        idle_s: float,
+        undelivered_s: float | None = None,
+        max_count: int = 100,
+        now_s: float | None = None,
     ) -> list[ChildSpec]:
-        """Outstanding children with no sign of life for `idle_s`: their message was probably lost.
+        """Outstanding children with no sign of life for `idle_s`, or taken `undelivered_s` ago and
+        never delivered: their message was probably lost (or, the second, never published).
 
         Each returned child's heartbeat is set to now, so concurrent sweepers do not both get it.
         Choose `idle_s` above the longest gap between a child's attempts (the countdown cap plus
-        the broker's visibility timeout).
+        the broker's visibility timeout), and `undelivered_s` above how long a published child waits
+        in the queue before its first delivery (a child sent twice is harmless, only wasteful).
         """
-        if isinstance(idle_s, bool) or not isinstance(idle_s, int | float) or not (0 <= idle_s <= 90 * 86_400):
-            raise ValueError(f"idle_s must be in [0, 90 days], got {idle_s!r}")
+        for name, value in (("idle_s", idle_s), ("undelivered_s", undelivered_s)):
+            if value is None and name == "undelivered_s":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (0 <= value <= 90 * 86_400):
+                raise ValueError(f"{name} must be in [0, 90 days], got {value!r}")
         _check_count("max_count", max_count, MAX_BATCH)
-        items = self._run(bulk_id, "stalled", now_s, f"{idle_s:.6f}", max_count)
+        extra = () if undelivered_s is None else (f"{undelivered_s:.6f}",)
+        items = self._run(bulk_id, "stalled", now_s, f"{idle_s:.6f}", max_count, *extra)
         return [ChildSpec.decode(str(item)) for item in items]
 
     def cancel(self, bulk_id: str, *, now_s: float | None = None) -> BulkUpdate:

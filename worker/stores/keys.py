@@ -117,6 +117,9 @@ BULK_RECORD = "{prefix}:bulk:{bulk_id}"  # hash: the job record and its counters
 BULK_PENDING = "{prefix}:bulk:{bulk_id}:pending"  # list "<child request id> <spec JSON>", not yet taken
 BULK_TAKEN = "{prefix}:bulk:{bulk_id}:taken"  # hash child request id -> spec JSON: outstanding children
 BULK_HEARTBEATS = "{prefix}:bulk:{bulk_id}:heartbeats"  # zset child request id -> last sign of life
+# zset child request id -> when it was taken, until its first delivery checks in: a child whose
+# dispatcher died between taking it and publishing its message has no message anywhere.
+BULK_UNDELIVERED = "{prefix}:bulk:{bulk_id}:undelivered"
 BULK_CHILDREN = "{prefix}:bulk:{bulk_id}:children"  # set of child ids appended (dedupe while enumerating)
 BULK_FINAL_MARKER = "{prefix}:bulk-final:{bulk_id}"  # string (stream id), TTL: the bulk outcome published once
 BULK_STATES = "{prefix}:metrics:bulks"  # hash state -> bulk jobs in it (kept by bulk_store.lua)
@@ -168,6 +171,7 @@ class BulkKeys(NamedTuple):
     taken: str
     heartbeats: str
     children: str
+    undelivered: str
 
 
 def _key_part(name: str, value: str) -> str:
@@ -306,6 +310,13 @@ class RedisKeys:
         return BulkKeys(
             *(
                 template.format(prefix=self.prefix, bulk_id=bulk_id)
-                for template in (BULK_RECORD, BULK_PENDING, BULK_TAKEN, BULK_HEARTBEATS, BULK_CHILDREN)
+                for template in (
+                    BULK_RECORD,
+                    BULK_PENDING,
+                    BULK_TAKEN,
+                    BULK_HEARTBEATS,
+                    BULK_CHILDREN,
+                    BULK_UNDELIVERED,
+                )
             )
         )
