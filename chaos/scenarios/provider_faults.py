@@ -48,7 +48,9 @@ _NATURAL: Final = {
 
 
 class FaultClock:
-    """When the emulator last counted a fault (drawn or natural), looked at every FAULT_WATCH_S."""
+    """When the emulator last counted a fault that hit an operation (drawn, a natural w:TimedOut or
+    quota fault), looked at every FAULT_WATCH_S. Idle closes do not count: they go on after the
+    last request, whenever a connection sits idle."""
 
     def __init__(self, rig: Rig) -> None:
         self._rig = rig
@@ -58,7 +60,8 @@ class FaultClock:
 
     def total(self) -> int:
         injected: dict[str, int] = self._rig.emulator.faults.snapshot()["injected"]
-        return sum(injected.values()) + sum(self._rig.emulator.stats.count(name) for name in _NATURAL.values())
+        natural = (self._rig.emulator.stats.count(_NATURAL[kind]) for kind in _HIT_OPERATIONS)
+        return sum(injected.values()) + sum(natural)
 
     def _watch(self) -> None:
         seen = self.total()
@@ -74,6 +77,9 @@ class FaultClock:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(5.0)
+
+
+_HIT_OPERATIONS: Final = ("timeout_fault", "quota_fault")
 
 
 def faults_happened(rig: Rig) -> tuple[Check, dict[str, Any]]:
