@@ -42,7 +42,7 @@ NAME: Final = "bulk-kill"
 KILL_AT_SHARE: Final = 0.3
 # The emulator's catalogue with no STORAGE_COMPRESS: about 92% STORAGE_DIRECT non-task-sequence
 # packages (4% task sequences, 4% STORAGE_NO_SOURCE); a little more, the rest excluded.
-_ELIGIBLE_SHARE: Final = 0.88
+_ELIGIBLE_SHARE: Final = 0.62  # STORAGE_DIRECT packages of the default classes (SMS_Package, SMS_DriverPackage)
 _SPARE: Final = 8
 TAKEN_WATCH_S: Final = 0.05
 STATUS_POLL_S: Final = 0.25
