@@ -272,15 +272,21 @@ class Rig:
         max_concurrency: int,
         worker_settings: Mapping[str, str],
         say: Callable[[str], None],
+        shared_redis: bool = False,
     ) -> Rig:
-        """Both redis-servers and the provider password file, each stopped or deleted by `stack`."""
+        """Both redis-servers (or one for both roles, as shipped) and the provider password file.
+
+        Each is stopped or deleted by `stack`.
+        """
         servers = []
-        for role in ("broker", "store"):
+        for role in ("broker+store",) if shared_redis else ("broker", "store"):
             server = RedisServer(data_dir=workdir / f"redis-{role}", appendfsync="everysec")
             stack.callback(server.close)
             server.start()
             servers.append(server)
             say(f"[redis]    {role} redis-server pid {server.pid} at {server.url}")
+        if shared_redis:
+            servers.append(servers[0])
         password = secrets.token_urlsafe(18)
         password_file = stack.enter_context(private_file(workdir / "provider-password", password))
         return cls(servers[0], servers[1], password_file, workdir, auth, max_concurrency, dict(worker_settings))

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-__all__ = ["REDIS_SCHEMES", "broker_url_problem", "transport_options_problem"]
+__all__ = ["REDIS_SCHEMES", "broker_url_problem", "same_redis", "transport_options_problem"]
 
 # Schemes the in-flight Redis transport is used for (worker/app.py sets it for exactly these).
 REDIS_SCHEMES: Final = frozenset({"redis", "rediss"})
@@ -65,3 +65,31 @@ def transport_options_problem(options: Mapping[str, Any]) -> str | None:
             "SCCM_REFRESH_QUEUE and SCCM_REFRESH_KEY_PREFIX, or a Redis database of their own (redis://host:port/N)"
         )
     return None
+
+
+def same_redis(broker_url: str, redis_url: str) -> bool:
+    """Whether the broker's queues live in the outcome Redis's database (same host, port and db).
+
+    Then a Lua script of the stores can put a message back on its queue itself (a parked request
+    woken by a release, worker/stores/slots.py); otherwise the worker publishes it.
+    """
+    broker = _redis_location(broker_url)
+    return broker is not None and broker == _redis_location(redis_url)
+
+
+def _redis_location(url: str) -> tuple[str, int, int] | None:
+    if ";" in url:
+        return None  # a failover list: which one is live is kombu's to say
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in REDIS_SCHEMES:
+        return None
+    try:
+        port = parts.port or 6379
+        db_text = parts.path.strip("/") or "0"
+        db = int(db_text)
+    except ValueError:
+        return None
+    host = (parts.hostname or "localhost").lower()
+    if host in {"localhost", "::1"}:
+        host = "127.0.0.1"
+    return host, port, db

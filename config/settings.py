@@ -126,22 +126,17 @@ class LimitSettings(BaseModel):
     # Per-provider concurrency cap (PROVIDERS__<SITE>__MAX_CONCURRENCY slots): a slot is leased for
     # one attempt and renewed every third of `slot_lease_s` while the attempt runs
     # (worker/stores/lease_keeper.py), so a worker that dies holding one frees it within `slot_lease_s`.
-    # A request that finds none free re-polls after an estimate of its turn, between these bounds.
+    # A request that finds none free parks in the site's line and is woken by the release that
+    # frees one (worker/stores/slots.py); a woken request's message that never comes back lapses
+    # with this lease and is sent again.
     slot_lease_s: float = Field(default=30.0, ge=1, le=3600)
     # One delivery of a request attempts it at a time (the attempt lock): a lease renewed the same
     # way, so a SIGKILLed attempt's request is taken up again within this many seconds.
     attempt_lock_s: int = Field(default=20, ge=2, le=3600)
-    # The floor is what a bulk's waiting children poll at, since a slot frees every hold / cap
-    # (about 14 ms at 8 slots and 100 ms operations). Measured with bench.bulk_bench (2,000
-    # children, 100 ms, cap 8): 0.05 s left slots idle a quarter of the time (efficiency 0.68);
-    # 0.02 s: 0.75 for 4% more broker messages; 0.01 s: 0.78 for 8% more.
+    # Waiters that poll rather than park (a lane's line: boot images one at a time per site) re-poll
+    # after an estimate of their turn, between these bounds; so does a parked request when the
+    # worker has no way to park it (unit tests: worker/usecase/execute.py).
     slot_wait_min_s: float = Field(default=0.02, gt=0, le=300)
-    # The ceiling of a waiting request's re-poll. Under a burst 30 s leaves the provider idle (make
-    # chaos, shipped settings: 300 requests on 3 slots drained in 159 s; 39 s with 5 s), because the
-    # estimate paces on the gaps between releases that its own long waits create. 5 s was tried and
-    # reverted: the in-suite Redis-restart chaos scenario then lost 2 of 40 requests in 1 of 4 runs
-    # (5 of 5 clean at 30 s), a loss still to be found. The fix is a released slot handed to the
-    # next waiter (parked, not polling).
     slot_wait_max_s: float = Field(default=30.0, gt=0, le=900)
     # Bulk pacing: at most the site's max_concurrency plus this many children are outstanding at
     # once (a few ready to take a slot the moment one frees), and a safety-net pump runs this
@@ -156,6 +151,10 @@ class LimitSettings(BaseModel):
     # countdown (or the task time limit) plus the visibility timeout plus this margin is sent
     # again; workers look for such requests this often.
     watch_margin_s: float = Field(default=30.0, ge=0, le=3600)
+    # How often each worker hands out slots freed by lapsed leases (a holder that died) and wakes
+    # again a woken request whose message never came back (worker/stores/slots.py). Releases do it
+    # too; this is for a site where nothing is released. A lost wake costs slot_lease_s plus this.
+    slot_sweep_interval_s: float = Field(default=5.0, ge=0.1, le=300)
     watch_sweep_interval_s: float = Field(default=15.0, ge=0.1, le=900)
 
     @model_validator(mode="after")

@@ -13,12 +13,14 @@ from typing import Any
 from config.settings import Settings, get_settings
 from errors import RefreshError
 from producers.bulk import get_bulk
+from tasks.park import park_keeping_message
 from tasks.requeue import retry_keeping_message
 from worker.app import BULK_PUMP_TASK, BULK_TASK, app
 from worker.domain.deadline import Deadline
 from worker.domain.ids import is_bulk_id
 from worker.retry import next_delay_s
-from worker.runtime import bulk_runner, client_for, provider_slots
+from worker.runtime import bulk_runner, client_for, provider_slots_of_process, wakes_pushed_by_redis
+from worker.usecase.plan import Park
 from worker.usecase.values import PRIORITY_BULK, Granted
 
 __all__ = ["bulk_pump", "bulk_refresh"]
@@ -41,11 +43,14 @@ def bulk_refresh(self: Any, bulk_id: object = None, **unexpected: Any) -> dict[s
     if record is None:
         log.warning("bulk %s: no such bulk job (expired?); enumeration dropped", bulk_id)
         return {"bulk_id": bulk_id, "error": "unknown bulk"}
-    slots = provider_slots(settings)
+    slots = provider_slots_of_process()
     limit = settings.provider(record.site_code).max_concurrency if record.site_code in settings.providers else 1
-    answer = slots.try_acquire(record.site_code, f"{bulk_id}:enumerate", limit, priority=PRIORITY_BULK)
+    holder = f"{bulk_id}:enumerate"
+    answer = slots.try_acquire(record.site_code, holder, limit, priority=PRIORITY_BULK, join=False)
     if not isinstance(answer, Granted):
-        retry_keeping_message(self, countdown_s=answer.retry_after_s)
+        # In the site's line like a refresh: woken (this message sent back) by the release that frees a slot.
+        park = Park({"bulk_id": bulk_id}, record.site_code, holder, PRIORITY_BULK, limit)
+        park_keeping_message(self, park, slots=slots, push=wakes_pushed_by_redis())
     try:
         # The threads pool enforces no time limit: the enumeration ends by the soft one itself.
         deadline = Deadline.after(settings.task_soft_time_limit_s)

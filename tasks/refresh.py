@@ -19,11 +19,13 @@ from typing import Any, NoReturn
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 
+from tasks.park import park_keeping_message
 from tasks.requeue import retry_keeping_message
 from worker.app import REFRESH_TASK, app
-from worker.runtime import delivery_deps, publisher
+from worker.runtime import delivery_deps, provider_slots_of_process, publisher, wakes_pushed_by_redis
 from worker.task_states import report_state
 from worker.usecase.execute import run_delivery
+from worker.usecase.plan import Park
 from worker.usecase.ports import Delivery
 
 __all__ = ["refresh_package"]
@@ -57,7 +59,13 @@ def refresh_package(*args: Any, **kwargs: Any) -> dict[str, Any]:
     delivery = Delivery(args=args, kwargs=kwargs, task_id=refresh_package.request.id)
     deps = delivery_deps(interruptions=(SoftTimeLimitExceeded,))
     return run_delivery(
-        delivery, deps, publisher(), _requeue, control_flow=_CELERY_CONTROL_FLOW, report_state=_report_state
+        delivery,
+        deps,
+        publisher(),
+        _requeue,
+        control_flow=_CELERY_CONTROL_FLOW,
+        report_state=_report_state,
+        park=_park,
     )
 
 
@@ -69,3 +77,8 @@ def _report_state(state: str, detail: str) -> bool:
 def _requeue(kwargs: Mapping[str, Any], countdown_s: float) -> NoReturn:
     """Task.retry with the request's new kwargs; a refused re-queue puts the message back (tasks/requeue.py)."""
     retry_keeping_message(refresh_package, countdown_s=countdown_s, kwargs=kwargs)
+
+
+def _park(park: Park) -> NoReturn:
+    """In the site's line with the message that brings it back, then acked (tasks/park.py)."""
+    park_keeping_message(refresh_package, park, slots=provider_slots_of_process(), push=wakes_pushed_by_redis())

@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 
 from config.settings import get_settings
 from worker.broker.misrouting import start_watch
-from worker.runtime import mark_worker_seen, resend_overdue
+from worker.runtime import mark_worker_seen, resend_overdue, sweep_slots
 from worker.stores.redis_client import redis_from_url
 
 __all__: list[str] = []
@@ -52,5 +52,25 @@ def _sweep_for_lost_messages(sender: object = None, **_: object) -> None:
     threading.Thread(target=loop, name="sccm-request-watch", daemon=True).start()
 
 
+def _sweep_provider_slots(**_: object) -> None:
+    """Every `slot_sweep_interval_s`, hand out slots that lapsed leases freed (a holder died) and wake
+    again the woken requests whose message never came back; releases do this too, but a site
+    whose holders all died has none."""
+    interval_s = get_settings().limits.slot_sweep_interval_s
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            try:
+                sweep_slots()
+            except RedisError as exc:
+                log.debug("provider slot sweep skipped: %s", type(exc).__name__)
+            except Exception as exc:  # a sweep must never kill its thread: log the type, go on
+                log.error("provider slot sweep failed (%s)", type(exc).__name__)
+
+    stop = threading.Event()
+    threading.Thread(target=loop, name="sccm-slot-sweep", daemon=True).start()
+
+
 worker_ready.connect(_watch_for_misrouted_messages, weak=False)
 worker_ready.connect(_sweep_for_lost_messages, weak=False)
+worker_ready.connect(_sweep_provider_slots, weak=False)

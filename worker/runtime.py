@@ -7,6 +7,7 @@ everything with `reset_runtime()`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -18,6 +19,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
+from config.broker import same_redis
 from config.settings import Settings, get_settings
 from worker.app import REFRESH_TASK, app
 from worker.bulk_job import BulkRunner
@@ -130,6 +132,35 @@ def delivery_deps(*, interruptions: tuple[type[BaseException], ...] = ()) -> Del
         return _runtime.deps
 
 
+def provider_slots_of_process() -> ProviderSlots:
+    """The slots store the refresh use case of this process uses."""
+    slots = delivery_deps().slots
+    assert isinstance(slots, ProviderSlots), "the worker's slots are the Redis store"
+    return slots
+
+
+def wakes_pushed_by_redis() -> bool:
+    """Whether a release pushes a woken request's message itself (the broker's queues are in the outcome Redis)."""
+    settings = get_settings()
+    return same_redis(settings.broker_url, settings.redis_url)
+
+
+def send_woken(payload: str) -> None:
+    """Publish a woken request's message (the broker is not the outcome Redis: tasks/park.py)."""
+    message = json.loads(payload)
+    app.send_task(REFRESH_TASK, kwargs=message["kwargs"], task_id=message["task_id"], queue=get_settings().queue)
+
+
+def sweep_slots() -> int:
+    """Wake what lapsed leases freed, and woken requests whose message never came back (every site)."""
+    settings = get_settings()
+    slots = provider_slots_of_process()
+    parked = 0
+    for site_code, provider in settings.providers.items():
+        parked += slots.sweep(site_code, provider.max_concurrency).parked
+    return parked
+
+
 def provider_slots(settings: Settings) -> ProviderSlots:
     limits = settings.limits
     writer = publisher()
@@ -145,6 +176,7 @@ def provider_slots(settings: Settings) -> ProviderSlots:
         max_retry_after_s=wait_max_s,
         default_hold_s=_INITIAL_SLOT_HOLD_S,
         keeper=lease_keeper,
+        publish_wake=send_woken,
     )
 
 

@@ -2,10 +2,12 @@
 
 The same rules as slots.lua: at most `limit` leases per site, each expiring `lease_s` after it was
 granted or renewed; a caller that finds no free slot joins the site's line, ordered by priority
-then arrival, and keeps its place for `waiter_ttl_s` after each poll; a slot goes to the best
-waiters only. Expired leases and silent waiters leave on the next acquire, as in the script, so a
-release or renew in between still finds them. Hold and release-gap averages feed `retry_after_s`
-through the store's own estimate.
+then arrival, either polling (it keeps its place for `waiter_ttl_s` after each poll) or parked
+with a wake record; a slot goes to the best waiters only, and every slot freed goes at once to a
+parked head of the line, whose wake record is handed to `woken` (a list the test reads: the
+message the Redis store would push back). A woken holder whose lease lapses unclaimed is woken
+again. Expired leases and silent waiters leave on the next operation, as in the script. Hold and
+release-gap averages feed `retry_after_s` through the store's own estimate.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from worker.domain.packages import validate_site_code
 from worker.stores.slots import estimate_retry_after_s
-from worker.usecase.values import AcquireResult, Granted, Lease, Wait
+from worker.usecase.values import AcquireResult, Granted, Lease, Parked, SweepResult, Wait
 
 __all__ = ["MemorySlots"]
 
@@ -24,26 +26,54 @@ __all__ = ["MemorySlots"]
 @dataclass
 class _Waiter:
     place: tuple[int, int]  # (priority, arrival): lower goes first
-    deadline_s: float
+    deadline_s: float  # polling waiters only: a parked one waits without a deadline
 
 
 @dataclass
 class _Site:
+    name: str
+    lane: str | None
     holders: dict[str, Lease] = field(default_factory=dict)
     waiters: dict[str, _Waiter] = field(default_factory=dict)
+    parked: dict[str, str] = field(default_factory=dict)  # holder -> wake record
+    limit: int = 0
     arrivals: int = 0
     ewma_hold_s: float | None = None
     ewma_gap_s: float | None = None
     last_release_at: float | None = None
 
-    def reclaim(self, now: float) -> None:
-        """Dead holders (their lease ran out) and dead waiters (they stopped polling) leave."""
-        self.holders = {h: lease for h, lease in self.holders.items() if lease.expires_at_s > now}
-        self.waiters = {h: waiter for h, waiter in self.waiters.items() if waiter.deadline_s > now}
+    def reclaim(self, now: float, lease_s: float, woken: list[str]) -> None:
+        """Dead holders leave (a woken one that never claimed is woken again); silent pollers drop out."""
+        for holder, lease in list(self.holders.items()):
+            if lease.expires_at_s > now:
+                continue
+            if holder in self.parked:
+                self.holders[holder] = Lease(self.name, holder, uuid.uuid4().hex, now, now + lease_s, self.lane)
+                woken.append(self.parked[holder])
+            else:
+                del self.holders[holder]
+        self.waiters = {h: waiter for h, waiter in self.waiters.items() if h in self.parked or waiter.deadline_s > now}
+
+    def hand_off(self, now: float, lease_s: float, woken: list[str]) -> None:
+        """Free slots go to the head of the line if it is parked (a polling head keeps one for its next look)."""
+        while len(self.holders) < self.limit and self.waiters:
+            head = min(self.waiters, key=lambda h: self.waiters[h].place)
+            if head not in self.parked:
+                return
+            del self.waiters[head]
+            self.holders[head] = Lease(self.name, head, uuid.uuid4().hex, now, now + lease_s, self.lane)
+            woken.append(self.parked[head])
 
     def rank(self, holder_id: str) -> int:
         line = sorted(self.waiters, key=lambda h: self.waiters[h].place)
         return line.index(holder_id)
+
+    def join(self, holder_id: str, priority: int) -> _Waiter:
+        waiter = self.waiters.get(holder_id)
+        if waiter is None:
+            self.arrivals += 1
+            waiter = self.waiters[holder_id] = _Waiter((priority, self.arrivals), 0.0)
+        return waiter
 
 
 class MemorySlots:
@@ -68,6 +98,13 @@ class MemorySlots:
         self._default_hold_s = float(default_hold_s)
         self._alpha = float(ewma_alpha)
         self._sites: dict[str, _Site] = {}
+        # Wake records of woken requests, in wake order: what the Redis store pushes to the broker.
+        self.woken: list[str] = []
+
+    def _site(self, site_code: str, lane: str | None, now: float) -> _Site:
+        site = self._sites.setdefault(_pool(site_code, lane), _Site(site_code, lane))
+        site.reclaim(now, self._lease_s, self.woken)
+        return site
 
     @property
     def lease_s(self) -> float:
@@ -81,6 +118,7 @@ class MemorySlots:
         *,
         priority: int,
         lane: str | None = None,
+        join: bool = True,
         now_s: float | None = None,
     ) -> AcquireResult:
         """A slot for `holder_id` (of the site or one of its lanes: a cap of its own), or its place in line.
@@ -89,22 +127,25 @@ class MemorySlots:
         """
         now = self._now() if now_s is None else now_s
         site_code = validate_site_code(site_code)
-        site = self._sites.setdefault(_pool(site_code, lane), _Site())
-        site.reclaim(now)
+        site = self._site(site_code, lane, now)
+        site.limit = limit
+        site.hand_off(now, self._lease_s, self.woken)
         held = site.holders.get(holder_id)
         if held is not None:
             site.holders[holder_id] = held = replace(held, expires_at_s=now + self._lease_s)
             site.waiters.pop(holder_id, None)
+            site.parked.pop(holder_id, None)
             return Granted(held)
         in_use = len(site.holders)
-        waiter = site.waiters.get(holder_id)
-        if waiter is None:
-            site.arrivals += 1
-            waiter = site.waiters[holder_id] = _Waiter((priority, site.arrivals), 0.0)
-        waiter.deadline_s = now + self._waiter_ttl_s
-        rank = site.rank(holder_id)
-        if rank < limit - in_use:
-            del site.waiters[holder_id]
+        if join:
+            site.join(holder_id, priority).deadline_s = now + self._waiter_ttl_s
+            rank = site.rank(holder_id)
+            grant = rank < limit - in_use
+        else:
+            rank = site.rank(holder_id) if holder_id in site.waiters else len(site.waiters)
+            grant = in_use < limit and not site.waiters
+        if grant:
+            site.waiters.pop(holder_id, None)
             lease = Lease(site_code, holder_id, uuid.uuid4().hex, now, now + self._lease_s, lane)
             site.holders[holder_id] = lease
             return Granted(lease)
@@ -119,19 +160,55 @@ class MemorySlots:
         )
         return Wait(rank=rank, in_use=in_use, waiting=len(site.waiters), retry_after_s=retry_after_s)
 
+    def park(
+        self, site_code: str, holder_id: str, limit: int, *, priority: int, wake: str, now_s: float | None = None
+    ) -> Parked:
+        """In the site's line with its wake record; a free slot wakes it at once."""
+        now = self._now() if now_s is None else now_s
+        site = self._site(validate_site_code(site_code), None, now)
+        site.limit = limit
+        site.parked[holder_id] = wake
+        if holder_id not in site.holders:
+            site.join(holder_id, priority)
+        site.hand_off(now, self._lease_s, self.woken)
+        if holder_id in site.holders:
+            return Parked(woken=True, rank=0, in_use=len(site.holders), waiting=len(site.waiters))
+        return Parked(False, site.rank(holder_id), len(site.holders), len(site.waiters))
+
+    def leave(self, site_code: str, holder_id: str, *, now_s: float | None = None) -> bool:
+        """Whatever `holder_id` holds or waits for at the site goes."""
+        now = self._now() if now_s is None else now_s
+        site = self._site(validate_site_code(site_code), None, now)
+        left = site.holders.pop(holder_id, None) is not None
+        left = site.waiters.pop(holder_id, None) is not None or left
+        site.parked.pop(holder_id, None)
+        site.hand_off(now, self._lease_s, self.woken)
+        return left
+
+    def sweep(self, site_code: str, limit: int, *, now_s: float | None = None) -> SweepResult:
+        """Hand out slots freed by lapsed leases; wake again the woken that never claimed."""
+        now = self._now() if now_s is None else now_s
+        site = self._site(validate_site_code(site_code), None, now)
+        site.limit = limit
+        site.hand_off(now, self._lease_s, self.woken)
+        return SweepResult(len(site.holders), len(site.waiters), len(site.parked))
+
     def release(self, lease: Lease, *, now_s: float | None = None) -> bool:
-        """Give the slot back; False if it was already released or reclaimed."""
+        """Give the slot back (to a parked head of the line, woken now); False if already released or reclaimed."""
         now = self._now() if now_s is None else now_s
         site = self._sites.get(_pool(lease.site_code, lease.lane))
         held = None if site is None else site.holders.get(lease.holder_id)
         if site is None or held is None or held.token != lease.token:
             return False
         del site.holders[lease.holder_id]
+        site.parked.pop(lease.holder_id, None)
         site.ewma_hold_s = self._average(site.ewma_hold_s, max(0.0, now - held.acquired_at_s))
         if site.last_release_at is not None and site.waiters:
             gap_s = min(max(0.0, now - site.last_release_at), self._max_retry_after_s)
             site.ewma_gap_s = self._average(site.ewma_gap_s, gap_s)
         site.last_release_at = now
+        site.reclaim(now, self._lease_s, self.woken)
+        site.hand_off(now, self._lease_s, self.woken)
         return True
 
     def renew(self, lease: Lease, *, now_s: float | None = None) -> Lease | None:
@@ -147,7 +224,10 @@ class MemorySlots:
     def abandon(self, site_code: str, holder_id: str) -> bool:
         """Leave the waiting line now; False if it was not waiting."""
         site = self._sites.get(_pool(validate_site_code(site_code), None))
-        return site is not None and site.waiters.pop(holder_id, None) is not None
+        if site is None or site.waiters.pop(holder_id, None) is None:
+            return False
+        site.hand_off(self._now(), self._lease_s, self.woken)
+        return True
 
     def _average(self, previous: float | None, sample: float) -> float:
         return sample if previous is None else self._alpha * sample + (1 - self._alpha) * previous

@@ -20,7 +20,16 @@ from testing.slot_hammer import PROBE_SUFFIX
 from testing.slot_occupancy import slot_occupancy
 from testing.threads import run_in_threads
 from worker.stores.keys import RedisKeys
-from worker.stores.slots import PRIORITY_BULK, PRIORITY_SINGLE, Granted, Lease, ProviderSlots, SlotOccupancy, Wait
+from worker.stores.slots import (
+    PRIORITY_BULK,
+    PRIORITY_SINGLE,
+    Granted,
+    Lease,
+    ProviderSlots,
+    SlotOccupancy,
+    Wait,
+    push_wake,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -326,14 +335,15 @@ def test_the_redis_clock_is_used_when_no_time_is_given(slots: ProviderSlots, red
 
 
 def test_every_slot_key_expires(slots: ProviderSlots, redis_client: redis.Redis, redis_keys: RedisKeys) -> None:
-    """Holders, leases, waiters, deadlines and stats all carry a TTL: nothing is left forever."""
+    """Holders, leases, waiters, deadlines, stats and parked records all carry a TTL: nothing is left forever."""
     grant(slots.try_acquire(SITE, "a", 1, priority=PRIORITY_SINGLE, now_s=T0))
     wait(slots.try_acquire(SITE, "b", 1, priority=PRIORITY_SINGLE, now_s=T0))
+    slots.park(SITE, "c", 1, priority=PRIORITY_SINGLE, wake=push_wake("q", "m"), now_s=T0)
     keys = list(redis_keys.slot_keys(SITE))
     assert all(redis_client.exists(key) for key in keys)
     ttls = [redis_client.ttl(key) for key in keys]
     assert all(ttl > 0 for ttl in ttls), dict(zip(keys, ttls, strict=True))
-    assert max(ttls[:4]) <= math.ceil(WAITER_TTL_S) + 61
+    assert max(ttls[:2]) <= math.ceil(LEASE_S) + 61
 
 
 @pytest.mark.parametrize(
@@ -384,3 +394,39 @@ def test_a_lane_caps_its_holders_apart_from_the_site_and_releases_by_its_lease(
     renewed = slots.renew(second, now_s=T0 + 4)
     assert renewed is not None and renewed.lane == lane
     assert slots.release(second, now_s=T0 + 5) and not slots.release(second, now_s=T0 + 5)
+
+
+# -- parked requests, woken by the broker's own Redis ---------------------------------------------
+
+
+def test_a_release_pushes_the_parked_requests_message_onto_its_queue(
+    slots: ProviderSlots, redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    """Push kind: the message lands at the end of the queue list consumers take from next (RPUSH)."""
+    queue = f"{redis_keys.prefix}:queue"
+    redis_client.lpush(queue, "older")
+    held = grant(slots.try_acquire(SITE, "holder", 1, priority=PRIORITY_SINGLE, now_s=T0))
+    message = json.dumps({"body": "b", "properties": {"delivery_tag": "tag-1"}})
+    parked = slots.park(SITE, "waiter", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, message), now_s=T0)
+    assert not parked.woken and redis_client.llen(queue) == 1
+    assert slots.release(held, now_s=T0 + 1)
+    assert redis_client.rpop(queue) == message
+    claimed = grant(slots.try_acquire(SITE, "waiter", 1, priority=PRIORITY_SINGLE, join=False, now_s=T0 + 2))
+    assert claimed.acquired_at_s == T0 + 1
+
+
+def test_a_wake_never_claimed_is_pushed_again_with_a_new_delivery_tag(
+    slots: ProviderSlots, redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    """The first copy may still exist (a worker took it and died): the second must not share its tag."""
+    queue = f"{redis_keys.prefix}:queue"
+    held = grant(slots.try_acquire(SITE, "holder", 1, priority=PRIORITY_SINGLE, now_s=T0))
+    message = json.dumps({"body": "b", "properties": {"delivery_tag": "tag-1"}})
+    slots.park(SITE, "waiter", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, message), now_s=T0)
+    slots.release(held, now_s=T0 + 1)
+    first = json.loads(str(redis_client.rpop(queue)))
+    assert slots.sweep(SITE, 1, now_s=T0 + 1 + LEASE_S - 1).in_use == 1 and redis_client.llen(queue) == 0
+    slots.sweep(SITE, 1, now_s=T0 + 1 + LEASE_S)
+    again = json.loads(str(redis_client.rpop(queue)))
+    assert first["properties"]["delivery_tag"] == "tag-1"
+    assert again["properties"]["delivery_tag"].startswith("tag-1.") and again["body"] == "b"

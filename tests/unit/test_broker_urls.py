@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from config.broker import broker_url_problem, transport_options_problem
+from config.broker import broker_url_problem, same_redis, transport_options_problem
 from config.settings import Settings, get_settings, reset_settings
 from errors import ConfigError
 from worker.app import celery_config
@@ -68,3 +68,23 @@ def test_a_global_key_prefix_is_refused_and_no_other_option_is() -> None:
     assert "SCCM_REFRESH_KEY_PREFIX" in problem
     assert transport_options_problem(celery_config(Settings())["broker_transport_options"]) is None
     assert transport_options_problem({"global_keyprefix": ""}) is None
+
+
+@pytest.mark.parametrize(
+    ("broker", "store", "same"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0", True),
+        ("redis://localhost/0", "redis://127.0.0.1:6379", True),
+        ("redis://:secret@127.0.0.1:6379/2", "redis://127.0.0.1:6379/2", True),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/1", False),
+        ("redis://127.0.0.1:6380/0", "redis://127.0.0.1:6379/0", False),
+        ("redis://a:6379/0;redis://b:6379/0", "redis://a:6379/0", False),
+        ("amqp://guest@127.0.0.1//", "redis://127.0.0.1:6379/0", False),
+        ("redis://127.0.0.1:6379/x", "redis://127.0.0.1:6379/0", False),
+    ],
+)
+def test_wakes_are_pushed_by_redis_only_when_the_broker_is_the_outcome_databases_own(
+    broker: str, store: str, same: bool
+) -> None:
+    """Same host, port and database: a store script may push onto the broker's queues; anything else publishes."""
+    assert same_redis(broker, store) is same

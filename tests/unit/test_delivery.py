@@ -5,8 +5,10 @@ No monkeypatching and no Celery: the collaborators are arguments, the answer is 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import pytest
@@ -18,12 +20,12 @@ from errors import InternalError, MediumNotReadyError, QuotaError, RefreshError
 from testing.standins import MemoryBulkChildren, MemoryCoalescer, MemorySlots, MemoryWatch
 from worker.domain.deadline import Deadline
 from worker.domain.ids import child_request_id
-from worker.domain.outcomes import Outcome
+from worker.domain.outcomes import AttemptInfo, Outcome, RequestInfo
 from worker.domain.packages import PackageInfo
 from worker.domain.request import RETRY_STATE_KWARG
 from worker.usecase.delivery import handle_delivery
 from worker.usecase.execute import run_delivery
-from worker.usecase.plan import Done, Drop, Plan, Requeue
+from worker.usecase.plan import Done, Drop, Park, Plan, Requeue
 from worker.usecase.ports import Delivery, DeliveryDeps
 from worker.usecase.untrusted import message_key
 from worker.usecase.values import JOINED, PRIORITY_SINGLE, WAITING_FOR_SLOT, FenceSnapshot, Granted, Lease
@@ -412,9 +414,23 @@ def fill_slots(world: World) -> list[Lease]:
     return leases
 
 
-def waits_for_a_slot(plan: Plan) -> Requeue:
-    assert plan.outcomes == () and isinstance(plan.then, Requeue) and plan.then.state == WAITING_FOR_SLOT
+def waits_for_a_slot(plan: Plan) -> Park:
+    assert plan.outcomes == () and isinstance(plan.then, Park) and plan.then.state == WAITING_FOR_SLOT
     return plan.then
+
+
+def parked(world: World, plan: Plan) -> Park:
+    """The plan parks the request; the park is recorded as tasks/park.py does (its kwargs as the wake record)."""
+    park = waits_for_a_slot(plan)
+    world.slots.park(park.site_code, park.holder_id, park.limit, priority=park.priority, wake=json.dumps(park.kwargs))
+    return park
+
+
+def woken(world: World) -> list[dict[str, Any]]:
+    """The messages releases sent back since the last look (what the broker would deliver next)."""
+    messages = [json.loads(record) for record in world.slots.woken]
+    world.slots.woken.clear()
+    return messages
 
 
 def test_a_second_request_for_a_pending_package_joins_it() -> None:
@@ -459,40 +475,75 @@ def test_a_request_after_the_leaders_final_refreshes_anew() -> None:
     assert [o.request_id for o in world.recorder.outcomes] == ["req-1", "req-2"] and world.client.invokes == 2
 
 
-def test_no_free_slot_requeues_the_request_waiting_for_a_slot_in_its_place_in_line() -> None:
-    """Every slot held: no provider call, a WAITING_FOR_SLOT re-queue naming its place and the slots in use."""
+def test_no_free_slot_parks_the_request_waiting_for_a_slot() -> None:
+    """Every slot held: no provider call, a WAITING_FOR_SLOT park naming the slots in use."""
     world = World()
     fill_slots(world)
-    wait = waits_for_a_slot(handle_delivery(Delivery((), VALID, "task-1"), world.deps))
-    assert f"place 1 in line for PS1's provider: {LIMIT} of {LIMIT} slots in use" in wait.detail
+    park = waits_for_a_slot(handle_delivery(Delivery((), VALID, "task-1"), world.deps))
+    assert f"in line for PS1's provider ({LIMIT} of {LIMIT} slots in use" in park.detail
+    assert (park.site_code, park.holder_id, park.priority, park.limit) == ("PS1", "req-1", PRIORITY_SINGLE, LIMIT)
     assert world.client.gets == 0 and world.client.invokes == 0
 
 
-def test_a_freed_slot_goes_to_the_waiting_request() -> None:
-    """Once a slot frees, the waiting request's next delivery takes it, refreshes, and gives it back."""
+def test_a_released_slot_wakes_the_parked_request_which_claims_it() -> None:
+    """The release hands its slot to the parked request and sends its message back; that delivery refreshes."""
     world = World()
     leases = fill_slots(world)
-    wait = waits_for_a_slot(handle_delivery(Delivery((), VALID, "task-1"), world.deps))
+    parked(world, handle_delivery(Delivery((), VALID, "task-1"), world.deps))
+    assert woken(world) == []
     world.slots.release(leases[0])
-    plan = handle_delivery(Delivery((), wait.kwargs, "task-1"), world.deps)
+    (message,) = woken(world)
+    plan = handle_delivery(Delivery((), message, "task-1"), world.deps)
     assert [o.status for o in plan.outcomes] == ["accepted"]
     assert isinstance(world.slots.try_acquire("PS1", "newcomer", LIMIT, priority=PRIORITY_SINGLE), Granted)
 
 
-def test_a_single_request_takes_a_freed_slot_before_a_bulk_child_that_waited_longer() -> None:
-    """Priority before arrival: the single request arriving second gets the slot, the bulk child waits on."""
+def test_a_single_request_is_woken_before_a_bulk_child_that_parked_earlier() -> None:
+    """Priority before arrival: the single request parked second gets the freed slot, the child the next one."""
     world = World()
     child = child_of(BULK_ID, "PS100002")
     world.bulks.add_bulk(BULK_ID, [child["request_id"]])
     leases = fill_slots(world)
-    child_wait = waits_for_a_slot(handle_delivery(Delivery((), child, "task-c"), world.deps))
-    single_wait = waits_for_a_slot(handle_delivery(Delivery((), VALID, "task-1"), world.deps))
-    assert "place 1 in line" in child_wait.detail and "place 1 in line" in single_wait.detail
+    parked(world, handle_delivery(Delivery((), child, "task-c"), world.deps))
+    parked(world, handle_delivery(Delivery((), VALID, "task-1"), world.deps))
     world.slots.release(leases[0])
-    child_wait = waits_for_a_slot(handle_delivery(Delivery((), child_wait.kwargs, "task-c"), world.deps))
-    assert "place 2 in line" in child_wait.detail
-    plan = handle_delivery(Delivery((), single_wait.kwargs, "task-1"), world.deps)
+    (message,) = woken(world)
+    assert message["request_id"] == "req-1"
+    plan = handle_delivery(Delivery((), message, "task-1"), world.deps)
     assert [(o.request_id, o.status) for o in plan.outcomes] == [("req-1", "accepted")]
+    # req-1 gave its slot back at its Invoke: the child is woken by that release.
+    assert [m["request_id"] for m in woken(world)] == [child["request_id"]]
+
+
+def test_a_woken_request_that_ended_meanwhile_gives_its_slot_to_the_next_in_line() -> None:
+    """Woken after its request ended some other way, the delivery is dropped and its granted slot moves on at once."""
+    world = World()
+    leases = fill_slots(world)
+    parked(world, handle_delivery(Delivery((), VALID, "task-1"), world.deps))
+    other = {**VALID, "request_id": "req-2", "package_id": "PS100009"}
+    parked(world, handle_delivery(Delivery((), other, "task-2"), world.deps))
+    world.slots.release(leases[0])
+    (message,) = woken(world)
+    when = datetime.fromtimestamp(world.clock.now, UTC)
+    info = RequestInfo(
+        request_id="req-1", site_code="PS1", package_class="SMS_Package", package_id="PS100001", requested_at=when
+    )
+    world.recorder.publish(Outcome.cancelled(info, AttemptInfo(1, 1, when, when, "elsewhere:1")))
+    plan = handle_delivery(Delivery((), message, "task-1"), world.deps)
+    assert isinstance(plan.then, Drop) and plan.outcomes == ()
+    assert [m["request_id"] for m in woken(world)] == ["req-2"]
+
+
+def test_a_request_requeued_after_a_woken_attempt_is_no_longer_marked_parked() -> None:
+    """Only the parked message carries `parked_at`: a retry after the woken attempt holds no slot to give back."""
+    world = World(client=FakeClient(package=COMPRESS, return_value=21))
+    leases = fill_slots(world)
+    parked(world, handle_delivery(Delivery((), VALID, "task-1"), world.deps))
+    world.slots.release(leases[0])
+    (message,) = woken(world)
+    assert message[RETRY_STATE_KWARG]["parked_at"] is not None
+    plan = handle_delivery(Delivery((), message, "task-1"), world.deps)
+    assert isinstance(plan.then, Requeue) and plan.then.kwargs[RETRY_STATE_KWARG]["parked_at"] is None
 
 
 def test_a_child_of_a_cancelled_bulk_ends_cancelled_without_an_attempt() -> None:

@@ -25,6 +25,9 @@ _METHODS: list[tuple[type[Any], str, tuple[str, ...]]] = [
     (kombu_redis.Channel, "_brpop_read", ("options",)),
     (kombu_redis.Channel, "_flush_brpop_reauth", ()),
     (kombu_redis.Channel, "_q_for_pri", ("queue", "pri")),
+    # A parked request's message is captured where kombu would LPUSH it.
+    (kombu_redis.Channel, "_put", ("queue", "message", "kwargs")),
+    (kombu_redis.Channel, "_get_message_priority", ("message", "reverse")),
     (kombu_redis.Channel, "close", ()),
     (kombu_redis.QoS, "append", ("message", "delivery_tag")),
     (kombu_redis.QoS, "pipe_or_acquire", ("pipe", "client")),

@@ -39,6 +39,7 @@ Redis the channel says so once and falls back to kombu's BRPOP.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -47,6 +48,7 @@ import socket
 import threading
 import uuid
 import weakref
+from collections.abc import Iterator
 from importlib import resources
 from queue import Empty
 from time import monotonic, sleep, time
@@ -62,7 +64,16 @@ from config.broker import transport_options_problem
 from errors import ConfigError
 from worker.stores.redis_full import FullBackoff, is_redis_full
 
-__all__ = ["TRANSPORT", "Channel", "QoS", "Transport", "hold_script", "take_script", "transport_options"]
+__all__ = [
+    "TRANSPORT",
+    "Channel",
+    "QoS",
+    "Transport",
+    "captured_publishes",
+    "hold_script",
+    "take_script",
+    "transport_options",
+]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +99,25 @@ _COMMAND_OF: Final = {_TAKE: "EVAL", _WAIT: "BLMOVE", _PAUSE: "BRPOP"}
 # While Redis is full, the consumer waits out its pause on the server: a BRPOP on this key (under
 # the in-flight prefix), which nothing ever writes, answers nil after the pause.
 _PAUSE_KEY_SUFFIX: Final = ":pause"
+
+
+_capture = threading.local()
+
+
+@contextlib.contextmanager
+def captured_publishes() -> Iterator[list[tuple[str, str]]]:
+    """Within it, this thread's publishes are not sent: each (queue key, message as kombu stores it) is listed.
+
+    A parked request's message is made this way (Task.retry, exactly as a re-queue would send
+    it) and stored with its place in line, for the release that wakes it to push onto its queue.
+    """
+    sink: list[tuple[str, str]] = []
+    previous = getattr(_capture, "sink", None)
+    _capture.sink = sink
+    try:
+        yield sink
+    finally:
+        _capture.sink = previous
 
 
 class _RetiredConsumers:
@@ -354,6 +384,14 @@ class Channel(kombu_redis.Channel):
         if problem is not None:
             raise ConfigError(problem)
         self._reliable = True  # until a Redis without BLMOVE says otherwise
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        sink = getattr(_capture, "sink", None)
+        if sink is None:
+            super()._put(queue, message, **kwargs)
+            return
+        priority = self._get_message_priority(message, reverse=False)
+        sink.append((self._q_for_pri(queue, priority), dumps(message)))
 
     def _new_inflight_base(self) -> str:
         return f"{self.inflight_prefix}:{self._consumer}:{uuid.uuid4().hex[:6]}"

@@ -222,6 +222,9 @@ class RetryState:
     source_version_before: int | None = None
     package_name: str | None = None
     requested_at: float | None = None
+    # When the request last parked in its site's line for a provider slot: the delivery that
+    # carries this was woken by a release and may hold a slot it must give back if it ends early.
+    parked_at: float | None = None
 
     def to_kwargs(self) -> dict[str, Any]:
         return asdict(self)
@@ -249,7 +252,7 @@ class RetryState:
         counts = (self.attempts, self.transient_retries, self.medium_retries)
         if not all(0 <= n <= _MAX_COUNT for n in counts):
             return False
-        past = (self.first_attempt_at, self.transient_since, self.medium_since, self.requested_at)
+        past = (self.first_attempt_at, self.transient_since, self.medium_since, self.requested_at, self.parked_at)
         for moment in past:
             if moment is not None and not (
                 math.isfinite(moment) and now - _MAX_STATE_AGE_S <= moment <= now + _CLOCK_SKEW_S

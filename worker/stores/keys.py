@@ -41,6 +41,7 @@ __all__ = [
     "SITES",
     "SLOT_HOLDERS",
     "SLOT_LEASES",
+    "SLOT_PARKED",
     "SLOT_STATS",
     "SLOT_WAITERS",
     "SLOT_WAITER_DEADLINES",
@@ -107,7 +108,8 @@ SLOT_HOLDERS = "{prefix}:slots:{site_code}:holders"  # zset holder id -> lease e
 SLOT_LEASES = "{prefix}:slots:{site_code}:leases"  # hash holder id -> "<acquired_at> <token>"
 SLOT_WAITERS = "{prefix}:slots:{site_code}:waiters"  # zset holder id -> priority * 1e13 + arrival seq
 SLOT_WAITER_DEADLINES = "{prefix}:slots:{site_code}:waiter-deadlines"  # zset holder id -> deadline (epoch s)
-SLOT_STATS = "{prefix}:slots:{site_code}:stats"  # hash: seq, ewma_hold_s, counters
+SLOT_STATS = "{prefix}:slots:{site_code}:stats"  # hash: seq, limit, ewma_hold_s, counters
+SLOT_PARKED = "{prefix}:slots:{site_code}:parked"  # hash holder id -> wake record JSON (its message)
 # Request coalescing (worker/stores/coalesce.py).
 COALESCE_LEADER = "{prefix}:coalesce:{site_code}:{package_id}"  # string: leader request id, TTL
 COALESCE_FOLLOWERS = "{prefix}:coalesce:{site_code}:{package_id}:followers"  # hash follower id -> info JSON
@@ -161,6 +163,7 @@ class SlotKeys(NamedTuple):
     waiters: str
     waiter_deadlines: str
     stats: str
+    parked: str
 
 
 class BulkKeys(NamedTuple):
@@ -271,7 +274,14 @@ class RedisKeys:
         return SlotKeys(
             *(
                 template.format(prefix=self.prefix, site_code=site)
-                for template in (SLOT_HOLDERS, SLOT_LEASES, SLOT_WAITERS, SLOT_WAITER_DEADLINES, SLOT_STATS)
+                for template in (
+                    SLOT_HOLDERS,
+                    SLOT_LEASES,
+                    SLOT_WAITERS,
+                    SLOT_WAITER_DEADLINES,
+                    SLOT_STATS,
+                    SLOT_PARKED,
+                )
             )
         )
 

@@ -1,31 +1,26 @@
--- Per-provider concurrency cap: leases, and a waiting line ordered by (priority, arrival).
+-- Per-provider concurrency cap: leases, and a waiting line ordered by (priority, arrival) whose
+-- parked members are woken by the release that frees a slot (worker/stores/slots.py).
 -- KEYS: 1 holders (zset holder -> lease expiry), 2 leases (hash holder -> "<acquired_at> <token>"),
---       3 waiters (zset holder -> priority * 1e13 + seq), 4 waiter deadlines (zset holder -> deadline),
---       5 stats (hash: seq, ewma_hold_s, ewma_gap_s, last_release_at, grants, releases, reclaimed, abandoned)
--- ARGV: 1 operation, 2 now ('' = Redis TIME), then the operation's arguments (below).
-local HOLDERS, LEASES, WAITERS, DEADLINES, STATS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+--       3 waiters (zset holder -> priority * 1e13 + seq), 4 waiter deadlines (zset holder -> deadline,
+--       polling waiters only), 5 stats (hash: seq, limit, ewma_hold_s, ewma_gap_s, last_release_at,
+--       grants, releases, reclaimed, abandoned, parked, woken, rewoken),
+--       6 parked (hash holder -> wake record JSON: the message that brings the request back)
+-- ARGV: 1 operation, 2 now ('' = Redis TIME), 3 lease_s (of a grant, a wake included),
+--       4 key ttl margin ms, 5 stats/line ttl ms, then the operation's arguments (from 6, below).
+--
+-- A holder that is also in `parked` was woken and its message has not come back yet: its lease
+-- runs from the wake. When that lease lapses unclaimed (the message was lost, or the worker
+-- that took it died), the request is woken again with the same slot: nothing parked is lost.
+local HOLDERS, LEASES, WAITERS, DEADLINES, STATS, PARKED = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local op = ARGV[1]
 local now = clock(ARGV[2])
+local lease_s = tonumber(ARGV[3])
+local margin_ms = tonumber(ARGV[4])
+local line_ms = tonumber(ARGV[5])
+local lease_ms = math.ceil(lease_s * 1000) + margin_ms
 local PRIORITY_WEIGHT = 1e13
-
--- Remove the members of `by_time` (a zset scored by expiry) whose time has come, with their
--- entry in `companion` (removed with `remove_command`), and count them in stats.
-local function drop_expired(by_time, companion, remove_command, counter)
-  local expired = redis.call('ZRANGEBYSCORE', by_time, '-inf', num(now))
-  for _, member in ipairs(expired) do
-    redis.call('ZREM', by_time, member)
-    redis.call(remove_command, companion, member)
-  end
-  if #expired > 0 then
-    redis.call('HINCRBY', STATS, counter, #expired)
-  end
-end
-
--- Dead holders (their lease ran out) and dead waiters (they stopped polling) leave first.
-local function reclaim()
-  drop_expired(HOLDERS, LEASES, 'HDEL', 'reclaimed')
-  drop_expired(DEADLINES, WAITERS, 'ZREM', 'abandoned')
-end
+-- Wake records of the publish kind, for the caller to send (the broker is not this Redis).
+local to_publish = {}
 
 local function lease_fields(holder)
   local value = redis.call('HGET', LEASES, holder)
@@ -36,110 +31,274 @@ local function lease_fields(holder)
   return tonumber(string.sub(value, 1, space - 1)), string.sub(value, space + 1)
 end
 
-local function keep_alive(lease_ms, waiter_ms, stats_ms)
+local function grant(holder, token)
+  redis.call('ZREM', WAITERS, holder)
+  redis.call('ZREM', DEADLINES, holder)
+  redis.call('ZADD', HOLDERS, num(now + lease_s), holder)
+  redis.call('HSET', LEASES, holder, num(now) .. ' ' .. token)
+  redis.call('HINCRBY', STATS, 'grants', 1)
   extend_pttl(HOLDERS, lease_ms)
   extend_pttl(LEASES, lease_ms)
-  extend_pttl(WAITERS, waiter_ms)
-  extend_pttl(DEADLINES, waiter_ms)
-  redis.call('PEXPIRE', STATS, stats_ms)
 end
 
-if op == 'acquire' then
-  -- ARGV: 3 holder, 4 limit, 5 priority, 6 lease_s, 7 waiter_ttl_s, 8 new token, 9 key ttl margin ms,
-  --       10 stats ttl ms
-  local holder, limit, priority = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-  local lease_s, waiter_ttl_s = tonumber(ARGV[6]), tonumber(ARGV[7])
-  local margin_ms, stats_ms = tonumber(ARGV[9]), tonumber(ARGV[10])
-  local lease_ms = math.ceil(lease_s * 1000) + margin_ms
-  local waiter_ms = math.ceil(waiter_ttl_s * 1000) + margin_ms
-  reclaim()
-  -- Asking again while holding (a redelivered message) renews and returns the same lease.
-  if redis.call('ZSCORE', HOLDERS, holder) then
-    redis.call('ZADD', HOLDERS, num(now + lease_s), holder)
-    redis.call('ZREM', WAITERS, holder)
-    redis.call('ZREM', DEADLINES, holder)
-    local acquired, token = lease_fields(holder)
-    if not token then
-      -- Unreachable while both keys share their TTLs; repaired rather than trusted.
-      acquired, token = now, ARGV[8]
-      redis.call('HSET', LEASES, holder, num(now) .. ' ' .. token)
-    end
-    keep_alive(lease_ms, waiter_ms, stats_ms)
-    return {'granted', token, num(acquired), num(now + lease_s)}
+-- Send a parked request's message back to its queue: pushed here (its queue is in this Redis) at
+-- the end kombu takes from next, or handed to the caller to publish. `again`: a re-wake, whose
+-- message gets a new delivery tag (the first copy may still exist somewhere).
+local function deliver(holder, record, again)
+  local ok, wake = pcall(cjson.decode, record)
+  if not ok or type(wake) ~= 'table' then
+    redis.call('HDEL', PARKED, holder)
+    return
   end
+  if type(wake.queue) == 'string' and type(wake.message) == 'string' then
+    local message = wake.message
+    if again then
+      local decoded_ok, decoded = pcall(cjson.decode, message)
+      if decoded_ok and type(decoded) == 'table' and type(decoded.properties) == 'table' then
+        local seq = redis.call('HINCRBY', STATS, 'seq', 1)
+        decoded.properties.delivery_tag = tostring(decoded.properties.delivery_tag) .. '.' .. int(seq)
+        message = cjson.encode(decoded)
+      end
+    end
+    redis.call('RPUSH', wake.queue, message)
+  elseif type(wake.publish) == 'string' then
+    table.insert(to_publish, wake.publish)
+  else
+    redis.call('HDEL', PARKED, holder)
+  end
+end
+
+local function wake_token()
+  return 'wake-' .. int(redis.call('HINCRBY', STATS, 'seq', 1))
+end
+
+-- Dead holders (their lease ran out) leave, or, if woken and never claimed, are woken again;
+-- polling waiters that stopped polling drop out of the line.
+local function reclaim()
+  local expired = redis.call('ZRANGEBYSCORE', HOLDERS, '-inf', num(now))
+  for _, holder in ipairs(expired) do
+    local record = redis.call('HGET', PARKED, holder)
+    if record then
+      grant(holder, wake_token())
+      redis.call('HINCRBY', STATS, 'rewoken', 1)
+      deliver(holder, record, true)
+    else
+      redis.call('ZREM', HOLDERS, holder)
+      redis.call('HDEL', LEASES, holder)
+      redis.call('HINCRBY', STATS, 'reclaimed', 1)
+    end
+  end
+  local gone = redis.call('ZRANGEBYSCORE', DEADLINES, '-inf', num(now))
+  for _, member in ipairs(gone) do
+    redis.call('ZREM', DEADLINES, member)
+    redis.call('ZREM', WAITERS, member)
+  end
+  if #gone > 0 then
+    redis.call('HINCRBY', STATS, 'abandoned', #gone)
+  end
+end
+
+-- Every free slot goes to the head of the line: a parked head is granted and woken now; a polling
+-- head (a verifying request's follow-up Get, which holds its thread) keeps the slot for its next look.
+local function hand_off()
+  local limit = tonumber(redis.call('HGET', STATS, 'limit') or '0')
   local in_use = redis.call('ZCARD', HOLDERS)
+  while in_use < limit do
+    local head = redis.call('ZRANGE', WAITERS, 0, 0)
+    if #head == 0 then
+      break
+    end
+    local holder = head[1]
+    local record = redis.call('HGET', PARKED, holder)
+    if not record then
+      break
+    end
+    grant(holder, wake_token())
+    redis.call('HINCRBY', STATS, 'woken', 1)
+    deliver(holder, record, false)
+    in_use = in_use + 1
+  end
+end
+
+local function keep_line()
+  extend_pttl(WAITERS, line_ms)
+  extend_pttl(DEADLINES, line_ms)
+  extend_pttl(PARKED, line_ms)
+  redis.call('PEXPIRE', STATS, line_ms)
+end
+
+local function set_limit(limit)
+  redis.call('HSET', STATS, 'limit', int(limit))
+end
+
+local function join_line(holder, priority)
   if not redis.call('ZSCORE', WAITERS, holder) then
-    -- A waiter keeps its place (and first priority) for as long as it keeps polling.
+    -- A waiter keeps its place (and first priority) for as long as it is in line.
     local seq = redis.call('HINCRBY', STATS, 'seq', 1)
     redis.call('ZADD', WAITERS, string.format('%.0f', priority * PRIORITY_WEIGHT + seq), holder)
   end
-  redis.call('ZADD', DEADLINES, num(now + waiter_ttl_s), holder)
+end
+
+local function wait_reply(holder)
   local rank = redis.call('ZRANK', WAITERS, holder)
-  if rank < limit - in_use then
-    redis.call('ZREM', WAITERS, holder)
-    redis.call('ZREM', DEADLINES, holder)
-    redis.call('ZADD', HOLDERS, num(now + lease_s), holder)
-    redis.call('HSET', LEASES, holder, num(now) .. ' ' .. ARGV[8])
-    redis.call('HINCRBY', STATS, 'grants', 1)
-    keep_alive(lease_ms, waiter_ms, stats_ms)
-    return {'granted', ARGV[8], num(now), num(now + lease_s)}
+  if not rank then
+    rank = redis.call('ZCARD', WAITERS)
   end
-  keep_alive(lease_ms, waiter_ms, stats_ms)
   local ewma = redis.call('HGET', STATS, 'ewma_hold_s') or ''
   local gap = redis.call('HGET', STATS, 'ewma_gap_s') or ''
-  return {'wait', rank, in_use, redis.call('ZCARD', WAITERS), ewma, gap}
+  return {'wait', rank, redis.call('ZCARD', HOLDERS), redis.call('ZCARD', WAITERS), ewma, gap}
+end
+
+local reply
+if op == 'acquire' then
+  -- ARGV: 6 holder, 7 limit, 8 priority, 9 waiter_ttl_s, 10 new token, 11 join (1: wait in line
+  -- polling; 0: do not join, the caller parks if it must wait).
+  local holder, limit, priority = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
+  local waiter_ttl_s, token, join = tonumber(ARGV[9]), ARGV[10], ARGV[11] == '1'
+  set_limit(limit)
+  reclaim()
+  hand_off()
+  if redis.call('ZSCORE', HOLDERS, holder) then
+    -- Asking again while holding renews the same lease: a redelivered message, or the message a
+    -- release woke (which claims its slot here: nothing to wake again).
+    redis.call('ZADD', HOLDERS, num(now + lease_s), holder)
+    redis.call('ZREM', WAITERS, holder)
+    redis.call('ZREM', DEADLINES, holder)
+    redis.call('HDEL', PARKED, holder)
+    local acquired, held = lease_fields(holder)
+    if not held then
+      -- Unreachable while both keys share their TTLs; repaired rather than trusted.
+      acquired, held = now, token
+      redis.call('HSET', LEASES, holder, num(now) .. ' ' .. held)
+    end
+    extend_pttl(HOLDERS, lease_ms)
+    extend_pttl(LEASES, lease_ms)
+    keep_line()
+    reply = {'granted', held, num(acquired), num(now + lease_s)}
+  else
+    local in_use = redis.call('ZCARD', HOLDERS)
+    if join then
+      join_line(holder, priority)
+      redis.call('ZADD', DEADLINES, num(now + waiter_ttl_s), holder)
+      extend_pttl(WAITERS, math.ceil(waiter_ttl_s * 1000) + margin_ms)
+      extend_pttl(DEADLINES, math.ceil(waiter_ttl_s * 1000) + margin_ms)
+      local rank = redis.call('ZRANK', WAITERS, holder)
+      if rank < limit - in_use then
+        grant(holder, token)
+        keep_line()
+        reply = {'granted', token, num(now), num(now + lease_s)}
+      end
+    elseif in_use < limit and redis.call('ZCARD', WAITERS) == 0 then
+      -- Nobody in line (a free slot with a line was just handed off above): a newcomer takes it.
+      grant(holder, token)
+      keep_line()
+      reply = {'granted', token, num(now), num(now + lease_s)}
+    end
+    if reply == nil then
+      keep_line()
+      reply = wait_reply(holder)
+    end
+  end
+
+elseif op == 'park' then
+  -- ARGV: 6 holder, 7 limit, 8 priority, 9 wake record (JSON). The request's message is acked by
+  -- the caller once this returns: from here the record is the request. A holder parking again
+  -- (a second copy of its message) keeps its place, or its slot, with the newer record.
+  local holder, limit, priority = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
+  set_limit(limit)
+  reclaim()
+  redis.call('HSET', PARKED, holder, ARGV[9])
+  redis.call('HINCRBY', STATS, 'parked', 1)
+  if not redis.call('ZSCORE', HOLDERS, holder) then
+    join_line(holder, priority)
+    redis.call('ZREM', DEADLINES, holder)
+  end
+  hand_off()
+  keep_line()
+  if redis.call('ZSCORE', HOLDERS, holder) then
+    reply = {'woken', 0, redis.call('ZCARD', HOLDERS), redis.call('ZCARD', WAITERS)}
+  else
+    reply = {'parked', redis.call('ZRANK', WAITERS, holder), redis.call('ZCARD', HOLDERS), redis.call('ZCARD', WAITERS)}
+  end
 
 elseif op == 'release' then
-  -- ARGV: 3 holder, 4 token, 5 ewma alpha, 6 stats ttl ms, 7 longest gap sample (s).
-  -- Idempotent: a second release finds no lease.
-  local holder, token, alpha = ARGV[3], ARGV[4], tonumber(ARGV[5])
+  -- ARGV: 6 holder, 7 token, 8 ewma alpha, 9 longest gap sample (s). Idempotent: a second
+  -- release finds no lease. The slot goes straight to the head of the line.
+  local holder, token, alpha = ARGV[6], ARGV[7], tonumber(ARGV[8])
   local acquired, held_token = lease_fields(holder)
   if held_token ~= token then
-    return {0, redis.call('HGET', STATS, 'ewma_hold_s') or ''}
-  end
-  redis.call('ZREM', HOLDERS, holder)
-  redis.call('HDEL', LEASES, holder)
-  local hold_s = math.max(0, now - acquired)
-  local previous = tonumber(redis.call('HGET', STATS, 'ewma_hold_s') or '')
-  local ewma = hold_s
-  if previous then
-    ewma = alpha * hold_s + (1 - alpha) * previous
-  end
-  redis.call('HSET', STATS, 'ewma_hold_s', num(ewma))
-  -- The time between releases while someone waits is the rate the line really moves at (holds
-  -- say how long a slot is busy, not how soon a busy worker gets to its next request).
-  local last = tonumber(redis.call('HGET', STATS, 'last_release_at') or '')
-  if last and redis.call('ZCARD', WAITERS) > 0 then
-    local gap = math.min(math.max(0, now - last), tonumber(ARGV[7]))
-    local previous_gap = tonumber(redis.call('HGET', STATS, 'ewma_gap_s') or '')
-    if previous_gap then
-      gap = alpha * gap + (1 - alpha) * previous_gap
+    reply = {0}
+  else
+    redis.call('ZREM', HOLDERS, holder)
+    redis.call('HDEL', LEASES, holder)
+    redis.call('HDEL', PARKED, holder)
+    local hold_s = math.max(0, now - acquired)
+    local previous = tonumber(redis.call('HGET', STATS, 'ewma_hold_s') or '')
+    local ewma = hold_s
+    if previous then
+      ewma = alpha * hold_s + (1 - alpha) * previous
     end
-    redis.call('HSET', STATS, 'ewma_gap_s', num(gap))
+    redis.call('HSET', STATS, 'ewma_hold_s', num(ewma))
+    -- The time between releases while someone waits is the rate the line really moves at.
+    local last = tonumber(redis.call('HGET', STATS, 'last_release_at') or '')
+    if last and redis.call('ZCARD', WAITERS) > 0 then
+      local gap = math.min(math.max(0, now - last), tonumber(ARGV[9]))
+      local previous_gap = tonumber(redis.call('HGET', STATS, 'ewma_gap_s') or '')
+      if previous_gap then
+        gap = alpha * gap + (1 - alpha) * previous_gap
+      end
+      redis.call('HSET', STATS, 'ewma_gap_s', num(gap))
+    end
+    redis.call('HSET', STATS, 'last_release_at', num(now))
+    redis.call('HINCRBY', STATS, 'releases', 1)
+    reclaim()
+    hand_off()
+    redis.call('PEXPIRE', STATS, line_ms)
+    reply = {1}
   end
-  redis.call('HSET', STATS, 'last_release_at', num(now))
-  redis.call('HINCRBY', STATS, 'releases', 1)
-  redis.call('PEXPIRE', STATS, tonumber(ARGV[6]))
-  return {1, num(ewma)}
+
+elseif op == 'leave' then
+  -- ARGV: 6 holder. Whatever this request holds or waits for here goes, whatever its token:
+  -- a woken request that ended before it needed its slot (its bulk was cancelled, it had ended).
+  local holder = ARGV[6]
+  local left = redis.call('ZREM', HOLDERS, holder) + redis.call('ZREM', WAITERS, holder)
+  redis.call('HDEL', LEASES, holder)
+  redis.call('HDEL', PARKED, holder)
+  redis.call('ZREM', DEADLINES, holder)
+  reclaim()
+  hand_off()
+  reply = {left}
 
 elseif op == 'renew' then
-  -- ARGV: 3 holder, 4 token, 5 lease_s, 6 key ttl margin ms. A reclaimed lease cannot be renewed.
+  -- ARGV: 6 holder, 7 token. A reclaimed lease cannot be renewed.
   -- The worker's lease keeper (worker/stores/lease_keeper.py) calls it while an attempt runs.
-  local holder, token, lease_s = ARGV[3], ARGV[4], tonumber(ARGV[5])
+  local holder, token = ARGV[6], ARGV[7]
   local _, held_token = lease_fields(holder)
   if held_token ~= token then
-    return {0, ''}
+    reply = {0, ''}
+  else
+    redis.call('ZADD', HOLDERS, num(now + lease_s), holder)
+    extend_pttl(HOLDERS, lease_ms)
+    extend_pttl(LEASES, lease_ms)
+    reply = {1, num(now + lease_s)}
   end
-  redis.call('ZADD', HOLDERS, num(now + lease_s), holder)
-  local lease_ms = math.ceil(lease_s * 1000) + tonumber(ARGV[6])
-  extend_pttl(HOLDERS, lease_ms)
-  extend_pttl(LEASES, lease_ms)
-  return {1, num(now + lease_s)}
 
 elseif op == 'abandon' then
-  -- ARGV: 3 holder. A waiter that gives up leaves the line at once.
-  local removed = redis.call('ZREM', WAITERS, ARGV[3])
-  redis.call('ZREM', DEADLINES, ARGV[3])
-  return removed
+  -- ARGV: 6 holder. A polling waiter that gives up leaves the line at once (and lets it move).
+  local removed = redis.call('ZREM', WAITERS, ARGV[6])
+  redis.call('ZREM', DEADLINES, ARGV[6])
+  redis.call('HDEL', PARKED, ARGV[6])
+  hand_off()
+  reply = {removed}
+
+elseif op == 'sweep' then
+  -- ARGV: 6 limit. What a release would have done, for slots freed by lapsed leases and for woken
+  -- requests whose message never came back (run by every worker on a timer).
+  set_limit(tonumber(ARGV[6]))
+  reclaim()
+  hand_off()
+  reply = {redis.call('ZCARD', HOLDERS), redis.call('ZCARD', WAITERS), redis.call('HLEN', PARKED)}
+else
+  return redis.error_reply('ERR unknown slots operation')
 end
-return redis.error_reply('ERR unknown slots operation')
+return {to_publish, unpack(reply)}

@@ -3,17 +3,31 @@
 At most `limit` holders per site at any time (the provider's `max_concurrency`). A holder gets a
 lease that expires after `lease_s` unless renewed (asking again while holding renews it too), so a
 SIGKILLed worker's slot frees itself; given a `LeaseKeeper`, the worker renews the leases it holds
-while its attempts run, so `lease_s` can be short. Callers that find no free slot join the site's
-waiting line, ordered by priority (`PRIORITY_*`: a verifying request's follow-up Get, then single
-requests, then bulk children), then by arrival; a slot goes to the best waiters, never to a
-newcomer that is further back. A waiter keeps its place by polling again before `waiter_ttl_s`
-has passed; one that stops polling (dead, or its message lost) drops out after that time.
+while its attempts run, so `lease_s` can be short.
+
+A request that finds no free slot waits in the site's line, ordered by priority (`PRIORITY_*`: a
+verifying request's follow-up Get, then single requests, then bulk children), then by arrival; a
+slot goes to the best waiters, never to a newcomer that is further back. It waits in one of two
+ways:
+
+- Parked (`park`): its message is stored with its place in line (a wake record) and the worker
+  acks it; no thread is held and nothing polls. The release that frees a slot grants it to the
+  head of the line and, in the same script, pushes the head's message back onto its queue (at the
+  end consumers take from next), or, when the broker is not this Redis, returns it for the
+  releasing worker to publish. The woken request's next delivery finds its slot held for it and
+  claims it. A wake whose message never comes back (lost, or the worker that took it died) lapses
+  with its lease and the request is woken again, by the next operation on the site or by the
+  sweep every worker runs on a timer (`sweep`): a crash loses nothing.
+- Polling (`try_acquire(join=True)`): it keeps its place by asking again before `waiter_ttl_s`
+  has passed, and drops out after that time if it stops. A verifying request's follow-up Get (it
+  holds its thread anyway) and the lanes wait so; a polling head keeps a free slot until its
+  next look.
 
 A site may also have lanes: a cap of their own, taken on top of the site's (boot images refresh
 one at a time: worker/usecase/delivery.py takes the lane's one slot, then a site slot). A lane is named
 by a key part (the class name) and has its own keys, line and statistics.
 
-`Wait.retry_after_s` says when to poll next: the caller's distance from a slot times how often a
+For polling waiters, `Wait.retry_after_s` says when to poll next: the caller's distance from a slot times how often a
 slot frees up (the site's average hold time, an EWMA kept in Redis and updated on release,
 divided by the limit), clamped to the constructor's bounds: a waiting request re-polls a handful
 of times, not once per second.
@@ -28,9 +42,11 @@ is known here and in the script only: /metrics reads a site's occupancy through
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -48,6 +64,8 @@ from worker.usecase.values import (
     AcquireResult,
     Granted,
     Lease,
+    Parked,
+    SweepResult,
     Wait,
 )
 
@@ -61,13 +79,20 @@ __all__ = [
     "AcquireResult",
     "Granted",
     "Lease",
+    "Parked",
     "ProviderSlots",
     "SlotOccupancy",
+    "SweepResult",
     "Wait",
     "estimate_retry_after_s",
     "occupancy_from",
+    "publish_wake",
+    "push_wake",
     "queue_occupancy_reads",
+    "wake_payload",
 ]
+
+log = logging.getLogger(__name__)
 
 MAX_PRIORITY: Final = 9
 MAX_LIMIT: Final = 256  # config.settings.ProviderSettings.max_concurrency's bound
@@ -127,6 +152,7 @@ class ProviderSlots:
         ewma_alpha: float = 0.2,
         stats_ttl_s: int = DEFAULT_STATS_TTL_S,
         keeper: LeaseKeeper | None = None,
+        publish_wake: Callable[[str], None] | None = None,
     ) -> None:
         if not (0 < lease_s <= 86_400):
             raise ValueError("lease_s must be in (0, 86400]")
@@ -151,6 +177,7 @@ class ProviderSlots:
         self._keeper = keeper
         self._kept: dict[tuple[str, str, str], Held] = {}  # (site, holder, token) -> its renewal
         self._kept_lock = threading.Lock()
+        self._publish_wake = publish_wake
 
     @property
     def lease_s(self) -> float:
@@ -164,19 +191,20 @@ class ProviderSlots:
         *,
         priority: int,
         lane: str | None = None,
+        join: bool = True,
         now_s: float | None = None,
     ) -> AcquireResult:
-        """A slot for `holder_id` (of the site, or of one of its lanes), or its place in the line.
+        """A slot for `holder_id` (of the site, or of one of its lanes), or where it would stand in line.
 
-        Call again after `retry_after_s`. Idempotent: asking again while holding renews and
-        returns the same lease; asking again while waiting keeps the caller's place.
+        With `join` the caller waits in line polling: it calls again after `retry_after_s` and keeps
+        its place for `waiter_ttl_s` after each call. Without, it is not put in line: one that must
+        wait parks (`park`). Idempotent: asking again while holding renews and returns the same
+        lease (and claims the slot a wake-up granted).
         """
         site = validate_site_code(site_code)
         _check_holder(holder_id)
-        if isinstance(limit, bool) or not isinstance(limit, int) or not (1 <= limit <= MAX_LIMIT):
-            raise ValueError(f"limit must be an integer in [1, {MAX_LIMIT}], got {limit!r}")
-        if isinstance(priority, bool) or not isinstance(priority, int) or not (0 <= priority <= MAX_PRIORITY):
-            raise ValueError(f"priority must be an integer in [0, {MAX_PRIORITY}], got {priority!r}")
+        _check_limit(limit)
+        _check_priority(priority)
         reply = self._run(
             site,
             lane,
@@ -185,11 +213,9 @@ class ProviderSlots:
             holder_id,
             limit,
             priority,
-            f"{self._lease_s:.6f}",
             f"{self._waiter_ttl_s:.6f}",
             uuid.uuid4().hex,
-            _KEY_TTL_MARGIN_MS,
-            self._stats_ttl_ms,
+            1 if join else 0,
         )
         if reply[0] == "granted":
             _, token, acquired, expires = reply
@@ -209,6 +235,25 @@ class ProviderSlots:
         )
         return Wait(rank=int(rank), in_use=int(in_use), waiting=int(waiting), retry_after_s=retry_after_s)
 
+    def park(
+        self, site_code: str, holder_id: str, limit: int, *, priority: int, wake: str, now_s: float | None = None
+    ) -> Parked:
+        """Put `holder_id` in the site's line with `wake`, the record that brings its message back.
+
+        `wake` is `push_wake` (the broker is this Redis: the release pushes the message itself) or
+        `publish_wake` (the store's `publish_wake` callable sends it). Once this returns, the
+        caller's message may be acked: the record is the request now. When a slot frees, the
+        release grants it to the head of the line and sends the head's message back, in one step.
+        """
+        site = validate_site_code(site_code)
+        _check_holder(holder_id)
+        _check_limit(limit)
+        _check_priority(priority)
+        if not isinstance(wake, str) or not wake:
+            raise ValueError("wake must be a non-empty wake record")
+        status, rank, in_use, waiting = self._run(site, None, "park", now_s, holder_id, limit, priority, wake)
+        return Parked(woken=status == "woken", rank=int(rank), in_use=int(in_use), waiting=int(waiting))
+
     def _keep(self, lease: Lease) -> None:
         """With a keeper, renew the lease while it is held, so it can be short (a dead holder's lapses soon)."""
         if self._keeper is None:
@@ -223,12 +268,17 @@ class ProviderSlots:
                 lease_s=self._lease_s,
             )
 
-    def release(self, lease: Lease, *, now_s: float | None = None) -> bool:
-        """Give the slot back; False if it was already released or reclaimed (idempotent)."""
+    def _unkeep(self, site_code: str, holder_id: str, token: str | None) -> None:
         with self._kept_lock:
-            kept = self._kept.pop((lease.site_code, lease.holder_id, lease.token), None)
-        if kept is not None and self._keeper is not None:
-            self._keeper.drop(kept)
+            keys = [k for k in self._kept if k[0] == site_code and k[1] == holder_id and token in (None, k[2])]
+            kept = [self._kept.pop(k) for k in keys]
+        if self._keeper is not None:
+            for held in kept:
+                self._keeper.drop(held)
+
+    def release(self, lease: Lease, *, now_s: float | None = None) -> bool:
+        """Give the slot back (to the head of the line, woken now); False if already released or reclaimed."""
+        self._unkeep(lease.site_code, lease.holder_id, lease.token)
         reply = self._run(
             lease.site_code,
             lease.lane,
@@ -237,35 +287,86 @@ class ProviderSlots:
             lease.holder_id,
             lease.token,
             self._ewma_alpha,
-            self._stats_ttl_ms,
             f"{self._max_retry_after_s:.6f}",
         )
         return bool(int(reply[0]))
 
+    def leave(self, site_code: str, holder_id: str, *, now_s: float | None = None) -> bool:
+        """Whatever `holder_id` holds or waits for at the site goes (a woken request that ended early)."""
+        site = validate_site_code(site_code)
+        _check_holder(holder_id)
+        self._unkeep(site, holder_id, None)
+        return bool(int(self._run(site, None, "leave", now_s, holder_id)[0]))
+
     def renew(self, lease: Lease, *, now_s: float | None = None) -> Lease | None:
         """The lease extended by `lease_s` from now, or None if it was lost (reclaimed or released)."""
-        reply = self._run(
-            lease.site_code,
-            lease.lane,
-            "renew",
-            now_s,
-            lease.holder_id,
-            lease.token,
-            f"{self._lease_s:.6f}",
-            _KEY_TTL_MARGIN_MS,
-        )
+        reply = self._run(lease.site_code, lease.lane, "renew", now_s, lease.holder_id, lease.token)
         if not int(reply[0]):
             return None
         return Lease(lease.site_code, lease.holder_id, lease.token, lease.acquired_at_s, float(reply[1]), lease.lane)
 
     def abandon(self, site_code: str, holder_id: str) -> bool:
-        """Leave the waiting line now (a waiter that gives up); False if it was not waiting."""
+        """Leave the waiting line now (a polling waiter that gives up); False if it was not waiting."""
         _check_holder(holder_id)
-        return bool(int(self._run(validate_site_code(site_code), None, "abandon", None, holder_id)))
+        return bool(int(self._run(validate_site_code(site_code), None, "abandon", None, holder_id)[0]))
+
+    def sweep(self, site_code: str, limit: int, *, now_s: float | None = None) -> SweepResult:
+        """What a release does, for slots freed by lapsed leases and wakes whose message never came back."""
+        site = validate_site_code(site_code)
+        _check_limit(limit)
+        in_use, waiting, parked = self._run(site, None, "sweep", now_s, limit)
+        return SweepResult(in_use=int(in_use), waiting=int(waiting), parked=int(parked))
 
     def _run(self, site: str, lane: str | None, op: str, now_s: float | None, *args: str | int | float) -> Any:
         slot_keys: SlotKeys = self._keys.slot_keys(site, lane=lane)
-        return self._script(keys=list(slot_keys), args=[op, epoch_arg(now_s), *args])
+        to_publish, *reply = self._script(
+            keys=list(slot_keys),
+            args=[op, epoch_arg(now_s), f"{self._lease_s:.6f}", _KEY_TTL_MARGIN_MS, self._stats_ttl_ms, *args],
+        )
+        for record in to_publish:
+            self._send(record)
+        return reply
+
+    def _send(self, record: bytes | str) -> None:
+        text = record.decode() if isinstance(record, bytes) else record
+        if self._publish_wake is None:
+            # Unsent, the wake is sent again when its lease lapses (a store with a publisher sweeps).
+            log.error("a parked request was woken, but this store has no publisher for its message")
+            return
+        try:
+            self._publish_wake(text)
+        except Exception as exc:  # its lease lapses unclaimed and the sweep wakes it again
+            log.warning("sending a woken request's message failed (%s); it is woken again later", type(exc).__name__)
+
+
+def push_wake(queue_key: str, message: str) -> str:
+    """A wake record the script carries out itself: RPUSH `message` onto `queue_key` in this Redis."""
+    return json.dumps({"queue": queue_key, "message": message}, separators=(",", ":"))
+
+
+def publish_wake(payload: str) -> str:
+    """A wake record handed to the store's `publish_wake` callable (another broker, or another Redis)."""
+    return json.dumps({"publish": payload}, separators=(",", ":"))
+
+
+def wake_payload(record: str) -> str | None:
+    """The payload of a `publish_wake` record, or None if it is not one."""
+    try:
+        decoded = json.loads(record)
+    except ValueError:
+        return None
+    payload = decoded.get("publish") if isinstance(decoded, dict) else None
+    return payload if isinstance(payload, str) else None
+
+
+def _check_limit(limit: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not (1 <= limit <= MAX_LIMIT):
+        raise ValueError(f"limit must be an integer in [1, {MAX_LIMIT}], got {limit!r}")
+
+
+def _check_priority(priority: int) -> None:
+    if isinstance(priority, bool) or not isinstance(priority, int) or not (0 <= priority <= MAX_PRIORITY):
+        raise ValueError(f"priority must be an integer in [0, {MAX_PRIORITY}], got {priority!r}")
 
 
 def _check_holder(holder_id: str) -> None:

@@ -21,7 +21,7 @@ in the context and passes (returns None):
     wake_early     a long wait split into hops                  -> Requeue, no provider call
     bulk_child     a child of a cancelled bulk, never attempted -> cancelled
     coalesce       a refresh of the package is already pending  -> join it: Requeue as its watcher
-    provider_slot  the site's concurrency cap is reached        -> Requeue when a slot should be free
+    provider_slot  the site's concurrency cap is reached        -> Park: in line, woken by the release
     exclusive      another copy of this message is attempting   -> Requeue until it is done
     attempt        Get, fence, Invoke, verify                   -> the success, with its followers' finals
     decide         after a failed attempt                       -> retrying + Requeue, or the failure
@@ -61,7 +61,7 @@ from worker.domain.packages import ONE_AT_A_TIME_CLASSES, PackageInfo
 from worker.domain.request import RETRY_STATE_KWARG, RefreshRequest, RetryState, is_valid_id, parse_request
 from worker.usecase.attempt import attempt_refresh
 from worker.usecase.decide import decide_after_error, wake_early
-from worker.usecase.plan import Done, Drop, Plan, Requeue
+from worker.usecase.plan import Done, Drop, Park, Plan, Requeue
 from worker.usecase.ports import Delivery, DeliveryDeps, Fences
 from worker.usecase.untrusted import message_key, task_id_for, trusted_task_id, untrusted_info
 from worker.usecase.values import (
@@ -119,6 +119,8 @@ class _Context:
     leads: bool = False
     # Set by `bulk_child` when the bulk's record lists this request as an outstanding child.
     bulk_id: str | None = None
+    # The provider_slot step ran: from there on, every path gives back what the delivery holds.
+    slot_step_ran: bool = False
 
     @property
     def valid(self) -> RefreshRequest:
@@ -135,8 +137,20 @@ def handle_delivery(delivery: Delivery, deps: DeliveryDeps) -> Plan:
     for step in STEPS:
         plan = step(ctx, deps)
         if plan is not None:
+            _leave_woken_slot(ctx, deps)
             return plan
     raise AssertionError("the last step always decides")  # pragma: no cover
+
+
+def _leave_woken_slot(ctx: _Context, deps: DeliveryDeps) -> None:
+    """A woken request that ended (or waits again) before taking its slot gives the slot back now.
+
+    The release that woke it granted it a slot; left held, that slot would idle until its lease
+    lapsed and the sweep woke the request again (a cancelled bulk's children would each do so).
+    """
+    if ctx.request is None or ctx.state.parked_at is None or ctx.slot_step_ran:
+        return
+    deps.slots.leave(ctx.request.site_code, ctx.request_id)
 
 
 def _admit(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
@@ -261,10 +275,12 @@ def _coalesce(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
 
 
 def _provider_slot(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
-    """Take one of the site's provider slots, or wait (not holding a thread) for one to free.
+    """Take one of the site's provider slots, or park in the site's line (no thread held, no polling).
 
-    A class refreshed one at a time (a boot image) first takes its lane's only slot at the site.
+    A class refreshed one at a time (a boot image) first takes its lane's only slot at the site;
+    the lane's line is polled (a woken boot image would otherwise hold a site slot while waiting).
     """
+    ctx.slot_step_ran = True
     request = ctx.valid
     limit = deps.settings.provider(request.site_code).max_concurrency
     priority = PRIORITY_BULK if ctx.bulk_id is not None else PRIORITY_SINGLE
@@ -273,6 +289,8 @@ def _provider_slot(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
             request.site_code, ctx.request_id, 1, priority=priority, lane=request.package_class
         )
         if not isinstance(lane, Granted):
+            if ctx.state.parked_at is not None:
+                deps.slots.leave(request.site_code, ctx.request_id)
             detail = (
                 f"{request.package_class} refreshes one at a time at {request.site_code}: place {lane.rank + 1} "
                 f"in line, next look in {lane.retry_after_s:.1f}s"
@@ -280,17 +298,25 @@ def _provider_slot(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
             wait = Requeue(lane.retry_after_s, _retry_kwargs(ctx, ctx.state), state=WAITING_FOR_SLOT, detail=detail)
             return Plan(then=wait, request_id=ctx.request_id)
         ctx.lane_lease = lane.lease
-    answer = deps.slots.try_acquire(request.site_code, ctx.request_id, limit, priority=priority)
+    answer = deps.slots.try_acquire(request.site_code, ctx.request_id, limit, priority=priority, join=False)
     if isinstance(answer, Granted):
         ctx.lease = answer.lease
         return None
     _release_slots(ctx, deps)
     detail = (
-        f"place {answer.rank + 1} in line for {request.site_code}'s provider: {answer.in_use} of {limit} slots "
-        f"in use, next look in {answer.retry_after_s:.1f}s"
+        f"in line for {request.site_code}'s provider ({answer.in_use} of {limit} slots in use, "
+        f"{answer.waiting} waiting): woken when a slot frees"
     )
-    wait = Requeue(answer.retry_after_s, _retry_kwargs(ctx, ctx.state), state=WAITING_FOR_SLOT, detail=detail)
-    return Plan(then=wait, request_id=ctx.request_id)
+    park = Park(
+        _retry_kwargs(ctx, ctx.state, parking=True),
+        request.site_code,
+        ctx.request_id,
+        priority,
+        limit,
+        state=WAITING_FOR_SLOT,
+        detail=detail,
+    )
+    return Plan(then=park, request_id=ctx.request_id)
 
 
 def _exclusive(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
@@ -312,6 +338,7 @@ def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     ctx.seen = _Seen(name=ctx.state.package_name, version_before=ctx.state.source_version_before)
     request_id = ctx.request_id
     hint = request.package_hint
+    gate = _SlotGate(ctx, deps)
     try:
         result = attempt_refresh(
             deps.provider(request.site_code),
@@ -324,7 +351,7 @@ def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
             known_package=hint.package(request.package_class, request.package_id) if hint else None,
             fence=_BoundFence(deps.fences, request_id),
             invoke_retry=deps.settings.retry.in_call,
-            gate=_SlotGate(ctx, deps),
+            gate=gate,
             sleep=deps.sleep,
             clock=deps.clock.monotonic,
             wall_clock=deps.clock.time,
@@ -344,6 +371,7 @@ def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
         # held, least of all the attempt lock, which this process would otherwise renew on and on.
         try:
             _release_slots(ctx, deps)
+            gate.close()
         finally:
             if ctx.lock is not None:
                 deps.fences.unlock(request_id, ctx.lock)
@@ -514,6 +542,7 @@ class _SlotGate:
     def __init__(self, ctx: _Context, deps: DeliveryDeps) -> None:
         self._ctx = ctx
         self._deps = deps
+        self._in_line = False
 
     @functools.cached_property
     def _follow_up_holder(self) -> str:
@@ -530,13 +559,21 @@ class _SlotGate:
         limit = self._deps.settings.provider(site).max_concurrency
         answer = slots.try_acquire(site, self._follow_up_holder, limit, priority=PRIORITY_FOLLOW_UP)
         if not isinstance(answer, Granted):
-            # No slot now: leave the line rather than hold a place in it; the caller polls again.
-            slots.abandon(site, self._follow_up_holder)
+            # No slot now: keep the place (first, by priority): the next free slot waits for the
+            # next poll, which parked requests cannot overtake.
+            self._in_line = True
             return None
+        self._in_line = False
         try:
             return operation()
         finally:
             slots.release(answer.lease)
+
+    def close(self) -> None:
+        """Verification is over: a place still held in line goes (the line moves on at once)."""
+        if self._in_line:
+            self._in_line = False
+            self._deps.slots.abandon(self._ctx.valid.site_code, self._follow_up_holder)
 
 
 def _release_slots(ctx: _Context, deps: DeliveryDeps) -> None:
@@ -591,8 +628,10 @@ def _run(ctx: _Context, deps: DeliveryDeps) -> AttemptInfo:
     )
 
 
-def _retry_kwargs(ctx: _Context, state: RetryState) -> dict[str, Any]:
+def _retry_kwargs(ctx: _Context, state: RetryState, *, parking: bool = False) -> dict[str, Any]:
     # The resolved request id travels with the message, so every later delivery is keyed the same.
+    # Only a parked message is marked parked: one re-queued any other way holds no slot.
+    state = state.evolve(parked_at=ctx.started_at if parking else None)
     kwargs = ctx.valid.model_dump(mode="json")
     kwargs["request_id"] = ctx.request_id
     kwargs[RETRY_STATE_KWARG] = state.to_kwargs()

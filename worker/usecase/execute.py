@@ -11,7 +11,9 @@ An unexpected exception anywhere becomes an `internal` final outcome naming only
 exception's type (its text can hold what it failed on). A lost `retrying` event is only a gap
 in the live view and is logged, not retried.
 
-`requeue` is the Celery edge (Task.retry with a countdown): it never returns.
+`requeue` is the Celery edge (Task.retry with a countdown): it never returns. So is `park`: it
+puts the message in its site's line for a provider slot (worker/stores/slots.py), then acks it;
+without one (unit tests), a parked request is re-queued after `limits.slot_wait_max_s` instead.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from typing import Any, NoReturn, Protocol
 from errors import InternalError
 from worker.domain.outcomes import Outcome
 from worker.usecase.delivery import handle_delivery, internal_failure_plan
-from worker.usecase.plan import Drop, Plan, Requeue
+from worker.usecase.plan import Drop, Park, Plan, Requeue
 from worker.usecase.ports import Delivery, DeliveryDeps
 from worker.usecase.untrusted import task_id_for
 
-__all__ = ["OutcomeSink", "Requeuer", "StateReporter", "run_delivery"]
+__all__ = ["OutcomeSink", "Parker", "Requeuer", "StateReporter", "run_delivery"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ class OutcomeSink(Protocol):
 
 
 Requeuer = Callable[[Mapping[str, Any], float], NoReturn]
+Parker = Callable[[Park], NoReturn]
 # Tells monitors what a re-queued request waits for (worker.task_states.report_state).
 StateReporter = Callable[[str, str], object]
 
@@ -54,6 +57,7 @@ def run_delivery(
     *,
     control_flow: tuple[type[BaseException], ...] = (),
     report_state: StateReporter | None = None,
+    park: Parker | None = None,
 ) -> dict[str, Any]:
     """Plan and execute one delivery; returns a summary for the task's result (Flower shows it).
 
@@ -64,7 +68,13 @@ def run_delivery(
     try_later: tuple[type[BaseException], ...] = (_FinalNotPublishedError, *deps.unavailable, *deps.interruptions)
     try:
         return _execute(
-            handle_delivery(delivery, deps), outcomes, requeue, deps, delivery=delivery, report_state=report_state
+            handle_delivery(delivery, deps),
+            outcomes,
+            requeue,
+            deps,
+            delivery=delivery,
+            report_state=report_state,
+            park=park,
         )
     except control_flow:
         raise
@@ -102,6 +112,7 @@ def _execute(
     *,
     delivery: Delivery,
     report_state: StateReporter | None,
+    park: Parker | None = None,
 ) -> dict[str, Any]:
     summary: dict[str, Any] = {"request_id": plan.request_id}
     for outcome in plan.outcomes:
@@ -132,6 +143,17 @@ def _execute(
         if then.state is not None and report_state is not None:
             report_state(then.state, then.detail)
         requeue(then.kwargs, then.countdown_s)
+    if isinstance(then, Park):
+        limits = deps.settings.limits
+        if plan.request_id is not None:
+            # Woken when a slot frees; if its wake were lost (and the sweep too), the watch sends it.
+            due_s = limits.slot_lease_s + limits.visibility_timeout_s + limits.watch_margin_s
+            deps.watch.expect(plan.request_id, task_id_for(delivery, plan.request_id), then.kwargs, within_s=due_s)
+        if then.state is not None and report_state is not None:
+            report_state(then.state, then.detail)
+        if park is None:
+            requeue(then.kwargs, limits.slot_wait_max_s)
+        park(then)
     if isinstance(then, Drop):
         log.info("request %s %s", plan.request_id, then.reason)
         if plan.recorded_final is not None:

@@ -2,6 +2,8 @@
 
 Done                 ack it: the request has its final outcome (in `outcomes`)
 Requeue(countdown_s) re-queue it with a countdown; the retry state travels in its kwargs
+Park                 put it in the site's line for a provider slot, then ack it: the release
+                     that frees a slot sends it back (worker/stores/slots.py)
 Drop                 ack it without publishing: a redelivery of a request that already ended
 """
 
@@ -12,7 +14,7 @@ from typing import Any
 
 from worker.domain.outcomes import Outcome
 
-__all__ = ["Done", "Drop", "Plan", "Requeue", "Then"]
+__all__ = ["Done", "Drop", "Park", "Plan", "Requeue", "Then"]
 
 
 @dataclass(frozen=True)
@@ -30,11 +32,24 @@ class Requeue:
 
 
 @dataclass(frozen=True)
+class Park:
+    """Wait in `site_code`'s line for a provider slot, holding no thread: the message comes back when woken."""
+
+    kwargs: dict[str, Any]
+    site_code: str
+    holder_id: str
+    priority: int
+    limit: int
+    state: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class Drop:
     reason: str
 
 
-Then = Done | Requeue | Drop
+Then = Done | Requeue | Park | Drop
 
 
 @dataclass(frozen=True)

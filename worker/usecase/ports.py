@@ -68,12 +68,14 @@ class Slots(Protocol):
     """worker.stores.slots.ProviderSlots: the per-provider concurrency cap."""
 
     def try_acquire(
-        self, site_code: str, holder_id: str, limit: int, *, priority: int, lane: str | None = None
+        self, site_code: str, holder_id: str, limit: int, *, priority: int, lane: str | None = None, join: bool = True
     ) -> Granted | Wait: ...
 
     def release(self, lease: Lease) -> bool: ...
 
     def abandon(self, site_code: str, holder_id: str) -> bool: ...
+
+    def leave(self, site_code: str, holder_id: str) -> bool: ...
 
 
 class Watching(Protocol):

@@ -38,6 +38,8 @@ __all__ = [
     "Joined",
     "Leader",
     "Lease",
+    "Parked",
+    "SweepResult",
     "Wait",
     "landed",
 ]
@@ -81,6 +83,25 @@ class Wait:
 
 
 AcquireResult = Granted | Wait
+
+
+@dataclass(frozen=True)
+class Parked:
+    """In the site's line with its wake record; `woken`: a slot was free, its message is on its way back."""
+
+    woken: bool
+    rank: int
+    in_use: int
+    waiting: int
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """A site after a sweep: live leases, the line, and parked requests (woken ones included)."""
+
+    in_use: int
+    waiting: int
+    parked: int
 
 
 # -- coalescing -----------------------------------------------------------------------------------
