@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lock upgrade lint typecheck pytest bench bench-pipeline bench-bulk bench-bulk-kill chaos emulator clean
+.PHONY: demo test lock upgrade lint typecheck pytest bench bench-pipeline bench-bulk bench-bulk-kill bench-burst chaos emulator clean
 
 # uv installs exactly uv.lock. Where no uv is on PATH, a pinned one is bootstrapped into .tools/
 # with pip (no root). UV=... picks another.
@@ -70,6 +70,11 @@ bench-bulk: $(STAMP)
 # JSON on stdout, a table on stderr (about 3 minutes).
 bench-bulk-kill: $(STAMP)
 	$(BIN)/python -m bench.bulk_kill_bench $(BULK_KILL_BENCH_ARGS)
+
+# A burst of single requests through the API (500 at cap 3 and 20 ms, 1,000 at cap 8 and 100 ms),
+# next to the provider's ideal pace: JSON on stdout, a table on stderr (docs/benchmarks.md).
+bench-burst: $(STAMP)
+	$(BIN)/python -m bench.burst_bench
 
 # Every chaos scenario at 300 requests (docs/chaos.md); exits non-zero if any breaks its promise.
 chaos: $(STAMP)
