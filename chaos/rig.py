@@ -46,6 +46,7 @@ from worker.app import REFRESH_TASK, create_app
 from worker.broker.transport import transport_options
 from worker.stores.keys import RedisKeys
 from worker.stores.redis_client import redis_from_url
+from worker.stores.slots import parked_requests
 
 __all__ = ["RETRY_ENV", "SITE_CODE", "USERNAME", "Rig", "RigConfig"]
 
@@ -200,7 +201,8 @@ class Rig:
 
     def broker_idle(self) -> bool:
         """Nothing queued, nothing in a consumer's in-flight list, nothing held unacked (running,
-        prefetched or counting down): no message left that could produce an outcome."""
+        prefetched or counting down), nothing parked for a provider slot: no message left that
+        could produce an outcome."""
         client = redis_from_url(self.redis_server.url, retries=0, socket_timeout_s=2.0)
         try:
             queues = [self.queue, *client.scan_iter(match=f"{self.queue}{_PRIORITY_SEPARATOR}*")]
@@ -208,7 +210,10 @@ class Rig:
             # (worker/broker/transport.py: "<inflight prefix>:<consumer>|<queue>") until kombu records it.
             queues += client.scan_iter(match=f"{self._inflight_prefix}:*|*")
             waiting = sum(client.llen(name) for name in queues)
-            return waiting == 0 and client.hlen(UNACKED_HASH) == 0
+            # A request waiting for a provider slot is parked with its message in the slots' keys.
+            if waiting or client.hlen(UNACKED_HASH):
+                return False
+            return parked_requests(client, self.keys) == 0
         except redis_errors.RedisError:
             return False  # Redis down (or refusing): its AOF may still hold messages
         finally:

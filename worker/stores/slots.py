@@ -54,7 +54,7 @@ from redis import Redis
 
 from worker.domain.ids import is_request_id_key_part
 from worker.domain.packages import validate_site_code
-from worker.stores.keys import RedisKeys, SlotKeys
+from worker.stores.keys import SLOT_PARKED, RedisKeys, SlotKeys
 from worker.stores.lease_keeper import Held, LeaseKeeper
 from worker.stores.lua import epoch_arg, load_script
 from worker.usecase.values import (
@@ -86,6 +86,7 @@ __all__ = [
     "Wait",
     "estimate_retry_after_s",
     "occupancy_from",
+    "parked_requests",
     "publish_wake",
     "push_wake",
     "queue_occupancy_reads",
@@ -402,3 +403,13 @@ def occupancy_from(replies: Sequence[Any]) -> SlotOccupancy:
     """The occupancy read by `queue_occupancy_reads`, from its OCCUPANCY_READS replies."""
     in_use, waiting = replies
     return SlotOccupancy(in_use=int(in_use), waiting=int(waiting))
+
+
+def parked_requests(client: Redis, keys: RedisKeys) -> int:
+    """Requests parked (or woken and not yet claimed) at every site and lane: messages kept by the slots.
+
+    A broker with nothing queued, in flight or unacked is not idle while any are (the chaos suite's
+    drain). A SCAN: for observers, not for a hot path.
+    """
+    pattern = SLOT_PARKED.format(prefix=keys.prefix, site_code="*")
+    return sum(int(client.hlen(key)) for key in client.scan_iter(match=pattern, count=1000))
