@@ -104,7 +104,9 @@ class EmulatorSettings:
     latency_distribution: LatencyDistribution = "fixed"
     fault_rates: FaultRates = field(default_factory=FaultRates)
     idle_timeout_s: float = 120.0  # HTTP.sys closes idle keep-alive connections (~2 min)
-    max_concurrent_operations_per_user: int = 25  # WinRM MaxConcurrentOperationsPerUser is 1500; SMS is tighter
+    # WinRM's MaxConcurrentOperationsPerUser defaults to 1500. 25 is this emulator's choice, to make
+    # the quota fault easy to reach in tests: no documented SMS Provider limit says so.
+    max_concurrent_operations_per_user: int = 25
     max_envelope_size_bytes: int = 512_000
 
     def __post_init__(self, distmgr_delay_s: float | None) -> None:

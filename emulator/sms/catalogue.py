@@ -55,7 +55,7 @@ from emulator.sms.packages import (
 )
 from emulator.sms.pkgxfer import Schedule
 from emulator.sms.wql import Expr, Value
-from emulator.sms.wql_eval import equality_keys, evaluate
+from emulator.sms.wql_eval import equality_keys, evaluate, pins_only
 
 __all__ = ["Catalogue", "InstanceKey", "RefreshOutcome"]
 
@@ -140,8 +140,11 @@ class Catalogue:
         """Keys of the class's instances satisfying a resolved WQL condition, in catalogue order."""
         self._advance()
         if self.is_content_class(class_name):
-            candidates = self._candidates(where, self._content.package_key(class_name))
-            return list(self._content.matching(class_name, where, candidates))
+            key_property = self._content.package_key(class_name)
+            candidates = self._candidates(where, key_property)
+            # `PackageID = 'A' OR ...` (the worker's chunked query) is settled by the index alone.
+            condition = None if pins_only(where, key_property) else where
+            return list(self._content.matching(class_name, condition, candidates))
         return [
             package.package_id
             for package in self._candidates(where, _KEY_PROPERTY)
@@ -269,7 +272,8 @@ class Catalogue:
     def medium_not_ready_description(self, package_id: str) -> str:
         return (
             f"The source medium of package {package_id.upper()} (STORAGE_COMPRESS) is not ready. "
-            "Insert or mount the source medium, then refresh the package source again."
+            "Insert or mount the source medium, then refresh the package source again. "
+            "Error: 0x80070015 (ERROR_NOT_READY): The device is not ready."
         )
 
     def _medium_ready_now(self, package: Package) -> bool:

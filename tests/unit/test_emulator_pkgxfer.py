@@ -239,3 +239,17 @@ def test_a_chunked_or_query_selects_rows_of_exactly_those_packages() -> None:
     rows = _query(catalogue, _wql("*", "SMS_PackageStatusDistPointsSummarizer", clauses))
     assert len(rows) == 7 * 5
     assert {row["PackageID"] for row in rows} == set(ids)
+
+
+def test_a_pinned_query_with_more_conditions_still_evaluates_them() -> None:
+    """The index settles `PackageID = ... OR ...` alone; anything ANDed to it is still evaluated."""
+    clock = FakeClock()
+    catalogue = Catalogue(make_emulator_settings(dp_copy_time_s=10.0), clock=clock.monotonic, wall_clock=clock.wall)
+    package = next(p for p in catalogue.summaries() if p["PkgSourceFlag"] == 2)
+    other = next(p for p in catalogue.summaries() if p["PackageID"] != package["PackageID"])
+    assert catalogue.refresh(package["PackageID"]).result == "accepted"
+    pinned = f"(PackageID = '{package['PackageID']}' OR PackageID = '{other['PackageID']}')"
+    summarizer = "SMS_PackageStatusDistPointsSummarizer"
+    assert len(_query(catalogue, _wql("*", summarizer, pinned))) == 10
+    updating = _query(catalogue, _wql("*", summarizer, f"{pinned} AND State = 7"))
+    assert {row["PackageID"] for row in updating} == {package["PackageID"]} and len(updating) == 5

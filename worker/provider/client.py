@@ -45,6 +45,7 @@ from worker.domain.packages import (
     validate_package_id,
     validate_site_code,
 )
+from worker.domain.refresh_answer import KNOWN_RETURN_VALUES
 from worker.provider.classify import classify_exception, error_from_wsman
 from worker.provider.transport import ProviderTransport
 from worker.retry import in_call_retrying
@@ -74,7 +75,9 @@ __all__ = ["SccmClient"]
 log = logging.getLogger(__name__)
 
 _MAX_PULLS = 10_000  # bounds an enumeration against a provider that never ends its sequence
-_STATUS_PAGE_SIZE = 200  # status rows are small: 200 a page keeps a 200-package x 10-DP chunk at 10 pulls
+# A summarizer row is about 700 bytes on the wire: 500 a page keeps a reply near 350 KB, inside the
+# 512,000-byte MaxEnvelopeSize with room for long NAL paths (200 packages x 10 DPs: 4 operations).
+_STATUS_PAGE_SIZE = 500
 
 T = TypeVar("T")
 
@@ -183,6 +186,14 @@ class SccmClient:
             read_timeout_s=provider.boot_image_read_timeout_s if boot_image else None,
             deadline=deadline,
         )
+        if output.return_value not in KNOWN_RETURN_VALUES:
+            # Microsoft documents only 0: an unknown value is reported as it is, never given a meaning.
+            log.warning(
+                "RefreshPkgSource of %s at site %s returned %d: an undocumented ReturnValue, read as a refusal",
+                package_id,
+                self.site_code,
+                output.return_value,
+            )
         return output.return_value
 
     def enumerate(
