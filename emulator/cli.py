@@ -37,6 +37,7 @@ from emulator.flag_types import (
 from emulator.listener import quiet_handshake_logging
 from emulator.server import Emulator
 from emulator.settings import FAULT_KINDS, EmulatorSettings, FaultRates, MediumFailureMode
+from emulator.sms.content_status import build_distribution_points
 
 __all__ = ["PASSWORD_ENV", "build_parser", "main", "settings_from_args"]
 
@@ -227,7 +228,7 @@ def settings_from_args(args: argparse.Namespace, password: str) -> EmulatorSetti
     rates = dict(args.fault_rate)
     if sum(rates.values()) > 1.0:
         raise ValueError("--fault-rate values must add up to at most 1")
-    return replace(
+    settings = replace(
         _DEFAULTS,
         host=args.host,
         port=args.port,
@@ -270,6 +271,8 @@ def settings_from_args(args: argparse.Namespace, password: str) -> EmulatorSetti
         max_concurrent_operations_per_user=args.max_ops_per_user,
         max_envelope_size_bytes=args.max_envelope_size_bytes,
     )
+    build_distribution_points(settings)  # a DP flag naming no DP (DP09 of 5) fails here, not at start
+    return settings
 
 
 def _add_distribution_flags(parser: argparse.ArgumentParser) -> None:

@@ -308,3 +308,46 @@ def test_the_admin_api_shows_the_model_and_refuses_bad_fault_requests(
         assert "error" in response.json()
     assert admin.get(emulator.admin_url + "distribution/packages/PS1FFFFF", timeout=5).status_code == 404
     assert _admin(admin, emulator, "GET", "distribution")["distribution_points"] == state["distribution_points"]
+
+
+def test_twenty_dps_with_a_pull_an_offline_and_a_flaky_one_settle_as_each_should(
+    emulator_factory: EmulatorFactory,
+) -> None:
+    """20 DPs (DP20 pull, DP02 offline, DP03 failing 30 % of copies), 10 packages refreshed: DP02 is
+    failed at V0 everywhere, DP03 installed at V1 or failed after its retries, every other DP
+    installed at V1; the rollup counts agree with the rows."""
+    emulator = emulator_factory(
+        **_BASIC_HTTP,
+        **_FAST_COPIES,
+        dp_count=20,
+        pull_dp_count=1,
+        dp_offline=("DP02",),
+        dp_failing=("DP03",),
+        dp_failure_share=0.3,
+    )
+    protocol = winrm_protocol(emulator)
+    packages = [_direct_package(emulator, index) for index in range(10)]
+    for package in packages:
+        _refresh(protocol, emulator, package)
+    versions = {package["PackageID"]: package["SourceVersion"] for package in packages}
+    pinned = " OR ".join(f"PackageID = '{package_id}'" for package_id in versions)
+
+    def rows() -> list[dict[str, str | None]]:
+        return _query(protocol, emulator, _wql("PackageID, ServerNALPath, State, SourceVersion", _SUMMARIZER, pinned))
+
+    def settled() -> bool:
+        return all(row["State"] in ("0", "3") for row in rows())
+
+    assert wait_until(settled, timeout_s=_SETTLED_WITHIN_S)
+    by_dp: dict[str, set[tuple[str, str]]] = {}
+    for row in rows():
+        server = (row["ServerNALPath"] or "").rstrip("\\").rsplit("\\", 1)[-1].split(".")[0]
+        v0 = versions[row["PackageID"] or ""]
+        by_dp.setdefault(server, set()).add((row["State"] or "", "V1" if row["SourceVersion"] == str(v0 + 1) else "V0"))
+    assert len(by_dp) == 20
+    assert by_dp.pop("DP02") == {("3", "V0")}
+    assert by_dp.pop("DP03") <= {("0", "V1"), ("3", "V0")}
+    assert all(states == {("0", "V1")} for states in by_dp.values()), by_dp
+    for extra in _query(protocol, emulator, _wql("*", "SMS_ObjectContentExtraInfo", pinned)):
+        assert extra["Targeted"] == "20" and int(extra["NumberSuccess"] or 0) + int(extra["NumberErrors"] or 0) == 20
+        assert 1 <= int(extra["NumberErrors"] or 0) <= 2

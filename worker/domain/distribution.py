@@ -11,8 +11,8 @@ PackageID, the NAL path, State or SourceVersion, names a package the query did n
 carries an array where one value belongs, a number out of range, or a NAL path that is too long,
 holds control characters or names no server. A State the SDK does not list is kept as
 `state=None` with its raw value (the caller counts it as unknown, never as done). A reader stops
-at a bound on rows (`truncated`), so a provider answering millions of rows costs a bounded
-amount of memory; the client stops pulling there.
+at a bound on rows (`truncated`: reached, the rest unread), so a provider answering millions of
+rows costs a bounded amount of memory; the client stops pulling there.
 """
 
 from __future__ import annotations
@@ -216,7 +216,8 @@ class _Reader(Generic[_Item]):
         self._problems: list[str] = []
 
     def add(self, instance: WmiInstance) -> bool:
-        """Read one instance; False when the bound is reached (stop reading: truncated)."""
+        """Read one instance; False once the bound is reached: stop reading (`truncated`: the rest,
+        if there is any, is unread; no Pull is spent to find out)."""
         if len(self._items) >= self._max_rows:
             self._truncated = True
             return False
@@ -233,6 +234,9 @@ class _Reader(Generic[_Item]):
         else:
             self._seen.add(key)
             self._items.append(item)
+        if len(self._items) >= self._max_rows:
+            self._truncated = True
+            return False
         return True
 
     def _counts(self) -> dict[str, Any]:
