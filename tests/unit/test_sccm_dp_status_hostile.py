@@ -9,11 +9,9 @@ import re
 import tracemalloc
 from xml.sax.saxutils import escape
 
-from testing.canned_http import CannedAdapter, canned_client, message_id_of
+from testing.canned_http import CannedAdapter, canned_client, canned_reply, message_id_of
 from worker.domain.distribution import DpState
 
-NS_SOAP = "http://www.w3.org/2003/05/soap-envelope"
-NS_ADDRESSING = "http://schemas.xmlsoap.org/ws/2004/08/addressing"
 NS_ENUMERATION = "http://schemas.xmlsoap.org/ws/2004/09/enumeration"
 NS_WSMAN = "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd"
 CLASS_URI = "http://schemas.microsoft.com/wbem/wsman/1/wmi/root/sms/site_PS1/SMS_PackageStatusDistPointsSummarizer"
@@ -64,19 +62,11 @@ class EndlessProvider:
         for _ in range(self.rows_per_page):
             self._served += 1
             rows.append(_row(self._asked[self._served % len(self._asked)], _nal(f"DP{self._served:07d}.corp")))
-        body = (
-            f'<n:{response} xmlns:n="{NS_ENUMERATION}" xmlns:w="{NS_WSMAN}">'
-            f"<n:EnumerationContext>ctx</n:EnumerationContext><{items_ns}:Items>{''.join(rows)}</{items_ns}:Items>"
-            f"</n:{response}>"
+        items = f"<{items_ns}:Items>{''.join(rows)}</{items_ns}:Items>"
+        opening = f'<n:{response} xmlns:n="{NS_ENUMERATION}" xmlns:w="{NS_WSMAN}">'
+        return canned_reply(
+            relates_to, f"{opening}<n:EnumerationContext>ctx</n:EnumerationContext>{items}</n:{response}>"
         )
-        return self._envelope(relates_to, body)
-
-    @staticmethod
-    def _envelope(relates_to: str, body: str) -> bytes:
-        return (
-            f'<s:Envelope xmlns:s="{NS_SOAP}" xmlns:a="{NS_ADDRESSING}"><s:Header>'
-            f"<a:RelatesTo>{relates_to}</a:RelatesTo></s:Header><s:Body>{body}</s:Body></s:Envelope>"
-        ).encode()
 
 
 def test_a_provider_that_never_ends_is_read_up_to_the_bound_then_released() -> None:
@@ -113,7 +103,7 @@ def test_hostile_rows_are_refused_one_by_one_and_good_ones_kept() -> None:
             f'<n:EnumerateResponse xmlns:n="{NS_ENUMERATION}" xmlns:w="{NS_WSMAN}">'
             f"<n:EnumerationContext/><w:Items>{''.join(rows)}</w:Items><w:EndOfSequence/></n:EnumerateResponse>"
         )
-        return 200, EndlessProvider._envelope(message_id_of(request), body)
+        return 200, canned_reply(message_id_of(request), body)
 
     batch = canned_client(CannedAdapter(respond=respond)).read_dp_status(["PS100001"])
     assert [(row.dp_name, row.state, row.raw_state) for row in batch.rows] == [
