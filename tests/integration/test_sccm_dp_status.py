@@ -89,9 +89,13 @@ def test_a_failed_dp_is_read_as_failed_and_refresh_now_re_sends_it(emulator_fact
         assert (failed.source_version, failed.installed_at(v0 + 1)) == (v0, False)
         (message,) = [m for m in client.read_dp_messages([package_id]).messages if m.nal_path == failed.nal_path]
         assert message.message_state >= 3
+        (counts,) = client.read_content_counts([package_id]).counts
+        assert (counts.targeted, counts.success, counts.errors) == (5, 4, 1)
         provider.control_distribution(dp="DP02", offline=False)
         client.refresh_now(package_id, failed.nal_path, dp_site_code=failed.site_code)
         assert wait_until(lambda: dp02().installed_at(v0 + 1), timeout_s=_SETTLED_WITHIN_S)
+        (counts,) = client.read_content_counts([package_id]).counts
+        assert (counts.targeted, counts.success, counts.errors, counts.in_progress) == (5, 5, 0, 0)
     finally:
         client.transport.close()
     assert provider.distribution()["counters"]["jobs"] == 6  # five for the refresh, one re-send

@@ -10,9 +10,11 @@ from hypothesis import strategies as st
 from errors import InvalidRequestError
 from worker.domain.distribution import (
     MAX_PACKAGES_PER_QUERY,
+    ContentCountsReader,
     DpMessageReader,
     DpState,
     DpStatusReader,
+    content_counts_query,
     dp_name_from_nal,
     dp_status_query,
     merge_batches,
@@ -172,3 +174,24 @@ def test_any_text_is_a_valid_nal_path_or_a_clear_error(nal: str) -> None:
         assert "invalid NAL path" in exc.message and len(exc.message) < 200
     else:
         assert dp_name_from_nal(checked)
+
+
+def test_content_counts_are_one_row_per_package_and_refuse_bad_numbers() -> None:
+    assert content_counts_query(["PS100001"]) == (
+        "SELECT PackageID, Targeted, NumberSuccess, NumberInProgress, NumberErrors, NumberUnknown "
+        "FROM SMS_ObjectContentExtraInfo WHERE PackageID = 'PS100001'"
+    )
+    good = {
+        "PackageID": "PS100001",
+        "Targeted": "20",
+        "NumberSuccess": "18",
+        "NumberInProgress": "1",
+        "NumberErrors": "1",
+        "NumberUnknown": "0",
+    }
+    reader = ContentCountsReader(["PS100001", "PS100002"], max_rows=10)
+    for properties in (good, good, {**good, "PackageID": "PS100002", "NumberErrors": "-3"}):
+        assert reader.add(WmiInstance("SMS_ObjectContentExtraInfo", dict(properties)))
+    batch = reader.result()
+    assert [(c.package_id, c.targeted, c.success, c.errors) for c in batch.counts] == [("PS100001", 20, 18, 1)]
+    assert (batch.duplicates, batch.rejected) == (1, 1)

@@ -3,7 +3,8 @@
 `SMS_PackageStatusDistPointsSummarizer` holds one row per package x distribution point (DP):
 the DP's NAL path, the version it holds (`SourceVersion`) and its `State`. The worker reads it
 for many packages at once (`PackageID = 'A' OR ...`, at most MAX_PACKAGES_PER_QUERY per query)
-and, to name the last status message of a DP, `SMS_DistributionDPStatus`. docs/configmgr.md
+and, to name the last status message of a DP, `SMS_DistributionDPStatus`; between full reads,
+the per-package rollup `SMS_ObjectContentExtraInfo` is the cheap poll. docs/configmgr.md
 ("Following content to every DP") has the classes, the states and the traps.
 
 The provider's rows are untrusted input. A row is refused (counted, never raised) when it lacks
@@ -29,18 +30,22 @@ from worker.domain.wql import wql_string_literal
 from worker.wsman import WmiInstance, resource_uri
 
 __all__ = [
+    "CONTENT_COUNTS_CLASS",
     "DEFAULT_MAX_ROWS",
     "DISTRIBUTION_POINT_CLASS",
     "DP_MESSAGE_CLASS",
     "MAX_NAL_PATH_CHARS",
     "MAX_PACKAGES_PER_QUERY",
     "SUMMARIZER_CLASS",
+    "ContentCounts",
+    "ContentCountsReader",
     "DpMessage",
     "DpMessageReader",
     "DpState",
     "DpStatusBatch",
     "DpStatusReader",
     "DpStatusRow",
+    "content_counts_query",
     "distribution_point_uri",
     "dp_message_query",
     "dp_name_from_nal",
@@ -52,6 +57,7 @@ __all__ = [
 
 SUMMARIZER_CLASS: Final = "SMS_PackageStatusDistPointsSummarizer"
 DP_MESSAGE_CLASS: Final = "SMS_DistributionDPStatus"
+CONTENT_COUNTS_CLASS: Final = "SMS_ObjectContentExtraInfo"
 DISTRIBUTION_POINT_CLASS: Final = "SMS_DistributionPoint"
 # A WQL query with 200 `PackageID = '...'` clauses is about 6 KB: well inside what WMI takes,
 # and 200 packages x 10 DPs is 2,000 rows, 20 pulls of 100.
@@ -65,6 +71,14 @@ _MAX_TEXT_CHARS: Final = 64  # dates and site codes: longer is not a CIM datetim
 
 _SUMMARY_PROPERTIES: Final = ("PackageID", "ServerNALPath", "SiteCode", "SourceVersion", "State", "LastCopied")
 _MESSAGE_PROPERTIES: Final = ("PackageID", "NALPath", "MessageID", "MessageState", "LastUpdateDate")
+_COUNT_PROPERTIES: Final = (
+    "PackageID",
+    "Targeted",
+    "NumberSuccess",
+    "NumberInProgress",
+    "NumberErrors",
+    "NumberUnknown",
+)
 # `\\SERVER\` at the end of a NAL path (after `]MSWNET:["SMS_SITE=..."]`), or its Display= part.
 _SERVER_RE: Final = re.compile(r"\\\\([A-Za-z0-9][A-Za-z0-9.\-_]{0,254})\\?\Z")
 _DISPLAY_RE: Final = re.compile(r'\A\["Display=\\\\([A-Za-z0-9][A-Za-z0-9.\-_]{0,254})\\?"\]')
@@ -140,6 +154,11 @@ def dp_status_query(package_ids: Sequence[str]) -> str:
     return _query(SUMMARIZER_CLASS, _SUMMARY_PROPERTIES, package_ids)
 
 
+def content_counts_query(package_ids: Sequence[str]) -> str:
+    """Per package, how many DPs are targeted, done, in progress, failed (`SMS_ObjectContentExtraInfo`)."""
+    return _query(CONTENT_COUNTS_CLASS, _COUNT_PROPERTIES, package_ids)
+
+
 def dp_message_query(package_ids: Sequence[str]) -> str:
     """The last status message per package x DP (`SMS_DistributionDPStatus`) for these packages."""
     return _query(DP_MESSAGE_CLASS, _MESSAGE_PROPERTIES, package_ids)
@@ -180,18 +199,35 @@ class DpMessage:
 
 
 @dataclass(frozen=True)
+class ContentCounts:
+    """A package's rollup over its DPs (`SMS_ObjectContentExtraInfo`): one row per package.
+
+    Cheap to poll, but blind to versions: a DP still at the old version in State 0 counts as a
+    success, so it says "something changed", never "distributed".
+    """
+
+    package_id: str
+    targeted: int
+    success: int
+    in_progress: int
+    errors: int
+    unknown: int
+
+
+@dataclass(frozen=True)
 class DpStatusBatch:
     """What a read brought back: the rows kept and what was refused or left unread."""
 
     rows: tuple[DpStatusRow, ...] = ()
     messages: tuple[DpMessage, ...] = ()
+    counts: tuple[ContentCounts, ...] = ()
     rejected: int = 0
     duplicates: int = 0
     truncated: bool = False
     problems: tuple[str, ...] = ()  # the first few reasons rows were refused, for a log line
 
 
-_Item = TypeVar("_Item", "DpStatusRow", "DpMessage")
+_Item = TypeVar("_Item", "DpStatusRow", "DpMessage", "ContentCounts")
 
 
 class _RowRefusedError(ValueError):
@@ -201,7 +237,7 @@ class _RowRefusedError(ValueError):
 class _Reader(Generic[_Item]):
     """Checks instances one by one and keeps up to `max_rows` (`add` is False once full)."""
 
-    nal_property: str = "ServerNALPath"
+    nal_property: str | None = "ServerNALPath"  # None: one row per package, no DP
 
     def __init__(self, requested: Iterable[str], *, max_rows: int) -> None:
         if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
@@ -255,6 +291,8 @@ class _Reader(Generic[_Item]):
             raise _RowRefusedError(f"PackageID {safe_repr(package_id)} is not one") from None
         if package_id not in self._requested:
             raise _RowRefusedError(f"PackageID {package_id} was not asked for")
+        if self.nal_property is None:
+            return package_id, ""
         nal_path = _text(instance, self.nal_property, required=True, limit=MAX_NAL_PATH_CHARS)
         try:
             validate_nal_path(nal_path)
@@ -304,6 +342,25 @@ class DpMessageReader(_Reader[DpMessage]):
         return DpStatusBatch(messages=tuple(self._items), **self._counts())
 
 
+class ContentCountsReader(_Reader[ContentCounts]):
+    """`SMS_ObjectContentExtraInfo` rows of the packages asked for (one per package)."""
+
+    nal_property = None
+
+    def _item(self, key: tuple[str, str], instance: WmiInstance) -> ContentCounts:
+        return ContentCounts(
+            package_id=key[0],
+            targeted=_uint(instance, "Targeted"),
+            success=_uint(instance, "NumberSuccess"),
+            in_progress=_uint(instance, "NumberInProgress"),
+            errors=_uint(instance, "NumberErrors"),
+            unknown=_uint(instance, "NumberUnknown"),
+        )
+
+    def result(self) -> DpStatusBatch:
+        return DpStatusBatch(counts=tuple(self._items), **self._counts())
+
+
 def _text(instance: WmiInstance, name: str, *, required: bool = False, limit: int = _MAX_TEXT_CHARS) -> str:
     value = instance.get(name)
     if isinstance(value, list):
@@ -331,14 +388,16 @@ def merge_batches(batches: Iterable[DpStatusBatch]) -> DpStatusBatch:
     """One batch from several (one per chunk): rows in order, counters summed, problems bounded."""
     rows: list[DpStatusRow] = []
     messages: list[DpMessage] = []
+    counts: list[ContentCounts] = []
     rejected = duplicates = 0
     truncated = False
     problems: list[str] = []
     for batch in batches:
         rows.extend(batch.rows)
         messages.extend(batch.messages)
+        counts.extend(batch.counts)
         rejected += batch.rejected
         duplicates += batch.duplicates
         truncated = truncated or batch.truncated
         problems.extend(batch.problems[: _MAX_PROBLEMS - len(problems)])
-    return DpStatusBatch(tuple(rows), tuple(messages), rejected, duplicates, truncated, tuple(problems))
+    return DpStatusBatch(tuple(rows), tuple(messages), tuple(counts), rejected, duplicates, truncated, tuple(problems))

@@ -27,9 +27,11 @@ from worker.domain.deadline import Deadline
 from worker.domain.distribution import (
     DEFAULT_MAX_ROWS,
     DISTRIBUTION_POINT_CLASS,
+    ContentCountsReader,
     DpMessageReader,
     DpStatusBatch,
     DpStatusReader,
+    content_counts_query,
     distribution_point_uri,
     dp_message_query,
     dp_status_query,
@@ -255,11 +257,18 @@ class SccmClient:
         """The last status message per package x DP (`SMS_DistributionDPStatus`), bounded the same way."""
         return self._read_status(package_ids, dp_message_query, DpMessageReader, max_rows, deadline)
 
+    def read_content_counts(
+        self, package_ids: Iterable[str], *, max_rows: int = DEFAULT_MAX_ROWS, deadline: Deadline | None = None
+    ) -> DpStatusBatch:
+        """Per package, DPs targeted / done / in progress / failed (`SMS_ObjectContentExtraInfo`): one
+        row per package, so one operation reads 200 packages; blind to versions (see ContentCounts)."""
+        return self._read_status(package_ids, content_counts_query, ContentCountsReader, max_rows, deadline)
+
     def _read_status(
         self,
         package_ids: Iterable[str],
         query: Callable[[list[str]], str],
-        reader_class: type[DpStatusReader] | type[DpMessageReader],
+        reader_class: type[DpStatusReader] | type[DpMessageReader] | type[ContentCountsReader],
         max_rows: int,
         deadline: Deadline | None,
     ) -> DpStatusBatch:
@@ -280,7 +289,7 @@ class SccmClient:
             finally:
                 instances.close()  # an early stop releases the server's context
             batch = reader.result()
-            left -= len(batch.rows) + len(batch.messages)
+            left -= len(batch.rows) + len(batch.messages) + len(batch.counts)
             batches.append(batch)
         merged = merge_batches(batches)
         if merged.rejected or merged.truncated:
