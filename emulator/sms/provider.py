@@ -1,7 +1,7 @@
 """The SMS Provider behind WinRM's WMI plugin: one decrypted SOAP request in, one reply out.
 
 Pure protocol core (no sockets): the HTTP server authenticates, decrypts and calls `handle`.
-This module dispatches and answers Get and Invoke; emulator.wsman parses requests and renders
+This module dispatches and answers Get, Invoke and Put (`RefreshNow` on `SMS_DistributionPoint`); emulator.wsman parses requests and renders
 replies and SOAP faults, `catalogue` holds the packages and their semantics (with Distribution
 Manager's queue), `enumerations` answers Enumerate / Pull / Release with WQL, `access` says who
 may see what, `calllog` records calls, `error_replies` shapes the SMS Provider's own faults. One
@@ -67,7 +67,7 @@ REFRESH_METHOD: Final = "RefreshPkgSource"
 
 
 class Provider:
-    """Answers Get / Invoke RefreshPkgSource / Enumerate / Pull / Release for one emulated site."""
+    """Answers Get / Invoke RefreshPkgSource / Put RefreshNow / Enumerate / Pull / Release for one emulated site."""
 
     def __init__(
         self,
