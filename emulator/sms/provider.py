@@ -1,11 +1,12 @@
 """The SMS Provider behind WinRM's WMI plugin: one decrypted SOAP request in, one reply out.
 
 Pure protocol core (no sockets): the HTTP server authenticates, decrypts and calls `handle`.
-This module dispatches and answers Get, Invoke and Put (`RefreshNow` on `SMS_DistributionPoint`); emulator.wsman parses requests and renders
-replies and SOAP faults, `catalogue` holds the packages and their semantics (with Distribution
-Manager's queue), `enumerations` answers Enumerate / Pull / Release with WQL, `access` says who
-may see what, `calllog` records calls, `error_replies` shapes the SMS Provider's own faults. One
-lock makes it thread-safe; every call is short (no I/O, no sleeping).
+This module dispatches and answers Get, Invoke and Put (`RefreshNow` on `SMS_DistributionPoint`);
+emulator.wsman parses requests and renders replies and SOAP faults, `catalogue` holds the
+packages and their semantics (with Distribution Manager's queue and PkgXferMgr), `enumerations`
+answers Enumerate / Pull / Release with WQL, `access` says who may see what, `calllog` records
+calls, `error_replies` shapes the SMS Provider's own faults. One lock makes it thread-safe;
+every call is short (no I/O, no sleeping).
 
 Checks run in the order WinRM and WMI apply them: envelope, action, resource URI and namespace,
 the caller's right to the namespace, class, method, selectors, instance, then RBAC on it.
