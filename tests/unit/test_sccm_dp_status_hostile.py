@@ -55,7 +55,7 @@ class EndlessProvider:
             self.actions.append("Pull")
             return 200, self._page(relates_to, "PullResponse", "n")
         self.actions.append("Release")
-        return 200, self._envelope(relates_to, f'<n:ReleaseResponse xmlns:n="{NS_ENUMERATION}"/>')
+        return 200, canned_reply(relates_to, f'<n:ReleaseResponse xmlns:n="{NS_ENUMERATION}"/>')
 
     def _page(self, relates_to: str, response: str, items_ns: str) -> bytes:
         rows = []
