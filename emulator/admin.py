@@ -82,6 +82,21 @@ class ProviderApi(Protocol):
 
     def deny_access(self, package_id: str) -> None: ...
 
+    def distribution(self) -> dict[str, Any]: ...
+
+    def control_distribution(
+        self,
+        *,
+        dp: str | None = None,
+        offline: bool | None = None,
+        failure_share: float | None = None,
+        schedule: tuple[float | None, float] | None = None,
+        clear_schedule: bool = False,
+        hold: bool | None = None,
+    ) -> dict[str, Any]: ...
+
+    def distribution_rows(self, package_id: str) -> list[dict[str, Any]] | None: ...
+
     def allow_access(self, package_id: str) -> None: ...
 
 
@@ -134,8 +149,32 @@ def _counted_items(request: Mapping[str, Any], field_name: str, name: str) -> li
     return items
 
 
+def _schedule(request: Mapping[str, Any]) -> tuple[tuple[float | None, float] | None, bool]:
+    """(schedule, clear) from a request's "schedule": a window, {"closed": true}, or null (none)."""
+    if "schedule" not in request:
+        return None, False
+    value = request["schedule"]
+    if value is None:
+        return None, True
+    if not isinstance(value, dict) or set(value) - {"period_s", "open_s", "closed"}:
+        raise BadRequestError('schedule must be {"period_s": s, "open_s": s}, {"closed": true} or null')
+    if value.get("closed") is True:
+        return (None, 0.0), False
+
+    def seconds(name: str) -> float:
+        item = value.get(name)
+        if isinstance(item, bool) or not isinstance(item, int | float) or not 0 <= item < math.inf:
+            raise BadRequestError(f"schedule.{name} must be a finite number of seconds >= 0")
+        return float(item)
+
+    period_s, open_s = seconds("period_s"), seconds("open_s")
+    if period_s <= 0:
+        raise BadRequestError("schedule.period_s must be > 0")
+    return (period_s, open_s), False
+
+
 class AdminApi:
-    """Routes of `/admin/`: health, packages, medium, calls, distmgr, faults, stats, concurrency."""
+    """Routes of `/admin/`: health, packages, medium, calls, distmgr, distribution, faults, stats, concurrency."""
 
     def __init__(
         self,
@@ -153,12 +192,15 @@ class AdminApi:
         self._describe = describe
         self._routes: dict[str, dict[str, Handler]] = {
             "health": {"GET": self._health},
+            "packages/<id>": {"GET": self._package},
+            "distribution/packages/<id>": {"GET": self._distribution_rows},
             "packages": {"GET": self._packages},
             "medium": {"POST": self._medium},
             "calls": {"GET": self._calls},
             "calls/totals": {"GET": self._calls_totals},
             "calls/reset": {"POST": self._calls_reset},
             "distmgr": {"GET": self._distmgr_get, "POST": self._distmgr_post},
+            "distribution": {"GET": self._distribution_get, "POST": self._distribution_post},
             "faults": {"GET": self._faults_get, "POST": self._faults_post, "DELETE": self._faults_delete},
             "stats": {"GET": self._stats_get},
             "stats/reset": {"POST": self._stats_reset},
@@ -172,7 +214,9 @@ class AdminApi:
         argument = ""
         if route.startswith("packages/"):
             route, argument = "packages/<id>", route.removeprefix("packages/")
-        methods = {"GET": self._package} if route == "packages/<id>" else self._routes.get(route)
+        elif route.startswith("distribution/packages/"):
+            route, argument = "distribution/packages/<id>", route.removeprefix("distribution/packages/")
+        methods = self._routes.get(route)
         if methods is None:
             return _error(404, f"no admin route {path.split('?', 1)[0]!r}")
         handler = methods.get(method)
@@ -238,6 +282,46 @@ class AdminApi:
             raise BadRequestError("hold and drain must be true or false")
         time_per_package_s = None if seconds is None else float(seconds)
         snapshot = self._provider.control_distmgr(time_per_package_s=time_per_package_s, hold=hold, drain=drain)
+        return AdminResponse(200, snapshot)
+
+    def _distribution_get(self, _argument: str, _body: bytes) -> AdminResponse:
+        return AdminResponse(200, self._provider.distribution())
+
+    def _distribution_rows(self, package_id: str, _body: bytes) -> AdminResponse:
+        rows = self._provider.distribution_rows(package_id)
+        if rows is None:
+            return _error(404, f"no package {package_id!r}")
+        return AdminResponse(200, {"package_id": package_id.upper(), "rows": rows})
+
+    def _distribution_post(self, _argument: str, body: bytes) -> AdminResponse:
+        """Inject DP faults: {"dp": "DP03", "offline": bool, "failure_share": 0-1, "schedule":
+        {"period_s": s, "open_s": s} | {"closed": true} | null} and/or {"hold": bool}."""
+        request = _json_object(body)
+        unknown = set(request) - {"dp", "offline", "failure_share", "schedule", "hold"}
+        if unknown:
+            raise BadRequestError(f"unknown fields: {', '.join(sorted(unknown))}")
+        dp, offline, hold = request.get("dp"), request.get("offline"), request.get("hold")
+        if dp is not None and not isinstance(dp, str):
+            raise BadRequestError("dp must be a DP name (DP03 or its FQDN)")
+        if not (offline is None or isinstance(offline, bool)) or not (hold is None or isinstance(hold, bool)):
+            raise BadRequestError("offline and hold must be true or false")
+        share = request.get("failure_share")
+        if share is not None and (isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1):
+            raise BadRequestError("failure_share must be a number between 0 and 1")
+        schedule, clear_schedule = _schedule(request)
+        if dp is None and (offline is not None or share is not None or "schedule" in request):
+            raise BadRequestError("dp is required to change a DP's faults")
+        try:
+            snapshot = self._provider.control_distribution(
+                dp=dp,
+                offline=offline,
+                failure_share=None if share is None else float(share),
+                schedule=schedule,
+                clear_schedule=clear_schedule,
+                hold=hold,
+            )
+        except ValueError as exc:
+            return _error(404 if "no DP named" in str(exc) else 400, str(exc))
         return AdminResponse(200, snapshot)
 
     def _faults_get(self, _argument: str, _body: bytes) -> AdminResponse:

@@ -27,6 +27,7 @@ from emulator.flag_types import (
     fault_rate,
     latency_ms,
     non_negative_float,
+    non_negative_int,
     port,
     positive_float,
     positive_int,
@@ -36,6 +37,7 @@ from emulator.flag_types import (
 from emulator.listener import quiet_handshake_logging
 from emulator.server import Emulator
 from emulator.settings import FAULT_KINDS, EmulatorSettings, FaultRates, MediumFailureMode
+from emulator.sms.content_status import build_distribution_points
 
 __all__ = ["PASSWORD_ENV", "build_parser", "main", "settings_from_args"]
 
@@ -162,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
         "accepted refreshes queue FIFO meanwhile, with ActionInProgress = 1",
     )
 
+    _add_distribution_flags(parser)
+
     ops = parser.add_argument_group("operational faults")
     ops.add_argument(
         "--latency-ms",
@@ -224,7 +228,7 @@ def settings_from_args(args: argparse.Namespace, password: str) -> EmulatorSetti
     rates = dict(args.fault_rate)
     if sum(rates.values()) > 1.0:
         raise ValueError("--fault-rate values must add up to at most 1")
-    return replace(
+    settings = replace(
         _DEFAULTS,
         host=args.host,
         port=args.port,
@@ -247,12 +251,86 @@ def settings_from_args(args: argparse.Namespace, password: str) -> EmulatorSetti
         medium_failure_mode=args.medium_failure_mode,
         distmgr_threads=args.distmgr_threads,
         distmgr_time_per_package_s=args.distmgr_time_per_package_s,
+        dp_count=args.dp_count,
+        pull_dp_count=args.pull_dp_count,
+        dp_jobs=args.dp_jobs,
+        dp_copy_time_s=args.dp_copy_time_s,
+        pull_dp_copy_factor=args.pull_dp_copy_factor,
+        dp_retry_count=args.dp_retry_count,
+        dp_retry_delay_s=args.dp_retry_delay_s,
+        dp_offline=tuple(args.dp_offline),
+        dp_failing=tuple(args.dp_failing),
+        dp_failure_share=args.dp_failure_share,
+        dp_scheduled=tuple(args.dp_scheduled),
+        dp_schedule_period_s=args.dp_schedule_period_s,
+        dp_schedule_open_s=args.dp_schedule_open_s,
         latency_s=args.latency_ms / 1000.0,
         latency_distribution=args.latency_distribution,
         fault_rates=FaultRates(**rates),
         idle_timeout_s=args.idle_timeout_s,
         max_concurrent_operations_per_user=args.max_ops_per_user,
         max_envelope_size_bytes=args.max_envelope_size_bytes,
+    )
+    build_distribution_points(settings)  # a DP flag naming no DP (DP09 of 5) fails here, not at start
+    return settings
+
+
+def _add_distribution_flags(parser: argparse.ArgumentParser) -> None:
+    d = _DEFAULTS
+    dps = parser.add_argument_group("distribution points (PkgXferMgr)")
+    dps.add_argument("--dp-count", type=typed(positive_int, "count"), default=d.dp_count, help="DPs of the site")
+    dps.add_argument(
+        "--pull-dp-count",
+        type=typed(non_negative_int, "count"),
+        default=d.pull_dp_count,
+        help="how many of them (the last ones) are pull DPs",
+    )
+    dps.add_argument("--dp-jobs", type=typed(positive_int, "count"), default=d.dp_jobs, help="push transfers at once")
+    dps.add_argument(
+        "--dp-copy-time-s",
+        type=typed(non_negative_float, "seconds"),
+        default=d.dp_copy_time_s,
+        help="time one copy to one DP takes (0 = at once)",
+    )
+    dps.add_argument(
+        "--pull-dp-copy-factor",
+        type=typed(non_negative_float, "factor"),
+        default=d.pull_dp_copy_factor,
+        help="a pull DP's copy takes this many times --dp-copy-time-s",
+    )
+    dps.add_argument(
+        "--dp-retry-count",
+        type=typed(non_negative_int, "count"),
+        default=d.dp_retry_count,
+        help="retries of a failed copy before the DP is failed for the package (ConfigMgr: 100)",
+    )
+    dps.add_argument(
+        "--dp-retry-delay-s",
+        type=typed(non_negative_float, "seconds"),
+        default=d.dp_retry_delay_s,
+        help="delay between retries (ConfigMgr: 1800)",
+    )
+    dps.add_argument("--dp-offline", action="append", default=[], metavar="DP", help="an offline DP (DP03)")
+    dps.add_argument(
+        "--dp-failing", action="append", default=[], metavar="DP", help="a DP failing --dp-failure-share of copies"
+    )
+    dps.add_argument(
+        "--dp-failure-share", type=typed(share, "share"), default=d.dp_failure_share, help="see --dp-failing"
+    )
+    dps.add_argument(
+        "--dp-scheduled", action="append", default=[], metavar="DP", help="a DP on a schedule (the window below)"
+    )
+    dps.add_argument(
+        "--dp-schedule-period-s",
+        type=typed(positive_float, "seconds"),
+        default=d.dp_schedule_period_s,
+        help="a scheduled DP's window opens once per period...",
+    )
+    dps.add_argument(
+        "--dp-schedule-open-s",
+        type=typed(non_negative_float, "seconds"),
+        default=d.dp_schedule_open_s,
+        help="... for this long",
     )
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "fault_rate",
     "latency_ms",
     "non_negative_float",
+    "non_negative_int",
     "port",
     "positive_float",
     "positive_int",
@@ -31,6 +32,13 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 

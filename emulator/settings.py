@@ -77,13 +77,36 @@ class EmulatorSettings:
     # The old name of distmgr_time_per_package_s (it was a delay per refresh, with no queue):
     # accepted at construction and folded in, never stored.
     distmgr_delay_s: InitVar[float | None] = None
+    # Distribution points (emulator.sms.pkgxfer): every package is on every DP of the site,
+    # DP01..DP<dp_count>, the last `pull_dp_count` of them pull DPs. Once DistMgr has processed
+    # a refresh, PkgXferMgr copies it to each DP, `dp_jobs` push transfers at a time, each taking
+    # `dp_copy_time_s` (a pull DP `pull_dp_copy_factor` times as long); a failed copy is retried
+    # `dp_retry_count` times, `dp_retry_delay_s` apart (ConfigMgr: 100 times, 30 min apart), then
+    # the DP is failed for that package. Faults by DP short name (DP03): offline, failing
+    # `dp_failure_share` of transfers, or on a schedule (transfers start only in the first
+    # `dp_schedule_open_s` of every `dp_schedule_period_s`).
+    dp_count: int = 5
+    pull_dp_count: int = 1
+    dp_jobs: int = 15
+    dp_copy_time_s: float = 0.0
+    pull_dp_copy_factor: float = 3.0
+    dp_retry_count: int = 3
+    dp_retry_delay_s: float = 0.0
+    dp_offline: tuple[str, ...] = ()
+    dp_failing: tuple[str, ...] = ()
+    dp_failure_share: float = 0.3
+    dp_scheduled: tuple[str, ...] = ()
+    dp_schedule_period_s: float = 3600.0
+    dp_schedule_open_s: float = 600.0
 
     # Operational behaviour.
     latency_s: float = 0.0
     latency_distribution: LatencyDistribution = "fixed"
     fault_rates: FaultRates = field(default_factory=FaultRates)
     idle_timeout_s: float = 120.0  # HTTP.sys closes idle keep-alive connections (~2 min)
-    max_concurrent_operations_per_user: int = 25  # WinRM MaxConcurrentOperationsPerUser is 1500; SMS is tighter
+    # WinRM's MaxConcurrentOperationsPerUser defaults to 1500. 25 is this emulator's choice, to make
+    # the quota fault easy to reach in tests: no documented SMS Provider limit says so.
+    max_concurrent_operations_per_user: int = 25
     max_envelope_size_bytes: int = 512_000
 
     def __post_init__(self, distmgr_delay_s: float | None) -> None:

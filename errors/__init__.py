@@ -179,7 +179,7 @@ class ProtocolError(PermanentError):
 
 
 class ReturnValueError(PermanentError):
-    """RefreshPkgSource returned non-zero on a package that is not STORAGE_COMPRESS: a refusal."""
+    """RefreshPkgSource returned non-zero, other than 21 on a STORAGE_COMPRESS package: a refusal."""
 
     kind = "return_value"
 

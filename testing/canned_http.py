@@ -31,6 +31,7 @@ __all__ = [
     "CannedAdapter",
     "CannedReply",
     "canned_client",
+    "canned_reply",
     "message_id_of",
 ]
 
@@ -83,6 +84,15 @@ class CannedAdapter(BaseAdapter):
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def canned_reply(relates_to: str, body: str) -> bytes:
+    """A SOAP 1.2 reply envelope relating to `relates_to`, holding `body` (trusted test XML)."""
+    return (
+        '<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" '
+        'xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing"><s:Header>'
+        f"<a:RelatesTo>{relates_to}</a:RelatesTo></s:Header><s:Body>{body}</s:Body></s:Envelope>"
+    ).encode()
 
 
 def message_id_of(request_body: bytes) -> str:

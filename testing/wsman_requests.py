@@ -14,11 +14,16 @@ from xml.sax.saxutils import escape, quoteattr
 __all__ = [
     "ACTION_ENUMERATE",
     "ACTION_GET",
+    "ACTION_PULL",
+    "ACTION_PUT",
     "NS",
     "class_uri",
     "enumerate_envelope",
+    "enumeration_page",
     "get_envelope",
+    "instance_envelope",
     "invoke_envelope",
+    "pull_envelope",
     "relates_to",
     "return_value",
 ]
@@ -32,6 +37,8 @@ NS = {
 }
 ACTION_GET = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Get"
 ACTION_ENUMERATE = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/Enumerate"
+ACTION_PULL = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/Pull"
+ACTION_PUT = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Put"
 _WMI_BASE = "http://schemas.microsoft.com/wbem/wsman/1/wmi/root/sms/site_"
 _ANONYMOUS = "http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous"
 _WQL_DIALECT = "http://schemas.microsoft.com/wbem/wsman/1/WQL"
@@ -143,6 +150,65 @@ def enumerate_envelope(
             "</n:Enumerate>"
         ),
     )
+
+
+def pull_envelope(endpoint: str, site_code: str, context: str, *, max_elements: int = 32) -> str:
+    """WS-Enumeration Pull of the next page of an enumeration context."""
+    return _envelope(
+        endpoint=endpoint,
+        resource_uri=class_uri(site_code, "*"),
+        action=ACTION_PULL,
+        message_id=_message_id(None),
+        body=(
+            f"<n:Pull><n:EnumerationContext>{escape(context)}</n:EnumerationContext>"
+            f"<n:MaxElements>{max_elements}</n:MaxElements></n:Pull>"
+        ),
+    )
+
+
+def instance_envelope(
+    endpoint: str,
+    site_code: str,
+    class_name: str,
+    selectors: dict[str, str],
+    *,
+    action: str = ACTION_GET,
+    properties: dict[str, str] | None = None,
+) -> str:
+    """A Get (or, with `action=ACTION_PUT` and `properties`, a Put) of an instance named by selectors."""
+    uri = class_uri(site_code, class_name)
+    body = ""
+    if properties is not None:
+        children = "".join(f"<p:{name}>{escape(value)}</p:{name}>" for name, value in properties.items())
+        body = f"<p:{class_name} xmlns:p={quoteattr(uri)}>{children}</p:{class_name}>"
+    return _envelope(
+        endpoint=endpoint,
+        resource_uri=uri,
+        action=action,
+        message_id=_message_id(None),
+        selectors=selectors,
+        body=body,
+    )
+
+
+def enumeration_page(reply: bytes) -> tuple[list[dict[str, str | None]], str | None]:
+    """An Enumerate / Pull reply's instances (local name -> text, None when nil) and its next context."""
+    root = ET.fromstring(reply)
+    items: list[dict[str, str | None]] = []
+    for container in root.iter():
+        if container.tag.endswith("}Items"):
+            for instance in container:
+                items.append(
+                    {
+                        child.tag.rsplit("}", 1)[-1]: None
+                        if child.get("{http://www.w3.org/2001/XMLSchema-instance}nil") == "true"
+                        else "".join(child.itertext())
+                        for child in instance
+                    }
+                )
+    ended = any(element.tag.endswith("}EndOfSequence") for element in root.iter())
+    context = root.find(".//n:EnumerationContext", NS)
+    return items, None if ended or context is None else context.text
 
 
 def relates_to(reply: bytes) -> str | None:

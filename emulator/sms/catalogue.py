@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from emulator.settings import EmulatorSettings
+from emulator.sms.content_status import DISTRIBUTION_POINT_CLASS, DP_CLASS_PROPERTIES, ContentStatus, RowKey
 from emulator.sms.distmgr import DistMgr
 from emulator.sms.generation import generate
 from emulator.sms.packages import (
@@ -43,6 +44,7 @@ from emulator.sms.packages import (
     ACTION_UPDATE,
     BASE_CLASS,
     PACKAGE_CLASSES,
+    PROPERTY_NAMES,
     RETURN_MEDIUM_NOT_READY,
     RETURN_NO_SOURCE,
     RETURN_SUCCESS,
@@ -51,12 +53,16 @@ from emulator.sms.packages import (
     Package,
     format_datetime,
 )
+from emulator.sms.pkgxfer import Schedule
 from emulator.sms.wql import Expr, Value
-from emulator.sms.wql_eval import equality_keys, evaluate
+from emulator.sms.wql_eval import equality_keys, evaluate, pins_only
 
-__all__ = ["Catalogue", "RefreshOutcome"]
+__all__ = ["Catalogue", "InstanceKey", "RefreshOutcome"]
 
 _KEY_PROPERTY: Final = "PackageID"
+
+# A package class's instance is keyed by its PackageID; a content status row by RowKey.
+InstanceKey = str | RowKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,16 +92,27 @@ class Catalogue:
         # WQL compares strings case-insensitively (casefold), so the index is keyed that way.
         self._by_folded_id = {p.package_id.casefold(): p for p in packages}
         self._position = {p.package_id: index for index, p in enumerate(packages)}
-        self._classes_by_lower = {name.lower(): name for name in (*PACKAGE_CLASSES, BASE_CLASS)}
+        self._classes_by_lower = {name.lower(): name for name in (*PACKAGE_CLASSES, BASE_CLASS, *DP_CLASS_PROPERTIES)}
         self._distmgr = DistMgr(
             threads=settings.distmgr_threads, time_per_package_s=settings.distmgr_time_per_package_s, clock=clock
         )
+        self._content = ContentStatus(settings, clock=clock, wall_clock=wall_clock)
 
     # ---- lookups
 
     def canonical_class(self, name: str) -> str | None:
         """The class's canonical spelling (WMI class names are case-insensitive), or None."""
         return self._classes_by_lower.get(name.lower())
+
+    @staticmethod
+    def is_content_class(class_name: str) -> bool:
+        """A class of distribution status (rows per package x DP), not a package class."""
+        return class_name in DP_CLASS_PROPERTIES
+
+    @staticmethod
+    def property_names(class_name: str) -> tuple[str, ...]:
+        """The class's properties, in the order WMI returns them."""
+        return DP_CLASS_PROPERTIES.get(class_name, PROPERTY_NAMES)
 
     def package_ids(self) -> list[str]:
         return list(self._packages)
@@ -119,27 +136,114 @@ class Catalogue:
             if class_name in (BASE_CLASS, package.class_name):
                 yield package.class_name, self._properties(package)
 
-    def matching(self, class_name: str, where: Expr | None) -> list[str]:
-        """PackageIDs of the class's instances satisfying a resolved WQL condition, in catalogue order."""
+    def matching(self, class_name: str, where: Expr | None) -> list[InstanceKey]:
+        """Keys of the class's instances satisfying a resolved WQL condition, in catalogue order."""
         self._advance()
-        keys = equality_keys(where, _KEY_PROPERTY)
-        if keys is None:
-            candidates: list[Package] = list(self._packages.values())
-        else:
-            found = (self._by_folded_id.get(key) for key in keys)
-            candidates = sorted((p for p in found if p is not None), key=lambda p: self._position[p.package_id])
+        if self.is_content_class(class_name):
+            key_property = self._content.package_key(class_name)
+            candidates = self._candidates(where, key_property)
+            # `PackageID = 'A' OR ...` (the worker's chunked query) is settled by the index alone.
+            condition = None if pins_only(where, key_property) else where
+            return list(self._content.matching(class_name, condition, candidates))
         return [
             package.package_id
-            for package in candidates
+            for package in self._candidates(where, _KEY_PROPERTY)
             if class_name in (BASE_CLASS, package.class_name)
             and (where is None or evaluate(where, self._properties(package)))
         ]
 
-    def current(self, package_ids: Iterable[str]) -> list[tuple[str, dict[str, Value]]]:
-        """(own class, current properties) of each existing package, in order (a page to render)."""
+    def _candidates(self, where: Expr | None, key_property: str) -> list[Package]:
+        """The packages a condition can match: those it pins by PackageID (an index), else all."""
+        keys = equality_keys(where, key_property)
+        if keys is None:
+            return list(self._packages.values())
+        found = (self._by_folded_id.get(key) for key in keys)
+        return sorted((p for p in found if p is not None), key=lambda p: self._position[p.package_id])
+
+    def render(self, class_name: str, keys: Iterable[InstanceKey]) -> list[tuple[str, dict[str, Value]]]:
+        """(own class, current properties) of each instance still there, in order (a page to render)."""
         self._advance()
-        found = (self._packages.get(package_id.upper()) for package_id in package_ids)
+        if self.is_content_class(class_name):
+            row_keys = [key for key in keys if isinstance(key, tuple)]
+            return self._content.render(class_name, row_keys, self._packages)
+        found = (self._packages.get(key.upper()) for key in keys if isinstance(key, str))
         return [(package.class_name, self._properties(package)) for package in found if package is not None]
+
+    def current(self, package_ids: Iterable[str]) -> list[tuple[str, dict[str, Value]]]:
+        """(own class, current properties) of each existing package, in order."""
+        return self.render(BASE_CLASS, package_ids)
+
+    # ---- distribution points
+
+    def distribution_point(self, package_id: str, server_nal_path: str) -> dict[str, Value] | None:
+        """The package's SMS_DistributionPoint instance on the DP the NAL path names, or None."""
+        package = self._packages.get(package_id.upper())
+        dp_index = self._content.dp_index(server_nal_path)
+        if package is None or dp_index is None:
+            return None
+        self._advance()
+        page = self._content.render(DISTRIBUTION_POINT_CLASS, [(package.package_id, dp_index, 0)], self._packages)
+        return page[0][1] if page else None
+
+    def refresh_now(self, package_id: str, server_nal_path: str) -> bool:
+        """RefreshNow: re-send the package to that DP; False when there is no such instance."""
+        package = self._packages.get(package_id.upper())
+        dp_index = self._content.dp_index(server_nal_path)
+        if package is None or dp_index is None:
+            return False
+        self._advance()
+        self._content.refresh_now(package, dp_index)
+        return True
+
+    def distribution(self) -> dict[str, Any]:
+        """PkgXferMgr's settings, DPs with their faults, rows by state and open jobs (JSON-ready)."""
+        self._advance()
+        return self._content.snapshot(self._packages)
+
+    def control_distribution(
+        self,
+        *,
+        dp: str | None = None,
+        offline: bool | None = None,
+        failure_share: float | None = None,
+        schedule: Schedule | None = None,
+        clear_schedule: bool = False,
+        hold: bool | None = None,
+    ) -> None:
+        """Change one DP's faults (by name) and/or hold / release PkgXferMgr; ValueError if unknown."""
+        self._advance()
+        xfer = self._content.xfer
+        if dp is not None:
+            index = self.dp_index_by_name(dp)
+            if index is None:
+                raise ValueError(f"no DP named {dp!r}")
+            if offline is not None:
+                xfer.set_offline(index, offline)
+            if failure_share is not None:
+                xfer.set_failure_share(index, failure_share)
+            if schedule is not None or clear_schedule:
+                xfer.set_schedule(index, schedule)
+        if hold is True:
+            xfer.hold()
+        elif hold is False:
+            xfer.release()
+        self._advance()
+
+    def dp_index_by_name(self, name: str) -> int | None:
+        """A DP by its FQDN or short name (DP03), case-insensitive."""
+        wanted = name.casefold()
+        for dp in self._content.xfer.dps:
+            if wanted in (dp.name.casefold(), dp.short_name.casefold()):
+                return dp.index
+        return None
+
+    def distribution_rows(self, package_id: str) -> list[dict[str, object]] | None:
+        """One package's row on every DP (JSON-ready), None for an unknown package."""
+        package = self._packages.get(package_id.upper())
+        if package is None:
+            return None
+        self._advance()
+        return self._content.package_rows(package)
 
     # ---- refresh
 
@@ -168,7 +272,8 @@ class Catalogue:
     def medium_not_ready_description(self, package_id: str) -> str:
         return (
             f"The source medium of package {package_id.upper()} (STORAGE_COMPRESS) is not ready. "
-            "Insert or mount the source medium, then refresh the package source again."
+            "Insert or mount the source medium, then refresh the package source again. "
+            "Error: 0x80070015 (ERROR_NOT_READY): The device is not ready."
         )
 
     def _medium_ready_now(self, package: Package) -> bool:
@@ -184,18 +289,21 @@ class Catalogue:
         return package.medium_ready
 
     def _advance(self) -> None:
-        """Apply every package DistMgr has finished by now (its source snapshot)."""
+        """Apply every package DistMgr has finished by now (its source snapshot), then PkgXferMgr's copies."""
         processed = self._distmgr.advance()
-        if not processed:
-            return
         now_mono, now_wall = self._clock(), self._wall_clock()
         for item in processed:
             package = self._packages[item.package_id]
+            # PkgXferMgr catches up to the moment DistMgr finished, then the copies begin there.
+            self._content.replay(item.finished_at)
             finished_at = datetime.fromtimestamp(now_wall - (now_mono - item.finished_at), tz=UTC)
+            old_version = package.source_version
             package.source_version += 1
             package.source_date = finished_at.replace(microsecond=0)
             if package.stored_version is not None:
                 package.stored_version = package.source_version
+            self._content.processed(package, old_version, item.finished_at)
+        self._content.replay(now_mono)
 
     def _properties(self, package: Package) -> dict[str, Value]:
         return package.properties(ACTION_UPDATE if self._distmgr.busy(package.package_id) else ACTION_NONE)

@@ -4,9 +4,10 @@
 and the caller's access: the WQL filter (or the URI's class) selects the instances, RBAC
 silently drops the ones the caller may not see, and pages are rendered as they are served.
 
-A context holds the PackageIDs that matched at Enumerate (each instance is rendered from its
-current state when its page is served), so a context costs a pointer per package, not a copy of
-every instance. Idle contexts expire after ENUMERATION_CONTEXT_TTL_S, as WinRM drops them.
+A context holds the keys of the instances that matched at Enumerate (a PackageID, or a content
+status row's key: emulator.sms.content_status), each rendered from its current state when its
+page is served, so a context costs a pointer per instance, not a copy of every instance.
+Idle contexts expire after ENUMERATION_CONTEXT_TTL_S, as WinRM drops them.
 Storing past MAX_ENUMERATION_CONTEXTS contexts or `max_items` PackageIDs in total evicts the
 oldest contexts (their next Pull gets n:InvalidEnumerationContext, as an expired one does):
 abandoned enumerations cannot grow memory, and the one being served always fits.
@@ -22,9 +23,9 @@ from typing import Any, Final
 from emulator.sms import error_replies
 from emulator.sms.access import AccessRules
 from emulator.sms.calllog import CallLog
-from emulator.sms.catalogue import Catalogue
+from emulator.sms.catalogue import Catalogue, InstanceKey
 from emulator.sms.instance_xml import render_instance
-from emulator.sms.packages import PROPERTY_NAMES
+from emulator.sms.packages import BASE_CLASS
 from emulator.sms.wql import Query, WqlError, parse, resolve
 from emulator.wsman import (
     WMI_OPERATION,
@@ -54,17 +55,18 @@ MAX_ENUMERATION_ITEMS: Final = 1_000_000
 
 @dataclass(slots=True)
 class Enumeration:
-    """One open enumeration: the matches, the selected properties and how far it has got."""
+    """One open enumeration: the class, the matches, the selected properties and how far it has got."""
 
-    package_ids: tuple[str, ...]
+    package_ids: tuple[InstanceKey, ...]
     selected: tuple[str, ...] | None
     position: int = 0
+    class_name: str = BASE_CLASS
 
     @property
     def done(self) -> bool:
         return self.position >= len(self.package_ids)
 
-    def next_page(self, size: int) -> tuple[str, ...]:
+    def next_page(self, size: int) -> tuple[InstanceKey, ...]:
         page = self.package_ids[self.position : self.position + size]
         self.position += len(page)
         return page
@@ -158,7 +160,8 @@ class WqlEnumerations:
         query = self._query(request, target)
         # RBAC filters query results silently: the SMS Provider only returns what you may see.
         matches = self._catalogue.matching(query.class_name, query.where)
-        state = Enumeration(tuple(pid for pid in matches if not self._access.is_denied(pid)), query.properties)
+        visible = tuple(key for key in matches if not self._access.is_denied(key if isinstance(key, str) else key[0]))
+        state = Enumeration(visible, query.properties, class_name=query.class_name)
         context = soap.new_message_id()
         if not request.optimize:
             self.store.store(context, state)
@@ -204,7 +207,7 @@ class WqlEnumerations:
                 raise invalid_class(request, **where, class_name=query.class_name, operation="enumerate")
             if target not in ("*", class_name):
                 raise self._invalid_query(request, f"The query must select from {target}. ")
-            return resolve(query, class_name, PROPERTY_NAMES)
+            return resolve(query, class_name, self._catalogue.property_names(class_name))
         except WqlError as exc:
             raise self._invalid_query(request, f"The query is not valid: {exc}. ") from None
 
@@ -217,9 +220,12 @@ class WqlEnumerations:
 
     def _render_page(self, state: Enumeration, size: int, operation: Operation, user: str) -> list[str]:
         rendered = []
-        # A package gone since Enumerate is skipped (the catalogue never deletes today).
-        for own_class, properties in self._catalogue.current(state.next_page(size)):
-            self._log.record(str(properties["PackageID"]), operation, user, "returned")
+        content = self._catalogue.is_content_class(state.class_name)
+        names = self._catalogue.property_names(state.class_name)
+        # An instance gone since Enumerate (a job completed) is skipped.
+        for own_class, properties in self._catalogue.render(state.class_name, state.next_page(size)):
+            if not content:  # the call log is per package: status rows are counted, not logged
+                self._log.record(str(properties["PackageID"]), operation, user, "returned")
             class_uri = class_resource_uri(self._site, own_class)
-            rendered.append(render_instance(own_class, class_uri, properties, state.selected))
+            rendered.append(render_instance(own_class, class_uri, properties, state.selected, all_names=names))
         return rendered

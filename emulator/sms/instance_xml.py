@@ -33,9 +33,14 @@ def render_instance(
     class_uri: str,
     properties: Mapping[str, Value],
     selected: Iterable[str] | None = None,
+    *,
+    all_names: Iterable[str] = PROPERTY_NAMES,
 ) -> str:
-    """One WMI instance as the WMI plugin renders it (xsi:type, xsi:nil for null, cim:Datetime)."""
-    names = PROPERTY_NAMES if selected is None else selected
+    """One WMI instance as the WMI plugin renders it (xsi:type, xsi:nil for null, cim:Datetime).
+
+    `selected` names the properties a query asked for; None means all the class's (`all_names`).
+    """
+    names = all_names if selected is None else selected
     children = "".join(_property_xml(name, properties.get(name)) for name in names)
     return (
         f'<p:{class_name} xmlns:p="{escape(class_uri)}" xmlns:cim="{NS.cim}" xmlns:xsi="{NS.xsi}" '

@@ -1,11 +1,12 @@
 """The SMS Provider behind WinRM's WMI plugin: one decrypted SOAP request in, one reply out.
 
 Pure protocol core (no sockets): the HTTP server authenticates, decrypts and calls `handle`.
-This module dispatches and answers Get and Invoke; emulator.wsman parses requests and renders
-replies and SOAP faults, `catalogue` holds the packages and their semantics (with Distribution
-Manager's queue), `enumerations` answers Enumerate / Pull / Release with WQL, `access` says who
-may see what, `calllog` records calls, `error_replies` shapes the SMS Provider's own faults. One
-lock makes it thread-safe; every call is short (no I/O, no sleeping).
+This module dispatches and answers Get, Invoke and Put (`RefreshNow` on `SMS_DistributionPoint`);
+emulator.wsman parses requests and renders replies and SOAP faults, `catalogue` holds the
+packages and their semantics (with Distribution Manager's queue and PkgXferMgr), `enumerations`
+answers Enumerate / Pull / Release with WQL, `access` says who may see what, `calllog` records
+calls, `error_replies` shapes the SMS Provider's own faults. One lock makes it thread-safe;
+every call is short (no I/O, no sleeping).
 
 Checks run in the order WinRM and WMI apply them: envelope, action, resource URI and namespace,
 the caller's right to the namespace, class, method, selectors, instance, then RBAC on it.
@@ -24,14 +25,17 @@ from emulator.sms import error_replies
 from emulator.sms.access import AccessRules
 from emulator.sms.calllog import CallLog
 from emulator.sms.catalogue import Catalogue
+from emulator.sms.content_status import DISTRIBUTION_POINT_CLASS
 from emulator.sms.enumerations import ENUMERATION_CONTEXT_TTL_S, MAX_ENUMERATION_ITEMS, WqlEnumerations, invalid_class
 from emulator.sms.instance_xml import render_instance
 from emulator.sms.packages import BASE_CLASS, MEDIUM_NOT_READY_ERROR_CODE
+from emulator.sms.pkgxfer import Schedule
 from emulator.sms.wql import Value
 from emulator.wsman import (
     ACTION_ENUMERATE,
     ACTION_GET,
     ACTION_PULL,
+    ACTION_PUT,
     ACTION_RELEASE,
     OPERATION_BY_ACTION,
     WMI_OPERATION,
@@ -64,7 +68,7 @@ REFRESH_METHOD: Final = "RefreshPkgSource"
 
 
 class Provider:
-    """Answers Get / Invoke RefreshPkgSource / Enumerate / Pull / Release for one emulated site."""
+    """Answers Get / Invoke RefreshPkgSource / Put RefreshNow / Enumerate / Pull / Release for one emulated site."""
 
     def __init__(
         self,
@@ -228,6 +232,44 @@ class Provider:
             self._catalogue.control_distmgr(time_per_package_s=time_per_package_s, hold=hold, drain=drain)
             return self._catalogue.distmgr()
 
+    # ------------------------------------------------------------------ distribution points
+
+    def distribution(self) -> dict[str, Any]:
+        """PkgXferMgr: settings, DPs with their faults, rows by state, open jobs, counters."""
+        with self._lock:
+            return self._catalogue.distribution()
+
+    def control_distribution(
+        self,
+        *,
+        dp: str | None = None,
+        offline: bool | None = None,
+        failure_share: float | None = None,
+        schedule: tuple[float | None, float] | None = None,
+        clear_schedule: bool = False,
+        hold: bool | None = None,
+    ) -> dict[str, Any]:
+        """Change one DP's faults and/or hold or release PkgXferMgr (ValueError for an unknown DP or
+        a bad value); `schedule` is (period_s or None for closed, open_s). Returns `distribution()`."""
+        with self._lock:
+            window = None
+            if schedule is not None:
+                window = Schedule(schedule[0], schedule[1], origin=self._clock())
+            self._catalogue.control_distribution(
+                dp=dp,
+                offline=offline,
+                failure_share=failure_share,
+                schedule=window,
+                clear_schedule=clear_schedule,
+                hold=hold,
+            )
+            return self._catalogue.distribution()
+
+    def distribution_rows(self, package_id: str) -> list[dict[str, Any]] | None:
+        """One package's row on every DP (state, version, last message), None if unknown."""
+        with self._lock:
+            return self._catalogue.distribution_rows(package_id)
+
     # ------------------------------------------------------------------ dispatch
 
     def _dispatch(self, envelope: bytes, user: str) -> bytes:
@@ -251,6 +293,8 @@ class Provider:
             return self._enumerations.pull(request)
         if action == ACTION_RELEASE:
             return self._enumerations.release(request)
+        if action == ACTION_PUT:
+            return self._put(request, user)
         # [MS-WSMV] 3.1.4.1.27: a custom action is the resource URI followed by the method name.
         resource_uri = (request.resource_uri or "").rstrip("/")
         if resource_uri and action.lower().startswith(resource_uri.lower() + "/"):
@@ -282,7 +326,8 @@ class Provider:
 
     def _package_id(self, request: WsmanRequest, class_name: str) -> str:
         """The PackageID selector: the class's only key, so anything else is an invalid selector."""
-        if class_name in ("*", BASE_CLASS):
+        if class_name in ("*", BASE_CLASS) or self._catalogue.is_content_class(class_name):
+            # Status classes are read by query; a Get of one of their rows is not modelled.
             raise Reject(soap_faults.resource_not_found(**self._where(request)))
         if not request.selectors:
             raise Reject(soap_faults.invalid_selectors(**self._where(request), detail_name="InsufficientSelectors"))
@@ -294,9 +339,22 @@ class Provider:
         self, request: WsmanRequest, class_name: str, package_id: str, operation: Operation, user: str
     ) -> dict[str, Value]:
         """The instance, or the not-found / access-denied fault WMI and RBAC would answer."""
-        where = {**self._where(request), "site_code": self._site, "operation": WMI_OPERATION[operation]}
         object_path = f'{class_name}.PackageID="{package_id}"'
         properties = self._catalogue.instance(class_name, package_id)
+        return self._visible(request, properties, package_id, object_path=object_path, operation=operation, user=user)
+
+    def _visible(
+        self,
+        request: WsmanRequest,
+        properties: dict[str, Value] | None,
+        package_id: str,
+        *,
+        object_path: str,
+        operation: Operation,
+        user: str,
+    ) -> dict[str, Value]:
+        """`properties`, or the not-found / access-denied fault WMI and RBAC would answer."""
+        where = {**self._where(request), "site_code": self._site, "operation": WMI_OPERATION[operation]}
         if properties is None:
             self._record_if_known(package_id, operation, user, "not_found")
             raise Reject(error_replies.instance_not_found(**where, object_path=object_path))
@@ -310,6 +368,10 @@ class Provider:
     def _get(self, request: WsmanRequest, user: str) -> bytes:
         self._log.count("gets")
         class_name = self._target_class(request, user, "get")
+        if class_name == DISTRIBUTION_POINT_CLASS:
+            package_id, properties = self._distribution_point(request, user, "get")
+            self._record(package_id, "get", user, "ok")
+            return soap.render_get_response(request.message_id, self._render_distribution_point(properties))
         package_id = self._package_id(request, class_name)
         properties = self._instance(request, class_name, package_id, "get", user)
         self._record(package_id, "get", user, "ok")
@@ -348,6 +410,55 @@ class Provider:
             )
         class_uri = class_resource_uri(self._site, class_name)
         return soap.render_invoke_response(request.message_id, class_uri, REFRESH_METHOD, outcome.return_value)
+
+    def _put(self, request: WsmanRequest, user: str) -> bytes:
+        """WS-Transfer Put: only `SMS_DistributionPoint`, and only its `RefreshNow` trigger."""
+        class_name = self._target_class(request, user, "put")
+        if class_name != DISTRIBUTION_POINT_CLASS:
+            raise Reject(soap_faults.action_not_supported(**self._where(request), action=request.action))
+        package_id, properties = self._distribution_point(request, user, "put")
+        if request.body_tag is None or not request.body_tag.endswith(f"}}{DISTRIBUTION_POINT_CLASS}"):
+            message = (
+                f"The body of a Put of {DISTRIBUTION_POINT_CLASS} must be an {DISTRIBUTION_POINT_CLASS} instance. "
+            )
+            raise Reject(soap_faults.schema_validation(**self._where(request), message=message))
+        values = {name.lower(): value for name, value in request.body_properties}
+        refresh = (values.get("refreshnow") or "false").strip().lower()
+        if refresh not in ("true", "false", "1", "0"):
+            message = "RefreshNow must be a boolean (true or false). "
+            raise Reject(soap_faults.schema_validation(**self._where(request), message=message))
+        if refresh in ("true", "1"):
+            self._catalogue.refresh_now(package_id, str(properties["ServerNALPath"]))
+        self._record(package_id, "put", user, "refresh_now" if refresh in ("true", "1") else "ok")
+        return soap.render_put_response(request.message_id, self._render_distribution_point(properties))
+
+    def _distribution_point(
+        self, request: WsmanRequest, user: str, operation: Operation
+    ) -> tuple[str, dict[str, Value]]:
+        """The instance its three key selectors name (PackageID, ServerNALPath, SiteCode), after RBAC."""
+        keys = {name.lower(): value for name, value in request.selectors}
+        required = ("packageid", "servernalpath", "sitecode")
+        if len(keys) != len(request.selectors) or set(keys) - set(required):
+            raise Reject(soap_faults.invalid_selectors(**self._where(request), detail_name="UnexpectedSelectors"))
+        if any(name not in keys for name in required):
+            raise Reject(soap_faults.invalid_selectors(**self._where(request), detail_name="InsufficientSelectors"))
+        package_id, nal_path, site_code = (keys[name] for name in required)
+        package_id = package_id.upper()
+        escaped_nal = nal_path.replace("\\", "\\\\").replace('"', '\\"')
+        object_path = (
+            f'{DISTRIBUTION_POINT_CLASS}.PackageID="{package_id}",ServerNALPath="{escaped_nal}",SiteCode="{site_code}"'
+        )
+        properties = None
+        if site_code.upper() == self._site:
+            properties = self._catalogue.distribution_point(package_id, nal_path)
+        return package_id, self._visible(
+            request, properties, package_id, object_path=object_path, operation=operation, user=user
+        )
+
+    def _render_distribution_point(self, properties: dict[str, Value]) -> str:
+        class_uri = class_resource_uri(self._site, DISTRIBUTION_POINT_CLASS)
+        names = self._catalogue.property_names(DISTRIBUTION_POINT_CLASS)
+        return render_instance(DISTRIBUTION_POINT_CLASS, class_uri, properties, all_names=names)
 
     # ------------------------------------------------------------------ access and logging
 

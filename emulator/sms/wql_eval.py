@@ -14,7 +14,7 @@ from typing import Final
 
 from emulator.sms.wql import And, CompareOp, Comparison, Expr, IsNull, Like, Not, Or, Value, parse_int
 
-__all__ = ["equality_keys", "evaluate"]
+__all__ = ["equality_keys", "evaluate", "pins_only"]
 
 # --------------------------------------------------------------------------- evaluation
 
@@ -153,3 +153,13 @@ def equality_keys(expr: Expr | None, prop: str) -> frozenset[str] | None:
         pinned = [keys for keys in (equality_keys(item, prop) for item in expr.items) if keys is not None]
         return frozenset.intersection(*pinned) if pinned else None
     return None
+
+
+def pins_only(expr: Expr | None, prop: str) -> bool:
+    """True when `expr` is nothing but `prop = ...` equalities ORed together: the instances of the
+    packages `equality_keys` found satisfy it, with nothing left to evaluate."""
+    if isinstance(expr, Comparison):
+        return expr.prop == prop and expr.op == "="
+    if isinstance(expr, Or):
+        return all(pins_only(item, prop) for item in expr.items)
+    return False

@@ -18,6 +18,8 @@ __all__ = [
     "ACTION_GET_RESPONSE",
     "ACTION_PULL",
     "ACTION_PULL_RESPONSE",
+    "ACTION_PUT",
+    "ACTION_PUT_RESPONSE",
     "ACTION_RELEASE",
     "ACTION_RELEASE_RESPONSE",
     "ACTION_WSMAN_FAULT",
@@ -69,6 +71,8 @@ ANONYMOUS: Final = "http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonym
 
 ACTION_GET: Final = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Get"
 ACTION_GET_RESPONSE: Final = "http://schemas.xmlsoap.org/ws/2004/09/transfer/GetResponse"
+ACTION_PUT: Final = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Put"
+ACTION_PUT_RESPONSE: Final = "http://schemas.xmlsoap.org/ws/2004/09/transfer/PutResponse"
 ACTION_ENUMERATE: Final = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/Enumerate"
 ACTION_ENUMERATE_RESPONSE: Final = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/EnumerateResponse"
 ACTION_PULL: Final = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/Pull"

@@ -5,16 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from emulator.wsman.namespaces import ACTION_ENUMERATE, ACTION_GET, ACTION_PULL
+from emulator.wsman.namespaces import ACTION_ENUMERATE, ACTION_GET, ACTION_PULL, ACTION_PUT
 
 __all__ = ["OPERATION_BY_ACTION", "WMI_OPERATION", "Operation", "Reject", "WsmanReply"]
 
-Operation = Literal["get", "invoke", "enumerate", "pull"]
+Operation = Literal["get", "invoke", "enumerate", "pull", "put"]
 
 OPERATION_BY_ACTION: Final[dict[str, Operation]] = {
     ACTION_GET: "get",
     ACTION_ENUMERATE: "enumerate",
     ACTION_PULL: "pull",
+    ACTION_PUT: "put",
 }
 # The WMI operation behind each (what __ExtendedStatus.Operation says).
 WMI_OPERATION: Final[dict[Operation, str]] = {
@@ -22,6 +23,7 @@ WMI_OPERATION: Final[dict[Operation, str]] = {
     "invoke": "ExecMethod",
     "enumerate": "ExecQuery",
     "pull": "ExecQuery",
+    "put": "PutInstance",
 }
 
 

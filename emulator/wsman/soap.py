@@ -20,6 +20,7 @@ from emulator.wsman.namespaces import (
     ACTION_ENUMERATE_RESPONSE,
     ACTION_GET_RESPONSE,
     ACTION_PULL_RESPONSE,
+    ACTION_PUT_RESPONSE,
     ACTION_RELEASE_RESPONSE,
     ANONYMOUS,
     NS,
@@ -37,6 +38,7 @@ __all__ = [
     "render_get_response",
     "render_invoke_response",
     "render_pull_response",
+    "render_put_response",
     "render_release_response",
 ]
 
@@ -62,6 +64,8 @@ _T_RELEASE: Final = f"{{{NS.n}}}Release"
 
 _DURATION_RE: Final = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 _MAX_ELEMENTS_LIMIT: Final = 1_000_000
+_MAX_BODY_PROPERTIES: Final = 256  # a WMI instance has tens of properties; bounds the copy
+_XSI_NIL: Final = f"{{{NS.xsi}}}nil"
 
 
 class SoapError(ValueError):
@@ -88,6 +92,8 @@ class WsmanRequest:
     filter_text: str | None = None
     filter_dialect: str | None = None
     enumeration_context: str | None = None
+    # A Put's instance (or any other body element's children): (local name, text or None if nil).
+    body_properties: tuple[tuple[str, str | None], ...] = ()
 
     def selector(self, name: str) -> str | None:
         """A selector's value by case-insensitive name."""
@@ -141,6 +147,16 @@ def _body_fields(body_element: ET.Element, message_id: str) -> dict[str, object]
     elif body_element.tag in (_T_PULL, _T_RELEASE):
         fields["enumeration_context"] = _text(body_element.find(_T_CONTEXT))
         fields["max_elements"] = _max_elements(body_element.find(_T_N_MAX_ELEMENTS), message_id)
+    elif len(body_element):
+        if len(body_element) > _MAX_BODY_PROPERTIES:
+            raise SoapError("schema", "the body holds too many properties", message_id=message_id)
+        fields["body_properties"] = tuple(
+            (
+                child.tag.rsplit("}", 1)[-1],
+                None if child.get(_XSI_NIL, "").strip().lower() == "true" else "".join(child.itertext()).strip(),
+            )
+            for child in body_element
+        )
     return fields
 
 
@@ -236,6 +252,11 @@ def envelope(action: str, relates_to: str | None, body: str) -> bytes:
 
 def render_get_response(relates_to: str, instance_xml: str) -> bytes:
     return envelope(ACTION_GET_RESPONSE, relates_to, instance_xml)
+
+
+def render_put_response(relates_to: str, instance_xml: str) -> bytes:
+    """WS-Transfer PutResponse: the instance as it now is."""
+    return envelope(ACTION_PUT_RESPONSE, relates_to, instance_xml)
 
 
 def render_invoke_response(relates_to: str, class_uri: str, method: str, return_value: int) -> bytes:

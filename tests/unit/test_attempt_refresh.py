@@ -168,11 +168,19 @@ def test_nonzero_return_value_elsewhere_is_a_permanent_refusal() -> None:
     assert not info.value.retryable and "STORAGE_NO_SOURCE" in info.value.message
 
 
-def test_wmi_generic_failure_on_storage_compress_is_medium_not_ready() -> None:
-    """WBEM_E_FAILED from RefreshPkgSource on a STORAGE_COMPRESS package is the SDK's medium shape."""
-    failure = ProviderFailureError("generic failure", wmi_code=0x80041001, wsman_code=2150858752)
+def test_wmi_generic_failure_naming_error_not_ready_on_storage_compress_is_medium_not_ready() -> None:
+    """WBEM_E_FAILED from RefreshPkgSource on a STORAGE_COMPRESS package, naming ERROR_NOT_READY."""
+    failure = ProviderFailureError("generic failure: ERROR_NOT_READY", wmi_code=0x80041001, wsman_code=2150858752)
     with pytest.raises(MediumNotReadyError):
         attempt_refresh(ScriptedClient(COMPRESS, return_value=failure), "SMS_Package", "PS100001")
+
+
+def test_wmi_generic_failure_for_another_cause_keeps_its_meaning_on_storage_compress() -> None:
+    """A WBEM_E_FAILED that names no device is not retried on the medium's schedule of hours."""
+    failure = ProviderFailureError("site database unreachable", wmi_code=0x80041001, wsman_code=2150858752)
+    with pytest.raises(ProviderFailureError) as info:
+        attempt_refresh(ScriptedClient(COMPRESS, return_value=failure), "SMS_Package", "PS100001")
+    assert not isinstance(info.value, MediumNotReadyError)
 
 
 def test_a_known_version_before_from_an_earlier_attempt_is_kept() -> None:

@@ -317,8 +317,10 @@ def test_no_password_survives_sanitizing(password: str, scheme: str) -> None:
         (0, STORAGE_COMPRESS, "accepted"),
         (0, 2, "accepted"),
         (0, None, "accepted"),
-        (1, STORAGE_COMPRESS, "medium_not_ready"),
-        (2147749889, STORAGE_COMPRESS, "medium_not_ready"),
+        (21, STORAGE_COMPRESS, "medium_not_ready"),
+        (1, STORAGE_COMPRESS, "failed"),  # undocumented: not guessed into "wait for the medium"
+        (2147749889, STORAGE_COMPRESS, "failed"),
+        (21, 2, "failed"),
         (1, 2, "failed"),
         (1, None, "failed"),
         (-1, 4, "failed"),
@@ -327,13 +329,16 @@ def test_no_password_survives_sanitizing(password: str, scheme: str) -> None:
 def test_refresh_outcome_reads_return_values_per_storage_mode(
     return_value: int, flag: int | None, outcome: str
 ) -> None:
-    """0 is accepted; non-zero is medium-not-ready on STORAGE_COMPRESS, failed otherwise."""
+    """0 is accepted; 21 (ERROR_NOT_READY) is medium-not-ready on STORAGE_COMPRESS; anything else failed."""
     assert refresh_outcome(return_value, flag) == outcome
 
 
-def test_generic_wmi_failure_on_a_compressed_package_is_medium_not_ready() -> None:
-    """WBEM_E_FAILED on a STORAGE_COMPRESS package becomes MediumNotReadyError, details kept."""
-    status = ExtendedStatus(class_name="SMS_ExtendedStatus", description="medium", error_code=7)
+def test_generic_wmi_failure_naming_a_device_not_ready_is_medium_not_ready() -> None:
+    """WBEM_E_FAILED on a STORAGE_COMPRESS package whose SMS_ExtendedStatus names ERROR_NOT_READY
+    becomes MediumNotReadyError, details kept."""
+    status = ExtendedStatus(
+        class_name="SMS_ExtendedStatus", description="Error: 0x80070015 (ERROR_NOT_READY)", error_code=7
+    )
     original = ProviderFailureError(
         "WS-Man fault",
         code=WBEM_E_FAILED,
@@ -359,6 +364,18 @@ def test_generic_wmi_failure_on_a_compressed_package_is_medium_not_ready() -> No
 @pytest.mark.parametrize(
     ("error", "flag"),
     [
+        (ProviderFailureError("x", wmi_code=WBEM_E_FAILED), STORAGE_COMPRESS),  # names no device
+        (
+            ProviderFailureError(
+                "x",
+                wmi_code=WBEM_E_FAILED,
+                extended_status=ExtendedStatus(
+                    class_name="SMS_ExtendedStatus", description="Failed to get a connection to the site database"
+                ),
+            ),
+            STORAGE_COMPRESS,
+        ),
+        (ProviderFailureError("x", wmi_code=WBEM_E_FAILED, code=21), 2),
         (ProviderFailureError("x", wmi_code=WBEM_E_FAILED), 2),
         (ProviderFailureError("x", wmi_code=WBEM_E_FAILED), None),
         (ProviderFailureError("x", wmi_code=WBEM_E_PROVIDER_FAILURE), STORAGE_COMPRESS),
@@ -368,8 +385,26 @@ def test_generic_wmi_failure_on_a_compressed_package_is_medium_not_ready() -> No
     ],
 )
 def test_other_errors_keep_their_meaning_on_any_package(error: RefreshError, flag: int | None) -> None:
-    """Only WBEM_E_FAILED on STORAGE_COMPRESS is converted; everything else is returned as is."""
+    """Only WBEM_E_FAILED naming a device not ready on STORAGE_COMPRESS is converted; the rest is kept."""
     assert error_for_medium_fault(error, flag) is error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ProviderFailureError("x", wmi_code=WBEM_E_FAILED, code=21),
+        ProviderFailureError("x", wmi_code=WBEM_E_FAILED, code=0x80070015),
+        ProviderFailureError(
+            "x",
+            wmi_code=WBEM_E_FAILED,
+            extended_status=ExtendedStatus(class_name="SMS_ExtendedStatus", error_code=0x80070015),
+        ),
+        ProviderFailureError("WS-Man fault: The device is not ready.", wmi_code=WBEM_E_FAILED),
+    ],
+    ids=["win32-code", "hresult", "extended-status-code", "windows-text"],
+)
+def test_each_way_a_fault_names_error_not_ready_counts(error: RefreshError) -> None:
+    assert isinstance(error_for_medium_fault(error, STORAGE_COMPRESS), MediumNotReadyError)
 
 
 # --- HTTP error replies behind pywinrm's exceptions ------------------------------------

@@ -310,6 +310,7 @@ def test_generic_wmi_failure_is_a_transient_provider_failure() -> None:
         ("2147749890", NotFoundError),  # 0x80041002 WBEM_E_NOT_FOUND
         ("2147749891", AccessDeniedError),  # 0x80041003 WBEM_E_ACCESS_DENIED
         ("2147749892", ProviderFailureError),  # 0x80041004 WBEM_E_PROVIDER_FAILURE
+        ("2147749894", ServerBusyError),  # 0x80041006 WBEM_E_OUT_OF_MEMORY: the provider host's quota
         ("2147749896", InvalidRequestError),  # 0x80041008 WBEM_E_INVALID_PARAMETER
         ("2147749902", ConfigError),  # 0x8004100E WBEM_E_INVALID_NAMESPACE
         ("2147749904", InvalidRequestError),  # 0x80041010 WBEM_E_INVALID_CLASS

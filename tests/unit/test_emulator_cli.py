@@ -125,3 +125,51 @@ def test_bad_distmgr_values_exit_2(argv: list[str], capsys: pytest.CaptureFixtur
         build_parser().parse_args(argv)
     assert raised.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_distribution_point_flags_reach_their_fields() -> None:
+    settings = _settings(
+        "--dp-count", "20", "--pull-dp-count", "2", "--dp-jobs", "4", "--dp-copy-time-s", "1.5",
+        "--pull-dp-copy-factor", "5", "--dp-retry-count", "100", "--dp-retry-delay-s", "1800",
+        "--dp-offline", "DP07", "--dp-failing", "DP08", "--dp-failure-share", "0.3",
+        "--dp-scheduled", "DP09", "--dp-scheduled", "DP10", "--dp-schedule-period-s", "60",
+        "--dp-schedule-open-s", "5",
+    )  # fmt: skip
+    assert settings == EmulatorSettings(
+        password=_PASSWORD,
+        dp_count=20,
+        pull_dp_count=2,
+        dp_jobs=4,
+        dp_copy_time_s=1.5,
+        pull_dp_copy_factor=5.0,
+        dp_retry_count=100,
+        dp_retry_delay_s=1800.0,
+        dp_offline=("DP07",),
+        dp_failing=("DP08",),
+        dp_failure_share=0.3,
+        dp_scheduled=("DP09", "DP10"),
+        dp_schedule_period_s=60.0,
+        dp_schedule_open_s=5.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--dp-offline", "DP09"], "no DP named 'DP09'"),
+        (["--dp-count", "2", "--pull-dp-count", "3"], "pull_dp_count"),
+    ],
+)
+def test_a_dp_flag_naming_no_dp_is_rejected(argv: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _settings(*argv)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--dp-count", "0"], ["--pull-dp-count", "-1"], ["--dp-failure-share", "1.5"], ["--dp-copy-time-s", "nan"]],
+)
+def test_bad_dp_values_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        build_parser().parse_args(argv)
+    assert raised.value.code == 2 and "error:" in capsys.readouterr().err

@@ -254,3 +254,28 @@ def test_win32_hresults_map_by_whether_they_can_heal(code: str, error_class: typ
         _get(adapter)()
 
     assert type(caught.value) is error_class
+
+
+# --- ReturnValues Microsoft does not document ----------------------------------------------
+
+
+@pytest.mark.parametrize(("return_value", "logged"), [(0, False), (21, False), (7, True), (-2147217407, True)])
+def test_an_undocumented_return_value_is_logged_and_handed_back_unmapped(
+    caplog: pytest.LogCaptureFixture, return_value: int, logged: bool
+) -> None:
+    body = (
+        f'<p:RefreshPkgSource_OUTPUT xmlns:p="{CLASS_URI}"><p:ReturnValue>{return_value}</p:ReturnValue>'
+        "</p:RefreshPkgSource_OUTPUT>"
+    )
+    client = canned_client(_answering(body))
+    with caplog.at_level("WARNING", logger="worker.provider.client"):
+        assert client.refresh("SMS_DriverPackage", "PS100012") == return_value
+    warnings = [record.getMessage() for record in caplog.records if "undocumented ReturnValue" in record.getMessage()]
+    assert warnings == (
+        [
+            f"RefreshPkgSource of PS100012 at site PS1 returned {return_value}: an undocumented "
+            "ReturnValue, read as a refusal"
+        ]
+        if logged
+        else []
+    )

@@ -2,6 +2,7 @@
 
 packages.py        package classes, PackageID and site-code rules, a package's properties
 refresh_answer.py  what RefreshPkgSource's answer means (the medium of STORAGE_COMPRESS)
+distribution.py    content on DPs: status queries out, provider rows in, checked and bounded
 criteria.py        a bulk's criteria, and the WQL they select with (wql.py builds it)
 request.py         the refresh request contract: a task's kwargs, validated; its retry state
 task_names.py      the task names producers send

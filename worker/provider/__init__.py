@@ -1,6 +1,7 @@
 """The SMS Provider client: WS-Man calls over WinRM, and what every failure means.
 
-    client.py     SccmClient: Get, Invoke RefreshPkgSource, Enumerate/Pull; short in-call retries
+    client.py     SccmClient: Get, Invoke RefreshPkgSource, Enumerate/Pull; short in-call retries;
+                  DP status rows, messages and rollups for many packages; Put RefreshNow
     transport.py  ProviderTransport: pywinrm, one session per thread, HTTP errors read as faults
     classify.py   every fault, HTTP status and exception as a RefreshError (docs/errors.md)
 

@@ -71,6 +71,7 @@ __all__ = [
     "WBEM_E_INVALID_PARAMETER",
     "WBEM_E_INVALID_QUERY",
     "WBEM_E_NOT_FOUND",
+    "WBEM_E_OUT_OF_MEMORY",
     "WBEM_E_PROVIDER_FAILURE",
     "WSMAN_CANNOT_PROCESS_FILTER",
     "WSMAN_DESTINATION_UNREACHABLE",
@@ -100,6 +101,9 @@ WBEM_E_NOT_FOUND = 0x80041002
 WBEM_E_ACCESS_DENIED = 0x80041003
 WBEM_E_PROVIDER_FAILURE = 0x80041004
 WBEM_E_TYPE_MISMATCH = 0x80041005
+# The provider host ran out of its memory quota (WMI's provider-host limits), not the server:
+# busy, retry later. Not to be confused with the SMS Provider lacking resources for good.
+WBEM_E_OUT_OF_MEMORY = 0x80041006
 WBEM_E_INVALID_PARAMETER = 0x80041008
 WBEM_E_NOT_SUPPORTED = 0x8004100C
 WBEM_E_INVALID_NAMESPACE = 0x8004100E
@@ -213,6 +217,7 @@ _ERROR_BY_CODE: dict[int, _ByMeaning] = {
     WSMAN_QUOTA_MAX_SHELLS_USER: QuotaError,
     WSMAN_QUOTA_MAX_OPERATIONS_USER: QuotaError,
     WBEM_E_QUOTA_VIOLATION: QuotaError,
+    WBEM_E_OUT_OF_MEMORY: ServerBusyError,
     **_ERROR_BY_WIN32_CODE,
     **{hresult_from_win32(code): meaning for code, meaning in _ERROR_BY_WIN32_CODE.items()},
 }

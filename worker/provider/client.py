@@ -1,4 +1,4 @@
-"""The SMS Provider client: read a package, refresh it, enumerate with WQL.
+"""The SMS Provider client: read a package, refresh it, enumerate with WQL, follow content to DPs.
 
 Composition only: envelopes and parsing come from the pure `worker.wsman` layer, bytes travel
 through `ProviderTransport`, short transport blips are retried in-call by the `in_call`
@@ -18,17 +18,41 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TypeVar
 
 from config.settings import RetryPolicy
 from errors import OperationTimeoutError
 from worker.domain.deadline import Deadline
-from worker.domain.packages import BOOT_IMAGE_CLASS, PackageInfo, package_resource_uri, site_enumeration_uri
+from worker.domain.distribution import (
+    DEFAULT_MAX_ROWS,
+    DISTRIBUTION_POINT_CLASS,
+    ContentCountsReader,
+    DpMessageReader,
+    DpStatusBatch,
+    DpStatusReader,
+    content_counts_query,
+    distribution_point_uri,
+    dp_message_query,
+    dp_status_query,
+    merge_batches,
+    package_chunks,
+    validate_nal_path,
+)
+from worker.domain.packages import (
+    BOOT_IMAGE_CLASS,
+    PackageInfo,
+    package_resource_uri,
+    site_enumeration_uri,
+    validate_package_id,
+    validate_site_code,
+)
+from worker.domain.refresh_answer import KNOWN_RETURN_VALUES
 from worker.provider.classify import classify_exception, error_from_wsman
 from worker.provider.transport import ProviderTransport
 from worker.retry import in_call_retrying
 from worker.wsman import (
+    ACTION_PUT_RESPONSE,
     REFRESH_METHOD,
     EnumerationPage,
     Envelope,
@@ -38,7 +62,9 @@ from worker.wsman import (
     build_get,
     build_invoke,
     build_pull,
+    build_put,
     build_release,
+    check_action,
     check_relates_to,
     parse_enumeration,
     parse_header,
@@ -51,6 +77,9 @@ __all__ = ["SccmClient"]
 log = logging.getLogger(__name__)
 
 _MAX_PULLS = 10_000  # bounds an enumeration against a provider that never ends its sequence
+# A summarizer row is about 700 bytes on the wire: 500 a page keeps a reply near 350 KB, inside the
+# 512,000-byte MaxEnvelopeSize with room for long NAL paths (200 packages x 10 DPs: 4 operations).
+_STATUS_PAGE_SIZE = 500
 
 T = TypeVar("T")
 
@@ -62,6 +91,10 @@ def _as_refresh_errors() -> Iterator[None]:
         yield
     except WsmanError as exc:
         raise error_from_wsman(exc) from None
+
+
+def _check_put_response(xml: bytes) -> None:
+    check_action(parse_header(xml), ACTION_PUT_RESPONSE)
 
 
 class SccmClient:
@@ -155,6 +188,14 @@ class SccmClient:
             read_timeout_s=provider.boot_image_read_timeout_s if boot_image else None,
             deadline=deadline,
         )
+        if output.return_value not in KNOWN_RETURN_VALUES:
+            # Microsoft documents only 0: an unknown value is reported as it is, never given a meaning.
+            log.warning(
+                "RefreshPkgSource of %s at site %s returned %d: an undocumented ReturnValue, read as a refusal",
+                package_id,
+                self.site_code,
+                output.return_value,
+            )
         return output.return_value
 
     def enumerate(
@@ -199,6 +240,96 @@ class SccmClient:
         finally:
             if page.has_more and page.context is not None:
                 self._release(uri, page.context)
+
+    # ------------------------------------------------------------------ distribution points
+
+    def read_dp_status(
+        self, package_ids: Iterable[str], *, max_rows: int = DEFAULT_MAX_ROWS, deadline: Deadline | None = None
+    ) -> DpStatusBatch:
+        """Every DP row (`SMS_PackageStatusDistPointsSummarizer`) of these packages, a query per
+        200 packages; rows the provider got wrong are refused and counted, and reading stops at
+        `max_rows` (`truncated`), its enumeration released."""
+        return self._read_status(package_ids, dp_status_query, DpStatusReader, max_rows, deadline)
+
+    def read_dp_messages(
+        self, package_ids: Iterable[str], *, max_rows: int = DEFAULT_MAX_ROWS, deadline: Deadline | None = None
+    ) -> DpStatusBatch:
+        """The last status message per package x DP (`SMS_DistributionDPStatus`), bounded the same way."""
+        return self._read_status(package_ids, dp_message_query, DpMessageReader, max_rows, deadline)
+
+    def read_content_counts(
+        self, package_ids: Iterable[str], *, max_rows: int = DEFAULT_MAX_ROWS, deadline: Deadline | None = None
+    ) -> DpStatusBatch:
+        """Per package, DPs targeted / done / in progress / failed (`SMS_ObjectContentExtraInfo`): one
+        row per package, so one operation reads 200 packages; blind to versions (see ContentCounts)."""
+        return self._read_status(package_ids, content_counts_query, ContentCountsReader, max_rows, deadline)
+
+    def _read_status(
+        self,
+        package_ids: Iterable[str],
+        query: Callable[[list[str]], str],
+        reader_class: type[DpStatusReader] | type[DpMessageReader] | type[ContentCountsReader],
+        max_rows: int,
+        deadline: Deadline | None,
+    ) -> DpStatusBatch:
+        with _as_refresh_errors():
+            chunks = package_chunks(package_ids)
+        batches: list[DpStatusBatch] = []
+        left = max_rows
+        for chunk in chunks:
+            if left <= 0:
+                batches.append(DpStatusBatch(truncated=True))
+                break
+            reader = reader_class(chunk, max_rows=left)
+            instances = self.enumerate(query(chunk), page_size=_STATUS_PAGE_SIZE, deadline=deadline)
+            try:
+                for instance in instances:
+                    if not reader.add(instance):
+                        break
+            finally:
+                instances.close()  # an early stop releases the server's context
+            batch = reader.result()
+            left -= len(batch.rows) + len(batch.messages) + len(batch.counts)
+            batches.append(batch)
+        merged = merge_batches(batches)
+        if merged.rejected or merged.truncated:
+            log.warning(
+                "site %s: %d DP status rows refused, %d duplicates, truncated=%s (%s)",
+                self.site_code,
+                merged.rejected,
+                merged.duplicates,
+                merged.truncated,
+                "; ".join(merged.problems),
+            )
+        return merged
+
+    def refresh_now(
+        self, package_id: str, nal_path: str, *, dp_site_code: str | None = None, deadline: Deadline | None = None
+    ) -> None:
+        """Set `RefreshNow = true` on the package's `SMS_DistributionPoint` at one DP (a WS-Transfer
+        Put): ConfigMgr re-sends that package to that DP, the console's Redistribute.
+
+        Never retried here: each landing re-sends the content; the caller bounds how often.
+        """
+        with _as_refresh_errors():
+            uri = distribution_point_uri(self.site_code)
+            selectors = {
+                "PackageID": validate_package_id(package_id),
+                "ServerNALPath": validate_nal_path(nal_path),
+                "SiteCode": validate_site_code(dp_site_code or self.site_code),
+            }
+
+        def build() -> Envelope:
+            return build_put(
+                to_url=self._to_url,
+                resource_uri=uri,
+                selectors=selectors,
+                class_name=DISTRIBUTION_POINT_CLASS,
+                properties={"RefreshNow": "true"},
+                operation_timeout_s=self._timeout_s,
+            )
+
+        self._exchange(build, _check_put_response, retry=False, deadline=deadline)
 
     def _release(self, uri: str, context: str) -> None:
         """Tell the server we are done with an enumeration context; a failure is only logged."""

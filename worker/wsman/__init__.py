@@ -15,12 +15,14 @@ from worker.wsman.envelopes import (
     build_get,
     build_invoke,
     build_pull,
+    build_put,
     build_release,
     new_message_id,
 )
 from worker.wsman.exceptions import EnvelopeValueError, FaultReply, MalformedReply, WsmanError
 from worker.wsman.faultinfo import ExtendedStatus, FaultInfo, ProviderFault
 from worker.wsman.faults import is_wmi_hresult, parse_fault
+from worker.wsman.namespaces import ACTION_PUT_RESPONSE
 from worker.wsman.replies import (
     EnumerationPage,
     MethodOutput,
@@ -37,6 +39,7 @@ from worker.wsman.selectors import enumeration_uri, resource_uri
 from worker.wsman.soap_parser import MAX_DEPTH, MAX_ELEMENTS, MAX_REPLY_BYTES, parse_envelope
 
 __all__ = [
+    "ACTION_PUT_RESPONSE",
     "DEFAULT_LOCALE",
     "DEFAULT_MAX_ENVELOPE_SIZE_BYTES",
     "MAX_DEPTH",
@@ -59,6 +62,7 @@ __all__ = [
     "build_get",
     "build_invoke",
     "build_pull",
+    "build_put",
     "build_release",
     "check_action",
     "check_relates_to",

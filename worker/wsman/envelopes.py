@@ -1,4 +1,4 @@
-"""Build the WS-Man request envelopes the worker sends: Get, Invoke, Enumerate, Pull, Release.
+"""Build the WS-Man request envelopes the worker sends: Get, Put, Invoke, Enumerate, Pull, Release.
 
 Pure functions: they return the UTF-8 bytes for pywinrm's `Protocol.send_message` plus the
 MessageID used (to check the reply's RelatesTo) and the Action. The header follows the
@@ -23,6 +23,7 @@ from worker.wsman.namespaces import (
     ACTION_ENUMERATE,
     ACTION_GET,
     ACTION_PULL,
+    ACTION_PUT,
     ACTION_RELEASE,
     ADDRESS_ANONYMOUS,
     DIALECT_WQL,
@@ -43,6 +44,7 @@ __all__ = [
     "build_get",
     "build_invoke",
     "build_pull",
+    "build_put",
     "build_release",
     "new_message_id",
 ]
@@ -114,6 +116,40 @@ def build_get(
         locale=locale,
         message_id=message_id,
         body="",
+    )
+
+
+def build_put(
+    *,
+    to_url: str,
+    resource_uri: str,
+    selectors: Mapping[str, str],
+    class_name: str,
+    properties: Mapping[str, str],
+    operation_timeout_s: float,
+    max_envelope_size_bytes: int = DEFAULT_MAX_ENVELOPE_SIZE_BYTES,
+    locale: str = DEFAULT_LOCALE,
+    message_id: str | None = None,
+) -> Envelope:
+    """A WS-Transfer Put of some properties of one instance ([MS-WSMV] 3.1.4.1.12).
+
+    Body: `<p:<Class> xmlns:p="<ResourceURI>"><p:<Name>>value</p:<Name>>...</p:<Class>>`; names
+    are checked, values escaped (a NAL path's quotes and backslashes are plain text in XML).
+    """
+    name = _checked_name(class_name, "class name")
+    children = "".join(
+        f"<p:{_checked_name(prop, 'property name')}>{_text(value)}</p:{prop}>" for prop, value in properties.items()
+    )
+    return _envelope(
+        action=ACTION_PUT,
+        to_url=to_url,
+        resource_uri=resource_uri,
+        selectors=selectors,
+        operation_timeout_s=operation_timeout_s,
+        max_envelope_size_bytes=max_envelope_size_bytes,
+        locale=locale,
+        message_id=message_id,
+        body=f"<p:{name} xmlns:p={_attr(resource_uri)}>{children}</p:{name}>",
     )
 
 

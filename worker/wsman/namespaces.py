@@ -17,6 +17,8 @@ __all__ = [
     "ACTION_GET_RESPONSE",
     "ACTION_PULL",
     "ACTION_PULL_RESPONSE",
+    "ACTION_PUT",
+    "ACTION_PUT_RESPONSE",
     "ACTION_RELEASE",
     "ACTION_RELEASE_RESPONSE",
     "ADDRESS_ANONYMOUS",
@@ -57,6 +59,8 @@ WMI_RESOURCE_URI_BASE = "http://schemas.microsoft.com/wbem/wsman/1/wmi"
 
 ACTION_GET = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Get"
 ACTION_GET_RESPONSE = "http://schemas.xmlsoap.org/ws/2004/09/transfer/GetResponse"
+ACTION_PUT = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Put"
+ACTION_PUT_RESPONSE = "http://schemas.xmlsoap.org/ws/2004/09/transfer/PutResponse"
 ACTION_ENUMERATE = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/Enumerate"
 ACTION_ENUMERATE_RESPONSE = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/EnumerateResponse"
 ACTION_PULL = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/Pull"
