@@ -15,11 +15,15 @@ from pathlib import Path
 import pytest
 import redis
 
+from embedded.redis_server import RedisServer
 from errors import InvalidRequestError
+from testing.redis_full import redis_full
 from testing.slot_hammer import PROBE_SUFFIX
 from testing.slot_occupancy import slot_occupancy
 from testing.threads import run_in_threads
 from worker.stores.keys import RedisKeys
+from worker.stores.redis_client import redis_from_url
+from worker.stores.redis_full import is_redis_full
 from worker.stores.slots import (
     PRIORITY_BULK,
     PRIORITY_SINGLE,
@@ -430,3 +434,24 @@ def test_a_wake_never_claimed_is_pushed_again_with_a_new_delivery_tag(
     again = json.loads(str(redis_client.rpop(queue)))
     assert first["properties"]["delivery_tag"] == "tag-1"
     assert again["properties"]["delivery_tag"].startswith("tag-1.") and again["body"] == "b"
+
+
+def test_a_full_redis_neither_fails_a_release_nor_drops_anyone_from_the_line(tmp_path: Path) -> None:
+    """At maxmemory (noeviction): a release frees its slot and wakes the head; a sweep raises nothing; a park
+    is refused as Redis-full (its message goes back to the queue), and once there is room it parks."""
+    with RedisServer(data_dir=tmp_path / "redis") as server:
+        client = redis_from_url(server.url)
+        store = ProviderSlots(client, RedisKeys("full"), lease_s=LEASE_S, waiter_ttl_s=WAITER_TTL_S)
+        queue = "full:queue"
+        held = grant(store.try_acquire(SITE, "holder", 1, priority=PRIORITY_SINGLE, now_s=T0))
+        store.park(SITE, "first", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "first"), now_s=T0)
+        with redis_full(client):
+            with pytest.raises(redis.RedisError) as refused:
+                store.park(SITE, "second", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "second"), now_s=T0)
+            assert is_redis_full(refused.value)
+            assert store.release(held, now_s=T0 + 1)
+            assert store.sweep(SITE, 1, now_s=T0 + 2).in_use == 1
+        assert client.lrange(queue, 0, -1) == ["first"]
+        second = push_wake(queue, "second")
+        assert not store.park(SITE, "second", 1, priority=PRIORITY_SINGLE, wake=second, now_s=T0 + 3).woken
+        client.close()

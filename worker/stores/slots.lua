@@ -19,6 +19,8 @@ local margin_ms = tonumber(ARGV[4])
 local line_ms = tonumber(ARGV[5])
 local lease_ms = math.ceil(lease_s * 1000) + margin_ms
 local PRIORITY_WEIGHT = 1e13
+-- Read as "Redis is full" by worker/stores/redis_full.py, like Redis's own refusal.
+local REFUSED = 'OOM command not allowed: a provider slot could not be granted (Redis refused the write)'
 -- Wake records of the publish kind, for the caller to send (the broker is not this Redis).
 local to_publish = {}
 
@@ -31,14 +33,30 @@ local function lease_fields(holder)
   return tonumber(string.sub(value, 1, space - 1)), string.sub(value, space + 1)
 end
 
+-- A write Redis may refuse (at maxmemory under noeviction it refuses every command that could
+-- grow memory, inside a script too, keeping what the script wrote before): false instead of an
+-- error, so a release still frees its slot and a hand-off stops cleanly, for the next operation
+-- or the sweep to finish once Redis has room.
+local function try_write(...)
+  local reply = redis.pcall(...)
+  return not (type(reply) == 'table' and reply.err)
+end
+
+-- The holder enters before it leaves the line: a refused write never drops it from both.
 local function grant(holder, token)
+  if not try_write('ZADD', HOLDERS, num(now + lease_s), holder) then
+    return false
+  end
+  if not try_write('HSET', LEASES, holder, num(now) .. ' ' .. token) then
+    redis.call('ZREM', HOLDERS, holder)
+    return false
+  end
   redis.call('ZREM', WAITERS, holder)
   redis.call('ZREM', DEADLINES, holder)
-  redis.call('ZADD', HOLDERS, num(now + lease_s), holder)
-  redis.call('HSET', LEASES, holder, num(now) .. ' ' .. token)
-  redis.call('HINCRBY', STATS, 'grants', 1)
+  try_write('HINCRBY', STATS, 'grants', 1)
   extend_pttl(HOLDERS, lease_ms)
   extend_pttl(LEASES, lease_ms)
+  return true
 end
 
 -- Send a parked request's message back to its queue: pushed here (its queue is in this Redis) at
@@ -55,12 +73,12 @@ local function deliver(holder, record, again)
     if again then
       local decoded_ok, decoded = pcall(cjson.decode, message)
       if decoded_ok and type(decoded) == 'table' and type(decoded.properties) == 'table' then
-        local seq = redis.call('HINCRBY', STATS, 'seq', 1)
-        decoded.properties.delivery_tag = tostring(decoded.properties.delivery_tag) .. '.' .. int(seq)
+        decoded.properties.delivery_tag = tostring(decoded.properties.delivery_tag) .. '.' .. num(now)
         message = cjson.encode(decoded)
       end
     end
-    redis.call('RPUSH', wake.queue, message)
+    -- Refused (Redis full): the lease lapses unclaimed and the request is woken again.
+    try_write('RPUSH', wake.queue, message)
   elseif type(wake.publish) == 'string' then
     table.insert(to_publish, wake.publish)
   else
@@ -68,8 +86,8 @@ local function deliver(holder, record, again)
   end
 end
 
-local function wake_token()
-  return 'wake-' .. int(redis.call('HINCRBY', STATS, 'seq', 1))
+local function wake_token(holder)
+  return 'wake-' .. num(now) .. '-' .. redis.sha1hex(holder)
 end
 
 -- Dead holders (their lease ran out) leave, or, if woken and never claimed, are woken again;
@@ -79,13 +97,14 @@ local function reclaim()
   for _, holder in ipairs(expired) do
     local record = redis.call('HGET', PARKED, holder)
     if record then
-      grant(holder, wake_token())
-      redis.call('HINCRBY', STATS, 'rewoken', 1)
-      deliver(holder, record, true)
+      if grant(holder, wake_token(holder)) then
+        try_write('HINCRBY', STATS, 'rewoken', 1)
+        deliver(holder, record, true)
+      end
     else
       redis.call('ZREM', HOLDERS, holder)
       redis.call('HDEL', LEASES, holder)
-      redis.call('HINCRBY', STATS, 'reclaimed', 1)
+      try_write('HINCRBY', STATS, 'reclaimed', 1)
     end
   end
   local gone = redis.call('ZRANGEBYSCORE', DEADLINES, '-inf', num(now))
@@ -94,7 +113,7 @@ local function reclaim()
     redis.call('ZREM', WAITERS, member)
   end
   if #gone > 0 then
-    redis.call('HINCRBY', STATS, 'abandoned', #gone)
+    try_write('HINCRBY', STATS, 'abandoned', #gone)
   end
 end
 
@@ -113,8 +132,10 @@ local function hand_off()
     if not record then
       break
     end
-    grant(holder, wake_token())
-    redis.call('HINCRBY', STATS, 'woken', 1)
+    if not grant(holder, wake_token(holder)) then
+      break
+    end
+    try_write('HINCRBY', STATS, 'woken', 1)
     deliver(holder, record, false)
     in_use = in_use + 1
   end
@@ -128,7 +149,7 @@ local function keep_line()
 end
 
 local function set_limit(limit)
-  redis.call('HSET', STATS, 'limit', int(limit))
+  try_write('HSET', STATS, 'limit', int(limit))
 end
 
 local function join_line(holder, priority)
@@ -184,13 +205,17 @@ if op == 'acquire' then
       extend_pttl(DEADLINES, math.ceil(waiter_ttl_s * 1000) + margin_ms)
       local rank = redis.call('ZRANK', WAITERS, holder)
       if rank < limit - in_use then
-        grant(holder, token)
+        if not grant(holder, token) then
+          return redis.error_reply(REFUSED)
+        end
         keep_line()
         reply = {'granted', token, num(now), num(now + lease_s)}
       end
     elseif in_use < limit and redis.call('ZCARD', WAITERS) == 0 then
       -- Nobody in line (a free slot with a line was just handed off above): a newcomer takes it.
-      grant(holder, token)
+      if not grant(holder, token) then
+        return redis.error_reply(REFUSED)
+      end
       keep_line()
       reply = {'granted', token, num(now), num(now + lease_s)}
     end
@@ -238,7 +263,7 @@ elseif op == 'release' then
     if previous then
       ewma = alpha * hold_s + (1 - alpha) * previous
     end
-    redis.call('HSET', STATS, 'ewma_hold_s', num(ewma))
+    try_write('HSET', STATS, 'ewma_hold_s', num(ewma))
     -- The time between releases while someone waits is the rate the line really moves at.
     local last = tonumber(redis.call('HGET', STATS, 'last_release_at') or '')
     if last and redis.call('ZCARD', WAITERS) > 0 then
@@ -247,10 +272,10 @@ elseif op == 'release' then
       if previous_gap then
         gap = alpha * gap + (1 - alpha) * previous_gap
       end
-      redis.call('HSET', STATS, 'ewma_gap_s', num(gap))
+      try_write('HSET', STATS, 'ewma_gap_s', num(gap))
     end
-    redis.call('HSET', STATS, 'last_release_at', num(now))
-    redis.call('HINCRBY', STATS, 'releases', 1)
+    try_write('HSET', STATS, 'last_release_at', num(now))
+    try_write('HINCRBY', STATS, 'releases', 1)
     reclaim()
     hand_off()
     redis.call('PEXPIRE', STATS, line_ms)
