@@ -315,14 +315,14 @@ class QoS(kombu_redis.QoS):
         if not requeue:
             super().reject(delivery_tag, requeue=False)
             return
-        holder = self._holder_of.get(delivery_tag)
         try:
             self.restore_by_tag(delivery_tag, leftmost=True)
         except ResponseError as exc:
             if not refuses_writes(exc):
                 raise
-            self._defer(delivery_tag, holder, write_refusal(exc) or FULL_DETAIL)
+            self._defer(delivery_tag, write_refusal(exc) or FULL_DETAIL)
             return
+        self._holder_of.pop(delivery_tag, None)
         virtual.QoS.ack(self, delivery_tag)
 
     def restore_held(self, delivery_tag: str, holder: str) -> None:
@@ -338,14 +338,12 @@ class QoS(kombu_redis.QoS):
         finally:
             self._holder_of.pop(delivery_tag, None)
 
-    def _defer(self, delivery_tag: str, holder: str | None, detail: str) -> None:
+    def _defer(self, delivery_tag: str, detail: str) -> None:
         """Redis refuses writes: the message stays unacked and held (nothing is lost), and is put back later.
 
         It leaves this worker's in-memory count at once, so the deferred re-queues never use up
         the prefetch and stop the consumer.
         """
-        if holder is not None:
-            self._holder_of[delivery_tag] = holder  # the failed restore took it off
         with self._deferred_lock:
             self._deferred.add(delivery_tag)
             self._deferred_log.refused(monotonic(), detail)
@@ -357,15 +355,13 @@ class QoS(kombu_redis.QoS):
             tags = sorted(self._deferred)
             acks = dict(self._deferred_acks)
         for tag in tags:
-            holder = self._holder_of.get(tag)
             try:
                 self.restore_by_tag(tag, leftmost=True)
             except ResponseError as exc:
-                if holder is not None:
-                    self._holder_of[tag] = holder
                 if refuses_writes(exc):
                     return
                 raise
+            self._holder_of.pop(tag, None)
             with self._deferred_lock:
                 self._deferred.discard(tag)
         for tag, ack_holder in acks.items():
@@ -392,7 +388,9 @@ class QoS(kombu_redis.QoS):
             log.debug("unacked sweep skipped: Redis refuses writes")
 
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
-        holder = self._holder_of.pop(delivery_tag, None)
+        # Looked up, not taken: kombu runs a restore again when its WATCH fails, and the holding
+        # must leave in every run. The caller forgets the holder once the restore went through.
+        holder = self._holder_of.get(delivery_tag)
         self._plain.discard(delivery_tag)
         if pipe is None:
             # kombu calls it without a pipeline only to ack, which `ack` does; plain deletions anyway.
@@ -465,9 +463,10 @@ class Channel(kombu_redis.Channel):
 
     def run_hold_script(self, keys: list[str], args: list[Any]) -> bool:
         """Run hold.lua (EVALSHA, loaded again after a Redis restart): True if recorded."""
-        if self._hold is None:
-            self._hold = self.client.register_script(hold_script())
-        return bool(self._hold(keys=keys, args=args))
+        with self.conn_or_acquire() as client:
+            if self._hold is None:
+                self._hold = client.register_script(hold_script())
+            return bool(self._hold(keys=keys, args=args, client=client))
 
     def renew_alive(self) -> None:
         """Say this channel's consumer and holder are alive (the heartbeat thread's call)."""
@@ -535,16 +534,17 @@ class Channel(kombu_redis.Channel):
     def _restore_holdings(self, holders: list[str]) -> None:
         """Put every message a dead holder still has recorded as unacked back on its queue."""
         restored = 0
-        for holder in holders:
-            held = f"{holder}:held"
-            for raw_tag in self.client.smembers(held):
-                tag = bytes_to_str(raw_tag)
-                if self.client.hexists(self.unacked_key, tag):
-                    self.qos.restore_held(tag, holder)
-                    restored += 1
-                else:
-                    self.client.srem(held, tag)  # acked meanwhile, or put back by another restorer
-            self.client.transaction(functools.partial(_forget_if_empty, held, self.holders_key, holder), held)
+        with self.conn_or_acquire() as client:
+            for holder in holders:
+                held = f"{holder}:held"
+                for raw_tag in client.smembers(held):
+                    tag = bytes_to_str(raw_tag)
+                    if client.hexists(self.unacked_key, tag):
+                        self.qos.restore_held(tag, holder)
+                        restored += 1
+                    else:
+                        client.srem(held, tag)  # acked meanwhile, or put back by another restorer
+                client.transaction(functools.partial(_forget_if_empty, held, self.holders_key, holder), held)
         if restored:
             log.warning("put %d message(s) held by a dead consumer back on their queues", restored)
 
@@ -694,7 +694,8 @@ class Channel(kombu_redis.Channel):
             leftover = self.claim_taken()
             if leftover is not None:  # delivered without an unacked record (a no-ack consumer)
                 inflight, raw = leftover
-                self.client.lrem(inflight, 1, raw)
+                with self.conn_or_acquire() as client:
+                    client.lrem(inflight, 1, raw)
 
 
 def _forget_if_empty(held: str, holders: str, holder: str, pipe: Any) -> None:
