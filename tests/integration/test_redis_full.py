@@ -1,63 +1,92 @@
-"""A full Redis (`maxmemory` reached under `noeviction`) stops nothing for good, and loses nothing.
+"""A Redis that refuses writes stops nothing for good, and loses nothing.
 
-Redis refuses every write that allocates: a worker's take (BLMOVE, the take script), a final
-outcome's publication, a re-queue, a producer's LPUSH. Workers back off and keep running, the API
-answers 503; once memory frees, both carry on by themselves and every request ends exactly once.
+Full (`maxmemory` reached under `noeviction`), unable to persist (MISCONF), turned replica by a
+failover (READONLY) or short of replicas (NOREPLICAS), Redis refuses a worker's take (BLMOVE, the
+take script), a final outcome's publication, a re-queue, a producer's LPUSH (the last three also
+their deletions, and EXPIRE). Workers back off and keep running, the API answers 503 when Redis is
+full; once Redis takes writes again, both carry on by themselves and every request ends exactly once.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Final
+from contextlib import AbstractContextManager, ExitStack
+from typing import Any, Final, Literal
 
 import pytest
 
 from testing.fixtures_api import SUBMIT_TOKEN, ApiServer
 from testing.fixtures_emulator import EMULATOR_USERNAME
 from testing.fixtures_pipeline import Pipeline
-from testing.redis_full import fill_redis, free_redis, redis_full
+from testing.redis_full import redis_full
+from testing.redis_refusing import REFUSALS, Refusal, refusing_writes
 from testing.waiting import wait_until
 from worker.stores.outcome_reader import read_stream
+from worker.stores.redis_full import MISCONF_DETAIL, NOREPLICAS_DETAIL, READONLY_DETAIL
 
 pytestmark = pytest.mark.integration
 
 FULL_FOR_S: Final = 10.0
 FINALS_TIMEOUT_S: Final = 60.0
-# What the worker says when its broker Redis refuses a take (once a minute at most).
-FULL_LINE: Final = "broker consumer paused: Redis is full"
+# What the worker says when its broker Redis refuses a take (once a minute at most), per refusal.
+PAUSED_LINE: Final = {
+    "full": "broker consumer paused: Redis is full",
+    "misconf": f"broker consumer paused: {MISCONF_DETAIL}",
+    "readonly": f"broker consumer paused: {READONLY_DETAIL}",
+    "noreplicas": f"broker consumer paused: {NOREPLICAS_DETAIL}",
+}
 DEFERRED_PUT_BACK: Final = "re-queued message(s) back on their queues"
 # Celery's warning, with a traceback, for a task that rejected its message to have it re-queued.
 REQUEUE_REFUSED: Final = "reject requeue=True: re-queue failed"
 
 
-def test_a_worker_keeps_running_through_a_full_redis_and_ends_every_request_after(pipeline: Pipeline) -> None:
-    """Redis full for 10 s while refreshes run, wait for a medium and queue: the worker neither exits nor spins.
+def _refusing(pipeline: Pipeline, admin: Any, refusal: Refusal | Literal["full"]) -> AbstractContextManager[None]:
+    """The pipeline's Redis refusing writes in the block: full, or one of testing.redis_refusing's ways."""
+    if refusal == "full":
+        return redis_full(admin)
+    return refusing_writes(admin, refusal, pipeline.redis_server.data_dir)
 
-    Finals that meet the full Redis are published once it has room; a re-queue it refused is put
-    back then; requests still queued are taken then. Each request ends exactly once.
+
+_WAITED_ON: list[str] = []
+
+
+@pytest.mark.parametrize("refusal", ["full", *REFUSALS])
+def test_a_worker_keeps_running_through_a_redis_refusing_writes_and_ends_every_request_after(
+    pipeline: Pipeline, refusal: Refusal | Literal["full"]
+) -> None:
+    """Redis refusing writes for 10 s while refreshes run, wait for a medium and queue: the worker neither exits
+    nor spins.
+
+    Finals that meet the refusal are published once Redis takes writes; a re-queue it refused is
+    put back then; requests still queued are taken then. Each request ends exactly once.
     """
     emulator = pipeline.emulators["PS1"]
     provider = emulator.provider
-    medium = pipeline.package("PS1", pkg_source_flag=3, medium_ready=False)
+    # One package per run of the module's pipeline: an earlier run left its medium ready.
+    medium = pipeline.package("PS1", pkg_source_flag=3, exclude=tuple(_WAITED_ON))
+    _WAITED_ON.append(medium["PackageID"])
     provider.set_medium_ready(medium["PackageID"], False)
     ready = _ready_packages(pipeline, 5, exclude=(medium["PackageID"],))
     admin = pipeline.redis()
     pid = pipeline.worker.pid
+    log_before = len(pipeline.worker.output())
     try:
         waiting = pipeline.send(_kwargs(medium))
         assert wait_until(lambda: pipeline.held_retry_states(waiting) != [], timeout_s=15), _tail(pipeline)
-        with emulator.hold_operations():
-            running = [pipeline.send(_kwargs(pkg)) for pkg in ready]
-            assert emulator.wait_in_flight(EMULATOR_USERNAME, 2, timeout_s=15), _tail(pipeline)
-            fill_redis(admin)
-        # Released: the attempts end, and their finals meet the full Redis; the waiting request's
-        # countdowns keep ending too, and its re-queues are refused.
-        started = time.monotonic()
-        assert not wait_until(lambda: not pipeline.worker.alive(), timeout_s=FULL_FOR_S), _tail(pipeline)
-        assert time.monotonic() - started >= FULL_FOR_S
-        assert not pipeline.finals()
+        finals_before = set(pipeline.finals())
+        with ExitStack() as refused:
+            with emulator.hold_operations():
+                running = [pipeline.send(_kwargs(pkg)) for pkg in ready]
+                assert emulator.wait_in_flight(EMULATOR_USERNAME, 2, timeout_s=15), _tail(pipeline)
+                refused.enter_context(_refusing(pipeline, admin, refusal))
+            # Released: the attempts end, and their finals meet the refusal; the waiting request's
+            # countdowns keep ending too, and its re-queues are refused.
+            started = time.monotonic()
+            assert not wait_until(lambda: not pipeline.worker.alive(), timeout_s=FULL_FOR_S), _tail(pipeline)
+            assert time.monotonic() - started >= FULL_FOR_S
+            if refusal != "misconf":  # MISCONF refuses even a new connection's PING: this client's too
+                assert set(pipeline.finals()) == finals_before
     finally:
-        free_redis(admin)
         admin.close()
     provider.set_medium_ready(medium["PackageID"], True)
 
@@ -67,13 +96,13 @@ def test_a_worker_keeps_running_through_a_full_redis_and_ends_every_request_afte
     assert {rid: len(finals[rid]) for rid in everyone} == dict.fromkeys(everyone, 1)
     assert {finals[rid][0].status for rid in everyone} == {"accepted"}
     assert pipeline.worker.alive() and pipeline.worker.pid == pid
-    log = pipeline.worker.output()
-    assert FULL_LINE in log, _tail(pipeline)
+    log = pipeline.worker.output()[log_before:]
+    assert PAUSED_LINE[refusal] in log, _tail(pipeline)
     # The re-queues Redis refused were put back by the worker itself, not left to the visibility timeout.
     assert DEFERRED_PUT_BACK in log, _tail(pipeline)
     # Backing off is logged once a minute, not once per try, and never with a traceback: the only
     # tracebacks are Celery's own line for each refused re-queue (once per message, not per try).
-    assert log.count(FULL_LINE) <= 2, _tail(pipeline)
+    assert log.count(PAUSED_LINE[refusal]) <= 2, _tail(pipeline)
     assert "Unrecoverable error" not in log, _tail(pipeline)
     assert log.count("Traceback") == log.count(REQUEUE_REFUSED), _tail(pipeline)
 

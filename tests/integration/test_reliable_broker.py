@@ -15,7 +15,7 @@ import redis
 
 from testing.fixtures_pipeline import Pipeline
 from testing.waiting import wait_until
-from worker.broker.transport import hold_script, take_script, transport_options
+from worker.broker.transport import ack_script, hold_script, take_script, transport_options
 
 pytestmark = pytest.mark.integration
 
@@ -36,11 +36,12 @@ class Consumer:
         self.holder = f"{prefix}:holder:{name}"
         self.dead_holders: list[str] = []
 
-    def take(self, *queues: str, wait_key: str | None = None, retired: tuple[str, ...] = ()) -> tuple[str, str, int]:
+    def take(
+        self, *queues: str, wait_key: str | None = None, retired: tuple[str, ...] = (), postpone_s: int = 0
+    ) -> tuple[str, str, int]:
         keys = [self.base, self.registry, self.gate, self.unacked, self.holders, *queues]
-        reply = self.client.eval(
-            take_script(), len(keys), *keys, ALIVE_S, RECOVERY_S, wait_key or queues[0], self.holder, *retired
-        )
+        args: list[str | int] = [ALIVE_S, RECOVERY_S, wait_key or queues[0], self.holder, postpone_s, *retired]
+        reply = self.client.eval(take_script(), len(keys), *keys, *args)
         queue, item, restored, *self.dead_holders = reply
         return queue, item, int(restored)
 
@@ -107,7 +108,6 @@ def test_a_dead_consumers_inflight_messages_go_back_to_the_head_of_their_queue(
     assert restored == 1
     assert (queue, item) == ("q", message("held"))  # back where it was taken from: next in line
     assert not redis_client.exists(dead.inflight("q"))
-    assert redis_client.hget(live.registry, dead.inflight("q")) is None
 
 
 def test_a_live_consumers_inflight_messages_stay_where_they_are(redis_client: redis.Redis, prefix: str) -> None:
@@ -273,3 +273,104 @@ def test_refreshes_go_on_after_redis_forgets_the_take_script(pipeline: Pipeline)
     pkg = pipeline.package("PS1", pkg_source_flag=2)
     run = pipeline.refresh(site_code="PS1", package_id=pkg["PackageID"], package_class=pkg["class"], timeout_s=30)
     assert run.final is not None and run.final.status == "accepted", run.statuses
+
+
+def ack(consumer: Consumer, tag: str) -> int:
+    """What QoS.ack runs: remove kombu's record of `tag`, only while `consumer` holds it."""
+    keys = ["unacked_index", consumer.unacked, f"{consumer.holder}:held"]
+    return int(consumer.client.eval(ack_script(), len(keys), *keys, tag))
+
+
+def restored_dead_consumer(client: redis.Redis, prefix: str) -> tuple[Consumer, Consumer]:
+    """A consumer that took a message and died, and one whose recovery pass has just put it back on "q"."""
+    dead, live = Consumer(client, prefix, "dead"), Consumer(client, prefix, "live")
+    publish(client, "q", message("a"))
+    dead.take("q")
+    dead.die()
+    assert live.take("q-other")[2] == 1
+    return dead, live
+
+
+def test_a_move_into_a_dead_consumers_list_after_its_recovery_is_put_back_by_a_later_pass(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    """A frozen consumer's blocking move can land after the pass that restored its list: a later pass restores it."""
+    frozen, live = restored_dead_consumer(redis_client, prefix)
+    redis_client.lpush(frozen.inflight("q"), message("late"))  # what its BLMOVE, served late, does
+    redis_client.delete(live.gate)
+    assert live.take("q-other")[2] == 1
+    assert redis_client.lrange("q", 0, -1) == [message("a"), message("late")]
+
+
+def test_a_dead_consumers_list_is_forgotten_a_minute_after_it_was_last_found_holding_something(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    dead, live = restored_dead_consumer(redis_client, prefix)
+    assert redis_client.hexists(live.registry, dead.inflight("q"))
+    now_s = int(redis_client.time()[0])
+    redis_client.hset(f"{live.registry}:dead", dead.inflight("q"), now_s - 61)
+    redis_client.delete(live.gate)
+    live.take("q-other")
+    assert not redis_client.hexists(live.registry, dead.inflight("q"))
+    assert not redis_client.hexists(f"{live.registry}:dead", dead.inflight("q"))
+
+
+def test_a_consumer_alive_again_is_no_longer_marked_dead(redis_client: redis.Redis, prefix: str) -> None:
+    """A frozen consumer that resumes takes again: its lists are its own again, not counted down to removal."""
+    frozen, live = restored_dead_consumer(redis_client, prefix)
+    assert redis_client.hexists(f"{live.registry}:dead", frozen.inflight("q"))
+    frozen.take("q")
+    redis_client.delete(live.gate)
+    live.take("q-other")
+    assert not redis_client.hexists(f"{live.registry}:dead", frozen.inflight("q"))
+    assert redis_client.hexists(live.registry, frozen.inflight("q"))
+
+
+def test_a_take_just_after_refused_writes_restores_only_its_own_retired_lists_and_holds_the_rest_off(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    """Alive keys lapsed while Redis refused writes: a live consumer is not taken for dead before its next beat."""
+    lapsed, closed = Consumer(redis_client, prefix, "lapsed"), Consumer(redis_client, prefix, "closed")
+    successor = Consumer(redis_client, prefix, "successor")
+    publish(redis_client, "q", message("lapsed"), message("closed"))
+    lapsed.take("q")
+    closed.take("q")
+    lapsed.die()
+    assert successor.take("q-other", retired=(closed.base,), postpone_s=ALIVE_S)[2] == 1
+    assert redis_client.lrange("q", 0, -1) == [message("closed")]
+    assert redis_client.llen(lapsed.inflight("q")) == 1
+    assert RECOVERY_S < redis_client.ttl(successor.gate) <= ALIVE_S
+    assert successor.take("q-other")[2] == 0  # the gate holds the general pass off
+    redis_client.delete(successor.gate)
+    assert successor.take("q-other")[2] == 1
+
+
+def test_an_ack_removes_the_record_of_a_message_its_consumer_holds(redis_client: redis.Redis, prefix: str) -> None:
+    consumer = Consumer(redis_client, prefix, "w1")
+    publish(redis_client, "q", message("a"))
+    _, item, _ = consumer.take("q")
+    consumer.hold("q", item, "a")
+    assert ack(consumer, "a") == 1
+    assert not redis_client.hexists("unacked", "a") and redis_client.zscore("unacked_index", "a") is None
+    assert not redis_client.exists(f"{consumer.holder}:held")
+
+
+def test_a_late_ack_from_a_consumer_taken_for_dead_leaves_the_next_holders_record(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    """Put back (its holder taken for dead), taken by another under the same tag: the late ack erases nothing."""
+    frozen, other = Consumer(redis_client, prefix, "frozen"), Consumer(redis_client, prefix, "other")
+    publish(redis_client, "q", message("a"))
+    _, item, _ = frozen.take("q")
+    frozen.hold("q", item, "a")
+    # kombu's restore of a dead holder's message (QoS.restore_held): record, index and holding go in one MULTI.
+    restore = redis_client.pipeline()
+    restore.zrem("unacked_index", "a")
+    restore.hdel("unacked", "a")
+    restore.srem(f"{frozen.holder}:held", "a")
+    restore.rpush("q", item)
+    restore.execute()
+    _, again, _ = other.take("q")
+    assert other.hold("q", again, "a") == 1
+    assert ack(frozen, "a") == 0
+    assert redis_client.hexists("unacked", "a") and redis_client.smembers(f"{other.holder}:held") == {"a"}

@@ -1,4 +1,8 @@
-"""A full Redis (OOM) is recognised in every form it comes in, and met with growing pauses and rare log lines."""
+"""A Redis refusing writes (OOM, MISCONF, READONLY, NOREPLICAS) is recognised in every form it comes in, and met
+with growing pauses and rare log lines.
+
+The error texts are the ones real Redis 6.2 and 7.0 servers answered (a plain command, a script, a
+transaction), as redis-py raises them."""
 
 from __future__ import annotations
 
@@ -6,9 +10,18 @@ import logging
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ResponseError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
-from worker.stores.redis_full import FullBackoff, is_redis_full
+from worker.stores.redis_full import (
+    FULL_DETAIL,
+    MISCONF_DETAIL,
+    NOREPLICAS_DETAIL,
+    READONLY_DETAIL,
+    FullBackoff,
+    is_redis_full,
+    refuses_writes,
+    write_refusal,
+)
 
 OOM = "OOM command not allowed when used memory > 'maxmemory'."
 
@@ -28,11 +41,64 @@ def test_a_refusal_for_lack_of_memory_is_recognised_plain_in_a_script_or_in_a_tr
     assert is_redis_full(error)
 
 
+MISCONF = (
+    "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk. Commands that "
+    "may modify the data set are disabled, because this instance is configured to report errors during writes if RDB "
+    "snapshotting fails (stop-writes-on-bgsave-error option). Please check the Redis logs for details about the "
+    "RDB error."
+)
+NOREPLICAS = "NOREPLICAS Not enough good replicas to write."
+SCRIPT_62 = (
+    "Error running script (call to f_ffc723bf78e8f4213c7a8cda07ef4d68c52a2ff8): @user_script:1: @user_script: 1: -"
+)
+
+
+@pytest.mark.parametrize(
+    ("error", "detail"),
+    [
+        (ReadOnlyError("You can't write against a read only replica."), READONLY_DETAIL),
+        (
+            ReadOnlyError("You can't write against a read only replica. script: ffc723bf, on @user_script:1."),
+            READONLY_DETAIL,
+        ),
+        (ResponseError(f"{SCRIPT_62}READONLY You can't write against a read only replica."), READONLY_DETAIL),
+        (ResponseError(NOREPLICAS), NOREPLICAS_DETAIL),
+        (ResponseError(f"{NOREPLICAS} script: ffc723bf, on @user_script:1."), NOREPLICAS_DETAIL),
+        (ResponseError(f"{SCRIPT_62}{NOREPLICAS}"), NOREPLICAS_DETAIL),
+        (ResponseError(f"Command # 1 (SET a 1) of pipeline caused error: {NOREPLICAS}"), NOREPLICAS_DETAIL),
+        (ResponseError(MISCONF), MISCONF_DETAIL),
+        (ResponseError(f"{SCRIPT_62}{MISCONF}"), MISCONF_DETAIL),
+        (ResponseError(f"Command # 1 (SET a 1) of pipeline caused error: {MISCONF}"), MISCONF_DETAIL),
+        (OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), FULL_DETAIL),
+    ],
+)
+def test_every_passing_refusal_of_writes_is_recognised_with_what_an_operator_should_read(
+    error: Exception, detail: str
+) -> None:
+    """MISCONF, READONLY, NOREPLICAS (and OOM) mean: wait and try again; each says its own cause."""
+    assert refuses_writes(error) and write_refusal(error) == detail
+    assert is_redis_full(error) == (detail == FULL_DETAIL)
+
+
 @pytest.mark.parametrize(
     "error",
     [
         ResponseError("NOSCRIPT No matching script."),
-        ResponseError("READONLY You can't write against a read only replica."),
+        ResponseError("ERR value mentions READONLY in the middle"),
+        ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
+        RedisConnectionError("Connection refused"),
+        ValueError(NOREPLICAS),
+    ],
+)
+def test_other_errors_are_not_taken_for_a_refusal_of_writes(error: Exception) -> None:
+    assert not refuses_writes(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ResponseError("NOSCRIPT No matching script."),
+        ReadOnlyError("You can't write against a read only replica."),
         ResponseError("ERR value mentions OOM command not allowed in the middle"),
         RedisConnectionError("Connection refused"),
         ValueError(OOM),
@@ -65,5 +131,5 @@ def test_a_long_episode_is_logged_once_a_minute_and_its_end_once(caplog: pytest.
     lines = [record.getMessage() for record in caplog.records]
     assert sum("broker consumer paused: Redis is full" in line for line in lines) == 3
     assert [line for line in lines if "resumed" in line] == [
-        "broker consumer resumed: Redis takes writes again after 150.0 s full"
+        "broker consumer resumed: Redis takes writes again after 150.0 s refusing them"
     ]

@@ -22,17 +22,21 @@ How is a message taken from the broker? On Redis (the only broker the worker har
 5. Celery's consumer calls the task's strategy (tasks/message_guard.py: a message Celery
    cannot read still gets a `rejected` outcome), which runs the task (tasks/refresh.py, acks
    late). The ack (or a re-queue: Task.retry publishes the next message, then acks) removes the
-   unacked record; a countdown message is held unacked in the worker until it is due.
+   unacked record (ack.lua: only while this consumer still holds it, so the late ack of a worker
+   whose holdings were meanwhile put back and taken by another leaves that one's record); a
+   countdown message is held unacked in the worker until it is due.
 6. Losses: a worker killed between take and delivery leaves the message in its in-flight list,
    restored by the next take.lua once the consumer's alive key expires (at once when the same
    process reconnects); a worker killed while holding it unacked leaves it in its holdings, put
    back through kombu's restore the same way (within about 20 s; the visibility timeout stays as
-   the last net). The invoke fence and the attempt lock (worker/stores/fence.py) keep a
+   the last net). A dead consumer's in-flight list stays watched for a minute, for a blocking
+   move that lands late. The invoke fence and the attempt lock (worker/stores/fence.py) keep a
    redelivered request from refreshing twice; the request watch (worker/stores/request_watch.py)
    sends again a request whose message vanished all the same.
-7. A full Redis (maxmemory, noeviction) refuses the take: the consumer pauses (0.5 s doubling to
-   5 s) and takes again when it can; acks still go out (plain deletions), and a re-queue Redis
-   refuses stays unacked and held until the heartbeat can put it back (transport.py, `QoS`).
+7. A Redis refusing writes (full: maxmemory, noeviction; MISCONF; READONLY; NOREPLICAS) refuses
+   the take: the consumer pauses (0.5 s doubling to 5 s) and takes again when it can; an ack or
+   a re-queue Redis refuses stays unacked and held until the heartbeat can do it (transport.py,
+   `QoS`; a full Redis still takes acks, which are deletions).
    Which broker URLs get this transport, and why the others are refused: config/broker.py.
 
 Also here:

@@ -13,31 +13,65 @@
 -- KEYS[3] recovery gate (string, TTL); KEYS[4] kombu's unacked hash; KEYS[5] the set of holders
 -- (ids whose '<id>:held' set lists delivery tags); KEYS[6..] the queue keys.
 -- ARGV[1] alive TTL (s); ARGV[2] recovery interval (s); ARGV[3] the key the blocking wait watches;
--- ARGV[4] this consumer's holder id; ARGV[5..] in-flight bases and holder ids of this process that
--- have closed or been retired (dead now, whatever their alive key says): naming any makes this call
--- restore at once, whatever the gate.
+-- ARGV[4] this consumer's holder id; ARGV[5] seconds to hold the general recovery off (0: none):
+-- the caller has just seen Redis refuse writes, which no consumer could renew its alive key
+-- through, so a live one may look dead until its next beat; ARGV[6..] in-flight bases and holder
+-- ids of this process that have closed or been retired (dead now, whatever their alive key says):
+-- naming any makes this call restore them at once, whatever the gate.
 -- Returns {queue key or '', message or '', messages restored, dead holder ids...}.
+--
+-- A dead consumer's list stays registered for REGISTERED_AFTER_DEATH_S after it was last found
+-- with something in it (the time is kept in '<registry>:dead'): a blocking move the consumer sent
+-- before it was taken for dead (a frozen process, a connection Redis has not seen close yet) can
+-- still land in it, and the next passes put that back too. A consumer found alive again is
+-- forgotten there.
+
+local REGISTERED_AFTER_DEATH_S = 60
 
 local base, registry = KEYS[1], KEYS[2]
+local dead_since = registry .. ':dead'
 redis.call('SET', base .. ':alive', '1', 'EX', ARGV[1])
 redis.call('SET', ARGV[4] .. ':alive', '1', 'EX', ARGV[1])
 redis.call('HSET', registry, base .. '|' .. ARGV[3], ARGV[3])
 
-for i = 5, #ARGV do
+local retired = {}
+local any_retired = false
+for i = 6, #ARGV do
+    retired[ARGV[i]] = true
+    any_retired = true
     redis.call('DEL', ARGV[i] .. ':alive')
+end
+
+local scan_all = false
+local postpone = tonumber(ARGV[5]) or 0
+if postpone > 0 then
+    redis.call('SET', KEYS[3], '1', 'EX', postpone)
+elseif redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) then
+    scan_all = true
+end
+
+-- A retired id is dead; in a general pass, so is any id whose alive key has lapsed.
+local function is_dead(id)
+    if id == nil or retired[id] then
+        return true
+    end
+    return scan_all and redis.call('EXISTS', id .. ':alive') == 0
 end
 
 local restored = 0
 local dead_holders = {}
-if #ARGV > 4 or redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) then
+if scan_all or any_retired then
+    local now = tonumber(redis.call('TIME')[1])
     local entries = redis.call('HGETALL', registry)
     for i = 1, #entries, 2 do
         local list, source = entries[i], entries[i + 1]
         local owner = string.match(list, '^(.-)|')
-        if owner == nil or redis.call('EXISTS', owner .. ':alive') == 0 then
+        if is_dead(owner) then
+            local found = false
             while true do
                 local item = redis.call('RPOP', list)
                 if not item then break end
+                found = true
                 -- A message kombu already holds as unacked comes back through kombu's own restore:
                 -- putting it back here too would deliver it twice.
                 local ok, message = pcall(cjson.decode, item)
@@ -51,11 +85,19 @@ if #ARGV > 4 or redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) then
                     restored = restored + 1
                 end
             end
-            redis.call('HDEL', registry, list)
+            local since = tonumber(redis.call('HGET', dead_since, list))
+            if found or since == nil then
+                redis.call('HSET', dead_since, list, now)
+            elseif now - since >= REGISTERED_AFTER_DEATH_S then
+                redis.call('HDEL', registry, list)
+                redis.call('HDEL', dead_since, list)
+            end
+        elseif scan_all then
+            redis.call('HDEL', dead_since, list)
         end
     end
     for _, holder in ipairs(redis.call('SMEMBERS', KEYS[5])) do
-        if redis.call('EXISTS', holder .. ':alive') == 0 then
+        if is_dead(holder) then
             table.insert(dead_holders, holder)
         end
     end

@@ -24,10 +24,20 @@ own, and the entry leaves that list in the same transaction that writes kombu's 
   lists at once: a message taken just before a Redis restart, whose unacked record never got
   written, is back on its queue as soon as the worker has reconnected, not after the alive TTL.
 
-A full Redis (maxmemory under noeviction) refuses the take and the BLMOVE: the consumer pauses
-(0.5 s doubling to 5 s, waited out on the server with a BRPOP on a key nothing writes), logs that
-once a minute, and takes again when it can; the heartbeat keeps its alive keys with EXPIRE, which
-a full Redis still takes. What a full Redis does to acks and re-queues is in `QoS`.
+A Redis that refuses writes (full: maxmemory under noeviction; MISCONF: it cannot persist;
+READONLY: a replica, e.g. during a failover; NOREPLICAS: min-replicas-to-write unmet) refuses the
+take and the BLMOVE: the consumer pauses (0.5 s doubling to 5 s, waited out on the server with a
+blocking XREAD of a key nothing writes), logs that once a minute, and takes again when it can. A
+full Redis still takes EXPIRE, with which the heartbeat keeps its alive keys; the others refuse
+it too, so alive keys can lapse during a long refusal: when writes come back, the first take or
+beat holds the general recovery off for an alive TTL, time for every live process to say it is
+alive before anyone is taken for dead. What a refusing Redis does to acks and re-queues is in `QoS`.
+
+Once a consumer has been taken for dead (frozen past its alive TTL, cut off by a broker restart)
+and its messages were put back, nothing it does later can run them here or erase them elsewhere:
+a delivery is recorded only if its in-flight entry was still there (hold.lua), an ack removes a
+record only while this consumer still holds it (ack.lua), and a dead consumer's in-flight list
+stays watched for a minute (take.lua), in case a blocking move it sent before lands late.
 
 A redelivery that results from a restore is harmless: a request already final is dropped, and
 the invoke fence and attempt lock keep a package from being refreshed twice.
@@ -62,13 +72,14 @@ from redis.exceptions import ResponseError
 
 from config.broker import transport_options_problem
 from errors import ConfigError
-from worker.stores.redis_full import FullBackoff, is_redis_full
+from worker.stores.redis_full import FULL_DETAIL, FullBackoff, refuses_writes, write_refusal
 
 __all__ = [
     "TRANSPORT",
     "Channel",
     "QoS",
     "Transport",
+    "ack_script",
     "captured_publishes",
     "hold_script",
     "take_script",
@@ -84,6 +95,7 @@ TRANSPORT_ALIASES.setdefault(TRANSPORT, f"{__name__}:Transport")
 
 _SCRIPT: Final = "take.lua"
 _HOLD_SCRIPT: Final = "hold.lua"
+_ACK_SCRIPT: Final = "ack.lua"
 # A consumer counts as dead once its alive key lapses: a heartbeat thread renews it every
 # _ALIVE_S / 3 while the process runs (takes renew it too), so only a process that is gone, or frozen
 # for longer than this, loses its claim. Its holdings are back on their queues within
@@ -95,9 +107,10 @@ _TAKE: Final = "take"
 _WAIT: Final = "wait"
 _PAUSE: Final = "pause"
 # The reply parser each pending command's reply goes through.
-_COMMAND_OF: Final = {_TAKE: "EVAL", _WAIT: "BLMOVE", _PAUSE: "BRPOP"}
-# While Redis is full, the consumer waits out its pause on the server: a BRPOP on this key (under
-# the in-flight prefix), which nothing ever writes, answers nil after the pause.
+_COMMAND_OF: Final = {_TAKE: "EVAL", _WAIT: "BLMOVE", _PAUSE: "XREAD"}
+# While Redis refuses writes, the consumer waits out its pause on the server: a blocking XREAD of
+# this key (under the in-flight prefix), which nothing ever writes, answers nil after the pause.
+# XREAD, not BRPOP: a read, which a read-only replica, MISCONF and NOREPLICAS still serve.
 _PAUSE_KEY_SUFFIX: Final = ":pause"
 
 
@@ -156,7 +169,7 @@ class _Heartbeat:
     Takes renew them too, but a worker whose threads are all busy takes nothing (prefetch 1), and
     a busy worker is not a dead one: without this, its holdings would be restored and run twice.
     A frozen or killed process renews nothing, which is the point. The same beat puts back the
-    re-queues a full Redis refused (`QoS.restore_deferred`), once it has room.
+    re-queues and acks a refusing Redis refused (`QoS.restore_deferred`), once it takes writes.
     """
 
     def __init__(self) -> None:
@@ -210,6 +223,12 @@ def hold_script() -> str:
 
 
 @functools.cache
+def ack_script() -> str:
+    """The Lua that removes a delivered message's record while this consumer holds it (worker/broker/ack.lua)."""
+    return resources.files("worker.broker").joinpath(_ACK_SCRIPT).read_text(encoding="utf-8")
+
+
+@functools.cache
 def _take_sha() -> str:
     return hashlib.sha1(take_script().encode("utf-8"), usedforsecurity=False).hexdigest()
 
@@ -230,24 +249,33 @@ class QoS(kombu_redis.QoS):
     Each record also lists the delivery tag among its channel's holdings, so that a dead
     consumer's unacked messages (running, prefetched, or held for their countdown) go back to their
     queue within seconds of its death, not at the visibility timeout (which stays as the last net).
+    An ack removes the record only while this channel still holds it (ack.lua): once its holdings
+    were put back (it was taken for dead), the message may be recorded again, under the same
+    delivery tag, for whoever took it next, and a late ack must leave that record alone.
 
-    A full Redis (maxmemory, noeviction) refuses kombu's MULTI transactions as a whole, so:
-    acks go out as plain deletions (which it takes, and which free memory); a re-queue it refuses
-    (a reject with requeue) leaves the message unacked and held, and is done again once Redis has
-    room (`restore_deferred`, from the heartbeat thread); the unacked sweep skips its turn.
+    A Redis that refuses writes (full: maxmemory under noeviction; MISCONF, READONLY, NOREPLICAS)
+    refuses kombu's MULTI transactions as a whole, so: acks go out as a script of deletions (which
+    a full Redis takes, and which free memory), and an ack the others refuse is done again later;
+    a re-queue it refuses (a reject with requeue) leaves the message unacked and held, and is done
+    again once Redis takes writes (`restore_deferred`, from the heartbeat thread); the unacked
+    sweep skips its turn.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._holder_of: dict[str, str] = {}  # delivery tag -> holder id it was recorded under
+        self._plain: set[str] = set()  # delivery tags recorded by kombu's own append (no holder)
         self._deferred_lock = threading.Lock()
-        self._deferred: set[str] = set()  # delivery tags whose re-queue a full Redis refused
-        self._deferred_log = FullBackoff("broker re-queue", log)
+        self._deferred: set[str] = set()  # delivery tags whose re-queue Redis refused
+        self._deferred_acks: dict[str, str | None] = {}  # delivery tag -> holder, for acks Redis refused
+        self._deferred_log = FullBackoff("broker acks and re-queues", log)
+        self._ack: Any = None  # ack.lua, registered on first use
 
     def append(self, message: Any, delivery_tag: str) -> None:
         taken = self.channel.claim_taken()
         if taken is None:
             super().append(message, delivery_tag)
+            self._plain.add(delivery_tag)
             return
         inflight, item = taken
         delivery = message.delivery_info
@@ -257,11 +285,12 @@ class QoS(kombu_redis.QoS):
         try:
             recorded = self.channel.run_hold_script(keys, [item, delivery_tag, time(), record, holder])
         except ResponseError as exc:
-            if not is_redis_full(exc):
+            detail = write_refusal(exc)
+            if detail is None:
                 raise
             # A script is refused before its first write: the message is still in its in-flight
-            # list, which goes back to its queue at the first take once Redis has room.
-            self.channel.hold_refused()
+            # list, which goes back to its queue at the first take once Redis takes writes.
+            self.channel.hold_refused(detail)
             raise Empty() from None
         if not recorded:
             # Its in-flight entry was put back on the queue while this process looked dead (frozen
@@ -271,68 +300,122 @@ class QoS(kombu_redis.QoS):
         self._holder_of[delivery_tag] = holder
         virtual.QoS.append(self, message, delivery_tag)
 
+    def ack(self, delivery_tag: str) -> None:
+        # A tag this channel put back itself (a re-queue, its close) has left `_holder_of`: its
+        # holder is still this channel's, whose holdings no longer list it.
+        holder = self._holder_of.pop(delivery_tag, None)
+        if delivery_tag in self._plain:
+            self._plain.discard(delivery_tag)
+        elif holder is None:
+            holder = self.channel.holder_id
+        try:
+            self._unrecord(delivery_tag, holder)
+        except ResponseError as exc:
+            if not refuses_writes(exc):
+                raise
+            # Left unacked and held (nothing is lost): the heartbeat acks it once Redis takes writes.
+            with self._deferred_lock:
+                self._deferred_acks[delivery_tag] = holder
+                self._deferred_log.refused(monotonic(), write_refusal(exc) or FULL_DETAIL)
+        virtual.QoS.ack(self, delivery_tag)
+
+    def _unrecord(self, delivery_tag: str, holder: str | None) -> None:
+        """Remove kombu's record of a delivered message (only while `holder` holds it, when it has one)."""
+        with self.channel.conn_or_acquire() as client:
+            if holder is None:  # recorded by kombu's own append (a Redis without BLMOVE)
+                client.pipeline(transaction=False).zrem(self.unacked_index_key, delivery_tag).hdel(
+                    self.unacked_key, delivery_tag
+                ).execute()
+                return
+            if self._ack is None:
+                self._ack = client.register_script(ack_script())
+            keys = [self.unacked_index_key, self.unacked_key, f"{holder}:held"]
+            if not self._ack(keys=keys, args=[delivery_tag], client=client):
+                log.info("a message was put back on its queue while this worker looked dead; its late ack is dropped")
+
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         if not requeue:
             super().reject(delivery_tag, requeue=False)
             return
-        holder = self._holder_of.get(delivery_tag)
         try:
             self.restore_by_tag(delivery_tag, leftmost=True)
         except ResponseError as exc:
-            if not is_redis_full(exc):
+            if not refuses_writes(exc):
                 raise
-            self._defer(delivery_tag, holder)
+            self._defer(delivery_tag, write_refusal(exc) or FULL_DETAIL)
             return
+        self._holder_of.pop(delivery_tag, None)
         virtual.QoS.ack(self, delivery_tag)
 
-    def _defer(self, delivery_tag: str, holder: str | None) -> None:
-        """Redis is full: the message stays unacked and held (nothing is lost), and is put back later.
+    def restore_held(self, delivery_tag: str, holder: str) -> None:
+        """Put back on its queue a message `holder` (dead) has recorded as unacked.
+
+        kombu's restore (bindings looked up, redelivered flag set, one transaction, so two restorers
+        never both do), which also takes the tag out of the holder's holdings in that transaction:
+        a late ack from the holder then finds it gone and leaves the next holder's record alone.
+        """
+        self._holder_of[delivery_tag] = holder
+        try:
+            self.restore_by_tag(delivery_tag)
+        finally:
+            self._holder_of.pop(delivery_tag, None)
+
+    def _defer(self, delivery_tag: str, detail: str) -> None:
+        """Redis refuses writes: the message stays unacked and held (nothing is lost), and is put back later.
 
         It leaves this worker's in-memory count at once, so the deferred re-queues never use up
         the prefetch and stop the consumer.
         """
-        if holder is not None:
-            self._holder_of[delivery_tag] = holder  # the failed restore took it off
         with self._deferred_lock:
             self._deferred.add(delivery_tag)
-            self._deferred_log.refused(monotonic())
+            self._deferred_log.refused(monotonic(), detail)
         virtual.QoS.ack(self, delivery_tag)
 
     def restore_deferred(self) -> None:
-        """Put back on their queues the messages whose re-queue a full Redis refused (if it has room now)."""
+        """Do the re-queues and acks Redis refused (if it takes writes now)."""
         with self._deferred_lock:
             tags = sorted(self._deferred)
+            acks = dict(self._deferred_acks)
         for tag in tags:
-            holder = self._holder_of.get(tag)
             try:
                 self.restore_by_tag(tag, leftmost=True)
             except ResponseError as exc:
-                if holder is not None:
-                    self._holder_of[tag] = holder
-                if is_redis_full(exc):
+                if refuses_writes(exc):
+                    return
+                raise
+            self._holder_of.pop(tag, None)
+            with self._deferred_lock:
+                self._deferred.discard(tag)
+        for tag, ack_holder in acks.items():
+            try:
+                self._unrecord(tag, ack_holder)
+            except ResponseError as exc:
+                if refuses_writes(exc):
                     return
                 raise
             with self._deferred_lock:
-                self._deferred.discard(tag)
-        if tags:
+                self._deferred_acks.pop(tag, None)
+        if tags or acks:
             with self._deferred_lock:
                 self._deferred_log.accepted(monotonic())
-            log.info("put %d re-queued message(s) back on their queues", len(tags))
+            log.info("put %d re-queued message(s) back on their queues, acked %d", len(tags), len(acks))
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> None:
         try:
             super().restore_visible(*args, **kwargs)
         except ResponseError as exc:
-            if not is_redis_full(exc):
+            if not refuses_writes(exc):
                 raise
-            # The sweep's mutex is a write: a full Redis refuses it. The next sweep tries again.
-            log.debug("unacked sweep skipped: Redis is full")
+            # The sweep's mutex is a write: Redis refuses it. The next sweep tries again.
+            log.debug("unacked sweep skipped: Redis refuses writes")
 
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
-        holder = self._holder_of.pop(delivery_tag, None)
+        # Looked up, not taken: kombu runs a restore again when its WATCH fails, and the holding
+        # must leave in every run. The caller forgets the holder once the restore went through.
+        holder = self._holder_of.get(delivery_tag)
+        self._plain.discard(delivery_tag)
         if pipe is None:
-            # An ack: three deletions, not in a MULTI, which a full Redis refuses as a whole
-            # (deletions alone it takes, and they free memory).
+            # kombu calls it without a pipeline only to ack, which `ack` does; plain deletions anyway.
             with self.channel.conn_or_acquire() as client:
                 pipe = client.pipeline(transaction=False)
         removal = super()._remove_from_indices(delivery_tag, pipe)
@@ -377,6 +460,7 @@ class Channel(kombu_redis.Channel):
         self._retiring: tuple[str, ...] = ()  # retired bases named in the pending take
         self._pause_key = f"{self.inflight_prefix}{_PAUSE_KEY_SUFFIX}"
         self._full = FullBackoff("broker consumer", log)
+        self._renew_refused = False  # the heartbeat's last renewal was refused
         # kombu's global key prefix rewrites commands in its client, not the ones sent here by hand:
         # it would need kombu's own (lossy) way of taking messages. Settings and the worker's start
         # refuse it first (config/broker.py); this is the last guard.
@@ -409,9 +493,10 @@ class Channel(kombu_redis.Channel):
 
     def run_hold_script(self, keys: list[str], args: list[Any]) -> bool:
         """Run hold.lua (EVALSHA, loaded again after a Redis restart): True if recorded."""
-        if self._hold is None:
-            self._hold = self.client.register_script(hold_script())
-        return bool(self._hold(keys=keys, args=args))
+        with self.conn_or_acquire() as client:
+            if self._hold is None:
+                self._hold = client.register_script(hold_script())
+            return bool(self._hold(keys=keys, args=args, client=client))
 
     def renew_alive(self) -> None:
         """Say this channel's consumer and holder are alive (the heartbeat thread's call)."""
@@ -428,24 +513,33 @@ class Channel(kombu_redis.Channel):
         try:
             pipe.execute()
         except ResponseError as exc:
-            if not is_redis_full(exc):
+            if not refuses_writes(exc):
                 raise
+            self._renew_refused = True
             # A full Redis refuses SET but not EXPIRE: the keys exist (a take wrote them), so a
             # live worker stays alive through it, and its holdings are not handed to another.
+            # MISCONF, READONLY and NOREPLICAS refuse EXPIRE too (raised: the next beat tries again).
             pipe = self._heartbeat_client.pipeline(transaction=False)
             for key in alive:
                 pipe.expire(key, ttl_s)
             pipe.execute()
+            return
+        if self._renew_refused:
+            # Writes are back. While they were refused no consumer could renew its alive key, so
+            # a live one may look dead until its own next beat: hold the general recovery off for
+            # an alive TTL, by which time every live process has renewed.
+            self._heartbeat_client.set(self._recovery_gate, "1", ex=ttl_s)
+            self._renew_refused = False
 
-    def hold_refused(self) -> None:
-        """A full Redis refused to record a delivery: pause, and have the next take put the message back.
+    def hold_refused(self, detail: str) -> None:
+        """Redis refused to record a delivery: pause, and have the next take put the message back.
 
         The message is still in this channel's in-flight list; retiring the list (as after a lost
         connection) makes the first take that Redis accepts return it to its queue.
         """
         _retired.add(self._inflight_base)
         self._inflight_base = self._new_inflight_base()
-        self._full.refused(monotonic())
+        self._full.refused(monotonic(), detail)
         self._wait_found_nothing = True
 
     def _on_connect(self, connection: Any) -> None:
@@ -470,16 +564,17 @@ class Channel(kombu_redis.Channel):
     def _restore_holdings(self, holders: list[str]) -> None:
         """Put every message a dead holder still has recorded as unacked back on its queue."""
         restored = 0
-        for holder in holders:
-            held = f"{holder}:held"
-            for tag in self.client.smembers(held):
-                if self.client.hexists(self.unacked_key, tag):
-                    # kombu's own restore: bindings looked up, redelivered flag set, put back at
-                    # the end the consumers take from; one transaction, so two restorers never both do.
-                    self.qos.restore_by_tag(bytes_to_str(tag))
-                    restored += 1
-            pipe = self.client.pipeline()
-            pipe.srem(self.holders_key, holder).delete(held).execute()
+        with self.conn_or_acquire() as client:
+            for holder in holders:
+                held = f"{holder}:held"
+                for raw_tag in client.smembers(held):
+                    tag = bytes_to_str(raw_tag)
+                    if client.hexists(self.unacked_key, tag):
+                        self.qos.restore_held(tag, holder)
+                        restored += 1
+                    else:
+                        client.srem(held, tag)  # acked meanwhile, or put back by another restorer
+                client.transaction(functools.partial(_forget_if_empty, held, self.holders_key, holder), held)
         if restored:
             log.warning("put %d message(s) held by a dead consumer back on their queues", restored)
 
@@ -510,7 +605,8 @@ class Channel(kombu_redis.Channel):
             # Redis is full: wait the pause out on the server, so the event loop stays free and no
             # take is tried (and refused) before it is over.
             self._pending = (_PAUSE, wait_key)
-            command: list[Any] = ["BRPOP", self._pause_key, f"{pause_s:.3f}"]
+            pause_ms = str(max(1, round(pause_s * 1000)))
+            command: list[Any] = ["XREAD", "COUNT", "1", "BLOCK", pause_ms, "STREAMS", self._pause_key, "$"]
         elif self._wait_found_nothing or monotonic() - self._last_take_mono >= _TAKE_EVERY_S:
             self._pending = (_TAKE, wait_key)
             self._last_take_mono = monotonic()
@@ -527,6 +623,8 @@ class Channel(kombu_redis.Channel):
                 self.inflight_recovery_interval_s,
                 wait_key,
                 self.holder_id,
+                # Coming out of refused writes: hold the general recovery off (see renew_alive).
+                self.inflight_alive_s if self._full.in_episode else 0,
                 *self._retiring,
             ]
         else:
@@ -572,13 +670,19 @@ class Channel(kombu_redis.Channel):
             self.client.connection.disconnect()
             raise
         except ResponseError as exc:
-            if is_redis_full(exc):
+            detail = write_refusal(exc)
+            if detail is not None:
                 # Refused before anything moved (a script is refused at its first write). Not an
                 # error of this worker: pause, then take (which also says alive) when it is over.
-                self._full.refused(monotonic())
+                self._full.refused(monotonic(), detail)
                 self._wait_found_nothing = True
                 raise Empty() from None
             text = str(exc)
+            if text.startswith("UNBLOCKED"):
+                # Redis turned replica (a failover) while this wait was blocked: take again, and
+                # meet the refusal (READONLY) there.
+                self._wait_found_nothing = True
+                raise Empty() from None
             if kind == _TAKE and text.startswith("NOSCRIPT"):
                 self._script_cached = False  # Redis restarted or flushed its scripts: send it whole
                 raise Empty() from None
@@ -603,10 +707,10 @@ class Channel(kombu_redis.Channel):
         try:
             super().maybe_refresh_binding_expiry()
         except ResponseError as exc:
-            if not is_redis_full(exc):
+            if not refuses_writes(exc):
                 raise
-            # kombu logs this with a traceback every few seconds; the consumer already said Redis is full.
-            log.debug("binding expiry not refreshed: Redis is full")
+            # kombu logs this with a traceback every few seconds; the consumer already said why.
+            log.debug("binding expiry not refreshed: Redis refuses writes")
 
     def _deliver_taken(self, queue_key: str, item: bytes) -> None:
         queue = queue_key.rsplit(self.sep, 1)[0]
@@ -620,7 +724,15 @@ class Channel(kombu_redis.Channel):
             leftover = self.claim_taken()
             if leftover is not None:  # delivered without an unacked record (a no-ack consumer)
                 inflight, raw = leftover
-                self.client.lrem(inflight, 1, raw)
+                with self.conn_or_acquire() as client:
+                    client.lrem(inflight, 1, raw)
+
+
+def _forget_if_empty(held: str, holders: str, holder: str, pipe: Any) -> None:
+    """Drop a holder from the set of holders once it holds nothing (a transaction watching `held`)."""
+    if pipe.scard(held) == 0:
+        pipe.multi()
+        pipe.srem(holders, holder)
 
 
 class Transport(kombu_redis.Transport):

@@ -33,7 +33,7 @@ from worker.domain.outcomes import STATUS_REJECTED, Outcome, format_timestamp
 from worker.stores import keys as k
 from worker.stores.bulk_outcomes import BulkOutcome
 from worker.stores.keys import REJECTED_MARKER_PREFIX, RedisKeys
-from worker.stores.redis_full import is_redis_full
+from worker.stores.redis_full import refuses_writes
 
 __all__ = ["LATENCY_BUCKETS_S", "OutcomePublisher", "PublishResult", "latency_bucket"]
 
@@ -52,8 +52,9 @@ _NOT_RETRYABLE: Final = (redis_errors.AuthenticationError,)
 
 
 def _is_redis_blip(exc: BaseException) -> bool:
-    # A full Redis (maxmemory, noeviction) heals when memory frees: worth the same deadline.
-    return (isinstance(exc, _RETRYABLE) and not isinstance(exc, _NOT_RETRYABLE)) or is_redis_full(exc)
+    # A Redis refusing writes (full, MISCONF, READONLY, NOREPLICAS) heals by itself or by an operator's
+    # hand: worth the same deadline.
+    return (isinstance(exc, _RETRYABLE) and not isinstance(exc, _NOT_RETRYABLE)) or refuses_writes(exc)
 
 
 _FLAG_TRUE: Final = "1"
