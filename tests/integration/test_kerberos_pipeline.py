@@ -1,0 +1,98 @@
+"""A refresh over Kerberos end to end: real KDC, real Redis, a real Celery worker, the emulator.
+
+The worker process logs on in-process (a keytab, or a password file), asks the KDC for the
+emulator's SPN (HTTP/localhost, from the endpoint), and pywinrm's own Kerberos transport seals
+every message ([MS-WSMV] message encryption over plain HTTP). Each source gets its own worker
+process: one process keeps one logon per account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from emulator.server import Emulator
+from testing.fixtures_emulator import make_emulator_settings
+from testing.fixtures_kdc import KERBEROS_ACCOUNT, KERBEROS_PASSWORD, KerberosRealm
+from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun
+
+pytestmark = pytest.mark.integration
+
+_SITE = "KR1"
+
+
+def _providers(
+    realm: KerberosRealm, credentials: dict[str, str]
+) -> Callable[[dict[str, Emulator]], dict[str, dict[str, str]]]:
+    def providers(emulators: dict[str, Emulator]) -> dict[str, dict[str, str]]:
+        endpoint = emulators[_SITE].url.replace("127.0.0.1", "localhost")
+        common = {
+            "transport": "kerberos",
+            "username": realm.principal,
+            "operation_timeout_s": "5",
+            "read_timeout_s": "8",
+        }
+        return {
+            _SITE: {"endpoint": endpoint, **common, **credentials},
+            # The same listener, the ticket asked for an SPN the KDC does not know.
+            "KW1": {"endpoint": endpoint, "spn": "HTTP/nosuch.sccm.test", **common, **credentials},
+        }
+
+    return providers
+
+
+def _kerberos_pipeline(factory: PipelineFactory, realm: KerberosRealm, credentials: dict[str, str]) -> Pipeline:
+    emulator = make_emulator_settings(
+        site_code=_SITE, auth_modes=("kerberos",), kerberos_keytab=str(realm.service_keytab), username=KERBEROS_ACCOUNT
+    )
+    return factory(
+        extra_emulators={_SITE: emulator},
+        extra_providers=_providers(realm, credentials),
+        worker_extra_env=realm.env,
+    )
+
+
+@pytest.fixture(scope="module")
+def keytab_pipeline(pipeline_factory: PipelineFactory, kerberos_realm: KerberosRealm) -> Pipeline:
+    return _kerberos_pipeline(pipeline_factory, kerberos_realm, {"keytab_file": str(kerberos_realm.client_keytab)})
+
+
+@pytest.fixture(scope="module")
+def password_pipeline(pipeline_factory: PipelineFactory, kerberos_realm: KerberosRealm) -> Pipeline:
+    return _kerberos_pipeline(pipeline_factory, kerberos_realm, {"password_file": str(kerberos_realm.password_file)})
+
+
+def _assert_one_final(run: RefreshRun, status: str) -> None:
+    assert run.final is not None, f"no final outcome; live events: {run.statuses}"
+    assert run.final.status == status, run.final.to_dict()
+    assert [o for o in run.stream if o.final] == [run.final]
+    assert run.state is not None and run.state.outcome == run.final
+
+
+@pytest.mark.parametrize("source", ["keytab", "password_file"])
+def test_a_refresh_over_kerberos_with_message_encryption_is_accepted(
+    source: str, request: pytest.FixtureRequest
+) -> None:
+    """From a keytab and from a password file: accepted, one final, every message sealed."""
+    pipeline: Pipeline = request.getfixturevalue(f"{'keytab' if source == 'keytab' else 'password'}_pipeline")
+    emulator = pipeline.emulators[_SITE]
+    pkg = pipeline.package(_SITE, pkg_source_flag=2)
+    run = pipeline.refresh(site_code=_SITE, package_id=pkg["PackageID"], package_class=pkg["class"])
+    _assert_one_final(run, "accepted")
+    assert run.final is not None and run.final.attempt == 1 and run.statuses == ["accepted"]
+    assert emulator.provider.call_log()["packages"][pkg["PackageID"]]["accepted"] == 1
+    assert emulator.stats.count("kerberos_authenticated") >= 1
+    assert emulator.stats.count("wsman_encrypted") >= 2 and emulator.stats.count("wsman_plaintext") == 0
+    log = pipeline.worker.output()
+    assert KERBEROS_PASSWORD not in log and "Traceback" not in log
+
+
+def test_an_spn_the_kdc_does_not_know_fails_once_with_a_clear_message(keytab_pipeline: Pipeline) -> None:
+    """A wrong SPN is permanent: one attempt, failed, the message names the SPN and setspn."""
+    pkg = keytab_pipeline.package(_SITE, pkg_source_flag=2)
+    run = keytab_pipeline.refresh(site_code="KW1", package_id=pkg["PackageID"], package_class=pkg["class"])
+    _assert_one_final(run, "failed")
+    assert run.final is not None and run.final.error is not None
+    assert run.final.error["kind"] == "config" and run.statuses == ["failed"] and run.final.attempts == 1
+    assert "HTTP/nosuch.sccm.test" in run.final.error["message"] and "setspn" in run.final.error["message"]
