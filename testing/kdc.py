@@ -250,7 +250,7 @@ class MitKdc:
     def add_principal(self, name: str, *, password: str | None = None, max_life: str | None = None) -> str:
         """Create `name` with `password`, or with a random key when None (services); its full name."""
         full = self.principal(name)
-        options = f"-maxlife {max_life!r} " if max_life else ""
+        options = f'-maxlife "{max_life}" ' if max_life else ""
         if password is None:
             self.kadmin(f"addprinc {options}-randkey {full}")
         else:
