@@ -30,11 +30,17 @@ from typing import Final
 
 from embedded.child_stop import stop_child
 
-__all__ = ["KDC_MISSING", "MitKdc", "find_kdc_binaries", "kerberos_environment"]
+__all__ = ["FAKETIME_MISSING", "KDC_MISSING", "MitKdc", "find_faketime", "find_kdc_binaries", "kerberos_environment"]
 
 KDC_MISSING: Final = (
     "the MIT Kerberos KDC is not installed (Debian, as root: "
     "apt-get install -y krb5-kdc krb5-admin-server krb5-user libkrb5-dev; then `make` adds the kerberos extra)"
+)
+FAKETIME_MISSING: Final = "libfaketime is not installed (Debian, as root: apt-get install -y faketime)"
+_FAKETIME_DIRS: Final = (
+    "/usr/lib/x86_64-linux-gnu/faketime",
+    "/usr/lib/aarch64-linux-gnu/faketime",
+    "/usr/lib/faketime",
 )
 _SBIN_DIRS: Final = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 _BINARIES: Final = ("krb5kdc", "kdb5_util", "kadmin.local")
@@ -50,6 +56,15 @@ def find_kdc_binaries() -> dict[str, str] | None:
     if any(path is None for path in found.values()):
         return None
     return {name: str(path) for name, path in found.items()}
+
+
+def find_faketime() -> str | None:
+    """libfaketime's preload library (Debian: faketime), or None."""
+    for directory in _FAKETIME_DIRS:
+        candidate = Path(directory) / "libfaketime.so.1"
+        if candidate.is_file():
+            return str(candidate)
+    return None
 
 
 def _free_tcp_port() -> int:
@@ -84,7 +99,9 @@ class MitKdc:
         realm: str = "SCCM.TEST",
         max_ticket_life: str = "10h",
         max_renewable_life: str = "7d",
+        clock_offset: str | None = None,
     ) -> None:
+        """`clock_offset` (libfaketime's FAKETIME, e.g. "-10m") runs the KDC on a skewed clock."""
         binaries = find_kdc_binaries()
         if binaries is None:
             raise RuntimeError(KDC_MISSING)
@@ -99,6 +116,12 @@ class MitKdc:
         self.log_file = workdir / "krb5kdc.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._created = False
+        self._clock_env: dict[str, str] = {}
+        if clock_offset is not None:
+            library = find_faketime()
+            if library is None:
+                raise RuntimeError(FAKETIME_MISSING)
+            self._clock_env = {"LD_PRELOAD": library, "FAKETIME": clock_offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
 
     # -- configuration ----------------------------------------------------------------------------
 
@@ -206,7 +229,7 @@ class MitKdc:
         return self
 
     def _spawn(self) -> None:
-        env = {**os.environ, **self.environment()}
+        env = {**os.environ, **self.environment(), **self._clock_env}
         log = self.log_file.with_suffix(".stderr").open("ab")
         try:
             # -n: stay in the foreground (so we own its PID); -r: only our realm.
@@ -248,9 +271,15 @@ class MitKdc:
         return name if "@" in name else f"{name}@{self.realm}"
 
     def add_principal(self, name: str, *, password: str | None = None, max_life: str | None = None) -> str:
-        """Create `name` with `password`, or with a random key when None (services); its full name."""
+        """Create `name` with `password`, or with a random key when None (services); its full name.
+
+        Accounts with a password require pre-authentication, as Active Directory's do by default
+        (so the KDC checks the client's clock, and a wrong password is KDC_ERR_PREAUTH_FAILED).
+        """
         full = self.principal(name)
         options = f'-maxlife "{max_life}" ' if max_life else ""
+        if password is not None:
+            options += "+requires_preauth "
         if password is None:
             self.kadmin(f"addprinc {options}-randkey {full}")
         else:

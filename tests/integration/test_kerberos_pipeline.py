@@ -42,14 +42,21 @@ def _providers(
     return providers
 
 
-def _kerberos_pipeline(factory: PipelineFactory, realm: KerberosRealm, credentials: dict[str, str]) -> Pipeline:
+def _kerberos_pipeline(
+    factory: PipelineFactory,
+    realm: KerberosRealm,
+    credentials: dict[str, str],
+    *,
+    worker_realm: KerberosRealm | None = None,
+) -> Pipeline:
+    """The emulator accepts `realm`'s tickets; the worker logs on in `worker_realm` (the same by default)."""
     emulator = make_emulator_settings(
         site_code=_SITE, auth_modes=("kerberos",), kerberos_keytab=str(realm.service_keytab), username=KERBEROS_ACCOUNT
     )
     return factory(
         extra_emulators={_SITE: emulator},
         extra_providers=_providers(realm, credentials),
-        worker_extra_env=realm.env,
+        worker_extra_env=(worker_realm or realm).env,
     )
 
 
@@ -61,6 +68,14 @@ def keytab_pipeline(pipeline_factory: PipelineFactory, kerberos_realm: KerberosR
 @pytest.fixture(scope="module")
 def password_pipeline(pipeline_factory: PipelineFactory, kerberos_realm: KerberosRealm) -> Pipeline:
     return _kerberos_pipeline(pipeline_factory, kerberos_realm, {"password_file": str(kerberos_realm.password_file)})
+
+
+@pytest.fixture(scope="module")
+def skewed_pipeline(
+    pipeline_factory: PipelineFactory, kerberos_realm: KerberosRealm, skewed_kerberos_realm: KerberosRealm
+) -> Pipeline:
+    credentials = {"keytab_file": str(skewed_kerberos_realm.client_keytab)}
+    return _kerberos_pipeline(pipeline_factory, kerberos_realm, credentials, worker_realm=skewed_kerberos_realm)
 
 
 def _assert_one_final(run: RefreshRun, status: str) -> None:
@@ -96,3 +111,15 @@ def test_an_spn_the_kdc_does_not_know_fails_once_with_a_clear_message(keytab_pip
     assert run.final is not None and run.final.error is not None
     assert run.final.error["kind"] == "config" and run.statuses == ["failed"] and run.final.attempts == 1
     assert "HTTP/nosuch.sccm.test" in run.final.error["message"] and "setspn" in run.final.error["message"]
+
+
+def test_clock_skew_against_the_kdc_fails_once_saying_to_sync_the_clock(skewed_pipeline: Pipeline) -> None:
+    """The worker's clock 10 minutes off the KDC's: permanent, one attempt, the message says NTP."""
+    emulator = skewed_pipeline.emulators[_SITE]
+    pkg = skewed_pipeline.package(_SITE, pkg_source_flag=2)
+    run = skewed_pipeline.refresh(site_code=_SITE, package_id=pkg["PackageID"], package_class=pkg["class"])
+    _assert_one_final(run, "failed")
+    assert run.final is not None and run.final.error is not None
+    assert run.final.error["kind"] == "config" and run.statuses == ["failed"] and run.final.attempts == 1
+    assert "clock skew" in run.final.error["message"] and "NTP" in run.final.error["message"]
+    assert emulator.stats.count("http_401") == 0 and pkg["PackageID"] not in emulator.provider.call_log()["packages"]

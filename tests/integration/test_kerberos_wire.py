@@ -20,6 +20,7 @@ from emulator.server import Emulator
 from errors import AuthError, ConfigError, ConnectError
 from testing.fixtures_emulator import EmulatorFactory
 from testing.fixtures_kdc import EMULATOR_SPN_HOST, KERBEROS_ACCOUNT, OTHER_SPN_HOST, KerberosRealm
+from testing.kdc import kerberos_environment
 from testing.wsman_requests import get_envelope, relates_to
 from worker.provider import kerberos as worker_kerberos
 from worker.provider.transport import ProviderTransport
@@ -136,6 +137,23 @@ def test_an_unknown_account_and_a_wrong_password_fail_permanently_without_the_pa
     with pytest.raises(AuthError, match="wrong password") as caught:
         _get(bad, kerberos_emulator)
     assert "Not-The-Kerberos" not in str(caught.value)
+
+
+@pytest.mark.parametrize("source", ["keytab", "password_file"])
+def test_clock_skew_against_the_kdc_is_a_config_error_saying_to_sync_the_clock(
+    skewed_kerberos_realm: KerberosRealm, kerberos_emulator: Emulator, source: str
+) -> None:
+    """A KDC 10 minutes off: KRB_AP_ERR_SKEW, permanent (retrying does not set a clock), before any HTTP."""
+    credentials: dict[str, Any] = (
+        {"keytab_file": skewed_kerberos_realm.client_keytab}
+        if source == "keytab"
+        else {"keytab_file": None, "password_file": skewed_kerberos_realm.password_file}
+    )
+    with kerberos_environment(skewed_kerberos_realm.env):
+        transport = _transport(skewed_kerberos_realm, _localhost_url(kerberos_emulator), **credentials)
+        with pytest.raises(ConfigError, match=r"clock skew.*NTP"):
+            _get(transport, kerberos_emulator)
+    assert kerberos_emulator.stats.count("http_401") == 0
 
 
 def test_a_stopped_kdc_is_transient_and_recovers_when_it_returns(
