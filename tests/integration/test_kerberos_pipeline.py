@@ -14,8 +14,9 @@ import pytest
 
 from emulator.server import Emulator
 from testing.fixtures_emulator import make_emulator_settings
-from testing.fixtures_kdc import KERBEROS_ACCOUNT, KERBEROS_PASSWORD, KerberosRealm
+from testing.fixtures_kdc import EMULATOR_SPN_HOST, KERBEROS_ACCOUNT, KERBEROS_PASSWORD, KerberosRealm
 from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun
+from worker.domain.outcomes import Outcome
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +38,8 @@ def _providers(
             _SITE: {"endpoint": endpoint, **common, **credentials},
             # The same listener, the ticket asked for an SPN the KDC does not know.
             "KW1": {"endpoint": endpoint, "spn": "HTTP/nosuch.sccm.test", **common, **credentials},
+            # A second site's listener by its other SPN: a ticket not asked for until a test does.
+            "KT1": {"endpoint": emulators["KT1"].url, "spn": f"HTTP/{EMULATOR_SPN_HOST}", **common, **credentials},
         }
 
     return providers
@@ -50,11 +53,17 @@ def _kerberos_pipeline(
     worker_realm: KerberosRealm | None = None,
 ) -> Pipeline:
     """The emulator accepts `realm`'s tickets; the worker logs on in `worker_realm` (the same by default)."""
-    emulator = make_emulator_settings(
-        site_code=_SITE, auth_modes=("kerberos",), kerberos_keytab=str(realm.service_keytab), username=KERBEROS_ACCOUNT
-    )
+    emulators = {
+        site: make_emulator_settings(
+            site_code=site,
+            auth_modes=("kerberos",),
+            kerberos_keytab=str(realm.service_keytab),
+            username=KERBEROS_ACCOUNT,
+        )
+        for site in (_SITE, "KT1")
+    }
     return factory(
-        extra_emulators={_SITE: emulator},
+        extra_emulators=emulators,
         extra_providers=_providers(realm, credentials),
         worker_extra_env=(worker_realm or realm).env,
     )
@@ -80,7 +89,7 @@ def skewed_pipeline(
 
 def _assert_one_final(run: RefreshRun, status: str) -> None:
     assert run.final is not None, f"no final outcome; live events: {run.statuses}"
-    assert run.final.status == status, run.final.to_dict()
+    assert run.final.status == status, (run.statuses, run.final.error)
     assert [o for o in run.stream if o.final] == [run.final]
     assert run.state is not None and run.state.outcome == run.final
 
@@ -123,3 +132,27 @@ def test_clock_skew_against_the_kdc_fails_once_saying_to_sync_the_clock(skewed_p
     assert run.final.error["kind"] == "config" and run.statuses == ["failed"] and run.final.attempts == 1
     assert "clock skew" in run.final.error["message"] and "NTP" in run.final.error["message"]
     assert emulator.stats.count("http_401") == 0 and pkg["PackageID"] not in emulator.provider.call_log()["packages"]
+
+
+def test_a_stopped_kdc_is_retried_and_the_refresh_recovers_when_it_returns(
+    keytab_pipeline: Pipeline, kerberos_realm: KerberosRealm
+) -> None:
+    """No KDC for a ticket the worker needs: transient (retrying), accepted once the KDC is back."""
+    kdc = kerberos_realm.kdc
+    pkg = keytab_pipeline.package("KT1", pkg_source_flag=2)
+
+    def restart_on_first_retry(outcome: Outcome) -> None:
+        if outcome.status == "retrying" and not kdc.running:
+            kdc.start()
+
+    kdc.stop()
+    try:
+        run = keytab_pipeline.refresh(
+            site_code="KT1", package_id=pkg["PackageID"], package_class=pkg["class"], on_event=restart_on_first_retry
+        )
+    finally:
+        kdc.start()
+    _assert_one_final(run, "accepted")
+    assert run.statuses[0] == "retrying" and run.statuses[-1] == "accepted"
+    first = run.live[0]
+    assert first.error is not None and first.error["kind"] == "connect" and "KDC" in first.error["message"]
