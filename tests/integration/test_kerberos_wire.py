@@ -8,9 +8,11 @@ encryption over plain HTTP. Refusals are checked on the wire, with the tokens a 
 from __future__ import annotations
 
 import base64
+import http.server
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import requests
@@ -209,4 +211,49 @@ def test_a_hostile_negotiate_token_is_refused_without_a_traceback(
     header = {"Authorization": f"Negotiate {base64.b64encode(token).decode()}", "Content-Length": "0"}
     answer = requests.post(kerberos_emulator.url, headers=header, timeout=5)
     assert answer.status_code == 401
+    assert "Traceback" not in caplog.text
+
+
+class _HostileAcceptor(http.server.BaseHTTPRequestHandler):
+    """Answers every POST 200 with the Negotiate token the test chose: the acceptor's leg is forged."""
+
+    reply_token: ClassVar[str | None] = None
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        if self.reply_token is not None:
+            self.send_header("WWW-Authenticate", f"Negotiate {self.reply_token}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+@pytest.mark.parametrize(
+    "reply_token",
+    [
+        base64.b64encode(b"\x6f\x05garbage").decode(),  # an AP-REP tag over garbage
+        base64.b64encode(b"\x00" * 64).decode(),
+        None,  # no token at all: nothing proves the server holds the SPN's key
+    ],
+)
+def test_a_hostile_acceptor_reply_is_refused_as_an_auth_error_without_a_traceback(
+    kerberos_realm: KerberosRealm, reply_token: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server's leg does not verify (mutual authentication): AuthError, nothing logged with a traceback."""
+    handler = type("Handler", (_HostileAcceptor,), {"reply_token": reply_token})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        transport = _transport(kerberos_realm, f"http://localhost:{server.server_address[1]}/wsman")
+        with pytest.raises(AuthError, match="mutual authentication"):
+            transport.send(b"<s:Envelope/>")
+        transport.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
     assert "Traceback" not in caplog.text
