@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import pytest
 import requests
 
+from cli.doctor_kerberos import check_kerberos_provider
 from config.settings import ProviderSettings
 from emulator.server import Emulator
 from errors import AuthError, ConfigError, ConnectError
@@ -257,3 +258,27 @@ def test_a_hostile_acceptor_reply_is_refused_as_an_auth_error_without_a_tracebac
         server.server_close()
         thread.join(5)
     assert "Traceback" not in caplog.text
+
+
+def _doctor_lines(realm: KerberosRealm, endpoint: str, **fields: Any) -> list[tuple[bool, str]]:
+    lines: list[tuple[bool, str]] = []
+    provider = _transport(realm, endpoint, **fields).provider
+    check_kerberos_provider("PS1", provider, lambda ok, text: lines.append((ok, text)))
+    return lines
+
+
+def test_doctor_checks_the_logon_the_spn_ticket_and_an_authenticated_get(
+    kerberos_realm: KerberosRealm, kerberos_emulator: Emulator
+) -> None:
+    """A working provider: three ok lines, the Get answered (no such package) over Kerberos."""
+    lines = _doctor_lines(kerberos_realm, _localhost_url(kerberos_emulator))
+    assert [ok for ok, _ in lines] == [True, True, True], lines
+    assert "HTTP/localhost" in lines[1][1] and "authenticated Get" in lines[2][1]
+    assert kerberos_emulator.stats.count("kerberos_authenticated") == 1
+
+
+def test_doctor_names_a_wrong_spn_and_stops_there(kerberos_realm: KerberosRealm, kerberos_emulator: Emulator) -> None:
+    """An SPN the KDC does not know: one FAIL line naming it, no Get tried."""
+    lines = _doctor_lines(kerberos_realm, kerberos_emulator.url, spn="HTTP/nosuch.sccm.test")
+    assert len(lines) == 1 and not lines[0][0]
+    assert "HTTP/nosuch.sccm.test" in lines[0][1] and "setspn" in lines[0][1]
