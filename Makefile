@@ -20,10 +20,18 @@ $(UV):
 	$(PYTHON) -m venv .tools
 	.tools/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
+# The `kerberos` extra (pykerberos, gssapi) builds against MIT Kerberos: installed where its
+# headers are (`krb5-config`, Debian's libkrb5-dev), else left out and the Kerberos tests skip.
+# The stamp records which extras were synced, so installing libkrb5-dev later re-syncs.
+KERBEROS_EXTRA := $(if $(shell command -v krb5-config 2>/dev/null),--extra kerberos,)
+ifneq ($(shell cat $(STAMP) 2>/dev/null),synced $(KERBEROS_EXTRA))
+.PHONY: $(STAMP)
+endif
+
 $(STAMP): pyproject.toml uv.lock | $(UV)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "sccm-refresh needs Python 3.11+ (set PYTHON=python3.11)")'
-	$(UV) sync --locked --quiet --python $(PYTHON)
-	@touch $(STAMP)
+	$(UV) sync --locked --quiet --python $(PYTHON) $(KERBEROS_EXTRA)
+	@echo "synced $(KERBEROS_EXTRA)" > $(STAMP)
 
 # `make lock`: uv.lock follows a changed pyproject.toml, every other pin kept.
 lock: | $(UV)

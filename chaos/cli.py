@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_BULK_SIZE,
         help=f"packages in the bulk of bulk-kill (default {DEFAULT_BULK_SIZE})",
     )
+    parser.add_argument(
+        "--auth",
+        choices=("ntlm", "kerberos"),
+        default="ntlm",
+        help="how the workers authenticate: ntlm (default), or kerberos against a KDC the rig starts "
+        "(needs krb5-kdc, krb5-admin-server and the kerberos extra; docs/kerberos.md)",
+    )
     parser.add_argument("--seed", type=_seed, default=1, help="seed of every random choice (default 1)")
     parser.add_argument("--json", action="store_true", help="also print one JSON line per scenario")
     parser.add_argument("--no-flower", action="store_true", help="do not run Flower (its answers are not searched)")
@@ -84,7 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = list(dict.fromkeys(args.scenario or SCENARIOS))
     workdir = (args.workdir / f"chaos-{uuid.uuid4().hex[:8]}").resolve()
     options = RunOptions(
-        requests=args.requests, seed=args.seed, workdir=workdir, flower=not args.no_flower, bulk_size=args.bulk_size
+        requests=args.requests,
+        seed=args.seed,
+        workdir=workdir,
+        flower=not args.no_flower,
+        bulk_size=args.bulk_size,
+        auth=args.auth,
     )
     print(
         f"[chaos] {len(names)} scenario(s), {args.requests} requests each, seed {args.seed}; logs in {workdir}",

@@ -25,7 +25,7 @@ from collections.abc import Collection, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from celery import Celery
 from kombu.connection import Connection
@@ -41,6 +41,7 @@ from emulator.server import Emulator
 from emulator.settings import EmulatorSettings
 from testing.fixtures_pipeline import FAST_RETRY_ENV, UNACKED_HASH
 from testing.flower_process import FlowerProcess
+from testing.kdc import MitKdc, kerberos_environment
 from testing.leak_search import snapshot_redis
 from worker.app import REFRESH_TASK, create_app
 from worker.broker.transport import transport_options
@@ -52,6 +53,9 @@ __all__ = ["RETRY_ENV", "SITE_CODE", "USERNAME", "Rig", "RigConfig"]
 
 SITE_CODE: Final = "PS1"
 USERNAME: Final = "LAB\\chaos-svc"
+# The same account over Kerberos (the emulator matches LAB\chaos-svc to it).
+KERBEROS_REALM: Final = "LAB.TEST"
+KERBEROS_PRINCIPAL: Final = f"chaos-svc@{KERBEROS_REALM}"
 WORKER_NAMES: Final = ("chaos-a", "chaos-b")
 # kombu's Redis transport keeps a message with priority p > 0 in "<queue>\x06\x16<p>".
 _PRIORITY_SEPARATOR: Final = "\x06\x16"
@@ -85,6 +89,9 @@ class RigConfig:
     # Restart a worker that died, as systemd's Restart=always would: a poison message then costs
     # its own request (and shows as crashes), not the rest of the run.
     supervise: bool = False
+    # "kerberos": a real MIT KDC of the rig's own (testing/kdc.py), the emulator a Kerberos acceptor,
+    # the workers logging on from a keytab; NTLM otherwise.
+    auth: Literal["ntlm", "kerberos"] = "ntlm"
 
 
 class Rig:
@@ -112,23 +119,34 @@ class Rig:
             auth_modes=("ntlm",),
             password=self.password,
         )
-        self.emulator = Emulator(replace(settings, **dict(self.config.emulator))).start()
-        self._stack.callback(self.emulator.stop)
         password_file = self.workdir / "provider-password"
         password_file.touch(mode=0o600)
         password_file.write_text(self.password, encoding="utf-8")
+        kerberos_env: dict[str, str] = {}
+        if self.config.auth == "kerberos":
+            settings, kerberos_env = self._kerberos_realm(settings)
+        self.emulator = Emulator(replace(settings, **dict(self.config.emulator))).start()
+        self._stack.callback(self.emulator.stop)
         provider = {
             "endpoint": self.emulator.url,
             "transport": "ntlm",
             "username": USERNAME,
             "password_file": str(password_file),
         }
+        if self.config.auth == "kerberos":
+            provider = {
+                # HTTP/localhost: the SPN the emulator's keytab holds, derived from the endpoint.
+                "endpoint": self.emulator.url.replace("127.0.0.1", "localhost"),
+                "transport": "kerberos",
+                "username": KERBEROS_PRINCIPAL,
+                "keytab_file": str(self.workdir / "chaos-svc.keytab"),
+            }
         self.worker_env = worker_environment(
             redis_url=self.redis_server.url,
             key_prefix=self.keys.prefix,
             queue=self.queue,
             providers={SITE_CODE: provider},
-            extra={**RETRY_ENV, **self.config.worker_env},
+            extra={**RETRY_ENV, **kerberos_env, **self.config.worker_env},
         )
         self.last_send_epoch_s = time.time()
         self.workers = [
@@ -163,6 +181,19 @@ class Rig:
         self._stack.callback(self.producer.close)
         self.ledger = OutcomeLedger(self.redis_server.url, self.keys)
         self._stack.callback(self.ledger.close)
+
+    def _kerberos_realm(self, settings: EmulatorSettings) -> tuple[EmulatorSettings, dict[str, str]]:
+        """A KDC with the workers' account (its keytab) and the emulator's SPN; the realm's environment
+        is set in this process (the emulator's acceptor runs here) and handed to the workers."""
+        kdc = MitKdc(self.workdir / "kdc", realm=KERBEROS_REALM).start()
+        self._stack.callback(kdc.stop)
+        kdc.add_principal(KERBEROS_PRINCIPAL, password=self.password)
+        kdc.add_principal("HTTP/localhost")
+        kdc.keytab(self.workdir / "chaos-svc.keytab", KERBEROS_PRINCIPAL)
+        service_keytab = kdc.keytab(self.workdir / "http.keytab", "HTTP/localhost")
+        self._stack.enter_context(kerberos_environment(kdc.environment()))
+        kerberos = replace(settings, auth_modes=("kerberos",), kerberos_keytab=str(service_keytab))
+        return kerberos, kdc.environment()
 
     def _supervise(self) -> None:
         while not self._stop_supervisor.wait(_SUPERVISE_POLL_S):

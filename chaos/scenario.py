@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from chaos.report import Check, FinalRecord, Row, Sent, tally
 from chaos.rig import USERNAME, Rig, RigConfig
@@ -32,6 +32,8 @@ class RunOptions:
     workdir: Path
     flower: bool = True  # a real Flower watches the workers; its answers are searched for the password
     bulk_size: int = 1000  # packages in the bulk of `bulk-kill`
+    # How the workers authenticate: NTLM, or Kerberos against a KDC of the rig's own (docs/kerberos.md).
+    auth: Literal["ntlm", "kerberos"] = "ntlm"
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ def rig_config(options: RunOptions, *, worker_env: Mapping[str, str] | None = No
         emulator={"package_count": catalogue_size(options.requests), **emulator},
         worker_env=dict(worker_env or {}),
         flower=options.flower,
+        auth=options.auth,
     )
 
 

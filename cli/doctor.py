@@ -2,7 +2,8 @@
 
 Checks, one line each: settings load; the broker and the outcome Redis answer; how many messages
 wait in our queue; how many of our task messages sit in Celery's default queue (a producer that
-forgot the routing: no worker of ours will ever take them); which workers consume our queue.
+forgot the routing: no worker of ours will ever take them); which workers consume our queue;
+for each Kerberos provider, the logon, the SPN's ticket and an authenticated Get (cli/doctor_kerberos.py).
 Exit 0 when all is well, 1 otherwise.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from redis.exceptions import RedisError
 
+from cli.doctor_kerberos import check_kerberos_provider
 from config.settings import get_settings
 from worker.app import app
 from worker.broker.misrouting import DEFAULT_CELERY_QUEUE, count_misrouted
@@ -67,4 +69,7 @@ def doctor() -> int:
     replies = app.control.inspect(timeout=_INSPECT_TIMEOUT_S).active_queues() or {}
     consuming = sorted(name for name, queues in replies.items() if any(q.get("name") == settings.queue for q in queues))
     line(bool(consuming), f"worker(s) consuming {settings.queue!r}: {', '.join(consuming) or 'none answered'}")
+    for site_code, provider in sorted(settings.providers.items()):
+        if provider.transport == "kerberos":
+            check_kerberos_provider(site_code, provider, line)
     return 0 if problems == 0 else 1

@@ -243,6 +243,12 @@ class ProviderSettings(BaseModel):
     username: str = ""
     password: SecretStr | None = None
     password_file: Path | None = None
+    # Kerberos (transport 'kerberos', docs/kerberos.md): `username` is the principal
+    # (sccm-svc@CORP.EXAMPLE); its keys come from `keytab_file` (preferred: no password on disk)
+    # or from the password. `spn` overrides the SPN derived from the endpoint's host
+    # (HTTP/<host>), e.g. for a load-balanced name or an alias the SPN is not registered on.
+    keytab_file: Path | None = None
+    spn: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9-]*/[A-Za-z0-9.-]+(@[A-Za-z0-9.-]+)?$")
     cert_pem: Path | None = None
     cert_key_pem: Path | None = None
     server_cert_validation: Literal["validate", "ignore"] = "validate"
@@ -276,7 +282,11 @@ class ProviderSettings(BaseModel):
         if self.transport == "certificate":
             if not (self.cert_pem and self.cert_key_pem):
                 raise ValueError("transport 'certificate' needs cert_pem and cert_key_pem")
-        elif self.transport != "kerberos":
+        elif self.transport == "kerberos":
+            self._kerberos_credentials()
+        else:
+            if self.keytab_file is not None or self.spn is not None:
+                raise ValueError(f"keytab_file and spn are for transport 'kerberos', not {self.transport!r}")
             if not self.username:
                 raise ValueError(f"transport {self.transport!r} needs a username")
             if self.password is None and self.password_file is None:
@@ -290,6 +300,12 @@ class ProviderSettings(BaseModel):
             if self.password is not None:
                 check_basic_password(self.password.get_secret_value())
         return self
+
+    def _kerberos_credentials(self) -> None:
+        if not self.username:
+            raise ValueError("transport 'kerberos' needs a username: the principal, e.g. sccm-svc@CORP.EXAMPLE")
+        if self.keytab_file is None and self.password is None and self.password_file is None:
+            raise ValueError("transport 'kerberos' needs keytab_file (preferred), password_file or password")
 
     @property
     def boot_image_read_timeout_s(self) -> int:

@@ -102,7 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--auth",
         type=auth_modes,
         default=d.auth_modes,
-        help="comma list of accepted schemes: basic, ntlm",
+        help="comma list of accepted schemes: basic, ntlm, kerberos",
+    )
+    auth.add_argument(
+        "--kerberos-keytab",
+        default=d.kerberos_keytab,
+        metavar="PATH",
+        help="with --auth kerberos: the keytab holding the listener's HTTP/<host> keys (realm from KRB5_CONFIG)",
     )
     auth.add_argument(
         "--allow-unencrypted",
@@ -225,6 +231,8 @@ def settings_from_args(args: argparse.Namespace, password: str) -> EmulatorSetti
         raise ValueError("--tls-cert/--tls-key need --tls files")
     if any(user.casefold() == args.username.casefold() for user in args.denied_user):
         raise ValueError("--denied-user cannot name --username")
+    if ("kerberos" in args.auth) != bool(args.kerberos_keytab):
+        raise ValueError("--auth kerberos and --kerberos-keytab go together")
     rates = dict(args.fault_rate)
     if sum(rates.values()) > 1.0:
         raise ValueError("--fault-rate values must add up to at most 1")
@@ -238,6 +246,7 @@ def settings_from_args(args: argparse.Namespace, password: str) -> EmulatorSetti
         password=password,
         denied_users=tuple(args.denied_user),
         auth_modes=args.auth,
+        kerberos_keytab=args.kerberos_keytab,
         allow_unencrypted=args.allow_unencrypted,
         tls=args.tls,
         tls_cert_file=args.tls_cert,

@@ -63,7 +63,7 @@ class Emulator:
         if not settings.password:
             raise ValueError("EmulatorSettings.password must be set (the CLI generates one when empty)")
         if not settings.auth_modes:
-            raise ValueError("EmulatorSettings.auth_modes must name at least one of basic, ntlm")
+            raise ValueError("EmulatorSettings.auth_modes must name at least one of basic, ntlm, kerberos")
         if not settings.idle_timeout_s > 0:
             raise ValueError("EmulatorSettings.idle_timeout_s must be > 0")
         if settings.max_concurrent_operations_per_user < 1:
@@ -136,6 +136,7 @@ class Emulator:
             # Wake operations waiting out injected latency or a held gate: they answer nothing.
             self._listener.stopping.set()
             self._listener.gate.release()
+            self._listener.auth.close()
         threads: list[threading.Thread] = []
         if server is not None:
             server.shutdown()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import InitVar, dataclass, field
 from typing import Literal
 
-AuthMode = Literal["basic", "ntlm"]
+AuthMode = Literal["basic", "ntlm", "kerberos"]
 MediumFailureMode = Literal["return_value", "fault"]
 LatencyDistribution = Literal["fixed", "uniform", "exponential"]
 
@@ -54,6 +54,9 @@ class EmulatorSettings:
     # Accounts that authenticate (Basic and NTLM, with `password`) but get WMI access denied,
     # like accounts without rights on the SMS namespace.
     denied_users: tuple[str, ...] = ()
+    # Kerberos (auth mode "kerberos"): the keytab with the listener's SPN keys (HTTP/<host>@REALM),
+    # read through the KRB5_CONFIG realm of the process; any other SPN's ticket is refused.
+    kerberos_keytab: str | None = None
     allow_unencrypted: bool = False  # WinRM's AllowUnencrypted: Basic over plain HTTP
     # TLS: None -> plain HTTP; "self-signed" -> generate a CA + server cert on start.
     tls: Literal["off", "self-signed", "files"] = "off"

@@ -96,7 +96,7 @@ def make_emulator_settings(**overrides: Any) -> EmulatorSettings:
 def winrm_protocol_for_url(
     url: str,
     *,
-    transport: Literal["basic", "ntlm"] = "basic",
+    transport: Literal["basic", "ntlm", "kerberos"] = "basic",
     username: str = EMULATOR_USERNAME,
     password: str = EMULATOR_PASSWORD,
     ca_cert_path: str | None = None,
@@ -122,7 +122,7 @@ def winrm_protocol_for_url(
 def winrm_protocol(
     emulator: Emulator,
     *,
-    transport: Literal["basic", "ntlm"] | None = None,
+    transport: Literal["basic", "ntlm", "kerberos"] | None = None,
     username: str = EMULATOR_USERNAME,
     password: str = EMULATOR_PASSWORD,
     message_encryption: Literal["auto", "always", "never"] = "auto",

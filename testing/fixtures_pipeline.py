@@ -33,6 +33,7 @@ from config.settings import Settings
 from embedded.redis_server import RedisServer
 from embedded.worker_process import WorkerProcess, worker_environment
 from emulator.server import Emulator
+from emulator.settings import EmulatorSettings
 from producers.celery_message import task_message
 from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME, make_emulator_settings
 from worker.app import REFRESH_TASK, create_app
@@ -293,7 +294,11 @@ def pipeline_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipel
         worker_args: tuple[str, ...] = (),
         separate_outcome_redis: bool = False,
         worker_processes: int = 1,
+        extra_emulators: dict[str, EmulatorSettings] | None = None,
+        extra_providers: Callable[[dict[str, Emulator]], dict[str, dict[str, str]]] | None = None,
     ) -> Pipeline:
+        """`extra_emulators` join the three usual ones (by site code); `extra_providers(emulators)`
+        adds worker sites that need the started emulators' URLs (e.g. Kerberos ones)."""
         tmp = tmp_path_factory.mktemp("pipeline")
         server = RedisServer(data_dir=tmp / "redis", appendfsync="always").start()
         stops.append(server.close)
@@ -315,6 +320,7 @@ def pipeline_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipel
                 )
             ),
         }
+        emulators.update({site: Emulator(settings) for site, settings in (extra_emulators or {}).items()})
         for emulator in emulators.values():
             emulator.start()
             stops.append(emulator.stop)
@@ -353,6 +359,8 @@ def pipeline_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipel
             # The same HTTPS listener without our CA: its certificate cannot be validated.
             "HX1": {"endpoint": emulators["HS1"].url, "transport": "basic", "password_file": str(good), **common},
         }
+        if extra_providers is not None:
+            providers.update(extra_providers(emulators))
         env = worker_env(redis_url=server.url, keys=keys, queue=queue, providers=providers, extra=worker_extra_env)
         if outcome_server is not None:
             env["SCCM_REFRESH_REDIS_URL"] = outcome_server.url

@@ -11,6 +11,7 @@ pytest_plugins = [
     "testing.fixtures_pipeline",
     "testing.fixtures_api",
     "testing.fixtures_worker",
+    "testing.fixtures_kdc",
 ]
 
 # Hypothesis keeps its example database and caches outside the checkout (the suite writes nothing

@@ -28,6 +28,7 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import spnego
 import spnego.channel_bindings
@@ -39,9 +40,12 @@ __all__ = [
     "NTLM_USER_FILE_ENV",
     "AuthFailedError",
     "AuthorizationHeader",
+    "NegotiateContext",
     "NtlmAcceptor",
     "NtlmUserStore",
     "check_basic",
+    "decode_b64",
+    "is_initial_token",
     "parse_authorization",
     "quiet_handshake_logging",
 ]
@@ -57,6 +61,7 @@ _NTLMSSP_NEGOTIATE_PREFIX = b"NTLMSSP\x00\x01\x00\x00\x00"  # [MS-NLMP] 2.2.1.1:
 # [RFC 2743] 3.1: an InitialContextToken (SPNEGO's NegTokenInit) starts with the [APPLICATION 0] tag.
 _GSS_INITIAL_CONTEXT_TOKEN_TAG = 0x60
 _TLS_SERVER_END_POINT = b"tls-server-end-point:"
+_NTLM_SIGNATURE_LENGTH = 16  # [MS-NLMP] 2.2.2.9: NTLMSSP_MESSAGE_SIGNATURE
 _FORBIDDEN_IN_USER_FILE = (":", "\n", "\r")
 # pyspnego logs every handshake token at DEBUG ("NTLM step input/output: <base64>"): a CHALLENGE
 # next to its AUTHENTICATE is a NetNTLMv2 hash anyone reading the log can crack offline.
@@ -93,7 +98,22 @@ def parse_authorization(value: str | None) -> AuthorizationHeader | None:
     return AuthorizationHeader(scheme=scheme.lower(), token=token.strip())
 
 
-def _decode_b64(token: str) -> bytes:
+class NegotiateContext(Protocol):
+    """A connection's Negotiate security context (NTLM here, Kerberos in emulator.listener.kerberos)."""
+
+    user: str | None
+
+    @property
+    def complete(self) -> bool: ...
+
+    def step_b64(self, token: str) -> str | None: ...
+
+    def wrap(self, message: bytes) -> tuple[bytes, bytes]: ...
+
+    def unwrap(self, signature: bytes, sealed: bytes) -> bytes: ...
+
+
+def decode_b64(token: str) -> bytes:
     try:
         return base64.b64decode(token, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -104,7 +124,7 @@ def check_basic(token: str, *, username: str, password: str, extra_usernames: Se
     """The account (as configured) when the Basic `token` holds `username` or one of `extra_usernames`
     with `password`, else raise AuthFailedError."""
     try:
-        decoded = _decode_b64(token).decode("utf-8")
+        decoded = decode_b64(token).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise AuthFailedError("basic credentials are not UTF-8") from exc
     given_user, separator, given_password = decoded.partition(":")
@@ -116,7 +136,7 @@ def check_basic(token: str, *, username: str, password: str, extra_usernames: Se
     return matched
 
 
-def _is_initial_token(token: bytes) -> bool:
+def is_initial_token(token: bytes) -> bool:
     """True for the first token of a handshake: raw NTLM NEGOTIATE or a SPNEGO NegTokenInit."""
     return token.startswith(_NTLMSSP_NEGOTIATE_PREFIX) or token[:1] == bytes((_GSS_INITIAL_CONTEXT_TOKEN_TAG,))
 
@@ -143,7 +163,7 @@ class NtlmAcceptor:
         `complete` tells whether the client is authenticated: SPNEGO's last leg both completes
         the context and returns a final token (accept-completed, with the mechListMIC).
         """
-        if _is_initial_token(token):
+        if is_initial_token(token):
             # A new handshake replaces whatever context the connection had.
             self.user = None
             # use_negotiate: pyspnego's own SPNEGO acceptor (never GSSAPI, which has no NTLM
@@ -172,17 +192,18 @@ class NtlmAcceptor:
 
     def step_b64(self, token: str) -> str | None:
         """`step` on a base64 token from an Authorization header; base64 reply or None (see `step`)."""
-        reply = self.step(_decode_b64(token))
+        reply = self.step(decode_b64(token))
         return base64.b64encode(reply).decode() if reply else None
 
-    def wrap(self, message: bytes) -> bytes:
-        """Seal `message`: `signature + sealed` bytes ([MS-NLMP] 3.4.3)."""
-        return self._established().wrap(message, encrypt=True).data
+    def wrap(self, message: bytes) -> tuple[bytes, bytes]:
+        """Seal `message`: (signature, sealed) ([MS-NLMP] 3.4.3: a 16-byte signature first)."""
+        wrapped = self._established().wrap(message, encrypt=True).data
+        return wrapped[:_NTLM_SIGNATURE_LENGTH], wrapped[_NTLM_SIGNATURE_LENGTH:]
 
-    def unwrap(self, data: bytes) -> bytes:
-        """Verify and unseal `signature + sealed` bytes; AuthFailedError when they do not check out."""
+    def unwrap(self, signature: bytes, sealed: bytes) -> bytes:
+        """Verify and unseal one part; AuthFailedError when it does not check out."""
         try:
-            return self._established().unwrap(data).data
+            return self._established().unwrap(signature + sealed).data
         except Exception as exc:  # garbage from the network: any parse failure is a failed verification
             raise AuthFailedError("sealed message failed verification") from exc
 

@@ -1,19 +1,19 @@
-"""[MS-WSMV] 2.2.9.1.1 SPNEGO/NTLM message encryption framing (pure functions).
+"""[MS-WSMV] 2.2.9.1.1 SPNEGO message encryption framing (pure functions): NTLM and Kerberos.
 
-After NTLM authentication over plain HTTP, WinRM clients send each SOAP message sealed with
-the connection's NTLM session key, wrapped in a MIME-like `multipart/encrypted` body:
+After Negotiate authentication over plain HTTP, WinRM clients send each SOAP message sealed with
+the connection's session key (NTLM's, or Kerberos' through GSS wrap), wrapped in a MIME-like `multipart/encrypted` body:
 
     --Encrypted Boundary\\r\\n
     \\tContent-Type: application/HTTP-SPNEGO-session-encrypted\\r\\n
     \\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length=<plaintext length>\\r\\n
     --Encrypted Boundary\\r\\n
     \\tContent-Type: application/octet-stream\\r\\n
-    <signature length: int32 LE><signature (16 bytes for NTLM)><sealed message>
+    <signature length: int32 LE><signature (NTLM: 16 bytes; Kerberos: the wrap token header)><sealed message>
     --Encrypted Boundary--\\r\\n
 
 The layout matches pywinrm's `winrm/encryption.py` byte for byte (its parser splits on the
 boundary lines and strips exactly these header lines), and the reply uses the same shape.
-The cryptography itself is injected (`wrap` / `unwrap` callables over the NTLM context), so
+The cryptography itself is injected (`wrap` / `unwrap` callables over the connection's context), so
 this module only frames and checks.
 """
 
@@ -43,7 +43,7 @@ _END_MARKER = _BOUNDARY + b"--\r\n"
 _OCTET_STREAM_HEADER = b"\tContent-Type: application/octet-stream\r\n"
 _LENGTH_RE = re.compile(rb"Length=(\d+)")
 _SIGNATURE_LENGTH = struct.Struct("<i")
-# NTLM signatures are 16 bytes; allow some slack for other SSPs but refuse absurd values.
+# NTLM signatures are 16 bytes, Kerberos AES headers 60; refuse absurd values.
 _MAX_SIGNATURE_LENGTH = 1024
 
 
@@ -68,10 +68,10 @@ def is_encrypted_content_type(content_type: str | None) -> bool:
     return media_type in ("multipart/encrypted", "multipart/x-multi-encrypted")
 
 
-def encode_encrypted_body(message: bytes, wrap: Callable[[bytes], bytes]) -> bytes:
-    """Frame `message` sealed by `wrap` (which returns `signature(16) + sealed` for NTLM)."""
-    wrapped = wrap(message)
-    signature, sealed = wrapped[:16], wrapped[16:]
+def encode_encrypted_body(message: bytes, wrap: Callable[[bytes], tuple[bytes, bytes]]) -> bytes:
+    """Frame `message` sealed by `wrap`, which returns (signature, sealed): NTLM's 16-byte
+    signature, or Kerberos' wrap token header (longer, its length set by the enctype)."""
+    signature, sealed = wrap(message)
     return b"".join(
         (
             _PART_SEPARATOR,
@@ -122,11 +122,11 @@ def parse_encrypted_body(body: bytes) -> list[SealedPart]:
     return parts
 
 
-def decode_encrypted_body(body: bytes, unwrap: Callable[[bytes], bytes]) -> bytes:
-    """Unseal every part with `unwrap(signature + sealed)` and check the announced lengths."""
+def decode_encrypted_body(body: bytes, unwrap: Callable[[bytes, bytes], bytes]) -> bytes:
+    """Unseal every part with `unwrap(signature, sealed)` and check the announced lengths."""
     message = bytearray()
     for part in parse_encrypted_body(body):
-        plaintext = unwrap(part.signature + part.sealed)
+        plaintext = unwrap(part.signature, part.sealed)
         if len(plaintext) != part.original_length:
             raise EncryptionFramingError("decrypted length does not match OriginalContent Length")
         message += plaintext

@@ -19,7 +19,7 @@ from typing import Final
 from emulator.admin import ADMIN_PREFIX, ADMIN_REALM_CHALLENGE, AdminApi, ProviderApi, ReplyLike
 from emulator.concurrency import ConcurrencyMeter
 from emulator.fault_injection import FaultPlan
-from emulator.listener.auth import SCHEME_BASIC, AuthFailedError, NtlmAcceptor, check_basic, parse_authorization
+from emulator.listener.auth import SCHEME_BASIC, AuthFailedError, NegotiateContext, check_basic, parse_authorization
 from emulator.listener.connection_auth import ConnectionAuth, ListenerAuth
 from emulator.listener.encryption import (
     ENCRYPTED_CONTENT_TYPE,
@@ -159,7 +159,7 @@ class WsmanHandler(HttpSysHandler):
         self.stats.incr("wsman_encrypted" if encrypted else "wsman_plaintext")
         self._operation(envelope, result.user, acceptor)
 
-    def _operation(self, envelope: bytes, user: str, acceptor: NtlmAcceptor | None) -> None:
+    def _operation(self, envelope: bytes, user: str, acceptor: NegotiateContext | None) -> None:
         listener = self.listener
         if len(envelope) > listener.settings.max_envelope_size_bytes:
             # The limit is on the SOAP envelope, after decryption (sealing adds framing bytes).
@@ -187,7 +187,7 @@ class WsmanHandler(HttpSysHandler):
             reply()
 
     def _execute(
-        self, plan: OperationPlan, envelope: bytes, user: str, acceptor: NtlmAcceptor | None
+        self, plan: OperationPlan, envelope: bytes, user: str, acceptor: NegotiateContext | None
     ) -> Callable[[], None] | None:
         """Carry out `plan`; the reply to write, if there is one (a reset or a stop has none)."""
         listener = self.listener
@@ -211,7 +211,9 @@ class WsmanHandler(HttpSysHandler):
             return None
         return self._provider_answer(envelope, user, acceptor)
 
-    def _provider_answer(self, envelope: bytes, user: str, acceptor: NtlmAcceptor | None) -> Callable[[], None] | None:
+    def _provider_answer(
+        self, envelope: bytes, user: str, acceptor: NegotiateContext | None
+    ) -> Callable[[], None] | None:
         """The provider's reply to write; None when the fault plan aims to lose this Invoke."""
         lost = self._invoke_to_lose(envelope)
         if lost is not None:
@@ -241,7 +243,7 @@ class WsmanHandler(HttpSysHandler):
         self.stats.incr("lost_invokes_dropped")
         self.reset_connection()
 
-    def _reply(self, reply: ReplyLike, acceptor: NtlmAcceptor | None) -> Callable[[], None]:
+    def _reply(self, reply: ReplyLike, acceptor: NegotiateContext | None) -> Callable[[], None]:
         """The reply sealed now (NTLM sequence numbers follow the operations' order), written later."""
         if acceptor is not None:
             body = encode_encrypted_body(reply.body, acceptor.wrap)

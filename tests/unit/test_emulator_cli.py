@@ -64,7 +64,7 @@ def test_every_flag_reaches_its_field() -> None:
     "argv",
     [
         ["--port", "99999"],
-        ["--auth", "kerberos"],
+        ["--auth", "digest"],
         ["--fault-rate", "disk_full=0.1"],
         ["--fault-rate", "http_503=2"],
         ["--packages", "0"],

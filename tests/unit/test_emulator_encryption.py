@@ -21,24 +21,24 @@ from emulator.listener.encryption import (
 _SIGNATURE = b"S" * 16
 
 
-def _fake_wrap(message: bytes) -> bytes:
-    return _SIGNATURE + bytes(b ^ 0x5A for b in message)
+def _fake_wrap(message: bytes) -> tuple[bytes, bytes]:
+    return _SIGNATURE, bytes(b ^ 0x5A for b in message)
 
 
-def _fake_unwrap(data: bytes) -> bytes:
-    assert data[:16] == _SIGNATURE
-    return bytes(b ^ 0x5A for b in data[16:])
+def _fake_unwrap(signature: bytes, sealed: bytes) -> bytes:
+    assert signature == _SIGNATURE
+    return bytes(b ^ 0x5A for b in sealed)
 
 
 class _ShimSecurity:
     """requests_ntlm's session_security shape, with the fake cipher."""
 
     def wrap(self, message: bytes) -> tuple[bytes, bytes]:
-        wrapped = _fake_wrap(message)
-        return wrapped[16:], wrapped[:16]
+        signature, sealed = _fake_wrap(message)
+        return sealed, signature
 
     def unwrap(self, message: bytes, signature: bytes) -> bytes:
-        return _fake_unwrap(signature + message)
+        return _fake_unwrap(signature, message)
 
 
 def _pywinrm_encryption() -> Encryption:

@@ -68,7 +68,7 @@ def test_requests_without_usable_credentials_get_a_challenge_or_400(
     """No header: a challenge (or 400 for a sealed body); unknown schemes and garbage tokens: 401."""
     connection = ConnectionAuth()
     assert _auth().authenticate(connection, authorization, encrypted=encrypted) == expected
-    assert connection.ntlm is None
+    assert connection.negotiate is None
 
 
 @pytest.mark.usefixtures("ntlm_user")

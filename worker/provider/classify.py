@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import requests.exceptions as requests_exc
 import urllib3.exceptions as urllib3_exc
 from winrm import exceptions as winrm_exc
+from winrm.vendor.requests_kerberos import exceptions as kerberos_exc
 
 from errors import (
     AccessDeniedError,
@@ -403,7 +404,7 @@ def classify_exception(exc: BaseException) -> RefreshError | None:
     reply = http_error_reply(exc)
     if reply is not None:
         return error_for_http_reply(reply)
-    return _classify_winrm(exc) or _classify_network(exc)
+    return _classify_winrm(exc) or _classify_kerberos(exc) or _classify_network(exc)
 
 
 _MAX_MESSAGE_CHARS = 300
@@ -425,6 +426,22 @@ def sanitize_text(text: str) -> str:
 
 
 # --- pywinrm ---------------------------------------------------------------------------
+
+# pykerberos' own exceptions (module `kerberos`, the `kerberos` extra), recognised by name so this
+# module imports without it.
+_PYKERBEROS_ERRORS = frozenset({"GSSError", "KrbError", "BasicAuthError", "PwdChangeError"})
+
+
+def _classify_kerberos(exc: BaseException) -> RefreshError | None:
+    """Kerberos failures after our own logon checks passed (worker/provider/kerberos.py): rare."""
+    if isinstance(exc, kerberos_exc.MutualAuthenticationError):
+        # The provider's answer did not prove it holds the SPN's key: a wrong or hostile acceptor.
+        return AuthError("Kerberos: the provider's reply failed mutual authentication (not the SPN's holder?)")
+    if isinstance(exc, kerberos_exc.KerberosExchangeError):
+        return AuthError(f"Kerberos: the ticket exchange with the provider failed: {sanitize_text(str(exc))}")
+    if type(exc).__module__ == "kerberos" and type(exc).__name__ in _PYKERBEROS_ERRORS:
+        return AuthError(f"Kerberos: the security context with the provider failed: {sanitize_text(str(exc))}")
+    return None
 
 
 def _classify_winrm(exc: BaseException) -> RefreshError | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from winrm.protocol import Protocol
 
@@ -29,6 +30,7 @@ from worker.provider.classify import (
     http_error_reply,
     http_status_error,
 )
+from worker.provider.kerberos import KerberosCredentials, kerberos_target, process_credentials
 
 __all__ = ["ProviderTransport"]
 
@@ -38,6 +40,9 @@ __all__ = ["ProviderTransport"]
 # the log can crack offline: a worker run with --loglevel DEBUG must not write it.
 _HANDSHAKE_LOGGER = "spnego"
 _HANDSHAKE_LOG_MIN_LEVEL = logging.INFO
+# pywinrm's vendored requests-kerberos logs the Authorization header (a Kerberos AP-REQ, replayable
+# for minutes) at DEBUG, and every GSS failure with a traceback at ERROR: we classify those ourselves.
+_KERBEROS_LOGGER = "winrm.vendor.requests_kerberos.kerberos_"
 # A call with less time than this left is not worth a socket: it would time out before an answer.
 _MIN_SOCKET_TIMEOUT_S = 0.05
 
@@ -46,11 +51,14 @@ def _quiet_handshake_logging() -> None:
     logger = logging.getLogger(_HANDSHAKE_LOGGER)
     if logger.level < _HANDSHAKE_LOG_MIN_LEVEL:  # NOTSET (inherit the root's DEBUG) included
         logger.setLevel(_HANDSHAKE_LOG_MIN_LEVEL)
+    logging.getLogger(_KERBEROS_LOGGER).setLevel(logging.CRITICAL + 1)
 
 
 @dataclass
 class _Slot:
     protocol: Protocol | None = None
+    # Kerberos: the logon the session was built on; a renewal makes the thread start a new session.
+    logon: int = 0
 
 
 class ProviderTransport:
@@ -76,22 +84,21 @@ class ProviderTransport:
             self._local.slot = slot
         return slot
 
+    def _kerberos(self) -> KerberosCredentials:
+        p = self.provider
+        return process_credentials(
+            p.username, keytab=p.keytab_file, password=None if p.keytab_file else p.secret_password
+        )
+
     def _build_protocol(self) -> Protocol:
         p = self.provider
-        password = p.secret_password() if p.transport != "certificate" else None
         if p.ca_trust_path is not None and not p.ca_trust_path.is_file():
             raise ConfigError(f"ca_trust_path {str(p.ca_trust_path)!r} is not a readable file")
-        if p.transport == "basic" and password is not None:
-            try:
-                check_basic_password(password)  # a password file is read only now
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+        credentials = self._kerberos_arguments() if p.transport == "kerberos" else self._password_arguments()
         return Protocol(
             endpoint=p.endpoint,
             # Our transport names are pywinrm's ("certificate" needs no username or password).
             transport=p.transport,
-            username=p.username or None,
-            password=password,
             cert_pem=str(p.cert_pem) if p.cert_pem else None,
             cert_key_pem=str(p.cert_key_pem) if p.cert_key_pem else None,
             server_cert_validation=p.server_cert_validation,
@@ -102,10 +109,45 @@ class ProviderTransport:
             message_encryption=p.message_encryption,
             # proxy=None skips requests' proxy-environment lookup on every call (~20% client CPU).
             proxy=None,
+            **credentials,
         )
+
+    def _password_arguments(self) -> dict[str, Any]:
+        p = self.provider
+        password = p.secret_password() if p.transport != "certificate" else None
+        if p.transport == "basic" and password is not None:
+            try:
+                check_basic_password(password)  # a password file is read only now
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        return {"username": p.username or None, "password": password}
+
+    def _kerberos_arguments(self) -> dict[str, Any]:
+        """pywinrm's own Kerberos transport, on the tickets `KerberosCredentials` put in the cache."""
+        p = self.provider
+        target = kerberos_target(p.endpoint, p.spn)
+        credentials = self._kerberos()
+        credentials.ensure(target)
+        self._slot().logon = credentials.logons
+        # The principal: pykerberos picks its tickets from the cache by it; no password.
+        return {"username": p.username, "service": target.service, "kerberos_hostname_override": target.host}
+
+    def _renew_kerberos(self, slot: _Slot) -> None:
+        """Log on again when the tickets near their end; a session built on the old logon is closed,
+        so the next request authenticates afresh instead of failing when its ticket expires."""
+        p = self.provider
+        credentials = self._kerberos()
+        credentials.ensure(kerberos_target(p.endpoint, p.spn))
+        if slot.protocol is not None and slot.logon != credentials.logons:
+            self.reset()
 
     def protocol(self) -> Protocol:
         slot = self._slot()
+        if slot.protocol is not None and self.provider.transport == "kerberos":
+            try:
+                self._renew_kerberos(slot)
+            except Exception as exc:
+                raise _typed(exc) from None
         if slot.protocol is None:
             try:
                 slot.protocol = self._build_protocol()
