@@ -175,6 +175,13 @@ class MemorySlots:
             return Parked(woken=True, rank=0, in_use=len(site.holders), waiting=len(site.waiters))
         return Parked(False, site.rank(holder_id), len(site.holders), len(site.waiters))
 
+    def await_slot(
+        self, site_code: str, holder_id: str, limit: int, *, priority: int, timeout_s: float
+    ) -> Granted | None:
+        """A slot free now, or None: nothing else runs while a test waits, so no release could come."""
+        answer = self.try_acquire(site_code, holder_id, limit, priority=priority, join=False)
+        return answer if isinstance(answer, Granted) else None
+
     def leave(self, site_code: str, holder_id: str, *, now_s: float | None = None) -> bool:
         """Whatever `holder_id` holds or waits for at the site goes."""
         now = self._now() if now_s is None else now_s

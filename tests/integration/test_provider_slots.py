@@ -9,6 +9,7 @@ import random
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,11 +27,13 @@ from worker.stores.redis_client import redis_from_url
 from worker.stores.redis_full import is_redis_full
 from worker.stores.slots import (
     PRIORITY_BULK,
+    PRIORITY_FOLLOW_UP,
     PRIORITY_SINGLE,
     Granted,
     Lease,
     ProviderSlots,
     SlotOccupancy,
+    SweepResult,
     Wait,
     push_wake,
 )
@@ -455,3 +458,50 @@ def test_a_full_redis_neither_fails_a_release_nor_drops_anyone_from_the_line(tmp
         second = push_wake(queue, "second")
         assert not store.park(SITE, "second", 1, priority=PRIORITY_SINGLE, wake=second, now_s=T0 + 3).woken
         client.close()
+
+
+# -- a waiter blocked in its thread (a verifying request's Get) -----------------------------------
+
+
+def test_a_blocked_waiter_is_handed_the_released_slot_before_parked_requests(
+    slots: ProviderSlots, redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    """Priority first: the release wakes the blocked follow-up at once; the parked single waits for the next."""
+    queue = f"{redis_keys.prefix}:queue"
+    held = grant(slots.try_acquire(SITE, "holder", 1, priority=PRIORITY_SINGLE))
+    slots.park(SITE, "parked", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "parked"))
+    releaser = threading.Timer(0.3, lambda: slots.release(held))
+    releaser.start()
+    started = time.monotonic()
+    answer = slots.await_slot(SITE, "follow-up", 1, priority=PRIORITY_FOLLOW_UP, timeout_s=3.0)
+    waited_s = time.monotonic() - started
+    releaser.join()
+    assert isinstance(answer, Granted) and 0.2 < waited_s < 2.0
+    assert redis_client.llen(queue) == 0
+    slots.release(answer.lease)
+    assert redis_client.lrange(queue, 0, -1) == ["parked"]
+
+
+def test_a_blocked_waiter_that_times_out_leaves_the_line_and_holds_nothing(
+    slots: ProviderSlots, redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    """No release within its time: None, out of the line; the next release wakes the parked request behind it."""
+    queue = f"{redis_keys.prefix}:queue"
+    held = grant(slots.try_acquire(SITE, "holder", 1, priority=PRIORITY_SINGLE))
+    slots.park(SITE, "parked", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "parked"))
+    assert slots.await_slot(SITE, "follow-up", 1, priority=PRIORITY_FOLLOW_UP, timeout_s=0.2) is None
+    slots.release(held)
+    assert redis_client.lrange(queue, 0, -1) == ["parked"]
+    assert slots.sweep(SITE, 1).waiting == 0
+
+
+def test_a_blocked_waiters_slot_it_never_claimed_is_reclaimed_not_woken_again(
+    slots: ProviderSlots, redis_keys: RedisKeys
+) -> None:
+    """Its thread died between the wake and the claim: the grant lapses with the lease and the slot moves on."""
+    held = grant(slots.try_acquire(SITE, "holder", 1, priority=PRIORITY_SINGLE, now_s=T0))
+    signal = redis_keys.slot_signal(SITE, "gone")
+    slots.park(SITE, "gone", 1, priority=PRIORITY_FOLLOW_UP, wake=json.dumps({"signal": signal}), now_s=T0)
+    slots.release(held, now_s=T0 + 1)
+    assert slots.sweep(SITE, 1, now_s=T0 + 2).in_use == 1
+    assert slots.sweep(SITE, 1, now_s=T0 + 1 + LEASE_S) == SweepResult(in_use=0, waiting=0, parked=0)

@@ -42,6 +42,7 @@ __all__ = [
     "SLOT_HOLDERS",
     "SLOT_LEASES",
     "SLOT_PARKED",
+    "SLOT_SIGNAL",
     "SLOT_STATS",
     "SLOT_WAITERS",
     "SLOT_WAITER_DEADLINES",
@@ -110,6 +111,8 @@ SLOT_WAITERS = "{prefix}:slots:{site_code}:waiters"  # zset holder id -> priorit
 SLOT_WAITER_DEADLINES = "{prefix}:slots:{site_code}:waiter-deadlines"  # zset holder id -> deadline (epoch s)
 SLOT_STATS = "{prefix}:slots:{site_code}:stats"  # hash: seq, limit, ewma_hold_s, counters
 SLOT_PARKED = "{prefix}:slots:{site_code}:parked"  # hash holder id -> wake record JSON (its message)
+# list: the token a release pushes to a waiter blocked in its thread (BLPOP), TTL 60 s.
+SLOT_SIGNAL = "{prefix}:slots:{site_code}:signal:{holder_id}"
 # Request coalescing (worker/stores/coalesce.py).
 COALESCE_LEADER = "{prefix}:coalesce:{site_code}:{package_id}"  # string: leader request id, TTL
 COALESCE_FOLLOWERS = "{prefix}:coalesce:{site_code}:{package_id}:followers"  # hash follower id -> info JSON
@@ -283,6 +286,12 @@ class RedisKeys:
                     SLOT_PARKED,
                 )
             )
+        )
+
+    def slot_signal(self, site_code: str, holder_id: str) -> str:
+        """The key a blocked waiter for one of a site's slots waits on (worker/stores/slots.py `await_slot`)."""
+        return SLOT_SIGNAL.format(
+            prefix=self.prefix, site_code=_key_part("site_code", site_code), holder_id=_key_part("holder_id", holder_id)
         )
 
     def coalesce_leader(self, site_code: str, package_id: str) -> str:

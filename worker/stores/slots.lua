@@ -19,6 +19,8 @@ local margin_ms = tonumber(ARGV[4])
 local line_ms = tonumber(ARGV[5])
 local lease_ms = math.ceil(lease_s * 1000) + margin_ms
 local PRIORITY_WEIGHT = 1e13
+-- A wake token nobody took (its waiter gave up) does not outlive this.
+local SIGNAL_TTL_MS = 60000
 -- Read as "Redis is full" by worker/stores/redis_full.py, like Redis's own refusal.
 local REFUSED = 'OOM command not allowed: a provider slot could not be granted (Redis refused the write)'
 -- Wake records of the publish kind, for the caller to send (the broker is not this Redis).
@@ -79,6 +81,10 @@ local function deliver(holder, record, again)
     end
     -- Refused (Redis full): the lease lapses unclaimed and the request is woken again.
     try_write('RPUSH', wake.queue, message)
+  elseif type(wake.signal) == 'string' then
+    -- A waiter blocked in a thread (BLPOP on this key): a token tells it the slot is its own.
+    try_write('RPUSH', wake.signal, '1')
+    redis.call('PEXPIRE', wake.signal, SIGNAL_TTL_MS)
   elseif type(wake.publish) == 'string' then
     table.insert(to_publish, wake.publish)
   else
@@ -96,6 +102,11 @@ local function reclaim()
   local expired = redis.call('ZRANGEBYSCORE', HOLDERS, '-inf', num(now))
   for _, holder in ipairs(expired) do
     local record = redis.call('HGET', PARKED, holder)
+    if record and string.find(record, '"signal"', 1, true) then
+      -- A blocked waiter that never claimed its slot gave up or died with its thread: it goes.
+      redis.call('HDEL', PARKED, holder)
+      record = nil
+    end
     if record then
       if grant(holder, wake_token(holder)) then
         try_write('HINCRBY', STATS, 'rewoken', 1)
@@ -226,12 +237,17 @@ if op == 'acquire' then
   end
 
 elseif op == 'park' then
-  -- ARGV: 6 holder, 7 limit, 8 priority, 9 wake record (JSON). The request's message is acked by
+  -- ARGV: 6 holder, 7 limit, 8 priority, 9 wake record (JSON), 10 its signal key or ''. The
+  -- request's message is acked by
   -- the caller once this returns: from here the record is the request. A holder parking again
   -- (a second copy of its message) keeps its place, or its slot, with the newer record.
   local holder, limit, priority = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
   set_limit(limit)
   reclaim()
+  if ARGV[10] ~= '' then
+    -- A blocking waiter's key: no token left from an earlier wait may wake it.
+    redis.call('DEL', ARGV[10])
+  end
   redis.call('HSET', PARKED, holder, ARGV[9])
   redis.call('HINCRBY', STATS, 'parked', 1)
   if not redis.call('ZSCORE', HOLDERS, holder) then

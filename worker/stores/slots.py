@@ -102,6 +102,7 @@ _SCRIPT: Final = "slots.lua"
 # under a live member because of rounding.
 _KEY_TTL_MARGIN_MS: Final = 60_000
 DEFAULT_STATS_TTL_S: Final = 30 * 24 * 3600
+_LONGEST_BLOCK_S: Final = 4.0
 
 
 @dataclass(frozen=True)
@@ -252,8 +253,38 @@ class ProviderSlots:
         _check_priority(priority)
         if not isinstance(wake, str) or not wake:
             raise ValueError("wake must be a non-empty wake record")
-        status, rank, in_use, waiting = self._run(site, None, "park", now_s, holder_id, limit, priority, wake)
+        return self._park(site, holder_id, limit, priority=priority, wake=wake, signal="", now_s=now_s)
+
+    def _park(
+        self, site: str, holder_id: str, limit: int, *, priority: int, wake: str, signal: str, now_s: float | None
+    ) -> Parked:
+        status, rank, in_use, waiting = self._run(site, None, "park", now_s, holder_id, limit, priority, wake, signal)
         return Parked(woken=status == "woken", rank=int(rank), in_use=int(in_use), waiting=int(waiting))
+
+    def await_slot(
+        self, site_code: str, holder_id: str, limit: int, *, priority: int, timeout_s: float
+    ) -> Granted | None:
+        """A slot for a caller that holds its thread anyway (a verifying request's Get): it waits in line,
+        blocked on a key of its own that the release handing it the slot writes to, for at most
+        `timeout_s` (then it leaves the line, or gives back a slot granted too late: None).
+
+        Unlike a polling waiter, it never keeps a free slot idle: the hand-off wakes it at once.
+        """
+        site = validate_site_code(site_code)
+        answer = self.try_acquire(site, holder_id, limit, priority=priority, join=False)
+        if isinstance(answer, Granted):
+            return answer
+        signal = self._keys.slot_signal(site, holder_id)
+        record = json.dumps({"signal": signal}, separators=(",", ":"))
+        self._park(site, holder_id, limit, priority=priority, wake=record, signal=signal, now_s=None)
+        # Within the client's socket timeout (worker/stores/redis_client.py): a longer wait is the caller's loop.
+        woken = self._redis.blpop([signal], timeout=max(0.01, min(timeout_s, _LONGEST_BLOCK_S)))
+        if woken is not None:
+            answer = self.try_acquire(site, holder_id, limit, priority=priority, join=False)
+            if isinstance(answer, Granted):
+                return answer
+        self.leave(site, holder_id)
+        return None
 
     def _keep(self, lease: Lease) -> None:
         """With a keeper, renew the lease while it is held, so it can be short (a dead holder's lapses soon)."""

@@ -371,7 +371,6 @@ def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
         # held, least of all the attempt lock, which this process would otherwise renew on and on.
         try:
             _release_slots(ctx, deps)
-            gate.close()
         finally:
             if ctx.lock is not None:
                 deps.fences.unlock(request_id, ctx.lock)
@@ -542,7 +541,6 @@ class _SlotGate:
     def __init__(self, ctx: _Context, deps: DeliveryDeps) -> None:
         self._ctx = ctx
         self._deps = deps
-        self._in_line = False
 
     @functools.cached_property
     def _follow_up_holder(self) -> str:
@@ -557,23 +555,21 @@ class _SlotGate:
         slots = self._deps.slots
         site = self._ctx.valid.site_code
         limit = self._deps.settings.provider(site).max_concurrency
-        answer = slots.try_acquire(site, self._follow_up_holder, limit, priority=PRIORITY_FOLLOW_UP)
-        if not isinstance(answer, Granted):
-            # No slot now: keep the place (first, by priority): the next free slot waits for the
-            # next poll, which parked requests cannot overtake.
-            self._in_line = True
+        # In line at the highest priority, blocked until a release hands it a slot (no slot idles
+        # waiting for a poll), for at most one poll interval: then this poll is skipped.
+        answer = slots.await_slot(
+            site,
+            self._follow_up_holder,
+            limit,
+            priority=PRIORITY_FOLLOW_UP,
+            timeout_s=self._deps.settings.limits.verify_poll_s,
+        )
+        if answer is None:
             return None
-        self._in_line = False
         try:
             return operation()
         finally:
             slots.release(answer.lease)
-
-    def close(self) -> None:
-        """Verification is over: a place still held in line goes (the line moves on at once)."""
-        if self._in_line:
-            self._in_line = False
-            self._deps.slots.abandon(self._ctx.valid.site_code, self._follow_up_holder)
 
 
 def _release_slots(ctx: _Context, deps: DeliveryDeps) -> None:

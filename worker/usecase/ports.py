@@ -77,6 +77,10 @@ class Slots(Protocol):
 
     def leave(self, site_code: str, holder_id: str) -> bool: ...
 
+    def await_slot(
+        self, site_code: str, holder_id: str, limit: int, *, priority: int, timeout_s: float
+    ) -> Granted | None: ...
+
 
 class Watching(Protocol):
     """worker.stores.request_watch.RequestWatch: when each live request is next due."""
