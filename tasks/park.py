@@ -52,5 +52,5 @@ def park_keeping_message(task: Any, park: Park, *, slots: ProviderSlots, push: b
         slots.park(park.site_code, park.holder_id, park.limit, priority=park.priority, wake=wake)
     except Exception as exc:
         log.warning("park of %s failed (%s); message put back on its queue", park.holder_id, type(exc).__name__)
-        raise Reject("park failed", requeue=True) from None
+        raise Reject("re-queue failed", requeue=True) from None
     raise retry
