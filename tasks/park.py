@@ -42,6 +42,11 @@ def park_keeping_message(task: Any, park: Park, *, slots: ProviderSlots, push: b
             task.retry(countdown=0, max_retries=None, args=(), kwargs=dict(park.kwargs))
         except Retry as exc:
             retry = exc
+        except Reject as exc:
+            # Task.retry turns any failure around its publish (here: kombu declaring the queue on a
+            # Redis that refuses) into Reject(requeue=False), which would delete the message.
+            log.warning("park of %s failed (%s); message put back on its queue", park.holder_id, exc.reason)
+            raise Reject("re-queue failed", requeue=True) from None
     if retry is None:  # pragma: no cover - Task.retry always raises
         raise AssertionError("Task.retry returned")
     if push and len(sent) == 1:
