@@ -28,6 +28,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -68,6 +69,8 @@ KRB5_REALM_CANT_RESOLVE: Final = _KRB5_BASE + 220
 KRB5_KT_NOTFOUND: Final = _KRB5_BASE + 173
 
 log = logging.getLogger(__name__)
+
+PasswordSource = Callable[[], str]
 
 
 @dataclass(frozen=True)
@@ -140,20 +143,19 @@ def classify_gss_error(exc: Exception, *, principal: str, target: KerberosTarget
 
 
 def _gss_detail(exc: Exception) -> str:
-    """The library's own words, minor part only (no credential is ever in them)."""
-    for attribute in ("gen_message",):
-        method = getattr(exc, attribute, None)
-        if callable(method):
-            text = str(method())
-            return text.rsplit("Minor (", 1)[-1].split("): ", 1)[-1] if "Minor (" in text else text
-    return type(exc).__name__
+    """The library's own words, the minor part only (no credential is ever in them)."""
+    gen_message = getattr(exc, "gen_message", None)
+    if not callable(gen_message):
+        return type(exc).__name__
+    text = str(gen_message())
+    return text.rsplit("Minor (", 1)[-1].split("): ", 1)[-1] if "Minor (" in text else text
 
 
 class KerberosCredentials:
     """The process's Kerberos logon for one principal: acquire, check the SPN, renew."""
 
-    def __init__(self, principal: str, *, keytab: Path | None, password: Any = None) -> None:
-        # `password` is a callable returning the password (read at use time), or None for a keytab.
+    def __init__(self, principal: str, *, keytab: Path | None, password: PasswordSource | None = None) -> None:
+        # `password` returns the password when called (a file is read at each logon); None: the keytab.
         self.principal = principal
         self.keytab = keytab
         self._password = password
@@ -264,7 +266,7 @@ class _ProcessCredentials:
         self._lock = threading.Lock()
         self._by_principal: dict[str, KerberosCredentials] = {}
 
-    def get(self, principal: str, *, keytab: Path | None, password: Any) -> KerberosCredentials:
+    def get(self, principal: str, *, keytab: Path | None, password: PasswordSource | None) -> KerberosCredentials:
         with self._lock:
             existing = self._by_principal.get(principal.casefold())
             if existing is None:
@@ -285,7 +287,7 @@ class _ProcessCredentials:
 _PROCESS = _ProcessCredentials()
 
 
-def process_credentials(principal: str, *, keytab: Path | None, password: Any) -> KerberosCredentials:
+def process_credentials(principal: str, *, keytab: Path | None, password: PasswordSource | None) -> KerberosCredentials:
     """The process's logon for `principal` (created on first use)."""
     return _PROCESS.get(principal, keytab=keytab, password=password)
 
