@@ -282,3 +282,41 @@ def test_doctor_names_a_wrong_spn_and_stops_there(kerberos_realm: KerberosRealm,
     lines = _doctor_lines(kerberos_realm, kerberos_emulator.url, spn="HTTP/nosuch.sccm.test")
     assert len(lines) == 1 and not lines[0][0]
     assert "HTTP/nosuch.sccm.test" in lines[0][1] and "setspn" in lines[0][1]
+
+
+def test_kerberos_over_https_validates_the_certificate_and_binds_the_channel(
+    kerberos_realm: KerberosRealm, emulator_factory: EmulatorFactory
+) -> None:
+    """The production setting: HTTPS with CA validation; the AP-REQ carries channel bindings to the
+    listener's certificate (RFC 5929), which the acceptor checks; no message encryption on top."""
+    emulator = emulator_factory(
+        auth_modes=("kerberos",),
+        kerberos_keytab=str(kerberos_realm.service_keytab),
+        username=KERBEROS_ACCOUNT,
+        tls="self-signed",
+    )
+    transport = _transport(kerberos_realm, _localhost_url(emulator), ca_trust_path=emulator.ca_cert_path)
+    try:
+        assert relates_to(_get(transport, emulator)) == _MESSAGE_ID
+    finally:
+        transport.close()
+    assert emulator.stats.count("kerberos_authenticated") == 1
+    assert emulator.stats.count("wsman_plaintext") == 1 and emulator.stats.count("wsman_encrypted") == 0
+    # An authenticator bound to another certificate (a man in the middle's) is refused.
+    import gssapi  # noqa: PLC0415 - the kerberos extra (the realm fixture checked it)
+
+    credentials = gssapi.Credentials(
+        name=gssapi.Name(kerberos_realm.principal, gssapi.NameType.user),
+        usage="initiate",
+        store={"ccache": worker_kerberos.process_ccache()},
+    )
+    elsewhere = gssapi.raw.ChannelBindings(application_data=b"tls-server-end-point:" + b"\x00" * 32)
+    token = gssapi.SecurityContext(
+        name=gssapi.Name("HTTP@localhost", gssapi.NameType.hostbased_service),
+        creds=credentials,
+        usage="initiate",
+        channel_bindings=elsewhere,
+    ).step()
+    header = {"Authorization": f"Negotiate {base64.b64encode(token).decode()}", "Content-Length": "0"}
+    answer = requests.post(_localhost_url(emulator), headers=header, timeout=5, verify=emulator.ca_cert_path)
+    assert answer.status_code == 401
