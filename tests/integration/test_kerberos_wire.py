@@ -320,3 +320,28 @@ def test_kerberos_over_https_validates_the_certificate_and_binds_the_channel(
     header = {"Authorization": f"Negotiate {base64.b64encode(token).decode()}", "Content-Length": "0"}
     answer = requests.post(_localhost_url(emulator), headers=header, timeout=5, verify=emulator.ca_cert_path)
     assert answer.status_code == 401
+
+
+def test_a_refused_logon_is_not_retried_against_the_kdc_until_the_password_file_changes(
+    kerberos_realm: KerberosRealm, kerberos_emulator: Emulator, tmp_path: Path
+) -> None:
+    """A wrong password: the same AuthError again without asking the KDC (each try would count towards
+    the account's lockout); a corrected password file is tried at once."""
+    password_file = tmp_path / "password"
+    password_file.write_text("Not-The-Kerberos-Pa55word", encoding="utf-8")
+    transport = _transport(
+        kerberos_realm, _localhost_url(kerberos_emulator), keytab_file=None, password_file=password_file
+    )
+    with pytest.raises(AuthError, match="wrong password"):
+        _get(transport, kerberos_emulator)
+    kerberos_realm.kdc.stop()  # a second logon attempt would now be a ConnectError
+    try:
+        with pytest.raises(AuthError, match="wrong password"):
+            _get(transport, kerberos_emulator)
+    finally:
+        kerberos_realm.kdc.start()
+    password_file.write_text(kerberos_realm.password_file.read_text(encoding="utf-8"), encoding="utf-8")
+    try:
+        assert relates_to(_get(transport, kerberos_emulator)) == _MESSAGE_ID
+    finally:
+        transport.close()
