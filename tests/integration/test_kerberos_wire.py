@@ -345,3 +345,37 @@ def test_a_refused_logon_is_not_retried_against_the_kdc_until_the_password_file_
         assert relates_to(_get(transport, kerberos_emulator)) == _MESSAGE_ID
     finally:
         transport.close()
+
+
+def test_kerberos_inside_spnego_is_accepted_as_windows_clients_send_it(
+    kerberos_realm: KerberosRealm, kerberos_emulator: Emulator
+) -> None:
+    """SPNEGO offering Kerberos (as pypsrp and Windows' own client send it, through MIT's SPNEGO
+    mechanism here): authenticated in one leg; the listener's SPNEGO answer completes the client."""
+    import gssapi  # noqa: PLC0415 - the kerberos extra (the realm fixture checked it)
+
+    transport = _transport(kerberos_realm, _localhost_url(kerberos_emulator))
+    transport.protocol()  # logs on: the process's cache holds the tickets
+    credentials = gssapi.Credentials(
+        name=gssapi.Name(kerberos_realm.principal, gssapi.NameType.user),
+        usage="initiate",
+        store={"ccache": worker_kerberos.process_ccache()},
+    )
+    client = gssapi.SecurityContext(
+        name=gssapi.Name("HTTP@localhost", gssapi.NameType.hostbased_service),
+        creds=credentials,
+        usage="initiate",
+        mech=gssapi.OID.from_int_seq("1.3.6.1.5.5.2"),
+        flags=gssapi.RequirementFlag.mutual_authentication,
+    )
+    token = client.step()
+    assert token[:1] == b"\x60" and bytes.fromhex("06062b0601050502") in token[:20]  # SPNEGO
+    header = {"Authorization": f"Negotiate {base64.b64encode(token).decode()}", "Content-Length": "0"}
+    answer = requests.post(kerberos_emulator.url, headers=header, timeout=5)
+    assert answer.status_code == 200
+    scheme, _, reply = answer.headers["WWW-Authenticate"].partition(" ")
+    assert scheme == "Negotiate"
+    client.step(base64.b64decode(reply))
+    assert client.complete
+    assert kerberos_emulator.stats.count("kerberos_authenticated") == 1
+    transport.close()
