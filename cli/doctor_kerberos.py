@@ -39,6 +39,7 @@ def check_kerberos_provider(site_code: str, provider: ProviderSettings, line: Li
         provider.username,
         keytab=provider.keytab_file,
         password=None if provider.keytab_file else provider.secret_password,
+        password_file=None if provider.keytab_file else provider.password_file,
     )
     source = "keytab" if provider.keytab_file else "password"
     try:

@@ -7,7 +7,8 @@ WS-Man reading it needs (the request's OperationTimeout).
 * http_framing: HTTP/1.1 as HTTP.sys frames it (bodies, error pages, idle keep-alive closes).
 * connection_auth: who is calling, one decision per request (Basic, or Negotiate per connection).
 * auth: the mechanisms: the Basic check, the NTLM acceptor (pyspnego) and its user file.
-* encryption: [MS-WSMV] NTLM message encryption framing (pure functions).
+* kerberos: the Kerberos acceptor from a keytab (python-gssapi, imported when a listener accepts Kerberos).
+* encryption: [MS-WSMV] message encryption framing, NTLM's and Kerberos' (pure functions).
 * tls: a throwaway CA and server certificate, the SSLContext, the channel binding.
 * quota: WinRM's per-user operation quota, and a gate tests hold operations at.
 * operation_plan: what to do with one operation: wait, then an injected failure or the answer.

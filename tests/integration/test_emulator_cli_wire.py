@@ -18,9 +18,14 @@ import pytest
 import requests
 from winrm.exceptions import WSManFaultError
 
+from config.settings import ProviderSettings
 from emulator.cli import PASSWORD_ENV
+from errors import NotFoundError
 from testing.fixtures_emulator import EMULATOR_USERNAME, winrm_protocol_for_url
+from testing.fixtures_kdc import KERBEROS_ACCOUNT, KerberosRealm
 from testing.wsman_requests import get_envelope
+from worker.provider import kerberos as worker_kerberos
+from worker.provider.transport import ProviderTransport
 
 pytestmark = pytest.mark.integration
 
@@ -193,3 +198,39 @@ def test_cli_distmgr_flags_configure_the_queue_model(run_emulator: list[subproce
     assert (state["threads"], state["time_per_package_s"], state["held"], state["queued"]) == (4, 1.5, False, 0)
     process.send_signal(signal.SIGTERM)
     assert process.wait(_EXIT_TIMEOUT_S) == 0
+
+
+def test_cli_accepts_kerberos_from_a_keytab(
+    run_emulator: list[subprocess.Popen[str]], kerberos_realm: KerberosRealm
+) -> None:
+    """`--auth kerberos --kerberos-keytab`, the realm from KRB5_CONFIG: the worker's transport gets an
+    answer (the provider's not-found fault for an unknown package) over Kerberos with encryption."""
+    process = _start(
+        run_emulator,
+        "--auth", "kerberos", "--kerberos-keytab", str(kerberos_realm.service_keytab),
+        "--username", KERBEROS_ACCOUNT, "--password", "admin-api-only",
+        env=_environment(**kerberos_realm.env),
+    )  # fmt: skip
+    url = _read_banner(process)["WS-Man"].removeprefix("endpoint: ").replace("127.0.0.1", "localhost")
+    worker_kerberos.forget_logons()
+    settings = ProviderSettings(
+        endpoint=url, transport="kerberos", username=kerberos_realm.principal, keytab_file=kerberos_realm.client_keytab
+    )
+    transport = ProviderTransport("PS1", settings)
+    try:
+        with pytest.raises(NotFoundError):
+            transport.send(get_envelope(url, "PS1", "PS1FFFFF").encode())
+    finally:
+        transport.close()
+        worker_kerberos.forget_logons()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(_EXIT_TIMEOUT_S) == 0
+
+
+def test_cli_refuses_kerberos_without_a_keytab(run_emulator: list[subprocess.Popen[str]], tmp_path: Path) -> None:
+    """--auth kerberos alone: a usage error naming the missing flag, exit 2, no traceback."""
+    with (tmp_path / "stderr.log").open("w", encoding="utf-8") as log_file:
+        process = _start(run_emulator, "--auth", "kerberos", env=_environment(), stderr=log_file)
+        assert process.wait(_EXIT_TIMEOUT_S) == 2
+    stderr = (tmp_path / "stderr.log").read_text(encoding="utf-8")
+    assert "--kerberos-keytab" in stderr and "Traceback" not in stderr

@@ -16,6 +16,7 @@ from emulator.server import Emulator
 from testing.fixtures_emulator import make_emulator_settings
 from testing.fixtures_kdc import EMULATOR_SPN_HOST, KERBEROS_ACCOUNT, KERBEROS_PASSWORD, KerberosRealm
 from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun
+from testing.leak_search import LeakSearch, snapshot_redis
 from worker.domain.outcomes import Outcome
 
 pytestmark = pytest.mark.integration
@@ -156,3 +157,18 @@ def test_a_stopped_kdc_is_retried_and_the_refresh_recovers_when_it_returns(
     assert run.statuses[0] == "retrying" and run.statuses[-1] == "accepted"
     first = run.live[0]
     assert first.error is not None and first.error["kind"] == "connect" and "KDC" in first.error["message"]
+
+
+def test_the_kerberos_password_is_nowhere_in_redis_the_outcomes_or_the_worker_log(
+    password_pipeline: Pipeline, kerberos_realm: KerberosRealm
+) -> None:
+    """After refreshes from a password file (one failing on a wrong SPN): no encoding of the password
+    in any Redis key or value (queues, outcomes, markers) nor in the worker's log."""
+    pkg = password_pipeline.package(_SITE, pkg_source_flag=2)
+    for site in (_SITE, "KW1"):
+        run = password_pipeline.refresh(site_code=site, package_id=pkg["PackageID"], package_class=pkg["class"])
+        assert run.final is not None
+    search = LeakSearch.for_secrets({"kerberos password": KERBEROS_PASSWORD}, username=kerberos_realm.principal)
+    blobs: dict[str, bytes | str] = dict(snapshot_redis(password_pipeline.redis_url).blobs)
+    blobs["worker log"] = password_pipeline.worker.output()
+    assert search.report(blobs) == {}

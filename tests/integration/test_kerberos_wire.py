@@ -282,3 +282,100 @@ def test_doctor_names_a_wrong_spn_and_stops_there(kerberos_realm: KerberosRealm,
     lines = _doctor_lines(kerberos_realm, kerberos_emulator.url, spn="HTTP/nosuch.sccm.test")
     assert len(lines) == 1 and not lines[0][0]
     assert "HTTP/nosuch.sccm.test" in lines[0][1] and "setspn" in lines[0][1]
+
+
+def test_kerberos_over_https_validates_the_certificate_and_binds_the_channel(
+    kerberos_realm: KerberosRealm, emulator_factory: EmulatorFactory
+) -> None:
+    """The production setting: HTTPS with CA validation; the AP-REQ carries channel bindings to the
+    listener's certificate (RFC 5929), which the acceptor checks; no message encryption on top."""
+    emulator = emulator_factory(
+        auth_modes=("kerberos",),
+        kerberos_keytab=str(kerberos_realm.service_keytab),
+        username=KERBEROS_ACCOUNT,
+        tls="self-signed",
+    )
+    transport = _transport(kerberos_realm, _localhost_url(emulator), ca_trust_path=emulator.ca_cert_path)
+    try:
+        assert relates_to(_get(transport, emulator)) == _MESSAGE_ID
+    finally:
+        transport.close()
+    assert emulator.stats.count("kerberos_authenticated") == 1
+    assert emulator.stats.count("wsman_plaintext") == 1 and emulator.stats.count("wsman_encrypted") == 0
+    # An authenticator bound to another certificate (a man in the middle's) is refused.
+    import gssapi  # noqa: PLC0415 - the kerberos extra (the realm fixture checked it)
+
+    credentials = gssapi.Credentials(
+        name=gssapi.Name(kerberos_realm.principal, gssapi.NameType.user),
+        usage="initiate",
+        store={"ccache": worker_kerberos.process_ccache()},
+    )
+    elsewhere = gssapi.raw.ChannelBindings(application_data=b"tls-server-end-point:" + b"\x00" * 32)
+    token = gssapi.SecurityContext(
+        name=gssapi.Name("HTTP@localhost", gssapi.NameType.hostbased_service),
+        creds=credentials,
+        usage="initiate",
+        channel_bindings=elsewhere,
+    ).step()
+    header = {"Authorization": f"Negotiate {base64.b64encode(token).decode()}", "Content-Length": "0"}
+    answer = requests.post(_localhost_url(emulator), headers=header, timeout=5, verify=emulator.ca_cert_path)
+    assert answer.status_code == 401
+
+
+def test_a_refused_logon_is_not_retried_against_the_kdc_until_the_password_file_changes(
+    kerberos_realm: KerberosRealm, kerberos_emulator: Emulator, tmp_path: Path
+) -> None:
+    """A wrong password: the same AuthError again without asking the KDC (each try would count towards
+    the account's lockout); a corrected password file is tried at once."""
+    password_file = tmp_path / "password"
+    password_file.write_text("Not-The-Kerberos-Pa55word", encoding="utf-8")
+    transport = _transport(
+        kerberos_realm, _localhost_url(kerberos_emulator), keytab_file=None, password_file=password_file
+    )
+    with pytest.raises(AuthError, match="wrong password"):
+        _get(transport, kerberos_emulator)
+    kerberos_realm.kdc.stop()  # a second logon attempt would now be a ConnectError
+    try:
+        with pytest.raises(AuthError, match="wrong password"):
+            _get(transport, kerberos_emulator)
+    finally:
+        kerberos_realm.kdc.start()
+    password_file.write_text(kerberos_realm.password_file.read_text(encoding="utf-8"), encoding="utf-8")
+    try:
+        assert relates_to(_get(transport, kerberos_emulator)) == _MESSAGE_ID
+    finally:
+        transport.close()
+
+
+def test_kerberos_inside_spnego_is_accepted_as_windows_clients_send_it(
+    kerberos_realm: KerberosRealm, kerberos_emulator: Emulator
+) -> None:
+    """SPNEGO offering Kerberos (as pypsrp and Windows' own client send it, through MIT's SPNEGO
+    mechanism here): authenticated in one leg; the listener's SPNEGO answer completes the client."""
+    import gssapi  # noqa: PLC0415 - the kerberos extra (the realm fixture checked it)
+
+    transport = _transport(kerberos_realm, _localhost_url(kerberos_emulator))
+    transport.protocol()  # logs on: the process's cache holds the tickets
+    credentials = gssapi.Credentials(
+        name=gssapi.Name(kerberos_realm.principal, gssapi.NameType.user),
+        usage="initiate",
+        store={"ccache": worker_kerberos.process_ccache()},
+    )
+    client = gssapi.SecurityContext(
+        name=gssapi.Name("HTTP@localhost", gssapi.NameType.hostbased_service),
+        creds=credentials,
+        usage="initiate",
+        mech=gssapi.OID.from_int_seq("1.3.6.1.5.5.2"),
+        flags=gssapi.RequirementFlag.mutual_authentication,
+    )
+    token = client.step()
+    assert token[:1] == b"\x60" and bytes.fromhex("06062b0601050502") in token[:20]  # SPNEGO
+    header = {"Authorization": f"Negotiate {base64.b64encode(token).decode()}", "Content-Length": "0"}
+    answer = requests.post(kerberos_emulator.url, headers=header, timeout=5)
+    assert answer.status_code == 200
+    scheme, _, reply = answer.headers["WWW-Authenticate"].partition(" ")
+    assert scheme == "Negotiate"
+    client.step(base64.b64decode(reply))
+    assert client.complete
+    assert kerberos_emulator.stats.count("kerberos_authenticated") == 1
+    transport.close()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -112,3 +116,40 @@ def test_kerberos_settings_need_a_principal_and_a_key_source() -> None:
         ProviderSettings(endpoint=endpoint, transport="kerberos", username="s@R", keytab_file="/k", spn="not an spn")
     ok = ProviderSettings(endpoint=endpoint, transport="kerberos", username="s@R", keytab_file="/k", spn="HTTP/h.r")
     assert ok.password is None and ok.spn == "HTTP/h.r"
+
+
+_WITHOUT_THE_EXTRA = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("kerberos", "gssapi", "winkerberos"):
+            raise ImportError("not installed: " + name)
+sys.meta_path.insert(0, Block())
+import cli.doctor, emulator.server, worker.app, worker.provider.classify
+from config.settings import ProviderSettings
+from emulator.server import Emulator
+from emulator.settings import EmulatorSettings
+from errors import ConfigError
+from worker.provider.transport import ProviderTransport
+settings = ProviderSettings(endpoint="http://localhost:1/wsman", transport="kerberos", username="a@B", keytab_file="/k")
+try:
+    ProviderTransport("PS1", settings).send(b"<x/>")
+except ConfigError as exc:
+    print("worker:", exc)
+try:
+    Emulator(EmulatorSettings(port=0, password="x", auth_modes=("kerberos",), kerberos_keytab="/k")).start()
+except ValueError as exc:
+    print("emulator:", exc)
+"""
+
+
+def test_without_the_kerberos_extra_everything_imports_and_kerberos_fails_clearly() -> None:
+    """No gssapi, no pykerberos: the worker, emulator and CLI import; a Kerberos provider or listener
+    is refused with a message naming the extra, never an ImportError traceback."""
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_THE_EXTRA], cwd=root, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "worker: transport 'kerberos' needs the kerberos extra" in result.stdout
+    assert "emulator: Kerberos needs the `kerberos` extra" in result.stdout

@@ -43,7 +43,6 @@ from dataclasses import dataclass
 import requests.exceptions as requests_exc
 import urllib3.exceptions as urllib3_exc
 from winrm import exceptions as winrm_exc
-from winrm.vendor.requests_kerberos import exceptions as kerberos_exc
 
 from errors import (
     AccessDeniedError,
@@ -427,19 +426,21 @@ def sanitize_text(text: str) -> str:
 
 # --- pywinrm ---------------------------------------------------------------------------
 
-# pykerberos' own exceptions (module `kerberos`, the `kerberos` extra), recognised by name so this
-# module imports without it.
+# Recognised by module and name: importing pywinrm's vendored requests-kerberos imports pykerberos,
+# which only the `kerberos` extra installs (this module must import without it).
+_REQUESTS_KERBEROS = "winrm.vendor.requests_kerberos"
 _PYKERBEROS_ERRORS = frozenset({"GSSError", "KrbError", "BasicAuthError", "PwdChangeError"})
 
 
 def _classify_kerberos(exc: BaseException) -> RefreshError | None:
     """Kerberos failures after our own logon checks passed (worker/provider/kerberos.py): rare."""
-    if isinstance(exc, kerberos_exc.MutualAuthenticationError):
+    module, name = type(exc).__module__, type(exc).__name__
+    if module.startswith(_REQUESTS_KERBEROS) and name == "MutualAuthenticationError":
         # The provider's answer did not prove it holds the SPN's key: a wrong or hostile acceptor.
         return AuthError("Kerberos: the provider's reply failed mutual authentication (not the SPN's holder?)")
-    if isinstance(exc, kerberos_exc.KerberosExchangeError):
+    if module.startswith(_REQUESTS_KERBEROS) and name == "KerberosExchangeError":
         return AuthError(f"Kerberos: the ticket exchange with the provider failed: {sanitize_text(str(exc))}")
-    if type(exc).__module__ == "kerberos" and type(exc).__name__ in _PYKERBEROS_ERRORS:
+    if module == "kerberos" and name in _PYKERBEROS_ERRORS:
         return AuthError(f"Kerberos: the security context with the provider failed: {sanitize_text(str(exc))}")
     return None
 

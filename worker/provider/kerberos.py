@@ -28,6 +28,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -37,6 +38,7 @@ from errors import AuthError, ConfigError, ConnectError, RefreshError
 
 __all__ = [
     "CCACHE_ENV",
+    "REFUSED_LOGON_HOLD_S",
     "KerberosCredentials",
     "KerberosTarget",
     "classify_gss_error",
@@ -49,6 +51,8 @@ __all__ = [
 CCACHE_ENV: Final = "KRB5CCNAME"
 _CCACHE: Final = f"MEMORY:sccm-refresh-{os.getpid()}"
 _FRESH_CACHES: Final = itertools.count(1)
+# A logon the KDC refused is not tried again for this long (unless its keytab or password file changes).
+REFUSED_LOGON_HOLD_S: Final = 60.0
 # Renew when this share of the ticket's lifetime is left (MIT's own client-keytab refresh starts at half).
 _RENEW_AT_SHARE_LEFT: Final = 1 / 3
 
@@ -68,6 +72,8 @@ KRB5_REALM_CANT_RESOLVE: Final = _KRB5_BASE + 220
 KRB5_KT_NOTFOUND: Final = _KRB5_BASE + 173
 
 log = logging.getLogger(__name__)
+
+PasswordSource = Callable[[], str]
 
 
 @dataclass(frozen=True)
@@ -140,27 +146,36 @@ def classify_gss_error(exc: Exception, *, principal: str, target: KerberosTarget
 
 
 def _gss_detail(exc: Exception) -> str:
-    """The library's own words, minor part only (no credential is ever in them)."""
-    for attribute in ("gen_message",):
-        method = getattr(exc, attribute, None)
-        if callable(method):
-            text = str(method())
-            return text.rsplit("Minor (", 1)[-1].split("): ", 1)[-1] if "Minor (" in text else text
-    return type(exc).__name__
+    """The library's own words, the minor part only (no credential is ever in them)."""
+    gen_message = getattr(exc, "gen_message", None)
+    if not callable(gen_message):
+        return type(exc).__name__
+    text = str(gen_message())
+    return text.rsplit("Minor (", 1)[-1].split("): ", 1)[-1] if "Minor (" in text else text
 
 
 class KerberosCredentials:
     """The process's Kerberos logon for one principal: acquire, check the SPN, renew."""
 
-    def __init__(self, principal: str, *, keytab: Path | None, password: Any = None) -> None:
-        # `password` is a callable returning the password (read at use time), or None for a keytab.
+    def __init__(
+        self,
+        principal: str,
+        *,
+        keytab: Path | None,
+        password: PasswordSource | None = None,
+        password_file: Path | None = None,
+    ) -> None:
+        # `password` returns the password when called (a file is read at each logon); None: the keytab.
         self.principal = principal
         self.keytab = keytab
         self._password = password
+        # The files a fix would change: a refused logon is tried again at once when one of them does.
+        self._sources = tuple(path for path in (keytab, password_file) if path is not None)
         self._lock = threading.Lock()
         self._renew_after = 0.0  # monotonic; 0: not acquired yet
         self._checked_spns: set[str] = set()
         self._logons = 0
+        self._refused: tuple[float, AuthError, tuple[object, ...]] | None = None
 
     def __repr__(self) -> str:
         source = f"keytab={str(self.keytab)!r}" if self.keytab else "password=<hidden>"
@@ -179,12 +194,40 @@ class KerberosCredentials:
         """Credentials valid for a while, and a ticket for `target`; True when they were (re)acquired."""
         with self._lock:
             if self.needs_renewal:
-                self._log_on(target)
+                self._log_on_unless_refused(target)
                 return True
             if target.spn not in self._checked_spns:
                 self._service_ticket(self._cached_credentials(), target)
                 self._checked_spns.add(target.spn)
             return False
+
+    def _log_on_unless_refused(self, target: KerberosTarget) -> None:
+        """Log on; after the KDC refused the account (wrong or expired password, unknown, locked),
+        answer the same refusal for REFUSED_LOGON_HOLD_S without asking again, unless the keytab
+        or password file changed: every request of a queue retrying a bad password would count
+        towards the domain's account lockout threshold."""
+        stamp = self._source_stamp()
+        if self._refused is not None:
+            until, error, refused_stamp = self._refused
+            if time.monotonic() < until and stamp == refused_stamp:
+                raise AuthError(error.message)
+            self._refused = None
+        try:
+            self._log_on(target)
+        except AuthError as exc:
+            self._refused = (time.monotonic() + REFUSED_LOGON_HOLD_S, exc, stamp)
+            raise
+
+    def _source_stamp(self) -> tuple[object, ...]:
+        stamps: list[object] = []
+        for path in self._sources:
+            try:
+                status = path.stat()
+            except OSError:
+                stamps.append(None)
+            else:
+                stamps.append((status.st_mtime_ns, status.st_size, status.st_ino))
+        return tuple(stamps)
 
     def _gss(self) -> Any:
         try:
@@ -264,7 +307,9 @@ class _ProcessCredentials:
         self._lock = threading.Lock()
         self._by_principal: dict[str, KerberosCredentials] = {}
 
-    def get(self, principal: str, *, keytab: Path | None, password: Any) -> KerberosCredentials:
+    def get(
+        self, principal: str, *, keytab: Path | None, password: PasswordSource | None, password_file: Path | None
+    ) -> KerberosCredentials:
         with self._lock:
             existing = self._by_principal.get(principal.casefold())
             if existing is None:
@@ -272,7 +317,7 @@ class _ProcessCredentials:
                     raise ConfigError(
                         "one Kerberos account per worker: every Kerberos provider must use the same username"
                     )
-                existing = KerberosCredentials(principal, keytab=keytab, password=password)
+                existing = KerberosCredentials(principal, keytab=keytab, password=password, password_file=password_file)
                 self._by_principal[principal.casefold()] = existing
             return existing
 
@@ -285,9 +330,12 @@ class _ProcessCredentials:
 _PROCESS = _ProcessCredentials()
 
 
-def process_credentials(principal: str, *, keytab: Path | None, password: Any) -> KerberosCredentials:
-    """The process's logon for `principal` (created on first use)."""
-    return _PROCESS.get(principal, keytab=keytab, password=password)
+def process_credentials(
+    principal: str, *, keytab: Path | None, password: PasswordSource | None, password_file: Path | None = None
+) -> KerberosCredentials:
+    """The process's logon for `principal` (created on first use); `password_file` is where
+    `password` reads from, if a file (a refused logon is tried again at once when it changes)."""
+    return _PROCESS.get(principal, keytab=keytab, password=password, password_file=password_file)
 
 
 def process_ccache() -> str:

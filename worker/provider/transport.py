@@ -87,7 +87,10 @@ class ProviderTransport:
     def _kerberos(self) -> KerberosCredentials:
         p = self.provider
         return process_credentials(
-            p.username, keytab=p.keytab_file, password=None if p.keytab_file else p.secret_password
+            p.username,
+            keytab=p.keytab_file,
+            password=None if p.keytab_file else p.secret_password,
+            password_file=None if p.keytab_file else p.password_file,
         )
 
     def _build_protocol(self) -> Protocol:
