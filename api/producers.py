@@ -5,8 +5,13 @@ message is built here (producers/celery_message.py) and pushed with one async LP
 path is most of the API's traffic and Celery's `send_task` in a thread was most of its cost.
 Keys the caller wants read at the same moment (`peek`: the coalescing markers) travel in the
 same pipeline when the broker is the API's Redis: one round trip per POST, not two.
-Everything else that blocks (the bulk producer's Redis writes and publish, or any publish on a
-broker that is not Redis) runs in worker threads under one anyio CapacityLimiter
+When the broker is the API's Redis and the workers' settings name the site (its provider cap),
+a POST's single requests are not pushed onto the queue but parked in the site's line for a
+provider slot (worker/stores/slots.py), in the same pipeline: as many as there are free slots
+are woken at once (pushed onto the queue by the same script), the rest when releases free slots.
+A burst is then delivered once per request, when its turn comes, instead of once to find no slot
+free and again when woken. Everything else that blocks (the bulk producer's Redis writes and
+publish, or any publish on a broker that is not Redis) runs in worker threads under one anyio CapacityLimiter
 (`api.producer_threads`), which also caps how many are in flight. The API's Celery app gives up
 publishing after about a second (not the workers' minute of retries), so a broker outage is a
 quick 503 rather than a hung request.
@@ -15,6 +20,7 @@ quick 503 rather than a hung request.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeVar
@@ -24,14 +30,19 @@ from anyio import CapacityLimiter
 from celery import Celery
 from kombu.exceptions import KombuError
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from config.settings import Settings
 from producers.celery_message import task_message
 from producers.enqueue import send_refresh
 from worker.app import REFRESH_TASK, create_app
-from worker.domain.request import RefreshRequest
+from worker.domain.request import RETRY_STATE_KWARG, RefreshRequest
+from worker.stores.keys import RedisKeys
+from worker.stores.lua import script_source
 from worker.stores.redis_full import is_redis_full
+from worker.stores.slots import SCRIPT_NAME, park_many_call, push_wake
+from worker.usecase.values import PRIORITY_SINGLE
 
 __all__ = ["BrokerUnavailableError", "Producers", "Published", "api_celery_app"]
 
@@ -95,6 +106,8 @@ class Producers:
         self._redis = redis  # where `peek` keys live
         # The broker's Redis, when the broker is Redis: refresh requests go there directly.
         self._broker = broker
+        self._keys = RedisKeys(settings.key_prefix)
+        self._slots = redis.register_script(script_source(SCRIPT_NAME))
 
     @property
     def celery(self) -> Celery:
@@ -131,12 +144,40 @@ class Producers:
             peeked = [None] * len(peek)
         return Published(list(requests), _texts(peeked))
 
-    def _messages(self, requests: Sequence[RefreshRequest]) -> list[str]:
+    def _messages(self, requests: Sequence[RefreshRequest], *, parked_at: float | None = None) -> list[str]:
         queue = self._settings.queue
+        extra = {} if parked_at is None else {RETRY_STATE_KWARG: {"parked_at": parked_at}}
         return [
-            task_message(REFRESH_TASK, str(request.request_id), request.model_dump(mode="json"), queue=queue)
+            task_message(
+                REFRESH_TASK, str(request.request_id), {**request.model_dump(mode="json"), **extra}, queue=queue
+            )
             for request in requests
         ]
+
+    async def _park(self, requests: Sequence[RefreshRequest], pipe: Pipeline) -> list[RefreshRequest]:
+        """Queue on `pipe` the park of each request whose site's cap is known; the rest, to push."""
+        by_site: dict[str, list[RefreshRequest]] = {}
+        rest: list[RefreshRequest] = []
+        for request in requests:
+            if request.site_code in self._settings.providers:
+                by_site.setdefault(request.site_code, []).append(request)
+            else:
+                rest.append(request)
+        now = time.time()
+        for site, parked in by_site.items():
+            # Marked parked: a woken delivery that ends before it needs its slot gives it back.
+            messages = self._messages(parked, parked_at=now)
+            queue = self._settings.queue
+            call = park_many_call(
+                self._keys,
+                site,
+                self._settings.provider(site).max_concurrency,
+                priority=PRIORITY_SINGLE,
+                wakes=[(str(r.request_id), push_wake(queue, m)) for r, m in zip(parked, messages, strict=True)],
+                lease_s=self._settings.limits.slot_lease_s,
+            )
+            await self._slots(keys=call.keys, args=call.args, client=pipe)
+        return rest
 
     async def _push(self, requests: Sequence[RefreshRequest], broker: AsyncRedis) -> None:
         try:
@@ -152,13 +193,16 @@ class Producers:
         pipe = broker.pipeline(transaction=False)
         if peek:
             pipe.mget(peek)
-        pipe.lpush(self._settings.queue, *self._messages(requests))
+        rest = await self._park(requests, pipe)
+        if rest:
+            pipe.lpush(self._settings.queue, *self._messages(rest))
         try:
             replies = await pipe.execute(raise_on_error=False)
         except RedisError as exc:
             raise BrokerUnavailableError.after(0, exc) from None
-        if isinstance(replies[-1], Exception):
-            raise BrokerUnavailableError.after(0, replies[-1])
+        failed = next((reply for reply in replies[1 if peek else 0 :] if isinstance(reply, Exception)), None)
+        if failed is not None:
+            raise BrokerUnavailableError.after(0, failed)
         peeked = replies[0] if peek and not isinstance(replies[0], Exception) else [None] * len(peek)
         return Published(list(requests), _texts(peeked))
 

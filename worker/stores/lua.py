@@ -13,7 +13,7 @@ from importlib import resources
 from redis import Redis
 from redis.commands.core import Script
 
-__all__ = ["epoch_arg", "load_script"]
+__all__ = ["epoch_arg", "load_script", "script_source"]
 
 _COMMON = "lua_common.lua"
 
@@ -22,6 +22,11 @@ _COMMON = "lua_common.lua"
 def _source(name: str) -> str:
     package = resources.files("worker.stores")
     return package.joinpath(_COMMON).read_text(encoding="utf-8") + package.joinpath(name).read_text(encoding="utf-8")
+
+
+def script_source(name: str) -> str:
+    """The source `load_script` registers (for an asyncio client, which registers its own)."""
+    return _source(name)
 
 
 def load_script(redis: Redis, name: str) -> Script:

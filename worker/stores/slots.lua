@@ -262,6 +262,28 @@ elseif op == 'park' then
     reply = {'parked', redis.call('ZRANK', WAITERS, holder), redis.call('ZCARD', HOLDERS), redis.call('ZCARD', WAITERS)}
   end
 
+elseif op == 'park_many' then
+  -- ARGV: 6 limit, 7 priority, then pairs: holder, wake record. Requests parked by their producer
+  -- (the API, when the broker is this Redis) before any worker saw them: a burst waits here, not
+  -- in the queue, and each is delivered once, when woken. Free slots go to the first at once.
+  local limit, priority = tonumber(ARGV[6]), tonumber(ARGV[7])
+  set_limit(limit)
+  reclaim()
+  local count = 0
+  for i = 8, #ARGV, 2 do
+    local holder = ARGV[i]
+    redis.call('HSET', PARKED, holder, ARGV[i + 1])
+    if not redis.call('ZSCORE', HOLDERS, holder) then
+      join_line(holder, priority)
+      redis.call('ZREM', DEADLINES, holder)
+    end
+    count = count + 1
+  end
+  try_write('HINCRBY', STATS, 'parked', count)
+  hand_off()
+  keep_line()
+  reply = {count, redis.call('ZCARD', HOLDERS), redis.call('ZCARD', WAITERS)}
+
 elseif op == 'release' then
   -- ARGV: 6 holder, 7 token, 8 ewma alpha, 9 longest gap sample (s). Idempotent: a second
   -- release finds no lease. The slot goes straight to the head of the line.

@@ -76,16 +76,19 @@ __all__ = [
     "PRIORITY_BULK",
     "PRIORITY_FOLLOW_UP",
     "PRIORITY_SINGLE",
+    "SCRIPT_NAME",
     "AcquireResult",
     "Granted",
     "Lease",
     "Parked",
     "ProviderSlots",
+    "ScriptCall",
     "SlotOccupancy",
     "SweepResult",
     "Wait",
     "estimate_retry_after_s",
     "occupancy_from",
+    "park_many_call",
     "parked_requests",
     "publish_wake",
     "push_wake",
@@ -369,6 +372,39 @@ class ProviderSlots:
             self._publish_wake(text)
         except Exception as exc:  # its lease lapses unclaimed and the sweep wakes it again
             log.warning("sending a woken request's message failed (%s); it is woken again later", type(exc).__name__)
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    """One call of the slots script, for a client that runs it itself (the API's asyncio pipeline)."""
+
+    keys: list[str]
+    args: list[str | int | float]
+
+
+def park_many_call(
+    keys: RedisKeys,
+    site_code: str,
+    limit: int,
+    *,
+    priority: int,
+    wakes: Sequence[tuple[str, str]],
+    lease_s: float,
+    stats_ttl_s: int = DEFAULT_STATS_TTL_S,
+) -> ScriptCall:
+    """Park many requests (holder id, push-kind wake record) in a site's line in one call (`script_source`)."""
+    site = validate_site_code(site_code)
+    _check_limit(limit)
+    _check_priority(priority)
+    args: list[str | int | float] = ["park_many", "", f"{lease_s:.6f}", _KEY_TTL_MARGIN_MS, stats_ttl_s * 1000]
+    args += [limit, priority]
+    for holder_id, wake in wakes:
+        _check_holder(holder_id)
+        args += [holder_id, wake]
+    return ScriptCall(list(keys.slot_keys(site)), args)
+
+
+SCRIPT_NAME: Final = _SCRIPT
 
 
 def push_wake(queue_key: str, message: str) -> str:
