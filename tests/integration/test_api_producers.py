@@ -37,9 +37,27 @@ def _requests(*package_ids: str) -> list[RefreshRequest]:
 Act = Callable[[Producers, AsyncRedis, RedisKeys], Awaitable[_T]]
 
 
-def _publish_with(redis_url: str, broker_url: str, act: Act[_T]) -> _T:
-    """Run `act` with Producers wired as the API wires them (the broker client shared when the URLs match)."""
-    settings = Settings(broker_url=broker_url, redis_url=redis_url, queue=QUEUE, key_prefix="prod-test")
+def _publish_with(redis_url: str, broker_url: str, act: Act[_T], *, max_concurrency: int | None = None) -> _T:
+    """Run `act` with Producers wired as the API wires them (the broker client shared when the URLs match).
+
+    With `max_concurrency`, the settings name site PS1's provider with that cap, as the workers' do.
+    """
+    providers = (
+        {}
+        if max_concurrency is None
+        else {
+            "PS1": {
+                "endpoint": "http://sccm.example:5985/wsman",
+                "username": "u",
+                "password": "p",
+                "allow_unencrypted": True,
+                "max_concurrency": max_concurrency,
+            }
+        }
+    )
+    settings = Settings(
+        broker_url=broker_url, redis_url=redis_url, queue=QUEUE, key_prefix="prod-test", providers=providers
+    )
 
     async def run() -> _T:
         client = async_redis(redis_url, max_connections=4)
@@ -136,3 +154,27 @@ def test_the_pushed_message_carries_the_validated_request_as_the_task_kwargs(red
     assert isinstance(raw, bytes)
     args, kwargs, _embed = json.loads(base64.b64decode(json.loads(raw)["body"]))
     assert args == [] and kwargs == requests[0].model_dump(mode="json")
+
+
+def test_with_the_sites_cap_known_a_burst_parks_beyond_the_free_slots_and_only_those_are_queued(
+    redis_url: str,
+) -> None:
+    """Cap 2: the first two requests are queued (woken, each holding a slot), the other three wait in the line."""
+    requests = _requests(*(f"PS10000{i}" for i in range(1, 6)))
+
+    async def act(producers: Producers, client: AsyncRedis, keys: RedisKeys) -> tuple[Published, int]:
+        published = await producers.enqueue_refreshes(requests)
+        parked = int(await client.hlen(keys.slot_keys("PS1").parked))
+        return published, parked
+
+    published, parked = _publish_with(redis_url, redis_url, act, max_concurrency=2)
+    assert published.requests == requests
+    assert _queued_ids(redis_url) == [r.request_id for r in requests[:2]]
+    assert parked == 5  # two woken (kept until their delivery claims the slot), three waiting
+    client = redis.Redis.from_url(redis_url)
+    try:
+        (message,) = [json.loads(raw) for raw in client.lrange(QUEUE, -1, -1)]
+    finally:
+        client.close()
+    _args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    assert kwargs["retry_state"]["parked_at"] > 0

@@ -25,6 +25,8 @@ local SIGNAL_TTL_MS = 60000
 local REFUSED = 'OOM command not allowed: a provider slot could not be granted (Redis refused the write)'
 -- Wake records of the publish kind, for the caller to send (the broker is not this Redis).
 local to_publish = {}
+-- Messages to push back onto their queues, in wake order (pushed when the script ends).
+local to_push = {}
 
 local function lease_fields(holder)
   local value = redis.call('HGET', LEASES, holder)
@@ -42,6 +44,15 @@ end
 local function try_write(...)
   local reply = redis.pcall(...)
   return not (type(reply) == 'table' and reply.err)
+end
+
+-- RPUSH puts each at the end consumers take from next: the last woken goes first, so the first
+-- woken is taken first. Refused (Redis full): the lease lapses unclaimed and it is woken again.
+local function flush_pushes()
+  for i = #to_push, 1, -1 do
+    try_write('RPUSH', to_push[i][1], to_push[i][2])
+  end
+  to_push = {}
 end
 
 -- The holder enters before it leaves the line: a refused write never drops it from both.
@@ -79,8 +90,7 @@ local function deliver(holder, record, again)
         message = cjson.encode(decoded)
       end
     end
-    -- Refused (Redis full): the lease lapses unclaimed and the request is woken again.
-    try_write('RPUSH', wake.queue, message)
+    table.insert(to_push, {wake.queue, message})
   elseif type(wake.signal) == 'string' then
     -- A waiter blocked in a thread (BLPOP on this key): a token tells it the slot is its own.
     try_write('RPUSH', wake.signal, '1')
@@ -217,6 +227,7 @@ if op == 'acquire' then
       local rank = redis.call('ZRANK', WAITERS, holder)
       if rank < limit - in_use then
         if not grant(holder, token) then
+          flush_pushes()
           return redis.error_reply(REFUSED)
         end
         keep_line()
@@ -225,6 +236,7 @@ if op == 'acquire' then
     elseif in_use < limit and redis.call('ZCARD', WAITERS) == 0 then
       -- Nobody in line (a free slot with a line was just handed off above): a newcomer takes it.
       if not grant(holder, token) then
+        flush_pushes()
         return redis.error_reply(REFUSED)
       end
       keep_line()
@@ -364,4 +376,5 @@ elseif op == 'sweep' then
 else
   return redis.error_reply('ERR unknown slots operation')
 end
+flush_pushes()
 return {to_publish, unpack(reply)}
