@@ -619,7 +619,15 @@ class Channel(kombu_redis.Channel):
                 if restored:
                     log.warning("put %d message(s) of a dead consumer back on their queues", restored)
                 if len(reply) > 3:
-                    self._restore_holdings([bytes_to_str(holder) for holder in reply[3:]])
+                    try:
+                        self._restore_holdings([bytes_to_str(holder) for holder in reply[3:]])
+                    except ResponseError as exc:
+                        detail = write_refusal(exc)
+                        if detail is None:
+                            raise
+                        # Refused before the restore's MULTI wrote anything: the holders stay
+                        # listed, their alive keys gone, and the next recovery pass names them again.
+                        self._full.refused(monotonic(), detail)
                 self._wait_found_nothing = False
             else:
                 queue_key, item = (wait_key, reply) if reply is not None else ("", b"")
