@@ -681,6 +681,22 @@ class Channel(kombu_redis.Channel):
             self._script_cached = True
         return reply
 
+    def _receive(self) -> bool:
+        """Read the pub/sub connection (Celery's remote control, fanout): a refusal there is not fatal.
+
+        A Redis under MISCONF refuses even PING, and redis-py and kombu check the pub/sub
+        connection's health with one: the refusal comes back as that connection's next reply,
+        which kombu would raise out of the event loop as an unrecoverable error. It is an answer to
+        a probe, not a message: nothing is lost by reading past it.
+        """
+        try:
+            return bool(super()._receive())
+        except ResponseError as exc:
+            if not refuses_writes(exc):
+                raise
+            log.debug("pub/sub health check refused: Redis refuses writes")
+            return False
+
     def maybe_refresh_binding_expiry(self) -> None:
         try:
             super().maybe_refresh_binding_expiry()
