@@ -649,7 +649,15 @@ class Channel(kombu_redis.Channel):
                 if restored:
                     log.warning("put %d message(s) of a dead consumer back on their queues", restored)
                 if len(reply) > 3:
-                    self._restore_holdings([bytes_to_str(holder) for holder in reply[3:]])
+                    try:
+                        self._restore_holdings([bytes_to_str(holder) for holder in reply[3:]])
+                    except ResponseError as exc:
+                        detail = write_refusal(exc)
+                        if detail is None:
+                            raise
+                        # Refused before the restore's MULTI wrote anything: the holders stay
+                        # listed, their alive keys gone, and the next recovery pass names them again.
+                        self._full.refused(monotonic(), detail)
                 self._wait_found_nothing = False
             else:
                 queue_key, item = (wait_key, reply) if reply is not None else ("", b"")
@@ -702,6 +710,22 @@ class Channel(kombu_redis.Channel):
         if kind == _TAKE:
             self._script_cached = True
         return reply
+
+    def _receive(self) -> bool:
+        """Read the pub/sub connection (Celery's remote control, fanout): a refusal there is not fatal.
+
+        A Redis under MISCONF refuses even PING, and redis-py and kombu check the pub/sub
+        connection's health with one: the refusal comes back as that connection's next reply,
+        which kombu would raise out of the event loop as an unrecoverable error. It is an answer to
+        a probe, not a message: nothing is lost by reading past it.
+        """
+        try:
+            return bool(super()._receive())
+        except ResponseError as exc:
+            if not refuses_writes(exc):
+                raise
+            log.debug("pub/sub health check refused: Redis refuses writes")
+            return False
 
     def maybe_refresh_binding_expiry(self) -> None:
         try:
