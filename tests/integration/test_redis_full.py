@@ -10,6 +10,7 @@ full; once Redis takes writes again, both carry on by themselves and every reque
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from typing import Any, Final, Literal
 
@@ -33,13 +34,13 @@ FINALS_TIMEOUT_S: Final = 60.0
 # What the worker says when its broker Redis refuses a take, or an ack or re-queue (each once a
 # minute at most), per refusal. Which of the two meets it first depends on the moment: a consumer
 # whose prefetch is full takes nothing.
-DETAIL: Final = {
+DETAIL: Final[dict[str, str]] = {
     "full": FULL_DETAIL,
     "misconf": MISCONF_DETAIL,
     "readonly": READONLY_DETAIL,
     "noreplicas": NOREPLICAS_DETAIL,
 }
-PAUSED_LINE: Final = {
+PAUSED_LINE: Final[dict[str, str]] = {
     "full": "paused: Redis is full",
     **{refusal: f"paused: {DETAIL[refusal]}" for refusal in REFUSALS},
 }
@@ -71,8 +72,8 @@ def test_each_way_a_real_redis_refuses_the_workers_writes_is_recognised_as_a_pau
     server = redis_server_factory()
     admin = redis.Redis.from_url(server.url)
     client = redis.Redis.from_url(server.url)
-    writes = {
-        "BLMOVE": lambda: client.blmove("q", "inflight", 0.1, "RIGHT", "LEFT"),
+    writes: dict[str, Callable[[], object]] = {
+        "BLMOVE": lambda: client.blmove("q", "inflight", 1, "RIGHT", "LEFT"),
         "EVAL": lambda: client.eval("return redis.call('LPUSH', KEYS[1], 'x')", 1, "q"),
         "LPUSH": lambda: client.lpush("q", "message"),
         "SET": lambda: client.set("lock", "token", nx=True, ex=20),
