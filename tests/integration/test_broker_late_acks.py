@@ -141,3 +141,31 @@ def test_a_consumer_whose_take_was_answered_just_before_a_redis_restart_never_go
                 break  # told: Celery's consumer would reconnect now, and the retired take is put back
     finally:
         side.close()
+
+
+def test_a_requeue_published_at_the_front_is_taken_before_the_backlog_queued_before_it(
+    redis_url: str, prefix: str, queue: Queue
+) -> None:
+    """A request's own re-queue goes before the requests that arrived after it, not behind them."""
+    options = broker.transport_options(prefix=prefix, main_queue=queue.name)
+    with Connection(redis_url, transport=broker.TRANSPORT, transport_options=options) as connection:
+        producer = Producer(connection.channel())
+
+        def publish(n: object) -> None:
+            producer.publish({"n": n}, exchange=queue.exchange, routing_key=queue.routing_key, declare=[queue])
+
+        for n in range(3):
+            publish(n)
+        with broker.published_at_front():
+            publish("again")
+        publish(3)
+    consumer = Side(redis_url, prefix, queue)
+    try:
+        order = []
+        for _ in range(5):
+            message = consumer.receive_one()
+            order.append(message.payload["n"])
+            message.ack()
+    finally:
+        consumer.close()
+    assert order == ["again", 0, 1, 2, 3]

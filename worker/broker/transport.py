@@ -82,6 +82,7 @@ __all__ = [
     "ack_script",
     "captured_publishes",
     "hold_script",
+    "published_at_front",
     "take_script",
     "transport_options",
 ]
@@ -131,6 +132,23 @@ def captured_publishes() -> Iterator[list[tuple[str, str]]]:
         yield sink
     finally:
         _capture.sink = previous
+
+
+@contextlib.contextmanager
+def published_at_front() -> Iterator[None]:
+    """Within it, this thread's publishes go to the head of their queue (RPUSH), not its tail.
+
+    For a request's own re-queue (a short wait for another delivery's lock, a medium, the bulk
+    pump): it has waited its turn once already, so it goes before the requests that arrived after
+    it instead of behind a backlog of thousands. With a countdown it is taken at once and held,
+    recorded, until it is due (kombu's ETA), so it blocks nothing behind it.
+    """
+    previous = getattr(_capture, "front", False)
+    _capture.front = True
+    try:
+        yield
+    finally:
+        _capture.front = previous
 
 
 class _RetiredConsumers:
@@ -471,11 +489,17 @@ class Channel(kombu_redis.Channel):
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
         sink = getattr(_capture, "sink", None)
-        if sink is None:
+        front = getattr(_capture, "front", False)
+        if sink is None and not (front and not self._expires):
             super()._put(queue, message, **kwargs)
             return
         priority = self._get_message_priority(message, reverse=False)
-        sink.append((self._q_for_pri(queue, priority), dumps(message)))
+        key = self._q_for_pri(queue, priority)
+        if sink is not None:
+            sink.append((key, dumps(message)))
+            return
+        with self.conn_or_acquire() as client:
+            client.rpush(key, dumps(message))  # the consumer takes from the right: next in line
 
     def _new_inflight_base(self) -> str:
         return f"{self.inflight_prefix}:{self._consumer}:{uuid.uuid4().hex[:6]}"
