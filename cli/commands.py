@@ -31,6 +31,7 @@ def enqueue(
     correlation_id: str | None,
     verify: bool,
     force: bool,
+    until: str | None = None,
 ) -> int:
     """Validate every request first (all or nothing), then enqueue; print one JSON line each."""
     validated = []
@@ -44,6 +45,7 @@ def enqueue(
                         "package_class": package_class,
                         "correlation_id": correlation_id,
                         "verify": verify,
+                        "until": until,
                         "force": force,
                     }
                 )

@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from embedded.redis_server import RedisUnavailableError
 from errors import RefreshError
 from ops.commands import add_flower_parser, add_health_parser
+from worker.domain.request import UNTIL_VALUES
 
 __all__ = ["main"]
 
@@ -61,7 +62,13 @@ def _build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("package_ids", nargs="+", metavar="PACKAGE_ID", help="e.g. PS100012")
     enqueue.add_argument("--class", dest="package_class", default="SMS_DriverPackage", help="WMI package class")
     enqueue.add_argument("--correlation-id", default=None)
-    enqueue.add_argument("--verify", action="store_true", help="wait (bounded) for SourceVersion to increase")
+    enqueue.add_argument("--verify", action="store_true", help="the older spelling of --until source_updated")
+    enqueue.add_argument(
+        "--until",
+        choices=UNTIL_VALUES,
+        default=None,
+        help="follow each request until accepted (default), source_updated, or distributed (every targeted DP)",
+    )
     enqueue.add_argument("--force", action="store_true", help="allow SMS_TaskSequencePackage")
 
     watch = sub.add_parser("watch", help="follow outcomes live")
@@ -169,6 +176,7 @@ def _enqueue(args: argparse.Namespace) -> int:
         package_class=args.package_class,
         correlation_id=args.correlation_id,
         verify=args.verify,
+        until=args.until,
         force=args.force,
     )
 

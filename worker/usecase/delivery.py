@@ -58,7 +58,14 @@ from worker.domain.deadline import Deadline
 from worker.domain.ids import claimed_bulk
 from worker.domain.outcomes import AttemptInfo, Outcome, RequestInfo, format_timestamp, parse_timestamp
 from worker.domain.packages import ONE_AT_A_TIME_CLASSES, PackageInfo
-from worker.domain.request import RETRY_STATE_KWARG, RefreshRequest, RetryState, is_valid_id, parse_request
+from worker.domain.request import (
+    RETRY_STATE_KWARG,
+    UNTIL_SOURCE_UPDATED,
+    RefreshRequest,
+    RetryState,
+    is_valid_id,
+    parse_request,
+)
 from worker.usecase.attempt import attempt_refresh
 from worker.usecase.decide import decide_after_error, wake_early
 from worker.usecase.plan import Done, Drop, Park, Plan, Requeue
@@ -344,7 +351,7 @@ def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
             deps.provider(request.site_code),
             request.package_class,
             request.package_id,
-            verify_timeout_s=limits.verify_timeout_s if request.verify else 0.0,
+            verify_timeout_s=limits.verify_timeout_s if request.follow_until == UNTIL_SOURCE_UPDATED else 0.0,
             verify_poll_s=limits.verify_poll_s,
             known_version_before=ctx.state.source_version_before,
             on_package=ctx.seen.record,
