@@ -214,12 +214,12 @@ class RefreshAccepted(BaseModel):
 
 
 class OutcomeDocument(BaseModel):
-    """One outcome event, schema `sccm-refresh.outcome` version 2 (docs/outcomes.md, docs/outcome.schema.json)."""
+    """One outcome event, schema `sccm-refresh.outcome` version 3 (docs/outcomes.md, docs/outcome.schema.json)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     schema_: Literal["sccm-refresh.outcome"] = Field(alias="schema")
-    version: Literal[2]
+    version: Literal[3]
     request_id: str
     correlation_id: str | None
     joined_request_id: str | None
@@ -237,6 +237,9 @@ class OutcomeDocument(BaseModel):
     next_retry_at: str | None = Field(pattern=_TIMESTAMP_PATTERN)
     source_version_before: int | None
     source_version_after: int | None
+    distribution: dict[str, Any] | None = Field(
+        description="only for a request followed to every DP (until=distributed): what the DPs hold"
+    )
     requested_at: str = Field(pattern=_TIMESTAMP_PATTERN)
     started_at: str = Field(pattern=_TIMESTAMP_PATTERN)
     finished_at: str = Field(pattern=_TIMESTAMP_PATTERN)

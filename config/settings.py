@@ -29,6 +29,7 @@ from errors import ConfigError
 __all__ = [
     "ENV_PREFIX",
     "ApiSettings",
+    "FollowSettings",
     "LimitSettings",
     "ProviderSettings",
     "RetryPolicy",
@@ -163,6 +164,34 @@ class LimitSettings(BaseModel):
             raise ValueError("max_countdown_s must be below visibility_timeout_s")
         if self.slot_wait_min_s > self.slot_wait_max_s:
             raise ValueError("slot_wait_min_s must not exceed slot_wait_max_s")
+        return self
+
+
+class FollowSettings(BaseModel):
+    """Following a request with until=distributed to every DP (docs/outcomes.md, "Following to every DP").
+
+    Between polls the request's message waits in the broker (a countdown): no thread, no provider
+    slot. Polls back off from `first_poll_s`, times `poll_multiplier`, up to `max_poll_s`; the
+    request ends `distribution_timed_out` once `deadline_s` has passed since acceptance.
+    """
+
+    model_config = _FROZEN
+
+    first_poll_s: float = Field(default=60.0, gt=0, le=3600)
+    poll_multiplier: float = Field(default=2.0, ge=1, le=10)
+    max_poll_s: float = Field(default=1800.0, gt=0, le=86_400)
+    deadline_s: float = Field(default=86_400.0, gt=0, le=7 * 86_400)
+    # A DP retrying a copy this long counts as failed (ConfigMgr retries for about 50 hours).
+    retrying_failed_after_s: float = Field(default=6 * 3600.0, ge=0, le=7 * 86_400)
+    # Per-DP rows an outcome lists at most (stragglers first); the rest are counted.
+    max_dp_rows: int = Field(default=25, ge=0, le=1000)
+    # DPs one followed package may target; a package on more is followed on the first ones only.
+    max_targets: int = Field(default=1000, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _first_below_max(self) -> FollowSettings:
+        if self.first_poll_s > self.max_poll_s:
+            raise ValueError("first_poll_s must not exceed max_poll_s")
         return self
 
 
@@ -373,6 +402,7 @@ class Settings(BaseSettings):
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     retry: RetrySettings = RetrySettings()
     limits: LimitSettings = LimitSettings()
+    follow: FollowSettings = FollowSettings()
     api: ApiSettings = ApiSettings()
     task_soft_time_limit_s: int = Field(default=300, ge=1)
     task_time_limit_s: int = Field(default=360, ge=2)
