@@ -2,7 +2,8 @@
 
     state = FollowState.accepted(v0, now)                 # at acceptance
     state = state.with_targets(rows, max_targets)         # the DP rows not being removed
-    step  = assess(state, package_version, rows, now=..., policy=...)
+    step  = started(state, now=..., policy=...)           # the first `distributing` event
+    step  = assess(state, package_version, rows, now=..., policy=...)   # each poll
 
 Two phases. Phase one waits for the package's SourceVersion to pass V0 (DistMgr processed the
 refresh): that version is V1. Phase two waits for every target row to read State 0 **at V1 or
@@ -41,6 +42,7 @@ __all__ = [
     "Verdict",
     "assess",
     "next_poll_s",
+    "started",
 ]
 
 RowStatus = Literal["done", "waiting", "retrying", "failed", "unknown", "removed"]
@@ -151,6 +153,14 @@ def next_poll_s(polls: int, policy: FollowSettings) -> float:
     """The wait before the next poll: first_poll_s, times poll_multiplier per poll made, capped."""
     exponent = min(polls, 64)  # 2**64 times a minute is past any cap: stop the float growing
     return min(policy.max_poll_s, policy.first_poll_s * policy.poll_multiplier**exponent)
+
+
+def started(state: FollowState, *, now: float, policy: FollowSettings) -> FollowStep:
+    """The step at acceptance: no poll made yet, every target waiting, the first poll after first_poll_s."""
+    counts = _counts(())
+    counts["waiting"] = len(state.targets or ())
+    wait_s = min(policy.first_poll_s, state.deadline_at(policy) - now)
+    return FollowStep("following", state, counts, (), max(0.0, wait_s))
 
 
 def assess(

@@ -19,6 +19,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from errors import InvalidRequestError
+from worker.domain.follow import FollowState
 from worker.domain.packages import (
     TASK_SEQUENCE_CLASS,
     PackageInfo,
@@ -67,6 +68,7 @@ _MAX_STATE_AGE_S = 30 * 24 * 3600
 _CLOCK_SKEW_S = 60.0
 _MAX_NAME_CHARS = 256
 _UINT32_MAX = 2**32 - 1
+_MAX_FOLLOW_TARGETS = 10_000  # FollowSettings.max_targets' ceiling
 
 
 class PackageHint(BaseModel):
@@ -262,6 +264,8 @@ class RetryState:
     # When the request last parked in its site's line for a provider slot: the delivery that
     # carries this was woken by a release and may hold a slot it must give back if it ends early.
     parked_at: float | None = None
+    # Set once a request with until=distributed was accepted: it is being followed to every DP.
+    follow: FollowState | None = None
 
     def to_kwargs(self) -> dict[str, Any]:
         return asdict(self)
@@ -300,6 +304,8 @@ class RetryState:
         ):
             return False
         if self.source_version_before is not None and not 0 <= self.source_version_before <= _UINT32_MAX:
+            return False
+        if self.follow is not None and not self.follow.plausible(now, _MAX_STATE_AGE_S, _MAX_FOLLOW_TARGETS):
             return False
         return self.package_name is None or len(self.package_name) <= _MAX_NAME_CHARS
 
