@@ -69,6 +69,11 @@ class FollowedClient:
     ) -> DpStatusBatch:
         return DpStatusBatch()
 
+    def read_source_versions(
+        self, package_ids: Iterable[str], *, max_rows: int = 50_000, deadline: Deadline | None = None
+    ) -> DpStatusBatch:
+        raise AssertionError("a request's own reads never batch")
+
 
 class Finals:
     def final_recorded(self, request_id: str) -> bool:

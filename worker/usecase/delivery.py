@@ -81,7 +81,7 @@ from worker.domain.request import (
 )
 from worker.usecase.attempt import attempt_refresh
 from worker.usecase.decide import decide_after_error, wake_early
-from worker.usecase.follow import DistributionReader, poll, start_following
+from worker.usecase.follow import DirectReader, DistributionReader, FollowClient, poll, start_following
 from worker.usecase.plan import Done, Drop, Park, Plan, Requeue
 from worker.usecase.ports import Delivery, DeliveryDeps, Fences
 from worker.usecase.untrusted import message_key, task_id_for, trusted_task_id, untrusted_info
@@ -320,9 +320,9 @@ def _distribution_reader(ctx: _Context, deps: DeliveryDeps) -> DistributionReade
     if deps.distribution is not None:
         return deps.distribution(site_code)
     client = deps.provider(site_code)
-    if not isinstance(client, DistributionReader):
+    if not isinstance(client, FollowClient):
         raise InternalError(f"the provider client of {site_code} cannot read DP status")
-    return client
+    return DirectReader(client)
 
 
 def _bulk_child(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
