@@ -187,11 +187,22 @@ class FollowSettings(BaseModel):
     max_dp_rows: int = Field(default=25, ge=0, le=1000)
     # DPs one followed package may target; a package on more is followed on the first ones only.
     max_targets: int = Field(default=1000, ge=1, le=10_000)
+    # Per-site snapshots (worker/stores/follow_snapshots.py): every package followed at a site is
+    # read in chunks of 200 once per `snapshot_s` by one worker, and the others answer from it
+    # (shared through Redis); 0 turns them off (each request reads its own). A poll that finds the
+    # snapshot being read waits up to `snapshot_wait_s` for it (no provider slot held), then reads
+    # its own. At most `snapshot_max_packages` packages per site and kind go into one snapshot.
+    snapshot_s: float = Field(default=30.0, ge=0, le=3600)
+    snapshot_wait_s: float = Field(default=30.0, ge=0, le=600)
+    snapshot_max_packages: int = Field(default=20_000, ge=1, le=200_000)
 
     @model_validator(mode="after")
     def _first_below_max(self) -> FollowSettings:
         if self.first_poll_s > self.max_poll_s:
             raise ValueError("first_poll_s must not exceed max_poll_s")
+        if self.snapshot_s > self.first_poll_s:
+            # An older snapshot would answer a poll with what the previous poll already saw.
+            raise ValueError("snapshot_s must not exceed first_poll_s (0 turns snapshots off)")
         return self
 
 

@@ -2,11 +2,12 @@
 
 Two emulated sites with short copy times. BS1: five DPs (DP05 a pull DP), a failed copy retried
 once then failed. OS1: DP02 offline for good, retried every half second for ever (ConfigMgr's
-100 retries, in short). The worker polls every 0.2-0.5 s and gives up following after 5 s.
+100 retries, in short). The worker polls every 0.5 s (per-site snapshots of 0.5 s) and gives up following after 8 s.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,18 +16,26 @@ import pytest
 from emulator.sms.provider import Provider
 from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME, make_emulator_settings
 from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun
+from testing.waiting import wait_until
 from worker.domain.outcomes import Outcome
 
 pytestmark = pytest.mark.integration
 
-_DEADLINE_S = 5.0
+_DEADLINE_S = 8.0
 _FOLLOW_ENV = {
-    "SCCM_REFRESH_FOLLOW__FIRST_POLL_S": "0.2",
+    "SCCM_REFRESH_FOLLOW__FIRST_POLL_S": "0.5",
     "SCCM_REFRESH_FOLLOW__MAX_POLL_S": "0.5",
     "SCCM_REFRESH_FOLLOW__DEADLINE_S": str(_DEADLINE_S),
     "SCCM_REFRESH_FOLLOW__MAX_DP_ROWS": "3",
+    "SCCM_REFRESH_FOLLOW__SNAPSHOT_S": "0.5",
+    "SCCM_REFRESH_FOLLOW__SNAPSHOT_WAIT_S": "2",
 }
-_FAST_DPS: dict[str, Any] = {"dp_copy_time_s": 0.05, "dp_retry_delay_s": 0.05, "dp_retry_count": 1}
+_FAST_DPS: dict[str, Any] = {
+    "dp_copy_time_s": 0.05,
+    "dp_retry_delay_s": 0.05,
+    "dp_retry_count": 1,
+    "package_count": 300,
+}
 _OFFLINE_SITE = "OS1"
 Pick = Callable[..., dict[str, Any]]
 
@@ -180,3 +189,37 @@ def test_rows_at_the_old_version_in_state_0_are_never_counted_as_done(
     assert not any(o.distribution and o.distribution["counts"]["done"] for o in run.live)
     # What a naive "every row State 0" check would have taken for success:
     assert rows is not None and all(row["state"] == 0 and row["source_version"] == pkg["SourceVersion"] for row in rows)
+
+
+def test_packages_followed_together_share_their_reads(followed: Pipeline, fresh_package: Pick) -> None:
+    """Twenty requests followed at once at one site, DistMgr slow to process them: their polls are
+    answered from per-site snapshots (one chunked read per interval for all), not one Get each."""
+    provider = _provider(followed, "BS1")
+    packages = [fresh_package() for _ in range(20)]
+    before = provider.call_totals()
+    provider.control_distmgr(hold=True)
+    try:
+        ids = [
+            followed.send(
+                {"site_code": "BS1", "package_id": p["PackageID"], "package_class": p["class"], "until": "distributed"}
+            )
+            for p in packages
+        ]
+        accepted = lambda: {o.request_id for o in followed.stream_outcomes() if o.status == "distributing"}  # noqa: E731
+        assert wait_until(lambda: set(ids) <= accepted(), timeout_s=10)
+        time.sleep(1.0)  # DistMgr's queue, as a site's would be: every request polls for V1 meanwhile
+    finally:
+        provider.control_distmgr(hold=False, drain=True)
+    assert wait_until(lambda: all(rid in followed.finals() for rid in ids), timeout_s=_DEADLINE_S + 10)
+    after = provider.call_totals()
+    finals = [followed.finals()[rid] for rid in ids]
+    assert all(len(f) == 1 and f[0].status == "distributed" for f in finals), [f[0].status for f in finals]
+    polls = sum(f[0].distribution["polls"] for f in finals if f[0].distribution)
+    calls = {k: after.get(k, 0) - before.get(k, 0) for k in ("gets", "enumerates", "pulls", "invokes")}
+    print(f"20 followed packages: {polls} polls, provider operations {calls}")
+    # The only Gets are the refreshes' own (one before each Invoke): no poll read its own SourceVersion.
+    assert (calls["gets"], calls["invokes"]) == (20, 20)
+    # Enumerations: each request's own two (its targets at acceptance, its DPs' last messages for
+    # its final), plus the shared snapshots: far fewer than one per poll.
+    snapshots = calls["enumerates"] - 2 * 20
+    assert 0 < snapshots < polls / 4

@@ -53,6 +53,7 @@ __all__ = [
     "distribution_point_uri",
     "dp_message_query",
     "dp_name_from_nal",
+    "dp_state",
     "dp_status_query",
     "merge_batches",
     "package_chunks",
@@ -109,6 +110,11 @@ class DpState(IntEnum):
 
 _LEAVING: Final = frozenset({DpState.REMOVAL_PENDING, DpState.REMOVAL_RETRYING, DpState.REMOVAL_FAILED})
 _KNOWN_STATES: Final = {int(state): state for state in DpState}
+
+
+def dp_state(raw_state: int) -> DpState | None:
+    """The State the SDK lists for this value, or None (unknown: never counted as done)."""
+    return _KNOWN_STATES.get(raw_state)
 
 
 def validate_nal_path(value: object) -> str:
@@ -334,7 +340,7 @@ class DpStatusReader(_Reader[DpStatusRow]):
             package_id=key[0],
             nal_path=key[1],
             dp_name=dp_name_from_nal(key[1]) or "",
-            state=_KNOWN_STATES.get(raw_state),
+            state=dp_state(raw_state),
             raw_state=raw_state,
             source_version=_uint(instance, "SourceVersion"),
             site_code=_text(instance, "SiteCode") or None,

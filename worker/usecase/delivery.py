@@ -274,7 +274,7 @@ def _follow(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
 def _start_following(ctx: _Context, deps: DeliveryDeps, v0: int) -> Plan:
     """Accepted with until=distributed: record V0 and the target DPs, tell `distributing`, wait for the first poll."""
     step = start_following(
-        _distribution_reader(ctx, deps),
+        _distribution_reader(ctx, deps, own=True),
         _SlotGate(ctx, deps),
         ctx.valid,
         v0=v0,
@@ -315,9 +315,14 @@ def _following(ctx: _Context, deps: DeliveryDeps, step: FollowStep) -> Plan:
     return Plan((outcome,) if told else (), requeue, request_id=ctx.request_id)
 
 
-def _distribution_reader(ctx: _Context, deps: DeliveryDeps) -> DistributionReader:
+def _distribution_reader(ctx: _Context, deps: DeliveryDeps, *, own: bool = False) -> DistributionReader:
+    """The site's shared reader, or (`own`, or none configured) the request's own reads.
+
+    The targets are read as the request is accepted, by the request itself: a per-site snapshot
+    would answer with rows read up to an interval before the refresh, or not at all.
+    """
     site_code = ctx.valid.site_code
-    if deps.distribution is not None:
+    if deps.distribution is not None and not own:
         return deps.distribution(site_code)
     client = deps.provider(site_code)
     if not isinstance(client, FollowClient):

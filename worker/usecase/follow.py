@@ -9,8 +9,8 @@ request with the new state (worker/usecase/delivery.py, `_follow`). A read that 
 no free slot, is skipped: the poll says what it can, and the next one comes after the back-off.
 
 One poll needs: in phase one the package's SourceVersion; once V1 is known its DP rows
-(`SMS_PackageStatusDistPointsSummarizer`); and, only when the counts changed or the request ends,
-the DPs' last status messages. Two readers answer:
+(`SMS_PackageStatusDistPointsSummarizer`); and, only in the poll that ends the request, the DPs'
+last status messages (for the final's rows). Two readers answer:
 
     DirectReader       one request's own reads, each under a provider slot of its own (`gate`):
                        a Get, a WQL read of its rows, a WQL read of its messages
@@ -141,7 +141,7 @@ def poll(
     policy: FollowSettings,
     deadline: Deadline | None = None,
 ) -> FollowStep:
-    """One poll: SourceVersion until V1, then the DP rows (and their messages when worth telling)."""
+    """One poll: SourceVersion until V1, then the DP rows (and their last messages for a final)."""
     version = None
     if state.v1 is None:
         version = _gated(request, "SourceVersion", lambda: reader.source_version(request, gate, deadline=deadline))
@@ -153,7 +153,7 @@ def poll(
     rows: tuple[DpStatusRow, ...] | None = batch.rows if batch is not None else None
     truncated = batch.truncated if batch is not None else False
     step = assess(state, package_version=version, rows=rows, truncated=truncated, now=now, policy=policy)
-    if rows is None or not (step.final or step.counts_changed):
+    if rows is None or not step.final:
         return step
     bound = len(state.targets or ()) + _ROW_MARGIN
     messages = _gated(
