@@ -205,8 +205,11 @@ def test_packages_followed_together_share_their_reads(followed: Pipeline, fresh_
             )
             for p in packages
         ]
-        accepted = lambda: {o.request_id for o in followed.stream_outcomes() if o.status == "distributing"}  # noqa: E731
-        assert wait_until(lambda: set(ids) <= accepted(), timeout_s=10)
+
+        def all_accepted() -> bool:
+            return set(ids) <= {o.request_id for o in followed.stream_outcomes() if o.status == "distributing"}
+
+        assert wait_until(all_accepted, timeout_s=10)
         time.sleep(1.0)  # DistMgr's queue, as a site's would be: every request polls for V1 meanwhile
     finally:
         provider.control_distmgr(hold=False, drain=True)

@@ -35,7 +35,7 @@ DPS = ("DP01", "DP02")
 
 
 def nal(dp: str) -> str:
-    return f'["Display=\\\\\\\\{dp}\\\\"]MSWNET:["SMS_SITE=PS1"]\\\\\\\\{dp}\\\\'
+    return f'["Display=\\\\{dp}\\"]MSWNET:["SMS_SITE=PS1"]\\\\{dp}\\'
 
 
 def row(dp: str, state: DpState, version: int) -> DpStatusRow:

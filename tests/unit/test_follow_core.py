@@ -20,7 +20,7 @@ WHEN = datetime.fromtimestamp(T0, UTC)
 
 
 def nal(dp: str) -> str:
-    return f'["Display=\\\\\\\\{dp}\\\\"]MSWNET:["SMS_SITE=PS1"]\\\\\\\\{dp}\\\\'
+    return f'["Display=\\\\{dp}\\"]MSWNET:["SMS_SITE=PS1"]\\\\{dp}\\'
 
 
 def row(dp: str, state: int, version: int) -> DpStatusRow:
