@@ -5,8 +5,8 @@ functions (worker/domain/packages.py, worker/domain/request.py, worker/domain/cr
 those, so the document adds the same rules as patterns, `minItems` and `if`/`then` (a task
 sequence needs `force`; `verify` never comes with `until: accepted`), on body fields and on path,
 query and header parameters alike (tests/unit/test_api_openapi.py checks that each pattern
-accepts exactly what its validator accepts), and the configured package limit as `maxItems`. schemathesis runs every check over
-the served document (tests/integration/test_api_schemathesis.py).
+accepts exactly what its validator accepts), and the configured package limit as `maxItems`.
+schemathesis runs every check over the served document (tests/integration/test_api_schemathesis.py).
 """
 
 from __future__ import annotations
