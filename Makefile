@@ -58,10 +58,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The suite's files run on PYTEST_WORKERS processes (pytest-xdist; a file stays on one process, so
+# its module fixtures are shared): most integration time is spent waiting on servers and workers.
+PYTEST_WORKERS ?= 3
 pytest: $(STAMP)
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
 	  echo "NOTE: chromium is not installed: the Flower browser test will be skipped. Install it (root): apt-get install -y chromium"
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.emulator_bench

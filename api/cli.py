@@ -7,10 +7,7 @@ import getpass
 import sys
 from typing import TextIO
 
-from pydantic import ValidationError
-
 from api.tokens import ROLES, token_line
-from config.settings import get_settings
 from errors import ConfigError
 
 __all__ = ["add_arguments", "hash_token", "run"]
@@ -32,7 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.api_command == "hash-token":
         return hash_token(role=args.role, name=args.name)
-    from api.server import serve  # noqa: PLC0415 - hash-token must not pay for uvicorn and Celery
+    # Imported here: `--help` and hash-token must not pay for pydantic, uvicorn and Celery.
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from api.server import serve  # noqa: PLC0415
+    from config.settings import get_settings  # noqa: PLC0415
 
     settings = get_settings()
     overrides = {

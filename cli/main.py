@@ -23,10 +23,6 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from redis.exceptions import RedisError
-
-from embedded.redis_server import RedisUnavailableError
-from errors import RefreshError
 from ops.commands import add_flower_parser, add_health_parser
 from worker.domain.request import UNTIL_VALUES
 
@@ -135,6 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
         return 0
 
     args = _build_parser().parse_args(args_list)
+    # Imported once the arguments parsed: `--help` and a usage error answer without loading Redis
+    # and Celery (about 2.5 s of imports on a small machine; container health checks run often).
+    from redis.exceptions import RedisError
+
+    from embedded.redis_server import RedisUnavailableError
+    from errors import RefreshError
+
     try:
         return _COMMANDS[args.command](args)
     except RefreshError as exc:

@@ -7,10 +7,7 @@ import sys
 from pathlib import Path
 from typing import Final
 
-import requests
-
 from ops.flower_config import FlowerConfig, FlowerConfigError, load_credentials, resolve_credentials
-from ops.logs import configure_logging
 
 __all__ = ["EXIT_UNHEALTHY", "add_flower_parser", "add_health_parser", "flower_command", "health_command"]
 
@@ -78,6 +75,8 @@ def add_health_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def flower_command(args: argparse.Namespace) -> int:
+    from ops.logs import configure_logging
+
     configure_logging(args.log_level, args.log_format)
     try:
         credentials = resolve_credentials(
@@ -134,6 +133,8 @@ def _check_http(url: str, *, basic_auth_file: Path | None, timeout_s: float) -> 
             print(f"sccm-refresh health: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         auth = (user, password)
+    import requests
+
     try:
         response = requests.get(url, auth=auth, timeout=timeout_s, allow_redirects=False)
     except requests.RequestException as exc:

@@ -21,5 +21,8 @@ class NoFences:
     def try_lock(self, request_id: str, *, ttl_s: int) -> str | None:
         return "token"
 
+    def lock_left_s(self, request_id: str) -> float:
+        return 0.0
+
     def unlock(self, request_id: str, token: str) -> None:
         return None

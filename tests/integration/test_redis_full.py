@@ -10,19 +10,22 @@ full; once Redis takes writes again, both carry on by themselves and every reque
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from typing import Any, Final, Literal
 
 import pytest
+import redis
 
 from testing.fixtures_api import SUBMIT_TOKEN, ApiServer
 from testing.fixtures_emulator import EMULATOR_USERNAME
 from testing.fixtures_pipeline import Pipeline
+from testing.fixtures_redis import RedisServerFactory
 from testing.redis_full import redis_full
 from testing.redis_refusing import REFUSALS, Refusal, refusing_writes
 from testing.waiting import wait_until
 from worker.stores.outcome_reader import read_stream
-from worker.stores.redis_full import MISCONF_DETAIL, NOREPLICAS_DETAIL, READONLY_DETAIL
+from worker.stores.redis_full import FULL_DETAIL, MISCONF_DETAIL, NOREPLICAS_DETAIL, READONLY_DETAIL, write_refusal
 
 pytestmark = pytest.mark.integration
 
@@ -31,12 +34,20 @@ FINALS_TIMEOUT_S: Final = 60.0
 # What the worker says when its broker Redis refuses a take, or an ack or re-queue (each once a
 # minute at most), per refusal. Which of the two meets it first depends on the moment: a consumer
 # whose prefetch is full takes nothing.
-PAUSED_LINE: Final = {
-    "full": "paused: Redis is full",
-    "misconf": f"paused: {MISCONF_DETAIL}",
-    "readonly": f"paused: {READONLY_DETAIL}",
-    "noreplicas": f"paused: {NOREPLICAS_DETAIL}",
+DETAIL: Final[dict[str, str]] = {
+    "full": FULL_DETAIL,
+    "misconf": MISCONF_DETAIL,
+    "readonly": READONLY_DETAIL,
+    "noreplicas": NOREPLICAS_DETAIL,
 }
+PAUSED_LINE: Final[dict[str, str]] = {
+    "full": "paused: Redis is full",
+    **{refusal: f"paused: {DETAIL[refusal]}" for refusal in REFUSALS},
+}
+# The worker's path through a refusal is the same whichever way Redis refuses, once the refusal is
+# recognised (checked for every way below, on a real server): the run end to end is done for a
+# full Redis and for MISCONF, the one that also refuses a new connection's first command.
+END_TO_END: Final[tuple[Refusal | Literal["full"], ...]] = ("full", "misconf")
 DEFERRED_PUT_BACK: Final = "re-queued message(s) back on their queues"
 # Celery's warning, with a traceback, for a task that rejected its message to have it re-queued.
 REQUEUE_REFUSED: Final = "reject requeue=True: re-queue failed"
@@ -53,6 +64,41 @@ _WAITED_ON: list[str] = []
 
 
 @pytest.mark.parametrize("refusal", ["full", *REFUSALS])
+def test_each_way_a_real_redis_refuses_the_workers_writes_is_recognised_as_a_pause(
+    redis_server_factory: RedisServerFactory, refusal: Refusal | Literal["full"]
+) -> None:
+    """BLMOVE (a take), EVAL (the take and ack scripts), LPUSH (a publish), SET (a lock) and XADD (an
+    outcome) each answer the refusal, and each answer is read as that refusal, never as a crash."""
+    server = redis_server_factory()
+    admin = redis.Redis.from_url(server.url)
+    client = redis.Redis.from_url(server.url)
+    writes: dict[str, Callable[[], object]] = {
+        "BLMOVE": lambda: client.blmove("q", "inflight", 1, "RIGHT", "LEFT"),
+        "EVAL": lambda: client.eval("return redis.call('LPUSH', KEYS[1], 'x')", 1, "q"),
+        "LPUSH": lambda: client.lpush("q", "message"),
+        "SET": lambda: client.set("lock", "token", nx=True, ex=20),
+        "XADD": lambda: client.xadd("outcomes", {"outcome": "{}"}),
+    }
+    client.lpush("q", "queued")  # BLMOVE moves only what exists
+    recognised: dict[str, str | None] = {}
+    try:
+        if refusal == "full":
+            refusing: AbstractContextManager[None] = redis_full(admin)
+        else:
+            refusing = refusing_writes(admin, refusal, server.data_dir)
+        with refusing:
+            for name, write in writes.items():
+                with pytest.raises(redis.RedisError) as raised:
+                    write()
+                recognised[name] = write_refusal(raised.value)
+        assert client.lpush("q", "after") >= 1  # taken again once the block ends
+    finally:
+        client.close()
+        admin.close()
+    assert recognised == dict.fromkeys(writes, DETAIL[refusal])
+
+
+@pytest.mark.parametrize("refusal", END_TO_END)
 def test_a_worker_keeps_running_through_a_redis_refusing_writes_and_ends_every_request_after(
     pipeline: Pipeline, refusal: Refusal | Literal["full"]
 ) -> None:

@@ -105,6 +105,7 @@ class Recorder:
 class MemoryFences:
     by_request: dict[str, FenceSnapshot] = field(default_factory=dict)
     locked: set[str] = field(default_factory=set)
+    left_s: float = 0.0
 
     def read(self, request_id: str) -> FenceSnapshot | None:
         return self.by_request.get(request_id)
@@ -117,6 +118,9 @@ class MemoryFences:
             return None
         self.locked.add(request_id)
         return "token"
+
+    def lock_left_s(self, request_id: str) -> float:
+        return self.left_s
 
     def unlock(self, request_id: str, token: str) -> None:
         self.locked.discard(request_id)
@@ -373,6 +377,19 @@ def test_a_second_copy_of_a_message_waits_while_the_first_attempts() -> None:
     world.fences.locked.clear()
     plan = handle_delivery(Delivery((), plan.then.kwargs, "task-1"), world.deps)
     assert [o.status for o in plan.outcomes] == ["accepted"] and "req-1" not in world.fences.locked
+
+
+def test_a_second_copy_waits_only_as_long_as_the_holders_lock_has_left() -> None:
+    """A frozen holder stops renewing its lock: the copy looks again once it lapses, not a lifetime later."""
+    world = World()
+    world.fences.locked.add("req-1")
+    world.fences.left_s = 3.5
+    plan = handle_delivery(Delivery((), VALID, "task-1"), world.deps)
+    assert isinstance(plan.then, Requeue) and plan.then.countdown_s == pytest.approx(4.5)
+    world.fences.left_s = 10_000.0
+    plan = handle_delivery(Delivery((), VALID, "task-1"), world.deps)
+    assert isinstance(plan.then, Requeue)
+    assert plan.then.countdown_s == world.deps.settings.limits.attempt_lock_s
 
 
 def test_a_medium_wait_is_reported_as_a_custom_state_before_the_requeue() -> None:

@@ -121,6 +121,15 @@ class RedisInvokeFences:
             self._held[request_id] = (token, lease)
         return token
 
+    def lock_left_s(self, request_id: str) -> float:
+        """How long another delivery's attempt lock has left (0.0 when it is already gone).
+
+        A frozen holder stops renewing, so the waiter is back when the lock lapses, not a whole
+        lock lifetime later; a live holder renews, and the waiter just looks again then.
+        """
+        left_ms = int(self._redis.pttl(self._keys.attempt_lock(request_id)))
+        return max(0.0, left_ms / 1000.0)
+
     def unlock(self, request_id: str, token: str) -> None:
         """Release the lock if this token still holds it (it may have expired and been retaken)."""
         with self._held_lock:

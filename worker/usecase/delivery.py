@@ -439,8 +439,13 @@ def _exclusive(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     if ctx.lock is not None:
         return None
     _release_slots(ctx, deps)
-    log.info("request %s is being attempted by another delivery; this one waits", ctx.request_id)
-    wait = Requeue(float(min(ttl_s, deps.settings.limits.max_countdown_s)), _retry_kwargs(ctx, ctx.state))
+    # Back when the holder's lock lapses (a frozen holder stops renewing it), not a whole lock
+    # lifetime later; a second past it so the lock is surely gone, at least a second between looks.
+    wait_s = min(deps.fences.lock_left_s(ctx.request_id) + 1.0, float(ttl_s), deps.settings.limits.max_countdown_s)
+    log.info(
+        "request %s is being attempted by another delivery; this one looks again in %.1f s", ctx.request_id, wait_s
+    )
+    wait = Requeue(wait_s, _retry_kwargs(ctx, ctx.state))
     return Plan(then=wait, request_id=ctx.request_id)
 
 
