@@ -190,10 +190,10 @@ class FollowSettings(BaseModel):
     # Per-site snapshots (worker/stores/follow_snapshots.py): every package followed at a site is
     # read in chunks of 200 once per `snapshot_s` by one worker, and the others answer from it
     # (shared through Redis); 0 turns them off (each request reads its own). A poll that finds the
-    # snapshot being read waits up to `snapshot_wait_s` for it (no provider slot held), then reads
-    # its own. At most `snapshot_max_packages` packages per site and kind go into one snapshot.
+    # snapshot being read waits up to `snapshot_wait_s` for it (a thread, no provider slot held),
+    # then is skipped. At most `snapshot_max_packages` packages per site and kind go into one snapshot.
     snapshot_s: float = Field(default=30.0, ge=0, le=3600)
-    snapshot_wait_s: float = Field(default=30.0, ge=0, le=600)
+    snapshot_wait_s: float = Field(default=2.0, ge=0, le=60)
     snapshot_max_packages: int = Field(default=20_000, ge=1, le=200_000)
 
     @model_validator(mode="after")

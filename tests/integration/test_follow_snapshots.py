@@ -157,3 +157,21 @@ def test_snapshot_keys_expire(redis_client: redis.Redis, redis_keys: RedisKeys, 
     snapshots(redis_client, redis_keys, client, now).source_version(request(1), UngatedOperations(), deadline=None)
     keys = redis_client.keys(f"{redis_keys.prefix}:follow:*")
     assert keys and all(redis_client.ttl(key) > 0 for key in keys)
+
+
+def test_a_poll_finding_a_read_under_way_waits_briefly_then_skips_or_reads_its_own(
+    redis_client: redis.Redis, redis_keys: RedisKeys, client: CountingClient
+) -> None:
+    """Another worker holds the interval's read: a poll waits FOLLOW__SNAPSHOT_WAIT_S, then is skipped
+    (no read alongside, no thread held for a long read); once that reader has given up, it reads its own."""
+    now = 1_800_000_000.0
+    policy = POLICY.model_copy(update={"snapshot_wait_s": 0.2})
+    reader = SiteSnapshots(redis_client, redis_keys, SITE, client, policy=policy, clock=lambda: now)
+    keys = redis_keys.follow_keys(SITE, "rows", int(now // POLICY.snapshot_s))
+    redis_client.set(keys.reading, "another-worker", px=60_000)
+    assert reader.dp_rows(request(1), UngatedOperations(), max_rows=100, deadline=None) is None
+    assert client.calls["rows"] == 0
+    redis_client.delete(keys.reading)
+    redis_client.set(keys.reading, "another-worker", px=100)  # a reader that dies mid-wait
+    batch = reader.dp_rows(request(1), UngatedOperations(), max_rows=100, deadline=None)
+    assert batch is not None and len(batch.rows) == 2 and client.calls["rows"] == 1

@@ -15,7 +15,9 @@ marked complete. Every other poll of the interval answers from the hash: followi
 packages costs the site a few dozen operations per interval, not 10,000 Gets.
 
 A poll that finds the interval being read waits for it (at most `FOLLOW__SNAPSHOT_WAIT_S`, holding
-no provider slot), and one that waited in vain reads its own package (worker/usecase/follow.py's
+no provider slot); if the read is still going then, the poll is skipped (a read of thousands of
+packages takes seconds: waiting threads would stall the worker, reading alongside would undo the
+batching), and if its reader gave up, the poll reads its own package (worker/usecase/follow.py's
 `DirectReader`). A poll whose package is not in the interval's complete snapshot (it was first
 polled after the read) is skipped: its package is in the next interval's. A reader that fails
 drops its lock, so the next poll of the interval reads again. Packages not polled for
@@ -65,6 +67,8 @@ _COMPLETE_FIELD: Final = ""  # a package id is never empty
 _HIT: Final = "hit"
 _SKIP: Final = "skip"
 _OWN: Final = "own"
+# A read ends by the attempt's soft time limit (TASK_SOFT_TIME_LIMIT_S, 300 s by default).
+_READ_BOUND_S: Final = 300.0
 _READ_YOUR_OWN: Final = '"read your own"'
 _WAIT_STEP_S: Final = 0.05
 _HSET_BATCH: Final = 1000
@@ -138,7 +142,8 @@ class SiteSnapshots:
         if entry is not None:
             return entry
         token = uuid.uuid4().hex
-        lease_ms = max(1000, int(self._policy.snapshot_wait_s * 1000) + 1000)
+        # The lock is the interval's own key: one that outlives a dead reader only holds its interval.
+        lease_ms = int((2 * self._policy.snapshot_s + _READ_BOUND_S) * 1000)
         if self._redis.set(keys.reading, token, nx=True, px=lease_ms):
             return self._read_snapshot(kind, keys, package_id, gate, deadline, now=now)
         waited_until = time.monotonic() + self._policy.snapshot_wait_s
@@ -148,8 +153,9 @@ class SiteSnapshots:
             if entry is not None:
                 return entry
             if not self._redis.exists(keys.reading):
-                break  # its reader gave up: read our own
-        return _OWN, None
+                return self._entry(keys, package_id) or (_OWN, None)  # its reader gave up: read our own
+        # A big read still going: skip this poll rather than hold the thread, or read alongside it.
+        return _SKIP, None
 
     def _entry(self, keys: FollowKeys, package_id: str) -> tuple[str, Any] | None:
         """The package's entry if the snapshot has it; (_SKIP, None) if complete without it; None: not yet."""
