@@ -109,9 +109,7 @@ def _only_final(pipeline: Pipeline, run: RefreshRun) -> Outcome:
     return run.final
 
 
-def test_a_request_is_followed_until_every_dp_holds_the_new_version(
-    followed: Pipeline, fresh_package: Callable[..., dict[str, Any]]
-) -> None:
+def test_a_request_is_followed_until_every_dp_holds_the_new_version(followed: Pipeline, fresh_package: Pick) -> None:
     """distributing events, then one `distributed` final at V1 on all five DPs (the pull DP included)."""
     pkg = fresh_package()
     v0 = pkg["SourceVersion"]
@@ -131,9 +129,7 @@ def test_a_request_is_followed_until_every_dp_holds_the_new_version(
     assert rows is not None and {row["source_version"] for row in rows} == {v0 + 1}
 
 
-def test_a_dp_failing_its_copies_ends_distributed_with_failures(
-    followed: Pipeline, fresh_package: Callable[..., dict[str, Any]]
-) -> None:
+def test_a_dp_failing_its_copies_ends_distributed_with_failures(followed: Pipeline, fresh_package: Pick) -> None:
     """DP03 fails every copy: once its retry is used up (State 3) and the rest are done, the final names it."""
     pkg = fresh_package()
     provider = _provider(followed, "BS1")
@@ -152,24 +148,28 @@ def test_a_dp_failing_its_copies_ends_distributed_with_failures(
     assert first["source_version"] == pkg["SourceVersion"]
 
 
-def test_an_offline_dp_makes_the_request_time_out_with_the_dp_named(
-    followed: Pipeline, fresh_package: Callable[..., dict[str, Any]]
-) -> None:
-    """OS1's DP02 retries for ever: at the deadline the final is distribution_timed_out, DP02 retrying, not failed."""
+def test_an_offline_dp_makes_the_request_time_out_with_the_dp_named(followed: Pipeline, fresh_package: Pick) -> None:
+    """OS1's DP02 retries for ever and DP04's schedule stays closed: at the deadline the final is
+    distribution_timed_out, DP02 retrying and DP04 waiting, neither failed."""
     pkg = fresh_package(_OFFLINE_SITE)
-    run = _follow(followed, pkg, site=_OFFLINE_SITE)
+    provider = _provider(followed, _OFFLINE_SITE)
+    provider.control_distribution(dp="DP04", schedule=(None, 0.0))
+    try:
+        run = _follow(followed, pkg, site=_OFFLINE_SITE)
+    finally:
+        provider.control_distribution(dp="DP04", clear_schedule=True)
     final = _only_final(followed, run)
     assert final.status == "distribution_timed_out", final.distribution
     block = final.distribution
     assert block is not None
-    assert (block["counts"]["done"], block["counts"]["retrying"], block["counts"]["failed"]) == (4, 1, 0)
-    assert block["dps"][0]["dp"].split(".")[0] == "DP02" and block["dps"][0]["status"] == "retrying"
+    counts = block["counts"]
+    assert (counts["done"], counts["retrying"], counts["waiting"], counts["failed"]) == (3, 1, 1, 0)
+    named = [(row["dp"].split(".")[0], row["status"]) for row in block["dps"][:2]]
+    assert named == [("DP02", "retrying"), ("DP04", "waiting")]
     assert _DEADLINE_S <= (final.finished_at - final.requested_at).total_seconds() < _DEADLINE_S + 5
 
 
-def test_rows_at_the_old_version_in_state_0_are_never_counted_as_done(
-    followed: Pipeline, fresh_package: Callable[..., dict[str, Any]]
-) -> None:
+def test_rows_at_the_old_version_in_state_0_are_never_counted_as_done(followed: Pipeline, fresh_package: Pick) -> None:
     """DistMgr held: SourceVersion never passes V0 and every DP row reads State 0 at V0; the request is
     not `distributed` (the V0/V1 trap) but times out still waiting for V1."""
     pkg = fresh_package()
