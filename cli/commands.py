@@ -76,6 +76,11 @@ def format_outcome(outcome: Outcome) -> str:
         detail += f" (joined {data['joined_request_id']})"
     if data.get("source_version_after") is not None:
         detail += f" SourceVersion {data.get('source_version_before')} -> {data.get('source_version_after')}"
+    block = data.get("distribution")
+    if block:
+        counts = ", ".join(f"{n} {key}" for key, n in block["counts"].items() if n) or "targets not read yet"
+        stragglers = [f"{row['dp']} {row['status']}" for row in block["dps"] if row["status"] != "done"][:3]
+        detail += f" DPs: {counts}" + (f" ({'; '.join(stragglers)})" if stragglers else "")
     name = data.get("package_name") or ""
     return (
         f"{data.get('site_code')}/{data.get('package_id')} {name[:40]!s:<40} "

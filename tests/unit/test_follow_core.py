@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from cli.commands import format_outcome
 from config.settings import FollowSettings
 from worker.domain.distribution import DpMessage, DpState, DpStatusRow
 from worker.domain.follow import FollowState, assess, next_poll_s
@@ -164,3 +165,16 @@ def test_forged_states_are_not_plausible() -> None:
     assert not FollowState(v0=5, started_at=T0, v1=5).plausible(T0, 86_400, 1000)
     assert not FollowState(v0=5, started_at=T0 + 10 * 86_400).plausible(T0, 86_400, 1000)
     assert not FollowState(v0=5, started_at=T0, retrying_since=(("x", T0),)).plausible(T0, 86_400, 1000)
+
+
+def test_the_watch_line_of_a_followed_request_names_counts_and_stragglers() -> None:
+    """`sccm-refresh watch` shows how far the content got and which DPs hold it back."""
+    state = following([row("DP01", 0, 4), row("DP02", 0, 4)])
+    rows = [row("DP01", 0, 5), row("DP02", 3, 4)]
+    step = assess(state, package_version=None, rows=rows, now=T0 + 60, policy=POLICY)
+    block = distribution_block(step, max_rows=5, now=T0 + 60, policy=POLICY)
+    request = RequestInfo("r1", "PS1", "SMS_Package", "PS100001", WHEN)
+    run = AttemptInfo(1, 1, WHEN, WHEN, "w:1")
+    outcome = Outcome.following(request, run, step.verdict, block, source_version_before=4, source_version_after=5)  # type: ignore[arg-type]
+    line = format_outcome(outcome)
+    assert "distributed_with_failures" in line and "DPs: 1 done, 1 failed (DP02 failed)" in line
