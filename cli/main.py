@@ -24,12 +24,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ops.commands import add_flower_parser, add_health_parser
-from worker.domain.request import UNTIL_VALUES
 
 __all__ = ["main"]
 
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE: a service we need is not there
+
+
+# worker.domain.request.UNTIL_VALUES, spelled out: importing it would load pydantic for `--help`
+# (tests/unit/test_request_until.py keeps the two equal).
+UNTIL_CHOICES = ("accepted", "source_updated", "distributed")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -61,7 +65,7 @@ def _build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--verify", action="store_true", help="the older spelling of --until source_updated")
     enqueue.add_argument(
         "--until",
-        choices=UNTIL_VALUES,
+        choices=UNTIL_CHOICES,
         default=None,
         help="follow each request until accepted (default), source_updated, or distributed (every targeted DP)",
     )

@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from api.models import RefreshBatch, RefreshItem, to_request
+from cli.main import UNTIL_CHOICES
 from errors import InvalidRequestError
 from worker.domain.request import UNTIL_VALUES, parse_request
 
@@ -85,6 +86,6 @@ def test_api_refuses_a_bad_until(extra: dict[str, Any], fragment: str) -> None:
     assert fragment in str(info.value)
 
 
-def test_the_three_values_are_the_documented_ones() -> None:
-    """docs/api.md and the CLI's choices list exactly these."""
-    assert UNTIL_VALUES == ("accepted", "source_updated", "distributed")
+def test_the_cli_offers_exactly_the_request_values() -> None:
+    """`sccm-refresh enqueue --until` spells the values out (no pydantic for `--help`): they must not drift."""
+    assert UNTIL_CHOICES == UNTIL_VALUES == ("accepted", "source_updated", "distributed")
