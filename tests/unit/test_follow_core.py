@@ -175,6 +175,6 @@ def test_the_watch_line_of_a_followed_request_names_counts_and_stragglers() -> N
     block = distribution_block(step, max_rows=5, now=T0 + 60, policy=POLICY)
     request = RequestInfo("r1", "PS1", "SMS_Package", "PS100001", WHEN)
     run = AttemptInfo(1, 1, WHEN, WHEN, "w:1")
-    outcome = Outcome.following(request, run, step.verdict, block, source_version_before=4, source_version_after=5)  # type: ignore[arg-type]
+    outcome = Outcome.following(request, run, step.verdict, block, source_version_before=4, source_version_after=5)
     line = format_outcome(outcome)
     assert "distributed_with_failures" in line and "DPs: 1 done, 1 failed (DP02 failed)" in line

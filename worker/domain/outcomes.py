@@ -366,7 +366,7 @@ class Outcome:
         cls,
         request: RequestInfo,
         run: AttemptInfo,
-        status: Status,
+        status: str,
         distribution: dict[str, Any],
         *,
         source_version_before: int | None,
@@ -378,7 +378,7 @@ class Outcome:
         return cls._build(
             request,
             run,
-            status=status,
+            status=cast(Status, status),
             error=None,
             return_value=0,
             source_version_before=source_version_before,

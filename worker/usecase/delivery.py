@@ -293,7 +293,7 @@ def _following(ctx: _Context, deps: DeliveryDeps, step: FollowStep) -> Plan:
     outcome = Outcome.following(
         _request_info(ctx),
         _run(ctx, deps),
-        status,  # type: ignore[arg-type]  # a Verdict other than "following" is a Status
+        status,
         block,
         source_version_before=step.state.v0,
         source_version_after=step.state.v1,
