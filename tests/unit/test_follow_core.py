@@ -165,6 +165,8 @@ def test_forged_states_are_not_plausible() -> None:
     assert not FollowState(v0=5, started_at=T0, v1=5).plausible(T0, 86_400, 1000)
     assert not FollowState(v0=5, started_at=T0 + 10 * 86_400).plausible(T0, 86_400, 1000)
     assert not FollowState(v0=5, started_at=T0, retrying_since=(("x", T0),)).plausible(T0, 86_400, 1000)
+    assert not FollowState(v0=5, started_at=T0, targets=("x" * 600,)).plausible(T0, 86_400, 1000)
+    assert not FollowState(v0=5, started_at=T0, targets=("\\\\DP01\\\x00",)).plausible(T0, 86_400, 1000)
 
 
 def test_the_watch_line_of_a_followed_request_names_counts_and_stragglers() -> None:

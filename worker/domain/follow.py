@@ -96,15 +96,15 @@ class FollowState:
 
     def plausible(self, now: float, max_age_s: float, max_targets: int) -> bool:
         """False for a state no worker wrote (a producer can forge retry_state): the caller starts afresh."""
-        if not (0 <= self.v0 <= _UINT32_MAX and (self.v1 is None or self.v0 < self.v1 <= _UINT32_MAX)):
+        versions = 0 <= self.v0 <= _UINT32_MAX and (self.v1 is None or self.v0 < self.v1 <= _UINT32_MAX)
+        started = math.isfinite(self.started_at) and now - max_age_s <= self.started_at <= now + 60.0
+        if not (versions and started and 0 <= self.polls <= 100_000):
             return False
-        if not (math.isfinite(self.started_at) and now - max_age_s <= self.started_at <= now + 60.0):
+        targets = self.targets or ()
+        # Each target becomes an outcome row: only NAL paths we would have read, as many as we keep.
+        if len(targets) > max_targets or any(dp_name_from_nal(nal_path) is None for nal_path in targets):
             return False
-        if not 0 <= self.polls <= 100_000:
-            return False
-        if self.targets is not None and len(self.targets) > max_targets:
-            return False
-        known = set(self.targets or ())
+        known = set(targets)
         if any(nal not in known or not math.isfinite(at) for nal, at in self.retrying_since):
             return False
         return self.reported is None or len(self.reported) == len(COUNT_KEYS)
