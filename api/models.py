@@ -28,7 +28,7 @@ from worker.domain.packages import (
     validate_refreshable_class,
     validate_site_code,
 )
-from worker.domain.request import DEFAULT_PACKAGE_CLASS, RefreshRequest, is_valid_id
+from worker.domain.request import DEFAULT_PACKAGE_CLASS, RefreshRequest, Until, check_verify_until, is_valid_id
 
 __all__ = [
     "LOCAL_ID_MAX_CHARS",
@@ -121,9 +121,15 @@ class RefreshItem(BaseModel):
         validate_default=True,
         description="required for SMS_TaskSequencePackage (Microsoft warns it renders the task sequence inoperable)",
     )
-    verify: bool = Field(default=False, description="wait (bounded) for SourceVersion to increase")
+    verify: bool = Field(default=False, description="the older spelling of until=source_updated")
+    until: Until | None = Field(default=None, description=RefreshRequest.model_fields["until"].description)
 
     _few_keys = model_validator(mode="before")(_few_keys)
+
+    @model_validator(mode="after")
+    def _verify_agrees_with_until(self) -> RefreshItem:
+        check_verify_until(verify=self.verify, until=self.until)
+        return self
 
     @field_validator("force")
     @classmethod
@@ -143,6 +149,7 @@ def to_request(item: RefreshItem, *, request_id: str, requested_at: datetime) ->
         correlation_id=item.correlation_id,
         force=item.force,
         verify=item.verify,
+        until=item.until,
         requested_at=requested_at,
         package_hint=None,
     )
@@ -207,12 +214,12 @@ class RefreshAccepted(BaseModel):
 
 
 class OutcomeDocument(BaseModel):
-    """One outcome event, schema `sccm-refresh.outcome` version 2 (docs/outcomes.md, docs/outcome.schema.json)."""
+    """One outcome event, schema `sccm-refresh.outcome` version 3 (docs/outcomes.md, docs/outcome.schema.json)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     schema_: Literal["sccm-refresh.outcome"] = Field(alias="schema")
-    version: Literal[2]
+    version: Literal[3]
     request_id: str
     correlation_id: str | None
     joined_request_id: str | None
@@ -230,6 +237,9 @@ class OutcomeDocument(BaseModel):
     next_retry_at: str | None = Field(pattern=_TIMESTAMP_PATTERN)
     source_version_before: int | None
     source_version_after: int | None
+    distribution: dict[str, Any] | None = Field(
+        description="only for a request followed to every DP (until=distributed): what the DPs hold"
+    )
     requested_at: str = Field(pattern=_TIMESTAMP_PATTERN)
     started_at: str = Field(pattern=_TIMESTAMP_PATTERN)
     finished_at: str = Field(pattern=_TIMESTAMP_PATTERN)

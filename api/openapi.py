@@ -3,10 +3,10 @@
 `RefreshItem` and `BulkCriteria` validate site codes, PackageIDs, classes and ids with
 functions (worker/domain/packages.py, worker/domain/request.py, worker/domain/criteria.py); JSON Schema cannot see
 those, so the document adds the same rules as patterns, `minItems` and `if`/`then` (a task
-sequence needs `force`), on body fields and on path, query and header parameters alike
-(tests/unit/test_api_openapi.py checks that each pattern accepts exactly what its validator
-accepts), and the configured package limit as `maxItems`. schemathesis runs every check over
-the served document (tests/integration/test_api_schemathesis.py).
+sequence needs `force`; `verify` never comes with `until: accepted`), on body fields and on path,
+query and header parameters alike (tests/unit/test_api_openapi.py checks that each pattern
+accepts exactly what its validator accepts), and the configured package limit as `maxItems`.
+schemathesis runs every check over the served document (tests/integration/test_api_schemathesis.py).
 """
 
 from __future__ import annotations
@@ -88,12 +88,24 @@ _FIELD_RULES: Final[dict[str, dict[str, dict[str, Any]]]] = {
         "pkg_source_flags": {"minItems": 1, "items": {"type": "integer", "minimum": 0, "maximum": 4}},
     },
 }
-# Whole-object rules: a task sequence needs `force: true`.
+# Whole-object rules: a task sequence needs `force: true`; `verify: true` is `until: source_updated`
+# (worker/domain/request.py: check_verify_until), so it cannot come with `until: accepted`.
 _FORCE_TRUE: Final = {"properties": {"force": {"const": True}}, "required": ["force"]}
 _OBJECT_RULES: Final[dict[str, dict[str, Any]]] = {
     "RefreshItem": {
-        "if": {"properties": {"package_class": {"pattern": _TASK_SEQUENCE_PATTERN}}, "required": ["package_class"]},
-        "then": _FORCE_TRUE,
+        "allOf": [
+            {
+                "if": {
+                    "properties": {"package_class": {"pattern": _TASK_SEQUENCE_PATTERN}},
+                    "required": ["package_class"],
+                },
+                "then": _FORCE_TRUE,
+            },
+            {
+                "if": {"properties": {"verify": {"const": True}}, "required": ["verify"]},
+                "then": {"properties": {"until": {"not": {"const": "accepted"}}}},
+            },
+        ]
     },
     "BulkRefreshBody": {
         "if": {

@@ -31,6 +31,7 @@ def enqueue(
     correlation_id: str | None,
     verify: bool,
     force: bool,
+    until: str | None = None,
 ) -> int:
     """Validate every request first (all or nothing), then enqueue; print one JSON line each."""
     validated = []
@@ -44,6 +45,7 @@ def enqueue(
                         "package_class": package_class,
                         "correlation_id": correlation_id,
                         "verify": verify,
+                        "until": until,
                         "force": force,
                     }
                 )
@@ -74,6 +76,11 @@ def format_outcome(outcome: Outcome) -> str:
         detail += f" (joined {data['joined_request_id']})"
     if data.get("source_version_after") is not None:
         detail += f" SourceVersion {data.get('source_version_before')} -> {data.get('source_version_after')}"
+    block = data.get("distribution")
+    if block:
+        counts = ", ".join(f"{n} {key}" for key, n in block["counts"].items() if n) or "targets not read yet"
+        stragglers = [f"{row['dp']} {row['status']}" for row in block["dps"] if row["status"] != "done"][:3]
+        detail += f" DPs: {counts}" + (f" ({'; '.join(stragglers)})" if stragglers else "")
     name = data.get("package_name") or ""
     return (
         f"{data.get('site_code')}/{data.get('package_id')} {name[:40]!s:<40} "

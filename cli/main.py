@@ -31,6 +31,11 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE: a service we need is not there
 
 
+# worker.domain.request.UNTIL_VALUES, spelled out: importing it would load pydantic for `--help`
+# (tests/unit/test_request_until.py keeps the two equal).
+UNTIL_CHOICES = ("accepted", "source_updated", "distributed")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sccm-refresh",
@@ -57,7 +62,13 @@ def _build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("package_ids", nargs="+", metavar="PACKAGE_ID", help="e.g. PS100012")
     enqueue.add_argument("--class", dest="package_class", default="SMS_DriverPackage", help="WMI package class")
     enqueue.add_argument("--correlation-id", default=None)
-    enqueue.add_argument("--verify", action="store_true", help="wait (bounded) for SourceVersion to increase")
+    enqueue.add_argument("--verify", action="store_true", help="the older spelling of --until source_updated")
+    enqueue.add_argument(
+        "--until",
+        choices=UNTIL_CHOICES,
+        default=None,
+        help="follow each request until accepted (default), source_updated, or distributed (every targeted DP)",
+    )
     enqueue.add_argument("--force", action="store_true", help="allow SMS_TaskSequencePackage")
 
     watch = sub.add_parser("watch", help="follow outcomes live")
@@ -172,6 +183,7 @@ def _enqueue(args: argparse.Namespace) -> int:
         package_class=args.package_class,
         correlation_id=args.correlation_id,
         verify=args.verify,
+        until=args.until,
         force=args.force,
     )
 

@@ -29,6 +29,7 @@ from errors import ConfigError
 __all__ = [
     "ENV_PREFIX",
     "ApiSettings",
+    "FollowSettings",
     "LimitSettings",
     "ProviderSettings",
     "RetryPolicy",
@@ -163,6 +164,45 @@ class LimitSettings(BaseModel):
             raise ValueError("max_countdown_s must be below visibility_timeout_s")
         if self.slot_wait_min_s > self.slot_wait_max_s:
             raise ValueError("slot_wait_min_s must not exceed slot_wait_max_s")
+        return self
+
+
+class FollowSettings(BaseModel):
+    """Following a request with until=distributed to every DP (docs/outcomes.md, "Following to every DP").
+
+    Between polls the request's message waits in the broker (a countdown): no thread, no provider
+    slot. Polls back off from `first_poll_s`, times `poll_multiplier`, up to `max_poll_s`; the
+    request ends `distribution_timed_out` once `deadline_s` has passed since acceptance.
+    """
+
+    model_config = _FROZEN
+
+    first_poll_s: float = Field(default=60.0, gt=0, le=3600)
+    poll_multiplier: float = Field(default=2.0, ge=1, le=10)
+    max_poll_s: float = Field(default=1800.0, gt=0, le=86_400)
+    deadline_s: float = Field(default=86_400.0, gt=0, le=7 * 86_400)
+    # A DP retrying a copy this long counts as failed (ConfigMgr retries for about 50 hours).
+    retrying_failed_after_s: float = Field(default=6 * 3600.0, ge=0, le=7 * 86_400)
+    # Per-DP rows an outcome lists at most (stragglers first); the rest are counted.
+    max_dp_rows: int = Field(default=25, ge=0, le=1000)
+    # DPs one followed package may target; a package on more is followed on the first ones only.
+    max_targets: int = Field(default=1000, ge=1, le=10_000)
+    # Per-site snapshots (worker/stores/follow_snapshots.py): every package followed at a site is
+    # read in chunks of 200 once per `snapshot_s` by one worker, and the others answer from it
+    # (shared through Redis); 0 turns them off (each request reads its own). A poll that finds the
+    # snapshot being read waits up to `snapshot_wait_s` for it (a thread, no provider slot held),
+    # then is skipped. At most `snapshot_max_packages` packages per site and kind go into one snapshot.
+    snapshot_s: float = Field(default=30.0, ge=0, le=3600)
+    snapshot_wait_s: float = Field(default=2.0, ge=0, le=60)
+    snapshot_max_packages: int = Field(default=20_000, ge=1, le=200_000)
+
+    @model_validator(mode="after")
+    def _first_below_max(self) -> FollowSettings:
+        if self.first_poll_s > self.max_poll_s:
+            raise ValueError("first_poll_s must not exceed max_poll_s")
+        if self.snapshot_s > self.first_poll_s:
+            # An older snapshot would answer a poll with what the previous poll already saw.
+            raise ValueError("snapshot_s must not exceed first_poll_s (0 turns snapshots off)")
         return self
 
 
@@ -373,6 +413,7 @@ class Settings(BaseSettings):
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     retry: RetrySettings = RetrySettings()
     limits: LimitSettings = LimitSettings()
+    follow: FollowSettings = FollowSettings()
     api: ApiSettings = ApiSettings()
     task_soft_time_limit_s: int = Field(default=300, ge=1)
     task_time_limit_s: int = Field(default=360, ge=2)

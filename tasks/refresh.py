@@ -2,6 +2,7 @@
 
 Contract (JSON kwargs only): site_code, package_id, package_class="SMS_DriverPackage",
 request_id=None (defaults to the task id), correlation_id=None, force=False, verify=False,
+until=None (accepted | source_updated | distributed; verify=true is until=source_updated),
 requested_at=None. The worker adds `retry_state` when it re-queues a request; a producer that
 sends one gets it validated and, if implausible, ignored.
 

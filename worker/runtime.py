@@ -34,6 +34,7 @@ from worker.stores import (
     RequestWatch,
     redis_from_url,
 )
+from worker.stores.follow_snapshots import SiteSnapshots
 from worker.stores.lease_keeper import lease_keeper
 from worker.usecase import DeliveryDeps
 
@@ -42,6 +43,7 @@ __all__ = [
     "client_for",
     "delivery_deps",
     "dispatch_refreshes",
+    "follow_snapshots_for",
     "mark_worker_seen",
     "provider_slots",
     "publisher",
@@ -60,6 +62,7 @@ class _Runtime:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.clients: dict[str, SccmClient] = {}
+        self.snapshots: dict[str, SiteSnapshots] = {}
         self.publisher: OutcomePublisher | None = None
         self.deps: DeliveryDeps | None = None
         self.bulk_runner: BulkRunner | None = None
@@ -68,6 +71,7 @@ class _Runtime:
     def check_fork(self) -> None:
         if self.pid != os.getpid():
             self.clients = {}
+            self.snapshots = {}
             self.publisher = None
             self.deps = None
             self.bulk_runner = None
@@ -88,6 +92,18 @@ def client_for(site_code: str) -> SccmClient:
             client = SccmClient(transport, site_code, settings.retry.in_call)
             _runtime.clients[site_code] = client
         return client
+
+
+def follow_snapshots_for(site_code: str) -> SiteSnapshots:
+    """The per-site snapshot reader of requests followed to every DP (one per site and process)."""
+    with _runtime.lock:
+        _runtime.check_fork()
+        reader = _runtime.snapshots.get(site_code)
+        if reader is None:
+            settings, writer = get_settings(), publisher()
+            reader = SiteSnapshots(writer.redis, writer.keys, site_code, client_for(site_code), policy=settings.follow)
+            _runtime.snapshots[site_code] = reader
+        return reader
 
 
 def publisher() -> OutcomePublisher:
@@ -128,6 +144,7 @@ def delivery_deps(*, interruptions: tuple[type[BaseException], ...] = ()) -> Del
                 bulks=BulkStore(writer.redis, writer.keys, ttl_s=ttl_s),
                 on_final=bulk_runner().child_ended,
                 watch=RequestWatch(writer.redis, writer.keys),
+                distribution=follow_snapshots_for if settings.follow.snapshot_s > 0 else None,
             )
         return _runtime.deps
 

@@ -8,11 +8,13 @@ it is given, so a unit test drives leases, waiting lines and deadlines by moving
     MemoryCoalescer      worker/stores/coalesce.py: Coalescer    (leaders, followers)
     MemoryBulkChildren   worker/stores/bulk_store.py: BulkStore  (a bulk as its children see it)
     MemoryWatch          worker/stores/request_watch.py: RequestWatch (deadlines of live requests)
+    NoFences             worker/stores/fence.py: no snapshot, every attempt lock granted
 """
 
 from testing.standins.bulk_children import MemoryBulkChildren
 from testing.standins.coalescer import MemoryCoalescer
+from testing.standins.fences import NoFences
 from testing.standins.slots import MemorySlots
 from testing.standins.watch import MemoryWatch
 
-__all__ = ["MemoryBulkChildren", "MemoryCoalescer", "MemorySlots", "MemoryWatch"]
+__all__ = ["MemoryBulkChildren", "MemoryCoalescer", "MemorySlots", "MemoryWatch", "NoFences"]

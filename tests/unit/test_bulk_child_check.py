@@ -20,14 +20,13 @@ from hypothesis import strategies as st
 from api.idempotency import Claim
 from config.settings import ProviderSettings, RetryPolicy, RetrySettings, Settings
 from producers.bulk import new_bulk_id
-from testing.standins import MemoryCoalescer, MemorySlots, MemoryWatch
+from testing.standins import MemoryCoalescer, MemorySlots, MemoryWatch, NoFences
 from worker.bulk_job import BulkRunner
 from worker.domain.deadline import Deadline
 from worker.domain.ids import child_request_id, claimed_bulk, is_bulk_id
 from worker.domain.outcomes import Outcome
 from worker.domain.packages import PackageInfo
 from worker.stores.bulk_store import BulkNotFoundError, BulkStore, Checkin
-from worker.stores.fence import FenceSnapshot
 from worker.usecase.execute import run_delivery
 from worker.usecase.ports import Delivery, DeliveryDeps
 
@@ -71,23 +70,6 @@ class Finals:
     def final_outcome(self, request_id: str) -> Outcome | None:
         found = (o for o in self.outcomes if o.final and o.status != "rejected" and o.request_id == request_id)
         return next(found, None)
-
-
-class NoFences:
-    def read(self, request_id: str) -> FenceSnapshot | None:
-        return None
-
-    def write(self, request_id: str, snapshot: FenceSnapshot) -> None:
-        return None
-
-    def try_lock(self, request_id: str, *, ttl_s: int) -> str | None:
-        return "token"
-
-    def lock_left_s(self, request_id: str) -> float:
-        return 0.0
-
-    def unlock(self, request_id: str, token: str) -> None:
-        return None
 
 
 def requeue(kwargs: Mapping[str, Any], countdown_s: float) -> NoReturn:

@@ -31,6 +31,7 @@ from worker.domain.outcomes import (
     InvalidOutcomeError,
     Outcome,
     RequestInfo,
+    Status,
     format_timestamp,
     parse_timestamp,
 )
@@ -72,6 +73,37 @@ def wmi_failure() -> ProviderFailureError:
     )
 
 
+def distribution(phase: str = "dps", *, final: bool = True, **counts: int) -> dict[str, Any]:
+    """A distribution block as worker/domain/follow_report.py writes it."""
+    return {
+        "phase": phase,
+        "targets": 2 if phase == "dps" else None,
+        "counts": {"done": 0, "waiting": 0, "retrying": 0, "failed": 0, "unknown": 0, "removed": 0, **counts},
+        "dps": [
+            {
+                "dp": "DP01.corp.example",
+                "nal_path": '["Display=\\\\DP01.corp.example\\"]MSWNET:["SMS_SITE=PS1"]\\\\DP01.corp.example\\',
+                "status": "done",
+                "state": 0,
+                "source_version": 4,
+                "message_id": 2330,
+                "message_at": "20240501120000.000000+000",
+            }
+        ]
+        if phase == "dps"
+        else [],
+        "dps_omitted": 1 if phase == "dps" else 0,
+        "following_since": "2024-05-01T12:00:01.000Z",
+        "deadline_at": "2024-05-02T12:00:01.000Z",
+        "next_poll_at": None if final else "2024-05-01T12:01:01.000Z",
+        "polls": 3,
+    }
+
+
+def followed(status: Status, block: dict[str, Any], *, after: int | None = 4) -> Outcome:
+    return Outcome.following(REQUEST, run(), status, block, source_version_before=3, source_version_after=after)
+
+
 def one_of_each_status() -> list[Outcome]:
     return [
         Outcome.succeeded(REQUEST, run(), source_version_before=3),
@@ -82,6 +114,10 @@ def one_of_each_status() -> list[Outcome]:
         Outcome.retrying(REQUEST, run(2), ConnectError("connection reset"), next_retry_at=T0 + timedelta(minutes=1)),
         Outcome.cancelled(REQUEST, run()),
         Outcome.succeeded(REQUEST, run(), source_version_before=3).joined_by(replace(REQUEST, request_id="req-0002")),
+        followed("distributing", distribution("source", final=False), after=None),
+        followed("distributed", distribution(done=2)),
+        followed("distributed_with_failures", distribution(done=1, failed=1)),
+        followed("distribution_timed_out", distribution(done=1, waiting=1)),
     ]
 
 
@@ -90,7 +126,7 @@ def _case_id(outcome: Outcome) -> str:
 
 
 def test_builders_cover_every_status() -> None:
-    """The builders between them produce each of the seven statuses."""
+    """The builders between them produce each of the eleven statuses."""
     assert sorted({o.status for o in one_of_each_status()}) == sorted(STATUSES)
 
 
@@ -128,7 +164,7 @@ def test_schema_and_dataclass_agree_on_the_field_set() -> None:
         ({"requested_at": "2024-05-01T12:00:00Z"}, "timestamps carry milliseconds"),
         ({"attempt": 0}, "attempt is 1-based"),
         ({"password": SECRET}, "no extra fields"),
-        ({"version": 1}, "this is version 2"),
+        ({"version": 2}, "this is version 3"),
         ({"source_version_before": -1}, "uint32"),
     ],
 )
@@ -139,8 +175,21 @@ def test_schema_rejects_inconsistent_documents(change: dict[str, Any], why: str)
 
 
 def test_final_is_derived_from_status() -> None:
-    """Only retrying events are non-final, and the flag cannot be set apart from the status."""
-    assert [o.final for o in one_of_each_status()] == [True, True, True, True, True, False, True, True]
+    """Only retrying and distributing events are non-final, and the flag cannot be set apart from the status."""
+    assert [o.final for o in one_of_each_status()] == [
+        True,
+        True,
+        True,
+        True,
+        True,
+        False,
+        True,
+        True,
+        False,
+        True,
+        True,
+        True,
+    ]
 
 
 def test_succeeded_reports_source_updated_only_when_the_version_rose() -> None:
@@ -316,3 +365,56 @@ def test_a_joined_outcome_is_its_leaders_result_under_its_own_request() -> None:
     assert joined.joined_request_id == "req-0001" and joined.status == "failed" and joined.error == leader.error
     with pytest.raises(InvalidOutcomeError):
         Outcome.cancelled(REQUEST, run()).joined_by(follower)
+
+
+def test_a_version_2_document_is_still_read() -> None:
+    """Outcomes written before version 3 (no `distribution` key) stay readable: stored history survives the upgrade."""
+    document = json.loads(one_of_each_status()[1].to_json())
+    del document["distribution"]
+    document["version"] = 2
+    outcome = Outcome.from_json(json.dumps(document))
+    assert outcome.status == "source_updated" and outcome.distribution is None
+
+
+def test_a_version_2_document_cannot_carry_a_distribution() -> None:
+    """Version 2 had no distribution statuses: a document claiming both is refused, not half-read."""
+    document = json.loads(one_of_each_status()[-3].to_json())
+    document["version"] = 2
+    with pytest.raises(InvalidOutcomeError, match="version 2"):
+        Outcome.from_json(json.dumps(document))
+
+
+@pytest.mark.parametrize(
+    ("status", "block", "after", "match"),
+    [
+        ("distributed", distribution("source"), None, "phase is dps"),
+        ("distributed", distribution(final=False), 4, "next_poll_at"),
+        ("distributing", distribution(final=True), 4, "next_poll_at"),
+        ("distributed", distribution(), 3, "V1"),
+        ("distributed", {**distribution(), "extra": 1}, 4, "exactly the keys"),
+        ("distributed", {**distribution(), "counts": {"done": -1}}, 4, "exactly the keys"),
+        ("distributed", {**distribution(), "dps": [{"dp": "x"}]}, 4, "exactly the keys"),
+        ("distributed", {**distribution(), "polls": True}, 4, "count"),
+        ("distributed", {**distribution(), "deadline_at": "tomorrow"}, 4, "timestamp"),
+    ],
+)
+def test_distribution_blocks_that_break_the_rules_are_refused(
+    status: Status, block: dict[str, Any], after: int | None, match: str
+) -> None:
+    """A reader never takes a distribution block of the wrong shape, or one whose phase contradicts its status."""
+    with pytest.raises(InvalidOutcomeError, match=match):
+        followed(status, block, after=after)
+
+
+def test_only_followed_statuses_carry_a_distribution_block() -> None:
+    """An accepted outcome with a distribution block, or a distributed one without, is refused."""
+    with pytest.raises(InvalidOutcomeError, match="forbids distribution"):
+        replace(one_of_each_status()[0], distribution=distribution())
+    with pytest.raises(InvalidOutcomeError, match="requires distribution"):
+        replace(followed("distributed", distribution()), distribution=None)
+
+
+def test_distributing_is_not_final() -> None:
+    """A distributing event is followed by exactly one final: it must never take the final's place."""
+    assert followed("distributing", distribution(final=False)).final is False
+    assert followed("distributed", distribution()).final is True

@@ -4,7 +4,8 @@
 the DP's NAL path, the version it holds (`SourceVersion`) and its `State`. The worker reads it
 for many packages at once (`PackageID = 'A' OR ...`, at most MAX_PACKAGES_PER_QUERY per query)
 and, to name the last status message of a DP, `SMS_DistributionDPStatus`; between full reads,
-the per-package rollup `SMS_ObjectContentExtraInfo` is the cheap poll. docs/configmgr.md
+the per-package rollup `SMS_ObjectContentExtraInfo` is the cheap poll; `SMS_PackageBaseclass` gives
+many packages' SourceVersion in one query (following waits for it to pass V0). docs/configmgr.md
 ("Following content to every DP") has the classes, the states and the traps.
 
 The provider's rows are untrusted input. A row is refused (counted, never raised) when it lacks
@@ -36,6 +37,7 @@ __all__ = [
     "DP_MESSAGE_CLASS",
     "MAX_NAL_PATH_CHARS",
     "MAX_PACKAGES_PER_QUERY",
+    "PACKAGE_BASE_CLASS",
     "SUMMARIZER_CLASS",
     "ContentCounts",
     "ContentCountsReader",
@@ -45,13 +47,17 @@ __all__ = [
     "DpStatusBatch",
     "DpStatusReader",
     "DpStatusRow",
+    "PackageVersion",
+    "SourceVersionReader",
     "content_counts_query",
     "distribution_point_uri",
     "dp_message_query",
     "dp_name_from_nal",
+    "dp_state",
     "dp_status_query",
     "merge_batches",
     "package_chunks",
+    "source_version_query",
     "validate_nal_path",
 ]
 
@@ -59,6 +65,7 @@ SUMMARIZER_CLASS: Final = "SMS_PackageStatusDistPointsSummarizer"
 DP_MESSAGE_CLASS: Final = "SMS_DistributionDPStatus"
 CONTENT_COUNTS_CLASS: Final = "SMS_ObjectContentExtraInfo"
 DISTRIBUTION_POINT_CLASS: Final = "SMS_DistributionPoint"
+PACKAGE_BASE_CLASS: Final = "SMS_PackageBaseclass"  # abstract: a query on it answers every package class
 # A WQL query with 200 `PackageID = '...'` clauses is about 6 KB: well inside what WMI takes,
 # and 200 packages x 10 DPs is 2,000 rows, 20 pulls of 100.
 MAX_PACKAGES_PER_QUERY: Final = 200
@@ -71,6 +78,7 @@ _MAX_TEXT_CHARS: Final = 64  # dates and site codes: longer is not a CIM datetim
 
 _SUMMARY_PROPERTIES: Final = ("PackageID", "ServerNALPath", "SiteCode", "SourceVersion", "State", "LastCopied")
 _MESSAGE_PROPERTIES: Final = ("PackageID", "NALPath", "MessageID", "MessageState", "LastUpdateDate")
+_VERSION_PROPERTIES: Final = ("PackageID", "SourceVersion")
 _COUNT_PROPERTIES: Final = (
     "PackageID",
     "Targeted",
@@ -102,6 +110,11 @@ class DpState(IntEnum):
 
 _LEAVING: Final = frozenset({DpState.REMOVAL_PENDING, DpState.REMOVAL_RETRYING, DpState.REMOVAL_FAILED})
 _KNOWN_STATES: Final = {int(state): state for state in DpState}
+
+
+def dp_state(raw_state: int) -> DpState | None:
+    """The State the SDK lists for this value, or None (unknown: never counted as done)."""
+    return _KNOWN_STATES.get(raw_state)
 
 
 def validate_nal_path(value: object) -> str:
@@ -157,6 +170,11 @@ def dp_status_query(package_ids: Sequence[str]) -> str:
 def content_counts_query(package_ids: Sequence[str]) -> str:
     """Per package, how many DPs are targeted, done, in progress, failed (`SMS_ObjectContentExtraInfo`)."""
     return _query(CONTENT_COUNTS_CLASS, _COUNT_PROPERTIES, package_ids)
+
+
+def source_version_query(package_ids: Sequence[str]) -> str:
+    """Each package's own SourceVersion (`SMS_PackageBaseclass`): one row per package, whatever its class."""
+    return _query(PACKAGE_BASE_CLASS, _VERSION_PROPERTIES, package_ids)
 
 
 def dp_message_query(package_ids: Sequence[str]) -> str:
@@ -215,6 +233,14 @@ class ContentCounts:
 
 
 @dataclass(frozen=True)
+class PackageVersion:
+    """A package's SourceVersion as the site reads it (`SMS_PackageBaseclass`)."""
+
+    package_id: str
+    source_version: int
+
+
+@dataclass(frozen=True)
 class DpStatusBatch:
     """What a read brought back: the rows kept and what was refused or left unread."""
 
@@ -225,9 +251,10 @@ class DpStatusBatch:
     duplicates: int = 0
     truncated: bool = False
     problems: tuple[str, ...] = ()  # the first few reasons rows were refused, for a log line
+    versions: tuple[PackageVersion, ...] = ()
 
 
-_Item = TypeVar("_Item", "DpStatusRow", "DpMessage", "ContentCounts")
+_Item = TypeVar("_Item", "DpStatusRow", "DpMessage", "ContentCounts", "PackageVersion")
 
 
 class _RowRefusedError(ValueError):
@@ -313,7 +340,7 @@ class DpStatusReader(_Reader[DpStatusRow]):
             package_id=key[0],
             nal_path=key[1],
             dp_name=dp_name_from_nal(key[1]) or "",
-            state=_KNOWN_STATES.get(raw_state),
+            state=dp_state(raw_state),
             raw_state=raw_state,
             source_version=_uint(instance, "SourceVersion"),
             site_code=_text(instance, "SiteCode") or None,
@@ -361,6 +388,18 @@ class ContentCountsReader(_Reader[ContentCounts]):
         return DpStatusBatch(counts=tuple(self._items), **self._counts())
 
 
+class SourceVersionReader(_Reader[PackageVersion]):
+    """`SMS_PackageBaseclass` rows (PackageID, SourceVersion) of the packages asked for (one per package)."""
+
+    nal_property = None
+
+    def _item(self, key: tuple[str, str], instance: WmiInstance) -> PackageVersion:
+        return PackageVersion(package_id=key[0], source_version=_uint(instance, "SourceVersion"))
+
+    def result(self) -> DpStatusBatch:
+        return DpStatusBatch(versions=tuple(self._items), **self._counts())
+
+
 def _text(instance: WmiInstance, name: str, *, required: bool = False, limit: int = _MAX_TEXT_CHARS) -> str:
     value = instance.get(name)
     if isinstance(value, list):
@@ -389,6 +428,7 @@ def merge_batches(batches: Iterable[DpStatusBatch]) -> DpStatusBatch:
     rows: list[DpStatusRow] = []
     messages: list[DpMessage] = []
     counts: list[ContentCounts] = []
+    versions: list[PackageVersion] = []
     rejected = duplicates = 0
     truncated = False
     problems: list[str] = []
@@ -396,8 +436,11 @@ def merge_batches(batches: Iterable[DpStatusBatch]) -> DpStatusBatch:
         rows.extend(batch.rows)
         messages.extend(batch.messages)
         counts.extend(batch.counts)
+        versions.extend(batch.versions)
         rejected += batch.rejected
         duplicates += batch.duplicates
         truncated = truncated or batch.truncated
         problems.extend(batch.problems[: _MAX_PROBLEMS - len(problems)])
-    return DpStatusBatch(tuple(rows), tuple(messages), tuple(counts), rejected, duplicates, truncated, tuple(problems))
+    return DpStatusBatch(
+        tuple(rows), tuple(messages), tuple(counts), rejected, duplicates, truncated, tuple(problems), tuple(versions)
+    )

@@ -9,6 +9,7 @@ construction, `from_json`), so a consumer never sees e.g. a final "retrying" eve
     Outcome.final_failure(request, run, error)        # failed / gave_up_medium_not_ready
     Outcome.rejected(request, run, error)             # refused before calling SCCM
     Outcome.retrying(request, run, error, next_retry_at=...)
+    Outcome.following(request, run, status, distribution, ...)   # until=distributed: distributing and its finals
 
 The error object is `RefreshError.as_dict()` with a fixed key set, so no credential can ride
 along in an extra attribute; messages are built from fault XML and our own text only.
@@ -24,9 +25,13 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal, cast, get_args
 
 from errors import MediumNotReadyError, RefreshError
+from worker.domain.distribution import MAX_NAL_PATH_CHARS
+from worker.domain.follow import COUNT_KEYS
 from worker.domain.ids import is_request_id_key_part
 
 __all__ = [
+    "DISTRIBUTION_KEYS",
+    "DISTRIBUTION_ROW_KEYS",
     "ERROR_FIELDS",
     "ERROR_MESSAGE_MAX_CHARS",
     "EXTENDED_STATUS_FIELDS",
@@ -37,6 +42,10 @@ __all__ = [
     "STATUSES",
     "STATUS_ACCEPTED",
     "STATUS_CANCELLED",
+    "STATUS_DISTRIBUTED",
+    "STATUS_DISTRIBUTED_WITH_FAILURES",
+    "STATUS_DISTRIBUTING",
+    "STATUS_DISTRIBUTION_TIMED_OUT",
     "STATUS_FAILED",
     "STATUS_GAVE_UP_MEDIUM_NOT_READY",
     "STATUS_REJECTED",
@@ -55,10 +64,22 @@ __all__ = [
 # Every outcome document names its schema; the version changes with any incompatible change
 # (docs/outcomes.md, docs/outcome.schema.json).
 OUTCOME_SCHEMA_NAME: Final = "sccm-refresh.outcome"
-OUTCOME_SCHEMA_VERSION: Final = 2
+OUTCOME_SCHEMA_VERSION: Final = 3
+# Version 2 documents (no `distribution`, none of the distribution statuses) are still read.
+_READABLE_VERSIONS: Final = (2, 3)
 
 Status = Literal[
-    "accepted", "source_updated", "failed", "gave_up_medium_not_ready", "rejected", "cancelled", "retrying"
+    "accepted",
+    "source_updated",
+    "failed",
+    "gave_up_medium_not_ready",
+    "rejected",
+    "cancelled",
+    "retrying",
+    "distributing",
+    "distributed",
+    "distributed_with_failures",
+    "distribution_timed_out",
 ]
 STATUSES: Final[tuple[Status, ...]] = get_args(Status)
 STATUS_ACCEPTED: Final = "accepted"
@@ -68,13 +89,24 @@ STATUS_GAVE_UP_MEDIUM_NOT_READY: Final = "gave_up_medium_not_ready"
 STATUS_REJECTED: Final = "rejected"
 STATUS_CANCELLED: Final = "cancelled"
 STATUS_RETRYING: Final = "retrying"
-FINAL_STATUSES: Final = frozenset(s for s in STATUSES if s != STATUS_RETRYING)
+STATUS_DISTRIBUTING: Final = "distributing"
+STATUS_DISTRIBUTED: Final = "distributed"
+STATUS_DISTRIBUTED_WITH_FAILURES: Final = "distributed_with_failures"
+STATUS_DISTRIBUTION_TIMED_OUT: Final = "distribution_timed_out"
+_NOT_FINAL: Final = frozenset({STATUS_RETRYING, STATUS_DISTRIBUTING})
+FINAL_STATUSES: Final = frozenset(s for s in STATUSES if s not in _NOT_FINAL)
+# A request followed to every DP (until=distributed): its refresh was accepted; the statuses say
+# how far the content got, and each carries a `distribution` block (only they do).
+_FOLLOWED_STATUSES: Final = frozenset(
+    {STATUS_DISTRIBUTING, STATUS_DISTRIBUTED, STATUS_DISTRIBUTED_WITH_FAILURES, STATUS_DISTRIBUTION_TIMED_OUT}
+)
 _SUCCESS_STATUSES: Final = frozenset({STATUS_ACCEPTED, STATUS_SOURCE_UPDATED})
+_ACCEPTED_STATUSES: Final = _SUCCESS_STATUSES | _FOLLOWED_STATUSES
 # Statuses that carry no error: the refresh was accepted, or it was never attempted (cancelled).
-_NO_ERROR_STATUSES: Final = _SUCCESS_STATUSES | {STATUS_CANCELLED}
-# A joined request ends as its leader did; never joined are a refusal, a cancel, a retry event.
+_NO_ERROR_STATUSES: Final = _ACCEPTED_STATUSES | {STATUS_CANCELLED}
+# A joined request ends as its leader did; never joined are a refusal, a cancel, a non-final event.
 _JOINABLE_STATUSES: Final = frozenset(
-    s for s in STATUSES if s not in (STATUS_REJECTED, STATUS_CANCELLED, STATUS_RETRYING)
+    s for s in STATUSES if s not in (STATUS_REJECTED, STATUS_CANCELLED, STATUS_RETRYING, STATUS_DISTRIBUTING)
 )
 
 # Exactly the keys of RefreshError.as_dict() / ExtendedStatus.as_dict(): nothing else may ride along.
@@ -98,6 +130,23 @@ _UINT32_MAX: Final = 2**32 - 1
 # Fixed width, UTC, milliseconds, "Z": lexicographic order is chronological order, which the
 # publisher's Lua script relies on to compare requested_at.
 _TIMESTAMP_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+
+# The `distribution` block (worker/domain/follow_report.py builds it; docs/outcomes.md).
+DISTRIBUTION_KEYS: Final = (
+    "phase",
+    "targets",
+    "counts",
+    "dps",
+    "dps_omitted",
+    "following_since",
+    "deadline_at",
+    "next_poll_at",
+    "polls",
+)
+DISTRIBUTION_ROW_KEYS: Final = ("dp", "nal_path", "status", "state", "source_version", "message_id", "message_at")
+_DISTRIBUTION_PHASES: Final = ("source", "dps")
+_DISTRIBUTION_MAX_ROWS: Final = 1000
+_DISTRIBUTION_ROW_TEXT: Final = {"dp": 255, "nal_path": MAX_NAL_PATH_CHARS, "message_at": 64}
 
 
 class InvalidOutcomeError(ValueError):
@@ -183,6 +232,8 @@ class Outcome:
     next_retry_at: datetime | None
     source_version_before: int | None
     source_version_after: int | None
+    # Only a request followed to every DP has one (schema version 3): what the DPs hold.
+    distribution: dict[str, Any] | None = field(default=None, hash=False)
     requested_at: datetime
     started_at: datetime
     finished_at: datetime
@@ -197,6 +248,8 @@ class Outcome:
                 object.__setattr__(self, name, _as_utc_ms(value, name))
         if self.error is not None:
             object.__setattr__(self, "error", _checked_error(self.error))
+        if self.distribution is not None:
+            object.__setattr__(self, "distribution", _checked_distribution(self.distribution))
         _check_identity(self)
         _check_text(self)
         _check_status(self)
@@ -205,8 +258,8 @@ class Outcome:
 
     @property
     def final(self) -> bool:
-        """Derived from the status so it can never disagree with it: only "retrying" is not final."""
-        return self.status != STATUS_RETRYING
+        """Derived from the status so it can never disagree with it: only "retrying" and "distributing" are not."""
+        return self.status not in _NOT_FINAL
 
     # -- builders -------------------------------------------------------------------------
 
@@ -309,6 +362,31 @@ class Outcome:
         )
 
     @classmethod
+    def following(
+        cls,
+        request: RequestInfo,
+        run: AttemptInfo,
+        status: str,
+        distribution: dict[str, Any],
+        *,
+        source_version_before: int | None,
+        source_version_after: int | None,
+    ) -> Outcome:
+        """A request followed to every DP: `distributing` (non-final) or one of its three finals."""
+        if status not in _FOLLOWED_STATUSES:
+            raise InvalidOutcomeError(f"{status!r} is not a status of a request followed to every DP")
+        return cls._build(
+            request,
+            run,
+            status=cast(Status, status),
+            error=None,
+            return_value=0,
+            source_version_before=source_version_before,
+            source_version_after=source_version_after,
+            distribution=distribution,
+        )
+
+    @classmethod
     def _build(
         cls,
         request: RequestInfo,
@@ -320,6 +398,7 @@ class Outcome:
         source_version_before: int | None = None,
         source_version_after: int | None = None,
         next_retry_at: datetime | None = None,
+        distribution: dict[str, Any] | None = None,
     ) -> Outcome:
         duration_ms = run.duration_ms
         if duration_ms is None:
@@ -341,6 +420,7 @@ class Outcome:
             next_retry_at=next_retry_at,
             source_version_before=source_version_before,
             source_version_after=source_version_after,
+            distribution=distribution,
             requested_at=request.requested_at,
             started_at=run.started_at,
             finished_at=run.finished_at,
@@ -369,15 +449,20 @@ class Outcome:
             raise InvalidOutcomeError("an outcome must be a JSON object")
         if data.get("schema") != OUTCOME_SCHEMA_NAME:
             raise InvalidOutcomeError(f"not an outcome: schema is {str(data.get('schema'))[:60]!r}")
-        if data.get("version") != OUTCOME_SCHEMA_VERSION:
+        version = data.get("version")
+        if isinstance(version, bool) or version not in _READABLE_VERSIONS:
             raise InvalidOutcomeError(
-                f"unsupported outcome version {str(data.get('version'))[:20]!r} (this reader: {OUTCOME_SCHEMA_VERSION})"
+                f"unsupported outcome version {str(version)[:20]!r} (this reader: {OUTCOME_SCHEMA_VERSION})"
             )
+        if version == 2:
+            if "distribution" in data or data.get("status") in _FOLLOWED_STATUSES:
+                raise InvalidOutcomeError("a version 2 outcome has no distribution block nor distribution status")
+            data = {**data, "distribution": None}
         missing = JSON_KEYS - data.keys()
         unknown = data.keys() - JSON_KEYS
         if missing or unknown:
             raise InvalidOutcomeError(f"outcome keys: missing {sorted(missing)}, unknown {sorted(unknown)[:10]}")
-        if data["final"] is not (data["status"] != STATUS_RETRYING):
+        if data["final"] is not (data["status"] not in _NOT_FINAL):
             raise InvalidOutcomeError(f"final={data['final']!r} contradicts status {str(data['status'])[:40]!r}")
         return cls(**{name: _decode(name, data[name]) for name in _FIELD_NAMES})
 
@@ -404,6 +489,8 @@ def _encode(name: str, value: Any) -> Any:
         return format_timestamp(value)
     if name == "error":
         return _copy_error(value)
+    if name == "distribution":
+        return {**value, "counts": dict(value["counts"]), "dps": [dict(row) for row in value["dps"]]}
     if name == "duration_ms":
         return round(value, 3)
     return value
@@ -459,7 +546,7 @@ def _check_status(outcome: Outcome) -> None:
         raise InvalidOutcomeError(f"unknown status {str(status)[:40]!r}")
     if (outcome.error is None) != (status in _NO_ERROR_STATUSES):
         raise InvalidOutcomeError(f"status {status!r} {'forbids' if outcome.error else 'requires'} an error")
-    if status in _SUCCESS_STATUSES and outcome.return_value != 0:
+    if status in _ACCEPTED_STATUSES and outcome.return_value != 0:
         raise InvalidOutcomeError(f"status {status!r} means RefreshPkgSource returned 0")
     if status in (STATUS_REJECTED, STATUS_CANCELLED) and outcome.return_value is not None:
         raise InvalidOutcomeError(f"a {status} request never called RefreshPkgSource: return_value must be null")
@@ -479,6 +566,23 @@ def _check_status(outcome: Outcome) -> None:
             )
     if (outcome.next_retry_at is None) == (status == STATUS_RETRYING):
         raise InvalidOutcomeError("next_retry_at is required for retrying and forbidden otherwise")
+    _check_followed(outcome)
+
+
+def _check_followed(outcome: Outcome) -> None:
+    """Only a request followed to every DP carries a distribution block, and its phase fits its status."""
+    status, block = outcome.status, outcome.distribution
+    if (block is None) == (status in _FOLLOWED_STATUSES):
+        raise InvalidOutcomeError(f"status {status!r} {'forbids' if block else 'requires'} distribution")
+    if block is None:
+        return
+    before, after = outcome.source_version_before, outcome.source_version_after
+    if block["phase"] == "dps" and (before is None or after is None or after <= before):
+        raise InvalidOutcomeError("following the DPs needs source_version_after (V1) > source_version_before (V0)")
+    if status in (STATUS_DISTRIBUTED, STATUS_DISTRIBUTED_WITH_FAILURES) and block["phase"] != "dps":
+        raise InvalidOutcomeError(f"{status} ends following the DPs: its phase is dps")
+    if (block["next_poll_at"] is None) != outcome.final:
+        raise InvalidOutcomeError("next_poll_at is set while following and only then")
 
 
 def _check_numbers(outcome: Outcome) -> None:
@@ -521,6 +625,49 @@ def _checked_error(error: Any) -> dict[str, Any]:
     checked = dict(error)
     checked["extended_status"] = _checked_extended_status(error["extended_status"])
     return checked
+
+
+def _checked_distribution(block: Any) -> dict[str, Any]:
+    """A copy of the `distribution` block if it has exactly the documented shape."""
+    if not isinstance(block, dict) or set(block) != set(DISTRIBUTION_KEYS):
+        raise InvalidOutcomeError(f"distribution must have exactly the keys {list(DISTRIBUTION_KEYS)}")
+    if block["phase"] not in _DISTRIBUTION_PHASES:
+        raise InvalidOutcomeError(f"distribution.phase must be one of {list(_DISTRIBUTION_PHASES)}")
+    counts = block["counts"]
+    if not isinstance(counts, dict) or set(counts) != set(COUNT_KEYS):
+        raise InvalidOutcomeError(f"distribution.counts must have exactly the keys {list(COUNT_KEYS)}")
+    for name, value in (*counts.items(), ("dps_omitted", block["dps_omitted"]), ("polls", block["polls"])):
+        _check_count(name, value)
+    if block["targets"] is not None:
+        _check_count("targets", block["targets"])
+    for name in ("following_since", "deadline_at", "next_poll_at"):
+        if block[name] is not None or name != "next_poll_at":
+            parse_timestamp(block[name])
+    rows = block["dps"]
+    if not isinstance(rows, list) or len(rows) > _DISTRIBUTION_MAX_ROWS:
+        raise InvalidOutcomeError(f"distribution.dps must be a list of at most {_DISTRIBUTION_MAX_ROWS} rows")
+    return {**block, "counts": dict(counts), "dps": [_checked_distribution_row(row) for row in rows]}
+
+
+def _checked_distribution_row(row: Any) -> dict[str, Any]:
+    if not isinstance(row, dict) or set(row) != set(DISTRIBUTION_ROW_KEYS):
+        raise InvalidOutcomeError(f"a distribution row must have exactly the keys {list(DISTRIBUTION_ROW_KEYS)}")
+    for name, limit in _DISTRIBUTION_ROW_TEXT.items():
+        value = row[name]
+        if (value is not None or name != "message_at") and not (isinstance(value, str) and 0 < len(value) <= limit):
+            raise InvalidOutcomeError(f"distribution row {name} must be a string of 1-{limit} characters")
+    if row["status"] not in COUNT_KEYS:
+        raise InvalidOutcomeError(f"distribution row status must be one of {list(COUNT_KEYS)}")
+    for name in ("state", "source_version", "message_id"):
+        value = row[name]
+        if value is not None and not (_is_int(value) and 0 <= value <= _UINT32_MAX):
+            raise InvalidOutcomeError(f"distribution row {name} must be a uint32 or null")
+    return dict(row)
+
+
+def _check_count(name: str, value: Any) -> None:
+    if not (_is_int(value) and 0 <= value <= 10_000_000):
+        raise InvalidOutcomeError(f"distribution {name} must be a count")
 
 
 def _checked_extended_status(extended: Any) -> dict[str, Any] | None:

@@ -14,11 +14,12 @@ import re
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from errors import InvalidRequestError
+from worker.domain.follow import FollowState
 from worker.domain.packages import (
     TASK_SEQUENCE_CLASS,
     PackageInfo,
@@ -31,14 +32,26 @@ from worker.domain.packages import (
 __all__ = [
     "DEFAULT_PACKAGE_CLASS",
     "RETRY_STATE_KWARG",
+    "UNTIL_ACCEPTED",
+    "UNTIL_DISTRIBUTED",
+    "UNTIL_SOURCE_UPDATED",
+    "UNTIL_VALUES",
     "PackageHint",
     "RefreshRequest",
     "RetryState",
+    "Until",
+    "check_verify_until",
     "is_valid_id",
     "parse_request",
 ]
 
 DEFAULT_PACKAGE_CLASS = "SMS_DriverPackage"
+# How far a request is followed before its final outcome (docs/outcomes.md, "until").
+Until = Literal["accepted", "source_updated", "distributed"]
+UNTIL_VALUES: tuple[Until, ...] = get_args(Until)
+UNTIL_ACCEPTED: Until = "accepted"
+UNTIL_SOURCE_UPDATED: Until = "source_updated"
+UNTIL_DISTRIBUTED: Until = "distributed"
 # Internal kwarg carried across re-queues; producers never set it.
 RETRY_STATE_KWARG = "retry_state"
 # fullmatch only: "$" would also accept a trailing newline.
@@ -55,6 +68,7 @@ _MAX_STATE_AGE_S = 30 * 24 * 3600
 _CLOCK_SKEW_S = 60.0
 _MAX_NAME_CHARS = 256
 _UINT32_MAX = 2**32 - 1
+_MAX_FOLLOW_TARGETS = 10_000  # FollowSettings.max_targets' ceiling
 
 
 class PackageHint(BaseModel):
@@ -108,7 +122,14 @@ class RefreshRequest(BaseModel):
     request_id: str | None = Field(default=None, description="idempotency key; defaults to the task id")
     correlation_id: str | None = None
     force: bool = Field(default=False, description="allow SMS_TaskSequencePackage (Microsoft warns against it)")
-    verify: bool = Field(default=False, description="wait (bounded) for SourceVersion to increase")
+    verify: bool = Field(default=False, description="the older spelling of until=source_updated")
+    until: Until | None = Field(
+        default=None,
+        description=(
+            "accepted (default): the provider took the call; source_updated: SourceVersion rose; "
+            "distributed: every targeted DP holds the new version"
+        ),
+    )
     requested_at: datetime | None = Field(
         default=None, description="when the producer asked (ISO-8601 with a zone); defaults to the first attempt"
     )
@@ -160,9 +181,27 @@ class RefreshRequest(BaseModel):
             raise ValueError("must be between the years 2000 and 2100")
         return value
 
+    @model_validator(mode="after")
+    def _verify_agrees_with_until(self) -> RefreshRequest:
+        check_verify_until(verify=self.verify, until=self.until)
+        return self
+
+    @property
+    def follow_until(self) -> Until:
+        """How far this request is followed: `until`, else `verify`'s meaning (source_updated), else accepted."""
+        if self.until is not None:
+            return self.until
+        return UNTIL_SOURCE_UPDATED if self.verify else UNTIL_ACCEPTED
+
     @property
     def is_task_sequence(self) -> bool:
         return self.package_class == TASK_SEQUENCE_CLASS
+
+
+def check_verify_until(*, verify: bool, until: Until | None) -> None:
+    """verify=true is the older spelling of until=source_updated: with until=accepted a request says two things."""
+    if verify and until == UNTIL_ACCEPTED:
+        raise ValueError("verify=true means until=source_updated: it contradicts until=accepted")
 
 
 def _as_value_error(normalize: Any, value: str) -> str:
@@ -225,6 +264,8 @@ class RetryState:
     # When the request last parked in its site's line for a provider slot: the delivery that
     # carries this was woken by a release and may hold a slot it must give back if it ends early.
     parked_at: float | None = None
+    # Set once a request with until=distributed was accepted: it is being followed to every DP.
+    follow: FollowState | None = None
 
     def to_kwargs(self) -> dict[str, Any]:
         return asdict(self)
@@ -263,6 +304,8 @@ class RetryState:
         ):
             return False
         if self.source_version_before is not None and not 0 <= self.source_version_before <= _UINT32_MAX:
+            return False
+        if self.follow is not None and not self.follow.plausible(now, _MAX_STATE_AGE_S, _MAX_FOLLOW_TARGETS):
             return False
         return self.package_name is None or len(self.package_name) <= _MAX_NAME_CHARS
 

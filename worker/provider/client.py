@@ -31,12 +31,14 @@ from worker.domain.distribution import (
     DpMessageReader,
     DpStatusBatch,
     DpStatusReader,
+    SourceVersionReader,
     content_counts_query,
     distribution_point_uri,
     dp_message_query,
     dp_status_query,
     merge_batches,
     package_chunks,
+    source_version_query,
     validate_nal_path,
 )
 from worker.domain.packages import (
@@ -264,11 +266,17 @@ class SccmClient:
         row per package, so one operation reads 200 packages; blind to versions (see ContentCounts)."""
         return self._read_status(package_ids, content_counts_query, ContentCountsReader, max_rows, deadline)
 
+    def read_source_versions(
+        self, package_ids: Iterable[str], *, max_rows: int = DEFAULT_MAX_ROWS, deadline: Deadline | None = None
+    ) -> DpStatusBatch:
+        """Each package's SourceVersion (`SMS_PackageBaseclass`), 200 packages a query (`versions`)."""
+        return self._read_status(package_ids, source_version_query, SourceVersionReader, max_rows, deadline)
+
     def _read_status(
         self,
         package_ids: Iterable[str],
         query: Callable[[list[str]], str],
-        reader_class: type[DpStatusReader] | type[DpMessageReader] | type[ContentCountsReader],
+        reader_class: type[DpStatusReader | DpMessageReader | ContentCountsReader | SourceVersionReader],
         max_rows: int,
         deadline: Deadline | None,
     ) -> DpStatusBatch:
@@ -289,7 +297,7 @@ class SccmClient:
             finally:
                 instances.close()  # an early stop releases the server's context
             batch = reader.result()
-            left -= len(batch.rows) + len(batch.messages) + len(batch.counts)
+            left -= len(batch.rows) + len(batch.messages) + len(batch.counts) + len(batch.versions)
             batches.append(batch)
         merged = merge_batches(batches)
         if merged.rejected or merged.truncated:

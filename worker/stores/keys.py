@@ -27,6 +27,9 @@ __all__ = [
     "COALESCE_TO_PUBLISH",
     "DEFAULT_PREFIX",
     "FINAL_MARKER",
+    "FOLLOW_FOLLOWED",
+    "FOLLOW_READING",
+    "FOLLOW_SNAPSHOT",
     "HEALTH_PROBE_REPLY",
     "INVOKE_FENCE",
     "METRICS_ERRORS",
@@ -67,6 +70,7 @@ __all__ = [
     "WATCH_MESSAGES",
     "WORKERS_SEEN",
     "BulkKeys",
+    "FollowKeys",
     "RedisKeys",
     "SlotKeys",
 ]
@@ -117,6 +121,11 @@ SLOT_SIGNAL = "{prefix}:slots:{site_code}:signal:{holder_id}"
 COALESCE_LEADER = "{prefix}:coalesce:{site_code}:{package_id}"  # string: leader request id, TTL
 COALESCE_FOLLOWERS = "{prefix}:coalesce:{site_code}:{package_id}:followers"  # hash follower id -> info JSON
 COALESCE_TO_PUBLISH = "{prefix}:coalesce-publish:{request_id}"  # hash follower id -> info JSON, TTL
+# Following to every DP (worker/stores/follow_snapshots.py), per site and kind ("versions", "rows").
+FOLLOW_FOLLOWED = "{prefix}:follow:{site_code}:{kind}:followed"  # zset package id -> last poll (epoch s)
+# hash package id -> JSON, and "" -> when it was complete; one per snapshot interval ("epoch"), TTL
+FOLLOW_SNAPSHOT = "{prefix}:follow:{site_code}:{kind}:snapshot:{epoch}"
+FOLLOW_READING = "{prefix}:follow:{site_code}:{kind}:reading:{epoch}"  # string: the reader's token, TTL
 # Bulk jobs (worker/stores/bulk_store.py); every key of a bulk shares its TTL, refreshed on each write.
 BULK_RECORD = "{prefix}:bulk:{bulk_id}"  # hash: the job record and its counters
 BULK_PENDING = "{prefix}:bulk:{bulk_id}:pending"  # list "<child request id> <spec JSON>", not yet taken
@@ -167,6 +176,12 @@ class SlotKeys(NamedTuple):
     waiter_deadlines: str
     stats: str
     parked: str
+
+
+class FollowKeys(NamedTuple):
+    followed: str
+    snapshot: str
+    reading: str
 
 
 class BulkKeys(NamedTuple):
@@ -292,6 +307,17 @@ class RedisKeys:
         """The key a blocked waiter for one of a site's slots waits on (worker/stores/slots.py `await_slot`)."""
         return SLOT_SIGNAL.format(
             prefix=self.prefix, site_code=_key_part("site_code", site_code), holder_id=_key_part("holder_id", holder_id)
+        )
+
+    def follow_keys(self, site_code: str, kind: str, epoch: int) -> FollowKeys:
+        """The keys of one site's snapshot of `kind` for one snapshot interval."""
+        parts = {"prefix": self.prefix, "site_code": _key_part("site_code", site_code), "kind": kind}
+        if kind not in ("versions", "rows") or isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"no follow snapshot of kind {kind[:20]!r} at epoch {epoch!r}")
+        return FollowKeys(
+            FOLLOW_FOLLOWED.format(**parts),
+            FOLLOW_SNAPSHOT.format(**parts, epoch=epoch),
+            FOLLOW_READING.format(**parts, epoch=epoch),
         )
 
     def coalesce_leader(self, site_code: str, package_id: str) -> str:

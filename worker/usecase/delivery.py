@@ -19,11 +19,14 @@ in the context and passes (returns None):
     admit          validate the message                         -> rejected
     redelivery     the request already ended                    -> Drop (and any unpublished joined finals)
     wake_early     a long wait split into hops                  -> Requeue, no provider call
+    follow         an accepted request followed to every DP     -> distributing + Requeue, or its final
     bulk_child     a child of a cancelled bulk, never attempted -> cancelled
     coalesce       a refresh of the package is already pending  -> join it: Requeue as its watcher
+                   (not with until=distributed: it refreshes on its own, to follow its own V0 -> V1)
     provider_slot  the site's concurrency cap is reached        -> Park: in line, woken by the release
     exclusive      another copy of this message is attempting   -> Requeue until it is done
     attempt        Get, fence, Invoke, verify                   -> the success, with its followers' finals
+                   (until=distributed: V0 and the DPs recorded  -> distributing + Requeue)
     decide         after a failed attempt                       -> retrying + Requeue, or the failure
 
 Adding a concern is adding one function there.
@@ -55,16 +58,35 @@ from errors import (
     RefreshError,
 )
 from worker.domain.deadline import Deadline
+from worker.domain.follow import FollowStep
+from worker.domain.follow_report import distribution_block
 from worker.domain.ids import claimed_bulk
-from worker.domain.outcomes import AttemptInfo, Outcome, RequestInfo, format_timestamp, parse_timestamp
+from worker.domain.outcomes import (
+    STATUS_DISTRIBUTING,
+    AttemptInfo,
+    Outcome,
+    RequestInfo,
+    format_timestamp,
+    parse_timestamp,
+)
 from worker.domain.packages import ONE_AT_A_TIME_CLASSES, PackageInfo
-from worker.domain.request import RETRY_STATE_KWARG, RefreshRequest, RetryState, is_valid_id, parse_request
+from worker.domain.request import (
+    RETRY_STATE_KWARG,
+    UNTIL_DISTRIBUTED,
+    UNTIL_SOURCE_UPDATED,
+    RefreshRequest,
+    RetryState,
+    is_valid_id,
+    parse_request,
+)
 from worker.usecase.attempt import attempt_refresh
 from worker.usecase.decide import decide_after_error, wake_early
+from worker.usecase.follow import DirectReader, DistributionReader, FollowClient, poll, start_following
 from worker.usecase.plan import Done, Drop, Park, Plan, Requeue
 from worker.usecase.ports import Delivery, DeliveryDeps, Fences
 from worker.usecase.untrusted import message_key, task_id_for, trusted_task_id, untrusted_info
 from worker.usecase.values import (
+    FOLLOWING_TO_DPS,
     JOINED,
     PRIORITY_BULK,
     PRIORITY_FOLLOW_UP,
@@ -219,6 +241,95 @@ def _wake_early(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     return Plan(then=Requeue(early, _retry_kwargs(ctx, ctx.state)), request_id=ctx.request_id)
 
 
+def _follow(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
+    """An accepted request followed to every DP: one poll, then `distributing` and a re-queue, or its final.
+
+    The attempt lock keeps two copies of the message from polling at once (one final either way:
+    the outcome writer records only the first).
+    """
+    follow = ctx.state.follow
+    if follow is None:
+        return None
+    limits = deps.settings.limits
+    ctx.lock = deps.fences.try_lock(ctx.request_id, ttl_s=limits.attempt_lock_s)
+    if ctx.lock is None:
+        wait = Requeue(float(min(limits.attempt_lock_s, limits.max_countdown_s)), _retry_kwargs(ctx, ctx.state))
+        return Plan(then=wait, request_id=ctx.request_id)
+    try:
+        step = poll(
+            _distribution_reader(ctx, deps),
+            _SlotGate(ctx, deps),
+            ctx.valid,
+            follow,
+            now=deps.clock.time(),
+            policy=deps.settings.follow,
+            deadline=_attempt_deadline(ctx, deps),
+        )
+    finally:
+        deps.fences.unlock(ctx.request_id, ctx.lock)
+        ctx.lock = None
+    return _following(ctx, deps, step)
+
+
+def _start_following(ctx: _Context, deps: DeliveryDeps, v0: int) -> Plan:
+    """Accepted with until=distributed: record V0 and the target DPs, tell `distributing`, wait for the first poll."""
+    step = start_following(
+        _distribution_reader(ctx, deps, own=True),
+        _SlotGate(ctx, deps),
+        ctx.valid,
+        v0=v0,
+        now=deps.clock.time(),
+        policy=deps.settings.follow,
+        deadline=_attempt_deadline(ctx, deps),
+    )
+    return _following(ctx, deps, step)
+
+
+def _following(ctx: _Context, deps: DeliveryDeps, step: FollowStep) -> Plan:
+    """The plan after a follow step: its final, or a `distributing` event (when the counts moved) and a re-queue."""
+    policy, now = deps.settings.follow, deps.clock.time()
+    block = distribution_block(step, max_rows=policy.max_dp_rows, now=now, policy=policy)
+    status = step.verdict if step.final else STATUS_DISTRIBUTING
+    outcome = Outcome.following(
+        _request_info(ctx),
+        _run(ctx, deps),
+        status,
+        block,
+        source_version_before=step.state.v0,
+        source_version_after=step.state.v1,
+    )
+    if step.final:
+        log.info("request %s followed to every DP: %s %s", ctx.request_id, step.verdict, step.counts)
+        return Plan((outcome,), Done(), request_id=ctx.request_id)
+    told = step.counts_changed
+    if told:
+        step = step.reported()
+    assert step.next_poll_s is not None
+    # A wait past the longest countdown is split into hops (wake_early), like a medium wait.
+    countdown_s = min(step.next_poll_s, float(deps.settings.limits.max_countdown_s))
+    not_before = now + step.next_poll_s if step.next_poll_s > countdown_s else None
+    state = ctx.state.evolve(follow=step.state, not_before=not_before)
+    counts = ", ".join(f"{n} {key}" for key, n in step.counts.items() if n)
+    detail = f"following to every DP ({counts or 'targets not read yet'}); next poll {block['next_poll_at']}"
+    requeue = Requeue(countdown_s, _retry_kwargs(ctx, state), state=FOLLOWING_TO_DPS, detail=detail)
+    return Plan((outcome,) if told else (), requeue, request_id=ctx.request_id)
+
+
+def _distribution_reader(ctx: _Context, deps: DeliveryDeps, *, own: bool = False) -> DistributionReader:
+    """The site's shared reader, or (`own`, or none configured) the request's own reads.
+
+    The targets are read as the request is accepted, by the request itself: a per-site snapshot
+    would answer with rows read up to an interval before the refresh, or not at all.
+    """
+    site_code = ctx.valid.site_code
+    if deps.distribution is not None and not own:
+        return deps.distribution(site_code)
+    client = deps.provider(site_code)
+    if not isinstance(client, FollowClient):
+        raise InternalError(f"the provider client of {site_code} cannot read DP status")
+    return DirectReader(client)
+
+
 def _bulk_child(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     """A bulk's child says it is alive; a child of a cancelled bulk that never ran ends `cancelled`.
 
@@ -254,6 +365,8 @@ def _coalesce(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     again, leading or joining whoever leads now. Nothing waits forever.
     """
     request, limits = ctx.valid, deps.settings.limits
+    if request.follow_until == UNTIL_DISTRIBUTED:
+        return None  # a joined request would end with its leader's final: this one follows its own refresh
     claim = deps.coalescer.claim(
         request.site_code,
         request.package_id,
@@ -349,7 +462,7 @@ def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
             deps.provider(request.site_code),
             request.package_class,
             request.package_id,
-            verify_timeout_s=limits.verify_timeout_s if request.verify else 0.0,
+            verify_timeout_s=limits.verify_timeout_s if request.follow_until == UNTIL_SOURCE_UPDATED else 0.0,
             verify_poll_s=limits.verify_poll_s,
             known_version_before=ctx.state.source_version_before,
             on_package=ctx.seen.record,
@@ -382,6 +495,10 @@ def _attempt(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     if result.confirmed_earlier_invoke:
         log.info("request %s: an earlier RefreshPkgSource had landed; not invoking again", request_id)
     ctx.seen.name = result.package.name
+    if request.follow_until == UNTIL_DISTRIBUTED:
+        if result.source_version_before is not None:
+            return _start_following(ctx, deps, result.source_version_before)
+        log.warning("request %s: the package reports no SourceVersion, so it cannot be followed to its DPs", request_id)
     outcome = Outcome.succeeded(
         _request_info(ctx),
         _run(ctx, deps),
@@ -458,6 +575,7 @@ STEPS: tuple[Step, ...] = (
     _admit,
     _redelivery,
     _wake_early,
+    _follow,
     _bulk_child,
     _coalesce,
     _provider_slot,
@@ -641,4 +759,4 @@ def _retry_kwargs(ctx: _Context, state: RetryState, *, parking: bool = False) ->
 
 def _longest_wait_s(settings: Settings) -> float:
     policies = (settings.retry.in_call, settings.retry.transient, settings.retry.medium)
-    return max(p.max_backoff_s for p in policies)
+    return max(settings.follow.max_poll_s, *(p.max_backoff_s for p in policies))

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from config.settings import Settings
 from worker.domain.outcomes import Outcome
 from worker.usecase.attempt import RefreshClient
+from worker.usecase.follow import DistributionReader
 from worker.usecase.values import Checkin, Closed, FenceSnapshot, Follower, Granted, Joined, Leader, Lease, Wait
 
 __all__ = [
@@ -143,6 +144,9 @@ class DeliveryDeps:
     watch: Watching
     # Told of every final outcome once it is recorded (a bulk counts its children there).
     on_final: Callable[[Outcome], None]
+    # A site's reader of DP status for requests followed to every DP (until=distributed); None:
+    # the provider client itself. The per-site batcher's seam (worker/usecase/follow.py).
+    distribution: Callable[[str], DistributionReader] | None = None
     clock: Clock = field(default_factory=SystemClock)
     sleep: Callable[[float], None] = time.sleep
     # Exceptions that interrupt an attempt from outside (Celery's soft time limit): the attempt

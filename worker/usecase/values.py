@@ -7,7 +7,7 @@ the ports of worker/usecase/ports.py, so the use case never imports a store.
     coalescing  Leader, Joined, Follower, Closed      (worker/stores/coalesce.py)
     bulk        Checkin, BulkNotFoundError            (worker/stores/bulk_store.py)
     fence       FenceSnapshot, landed                 (worker/stores/fence.py)
-    monitors    JOINED, WAITING_FOR_*: the custom task state names a re-queue reports
+    monitors    JOINED, WAITING_FOR_*, FOLLOWING_TO_DPS: the custom task state names a re-queue reports
                 (worker/task_states.py sends them as Celery task events)
 """
 
@@ -21,6 +21,7 @@ from typing import Any, Final
 from worker.domain.packages import PackageInfo
 
 __all__ = [
+    "FOLLOWING_TO_DPS",
     "JOINED",
     "PRIORITY_BULK",
     "PRIORITY_FOLLOW_UP",
@@ -238,3 +239,4 @@ def _str_or_none(value: object) -> str | None:
 WAITING_FOR_MEDIUM: Final = "WAITING_FOR_MEDIUM"
 WAITING_FOR_SLOT: Final = "WAITING_FOR_SLOT"
 JOINED: Final = "JOINED"
+FOLLOWING_TO_DPS: Final = "FOLLOWING_TO_DPS"

@@ -1,0 +1,281 @@
+"""Per-site snapshots for following to every DP: one chunked read serves every follower at a site.
+
+    reader = SiteSnapshots(redis, keys, "PS1", client, policy=settings.follow)
+    reader.source_version(request, gate, deadline=...)   # phase one: from the "versions" snapshot
+    reader.dp_rows(request, gate, max_rows=..., deadline=...)   # phase two: from the "rows" snapshot
+
+A `DistributionReader` (worker/usecase/follow.py) for one site. Each poll registers its package
+as followed at the site (a zset per kind, scored by the poll's time). Time is cut into snapshot
+intervals of `FOLLOW__SNAPSHOT_S`; the first poll of an interval that finds no snapshot takes the
+interval's reading lock and, under one provider slot, reads every package followed at the site:
+their SourceVersions from `SMS_PackageBaseclass` (one query per 200 packages) or their DP rows
+from `SMS_PackageStatusDistPointsSummarizer` (one query per 200 packages, 500 rows a page). Each
+chunk is written to the interval's hash as it is read (memory stays one chunk), then the hash is
+marked complete. Every other poll of the interval answers from the hash: following 10,000
+packages costs the site a few dozen operations per interval, not 10,000 Gets.
+
+A poll that finds the interval being read waits for it (at most `FOLLOW__SNAPSHOT_WAIT_S`, holding
+no provider slot); if the read is still going then, the poll is skipped (a read of thousands of
+packages takes seconds: waiting threads would stall the worker, reading alongside would undo the
+batching), and if its reader gave up, the poll reads its own package (worker/usecase/follow.py's
+`DirectReader`). A poll whose package is not in the interval's complete snapshot (it was first
+polled after the read) is skipped: its package is in the next interval's. A reader that fails
+drops its lock, so the next poll of the interval reads again. Packages not polled for
+two longest poll intervals drop out of the followed set. Every key expires.
+
+What the hash holds is our own JSON; it is checked again when read (a row that does not rebuild
+is left out, as the provider's hostile rows are), never trusted blindly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, Final
+
+from redis import Redis
+
+from config.settings import FollowSettings
+from errors import InvalidRequestError
+from worker.domain.deadline import Deadline
+from worker.domain.distribution import (
+    DEFAULT_MAX_ROWS,
+    DpMessage,
+    DpStatusBatch,
+    DpStatusRow,
+    dp_name_from_nal,
+    dp_state,
+    package_chunks,
+    validate_nal_path,
+)
+from worker.domain.request import RefreshRequest
+from worker.stores.keys import FollowKeys, RedisKeys
+from worker.usecase.attempt import OperationGate
+from worker.usecase.follow import DirectReader, FollowClient
+
+__all__ = ["SiteSnapshots"]
+
+log = logging.getLogger(__name__)
+
+_VERSIONS: Final = "versions"
+_ROWS: Final = "rows"
+_COMPLETE_FIELD: Final = ""  # a package id is never empty
+_HIT: Final = "hit"
+_SKIP: Final = "skip"
+_OWN: Final = "own"
+# A read ends by the attempt's soft time limit (TASK_SOFT_TIME_LIMIT_S, 300 s by default).
+_READ_BOUND_S: Final = 300.0
+_READ_YOUR_OWN: Final = '"read your own"'
+_WAIT_STEP_S: Final = 0.05
+_HSET_BATCH: Final = 1000
+_MAX_UINT32: Final = 0xFFFFFFFF
+
+
+class SiteSnapshots:
+    """Versions and DP rows of every package followed at one site, read once per snapshot interval."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: RedisKeys,
+        site_code: str,
+        client: FollowClient,
+        *,
+        policy: FollowSettings,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if policy.snapshot_s <= 0:
+            raise ValueError("per-site snapshots need FOLLOW__SNAPSHOT_S > 0")
+        self._redis = redis
+        self._keys = keys
+        self._site = site_code
+        self._client = client
+        self._direct = DirectReader(client)
+        self._policy = policy
+        self._clock = clock
+        self._sleep = sleep
+        # Operations spent on snapshots by this process (reads made, packages they covered): for tests and logs.
+        self.snapshot_reads = 0
+
+    # -- DistributionReader -----------------------------------------------------------------------
+
+    def source_version(self, request: RefreshRequest, gate: OperationGate, *, deadline: Deadline | None) -> int | None:
+        answer, value = self._lookup(_VERSIONS, request.package_id, gate, deadline)
+        if answer == _SKIP:
+            return None
+        if answer == _OWN or value is None:  # null: the site did not list it (a Get says why)
+            return self._direct.source_version(request, gate, deadline=deadline)
+        return value if _is_uint(value) else None
+
+    def dp_rows(
+        self, request: RefreshRequest, gate: OperationGate, *, max_rows: int, deadline: Deadline | None
+    ) -> DpStatusBatch | None:
+        answer, value = self._lookup(_ROWS, request.package_id, gate, deadline)
+        if answer == _SKIP:
+            return None
+        rows = _rows_from_records(request.package_id, value) if answer == _HIT else None
+        if rows is None:
+            return self._direct.dp_rows(request, gate, max_rows=max_rows, deadline=deadline)
+        return DpStatusBatch(rows=rows[:max_rows], truncated=len(rows) > max_rows)
+
+    def dp_messages(
+        self, request: RefreshRequest, gate: OperationGate, *, max_rows: int, deadline: Deadline | None
+    ) -> tuple[DpMessage, ...] | None:
+        # Read once per request, for its final: rare enough to stay per request.
+        return self._direct.dp_messages(request, gate, max_rows=max_rows, deadline=deadline)
+
+    # -- the snapshot ---------------------------------------------------------------------------
+
+    def _lookup(self, kind: str, package_id: str, gate: OperationGate, deadline: Deadline | None) -> tuple[str, Any]:
+        """(_HIT, the package's entry) from this interval's snapshot; (_SKIP, None): not in it, skip
+        this poll; (_OWN, None): no snapshot to be had, read your own."""
+        now = self._clock()
+        keys = self._keys.follow_keys(self._site, kind, int(now // self._policy.snapshot_s))
+        self._redis.zadd(keys.followed, {package_id: now})
+        self._redis.expire(keys.followed, math.ceil(self._stale_s() + self._policy.snapshot_s))
+        entry = self._entry(keys, package_id)
+        if entry is not None:
+            return entry
+        token = uuid.uuid4().hex
+        # The lock is the interval's own key: one that outlives a dead reader only holds its interval.
+        lease_ms = int((2 * self._policy.snapshot_s + _READ_BOUND_S) * 1000)
+        if self._redis.set(keys.reading, token, nx=True, px=lease_ms):
+            return self._read_snapshot(kind, keys, package_id, gate, deadline, now=now)
+        waited_until = time.monotonic() + self._policy.snapshot_wait_s
+        while time.monotonic() < waited_until and (deadline is None or not deadline.expired()):
+            self._sleep(_WAIT_STEP_S)
+            entry = self._entry(keys, package_id)
+            if entry is not None:
+                return entry
+            if not self._redis.exists(keys.reading):
+                return self._entry(keys, package_id) or (_OWN, None)  # its reader gave up: read our own
+        # A big read still going: skip this poll rather than hold the thread, or read alongside it.
+        return _SKIP, None
+
+    def _entry(self, keys: FollowKeys, package_id: str) -> tuple[str, Any] | None:
+        """The package's entry if the snapshot has it; (_SKIP, None) if complete without it; None: not yet."""
+        raw, complete = self._redis.hmget(keys.snapshot, [package_id, _COMPLETE_FIELD])
+        if raw is not None:
+            try:
+                return _HIT, json.loads(raw)
+            except ValueError:
+                return _OWN, None
+        return (_SKIP, None) if complete is not None else None
+
+    def _read_snapshot(
+        self,
+        kind: str,
+        keys: FollowKeys,
+        package_id: str,
+        gate: OperationGate,
+        deadline: Deadline | None,
+        *,
+        now: float,
+    ) -> tuple[str, Any]:
+        self._redis.zremrangebyscore(keys.followed, "-inf", now - self._stale_s())
+        followed = [_text(p) for p in self._redis.zrange(keys.followed, 0, self._policy.snapshot_max_packages - 1)]
+        if package_id not in followed:
+            followed.append(package_id)
+        mine: list[Any] = []
+
+        def read() -> bool:
+            for chunk, entries in self._chunks(kind, followed, deadline):
+                self._store(keys, entries)
+                if package_id in chunk and package_id in entries:
+                    mine.append(json.loads(entries[package_id]))
+            pipe = self._redis.pipeline()
+            pipe.hset(keys.snapshot, _COMPLETE_FIELD, f"{now:.3f}")
+            pipe.expire(keys.snapshot, math.ceil(self._policy.snapshot_s * 2))
+            pipe.execute()
+            return True
+
+        try:
+            done = gate.run(read)
+        except BaseException:
+            self._redis.delete(keys.reading)  # the next poll of the interval reads again
+            raise
+        if done is None:
+            self._redis.delete(keys.reading)
+            return _SKIP, None  # no provider slot free now: the next poll
+        self.snapshot_reads += 1
+        log.info("site %s: %s snapshot of %d followed packages read", self._site, kind, len(followed))
+        return (_HIT, mine[0]) if mine else (_OWN, None)
+
+    def _chunks(
+        self, kind: str, followed: list[str], deadline: Deadline | None
+    ) -> Iterator[tuple[list[str], dict[str, str]]]:
+        """Each chunk of 200 packages as read: package id -> its entry's JSON (left out when unsure)."""
+        for chunk in package_chunks(followed):
+            if kind == _VERSIONS:
+                batch = self._client.read_source_versions(chunk, deadline=deadline)
+                versions: dict[str, str] = dict.fromkeys(chunk, "null")  # asked, not listed: null
+                versions.update({v.package_id: str(v.source_version) for v in batch.versions})
+                yield chunk, versions
+                continue
+            batch = self._client.read_dp_status(chunk, max_rows=DEFAULT_MAX_ROWS, deadline=deadline)
+            if batch.truncated:
+                # Which packages lost rows is unknown: each reads its own (an entry that is not rows).
+                yield chunk, dict.fromkeys(chunk, _READ_YOUR_OWN)
+                continue
+            records: dict[str, list[list[Any]]] = {p: [] for p in chunk}
+            for row in batch.rows:
+                records[row.package_id].append(_record(row))
+            yield chunk, {p: json.dumps(r, separators=(",", ":")) for p, r in records.items()}
+
+    def _store(self, keys: FollowKeys, entries: dict[str, str]) -> None:
+        items = list(entries.items())
+        pipe = self._redis.pipeline(transaction=False)
+        for start in range(0, len(items), _HSET_BATCH):
+            pipe.hset(keys.snapshot, mapping=dict(items[start : start + _HSET_BATCH]))
+        pipe.expire(keys.snapshot, math.ceil(self._policy.snapshot_s * 2))
+        pipe.execute()
+
+    def _stale_s(self) -> float:
+        return 2 * self._policy.max_poll_s + self._policy.snapshot_s
+
+
+def _record(row: DpStatusRow) -> list[Any]:
+    return [row.nal_path, row.raw_state, row.source_version, row.site_code, row.last_copied]
+
+
+def _rows_from_records(package_id: str, value: Any) -> tuple[DpStatusRow, ...] | None:
+    """The rows a snapshot holds for a package; None when the entry is not what we write."""
+    if not isinstance(value, list):
+        return None
+    rows = []
+    for record in value:
+        if not (isinstance(record, list) and len(record) == 5):
+            return None
+        nal_path, raw_state, version, site_code, last_copied = record
+        try:
+            validate_nal_path(nal_path)
+        except InvalidRequestError:
+            return None
+        if not (_is_uint(raw_state) and _is_uint(version)):
+            return None
+        rows.append(
+            DpStatusRow(
+                package_id=package_id,
+                nal_path=nal_path,
+                dp_name=dp_name_from_nal(nal_path) or "",
+                state=dp_state(raw_state),
+                raw_state=raw_state,
+                source_version=version,
+                site_code=site_code if isinstance(site_code, str) else None,
+                last_copied=last_copied if isinstance(last_copied, str) else None,
+            )
+        )
+    return tuple(rows)
+
+
+def _is_uint(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_UINT32
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
