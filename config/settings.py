@@ -88,8 +88,10 @@ class RetrySettings(BaseModel):
     )
     # A final outcome that cannot be recorded (the outcome Redis down past the publisher's own
     # deadline, `limits.publish_deadline_s`): the message is re-queued as it arrived, after this
-    # (capped by `limits.max_countdown_s`), for as long as it takes.
-    publish_requeue_s: float = Field(default=30.0, gt=0, le=3600)
+    # (capped by `limits.max_countdown_s`), for as long as it takes. Short: the request is back
+    # within seconds of Redis taking writes again, and a try costs one failed Redis command, not
+    # a provider call (while the broker's Redis itself refuses, the re-queue waits unacked anyway).
+    publish_requeue_s: float = Field(default=5.0, gt=0, le=3600)
     # A bulk's enumeration failing with a transient error: the enumeration task is re-queued,
     # 10 times 30 s apart (max_attempts counts the first), then the bulk fails.
     enumeration: RetryPolicy = RetryPolicy(

@@ -28,7 +28,15 @@ from worker.usecase.execute import run_delivery
 from worker.usecase.plan import Done, Drop, Park, Plan, Requeue
 from worker.usecase.ports import Delivery, DeliveryDeps
 from worker.usecase.untrusted import message_key
-from worker.usecase.values import JOINED, PRIORITY_SINGLE, WAITING_FOR_SLOT, FenceSnapshot, Granted, Lease
+from worker.usecase.values import (
+    JOINED,
+    PRIORITY_PATIENT,
+    PRIORITY_SINGLE,
+    WAITING_FOR_SLOT,
+    FenceSnapshot,
+    Granted,
+    Lease,
+)
 
 SECRET = "Sommer€2024-Geheim"
 PLAIN = PackageInfo(
@@ -500,6 +508,17 @@ def test_no_free_slot_parks_the_request_waiting_for_a_slot() -> None:
     assert f"in line for PS1's provider ({LIMIT} of {LIMIT} slots in use" in park.detail
     assert (park.site_code, park.holder_id, park.priority, park.limit) == ("PS1", "req-1", PRIORITY_SINGLE, LIMIT)
     assert world.client.gets == 0 and world.client.invokes == 0
+
+
+def test_a_request_retrying_its_medium_parks_behind_requests_not_tried_yet() -> None:
+    """A medium re-try is patient work: it yields its turn for a slot as a bulk child does."""
+    world = World(client=FakeClient(package=COMPRESS, return_value=21))
+    first = handle_delivery(Delivery((), VALID, "task-1"), world.deps)
+    assert isinstance(first.then, Requeue) and world.client.invokes == 1
+    world.clock.now += first.then.countdown_s
+    fill_slots(world)
+    park = waits_for_a_slot(handle_delivery(Delivery((), first.then.kwargs, "task-1"), world.deps))
+    assert park.priority == PRIORITY_PATIENT > PRIORITY_SINGLE
 
 
 def test_a_released_slot_wakes_the_parked_request_which_claims_it() -> None:

@@ -88,8 +88,8 @@ from worker.usecase.untrusted import message_key, task_id_for, trusted_task_id, 
 from worker.usecase.values import (
     FOLLOWING_TO_DPS,
     JOINED,
-    PRIORITY_BULK,
     PRIORITY_FOLLOW_UP,
+    PRIORITY_PATIENT,
     PRIORITY_SINGLE,
     WAITING_FOR_MEDIUM,
     WAITING_FOR_SLOT,
@@ -396,7 +396,8 @@ def _provider_slot(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     ctx.slot_step_ran = True
     request = ctx.valid
     limit = deps.settings.provider(request.site_code).max_concurrency
-    priority = PRIORITY_BULK if ctx.bulk_id is not None else PRIORITY_SINGLE
+    patient = ctx.bulk_id is not None or ctx.state.medium_retries > 0
+    priority = PRIORITY_PATIENT if patient else PRIORITY_SINGLE
     if request.package_class in ONE_AT_A_TIME_CLASSES:
         lane = deps.slots.try_acquire(
             request.site_code, ctx.request_id, 1, priority=priority, lane=request.package_class

@@ -49,10 +49,14 @@ __all__ = [
 # -- provider slots -------------------------------------------------------------------------------
 
 # Lower goes first: a verifying request's short Get (its refresh already accepted), then single
-# requests, then bulk children.
+# requests, then bulk children and patient re-tries.
 PRIORITY_FOLLOW_UP: Final = 0
 PRIORITY_SINGLE: Final = 1
 PRIORITY_BULK: Final = 2
+# A request re-trying a STORAGE_COMPRESS medium that was not ready waits minutes to hours by design:
+# each re-try yields, as bulk children do, to requests not tried yet, so a crowd of media waits
+# never keeps fresh requests (and the first tries that start other media waits) from the provider.
+PRIORITY_PATIENT: Final = PRIORITY_BULK
 
 
 @dataclass(frozen=True)
