@@ -13,7 +13,8 @@ each step is a new poll interval. Measured, in order:
 * phase two, every package's DPs installed (State 0: right after DistMgr, the V0/V1 trap, or
   done): the rollup cannot tell V0 from V1, so rows are read for every package; at 1,000 then N
   packages, with this process's RSS after each and the Python heap's peak during each read
-  (tracemalloc; flat memory: a chunk at a time);
+  (tracemalloc; flat memory: a chunk at a time); then one more interval, where the rows read are
+  reused (the rollup stood still);
 * phase one: SourceVersion of N packages (`SMS_PackageBaseclass`, 200 a query);
 * then every package is refreshed (Invoke; DistMgr drained, PkgXferMgr held: every copy in
   flight), and phase two is read for `--intervals` intervals: the rollup of every package and
@@ -165,13 +166,23 @@ def _baseline(rig: _Rig, sample: list[tuple[str, str]]) -> dict[str, Any]:
 
 
 def _snapshot(
-    rig: _Rig, kind: str, package_ids: list[str], *, answer_all: bool = False, traced: bool = False
+    rig: _Rig,
+    kind: str,
+    package_ids: list[str],
+    *,
+    answer_all: bool = False,
+    traced: bool = False,
+    fresh: bool = False,
 ) -> dict[str, Any]:
     """One poll interval: N followed, one poll reads the snapshot (and, `answer_all`, every poll is
-    answered); `traced`: the Python heap's peak during the read (tracemalloc, which slows it)."""
+    answered); `traced`: the Python heap's peak during the read (tracemalloc, which slows it);
+    `fresh`: no rows kept from earlier intervals."""
     rig.next_interval()
     rig.register(kind, package_ids)
+    if fresh:
+        rig.redis.delete(rig.keys.follow_keys(rig.site, kind, 0).kept)
     rows_before, in_flight_before = rig.reader.packages_with_rows, rig.reader.packages_in_flight
+    kept_before = rig.reader.packages_rows_kept
     first = rig.request(package_ids[0])
     if traced:
         tracemalloc.start()
@@ -188,6 +199,7 @@ def _snapshot(
     if kind == "rows":
         figures["packages_with_rows"] = rig.reader.packages_with_rows - rows_before
         figures["packages_in_flight"] = rig.reader.packages_in_flight - in_flight_before
+        figures["packages_rows_kept"] = rig.reader.packages_rows_kept - kept_before
     figures["rss_mib"] = _rss_mib()
     if answer_all:
         figures["answers"] = _answer_all(rig, package_ids)
@@ -261,8 +273,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         small = min(args.memory_at, len(ids))
         say(f"phase two, every DP installed: {small} then {len(ids)} packages")
         installed = {
-            "small": _snapshot(rig, "rows", ids[:small], traced=True),
-            "full": _snapshot(rig, "rows", ids, traced=True),
+            "small": _snapshot(rig, "rows", ids[:small], traced=True, fresh=True),
+            "full": _snapshot(rig, "rows", ids, traced=True, fresh=True),
+            "next_interval": _snapshot(rig, "rows", ids),
         }
         say("phase one")
         phase_one = _snapshot(rig, "versions", ids)
@@ -306,6 +319,7 @@ def _report(args: argparse.Namespace, measured: dict[str, Any], wall_s: float) -
             "phase_one_ops_per_100": phase_one["ops_per_100_packages"],
             "phase_two_steady_ops_per_100": steady,
             "phase_two_all_installed_ops_per_100": installed["full"]["ops_per_100_packages"],
+            "phase_two_all_installed_next_ops_per_100": installed["next_interval"]["ops_per_100_packages"],
             "baseline_phase_one_ops_per_100": base_one,
             "baseline_phase_two_ops_per_100": baseline["phase_two"]["ops_per_100_packages"],
             "phase_one_vs_baseline": ratio(
@@ -348,6 +362,8 @@ def render_table(report: dict[str, Any]) -> str:
         f"  {'phase two, copies in flight (steady)':<44}{s['phase_two_steady_ops_per_100']:>10}"
         f"{s['baseline_phase_two_ops_per_100']:>14}",
         f"  {'phase two, every DP installed (V0 or done)':<44}{s['phase_two_all_installed_ops_per_100']:>10}"
+        f"{s['baseline_phase_two_ops_per_100']:>14}",
+        f"  {'  the next interval (rows kept, rollup still)':<44}{s['phase_two_all_installed_next_ops_per_100']:>10}"
         f"{s['baseline_phase_two_ops_per_100']:>14}",
         f"  RSS after following {report['phase_two_all_installed']['small']['packages']}: {s['rss_mib_at_small']} MiB,"
         f" after {n}: {s['rss_mib_at_full']} MiB (growth {s['rss_growth_mib']} MiB); Python heap peak during"

@@ -231,3 +231,24 @@ def test_a_request_with_its_answer_leaves_the_followed_set(
     assert redis_client.zcard(versions) == 0 and redis_client.zcard(rows) == 1
     reader.forget(request(1), rows=True)
     assert redis_client.zcard(rows) == 0
+
+
+def test_rows_read_once_are_reused_while_the_rollup_stands_still(
+    redis_client: redis.Redis, redis_keys: RedisKeys, client: CountingClient
+) -> None:
+    """A package whose DPs all read installed is read once, then answered from the kept rows at
+    later intervals (its request polls only every few minutes); once its rollup moves, it is read
+    again; its final forgets the kept rows."""
+    now = 1_800_000_000.0
+    gate = UngatedOperations()
+    first = snapshots(redis_client, redis_keys, client, now).dp_rows(request(1), gate, max_rows=100, deadline=None)
+    later = snapshots(redis_client, redis_keys, client, now + POLICY.snapshot_s)
+    kept = later.dp_rows(request(1), gate, max_rows=100, deadline=None)
+    assert first is not None and kept == first
+    assert client.calls["rows"] == 1 and later.packages_rows_kept == 1
+    client.in_flight = {request(1).package_id}  # the rollup moved: copies started again
+    moved = snapshots(redis_client, redis_keys, client, now + 2 * POLICY.snapshot_s)
+    moved.dp_rows(request(1), gate, max_rows=100, deadline=None)
+    assert moved.packages_rows_kept == 0
+    moved.forget(request(1), rows=True)
+    assert not redis_client.exists(redis_keys.follow_keys(SITE, "rows", 0).kept)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from worker.domain.distribution import ContentCounts
-from worker.domain.follow_triage import rows_needed, sample_every
+from worker.domain.follow_triage import rollup_key, rows_kept_fresh, rows_needed, sample_every
 
 
 def counts(*, success: int = 0, in_progress: int = 0, errors: int = 0, unknown: int = 0) -> ContentCounts:
@@ -55,3 +55,23 @@ def test_sample_every_is_the_refresh_in_snapshot_intervals() -> None:
     """600 s between row reads at 30 s snapshots: 1 in 20; a refresh no longer than the interval: every time."""
     assert sample_every(600, 30) == 20
     assert sample_every(30, 30) == 1 and sample_every(0, 30) == 1
+
+
+def test_kept_rows_stand_while_the_rollup_stands_still_and_not_longer_than_the_refresh() -> None:
+    """A package whose copies all landed is read once, not at every interval until its request's
+    next poll; a rollup that moved, or rows older than the refresh, are read again."""
+    done = counts(success=10)
+    key = rollup_key(done)
+    assert rows_kept_fresh(done, key, 1000.0, now=1300.0, max_age_s=600)
+    assert not rows_kept_fresh(counts(success=9, in_progress=1), key, 1000.0, now=1300.0, max_age_s=600)
+    assert not rows_kept_fresh(done, key, 1000.0, now=1600.0, max_age_s=600)
+    assert not rows_kept_fresh(done, key, 1000.0, now=1300.0, max_age_s=0)
+
+
+def test_kept_rows_that_are_not_ours_are_not_reused() -> None:
+    """No rollup now, a time that is not a number, a time from the future: read the rows again."""
+    done = counts(success=10)
+    assert not rows_kept_fresh(None, rollup_key(done), 1000.0, now=1300.0, max_age_s=600)
+    assert not rows_kept_fresh(done, rollup_key(done), "1000", now=1300.0, max_age_s=600)
+    assert not rows_kept_fresh(done, rollup_key(done), True, now=1300.0, max_age_s=600)
+    assert not rows_kept_fresh(done, rollup_key(done), 2000.0, now=1300.0, max_age_s=600)

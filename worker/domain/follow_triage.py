@@ -16,6 +16,12 @@ the rollup of every followed package and rows only where the rollup says a verdi
   1/`sample_every` of them per interval (the same package is seldom sampled twice running), so
   a DP retrying for hours is still seen retrying, and progress is still told, every
   `sample_every` intervals on average.
+
+Rows read once are kept (in Redis) and reused while the package's rollup stays the same, for at
+most `rows_refresh_s`: a package whose copies have all landed is read once, not at every
+interval until its request's next poll (polls back off to 30 minutes; snapshots are every 30 s).
+The price: a copy that starts and finishes entirely between two snapshots leaves the rollup as it
+was, and is seen at most `rows_refresh_s` late.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import zlib
 
 from worker.domain.distribution import ContentCounts
 
-__all__ = ["rows_needed", "sample_every"]
+__all__ = ["rollup_key", "rows_kept_fresh", "rows_needed", "sample_every"]
 
 
 def rows_needed(counts: ContentCounts | None, *, package_id: str, interval: int, sample_every: int) -> bool:
@@ -46,3 +52,17 @@ def sample_every(rows_refresh_s: float, snapshot_s: float) -> int:
 def _sampled(package_id: str, interval: int, every: int) -> bool:
     # A hash of (package, interval): spread across packages and intervals, no burst and no Redis state.
     return every <= 1 or zlib.crc32(f"{package_id}:{interval}".encode()) % every == 0
+
+
+def rollup_key(counts: ContentCounts) -> list[int]:
+    """What must stay the same for rows read earlier to be reused."""
+    return [counts.targeted, counts.success, counts.in_progress, counts.errors, counts.unknown]
+
+
+def rows_kept_fresh(
+    counts: ContentCounts | None, kept_key: object, kept_at: object, *, now: float, max_age_s: float
+) -> bool:
+    """True when rows kept from an earlier read can stand for this interval's (see the module)."""
+    if counts is None or not isinstance(kept_at, int | float) or isinstance(kept_at, bool):
+        return False
+    return kept_key == rollup_key(counts) and 0 <= now - kept_at < max_age_s

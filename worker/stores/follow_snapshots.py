@@ -12,7 +12,10 @@ their SourceVersions from `SMS_PackageBaseclass` (one query per 200 packages), o
 their rollup from `SMS_ObjectContentExtraInfo` (one query per 200 packages) and DP rows from
 `SMS_PackageStatusDistPointsSummarizer` (one query per 200 packages, 500 rows a page) only for the
 packages whose rollup says a verdict may be near, plus a sample of the others
-(worker/domain/follow_triage.py; the others are answered "in flight": no rows this poll). Each
+(worker/domain/follow_triage.py; the others are answered "in flight": no rows this poll), and
+rows read earlier are reused while the package's rollup stands still (at most
+`FOLLOW__ROWS_REFRESH_S`: a package whose copies all landed is read once, not every interval
+until its request polls again). Each
 chunk is written to the interval's hash as it is read (memory stays one chunk), then the hash is
 marked complete. Every other poll of the interval answers from the hash: following 10,000
 packages costs the site about one operation per 100 packages per interval, not 10,000 Gets
@@ -50,6 +53,7 @@ from worker.domain.deadline import Deadline
 from worker.domain.distribution import (
     DEFAULT_MAX_ROWS,
     MAX_PACKAGES_PER_QUERY,
+    ContentCounts,
     DpMessage,
     DpStatusBatch,
     DpStatusRow,
@@ -58,7 +62,7 @@ from worker.domain.distribution import (
     package_chunks,
     validate_nal_path,
 )
-from worker.domain.follow_triage import rows_needed, sample_every
+from worker.domain.follow_triage import rollup_key, rows_kept_fresh, rows_needed, sample_every
 from worker.domain.request import RefreshRequest
 from worker.stores.keys import FollowKeys, RedisKeys
 from worker.usecase.attempt import OperationGate
@@ -121,6 +125,7 @@ class SiteSnapshots:
         self.snapshot_reads = 0
         self.packages_with_rows = 0
         self.packages_in_flight = 0
+        self.packages_rows_kept = 0
 
     # -- DistributionReader -----------------------------------------------------------------------
 
@@ -161,7 +166,9 @@ class SiteSnapshots:
         # A package still registered is read (and its rows too: the rollup says it may be done) at
         # every interval until it goes stale: an hour of reads for a request that has its answer.
         for kind in (_VERSIONS, _ROWS) if rows else (_VERSIONS,):
-            self._redis.zrem(self._keys.follow_keys(self._site, kind, 0).followed, request.package_id)
+            keys = self._keys.follow_keys(self._site, kind, 0)
+            self._redis.zrem(keys.followed, request.package_id)
+            self._redis.hdel(keys.kept, request.package_id)
 
     # -- the snapshot ---------------------------------------------------------------------------
 
@@ -218,10 +225,9 @@ class SiteSnapshots:
         mine: list[Any] = []
 
         entries_of = self._row_entries if kind == _ROWS else self._version_entries
-        interval = int(now // self._policy.snapshot_s)
 
         def read() -> bool:
-            for entries in entries_of(followed, deadline, interval):
+            for entries in entries_of(keys, followed, deadline, now):
                 self._store(keys, entries)
                 if package_id in entries:
                     mine.append(json.loads(entries[package_id]))
@@ -244,7 +250,7 @@ class SiteSnapshots:
         return (_HIT, mine[0]) if mine else (_OWN, None)
 
     def _version_entries(
-        self, followed: list[str], deadline: Deadline | None, interval: int
+        self, keys: FollowKeys, followed: list[str], deadline: Deadline | None, now: float
     ) -> Iterator[dict[str, str]]:
         """Each chunk of 200 packages as read: package id -> its SourceVersion's JSON (null: not listed)."""
         for chunk in package_chunks(followed):
@@ -253,36 +259,63 @@ class SiteSnapshots:
             versions.update({v.package_id: str(v.source_version) for v in batch.versions})
             yield versions
 
-    def _row_entries(self, followed: list[str], deadline: Deadline | None, interval: int) -> Iterator[dict[str, str]]:
-        """The rollup of each chunk of 200, then rows for those it says may be near a verdict, read
-        200 at a time as they gather (worker/domain/follow_triage.py): package id -> its entry's JSON."""
+    def _row_entries(
+        self, keys: FollowKeys, followed: list[str], deadline: Deadline | None, now: float
+    ) -> Iterator[dict[str, str]]:
+        """The rollup of each chunk of 200, then rows for those it says may be near a verdict (kept
+        rows while their rollup stands still), read 200 at a time as they gather
+        (worker/domain/follow_triage.py): package id -> its entry's JSON."""
         every = sample_every(self._policy.rows_refresh_s, self._policy.snapshot_s)
-        pending: list[str] = []
+        interval = int(now // self._policy.snapshot_s)
+        pending: dict[str, ContentCounts | None] = {}
         for chunk in package_chunks(followed):
             counts = {c.package_id: c for c in self._client.read_content_counts(chunk, deadline=deadline).counts}
-            in_flight: dict[str, str] = {}
-            for package in chunk:
-                if rows_needed(counts.get(package), package_id=package, interval=interval, sample_every=every):
-                    pending.append(package)
+            entries: dict[str, str] = {}
+            for package, raw in zip(chunk, self._redis.hmget(keys.kept, chunk), strict=True):
+                rollup = counts.get(package)
+                kept = _kept(raw)
+                fresh = kept is not None and rows_kept_fresh(
+                    rollup, kept[0], kept[1], now=now, max_age_s=self._policy.rows_refresh_s
+                )
+                if kept is not None and fresh:
+                    entries[package] = json.dumps(kept[2], separators=(",", ":"))
+                    self.packages_rows_kept += 1
+                elif rows_needed(rollup, package_id=package, interval=interval, sample_every=every):
+                    pending[package] = rollup
                 else:
-                    in_flight[package] = _IN_FLIGHT_JSON
-            self.packages_in_flight += len(in_flight)
-            yield in_flight
+                    entries[package] = _IN_FLIGHT_JSON
+                    self.packages_in_flight += 1
+            yield entries
             while len(pending) >= MAX_PACKAGES_PER_QUERY:
-                yield self._rows_of(pending[:MAX_PACKAGES_PER_QUERY], deadline)
-                del pending[:MAX_PACKAGES_PER_QUERY]
+                batch = dict(list(pending.items())[:MAX_PACKAGES_PER_QUERY])
+                for package in batch:
+                    del pending[package]
+                yield self._rows_of(keys, batch, deadline, now)
         if pending:
-            yield self._rows_of(pending, deadline)
+            yield self._rows_of(keys, pending, deadline, now)
 
-    def _rows_of(self, packages: list[str], deadline: Deadline | None) -> dict[str, str]:
+    def _rows_of(
+        self, keys: FollowKeys, packages: dict[str, ContentCounts | None], deadline: Deadline | None, now: float
+    ) -> dict[str, str]:
         self.packages_with_rows += len(packages)
-        batch = self._client.read_dp_status(packages, max_rows=DEFAULT_MAX_ROWS, deadline=deadline)
+        batch = self._client.read_dp_status(list(packages), max_rows=DEFAULT_MAX_ROWS, deadline=deadline)
         if batch.truncated:
             # Which packages lost rows is unknown: each reads its own (an entry that is not rows).
             return dict.fromkeys(packages, _READ_YOUR_OWN)
         records: dict[str, list[list[Any]]] = {p: [] for p in packages}
         for row in batch.rows:
             records[row.package_id].append(_record(row))
+        # Kept for later intervals, with the rollup they were read under (none without a rollup).
+        kept = {
+            p: json.dumps([rollup_key(rollup), round(now, 3), records[p]], separators=(",", ":"))
+            for p, rollup in packages.items()
+            if rollup is not None
+        }
+        if kept:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hset(keys.kept, mapping=dict(kept.items()))
+            pipe.expire(keys.kept, math.ceil(self._stale_s()))
+            pipe.execute()
         return {p: json.dumps(r, separators=(",", ":")) for p, r in records.items()}
 
     def _store(self, keys: FollowKeys, entries: dict[str, str]) -> None:
@@ -329,6 +362,20 @@ def _rows_from_records(package_id: str, value: Any) -> tuple[DpStatusRow, ...] |
             )
         )
     return tuple(rows)
+
+
+def _kept(raw: bytes | str | None) -> tuple[object, object, list[Any]] | None:
+    """(rollup, read at, rows) of a kept entry; None when there is none or it is not what we write
+    (its rows are checked again when a poll rebuilds them)."""
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    if not (isinstance(value, list) and len(value) == 3 and isinstance(value[2], list)):
+        return None
+    return value[0], value[1], value[2]
 
 
 def _is_uint(value: object) -> bool:
