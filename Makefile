@@ -88,7 +88,7 @@ bench-burst: $(STAMP)
 	$(BIN)/python -m bench.burst_bench
 
 # Following 10,000 packages x 10 DPs at one site: WS-Man operations per 100 packages per poll
-# interval, batched per site next to per-request reads, and memory: JSON on stdout, a table on stderr (about 2 minutes).
+# interval, batched per site next to per-request reads, and memory: JSON on stdout, a table on stderr (2-3 minutes).
 bench-follow: $(STAMP)
 	$(BIN)/python -m bench.follow_bench
 
