@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lock upgrade lint typecheck pytest bench bench-pipeline bench-bulk bench-bulk-kill bench-burst chaos emulator clean
+.PHONY: demo test lock upgrade lint typecheck pytest bench bench-pipeline bench-bulk bench-bulk-kill bench-burst bench-follow chaos emulator clean
 
 # uv installs exactly uv.lock. Where no uv is on PATH, a pinned one is bootstrapped into .tools/
 # with pip (no root). UV=... picks another.
@@ -86,6 +86,11 @@ bench-bulk-kill: $(STAMP)
 # next to the provider's ideal pace: JSON on stdout, a table on stderr (docs/benchmarks.md).
 bench-burst: $(STAMP)
 	$(BIN)/python -m bench.burst_bench
+
+# Following 10,000 packages x 10 DPs at one site: WS-Man operations per 100 packages per poll
+# interval, batched per site next to per-request reads, and memory: JSON on stdout, a table on stderr (2-3 minutes).
+bench-follow: $(STAMP)
+	$(BIN)/python -m bench.follow_bench
 
 # Every chaos scenario at 300 requests (docs/chaos.md); exits non-zero if any breaks its promise.
 chaos: $(STAMP)

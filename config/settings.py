@@ -197,6 +197,10 @@ class FollowSettings(BaseModel):
     snapshot_s: float = Field(default=30.0, ge=0, le=3600)
     snapshot_wait_s: float = Field(default=2.0, ge=0, le=60)
     snapshot_max_packages: int = Field(default=20_000, ge=1, le=200_000)
+    # In phase two a snapshot reads every package's rollup and DP rows only where a verdict may be
+    # near (worker/domain/follow_triage.py); a package with copies in flight gets its rows about
+    # once per `rows_refresh_s` (so long retries are seen); at most `snapshot_s`: every interval.
+    rows_refresh_s: float = Field(default=600.0, ge=0, le=86_400)
 
     @model_validator(mode="after")
     def _first_below_max(self) -> FollowSettings:

@@ -17,7 +17,7 @@ from config.settings import FollowSettings
 from errors import TransientError
 from testing.threads import run_in_threads
 from worker.domain.deadline import Deadline
-from worker.domain.distribution import DpState, DpStatusBatch, DpStatusRow, PackageVersion
+from worker.domain.distribution import ContentCounts, DpState, DpStatusBatch, DpStatusRow, PackageVersion
 from worker.domain.packages import PackageInfo
 from worker.domain.request import RefreshRequest, parse_request
 from worker.stores.follow_snapshots import SiteSnapshots
@@ -42,7 +42,9 @@ def request(number: int) -> RefreshRequest:
 class CountingClient:
     """Answers every package at version 7 on two DPs; counts each kind of read."""
 
-    calls: dict[str, int] = field(default_factory=lambda: {"versions": 0, "rows": 0, "gets": 0})
+    calls: dict[str, int] = field(default_factory=lambda: {"versions": 0, "rows": 0, "gets": 0, "counts": 0})
+    in_flight: set[str] = field(default_factory=set)  # their rollup says both DPs are copying
+    rows_asked: list[str] = field(default_factory=list)
     fail: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -67,8 +69,20 @@ class CountingClient:
     ) -> DpStatusBatch:
         ids = list(package_ids)
         self._count("rows")
+        self.rows_asked.extend(ids)
         rows = [DpStatusRow(p, nal(dp), dp, DpState.INSTALLED, 0, 7) for p in ids for dp in ("DP01", "DP02")]
         return DpStatusBatch(rows=tuple(rows))
+
+    def read_content_counts(
+        self, package_ids: Iterable[str], *, max_rows: int = 50_000, deadline: Deadline | None = None
+    ) -> DpStatusBatch:
+        self._count("counts")
+        return DpStatusBatch(
+            counts=tuple(
+                ContentCounts(p, 2, 0, 2, 0, 0) if p in self.in_flight else ContentCounts(p, 2, 2, 0, 0, 0)
+                for p in package_ids
+            )
+        )
 
     def read_dp_messages(
         self, package_ids: Iterable[str], *, max_rows: int = 50_000, deadline: Deadline | None = None
@@ -175,3 +189,66 @@ def test_a_poll_finding_a_read_under_way_waits_briefly_then_skips_or_reads_its_o
     redis_client.set(keys.reading, "another-worker", px=100)  # a reader that dies mid-wait
     batch = reader.dp_rows(request(1), UngatedOperations(), max_rows=100, deadline=None)
     assert batch is not None and len(batch.rows) == 2 and client.calls["rows"] == 1
+
+
+def test_rows_are_read_only_where_the_rollup_says_a_verdict_may_be_near(
+    redis_client: redis.Redis, redis_keys: RedisKeys, client: CountingClient
+) -> None:
+    """300 followed packages, 250 with copies in flight: one rollup read per 200, rows for the 50
+    that may be done (only rows tell V1 from V0) and a small sample of the rest; a package in flight
+    is answered None (no rows this poll) unless rows are required (its final by the deadline)."""
+    now = 1_800_000_000.0
+    reader = snapshots(redis_client, redis_keys, client, now)
+    requests = [request(n) for n in range(300)]
+    client.in_flight = {req.package_id for req in requests[50:]}
+    for req in requests:
+        redis_client.zadd(redis_keys.follow_keys(SITE, "rows", 0).followed, {req.package_id: now - 1})
+    gate = UngatedOperations()
+    answers = [reader.dp_rows(req, gate, max_rows=100, deadline=None) for req in requests]
+    assert client.calls["counts"] == 2
+    assert all(batch is not None and len(batch.rows) == 2 for batch in answers[:50])
+    sampled = set(client.rows_asked) - {req.package_id for req in requests[:50]}
+    assert len(sampled) < 50  # about 250 / (rows_refresh_s / snapshot_s) = 25
+    pairs = zip(requests[50:], answers[50:], strict=True)
+    assert all((batch is None) == (req.package_id not in sampled) for req, batch in pairs)
+    assert client.calls["rows"] == 1  # the 50 and the sample gathered into one read of <= 200
+    in_flight = next(req for req in requests[50:] if req.package_id not in sampled)
+    required = reader.dp_rows(in_flight, gate, max_rows=100, deadline=None, required=True)
+    assert required is not None and len(required.rows) == 2 and client.calls["rows"] == 2
+
+
+def test_a_request_with_its_answer_leaves_the_followed_set(
+    redis_client: redis.Redis, redis_keys: RedisKeys, client: CountingClient
+) -> None:
+    """Past phase one it leaves the versions snapshot; with its final, the rows snapshot too: a
+    package left registered would be read every interval for another hour."""
+    now = 1_800_000_000.0
+    reader = snapshots(redis_client, redis_keys, client, now)
+    versions, rows = (redis_keys.follow_keys(SITE, kind, 0).followed for kind in ("versions", "rows"))
+    assert reader.source_version(request(1), UngatedOperations(), deadline=None) == 7
+    assert reader.dp_rows(request(1), UngatedOperations(), max_rows=100, deadline=None) is not None
+    reader.forget(request(1), rows=False)
+    assert redis_client.zcard(versions) == 0 and redis_client.zcard(rows) == 1
+    reader.forget(request(1), rows=True)
+    assert redis_client.zcard(rows) == 0
+
+
+def test_rows_read_once_are_reused_while_the_rollup_stands_still(
+    redis_client: redis.Redis, redis_keys: RedisKeys, client: CountingClient
+) -> None:
+    """A package whose DPs all read installed is read once, then answered from the kept rows at
+    later intervals (its request polls only every few minutes); once its rollup moves, it is read
+    again; its final forgets the kept rows."""
+    now = 1_800_000_000.0
+    gate = UngatedOperations()
+    first = snapshots(redis_client, redis_keys, client, now).dp_rows(request(1), gate, max_rows=100, deadline=None)
+    later = snapshots(redis_client, redis_keys, client, now + POLICY.snapshot_s)
+    kept = later.dp_rows(request(1), gate, max_rows=100, deadline=None)
+    assert first is not None and kept == first
+    assert client.calls["rows"] == 1 and later.packages_rows_kept == 1
+    client.in_flight = {request(1).package_id}  # the rollup moved: copies started again
+    moved = snapshots(redis_client, redis_keys, client, now + 2 * POLICY.snapshot_s)
+    moved.dp_rows(request(1), gate, max_rows=100, deadline=None)
+    assert moved.packages_rows_kept == 0
+    moved.forget(request(1), rows=True)
+    assert not redis_client.exists(redis_keys.follow_keys(SITE, "rows", 0).kept)

@@ -180,3 +180,14 @@ def test_the_watch_line_of_a_followed_request_names_counts_and_stragglers() -> N
     outcome = Outcome.following(request, run, step.verdict, block, source_version_before=4, source_version_after=5)
     line = format_outcome(outcome)
     assert "distributed_with_failures" in line and "DPs: 1 done, 1 failed (DP02 failed)" in line
+
+
+def test_a_poll_without_rows_tells_the_counts_it_told_last() -> None:
+    """A phase-two poll whose rows were not read (left to the rollup, or skipped) must not tell the
+    DPs already done as waiting again: it carries the counts last told, and no change is reported."""
+    state = following([row("DP01", 0, 4), row("DP02", 0, 4)])
+    told = assess(state, package_version=None, rows=[row("DP01", 0, 5), row("DP02", 1, 4)], now=T0 + 60, policy=POLICY)
+    told = told.reported()
+    held = assess(told.state, package_version=None, rows=None, now=T0 + 120, policy=POLICY)
+    assert held.verdict == "following" and held.counts["done"] == 1 and held.counts["waiting"] == 1
+    assert not held.counts_changed

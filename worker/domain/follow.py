@@ -184,9 +184,7 @@ def assess(
     if polled.v1 is None and package_version is not None and package_version > polled.v0:
         polled = replace(polled, v1=package_version)
     if polled.v1 is None or rows is None or polled.targets is None:
-        counts = _counts(())
-        if polled.targets is not None:
-            counts["waiting"] = len(polled.targets)
+        counts = _held_counts(polled)
         verdict: Verdict = "distribution_timed_out" if timed_out else "following"
         return _step(verdict, polled, counts, (), now=now, policy=policy)
     reports, retrying_since = _classify(polled, rows, messages, truncated=truncated, now=now, policy=policy)
@@ -259,6 +257,17 @@ def _row_status(row: DpStatusRow | None, v1: int, truncated: bool) -> RowStatus:
     if row.state is DpState.INSTALLED:
         return "done" if row.installed_at(v1) else "waiting"  # the old version in State 0: not done
     return _STATUS_OF_STATE.get(row.state, "unknown") if row.state is not None else "unknown"
+
+
+def _held_counts(state: FollowState) -> dict[str, int]:
+    """The counts of a poll that read no rows: the last ones told (a poll without rows, skipped or
+    left to the rollup, must not tell the DPs done so far as waiting again), else all waiting."""
+    if state.reported is not None and state.targets is not None and sum(state.reported) == len(state.targets):
+        return dict(zip(COUNT_KEYS, state.reported, strict=True))
+    counts = _counts(())
+    if state.targets is not None:
+        counts["waiting"] = len(state.targets)
+    return counts
 
 
 def _counts(statuses: Iterable[str]) -> dict[str, int]:

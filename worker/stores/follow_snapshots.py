@@ -8,11 +8,19 @@ A `DistributionReader` (worker/usecase/follow.py) for one site. Each poll regist
 as followed at the site (a zset per kind, scored by the poll's time). Time is cut into snapshot
 intervals of `FOLLOW__SNAPSHOT_S`; the first poll of an interval that finds no snapshot takes the
 interval's reading lock and, under one provider slot, reads every package followed at the site:
-their SourceVersions from `SMS_PackageBaseclass` (one query per 200 packages) or their DP rows
-from `SMS_PackageStatusDistPointsSummarizer` (one query per 200 packages, 500 rows a page). Each
+their SourceVersions from `SMS_PackageBaseclass` (one query per 200 packages), or in phase two
+their rollup from `SMS_ObjectContentExtraInfo` (one query per 200 packages) and DP rows from
+`SMS_PackageStatusDistPointsSummarizer` (one query per 200 packages, 500 rows a page) only for the
+packages whose rollup says a verdict may be near, plus a sample of the others
+(worker/domain/follow_triage.py; the others are answered "in flight": no rows this poll), and
+rows read earlier are reused while the package's rollup stands still (at most
+`FOLLOW__ROWS_REFRESH_S`: a package whose copies all landed is read once, not every interval
+until its request polls again). Each
 chunk is written to the interval's hash as it is read (memory stays one chunk), then the hash is
 marked complete. Every other poll of the interval answers from the hash: following 10,000
-packages costs the site a few dozen operations per interval, not 10,000 Gets.
+packages costs the site about one operation per 100 packages per interval, not 10,000 Gets
+(bench/follow_bench.py measures it). A request past phase one, or with its final, leaves the
+followed set at once (`forget`): it would otherwise be read for another hour.
 
 A poll that finds the interval being read waits for it (at most `FOLLOW__SNAPSHOT_WAIT_S`, holding
 no provider slot); if the read is still going then, the poll is skipped (a read of thousands of
@@ -34,8 +42,8 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final, Protocol
 
 from redis import Redis
 
@@ -44,6 +52,8 @@ from errors import InvalidRequestError
 from worker.domain.deadline import Deadline
 from worker.domain.distribution import (
     DEFAULT_MAX_ROWS,
+    MAX_PACKAGES_PER_QUERY,
+    ContentCounts,
     DpMessage,
     DpStatusBatch,
     DpStatusRow,
@@ -52,12 +62,13 @@ from worker.domain.distribution import (
     package_chunks,
     validate_nal_path,
 )
+from worker.domain.follow_triage import rollup_key, rows_kept_fresh, rows_needed, sample_every
 from worker.domain.request import RefreshRequest
 from worker.stores.keys import FollowKeys, RedisKeys
 from worker.usecase.attempt import OperationGate
 from worker.usecase.follow import DirectReader, FollowClient
 
-__all__ = ["SiteSnapshots"]
+__all__ = ["SiteSnapshots", "SnapshotClient"]
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +81,19 @@ _OWN: Final = "own"
 # A read ends by the attempt's soft time limit (TASK_SOFT_TIME_LIMIT_S, 300 s by default).
 _READ_BOUND_S: Final = 300.0
 _READ_YOUR_OWN: Final = '"read your own"'
+_IN_FLIGHT: Final = "in flight"  # a rows entry: the rollup says copies are in flight, no rows read
+_IN_FLIGHT_JSON: Final = json.dumps(_IN_FLIGHT)
 _WAIT_STEP_S: Final = 0.05
 _HSET_BATCH: Final = 1000
 _MAX_UINT32: Final = 0xFFFFFFFF
+
+
+class SnapshotClient(FollowClient, Protocol):
+    """A `FollowClient` that also reads the per-package rollup (`worker.provider.client.SccmClient` does)."""
+
+    def read_content_counts(
+        self, package_ids: Iterable[str], *, max_rows: int = ..., deadline: Deadline | None = None
+    ) -> DpStatusBatch: ...
 
 
 class SiteSnapshots:
@@ -83,7 +104,7 @@ class SiteSnapshots:
         redis: Redis,
         keys: RedisKeys,
         site_code: str,
-        client: FollowClient,
+        client: SnapshotClient,
         *,
         policy: FollowSettings,
         clock: Callable[[], float] = time.time,
@@ -99,8 +120,12 @@ class SiteSnapshots:
         self._policy = policy
         self._clock = clock
         self._sleep = sleep
-        # Operations spent on snapshots by this process (reads made, packages they covered): for tests and logs.
+        # Snapshots read by this process, and in phase two the packages whose rows were read or
+        # left to the rollup (copies in flight): for tests, logs and bench/follow_bench.py.
         self.snapshot_reads = 0
+        self.packages_with_rows = 0
+        self.packages_in_flight = 0
+        self.packages_rows_kept = 0
 
     # -- DistributionReader -----------------------------------------------------------------------
 
@@ -113,10 +138,18 @@ class SiteSnapshots:
         return value if _is_uint(value) else None
 
     def dp_rows(
-        self, request: RefreshRequest, gate: OperationGate, *, max_rows: int, deadline: Deadline | None
+        self,
+        request: RefreshRequest,
+        gate: OperationGate,
+        *,
+        max_rows: int,
+        deadline: Deadline | None,
+        required: bool = False,
     ) -> DpStatusBatch | None:
         answer, value = self._lookup(_ROWS, request.package_id, gate, deadline)
-        if answer == _SKIP:
+        if answer == _HIT and value == _IN_FLIGHT and not required:
+            return None  # the rollup says copies are in flight: no verdict near, no rows read
+        if answer == _SKIP and not required:
             return None
         rows = _rows_from_records(request.package_id, value) if answer == _HIT else None
         if rows is None:
@@ -128,6 +161,14 @@ class SiteSnapshots:
     ) -> tuple[DpMessage, ...] | None:
         # Read once per request, for its final: rare enough to stay per request.
         return self._direct.dp_messages(request, gate, max_rows=max_rows, deadline=deadline)
+
+    def forget(self, request: RefreshRequest, *, rows: bool) -> None:
+        # A package still registered is read (and its rows too: the rollup says it may be done) at
+        # every interval until it goes stale: an hour of reads for a request that has its answer.
+        for kind in (_VERSIONS, _ROWS) if rows else (_VERSIONS,):
+            keys = self._keys.follow_keys(self._site, kind, 0)
+            self._redis.zrem(keys.followed, request.package_id)
+            self._redis.hdel(keys.kept, request.package_id)
 
     # -- the snapshot ---------------------------------------------------------------------------
 
@@ -183,10 +224,12 @@ class SiteSnapshots:
             followed.append(package_id)
         mine: list[Any] = []
 
+        entries_of = self._row_entries if kind == _ROWS else self._version_entries
+
         def read() -> bool:
-            for chunk, entries in self._chunks(kind, followed, deadline):
+            for entries in entries_of(keys, followed, deadline, now):
                 self._store(keys, entries)
-                if package_id in chunk and package_id in entries:
+                if package_id in entries:
                     mine.append(json.loads(entries[package_id]))
             pipe = self._redis.pipeline()
             pipe.hset(keys.snapshot, _COMPLETE_FIELD, f"{now:.3f}")
@@ -206,26 +249,74 @@ class SiteSnapshots:
         log.info("site %s: %s snapshot of %d followed packages read", self._site, kind, len(followed))
         return (_HIT, mine[0]) if mine else (_OWN, None)
 
-    def _chunks(
-        self, kind: str, followed: list[str], deadline: Deadline | None
-    ) -> Iterator[tuple[list[str], dict[str, str]]]:
-        """Each chunk of 200 packages as read: package id -> its entry's JSON (left out when unsure)."""
+    def _version_entries(
+        self, keys: FollowKeys, followed: list[str], deadline: Deadline | None, now: float
+    ) -> Iterator[dict[str, str]]:
+        """Each chunk of 200 packages as read: package id -> its SourceVersion's JSON (null: not listed)."""
         for chunk in package_chunks(followed):
-            if kind == _VERSIONS:
-                batch = self._client.read_source_versions(chunk, deadline=deadline)
-                versions: dict[str, str] = dict.fromkeys(chunk, "null")  # asked, not listed: null
-                versions.update({v.package_id: str(v.source_version) for v in batch.versions})
-                yield chunk, versions
-                continue
-            batch = self._client.read_dp_status(chunk, max_rows=DEFAULT_MAX_ROWS, deadline=deadline)
-            if batch.truncated:
-                # Which packages lost rows is unknown: each reads its own (an entry that is not rows).
-                yield chunk, dict.fromkeys(chunk, _READ_YOUR_OWN)
-                continue
-            records: dict[str, list[list[Any]]] = {p: [] for p in chunk}
-            for row in batch.rows:
-                records[row.package_id].append(_record(row))
-            yield chunk, {p: json.dumps(r, separators=(",", ":")) for p, r in records.items()}
+            batch = self._client.read_source_versions(chunk, deadline=deadline)
+            versions: dict[str, str] = dict.fromkeys(chunk, "null")  # asked, not listed: null
+            versions.update({v.package_id: str(v.source_version) for v in batch.versions})
+            yield versions
+
+    def _row_entries(
+        self, keys: FollowKeys, followed: list[str], deadline: Deadline | None, now: float
+    ) -> Iterator[dict[str, str]]:
+        """The rollup of each chunk of 200, then rows for those it says may be near a verdict (kept
+        rows while their rollup stands still), read 200 at a time as they gather
+        (worker/domain/follow_triage.py): package id -> its entry's JSON."""
+        every = sample_every(self._policy.rows_refresh_s, self._policy.snapshot_s)
+        interval = int(now // self._policy.snapshot_s)
+        pending: dict[str, ContentCounts | None] = {}
+        for chunk in package_chunks(followed):
+            counts = {c.package_id: c for c in self._client.read_content_counts(chunk, deadline=deadline).counts}
+            entries: dict[str, str] = {}
+            for package, raw in zip(chunk, self._redis.hmget(keys.kept, chunk), strict=True):
+                rollup = counts.get(package)
+                kept = _kept(raw)
+                fresh = kept is not None and rows_kept_fresh(
+                    rollup, kept[0], kept[1], now=now, max_age_s=self._policy.rows_refresh_s
+                )
+                if kept is not None and fresh:
+                    entries[package] = json.dumps(kept[2], separators=(",", ":"))
+                    self.packages_rows_kept += 1
+                elif rows_needed(rollup, package_id=package, interval=interval, sample_every=every):
+                    pending[package] = rollup
+                else:
+                    entries[package] = _IN_FLIGHT_JSON
+                    self.packages_in_flight += 1
+            yield entries
+            while len(pending) >= MAX_PACKAGES_PER_QUERY:
+                batch = dict(list(pending.items())[:MAX_PACKAGES_PER_QUERY])
+                for package in batch:
+                    del pending[package]
+                yield self._rows_of(keys, batch, deadline, now)
+        if pending:
+            yield self._rows_of(keys, pending, deadline, now)
+
+    def _rows_of(
+        self, keys: FollowKeys, packages: dict[str, ContentCounts | None], deadline: Deadline | None, now: float
+    ) -> dict[str, str]:
+        self.packages_with_rows += len(packages)
+        batch = self._client.read_dp_status(list(packages), max_rows=DEFAULT_MAX_ROWS, deadline=deadline)
+        if batch.truncated:
+            # Which packages lost rows is unknown: each reads its own (an entry that is not rows).
+            return dict.fromkeys(packages, _READ_YOUR_OWN)
+        records: dict[str, list[list[Any]]] = {p: [] for p in packages}
+        for row in batch.rows:
+            records[row.package_id].append(_record(row))
+        # Kept for later intervals, with the rollup they were read under (none without a rollup).
+        kept = {
+            p: json.dumps([rollup_key(rollup), round(now, 3), records[p]], separators=(",", ":"))
+            for p, rollup in packages.items()
+            if rollup is not None
+        }
+        if kept:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hset(keys.kept, mapping=dict(kept.items()))
+            pipe.expire(keys.kept, math.ceil(self._stale_s()))
+            pipe.execute()
+        return {p: json.dumps(r, separators=(",", ":")) for p, r in records.items()}
 
     def _store(self, keys: FollowKeys, entries: dict[str, str]) -> None:
         items = list(entries.items())
@@ -271,6 +362,20 @@ def _rows_from_records(package_id: str, value: Any) -> tuple[DpStatusRow, ...] |
             )
         )
     return tuple(rows)
+
+
+def _kept(raw: bytes | str | None) -> tuple[object, object, list[Any]] | None:
+    """(rollup, read at, rows) of a kept entry; None when there is none or it is not what we write
+    (its rows are checked again when a poll rebuilds them)."""
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    if not (isinstance(value, list) and len(value) == 3 and isinstance(value[2], list)):
+        return None
+    return value[0], value[1], value[2]
 
 
 def _is_uint(value: object) -> bool:

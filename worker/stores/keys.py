@@ -29,6 +29,7 @@ __all__ = [
     "FINAL_MARKER",
     "FOLLOW_FOLLOWED",
     "FOLLOW_READING",
+    "FOLLOW_ROWS_KEPT",
     "FOLLOW_SNAPSHOT",
     "HEALTH_PROBE_REPLY",
     "INVOKE_FENCE",
@@ -126,6 +127,8 @@ FOLLOW_FOLLOWED = "{prefix}:follow:{site_code}:{kind}:followed"  # zset package 
 # hash package id -> JSON, and "" -> when it was complete; one per snapshot interval ("epoch"), TTL
 FOLLOW_SNAPSHOT = "{prefix}:follow:{site_code}:{kind}:snapshot:{epoch}"
 FOLLOW_READING = "{prefix}:follow:{site_code}:{kind}:reading:{epoch}"  # string: the reader's token, TTL
+# hash package id -> [rollup, read at, rows] JSON: rows kept across intervals while the rollup stands still
+FOLLOW_ROWS_KEPT = "{prefix}:follow:{site_code}:{kind}:kept"
 # Bulk jobs (worker/stores/bulk_store.py); every key of a bulk shares its TTL, refreshed on each write.
 BULK_RECORD = "{prefix}:bulk:{bulk_id}"  # hash: the job record and its counters
 BULK_PENDING = "{prefix}:bulk:{bulk_id}:pending"  # list "<child request id> <spec JSON>", not yet taken
@@ -182,6 +185,7 @@ class FollowKeys(NamedTuple):
     followed: str
     snapshot: str
     reading: str
+    kept: str
 
 
 class BulkKeys(NamedTuple):
@@ -318,6 +322,7 @@ class RedisKeys:
             FOLLOW_FOLLOWED.format(**parts),
             FOLLOW_SNAPSHOT.format(**parts, epoch=epoch),
             FOLLOW_READING.format(**parts, epoch=epoch),
+            FOLLOW_ROWS_KEPT.format(**parts),
         )
 
     def coalesce_leader(self, site_code: str, package_id: str) -> str:

@@ -9,14 +9,16 @@ request with the new state (worker/usecase/delivery.py, `_follow`). A read that 
 no free slot, is skipped: the poll says what it can, and the next one comes after the back-off.
 
 One poll needs: in phase one the package's SourceVersion; once V1 is known its DP rows
-(`SMS_PackageStatusDistPointsSummarizer`); and, only in the poll that ends the request, the DPs'
-last status messages (for the final's rows). Two readers answer:
+(`SMS_PackageStatusDistPointsSummarizer`; a shared reader may answer None when the package's
+rollup says no verdict is near, and the poll then tells the counts it told last); and, only in
+the poll that ends the request, the DPs' last status messages (for the final's rows). Two readers answer:
 
     DirectReader       one request's own reads, each under a provider slot of its own (`gate`):
                        a Get, a WQL read of its rows, a WQL read of its messages
     SiteSnapshots      (worker/stores/follow_snapshots.py) versions and rows of every package
                        followed at the site, read in chunks of 200 once per snapshot interval by
-                       one worker and shared through Redis; messages as DirectReader
+                       one worker and shared through Redis (rows only where the rollup
+                       `SMS_ObjectContentExtraInfo` says a verdict may be near); messages as DirectReader
 """
 
 from __future__ import annotations
@@ -52,15 +54,28 @@ class DistributionReader(Protocol):
         ...
 
     def dp_rows(
-        self, request: RefreshRequest, gate: OperationGate, *, max_rows: int, deadline: Deadline | None
+        self,
+        request: RefreshRequest,
+        gate: OperationGate,
+        *,
+        max_rows: int,
+        deadline: Deadline | None,
+        required: bool = False,
     ) -> DpStatusBatch | None:
-        """The package's DP rows (`rows`; `truncated` if the bound was reached)."""
+        """The package's DP rows (`rows`; `truncated` if the bound was reached). None also when a
+        cheaper read said no verdict is near (copies in flight), unless `required` (the targets
+        are unknown, or the deadline passed and the final lists the DPs)."""
         ...
 
     def dp_messages(
         self, request: RefreshRequest, gate: OperationGate, *, max_rows: int, deadline: Deadline | None
     ) -> tuple[DpMessage, ...] | None:
         """The last status message of the package on each DP."""
+        ...
+
+    def forget(self, request: RefreshRequest, *, rows: bool) -> None:
+        """The request is past phase one (`rows` False) or has its final (`rows` True): shared
+        reads stop reading its package for it."""
         ...
 
 
@@ -96,7 +111,13 @@ class DirectReader:
         return package.source_version if package is not None else None
 
     def dp_rows(
-        self, request: RefreshRequest, gate: OperationGate, *, max_rows: int, deadline: Deadline | None
+        self,
+        request: RefreshRequest,
+        gate: OperationGate,
+        *,
+        max_rows: int,
+        deadline: Deadline | None,
+        required: bool = False,
     ) -> DpStatusBatch | None:
         return gate.run(lambda: self._client.read_dp_status([request.package_id], max_rows=max_rows, deadline=deadline))
 
@@ -107,6 +128,9 @@ class DirectReader:
             lambda: self._client.read_dp_messages([request.package_id], max_rows=max_rows, deadline=deadline)
         )
         return batch.messages if batch is not None else None
+
+    def forget(self, request: RefreshRequest, *, rows: bool) -> None:
+        return None  # nothing shared to leave
 
 
 def start_following(
@@ -125,7 +149,7 @@ def start_following(
     read at the first poll instead (DPs added to the package in between would then count too).
     """
     state = FollowState.accepted(v0, now)
-    batch = _gated(request, "DP rows", lambda: _rows(reader, gate, request, policy, deadline))
+    batch = _gated(request, "DP rows", lambda: _rows(reader, gate, request, policy, deadline, required=True))
     if batch is not None and not batch.truncated:
         state = state.with_targets(batch.rows, policy.max_targets)
     return started(state, now=now, policy=policy)
@@ -147,12 +171,17 @@ def poll(
         version = _gated(request, "SourceVersion", lambda: reader.source_version(request, gate, deadline=deadline))
         if version is None or version <= state.v0:
             return assess(state, package_version=version, rows=None, now=now, policy=policy)
-    batch = _gated(request, "DP rows", lambda: _rows(reader, gate, request, policy, deadline))
+        reader.forget(request, rows=False)
+    # Rows whatever the rollup says when the targets are unknown, or for a final by the deadline.
+    required = state.targets is None or now >= state.deadline_at(policy)
+    batch = _gated(request, "DP rows", lambda: _rows(reader, gate, request, policy, deadline, required=required))
     if batch is not None and state.targets is None and not batch.truncated:
         state = state.with_targets(batch.rows, policy.max_targets)
     rows: tuple[DpStatusRow, ...] | None = batch.rows if batch is not None else None
     truncated = batch.truncated if batch is not None else False
     step = assess(state, package_version=version, rows=rows, truncated=truncated, now=now, policy=policy)
+    if step.final:
+        reader.forget(request, rows=True)
     if rows is None or not step.final:
         return step
     bound = len(state.targets or ()) + _ROW_MARGIN
@@ -172,8 +201,12 @@ def _rows(
     request: RefreshRequest,
     policy: FollowSettings,
     deadline: Deadline | None,
+    *,
+    required: bool,
 ) -> DpStatusBatch | None:
-    return reader.dp_rows(request, gate, max_rows=policy.max_targets + _ROW_MARGIN, deadline=deadline)
+    return reader.dp_rows(
+        request, gate, max_rows=policy.max_targets + _ROW_MARGIN, deadline=deadline, required=required
+    )
 
 
 def _gated(request: RefreshRequest, what: str, read: Callable[[], _T | None]) -> _T | None:
