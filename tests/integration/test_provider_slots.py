@@ -439,26 +439,6 @@ def test_a_wake_never_claimed_is_pushed_again_with_a_new_delivery_tag(
     assert again["properties"]["delivery_tag"].startswith("tag-1.") and again["body"] == "b"
 
 
-def test_a_wake_whose_push_is_refused_leaves_the_slot_free_and_the_request_first_in_line(
-    slots: ProviderSlots, redis_client: redis.Redis, redis_keys: RedisKeys
-) -> None:
-    """A refused push (a full Redis at the edge of maxmemory; here the queue key of the wrong type)
-    undoes the grant: no slot waits out a lease for a message that never went, and the next
-    operation wakes the same request."""
-    queue = f"{redis_keys.prefix}:queue"
-    redis_client.set(queue, "not a list")  # every RPUSH onto it fails, as a refused write does
-    held = grant(slots.try_acquire(SITE, "holder", 1, priority=PRIORITY_SINGLE, now_s=T0))
-    slots.park(SITE, "waiter", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "wake"), now_s=T0)
-    assert slots.release(held, now_s=T0 + 1)
-    refused = slots.sweep(SITE, 1, now_s=T0 + 2)
-    assert refused.in_use == 0 and refused.parked == 1
-    redis_client.delete(queue)
-    woken = slots.sweep(SITE, 1, now_s=T0 + 3)
-    assert woken.in_use == 1 and redis_client.lrange(queue, 0, -1) == ["wake"]
-    claimed = grant(slots.try_acquire(SITE, "waiter", 1, priority=PRIORITY_SINGLE, join=False, now_s=T0 + 4))
-    assert claimed.acquired_at_s == T0 + 3
-
-
 def test_a_full_redis_neither_fails_a_release_nor_drops_anyone_from_the_line(tmp_path: Path) -> None:
     """At maxmemory (noeviction): a release frees its slot and wakes the head; a sweep raises nothing; a park
     is refused as Redis-full (its message goes back to the queue), and once there is room it parks."""

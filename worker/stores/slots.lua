@@ -47,30 +47,16 @@ local function try_write(...)
 end
 
 -- RPUSH puts each at the end consumers take from next: the last woken goes first, so the first
--- woken is taken first. A request woken from the line left it only once its message is back on
--- its queue: refused (Redis full), its grant is undone, so the slot stays free and the request
--- first in line for the next operation or sweep, instead of the slot waiting out a lease for a
--- message that never went. A re-wake refused keeps its grant: its lease lapses and it is woken again.
+-- woken is taken first. Refused (Redis full): the lease lapses unclaimed and it is woken again.
 local function flush_pushes()
   for i = #to_push, 1, -1 do
-    local queue, message, holder = to_push[i][1], to_push[i][2], to_push[i][3]
-    local pushed = try_write('RPUSH', queue, message)
-    if holder then
-      if pushed then
-        redis.call('ZREM', WAITERS, holder)
-        redis.call('ZREM', DEADLINES, holder)
-      else
-        redis.call('ZREM', HOLDERS, holder)
-        redis.call('HDEL', LEASES, holder)
-      end
-    end
+    try_write('RPUSH', to_push[i][1], to_push[i][2])
   end
   to_push = {}
 end
 
--- The holder enters before it leaves the line: a refused write never drops it from both. `stay`:
--- it stays in line until its wake is pushed (flush_pushes), which may be refused.
-local function grant(holder, token, stay)
+-- The holder enters before it leaves the line: a refused write never drops it from both.
+local function grant(holder, token)
   if not try_write('ZADD', HOLDERS, num(now + lease_s), holder) then
     return false
   end
@@ -78,10 +64,8 @@ local function grant(holder, token, stay)
     redis.call('ZREM', HOLDERS, holder)
     return false
   end
-  if not stay then
-    redis.call('ZREM', WAITERS, holder)
-    redis.call('ZREM', DEADLINES, holder)
-  end
+  redis.call('ZREM', WAITERS, holder)
+  redis.call('ZREM', DEADLINES, holder)
   try_write('HINCRBY', STATS, 'grants', 1)
   extend_pttl(HOLDERS, lease_ms)
   extend_pttl(LEASES, lease_ms)
@@ -91,7 +75,7 @@ end
 -- Send a parked request's message back to its queue: pushed here (its queue is in this Redis) at
 -- the end kombu takes from next, or handed to the caller to publish. `again`: a re-wake, whose
 -- message gets a new delivery tag (the first copy may still exist somewhere).
-local function deliver(holder, record, again, in_line)
+local function deliver(holder, record, again)
   local ok, wake = pcall(cjson.decode, record)
   if not ok or type(wake) ~= 'table' then
     redis.call('HDEL', PARKED, holder)
@@ -106,7 +90,7 @@ local function deliver(holder, record, again, in_line)
         message = cjson.encode(decoded)
       end
     end
-    table.insert(to_push, {wake.queue, message, in_line and holder or nil})
+    table.insert(to_push, {wake.queue, message})
   elseif type(wake.signal) == 'string' then
     -- A waiter blocked in a thread (BLPOP on this key): a token tells it the slot is its own.
     try_write('RPUSH', wake.signal, '1')
@@ -159,11 +143,8 @@ end
 local function hand_off()
   local limit = tonumber(redis.call('HGET', STATS, 'limit') or '0')
   local in_use = redis.call('ZCARD', HOLDERS)
-  -- A woken request whose message this script pushes stays in line until the push (`skip`
-  -- counts those ahead of the next head); the pushes go out before anything else reads the line.
-  local skip = 0
   while in_use < limit do
-    local head = redis.call('ZRANGE', WAITERS, skip, skip)
+    local head = redis.call('ZRANGE', WAITERS, 0, 0)
     if #head == 0 then
       break
     end
@@ -172,20 +153,13 @@ local function hand_off()
     if not record then
       break
     end
-    local decoded, wake = pcall(cjson.decode, record)
-    local pushed_here = decoded and type(wake) == 'table' and type(wake.queue) == 'string'
-      and type(wake.message) == 'string'
-    if not grant(holder, wake_token(holder), pushed_here) then
+    if not grant(holder, wake_token(holder)) then
       break
     end
     try_write('HINCRBY', STATS, 'woken', 1)
-    deliver(holder, record, false, pushed_here)
-    if pushed_here then
-      skip = skip + 1
-    end
+    deliver(holder, record, false)
     in_use = in_use + 1
   end
-  flush_pushes()
 end
 
 local function keep_line()
