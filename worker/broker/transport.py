@@ -489,17 +489,17 @@ class Channel(kombu_redis.Channel):
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
         sink = getattr(_capture, "sink", None)
-        front = getattr(_capture, "front", False)
-        if sink is None and not (front and not self._expires):
+        # A queue with an expiry keeps kombu's own path (it refreshes the expiry with the push).
+        at_front = getattr(_capture, "front", False) and not self._expires
+        if sink is None and not at_front:
             super()._put(queue, message, **kwargs)
             return
-        priority = self._get_message_priority(message, reverse=False)
-        key = self._q_for_pri(queue, priority)
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
         if sink is not None:
             sink.append((key, dumps(message)))
-            return
-        with self.conn_or_acquire() as client:
-            client.rpush(key, dumps(message))  # the consumer takes from the right: next in line
+        else:
+            with self.conn_or_acquire() as client:
+                client.rpush(key, dumps(message))  # the consumer takes from the right: next in line
 
     def _new_inflight_base(self) -> str:
         return f"{self.inflight_prefix}:{self._consumer}:{uuid.uuid4().hex[:6]}"
