@@ -96,6 +96,8 @@ def watch(*, count: int, timeout_s: float) -> int:
     deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
     finals = 0
     with subscribe(redis_from_url(settings.redis_url), keys) as live:
+        # Said once the server has confirmed the subscription: from here on nothing published is missed.
+        print(f"watch: listening on {keys.outcome_channel}", file=sys.stderr, flush=True)
         while deadline is None or time.monotonic() < deadline:
             try:
                 outcome = live.get(timeout_s=1.0)

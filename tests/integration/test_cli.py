@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -51,6 +52,19 @@ def test_enqueue_refuses_a_bad_package_id_with_one_line_and_exit_2() -> None:
     assert result.stdout == ""
 
 
+def _first_line(process: subprocess.Popen[str], *, timeout_s: float) -> str:
+    """The first line the process writes to stderr, read unbuffered so communicate() still gets the rest."""
+    assert process.stderr is not None
+    fd, line, deadline = process.stderr.fileno(), b"", time.monotonic() + timeout_s
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"nothing on stderr within {timeout_s} s (so far: {line!r})"
+        byte = os.read(fd, 1)
+        assert byte, f"stderr closed after {line!r}"
+        line += byte
+    return line.decode()
+
+
 def test_enqueue_sends_requests_that_the_worker_completes(pipeline: Pipeline) -> None:
     """`sccm-refresh enqueue` prints one JSON line per request; each reaches a final outcome."""
     pkg = pipeline.package("BS1", pkg_source_flag=2)
@@ -68,15 +82,12 @@ def test_enqueue_sends_requests_that_the_worker_completes(pipeline: Pipeline) ->
         text=True,
     )
     try:
+        # Enqueue only once `watch` says it is subscribed, so its one final outcome is ours.
+        assert _first_line(watcher, timeout_s=20).startswith("watch: listening on ")
         client = pipeline.redis()
         try:
-            # Enqueue only once `watch` is subscribed, so its one final outcome is ours.
-            deadline = time.monotonic() + 20
-            while dict(client.pubsub_numsub(pipeline.keys.outcome_channel)).get(pipeline.keys.outcome_channel, 0) < 1:
-                assert time.monotonic() < deadline and watcher.poll() is None, "watch never subscribed"
-                time.sleep(0.05)
             # A stray message on the channel must not kill the watcher.
-            client.publish(pipeline.keys.outcome_channel, "not an outcome")
+            assert client.publish(pipeline.keys.outcome_channel, "not an outcome") == 1
         finally:
             client.close()
         result = run_cli("enqueue", "bs1", pkg["PackageID"].lower(), "--class", pkg["class"], env=env)
