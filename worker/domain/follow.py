@@ -170,6 +170,7 @@ def assess(
     rows: Sequence[DpStatusRow] | None,
     messages: Sequence[DpMessage] = (),
     truncated: bool = False,
+    settled_at: int | None = None,
     now: float,
     policy: FollowSettings,
 ) -> FollowStep:
@@ -178,6 +179,8 @@ def assess(
     `package_version`: the package's SourceVersion just read (phase one; None if not read).
     `rows`: the package's DP rows just read (phase two; None if not read this poll).
     `truncated`: the read stopped at its row bound, so a target missing from `rows` is unknown, not removed.
+    `settled_at`: `rows` came from a filtered read; a target missing from them is installed at
+    this SourceVersion or later (done, when that is V1 or later).
     """
     polled = replace(state, polls=state.polls + 1)
     timed_out = now >= state.deadline_at(policy)
@@ -187,7 +190,12 @@ def assess(
         counts = _held_counts(polled)
         verdict: Verdict = "distribution_timed_out" if timed_out else "following"
         return _step(verdict, polled, counts, (), now=now, policy=policy)
-    reports, retrying_since = _classify(polled, rows, messages, truncated=truncated, now=now, policy=policy)
+    if settled_at is not None and settled_at < polled.v1:
+        # Left out as installed at an older version than ours: a missing target is unknown.
+        settled_at, truncated = None, True
+    reports, retrying_since = _classify(
+        polled, rows, messages, truncated=truncated, settled_at=settled_at, now=now, policy=policy
+    )
     polled = replace(polled, retrying_since=retrying_since)
     counts = _counts(report.status for report in reports)
     if not any(counts[key] for key in _BUSY):
@@ -220,6 +228,7 @@ def _classify(
     messages: Sequence[DpMessage],
     *,
     truncated: bool,
+    settled_at: int | None,
     now: float,
     policy: FollowSettings,
 ) -> tuple[list[RowReport], tuple[tuple[str, float], ...]]:
@@ -231,6 +240,8 @@ def _classify(
     reports: list[RowReport] = []
     for nal_path in state.targets:
         row = by_nal.get(nal_path)
+        if row is None and settled_at is not None:
+            row = _settled_row(nal_path, settled_at)
         status = _row_status(row, state.v1, truncated)
         if status == "retrying":
             first = kept[nal_path] = since.get(nal_path, now)
@@ -249,6 +260,18 @@ def _classify(
             )
         )
     return reports, tuple(sorted(kept.items()))
+
+
+def _settled_row(nal_path: str, version: int) -> DpStatusRow:
+    """A target a filtered read left out: installed at `version` or later (the lowest it can hold)."""
+    return DpStatusRow(
+        package_id="",
+        nal_path=nal_path,
+        dp_name=dp_name_from_nal(nal_path) or "?",
+        state=DpState.INSTALLED,
+        raw_state=int(DpState.INSTALLED),
+        source_version=version,
+    )
 
 
 def _row_status(row: DpStatusRow | None, v1: int, truncated: bool) -> RowStatus:

@@ -30,6 +30,7 @@ __all__ = [
     "FOLLOW_FOLLOWED",
     "FOLLOW_READING",
     "FOLLOW_ROWS_KEPT",
+    "FOLLOW_SETTLED",
     "FOLLOW_SNAPSHOT",
     "HEALTH_PROBE_REPLY",
     "INVOKE_FENCE",
@@ -129,6 +130,8 @@ FOLLOW_SNAPSHOT = "{prefix}:follow:{site_code}:{kind}:snapshot:{epoch}"
 FOLLOW_READING = "{prefix}:follow:{site_code}:{kind}:reading:{epoch}"  # string: the reader's token, TTL
 # hash package id -> [rollup, read at, rows] JSON: rows kept across intervals while the rollup stands still
 FOLLOW_ROWS_KEPT = "{prefix}:follow:{site_code}:{kind}:kept"
+# zset package id -> the highest V1 its followers wait for: rows installed at it are left out of reads
+FOLLOW_SETTLED = "{prefix}:follow:{site_code}:{kind}:settled"
 # Bulk jobs (worker/stores/bulk_store.py); every key of a bulk shares its TTL, refreshed on each write.
 BULK_RECORD = "{prefix}:bulk:{bulk_id}"  # hash: the job record and its counters
 BULK_PENDING = "{prefix}:bulk:{bulk_id}:pending"  # list "<child request id> <spec JSON>", not yet taken
@@ -186,6 +189,7 @@ class FollowKeys(NamedTuple):
     snapshot: str
     reading: str
     kept: str
+    settled: str
 
 
 class BulkKeys(NamedTuple):
@@ -323,6 +327,7 @@ class RedisKeys:
             FOLLOW_SNAPSHOT.format(**parts, epoch=epoch),
             FOLLOW_READING.format(**parts, epoch=epoch),
             FOLLOW_ROWS_KEPT.format(**parts),
+            FOLLOW_SETTLED.format(**parts),
         )
 
     def coalesce_leader(self, site_code: str, package_id: str) -> str:
