@@ -16,6 +16,7 @@ strings). Stream and channel always receive the event; only the hash is guarded.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from worker.stores.bulk_outcomes import BulkOutcome
 from worker.stores.keys import REJECTED_MARKER_PREFIX, RedisKeys
 from worker.stores.redis_full import refuses_writes
 
-__all__ = ["LATENCY_BUCKETS_S", "OutcomePublisher", "PublishResult", "latency_bucket"]
+__all__ = ["LATENCY_BUCKETS_S", "OutcomePublisher", "PublishResult", "follow_share", "latency_bucket"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ _KIND_REJECTION: Final = "rejection"
 # buckets, transient retries in minutes, medium waits in hours.
 LATENCY_BUCKETS_S: Final = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0)
 LATENCY_BUCKET_INF: Final = "le:+Inf"
+# Row statuses of a DP that holds a followed request back (docs/outcomes.md, "The distribution block").
+_STRAGGLING: Final = frozenset({"waiting", "retrying", "failed", "unknown"})
 
 
 def latency_bucket(seconds: float) -> str:
@@ -239,6 +242,7 @@ class OutcomePublisher:
             *self._keys.metrics,
             self._keys.watch_deadlines,
             self._keys.watch_messages,
+            *(self._keys.follow_metrics(outcome.site_code) if outcome.distribution is not None else ("", "", "")),
         ]
         latency_s = (outcome.finished_at - outcome.requested_at).total_seconds() if outcome.final else 0.0
         args: list[str | int] = [
@@ -260,8 +264,25 @@ class OutcomePublisher:
             outcome.error["kind"] if outcome.error else "",
             latency_bucket(latency_s) if outcome.final else "",
             f"{max(0.0, latency_s):.3f}",
+            follow_share(outcome),
         ]
         return keys, args
+
+
+def follow_share(outcome: Outcome) -> str:
+    """A followed request's share of the per-site following counters /metrics reads ('' for a final).
+
+    Targets by row status, and the DPs its listed rows show not done at V1 (phase `dps` only: in
+    phase `source` no copy has started, so no DP is late yet). Only the listed rows are known
+    (FOLLOW__MAX_DP_ROWS, stragglers first).
+    """
+    block = outcome.distribution
+    if block is None or outcome.final:
+        return ""
+    stragglers = (
+        sorted({row["dp"] for row in block["dps"] if row["status"] in _STRAGGLING}) if block["phase"] == "dps" else []
+    )
+    return json.dumps({"t": block["counts"], "s": stragglers}, separators=(",", ":"))
 
 
 def _log_retry(request_id: str) -> Callable[[RetryCallState], None]:
