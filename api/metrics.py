@@ -26,7 +26,8 @@ its length.
     sccm_refresh_api_token_file_ok                      0 while the token file's version is bad
 
 The following gauges come from counters the outcome writer keeps per site from each followed
-request's latest event (worker/stores/outcome_writer.lua): a request's share leaves with its final.
+request's latest event (worker/stores/outcome_writer.lua): a request's share leaves with its final
+(or an hour past its following deadline, should none come).
 A DP counts as a straggler only where a request's event lists its row (FOLLOW__MAX_DP_ROWS rows,
 stragglers first).
 

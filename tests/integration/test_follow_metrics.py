@@ -21,7 +21,7 @@ from config.settings import Settings
 from worker.domain.follow import COUNT_KEYS
 from worker.domain.outcomes import AttemptInfo, Outcome, RequestInfo
 from worker.stores.keys import RedisKeys
-from worker.stores.outcome_writer import OutcomePublisher
+from worker.stores.outcome_writer import FOLLOW_SHARE_GRACE_S, OutcomePublisher
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,15 @@ def _row(dp: str, status: str) -> dict[str, Any]:
     }
 
 
-def _followed(request_id: str, status: str, rows: dict[str, str], *, phase: str = "dps", poll: int = 1) -> Outcome:
+def _followed(
+    request_id: str,
+    status: str,
+    rows: dict[str, str],
+    *,
+    phase: str = "dps",
+    poll: int = 1,
+    deadline_at: str = "2026-05-02T12:00:00.000Z",
+) -> Outcome:
     """A followed request's event: `rows` maps each target DP to its row status."""
     counts: dict[str, int] = dict.fromkeys(COUNT_KEYS, 0)
     for row_status in rows.values():
@@ -54,7 +62,7 @@ def _followed(request_id: str, status: str, rows: dict[str, str], *, phase: str 
         "dps": [_row(dp, s) for dp, s in rows.items()] if phase == "dps" else [],
         "dps_omitted": 0,
         "following_since": "2026-05-01T12:00:00.000Z",
-        "deadline_at": "2026-05-02T12:00:00.000Z",
+        "deadline_at": deadline_at,
         "next_poll_at": None if final else "2026-05-01T12:05:00.000Z",
         "polls": poll,
     }
@@ -162,3 +170,21 @@ def test_straggler_dp_labels_are_capped_per_site_with_the_rest_summed(
     assert stragglers[dps[-1]] == 2  # held back two requests: ranked first
     assert stragglers[OTHER_DPS] == extra
     assert sum(stragglers.values()) == len(dps) + 1
+
+
+def test_a_share_long_past_its_deadline_is_dropped_by_the_sites_next_followed_event(
+    redis_client: redis.Redis, redis_keys: RedisKeys, redis_url: str
+) -> None:
+    """A followed request that publishes nothing more (no final) stops counting an hour after its deadline."""
+    redis_client.hset(redis_keys.sites, SITE, 3)
+    publisher = OutcomePublisher(redis_client, redis_keys)
+    publisher.publish(_followed("req-lost", "distributing", {"DP01": "failed"}, deadline_at="2026-05-01T12:10:00.000Z"))
+    assert FOLLOW_SHARE_GRACE_S == 3600.0  # the poll times below are minutes after T0 (12:00)
+    publisher.publish(_followed("req-next", "distributing", {"DP02": "waiting"}, poll=60))
+    assert redis_client.hexists(redis_keys.follow_metrics(SITE).live, "req-lost")  # 12:10 + 1 h not passed yet
+    publisher.publish(_followed("req-next", "distributing", {"DP02": "done"}, poll=75))
+    gauges = _gauges(_snapshot(redis_url, redis_keys))
+    assert gauges[("sccm_refresh_follow_requests", (("site", SITE),))] == 1
+    assert (gauges[_targets("failed")], gauges[_targets("done")]) == (0, 1)
+    assert not [key for key in gauges if key[0] == "sccm_refresh_follow_stragglers"]
+    assert redis_client.zcard(redis_keys.follow_metrics(SITE).due) == 1

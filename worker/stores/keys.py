@@ -34,6 +34,7 @@ __all__ = [
     "HEALTH_PROBE_REPLY",
     "INVOKE_FENCE",
     "METRICS_ERRORS",
+    "METRICS_FOLLOW_DUE",
     "METRICS_FOLLOW_LIVE",
     "METRICS_FOLLOW_STRAGGLERS",
     "METRICS_FOLLOW_TARGETS",
@@ -112,10 +113,12 @@ WORKERS_SEEN = "{prefix}:workers"  # zset worker node name -> last sweep (epoch 
 SITES = "{prefix}:sites"  # hash site code -> max_concurrency, as the workers are configured (for /metrics)
 # Requests followed to every DP, per site, kept by the outcome writer for /metrics (no TTL: each
 # request's share leaves with its final). live: hash request id -> its share (JSON: counts, stragglers);
-# targets: hash row status -> targets in it; stragglers: hash DP name -> requests it holds back.
+# targets: hash row status -> targets in it; stragglers: hash DP name -> requests it holds back;
+# due: zset request id -> when its share is dropped even without a final (epoch s).
 METRICS_FOLLOW_LIVE = "{prefix}:metrics:follow:{site_code}:live"
 METRICS_FOLLOW_TARGETS = "{prefix}:metrics:follow:{site_code}:targets"
 METRICS_FOLLOW_STRAGGLERS = "{prefix}:metrics:follow:{site_code}:stragglers"
+METRICS_FOLLOW_DUE = "{prefix}:metrics:follow:{site_code}:due"
 
 # Per-provider concurrency cap (worker/stores/slots.py): one set per site, every key with a TTL.
 # A lane within a site (a class refreshed one at a time) has its own set: "{site_code}" is then
@@ -204,6 +207,7 @@ class FollowMetricKeys(NamedTuple):
     live: str
     targets: str
     stragglers: str
+    due: str
 
 
 class BulkKeys(NamedTuple):
@@ -282,6 +286,7 @@ class RedisKeys:
             METRICS_FOLLOW_LIVE.format(**parts),
             METRICS_FOLLOW_TARGETS.format(**parts),
             METRICS_FOLLOW_STRAGGLERS.format(**parts),
+            METRICS_FOLLOW_DUE.format(**parts),
         )
 
     @property

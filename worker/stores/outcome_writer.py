@@ -30,13 +30,20 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_de
 
 from config.settings import LimitSettings
 from worker.domain.ids import is_key_part
-from worker.domain.outcomes import STATUS_REJECTED, Outcome, format_timestamp
+from worker.domain.outcomes import STATUS_REJECTED, Outcome, format_timestamp, parse_timestamp
 from worker.stores import keys as k
 from worker.stores.bulk_outcomes import BulkOutcome
 from worker.stores.keys import REJECTED_MARKER_PREFIX, RedisKeys
 from worker.stores.redis_full import refuses_writes
 
-__all__ = ["LATENCY_BUCKETS_S", "OutcomePublisher", "PublishResult", "follow_share", "latency_bucket"]
+__all__ = [
+    "FOLLOW_SHARE_GRACE_S",
+    "LATENCY_BUCKETS_S",
+    "OutcomePublisher",
+    "PublishResult",
+    "follow_share",
+    "latency_bucket",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +76,9 @@ LATENCY_BUCKETS_S: Final = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600
 LATENCY_BUCKET_INF: Final = "le:+Inf"
 # Row statuses of a DP that holds a followed request back (docs/outcomes.md, "The distribution block").
 _STRAGGLING: Final = frozenset({"waiting", "retrying", "failed", "unknown"})
+# A followed request publishes its final by its deadline (later only if its poll waited for a slot
+# or a worker): a share still there this long after is a request that will publish nothing more.
+FOLLOW_SHARE_GRACE_S: Final = 3600.0
 
 
 def latency_bucket(seconds: float) -> str:
@@ -242,7 +252,7 @@ class OutcomePublisher:
             *self._keys.metrics,
             self._keys.watch_deadlines,
             self._keys.watch_messages,
-            *(self._keys.follow_metrics(outcome.site_code) if outcome.distribution is not None else ("", "", "")),
+            *(self._keys.follow_metrics(outcome.site_code) if outcome.distribution is not None else ("",) * 4),
         ]
         latency_s = (outcome.finished_at - outcome.requested_at).total_seconds() if outcome.final else 0.0
         args: list[str | int] = [
@@ -265,6 +275,8 @@ class OutcomePublisher:
             latency_bucket(latency_s) if outcome.final else "",
             f"{max(0.0, latency_s):.3f}",
             follow_share(outcome),
+            _follow_share_due(outcome),
+            f"{outcome.finished_at.timestamp():.3f}",
         ]
         return keys, args
 
@@ -283,6 +295,14 @@ def follow_share(outcome: Outcome) -> str:
         sorted({row["dp"] for row in block["dps"] if row["status"] in _STRAGGLING}) if block["phase"] == "dps" else []
     )
     return json.dumps({"t": block["counts"], "s": stragglers}, separators=(",", ":"))
+
+
+def _follow_share_due(outcome: Outcome) -> str:
+    """When a followed request's share is dropped even if no final took it back (epoch s; '' for none)."""
+    block = outcome.distribution
+    if block is None or outcome.final:
+        return ""
+    return f"{parse_timestamp(block['deadline_at']).timestamp() + FOLLOW_SHARE_GRACE_S:.3f}"
 
 
 def _log_retry(request_id: str) -> Callable[[RetryCallState], None]:
