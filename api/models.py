@@ -315,6 +315,8 @@ class RefreshStatus(BaseModel):
 class RefreshDistribution(BaseModel):
     """How far a request followed to every DP got: its latest event's distribution block."""
 
+    model_config = ConfigDict(extra="forbid")
+
     request_id: str
     status: str = Field(description="the latest event's status (distributing, or one of its finals)")
     final: bool

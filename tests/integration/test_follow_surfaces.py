@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.models import RefreshDistribution
 from testing.fixtures_api import (
     READ_TOKEN,
     SUBMIT_TOKEN,
@@ -136,6 +137,7 @@ def test_a_followed_request_shows_distributing_everywhere_then_its_final(surface
         assert midway.status_code == 200, midway.text
         assert midway.json()["status"] == "distributing" and midway.json()["final"] is False
         assert midway.json()["distribution"]["next_poll_at"] is not None
+        RefreshDistribution.model_validate(midway.json())  # the documented shape, exactly (extra keys refused)
         seen: list[dict[str, Any]] = []
 
         def shown() -> bool:
@@ -155,6 +157,7 @@ def test_a_followed_request_shows_distributing_everywhere_then_its_final(surface
         read = client.get(f"/v1/refreshes/{request_id}/distribution")
         assert read.status_code == 200, read.text
         body = read.json()
+        RefreshDistribution.model_validate(body)
         assert (body["status"], body["final"], body["stream_id"]) == ("distributed", True, reader.events[-1].id)
         assert (body["source_version_before"], body["source_version_after"]) == (
             pkg["SourceVersion"],
