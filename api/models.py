@@ -36,6 +36,9 @@ __all__ = [
     "BulkAccepted",
     "BulkRefreshBody",
     "BulkStatus",
+    "DistributionBlock",
+    "DistributionCounts",
+    "DistributionRow",
     "FieldError",
     "Health",
     "OutcomeDocument",
@@ -44,6 +47,7 @@ __all__ = [
     "Readiness",
     "RefreshAccepted",
     "RefreshBatch",
+    "RefreshDistribution",
     "RefreshItem",
     "RefreshStatus",
     "SubmittedRefresh",
@@ -213,6 +217,55 @@ class RefreshAccepted(BaseModel):
     refreshes: list[SubmittedRefresh]
 
 
+_UINT32_MAX: Final = 0xFFFFFFFF
+RowStatus = Literal["done", "waiting", "retrying", "failed", "unknown", "removed"]
+
+
+class DistributionRow(BaseModel):
+    """One target DP's row (docs/outcomes.md, "The distribution block")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dp: str = Field(min_length=1, max_length=255, description="the DP's server name, from its NAL path")
+    nal_path: str = Field(min_length=1, max_length=512)
+    status: RowStatus
+    state: int | None = Field(ge=0, le=_UINT32_MAX, description="SMS_PackageStatusDistPointsSummarizer.State as read")
+    source_version: int | None = Field(ge=0, le=_UINT32_MAX, description="the version on that DP")
+    message_id: int | None = Field(ge=0, le=_UINT32_MAX, description="its last status message, when read")
+    message_at: str | None = Field(max_length=64)
+
+
+class DistributionCounts(BaseModel):
+    """Target DPs by row status."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    done: int = Field(ge=0)
+    waiting: int = Field(ge=0)
+    retrying: int = Field(ge=0)
+    failed: int = Field(ge=0)
+    unknown: int = Field(ge=0)
+    removed: int = Field(ge=0)
+
+
+class DistributionBlock(BaseModel):
+    """What following a refresh to every DP found (an outcome's `distribution`, schema version 3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phase: Literal["source", "dps"] = Field(
+        description="source: waiting for SourceVersion to pass V0; dps: following the DP rows at V1"
+    )
+    targets: int | None = Field(ge=0, description="DPs followed; null until read")
+    counts: DistributionCounts
+    dps: list[DistributionRow] = Field(description="at most FOLLOW__MAX_DP_ROWS target rows, stragglers first")
+    dps_omitted: int = Field(ge=0, description="target rows not listed")
+    following_since: str = Field(pattern=_TIMESTAMP_PATTERN)
+    deadline_at: str = Field(pattern=_TIMESTAMP_PATTERN)
+    next_poll_at: str | None = Field(pattern=_TIMESTAMP_PATTERN, description="null once final")
+    polls: int = Field(ge=0)
+
+
 class OutcomeDocument(BaseModel):
     """One outcome event, schema `sccm-refresh.outcome` version 3 (docs/outcomes.md, docs/outcome.schema.json)."""
 
@@ -237,7 +290,7 @@ class OutcomeDocument(BaseModel):
     next_retry_at: str | None = Field(pattern=_TIMESTAMP_PATTERN)
     source_version_before: int | None
     source_version_after: int | None
-    distribution: dict[str, Any] | None = Field(
+    distribution: DistributionBlock | None = Field(
         description="only for a request followed to every DP (until=distributed): what the DPs hold"
     )
     requested_at: str = Field(pattern=_TIMESTAMP_PATTERN)
@@ -257,6 +310,26 @@ class RefreshStatus(BaseModel):
     updated_at: str = Field(pattern=_TIMESTAMP_PATTERN)
     stream_id: str = Field(description="the event's id in the outcome stream (resume /v1/events after it)")
     outcome: OutcomeDocument
+
+
+class RefreshDistribution(BaseModel):
+    """How far a request followed to every DP got: its latest event's distribution block."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str
+    status: str = Field(description="the latest event's status (distributing, or one of its finals)")
+    final: bool
+    updated_at: str = Field(pattern=_TIMESTAMP_PATTERN)
+    stream_id: str = Field(description="the event's id in the outcome stream")
+    source_version_before: int | None = Field(description="V0: SourceVersion when the refresh was accepted")
+    source_version_after: int | None = Field(description="V1: the version the DPs must hold; null until it rose")
+    distribution: DistributionBlock | None = Field(
+        description=(
+            "null while the request has not reached following yet (not accepted so far: whether it is"
+            " followed shows once it is); a request that ended without one answers 409"
+        )
+    )
 
 
 class PackageStatus(BaseModel):

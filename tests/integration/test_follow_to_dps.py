@@ -15,7 +15,7 @@ import pytest
 
 from emulator.sms.provider import Provider
 from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME, make_emulator_settings
-from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun
+from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun, fast_follow_env
 from testing.waiting import wait_until
 from worker.domain.outcomes import Outcome
 
@@ -27,14 +27,7 @@ _DEADLINE_S = 15.0
 # Requests followed together, all accepted before DistMgr is let go: few enough that the last is
 # accepted well inside the first one's deadline on a busy machine.
 _TOGETHER = 12
-_FOLLOW_ENV = {
-    "SCCM_REFRESH_FOLLOW__FIRST_POLL_S": "0.5",
-    "SCCM_REFRESH_FOLLOW__MAX_POLL_S": "0.5",
-    "SCCM_REFRESH_FOLLOW__DEADLINE_S": str(_DEADLINE_S),
-    "SCCM_REFRESH_FOLLOW__MAX_DP_ROWS": "3",
-    "SCCM_REFRESH_FOLLOW__SNAPSHOT_S": "0.5",
-    "SCCM_REFRESH_FOLLOW__SNAPSHOT_WAIT_S": "2",
-}
+_FOLLOW_ENV = fast_follow_env(_DEADLINE_S, max_dp_rows="3")
 _FAST_DPS: dict[str, Any] = {
     "dp_copy_time_s": 0.05,
     "dp_retry_delay_s": 0.05,

@@ -35,6 +35,10 @@ __all__ = [
     "HEALTH_PROBE_REPLY",
     "INVOKE_FENCE",
     "METRICS_ERRORS",
+    "METRICS_FOLLOW_DUE",
+    "METRICS_FOLLOW_LIVE",
+    "METRICS_FOLLOW_STRAGGLERS",
+    "METRICS_FOLLOW_TARGETS",
     "METRICS_LATENCY",
     "METRICS_OUTCOMES",
     "OUTCOME_CHANNEL",
@@ -73,6 +77,7 @@ __all__ = [
     "WORKERS_SEEN",
     "BulkKeys",
     "FollowKeys",
+    "FollowMetricKeys",
     "RedisKeys",
     "SlotKeys",
 ]
@@ -107,6 +112,14 @@ METRICS_ERRORS = "{prefix}:metrics:errors"  # hash "<kind>|<retrying|final>" -> 
 METRICS_LATENCY = "{prefix}:metrics:latency"  # hash: histogram of request-to-final seconds ("le:<b>", sum, count)
 WORKERS_SEEN = "{prefix}:workers"  # zset worker node name -> last sweep (epoch s); old members trimmed
 SITES = "{prefix}:sites"  # hash site code -> max_concurrency, as the workers are configured (for /metrics)
+# Requests followed to every DP, per site, kept by the outcome writer for /metrics (no TTL: each
+# request's share leaves with its final). live: hash request id -> its share (JSON: counts, stragglers);
+# targets: hash row status -> targets in it; stragglers: hash DP name -> requests it holds back;
+# due: zset request id -> when its share is dropped even without a final (epoch s).
+METRICS_FOLLOW_LIVE = "{prefix}:metrics:follow:{site_code}:live"
+METRICS_FOLLOW_TARGETS = "{prefix}:metrics:follow:{site_code}:targets"
+METRICS_FOLLOW_STRAGGLERS = "{prefix}:metrics:follow:{site_code}:stragglers"
+METRICS_FOLLOW_DUE = "{prefix}:metrics:follow:{site_code}:due"
 
 # Per-provider concurrency cap (worker/stores/slots.py): one set per site, every key with a TTL.
 # A lane within a site (a class refreshed one at a time) has its own set: "{site_code}" is then
@@ -192,6 +205,15 @@ class FollowKeys(NamedTuple):
     settled: str
 
 
+class FollowMetricKeys(NamedTuple):
+    """One site's following counters, in the order worker/stores/outcome_writer.lua takes them."""
+
+    live: str
+    targets: str
+    stragglers: str
+    due: str
+
+
 class BulkKeys(NamedTuple):
     """One bulk job's keys, in the order worker/stores/bulk_store.lua takes them."""
 
@@ -259,6 +281,16 @@ class RedisKeys:
             METRICS_OUTCOMES.format(prefix=prefix),
             METRICS_ERRORS.format(prefix=prefix),
             METRICS_LATENCY.format(prefix=prefix),
+        )
+
+    def follow_metrics(self, site_code: str) -> FollowMetricKeys:
+        """The counters /metrics reads about the requests followed to every DP at one site."""
+        parts = {"prefix": self.prefix, "site_code": _key_part("site_code", site_code)}
+        return FollowMetricKeys(
+            METRICS_FOLLOW_LIVE.format(**parts),
+            METRICS_FOLLOW_TARGETS.format(**parts),
+            METRICS_FOLLOW_STRAGGLERS.format(**parts),
+            METRICS_FOLLOW_DUE.format(**parts),
         )
 
     @property
