@@ -10,20 +10,18 @@ retrying; the bulk counts them by distribution state and its stragglers name DP0
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from testing.cli_process import pipeline_env, run_cli
 from testing.fixtures_api import SUBMIT_TOKEN, ApiServer
-from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME, make_emulator_settings
 from testing.fixtures_pipeline import Pipeline, PipelineFactory
+from testing.offline_site import fast_follow_env, offline_dp_site
 from testing.waiting import wait_until
 from worker.stores.bulk_outcomes import BulkOutcome
 from worker.stores.outcome_reader import read_events
@@ -33,45 +31,14 @@ pytestmark = pytest.mark.integration
 _SITE = "OS1"
 _CHILDREN = 4
 _DEADLINE_S = 10.0
-_FOLLOW_ENV = {
-    "SCCM_REFRESH_FOLLOW__FIRST_POLL_S": "0.5",
-    "SCCM_REFRESH_FOLLOW__MAX_POLL_S": "0.5",
-    "SCCM_REFRESH_FOLLOW__DEADLINE_S": str(_DEADLINE_S),
-    "SCCM_REFRESH_FOLLOW__MAX_DP_ROWS": "3",
-    "SCCM_REFRESH_FOLLOW__SNAPSHOT_S": "0.5",
-    "SCCM_REFRESH_FOLLOW__SNAPSHOT_WAIT_S": "2",
-    "SCCM_REFRESH_LIMITS__BULK_WINDOW_EXTRA": "0",
-}
+_FOLLOW_ENV = {**fast_follow_env(deadline_s=_DEADLINE_S), "SCCM_REFRESH_LIMITS__BULK_WINDOW_EXTRA": "0"}
 _TIMED_OUT_ONLY = {"distributing": 0, "distributed": 0, "distributed_with_failures": 0, "distribution_timed_out": 4}
 
 
 @pytest.fixture(scope="module")
 def pipeline(pipeline_factory: PipelineFactory) -> Pipeline:
     """The module's pipeline (the API fixture sits in front of it): OS1 with DP02 offline, a cap of one."""
-    offline_site = make_emulator_settings(
-        site_code=_SITE,
-        auth_modes=("basic",),
-        allow_unencrypted=True,
-        dp_copy_time_s=0.05,
-        dp_retry_delay_s=0.5,
-        dp_retry_count=100_000,
-        dp_offline=("DP02",),
-    )
-
-    def providers(emulators: dict[str, Any]) -> dict[str, dict[str, str]]:
-        return {
-            _SITE: {
-                "endpoint": emulators[_SITE].url,
-                "transport": "basic",
-                "username": EMULATOR_USERNAME,
-                "password": EMULATOR_PASSWORD,
-                "allow_unencrypted": "true",
-                "operation_timeout_s": "5",
-                "read_timeout_s": "8",
-                "max_concurrency": "1",
-            }
-        }
-
+    offline_site, providers = offline_dp_site(_SITE, provider_extra={"max_concurrency": "1"})
     return pipeline_factory(
         extra_emulators={_SITE: offline_site},
         extra_providers=providers,
@@ -104,7 +71,7 @@ def followed_bulk(pipeline: Pipeline, client: httpx.Client) -> dict[str, Any]:
         status = client.get(f"/v1/bulk-refreshes/{bulk_id}").json()
         stragglers = client.get(f"/v1/bulk-refreshes/{bulk_id}/stragglers").json()
         seen_while_running[:] = [status, stragglers]
-        return status["distribution"]["distributing"] == _CHILDREN
+        return bool(status["distribution"]["distributing"] == _CHILDREN)
 
     assert wait_until(all_followed, timeout_s=_DEADLINE_S, poll_s=0.2), json.dumps(seen_while_running)
 
@@ -175,17 +142,7 @@ def test_the_stragglers_route_refuses_bad_input_and_answers_404_for_an_unknown_b
 
 
 def _cli(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCCM_REFRESH_")}
-    env.update(
-        PYTHONPATH=str(Path(__file__).resolve().parents[2]),
-        SCCM_REFRESH_BROKER_URL=pipeline.redis_url,
-        SCCM_REFRESH_REDIS_URL=pipeline.redis_url,
-        SCCM_REFRESH_QUEUE=pipeline.queue,
-        SCCM_REFRESH_KEY_PREFIX=pipeline.keys.prefix,
-        COLUMNS="160",
-    )
-    command = [sys.executable, "-m", "cli.main", *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    return run_cli(*args, env=pipeline_env(pipeline, COLUMNS="160"))
 
 
 def test_status_dps_shows_the_stragglers_as_a_table_and_as_json(
