@@ -216,8 +216,7 @@ elseif op == 'finished' then
   -- following) counts it. That call also refills the window (the `take` below, in the same script:
   -- one round trip per ending child instead of two).
   local child = ARGV[4]
-  local was_taken = redis.call('HDEL', TAKEN, child) == 1
-  if not was_taken and redis.call('HEXISTS', FOLLOWING, child) == 0 then
+  if redis.call('HDEL', TAKEN, child) == 0 and redis.call('HEXISTS', FOLLOWING, child) == 0 then
     return {0, 0, snapshot(), {}}
   end
   replace_marks(child, joined(8))
@@ -227,7 +226,7 @@ elseif op == 'finished' then
   redis.call('HINCRBY', RECORD, 'count:' .. ARGV[5], 1)
   local last = maybe_finish()
   local items = {}
-  if last == 0 and was_taken then
+  if last == 0 then
     items = refill(tonumber(ARGV[6] or '0'), tonumber(ARGV[7]))
   end
   keep()

@@ -46,7 +46,7 @@ from worker.domain.outcomes import (
     STATUS_DISTRIBUTION_TIMED_OUT,
 )
 from worker.domain.packages import validate_site_code
-from worker.domain.request import UNTIL_ACCEPTED, UNTIL_DISTRIBUTED
+from worker.domain.request import UNTIL_ACCEPTED, UNTIL_DISTRIBUTED, UNTIL_VALUES
 from worker.domain.stragglers import (
     HELD_AT_SOURCE,
     STRAGGLER_STATUSES,
@@ -158,7 +158,7 @@ class BulkRecord:
     def until(self) -> str:
         """How far each child is followed (`until`, as its producer recorded it; `accepted` by default)."""
         value = self.criteria.get(UNTIL_KEY)
-        return value if isinstance(value, str) else UNTIL_ACCEPTED
+        return value if value in UNTIL_VALUES else UNTIL_ACCEPTED
 
     @property
     def distribution(self) -> dict[str, int] | None:
