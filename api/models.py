@@ -173,6 +173,11 @@ class BulkRefreshBody(BulkCriteria):
     """`POST /v1/bulk-refreshes`: the bulk criteria, plus `dry_run` (count and sample, refresh nothing)."""
 
     dry_run: bool = Field(default=False, description="enumerate and count only; nothing is refreshed")
+    until: Until = Field(
+        default="accepted",
+        description="how far every child is followed, as a single request's `until`: "
+        + str(RefreshRequest.model_fields["until"].description),
+    )
 
     _few_keys = model_validator(mode="before")(_few_keys)
 
@@ -194,7 +199,7 @@ class BulkRefreshBody(BulkCriteria):
 
     def criteria(self) -> dict[str, Any]:
         """The criteria alone, as `producers.bulk.enqueue_bulk` takes them."""
-        return self.model_dump(mode="json", exclude={"dry_run"}, exclude_none=True)
+        return self.model_dump(mode="json", exclude={"dry_run", "until"}, exclude_none=True)
 
 
 # -- responses -------------------------------------------------------------------------------
@@ -352,6 +357,16 @@ class BulkAccepted(BaseModel):
     bulk_id: str
     dry_run: bool
     package_classes: list[str] = Field(description=_CLASSES_SELECTED)
+    until: Until = Field(description="how far every child is followed")
+
+
+class BulkDistribution(BaseModel):
+    """A bulk followed to every DP: its children by distribution state."""
+
+    distributing: int = Field(description="accepted, still followed (out of the window)")
+    distributed: int
+    distributed_with_failures: int
+    distribution_timed_out: int
 
 
 class BulkStatus(BaseModel):
@@ -373,6 +388,34 @@ class BulkStatus(BaseModel):
     finished_at: datetime | None
     error: str | None
     sample: list[dict[str, Any]] | None = Field(default=None, description="dry run: the first packages selected")
+    until: Until = Field(description="how far every child is followed")
+    distribution: BulkDistribution | None = Field(
+        default=None, description="until=distributed only: children by distribution state"
+    )
+
+
+class DpStragglerRow(BaseModel):
+    dp: str = Field(description="the DP's server name (from its NAL path, upper-cased)")
+    held: int = Field(description="the bulk's packages this DP does not hold at V1 yet")
+    waiting: int = Field(description="of those: in flight (queued, copying, validating, waiting for a schedule)")
+    retrying: int
+    failed: int
+    unknown: int
+
+
+class BulkStragglers(BaseModel):
+    """Which DPs hold a bulk's packages back: each child's latest distribution block, rolled up."""
+
+    bulk_id: str
+    state: Literal["enumerating", "running", "done", "cancelled", "failed"]
+    until: Until
+    following: int = Field(description="children still followed (their rows count where they are now)")
+    dps: list[DpStragglerRow] = Field(description="the DPs holding the most packages back, first")
+    dps_omitted: int = Field(description="DPs holding packages back that are not listed (raise `limit`)")
+    held_at_source: int = Field(description="packages whose SourceVersion never passed V0 (no DP to name)")
+    unlisted_rows: int = Field(
+        description="straggler rows the children's blocks did not list (each lists at most FOLLOW__MAX_DP_ROWS)"
+    )
 
 
 class Health(BaseModel):

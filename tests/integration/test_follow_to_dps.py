@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from emulator.sms.provider import Provider
-from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME, make_emulator_settings
 from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun, fast_follow_env
+from testing.offline_site import offline_dp_site
 from testing.waiting import wait_until
 from worker.domain.outcomes import Outcome
 
@@ -40,29 +40,7 @@ Pick = Callable[..., dict[str, Any]]
 
 @pytest.fixture(scope="module")
 def followed(pipeline_factory: PipelineFactory) -> Pipeline:
-    offline_site = make_emulator_settings(
-        site_code=_OFFLINE_SITE,
-        auth_modes=("basic",),
-        allow_unencrypted=True,
-        dp_copy_time_s=0.05,
-        dp_retry_delay_s=0.5,
-        dp_retry_count=100_000,
-        dp_offline=("DP02",),
-    )
-
-    def providers(emulators: dict[str, Any]) -> dict[str, dict[str, str]]:
-        return {
-            _OFFLINE_SITE: {
-                "endpoint": emulators[_OFFLINE_SITE].url,
-                "transport": "basic",
-                "username": EMULATOR_USERNAME,
-                "password": EMULATOR_PASSWORD,
-                "allow_unencrypted": "true",
-                "operation_timeout_s": "5",
-                "read_timeout_s": "8",
-            }
-        }
-
+    offline_site, providers = offline_dp_site(_OFFLINE_SITE)
     return pipeline_factory(
         emulator_overrides={"BS1": _FAST_DPS},
         extra_emulators={_OFFLINE_SITE: offline_site},

@@ -16,7 +16,7 @@ import pytest
 
 from emulator.sms.provider import Provider
 from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME, make_emulator_settings
-from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun
+from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun, fast_follow_env
 from worker.domain.outcomes import Outcome
 
 pytestmark = pytest.mark.integration
@@ -24,14 +24,7 @@ pytestmark = pytest.mark.integration
 _SITE = "TW1"
 _DPS = 20
 _DEADLINE_S = 20.0
-_FOLLOW_ENV = {
-    "SCCM_REFRESH_FOLLOW__FIRST_POLL_S": "0.5",
-    "SCCM_REFRESH_FOLLOW__MAX_POLL_S": "0.5",
-    "SCCM_REFRESH_FOLLOW__DEADLINE_S": str(_DEADLINE_S),
-    "SCCM_REFRESH_FOLLOW__MAX_DP_ROWS": "25",
-    "SCCM_REFRESH_FOLLOW__SNAPSHOT_S": "0.5",
-    "SCCM_REFRESH_FOLLOW__SNAPSHOT_WAIT_S": "2",
-}
+_FOLLOW_ENV = fast_follow_env(_DEADLINE_S, max_dp_rows="25")
 
 
 @pytest.fixture(scope="module")

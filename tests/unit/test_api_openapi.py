@@ -135,6 +135,7 @@ def test_every_v1_operation_declares_its_token_and_its_errors() -> None:
         "/v1/bulk-refreshes",
         "/v1/bulk-refreshes/{bulk_id}",
         "/v1/bulk-refreshes/{bulk_id}/cancel",
+        "/v1/bulk-refreshes/{bulk_id}/stragglers",
         "/v1/events",
         "/healthz",
         "/readyz",

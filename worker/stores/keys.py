@@ -16,7 +16,10 @@ from worker.domain.ids import is_bulk_id, is_key_part, is_request_id_key_part
 __all__ = [
     "ATTEMPT_LOCK",
     "BULK_CHILDREN",
+    "BULK_DP_RANK",
+    "BULK_DP_STRAGGLERS",
     "BULK_FINAL_MARKER",
+    "BULK_FOLLOWING",
     "BULK_HEARTBEATS",
     "BULK_PENDING",
     "BULK_RECORD",
@@ -154,6 +157,13 @@ BULK_HEARTBEATS = "{prefix}:bulk:{bulk_id}:heartbeats"  # zset child request id 
 # dispatcher died between taking it and publishing its message has no message anywhere.
 BULK_UNDELIVERED = "{prefix}:bulk:{bulk_id}:undelivered"
 BULK_CHILDREN = "{prefix}:bulk:{bulk_id}:children"  # set of child ids appended (dedupe while enumerating)
+# hash child request id -> its last straggler marks: children accepted and followed to every DP
+# (until=distributed). They leave the window (taken) at acceptance and stay here until their final.
+BULK_FOLLOWING = "{prefix}:bulk:{bulk_id}:following"
+# The stragglers rollup, kept as children report (worker/domain/stragglers.py): hash
+# "<status>|<dp>" / "~source" / "~unlisted" -> packages, and zset dp -> packages it holds back.
+BULK_DP_STRAGGLERS = "{prefix}:bulk:{bulk_id}:dp-stragglers"
+BULK_DP_RANK = "{prefix}:bulk:{bulk_id}:dp-rank"
 BULK_FINAL_MARKER = "{prefix}:bulk-final:{bulk_id}"  # string (stream id), TTL: the bulk outcome published once
 BULK_STATES = "{prefix}:metrics:bulks"  # hash state -> bulk jobs in it (kept by bulk_store.lua)
 
@@ -223,6 +233,9 @@ class BulkKeys(NamedTuple):
     heartbeats: str
     children: str
     undelivered: str
+    following: str
+    dp_stragglers: str
+    dp_rank: str
 
 
 def _key_part(name: str, value: str) -> str:
@@ -404,6 +417,9 @@ class RedisKeys:
                     BULK_HEARTBEATS,
                     BULK_CHILDREN,
                     BULK_UNDELIVERED,
+                    BULK_FOLLOWING,
+                    BULK_DP_STRAGGLERS,
+                    BULK_DP_RANK,
                 )
             )
         )
