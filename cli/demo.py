@@ -8,10 +8,13 @@
    password travels as a 0600 file, never in arguments or the environment).
 4. The HTTP API (a generated token) and Flower (a generated login), each its own process.
 5. Through the API: a few single refreshes of STORAGE_COMPRESS packages (they wait for their
-   medium), then a bulk refresh of the site (the default classes: SMS_Package, SMS_DriverPackage):
-   the bulk's children for those packages join the pending refreshes instead of refreshing again.
-6. A live progress bar of the bulk, then a table of how every request ended, read back from the
-   outcome stream. `--keep` leaves everything running until Ctrl-C; otherwise everything stops.
+   medium), then a bulk refresh of the site (the default classes: SMS_Package, SMS_DriverPackage)
+   followed to every distribution point (`until: distributed`). The emulated site has five DPs
+   (DP05 a pull DP); DP04 is offline, so each of its copies fails after two retries.
+6. A live progress bar of the bulk with the DPs holding its packages back (the stragglers
+   report), then a table of how every request ended, read back from the outcome stream, and the
+   DP named as the straggler. `--keep` leaves everything running until Ctrl-C; otherwise
+   everything stops.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -56,7 +60,8 @@ FLOWER_USER = "admin"
 WORKERS = 2
 THREADS = 8
 PROVIDER_SLOTS = 8
-SINGLES = 5  # STORAGE_COMPRESS packages refreshed on their own first: the bulk joins them
+SINGLES = 5  # STORAGE_COMPRESS packages refreshed on their own first (they wait for their medium)
+OFFLINE_DP = "DP04"  # the injected fault: every copy to it fails, so it is the bulk's straggler
 _POLL_S = 0.25
 _HTTP_TIMEOUT_S = 10.0
 # Plain text: "[redis]" and friends are labels here, not rich markup; long lines are not cut.
@@ -103,9 +108,9 @@ def run_demo(*, packages: int, timeout_s: float, medium_ready_after_s: float, se
 
         started = time.monotonic()
         expected, bulk_id = _submit(services, emulator)
-        record = _follow_bulk(services, bulk_id, timeout_s=timeout_s)
+        record, stragglers = _follow_bulk(services, bulk_id, timeout_s=timeout_s)
         summary = _summarise(redis_url, env["SCCM_REFRESH_KEY_PREFIX"], expected, bulk_id, timeout_s=timeout_s)
-        ok = summary.show(bulk_id, record, time.monotonic() - started)
+        ok = summary.show(bulk_id, record, stragglers, time.monotonic() - started)
         console.print(f"\nFlower: {services.flower_url}   API: {services.api_url}/docs   files: {workdir}")
         if keep:
             _wait_for_interrupt()
@@ -128,6 +133,12 @@ def _emulator(packages: int, seed: int, medium_ready_after_s: float) -> Emulator
             medium_ready_after_s=medium_ready_after_s,
             distmgr_threads=3,
             distmgr_time_per_package_s=0.02,
+            dp_count=5,
+            pull_dp_count=1,
+            dp_copy_time_s=0.2,
+            dp_retry_count=2,
+            dp_retry_delay_s=0.5,
+            dp_offline=(OFFLINE_DP,),
             latency_s=0.02,
             latency_distribution="uniform",
             fault_rates=FaultRates(http_503=0.02, connection_reset=0.02),
@@ -155,6 +166,12 @@ def _environment(redis_url: str, emulator: Emulator, workdir: Path, run_id: str)
         "SCCM_REFRESH_LIMITS__BULK_PUMP_INTERVAL_S": "2",
         # No in-call retries: a transient fault re-queues the request, so the table can show it.
         "SCCM_REFRESH_RETRY__IN_CALL__MAX_ATTEMPTS": "1",
+        # Following polls every 1-2 s (shipped: from a minute, backing off to half an hour) and
+        # gives up after two minutes (shipped: a day); the per-site reads every second.
+        "SCCM_REFRESH_FOLLOW__FIRST_POLL_S": "1",
+        "SCCM_REFRESH_FOLLOW__MAX_POLL_S": "2",
+        "SCCM_REFRESH_FOLLOW__SNAPSHOT_S": "1",
+        "SCCM_REFRESH_FOLLOW__DEADLINE_S": "120",
     }
     return worker_environment(
         redis_url=redis_url,
@@ -210,28 +227,56 @@ def _submit(services: _Services, emulator: Emulator) -> tuple[set[str], str]:
         answer = _post(http, services, "/v1/refreshes", {"packages": singles}) if singles else {"refreshes": []}
         expected = {item["request_id"] for item in answer["refreshes"]}
         console.print(f"[submit]   {len(expected)} single refresh(es) of STORAGE_COMPRESS packages (medium not ready)")
-        bulk = _post(http, services, "/v1/bulk-refreshes", {"site_code": SITE_CODE})
-    console.print(f"[submit]   bulk refresh {bulk['bulk_id']} of site {SITE_CODE} through POST /v1/bulk-refreshes")
+        bulk = _post(http, services, "/v1/bulk-refreshes", {"site_code": SITE_CODE, "until": "distributed"})
+    console.print(
+        f"[submit]   bulk refresh {bulk['bulk_id']} of site {SITE_CODE} through POST /v1/bulk-refreshes,"
+        f" followed to every DP ({OFFLINE_DP} is offline)"
+    )
     return expected, str(bulk["bulk_id"])
 
 
-def _follow_bulk(services: _Services, bulk_id: str, *, timeout_s: float) -> dict[str, Any]:
+def _follow_bulk(services: _Services, bulk_id: str, *, timeout_s: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The bulk's record and stragglers report once it finished, shown live meanwhile."""
     deadline = time.monotonic() + timeout_s
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     record: dict[str, Any] = {}
-    with _api(services) as http, Progress(*columns, console=console) as progress:
-        task = progress.add_task(f"bulk {bulk_id}", total=None)
+    stragglers: dict[str, Any] = {}
+    progress = Progress(*columns, console=console)
+    task = progress.add_task(f"bulk {bulk_id}", total=None)
+    with _api(services) as http, Live(Group(progress), console=console, refresh_per_second=4) as live:
         while time.monotonic() < deadline:
-            response = http.get(f"{services.api_url}/v1/bulk-refreshes/{bulk_id}", timeout=_HTTP_TIMEOUT_S)
-            response.raise_for_status()
-            record = response.json()
+            record = _get(http, f"{services.api_url}/v1/bulk-refreshes/{bulk_id}")
+            stragglers = _get(http, f"{services.api_url}/v1/bulk-refreshes/{bulk_id}/stragglers")
             counts = record.get("counts") or {}
             progress.update(task, total=record.get("total"), completed=sum(counts.values()))
             progress.update(task, description=f"bulk {bulk_id}: {record.get('state')}")
+            live.update(Group(progress, _dp_table(record, stragglers)))
             if record.get("finished_at"):
                 break
             time.sleep(_POLL_S)
-    return record
+    console.print()
+    return record, stragglers
+
+
+def _get(http: requests.Session, url: str) -> dict[str, Any]:
+    response = http.get(url, timeout=_HTTP_TIMEOUT_S)
+    response.raise_for_status()
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def _dp_table(record: dict[str, Any], stragglers: dict[str, Any]) -> Table:
+    """The DPs holding the bulk's packages back (GET /v1/bulk-refreshes/{id}/stragglers)."""
+    distribution = record.get("distribution") or {}
+    done = ", ".join(f"{n} {state}" for state, n in distribution.items() if n) or "none yet"
+    table = Table(title=f"followed to every DP: {done}", show_header=True, title_justify="left")
+    for column in ("DP", "holding back", "in flight", "retrying", "failed"):
+        table.add_column(column, justify="left" if column == "DP" else "right")
+    for row in stragglers.get("dps") or []:
+        table.add_row(row["dp"], *(str(row[key]) for key in ("held", "waiting", "retrying", "failed")))
+    if stragglers.get("held_at_source"):
+        table.add_row("(source not updated yet)", str(stragglers["held_at_source"]), "", "", "")
+    return table
 
 
 def _summarise(redis_url: str, prefix: str, singles: set[str], bulk_id: str, *, timeout_s: float) -> _Summary:
@@ -269,15 +314,20 @@ class _Summary:
     once: bool
     requests: int
 
-    def show(self, bulk_id: str, record: dict[str, Any], took_s: float) -> bool:
+    def show(self, bulk_id: str, record: dict[str, Any], stragglers: dict[str, Any], took_s: float) -> bool:
         statuses = self.statuses
         table = Table(title=f"demo: {self.requests} requests in {took_s:.1f} s", show_header=True)
         table.add_column("how they ended")
         table.add_column("requests", justify="right")
-        table.add_row("refreshed (accepted or source updated)", str(statuses["accepted"] + statuses["source_updated"]))
+        refreshed = sum(statuses[s] for s in ("accepted", "source_updated", *_DISTRIBUTION_STATUSES))
+        table.add_row("refreshed", str(refreshed))
         table.add_row("  of which retried after a transient error", str(len(self.retried)))
         table.add_row("  of which waited for their medium", str(len(self.medium)))
-        table.add_row("  of which joined a pending refresh", str(len(self.joined)))
+        if self.joined:
+            table.add_row("  of which joined a pending refresh", str(len(self.joined)))
+        for status, label in _DISTRIBUTION_STATUSES.items():
+            if statuses[status]:
+                table.add_row(f"  {label}", str(statuses[status]))
         labels = {
             "failed": "failed (e.g. STORAGE_NO_SOURCE: nothing to refresh)",
             "gave_up_medium_not_ready": "gave up: medium never ready",
@@ -290,10 +340,20 @@ class _Summary:
         console.print(table)
         counts = record.get("counts") or {}
         console.print(f"bulk {bulk_id}: {record.get('state')}, {record.get('total')} packages, counts {counts}")
+        worst = (stragglers.get("dps") or [None])[0]
+        if worst is not None:
+            console.print(f"straggler: {worst['dp']} holds {worst['held']} of the bulk's packages back")
         complete = bool(record.get("finished_at")) and sum(counts.values()) == record.get("total")
         ok = self.once and complete
         console.print("demo: OK, every request has exactly one final outcome" if ok else "demo: FAILED (see above)")
         return ok
+
+
+_DISTRIBUTION_STATUSES = {
+    "distributed": "on every DP (distributed)",
+    "distributed_with_failures": "on every DP but failed ones (distributed_with_failures)",
+    "distribution_timed_out": "not on every DP in time (distribution_timed_out)",
+}
 
 
 def _finals(events: list[Outcome]) -> dict[str, list[Outcome]]:

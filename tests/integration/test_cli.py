@@ -100,7 +100,8 @@ def test_demo_runs_end_to_end_with_an_embedded_redis_and_leaves_nothing_running(
     out = result.stdout
     assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
     assert "embedded redis-server" in out and "[api]" in out and "[flower]" in out
-    assert "through POST /v1/bulk-refreshes" in out and "joined a pending refresh" in out
+    assert "through POST /v1/bulk-refreshes, followed to every DP (DP04 is offline)" in out
+    assert "distributed_with_failures" in out and "straggler: DP04" in out
     assert "demo: OK, every request has exactly one final outcome" in out
     assert (tmp_path / ".sccm-refresh").is_dir()
     pids = [int(pid) for pid in re.findall(r"\(pid (\d+)\)|worker pid (\d+)", out) for pid in pid if pid]
