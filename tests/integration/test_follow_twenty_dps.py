@@ -1,4 +1,4 @@
-"""Following on a site of 20 DPs: one pull DP, one offline, one failing 30 % of its copies.
+"""Following on a site of 20 DPs (one pull DP, one offline, one failing 30 % of its copies), single and bulk.
 
 Real Celery worker, real Redis, the emulator over HTTP (Basic). TW1 has DP01..DP20, DP20 a pull
 DP (three times slower), DP02 offline (each copy fails; after its retries the row is State 3),
@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 
 from emulator.sms.provider import Provider
+from testing.fixtures_api import SUBMIT_TOKEN, ApiServer
 from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME, make_emulator_settings
 from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun, fast_follow_env
+from testing.waiting import wait_until
 from worker.domain.outcomes import Outcome
 
 pytestmark = pytest.mark.integration
@@ -28,7 +30,7 @@ _FOLLOW_ENV = fast_follow_env(_DEADLINE_S, max_dp_rows="25")
 
 
 @pytest.fixture(scope="module")
-def twenty(pipeline_factory: PipelineFactory) -> Pipeline:
+def pipeline(pipeline_factory: PipelineFactory) -> Pipeline:
     site = make_emulator_settings(
         site_code=_SITE,
         auth_modes=("basic",),
@@ -92,10 +94,10 @@ def _by_dp(final: Outcome) -> dict[str, dict[str, Any]]:
     return {row["dp"].split(".")[0]: row for row in block["dps"]}
 
 
-def test_the_offline_dp_fails_and_the_rest_land_at_v1_the_pull_and_flaky_ones_included(twenty: Pipeline) -> None:
+def test_the_offline_dp_fails_and_the_rest_land_at_v1_the_pull_and_flaky_ones_included(pipeline: Pipeline) -> None:
     """DP02 offline: its retries run out (State 3) while the 19 others reach V1, DP03 through its
     retries and DP20 pulling: `distributed_with_failures`, DP02 listed first, at V0."""
-    pkg, run, final = _follow(twenty)
+    pkg, run, final = _follow(pipeline)
     assert final.status == "distributed_with_failures", final.distribution
     assert set(run.statuses[:-1]) == {"distributing"}
     rows = _by_dp(final)
@@ -110,12 +112,12 @@ def test_the_offline_dp_fails_and_the_rest_land_at_v1_the_pull_and_flaky_ones_in
     assert all(rows[dp]["source_version"] >= pkg["SourceVersion"] + 1 for dp in done)
 
 
-def test_with_the_dp_back_online_every_one_of_twenty_lands_and_the_request_is_distributed(twenty: Pipeline) -> None:
+def test_with_the_dp_back_online_every_one_of_twenty_lands_and_the_request_is_distributed(pipeline: Pipeline) -> None:
     """DP02 back: 20 of 20 done at V1 (the pull DP last): `distributed`."""
-    provider = _provider(twenty)
+    provider = _provider(pipeline)
     provider.control_distribution(dp="DP02", offline=False)
     try:
-        pkg, _run, final = _follow(twenty)
+        pkg, _run, final = _follow(pipeline)
     finally:
         provider.control_distribution(dp="DP02", offline=True)
     assert final.status == "distributed", final.distribution
@@ -124,13 +126,13 @@ def test_with_the_dp_back_online_every_one_of_twenty_lands_and_the_request_is_di
     assert final.source_version_after == pkg["SourceVersion"] + 1
 
 
-def test_a_dp_whose_schedule_stays_closed_makes_the_request_time_out_with_it_waiting(twenty: Pipeline) -> None:
+def test_a_dp_whose_schedule_stays_closed_makes_the_request_time_out_with_it_waiting(pipeline: Pipeline) -> None:
     """DP05's schedule closed and DP02 offline: at the deadline DP05 is still waiting (not failed),
     DP02 failed: `distribution_timed_out`, the 18 others done."""
-    provider = _provider(twenty)
+    provider = _provider(pipeline)
     provider.control_distribution(dp="DP05", schedule=(None, 0.0))
     try:
-        _pkg, _run, final = _follow(twenty)
+        _pkg, _run, final = _follow(pipeline)
     finally:
         provider.control_distribution(dp="DP05", clear_schedule=True)
     assert final.status == "distribution_timed_out", final.distribution
@@ -139,3 +141,34 @@ def test_a_dp_whose_schedule_stays_closed_makes_the_request_time_out_with_it_wai
     assert final.distribution is not None
     counts = final.distribution["counts"]
     assert (counts["done"], counts["waiting"], counts["failed"]) == (18, 1, 1)
+
+
+def test_a_bulk_on_twenty_dps_ends_with_its_children_counted_and_the_offline_dp_named(
+    pipeline: Pipeline, pipeline_api: ApiServer
+) -> None:
+    """Five packages as a bulk with until=distributed through the API: every child ends
+    `distributed_with_failures` (DP02), the bulk counts them so, and its stragglers report names
+    DP02 alone, failed for all five."""
+    chosen = [
+        p["PackageID"]
+        for p in pipeline.emulators[_SITE].provider.packages()
+        if p["PkgSourceFlag"] == 2 and p["class"] == "SMS_Package" and p["PackageID"] not in _used
+    ][:5]
+    _used.update(chosen)
+    with pipeline_api.client(SUBMIT_TOKEN) as client:
+        accepted = client.post(
+            "/v1/bulk-refreshes", json={"site_code": _SITE, "package_ids": chosen, "until": "distributed"}
+        )
+        assert accepted.status_code == 202, accepted.text
+        bulk_id = accepted.json()["bulk_id"]
+        assert wait_until(
+            lambda: client.get(f"/v1/bulk-refreshes/{bulk_id}").json()["finished_at"] is not None,
+            timeout_s=2 * _DEADLINE_S,
+            poll_s=0.3,
+        )
+        status = client.get(f"/v1/bulk-refreshes/{bulk_id}").json()
+        report = client.get(f"/v1/bulk-refreshes/{bulk_id}/stragglers").json()
+    assert status["state"] == "done" and status["counts"] == {"distributed_with_failures": 5}
+    assert status["distribution"]["distributed_with_failures"] == 5
+    (dp02,) = report["dps"]
+    assert dp02["dp"].startswith("DP02") and (dp02["held"], dp02["failed"]) == (5, 5)
