@@ -28,7 +28,14 @@ from worker.domain.packages import (
     validate_refreshable_class,
     validate_site_code,
 )
-from worker.domain.request import DEFAULT_PACKAGE_CLASS, RefreshRequest, Until, check_verify_until, is_valid_id
+from worker.domain.request import (
+    DEFAULT_PACKAGE_CLASS,
+    RefreshRequest,
+    Until,
+    check_redistribute_until,
+    check_verify_until,
+    is_valid_id,
+)
 
 __all__ = [
     "LOCAL_ID_MAX_CHARS",
@@ -123,12 +130,16 @@ class RefreshItem(BaseModel):
     )
     verify: bool = Field(default=False, description="the older spelling of until=source_updated")
     until: Until | None = Field(default=None, description=RefreshRequest.model_fields["until"].description)
+    redistribute_failed: bool = Field(
+        default=False, description=RefreshRequest.model_fields["redistribute_failed"].description
+    )
 
     _few_keys = model_validator(mode="before")(_few_keys)
 
     @model_validator(mode="after")
     def _verify_agrees_with_until(self) -> RefreshItem:
         check_verify_until(verify=self.verify, until=self.until)
+        check_redistribute_until(redistribute_failed=self.redistribute_failed, until=self.until)
         return self
 
     @field_validator("force")
@@ -150,6 +161,7 @@ def to_request(item: RefreshItem, *, request_id: str, requested_at: datetime) ->
         force=item.force,
         verify=item.verify,
         until=item.until,
+        redistribute_failed=item.redistribute_failed,
         requested_at=requested_at,
         package_hint=None,
     )

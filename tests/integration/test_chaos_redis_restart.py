@@ -89,9 +89,7 @@ def test_waiting_refresh_survives_a_redis_kill_and_ends_exactly_once(pipeline_fa
         # Given the retry message held by the worker, unacked, counting down to its next attempt,
         # and the first delivery acked (until then a crash brings that back too, as attempt 1),
         assert wait_until(lambda: pipeline.held_retry_states(request_id) != [], timeout_s=5)
-        assert wait_until(
-            lambda: all(kw.get("retry_state") for kw in broker_copies(pipeline, request_id)), timeout_s=5
-        )
+        assert wait_until(lambda: all(kw.get("retry_state") for kw in broker_copies(pipeline, request_id)), timeout_s=5)
 
         # when Redis crashes, stays down until the worker has torn down its broker connection
         # (so nothing can be restored to a live Redis on the way), and comes back,

@@ -7,6 +7,7 @@ without seeing each other's data. Templates below are the single source of the k
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -39,6 +40,7 @@ __all__ = [
     "OUTCOME_CHANNEL",
     "OUTCOME_STREAM",
     "PACKAGE_STATE",
+    "REDISTRIBUTE_MARK",
     "REJECTED_MARKER_PREFIX",
     "REJECTION_MARKER",
     "REQUEST_STATE",
@@ -129,6 +131,9 @@ FOLLOW_SNAPSHOT = "{prefix}:follow:{site_code}:{kind}:snapshot:{epoch}"
 FOLLOW_READING = "{prefix}:follow:{site_code}:{kind}:reading:{epoch}"  # string: the reader's token, TTL
 # hash package id -> [rollup, read at, rows] JSON: rows kept across intervals while the rollup stands still
 FOLLOW_ROWS_KEPT = "{prefix}:follow:{site_code}:{kind}:kept"
+# Opt-in redistribution (worker/stores/redistribution_marks.py): string, PX the window. The DP is
+# named by a digest of its case-folded NAL path (quotes, brackets and backslashes never reach a key).
+REDISTRIBUTE_MARK = "{prefix}:redistribute:{site_code}:{package_id}:{nal_digest}"
 # Bulk jobs (worker/stores/bulk_store.py); every key of a bulk shares its TTL, refreshed on each write.
 BULK_RECORD = "{prefix}:bulk:{bulk_id}"  # hash: the job record and its counters
 BULK_PENDING = "{prefix}:bulk:{bulk_id}:pending"  # list "<child request id> <spec JSON>", not yet taken
@@ -323,6 +328,16 @@ class RedisKeys:
             FOLLOW_SNAPSHOT.format(**parts, epoch=epoch),
             FOLLOW_READING.format(**parts, epoch=epoch),
             FOLLOW_ROWS_KEPT.format(**parts),
+        )
+
+    def redistribute_mark(self, site_code: str, package_id: str, nal_path: str) -> str:
+        """The marker of RefreshNow sent to one package on one DP (at most one per window)."""
+        digest = hashlib.sha256(nal_path.casefold().encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        return REDISTRIBUTE_MARK.format(
+            prefix=self.prefix,
+            site_code=_key_part("site_code", site_code),
+            package_id=_key_part("package_id", package_id),
+            nal_digest=digest,
         )
 
     def coalesce_leader(self, site_code: str, package_id: str) -> str:

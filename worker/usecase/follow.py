@@ -24,19 +24,20 @@ the poll that ends the request, the DPs' last status messages (for the final's r
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Protocol, TypeVar, runtime_checkable
 
 from config.settings import FollowSettings
 from errors import RefreshError
 from worker.domain.deadline import Deadline
 from worker.domain.distribution import DpMessage, DpStatusBatch, DpStatusRow
-from worker.domain.follow import FollowState, FollowStep, assess, started
+from worker.domain.follow import FollowState, FollowStep, Redistribution, assess, started
 from worker.domain.packages import PackageInfo
 from worker.domain.request import RefreshRequest
 from worker.usecase.attempt import OperationGate
 
-__all__ = ["DirectReader", "DistributionReader", "FollowClient", "poll", "start_following"]
+__all__ = ["DirectReader", "DistributionReader", "FollowClient", "Redistribute", "poll", "start_following"]
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,12 @@ def start_following(
     return started(state, now=now, policy=policy)
 
 
+class Redistribute(Protocol):
+    """What a poll that redistributes calls after its verdict (worker/usecase/redistribute.py)."""
+
+    def __call__(self, step: FollowStep, rows: Sequence[DpStatusRow], now: float) -> tuple[Redistribution, ...]: ...
+
+
 def poll(
     reader: DistributionReader,
     gate: OperationGate,
@@ -164,8 +171,13 @@ def poll(
     now: float,
     policy: FollowSettings,
     deadline: Deadline | None = None,
+    redistribute: Redistribute | None = None,
 ) -> FollowStep:
-    """One poll: SourceVersion until V1, then the DP rows (and their last messages for a final)."""
+    """One poll: SourceVersion until V1, then the DP rows (and their last messages for a final).
+
+    With `redistribute`, the DPs it sent RefreshNow are assessed again as redistributed (a failed
+    one is retrying again), so a poll that redistributes is not the final.
+    """
     version = None
     if state.v1 is None:
         version = _gated(request, "SourceVersion", lambda: reader.source_version(request, gate, deadline=deadline))
@@ -180,6 +192,13 @@ def poll(
     rows: tuple[DpStatusRow, ...] | None = batch.rows if batch is not None else None
     truncated = batch.truncated if batch is not None else False
     step = assess(state, package_version=version, rows=rows, truncated=truncated, now=now, policy=policy)
+    sent: tuple[Redistribution, ...] = ()
+    if redistribute is not None and rows is not None:
+        sent = redistribute(step, rows, now)
+        if sent:
+            state = state.with_redistributions(sent)
+            step = assess(state, package_version=version, rows=rows, truncated=truncated, now=now, policy=policy)
+            step = replace(step, redistributed_now=sent)
     if step.final:
         reader.forget(request, rows=True)
     if rows is None or not step.final:
@@ -190,9 +209,10 @@ def poll(
     )
     if not messages:
         return step
-    return assess(
+    final = assess(
         state, package_version=version, rows=rows, messages=messages, truncated=truncated, now=now, policy=policy
     )
+    return replace(final, redistributed_now=sent)
 
 
 def _rows(
