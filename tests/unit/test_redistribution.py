@@ -11,6 +11,7 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped,unused-ignore]
 import pytest
 
+from cli.main import main as cli_main
 from config.settings import FollowSettings
 from errors import AccessDeniedError, InvalidRequestError, RefreshError
 from testing.standins import MemoryRedistributionMarks
@@ -298,3 +299,9 @@ def test_a_message_that_does_not_ask_carries_no_redistribute_field() -> None:
     request = parse_request({"site_code": "PS1", "package_id": "PS100001", "until": "distributed"})
     assert "redistribute_failed" not in request.model_dump(mode="json")
     assert REQUEST.model_dump(mode="json")["redistribute_failed"] is True
+
+
+def test_the_cli_refuses_redistribution_without_until_distributed(capsys: pytest.CaptureFixture[str]) -> None:
+    """`enqueue --redistribute-failed` without `--until distributed`: exit 2, nothing enqueued, no Redis needed."""
+    assert cli_main(["enqueue", "PS1", "PS100001", "--redistribute-failed"]) == 2
+    assert "redistribute_failed=true needs until=distributed" in capsys.readouterr().err

@@ -94,7 +94,12 @@ class Redistributor:
         request = self._request
         window_s = self._policy.redistribute_window_s
         if not self._marks.claim(request.site_code, request.package_id, nal_path, window_s=window_s):
-            log.debug("%s/%s: %s was redistributed within the window", request.site_code, request.package_id, nal_path)
+            log.info(
+                "%s/%s: RefreshNow to %s already sent within the window (by another request or worker)",
+                request.site_code,
+                request.package_id,
+                nal_path,
+            )
             return _TAKEN
         try:
             self._client.refresh_now(request.package_id, nal_path, dp_site_code=dp_site, deadline=self._deadline)
