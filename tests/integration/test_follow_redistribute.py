@@ -11,17 +11,17 @@ longer than the module.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 from emulator.sms.provider import Provider
-from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME, make_emulator_settings
+from testing.fixtures_emulator import make_emulator_settings
 from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun
+from testing.following import Pick, basic_site_provider, emulated_provider, follow, only_final, package_picker
 from testing.waiting import wait_until
-from worker.domain.outcomes import Outcome
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,6 @@ _FOLLOW_ENV = {
     "SCCM_REFRESH_FOLLOW__REDISTRIBUTE_WINDOW_S": "600",
     "SCCM_REFRESH_FOLLOW__REDISTRIBUTE_SETTLE_S": "1.5",
 }
-Pick = Callable[..., dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
@@ -52,18 +51,7 @@ def redistributing(pipeline_factory: PipelineFactory) -> Pipeline:
     site_wide = make_emulator_settings(site_code=_SITE_WIDE, auth_modes=("basic",), allow_unencrypted=True, **_FAST_DPS)
 
     def providers(emulators: dict[str, Any]) -> dict[str, dict[str, str]]:
-        return {
-            _SITE_WIDE: {
-                "endpoint": emulators[_SITE_WIDE].url,
-                "transport": "basic",
-                "username": EMULATOR_USERNAME,
-                "password": EMULATOR_PASSWORD,
-                "allow_unencrypted": "true",
-                "operation_timeout_s": "5",
-                "read_timeout_s": "8",
-                "redistribute_failed": "true",
-            }
-        }
+        return {_SITE_WIDE: basic_site_provider(emulators[_SITE_WIDE].url, redistribute_failed="true")}
 
     return pipeline_factory(
         emulator_overrides={"BS1": _FAST_DPS},
@@ -77,20 +65,7 @@ def redistributing(pipeline_factory: PipelineFactory) -> Pipeline:
 
 @pytest.fixture(scope="module")
 def fresh_package(redistributing: Pipeline) -> Pick:
-    used: set[str] = set()
-
-    def pick(site: str = "BS1") -> dict[str, Any]:
-        pkg = redistributing.package(site, pkg_source_flag=2, package_class="SMS_Package", exclude=tuple(used))
-        used.add(pkg["PackageID"])
-        return pkg
-
-    return pick
-
-
-def _provider(pipeline: Pipeline, site: str) -> Provider:
-    provider = pipeline.emulators[site].provider
-    assert isinstance(provider, Provider)
-    return provider
+    return package_picker(redistributing)
 
 
 def _refresh_now_puts(provider: Provider, package_id: str) -> int:
@@ -99,20 +74,7 @@ def _refresh_now_puts(provider: Provider, package_id: str) -> int:
 
 
 def _follow(pipeline: Pipeline, pkg: dict[str, Any], site: str = "BS1", **extra: Any) -> RefreshRun:
-    return pipeline.refresh(
-        site_code=site,
-        package_id=pkg["PackageID"],
-        package_class=pkg["class"],
-        until="distributed",
-        timeout_s=_DEADLINE_S + 10,
-        **extra,
-    )
-
-
-def _only_final(pipeline: Pipeline, run: RefreshRun) -> Outcome:
-    assert run.final is not None, run.statuses
-    assert len(pipeline.finals()[run.request_id]) == 1
-    return run.final
+    return follow(pipeline, pkg, site=site, timeout_s=_DEADLINE_S + 10, **extra)
 
 
 @contextmanager
@@ -144,10 +106,10 @@ def test_a_failed_dp_gets_refresh_now_once_and_the_request_ends_distributed(
     """DP03 fails its copy (State 3) and is healed: the request sends it RefreshNow once, tells it in a
     `distributing` event, and ends `distributed` with DP03 done at V1."""
     pkg = fresh_package()
-    provider = _provider(redistributing, "BS1")
+    provider = emulated_provider(redistributing, "BS1")
     with _failing_until_state_3(provider, pkg["PackageID"], "DP03"):
         run = _follow(redistributing, pkg, redistribute_failed=True)
-    final = _only_final(redistributing, run)
+    final = only_final(redistributing, run)
     assert final.status == "distributed", final.distribution
     assert _refresh_now_puts(provider, pkg["PackageID"]) == 1
     block = final.distribution
@@ -166,13 +128,13 @@ def test_a_dp_that_fails_again_after_its_refresh_now_ends_distributed_with_failu
 ) -> None:
     """DP03 fails for good: one RefreshNow (none again within the window), then the final names it failed."""
     pkg = fresh_package()
-    provider = _provider(redistributing, "BS1")
+    provider = emulated_provider(redistributing, "BS1")
     provider.control_distribution(dp="DP03", failure_share=1.0)
     try:
         run = _follow(redistributing, pkg, redistribute_failed=True)
     finally:
         provider.control_distribution(dp="DP03", failure_share=0.0)
-    final = _only_final(redistributing, run)
+    final = only_final(redistributing, run)
     assert final.status == "distributed_with_failures", final.distribution
     assert _refresh_now_puts(provider, pkg["PackageID"]) == 1
     block = final.distribution
@@ -184,13 +146,13 @@ def test_a_dp_that_fails_again_after_its_refresh_now_ends_distributed_with_failu
 def test_a_request_that_does_not_ask_never_redistributes(redistributing: Pipeline, fresh_package: Pick) -> None:
     """Opt-in: at a site without the setting, a failed DP is reported and left alone; no `redistributed` key."""
     pkg = fresh_package()
-    provider = _provider(redistributing, "BS1")
+    provider = emulated_provider(redistributing, "BS1")
     provider.control_distribution(dp="DP02", failure_share=1.0)
     try:
         run = _follow(redistributing, pkg)
     finally:
         provider.control_distribution(dp="DP02", failure_share=0.0)
-    final = _only_final(redistributing, run)
+    final = only_final(redistributing, run)
     assert final.status == "distributed_with_failures", final.distribution
     assert final.distribution is not None and "redistributed" not in final.distribution
     assert _refresh_now_puts(provider, pkg["PackageID"]) == 0
@@ -202,7 +164,7 @@ def test_two_workers_following_one_package_send_one_refresh_now_per_window(
     """RS1 redistributes site-wide. Six requests for one package, spread over two worker processes, all
     see DP04 failed at about the same poll: the marker lets exactly one RefreshNow through."""
     pkg = fresh_package(_SITE_WIDE)
-    provider = _provider(redistributing, _SITE_WIDE)
+    provider = emulated_provider(redistributing, _SITE_WIDE)
     provider.control_distribution(dp="DP04", failure_share=1.0)
     try:
         ids = [
