@@ -11,7 +11,9 @@ no free slot, is skipped: the poll says what it can, and the next one comes afte
 One poll needs: in phase one the package's SourceVersion; once V1 is known its DP rows
 (`SMS_PackageStatusDistPointsSummarizer`; a shared reader may answer None when the package's
 rollup says no verdict is near, and the poll then tells the counts it told last); and, only in
-the poll that ends the request, the DPs' last status messages (for the final's rows). Two readers answer:
+the poll that ends the request, the DPs' last status messages (for the final's rows). A request
+that redistributes passes `redistribute` (worker/usecase/redistribute.py): it runs after the
+verdict, and a DP it sent RefreshNow is assessed again as redistributed. Two readers answer:
 
     DirectReader       one request's own reads, each under a provider slot of its own (`gate`):
                        a Get, a WQL read of its rows, a WQL read of its messages
