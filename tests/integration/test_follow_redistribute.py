@@ -3,9 +3,10 @@ the emulator over HTTP; RefreshNow Puts counted in the emulator's call log.
 
 BS1 and RS1: five DPs each, copies of 0.05 s, a failed copy retried once then failed (State 3).
 RS1's provider settings say `redistribute_failed = true`: its followed requests redistribute
-without asking. The workers poll every 0.5 s; a redistributed DP still failed counts as retrying
-for 1.5 s (FOLLOW__REDISTRIBUTE_SETTLE_S); the window (one RefreshNow per package and DP) is
-longer than the module.
+without asking. OS1: DP02 offline, retried every half second for ever (State 2). The workers
+poll every 0.5 s; a DP retrying for 1.5 s is due (FOLLOW__REDISTRIBUTE_AFTER_S); a redistributed
+DP still failed counts as retrying for 1.5 s (FOLLOW__REDISTRIBUTE_SETTLE_S); the window (one
+RefreshNow per package and DP) is longer than the module.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 _DEADLINE_S = 15.0
 _SITE_WIDE = "RS1"
+_OFFLINE_SITE = "OS1"  # DP02 offline, retried every half second for ever (State 2, never 3)
 _FAST_DPS: dict[str, Any] = {
     "dp_copy_time_s": 0.05,
     "dp_retry_delay_s": 0.05,
@@ -40,7 +42,9 @@ _FOLLOW_ENV = {
     "SCCM_REFRESH_FOLLOW__MAX_DP_ROWS": "5",
     "SCCM_REFRESH_FOLLOW__SNAPSHOT_S": "0.5",
     "SCCM_REFRESH_FOLLOW__SNAPSHOT_WAIT_S": "2",
-    "SCCM_REFRESH_FOLLOW__REDISTRIBUTE_AFTER_S": "3600",
+    # Rows every interval: a DP retrying is seen retrying at each poll (not 1 in ROWS_REFRESH_S / SNAPSHOT_S).
+    "SCCM_REFRESH_FOLLOW__ROWS_REFRESH_S": "0.5",
+    "SCCM_REFRESH_FOLLOW__REDISTRIBUTE_AFTER_S": "1.5",
     "SCCM_REFRESH_FOLLOW__REDISTRIBUTE_WINDOW_S": "600",
     "SCCM_REFRESH_FOLLOW__REDISTRIBUTE_SETTLE_S": "1.5",
 }
@@ -49,13 +53,26 @@ _FOLLOW_ENV = {
 @pytest.fixture(scope="module")
 def redistributing(pipeline_factory: PipelineFactory) -> Pipeline:
     site_wide = make_emulator_settings(site_code=_SITE_WIDE, auth_modes=("basic",), allow_unencrypted=True, **_FAST_DPS)
+    offline = make_emulator_settings(
+        site_code=_OFFLINE_SITE,
+        auth_modes=("basic",),
+        allow_unencrypted=True,
+        dp_copy_time_s=0.05,
+        dp_retry_delay_s=0.5,
+        dp_retry_count=100_000,
+        dp_offline=("DP02",),
+        package_count=100,
+    )
 
     def providers(emulators: dict[str, Any]) -> dict[str, dict[str, str]]:
-        return {_SITE_WIDE: basic_site_provider(emulators[_SITE_WIDE].url, redistribute_failed="true")}
+        return {
+            _SITE_WIDE: basic_site_provider(emulators[_SITE_WIDE].url, redistribute_failed="true"),
+            _OFFLINE_SITE: basic_site_provider(emulators[_OFFLINE_SITE].url),
+        }
 
     return pipeline_factory(
         emulator_overrides={"BS1": _FAST_DPS},
-        extra_emulators={_SITE_WIDE: site_wide},
+        extra_emulators={_SITE_WIDE: site_wide, _OFFLINE_SITE: offline},
         extra_providers=providers,
         worker_extra_env=_FOLLOW_ENV,
         concurrency=1,  # one delivery at a time per process: the requests spread over both
@@ -141,6 +158,38 @@ def test_a_dp_that_fails_again_after_its_refresh_now_ends_distributed_with_failu
     assert block is not None and (block["counts"]["done"], block["counts"]["failed"]) == (4, 1)
     assert [entry["dp"].split(".")[0] for entry in block["redistributed"]] == ["DP03"]
     assert block["dps"][0]["dp"].split(".")[0] == "DP03" and block["dps"][0]["status"] == "failed"
+
+
+def test_a_dp_retrying_past_redistribute_after_s_gets_refresh_now(
+    redistributing: Pipeline, fresh_package: Pick
+) -> None:
+    """OS1's DP02 is offline and retried for ever (State 2, never failed): once the request has seen it
+    retrying for FOLLOW__REDISTRIBUTE_AFTER_S it sends RefreshNow; the DP comes back, the request ends
+    `distributed`."""
+    pkg = fresh_package(_OFFLINE_SITE)
+    provider = emulated_provider(redistributing, _OFFLINE_SITE)
+    stop = threading.Event()
+
+    def online_after_the_put() -> None:
+        while not stop.wait(0.02):
+            if _refresh_now_puts(provider, pkg["PackageID"]):
+                provider.control_distribution(dp="DP02", offline=False)
+                return
+
+    watcher = threading.Thread(target=online_after_the_put, daemon=True)
+    watcher.start()
+    try:
+        run = _follow(redistributing, pkg, site=_OFFLINE_SITE, redistribute_failed=True)
+    finally:
+        stop.set()
+        watcher.join(timeout=5)
+        provider.control_distribution(dp="DP02", offline=True)
+    final = only_final(redistributing, run)
+    assert final.status == "distributed", final.distribution
+    assert _refresh_now_puts(provider, pkg["PackageID"]) == 1
+    assert final.distribution is not None
+    assert [entry["dp"].split(".")[0] for entry in final.distribution["redistributed"]] == ["DP02"]
+    assert any(o.distribution and o.distribution["counts"]["retrying"] for o in run.live)
 
 
 def test_a_request_that_does_not_ask_never_redistributes(redistributing: Pipeline, fresh_package: Pick) -> None:
