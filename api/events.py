@@ -6,7 +6,8 @@ the stream's position at connect (or after the client's `Last-Event-ID`) is miss
 is kept in memory beyond one batch. Each event's SSE `id` is its stream id, so a client that
 reconnects with `Last-Event-ID` continues exactly after the last event it received.
 
-* request outcomes are `event: outcome`, a bulk job's final outcome `event: bulk` (both as
+* request outcomes are `event: outcome`, the non-final ones (`retrying`, a followed request's
+  `distributing`) as well as the final, a bulk job's final outcome `event: bulk` (both as
   published, schema in the data);
 * filters (`request_id`, `correlation_id`, `site_code`) use the stream's flat fields; only the
   correlation filter parses the outcome JSON; a request id matches the caller's own first

@@ -43,6 +43,9 @@ __all__ = [
     "BulkAccepted",
     "BulkRefreshBody",
     "BulkStatus",
+    "DistributionBlock",
+    "DistributionCounts",
+    "DistributionRow",
     "FieldError",
     "Health",
     "OutcomeDocument",
@@ -51,6 +54,7 @@ __all__ = [
     "Readiness",
     "RefreshAccepted",
     "RefreshBatch",
+    "RefreshDistribution",
     "RefreshItem",
     "RefreshStatus",
     "SubmittedRefresh",
@@ -181,6 +185,11 @@ class BulkRefreshBody(BulkCriteria):
     """`POST /v1/bulk-refreshes`: the bulk criteria, plus `dry_run` (count and sample, refresh nothing)."""
 
     dry_run: bool = Field(default=False, description="enumerate and count only; nothing is refreshed")
+    until: Until = Field(
+        default="accepted",
+        description="how far every child is followed, as a single request's `until`: "
+        + str(RefreshRequest.model_fields["until"].description),
+    )
 
     _few_keys = model_validator(mode="before")(_few_keys)
 
@@ -202,7 +211,7 @@ class BulkRefreshBody(BulkCriteria):
 
     def criteria(self) -> dict[str, Any]:
         """The criteria alone, as `producers.bulk.enqueue_bulk` takes them."""
-        return self.model_dump(mode="json", exclude={"dry_run"}, exclude_none=True)
+        return self.model_dump(mode="json", exclude={"dry_run", "until"}, exclude_none=True)
 
 
 # -- responses -------------------------------------------------------------------------------
@@ -223,6 +232,83 @@ class SubmittedRefresh(BaseModel):
 
 class RefreshAccepted(BaseModel):
     refreshes: list[SubmittedRefresh]
+
+
+_UINT32_MAX: Final = 0xFFFFFFFF
+RowStatus = Literal["done", "waiting", "retrying", "failed", "unknown", "removed"]
+
+
+class DistributionRow(BaseModel):
+    """One target DP's row (docs/outcomes.md, "The distribution block")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dp: str = Field(min_length=1, max_length=255, description="the DP's server name, from its NAL path")
+    nal_path: str = Field(min_length=1, max_length=512)
+    status: RowStatus
+    state: int | None = Field(ge=0, le=_UINT32_MAX, description="SMS_PackageStatusDistPointsSummarizer.State as read")
+    source_version: int | None = Field(ge=0, le=_UINT32_MAX, description="the version on that DP")
+    message_id: int | None = Field(ge=0, le=_UINT32_MAX, description="its last status message, when read")
+    message_at: str | None = Field(max_length=64)
+
+
+class DistributionCounts(BaseModel):
+    """Target DPs by row status."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    done: int = Field(ge=0)
+    waiting: int = Field(ge=0)
+    retrying: int = Field(ge=0)
+    failed: int = Field(ge=0)
+    unknown: int = Field(ge=0)
+    removed: int = Field(ge=0)
+
+
+class RedistributionError(BaseModel):
+    """The provider's refusal of a RefreshNow (an error kind and its message)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(max_length=2000)
+    message: str = Field(max_length=2000)
+
+
+class Redistribution(BaseModel):
+    """RefreshNow sent to one target DP (opt-in redistribution; docs/outcomes.md, "Redistribution")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dp: str = Field(min_length=1, max_length=255)
+    nal_path: str = Field(min_length=1, max_length=512)
+    at: str = Field(pattern=_TIMESTAMP_PATTERN)
+    error: RedistributionError | None = Field(description="null: the Put landed; else the provider's refusal")
+
+
+class DistributionBlock(BaseModel):
+    """What following a refresh to every DP found (an outcome's `distribution`, schema version 3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phase: Literal["source", "dps"] = Field(
+        description="source: waiting for SourceVersion to pass V0; dps: following the DP rows at V1"
+    )
+    targets: int | None = Field(ge=0, description="DPs followed; null until read")
+    counts: DistributionCounts
+    dps: list[DistributionRow] = Field(description="at most FOLLOW__MAX_DP_ROWS target rows, stragglers first")
+    dps_omitted: int = Field(ge=0, description="target rows not listed")
+    following_since: str = Field(pattern=_TIMESTAMP_PATTERN)
+    deadline_at: str = Field(pattern=_TIMESTAMP_PATTERN)
+    next_poll_at: str | None = Field(pattern=_TIMESTAMP_PATTERN, description="null once final")
+    polls: int = Field(ge=0)
+    redistributed: list[Redistribution] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description=(
+            "only present for a request that redistributes (redistribute_failed, its own or its site's): "
+            "the DPs it sent RefreshNow, the latest per DP"
+        ),
+    )
 
 
 class OutcomeDocument(BaseModel):
@@ -249,7 +335,7 @@ class OutcomeDocument(BaseModel):
     next_retry_at: str | None = Field(pattern=_TIMESTAMP_PATTERN)
     source_version_before: int | None
     source_version_after: int | None
-    distribution: dict[str, Any] | None = Field(
+    distribution: DistributionBlock | None = Field(
         description="only for a request followed to every DP (until=distributed): what the DPs hold"
     )
     requested_at: str = Field(pattern=_TIMESTAMP_PATTERN)
@@ -269,6 +355,26 @@ class RefreshStatus(BaseModel):
     updated_at: str = Field(pattern=_TIMESTAMP_PATTERN)
     stream_id: str = Field(description="the event's id in the outcome stream (resume /v1/events after it)")
     outcome: OutcomeDocument
+
+
+class RefreshDistribution(BaseModel):
+    """How far a request followed to every DP got: its latest event's distribution block."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str
+    status: str = Field(description="the latest event's status (distributing, or one of its finals)")
+    final: bool
+    updated_at: str = Field(pattern=_TIMESTAMP_PATTERN)
+    stream_id: str = Field(description="the event's id in the outcome stream")
+    source_version_before: int | None = Field(description="V0: SourceVersion when the refresh was accepted")
+    source_version_after: int | None = Field(description="V1: the version the DPs must hold; null until it rose")
+    distribution: DistributionBlock | None = Field(
+        description=(
+            "null while the request has not reached following yet (not accepted so far: whether it is"
+            " followed shows once it is); a request that ended without one answers 409"
+        )
+    )
 
 
 class PackageStatus(BaseModel):
@@ -291,6 +397,16 @@ class BulkAccepted(BaseModel):
     bulk_id: str
     dry_run: bool
     package_classes: list[str] = Field(description=_CLASSES_SELECTED)
+    until: Until = Field(description="how far every child is followed")
+
+
+class BulkDistribution(BaseModel):
+    """A bulk followed to every DP: its children by distribution state."""
+
+    distributing: int = Field(description="accepted, still followed (out of the window)")
+    distributed: int
+    distributed_with_failures: int
+    distribution_timed_out: int
 
 
 class BulkStatus(BaseModel):
@@ -312,6 +428,34 @@ class BulkStatus(BaseModel):
     finished_at: datetime | None
     error: str | None
     sample: list[dict[str, Any]] | None = Field(default=None, description="dry run: the first packages selected")
+    until: Until = Field(description="how far every child is followed")
+    distribution: BulkDistribution | None = Field(
+        default=None, description="until=distributed only: children by distribution state"
+    )
+
+
+class DpStragglerRow(BaseModel):
+    dp: str = Field(description="the DP's server name (from its NAL path, upper-cased)")
+    held: int = Field(description="the bulk's packages this DP does not hold at V1 yet")
+    waiting: int = Field(description="of those: in flight (queued, copying, validating, waiting for a schedule)")
+    retrying: int
+    failed: int
+    unknown: int
+
+
+class BulkStragglers(BaseModel):
+    """Which DPs hold a bulk's packages back: each child's latest distribution block, rolled up."""
+
+    bulk_id: str
+    state: Literal["enumerating", "running", "done", "cancelled", "failed"]
+    until: Until
+    following: int = Field(description="children still followed (their rows count where they are now)")
+    dps: list[DpStragglerRow] = Field(description="the DPs holding the most packages back, first")
+    dps_omitted: int = Field(description="DPs holding packages back that are not listed (raise `limit`)")
+    held_at_source: int = Field(description="packages whose SourceVersion never passed V0 (no DP to name)")
+    unlisted_rows: int = Field(
+        description="straggler rows the children's blocks did not list (each lists at most FOLLOW__MAX_DP_ROWS)"
+    )
 
 
 class Health(BaseModel):

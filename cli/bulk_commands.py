@@ -3,6 +3,7 @@
     sccm-refresh bulk PS1 --class SMS_DriverPackage --name "Dell *" --wait
     sccm-refresh bulk PS1 --dry-run              # the classes, how many packages, the first ones
     sccm-refresh status bulk-<32 hex>            # state, total, counts by status
+    sccm-refresh status bulk-<32 hex> --dps      # until distributed: the DPs holding it back
     sccm-refresh cancel bulk-<32 hex>            # children not yet attempted end `cancelled`
 
 Criteria are structured (never raw WQL) and validated before anything is recorded: a bad field
@@ -24,19 +25,30 @@ from rich.table import Table
 from config.settings import Settings, get_settings
 from embedded.redis_server import require_redis
 from errors import InvalidRequestError
-from producers.bulk import cancel_bulk, enqueue_bulk, get_bulk
+from producers.bulk import cancel_bulk, enqueue_bulk, get_bulk, get_stragglers
 from worker.app import app
 from worker.domain.criteria import parse_criteria
-from worker.stores.bulk_store import BulkRecord
+from worker.domain.stragglers import STRAGGLER_STATUSES
+from worker.stores.bulk_store import MAX_STRAGGLER_DPS, BulkRecord
 
-__all__ = ["bulk", "cancel", "render_record", "status"]
+__all__ = ["bulk", "cancel", "render_record", "render_stragglers", "status", "stragglers"]
 
 EXIT_NOT_FOUND = 1
 EXIT_NOT_DONE = 1
 _REDIS_HINT = "is it running? (set SCCM_REFRESH_BROKER_URL and SCCM_REFRESH_REDIS_URL)"
 _POLL_S = 0.5
 # Statuses in the order a summary lists them.
-_STATUS_ORDER = ("accepted", "source_updated", "failed", "gave_up_medium_not_ready", "rejected", "cancelled")
+_STATUS_ORDER = (
+    "accepted",
+    "source_updated",
+    "distributed",
+    "distributed_with_failures",
+    "distribution_timed_out",
+    "failed",
+    "gave_up_medium_not_ready",
+    "rejected",
+    "cancelled",
+)
 
 
 def bulk(
@@ -51,6 +63,7 @@ def bulk(
     force: bool,
     dry_run: bool,
     wait: bool,
+    until: str = "accepted",
     timeout_s: float,
 ) -> int:
     criteria: dict[str, Any] = {"site_code": site_code, "force": force, "exclude_package_ids": list(exclude)}
@@ -67,11 +80,12 @@ def bulk(
         criteria["package_ids"] = ids
     checked = parse_criteria(criteria)  # a refused criterion is one line and exit 2, Redis or not
     settings = _settings_with_redis()
-    submission = enqueue_bulk(app, checked, dry_run=dry_run, settings=settings)
+    submission = enqueue_bulk(app, checked, dry_run=dry_run, until=until, settings=settings)
     accepted = {
         "bulk_id": submission.bulk_id,
         "dry_run": submission.dry_run,
         "package_classes": list(submission.package_classes),
+        "until": submission.until,
     }
     print(json.dumps(accepted), flush=True)
     if not wait and not dry_run:
@@ -91,6 +105,47 @@ def status(bulk_id: str, *, as_json: bool) -> int:
     else:
         Console().print(render_record(record))
     return 0
+
+
+def stragglers(bulk_id: str, *, as_json: bool, limit: int) -> int:
+    """`status BULK --dps`: the DPs holding the bulk's packages back, the most first."""
+    if not 1 <= limit <= MAX_STRAGGLER_DPS:
+        raise InvalidRequestError(f"--limit must be between 1 and {MAX_STRAGGLER_DPS}")
+    report = get_stragglers(_settings_with_redis(), bulk_id, max_dps=limit)
+    if report is None:
+        print(f"sccm-refresh: no bulk job {bulk_id[:128]!r} (unknown, or expired after 7 days)")
+        return EXIT_NOT_FOUND
+    if as_json:
+        print(json.dumps(report))
+    else:
+        Console().print(render_stragglers(report))
+    return 0
+
+
+def render_stragglers(report: dict[str, Any]) -> Table:
+    """The stragglers report as a table: one row per DP, then what no DP is named for."""
+    title = f"bulk {report['bulk_id']}: {report['state']}, until {report['until']}"
+    table = Table(title=f"{title}, {report['following']} still followed", show_header=True)
+    table.add_column("DP")
+    table.add_column("held back", justify="right")
+    for status in STRAGGLER_STATUSES:
+        table.add_column(status, justify="right")
+    for row in report["dps"]:
+        table.add_row(row["dp"], str(row["held"]), *(str(row[status]) for status in STRAGGLER_STATUSES))
+    blanks = ("",) * len(STRAGGLER_STATUSES)
+    if report["dps_omitted"]:
+        table.add_row(f"({report['dps_omitted']} more DPs)", "", *blanks)
+    if report["held_at_source"]:
+        table.add_row("(site server: source not updated)", str(report["held_at_source"]), *blanks)
+    if report["unlisted_rows"]:
+        table.add_row("(rows not listed)", str(report["unlisted_rows"]), *blanks)
+    if not report["dps"] and not report["held_at_source"] and not report["unlisted_rows"]:
+        table.caption = (
+            "no DP holds any of its packages back"
+            if report["until"] == "distributed"
+            else ("not followed to the DPs (submitted without --until distributed)")
+        )
+    return table
 
 
 def cancel(bulk_id: str) -> int:
@@ -117,6 +172,9 @@ def record_dict(record: BulkRecord) -> dict[str, Any]:
         "finished_at": record.finished_at.isoformat() if record.finished_at else None,
         "error": record.error,
         "sample": record.sample,
+        "until": record.until,
+        "following": record.following,
+        "distribution": record.distribution,
     }
 
 
@@ -135,8 +193,10 @@ def render_record(record: BulkRecord) -> Table:
     for name in (*_STATUS_ORDER, *sorted(set(counts) - set(_STATUS_ORDER))):
         if name in counts:
             table.add_row(name, str(counts[name]))
-    if record.pending or record.outstanding:
-        table.add_row("not finished", str(record.pending + record.outstanding))
+    if record.distribution is not None:
+        table.add_row("distributing", str(record.distribution["distributing"]))
+    if record.pending or record.outstanding or record.following:
+        table.add_row("not finished", str(record.pending + record.outstanding + record.following))
     if record.error:
         table.add_row("error", record.error[:200])
     return table

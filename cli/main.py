@@ -106,12 +106,22 @@ def _build_parser() -> argparse.ArgumentParser:
     bulk.add_argument("--exclude", action="append", default=[], metavar="PACKAGE_ID", help="PackageID to leave out")
     bulk.add_argument("--force", action="store_true", help="allow SMS_TaskSequencePackage (named with --class)")
     bulk.add_argument("--dry-run", action="store_true", help="count and list the packages, refresh nothing")
+    bulk.add_argument(
+        "--until",
+        choices=UNTIL_CHOICES,
+        default="accepted",
+        help="follow every child until accepted (default), source_updated, or distributed (every targeted DP)",
+    )
     bulk.add_argument("--wait", action="store_true", help="follow it with a progress bar until it ends")
     bulk.add_argument("--timeout-s", type=float, default=0.0, help="stop waiting after this long (0 = never)")
 
     status = sub.add_parser("status", help="a bulk job's state and counts")
     status.add_argument("bulk_id")
     status.add_argument("--json", action="store_true", help="print the record as JSON")
+    status.add_argument(
+        "--dps", action="store_true", help="the DPs holding the bulk's packages back (until distributed), most first"
+    )
+    status.add_argument("--limit", type=int, default=50, help="with --dps: list at most this many DPs (1-500)")
     cancel = sub.add_parser("cancel", help="cancel a bulk job")
     cancel.add_argument("bulk_id")
 
@@ -228,6 +238,8 @@ def _bulk_command(args: argparse.Namespace) -> int:
     from cli import bulk_commands
 
     if args.command == "status":
+        if args.dps:
+            return bulk_commands.stragglers(args.bulk_id, as_json=args.json, limit=args.limit)
         return bulk_commands.status(args.bulk_id, as_json=args.json)
     if args.command == "cancel":
         return bulk_commands.cancel(args.bulk_id)
@@ -241,6 +253,7 @@ def _bulk_command(args: argparse.Namespace) -> int:
         exclude=args.exclude,
         force=args.force,
         dry_run=args.dry_run,
+        until=args.until,
         wait=args.wait,
         timeout_s=args.timeout_s,
     )

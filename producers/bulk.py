@@ -6,6 +6,7 @@ and feeds the children, paced by the site's provider slots (worker/bulk_job.py, 
 
     submission = enqueue_bulk(app, {"site_code": "PS1", "name_pattern": "Dell *"})
     record = get_bulk(settings, submission.bulk_id)      # state, total, counts by status
+    get_stragglers(settings, submission.bulk_id)         # until=distributed: the DPs holding it back
     cancel_bulk(settings, submission.bulk_id)            # children not yet attempted end `cancelled`
 """
 
@@ -22,15 +23,17 @@ from errors import InvalidRequestError
 from worker.bulk_job import DRY_RUN_KEY
 from worker.domain.criteria import BulkCriteria, parse_criteria
 from worker.domain.ids import BULK_ID_PREFIX, is_bulk_id
+from worker.domain.request import UNTIL_ACCEPTED, UNTIL_VALUES
+from worker.domain.stragglers import stragglers_report
 from worker.domain.task_names import BULK_PUMP_TASK, BULK_TASK
-from worker.stores.bulk_store import BulkNotFoundError, BulkRecord, BulkStore
+from worker.stores.bulk_store import UNTIL_KEY, BulkNotFoundError, BulkRecord, BulkStore
 from worker.stores.keys import RedisKeys
 from worker.stores.redis_client import redis_from_url
 
 if TYPE_CHECKING:  # the caller's app does the sending: importing Celery's app is theirs to pay
     from celery import Celery
 
-__all__ = ["BulkSubmission", "cancel_bulk", "enqueue_bulk", "get_bulk", "new_bulk_id"]
+__all__ = ["BulkSubmission", "cancel_bulk", "enqueue_bulk", "get_bulk", "get_stragglers", "new_bulk_id"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class BulkSubmission:
     dry_run: bool
     # The classes the bulk enumerates (the default set when the criteria named none).
     package_classes: tuple[str, ...]
+    until: str = UNTIL_ACCEPTED
 
 
 def new_bulk_id() -> str:
@@ -51,15 +55,21 @@ def enqueue_bulk(
     criteria: Mapping[str, Any] | BulkCriteria,
     *,
     dry_run: bool = False,
+    until: str = UNTIL_ACCEPTED,
     bulk_id: str | None = None,
     queue: str | None = None,
     settings: Settings | None = None,
 ) -> BulkSubmission:
-    """Validate the criteria (InvalidRequestError naming each bad field), record the bulk, start it."""
+    """Validate the criteria (InvalidRequestError naming each bad field), record the bulk, start it.
+
+    `until` is how far every child is followed (a single request's `until`, the same values).
+    """
     settings = settings or get_settings()
     checked = criteria if isinstance(criteria, BulkCriteria) else parse_criteria(criteria)
     if not isinstance(dry_run, bool):
         raise InvalidRequestError("invalid bulk request: dry_run: Input should be a valid boolean")
+    if until not in UNTIL_VALUES:
+        raise InvalidRequestError(f"invalid bulk request: until: must be one of {', '.join(UNTIL_VALUES)}")
     if settings.providers:
         settings.provider(checked.site_code)  # an unknown site is refused before anything is recorded
     bulk_id = bulk_id or new_bulk_id()
@@ -69,9 +79,13 @@ def enqueue_bulk(
     # whatever default the worker's version has.
     classes = list(checked.classes)
     stored = {**checked.model_dump(mode="json"), "package_classes": classes, DRY_RUN_KEY: dry_run}
+    if until != UNTIL_ACCEPTED:
+        # Left out by default: a worker that predates `until` refuses a bulk that asks for more
+        # (an unknown criteria field) instead of running it without following.
+        stored[UNTIL_KEY] = until
     _store(settings).create(bulk_id, checked.site_code, stored)
     app.send_task(BULK_TASK, kwargs={"bulk_id": bulk_id}, task_id=f"{bulk_id}:enumerate", queue=queue or settings.queue)
-    return BulkSubmission(bulk_id, dry_run, tuple(classes))
+    return BulkSubmission(bulk_id, dry_run, tuple(classes), until)
 
 
 def get_bulk(settings: Settings, bulk_id: str) -> BulkRecord | None:
@@ -79,6 +93,28 @@ def get_bulk(settings: Settings, bulk_id: str) -> BulkRecord | None:
     if not is_bulk_id(bulk_id):
         return None
     return _store(settings).get(bulk_id)
+
+
+def get_stragglers(settings: Settings, bulk_id: str, *, max_dps: int = 50) -> dict[str, Any] | None:
+    """The stragglers report (worker/domain/stragglers.py): the DPs holding most of the bulk's packages
+    back, at most `max_dps` of them; None if the bulk is unknown or expired."""
+    if not is_bulk_id(bulk_id):
+        return None
+    store = _store(settings)
+    rollup = store.stragglers(bulk_id, max_dps=max_dps)
+    record = store.get(bulk_id)
+    if rollup is None or record is None:
+        return None
+    return stragglers_report(
+        bulk_id=record.bulk_id,
+        state=record.state,
+        until=record.until,
+        following=record.following,
+        dps=rollup.dps,
+        dps_total=rollup.dps_total,
+        held_at_source=rollup.held_at_source,
+        unlisted=rollup.unlisted,
+    )
 
 
 def cancel_bulk(settings: Settings, bulk_id: str, *, app: Celery | None = None) -> BulkRecord | None:

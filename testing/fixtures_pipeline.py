@@ -49,6 +49,7 @@ __all__ = [
     "UNACKED_HASH",
     "Pipeline",
     "RefreshRun",
+    "fast_follow_env",
     "message_kwargs",
     "pipeline",
     "pipeline_factory",
@@ -276,6 +277,18 @@ def worker_env(
         providers=providers,
         extra={**FAST_RETRY_ENV, **(extra or {})},
     )
+
+
+def fast_follow_env(deadline_s: float, **more: str) -> dict[str, str]:
+    """Worker settings that follow to every DP in seconds: a poll and a per-site snapshot every half second."""
+    return {
+        "SCCM_REFRESH_FOLLOW__FIRST_POLL_S": "0.5",
+        "SCCM_REFRESH_FOLLOW__MAX_POLL_S": "0.5",
+        "SCCM_REFRESH_FOLLOW__DEADLINE_S": str(deadline_s),
+        "SCCM_REFRESH_FOLLOW__SNAPSHOT_S": "0.5",
+        "SCCM_REFRESH_FOLLOW__SNAPSHOT_WAIT_S": "2",
+        **{f"SCCM_REFRESH_FOLLOW__{name.upper()}": value for name, value in more.items()},
+    }
 
 
 PipelineFactory = Callable[..., Pipeline]

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Any, Final
 
 import requests
 
@@ -110,6 +110,11 @@ class FlowerProcess:
         response = self.get(path, auth=self.login)
         response.raise_for_status()
         return response
+
+    def task_info(self, task_id: str) -> dict[str, Any]:
+        """Flower's record of one task (state, result, retries, ...); empty while it knows none."""
+        response = self.get(f"/api/task/info/{task_id}", auth=self.login)
+        return dict(response.json()) if response.status_code == 200 else {}
 
     def log_text(self) -> str:
         return self.log_file.read_text(encoding="utf-8", errors="replace") if self.log_file.exists() else ""

@@ -4,6 +4,8 @@
                                   pending list (Redis), fixed total, first window dispatched
     runner.child_ended(outcome)   count a child's final once; refill the window; publish the bulk's
                                   outcome when the last child ends
+    runner.child_progress(event)  a child followed to every DP (`until`): out of the window, its
+                                  DPs rolled up (worker/domain/stragglers.py)
     runner.pump(bulk_id)          the safety net, every `bulk_pump_interval_s` while the bulk lives:
                                   refill the window, re-send children whose message was lost,
                                   drain a cancelled bulk, publish the bulk's outcome if still due
@@ -32,11 +34,19 @@ from errors import RefreshError
 from worker.domain.criteria import BulkCriteria, parse_criteria, queries
 from worker.domain.deadline import Deadline
 from worker.domain.ids import child_request_id, claimed_bulk
-from worker.domain.outcomes import STATUS_CANCELLED, AttemptInfo, Outcome, RequestInfo, format_timestamp
+from worker.domain.outcomes import (
+    STATUS_CANCELLED,
+    STATUS_DISTRIBUTING,
+    AttemptInfo,
+    Outcome,
+    RequestInfo,
+    format_timestamp,
+)
 from worker.domain.packages import TASK_SEQUENCE_CLASS, PackageInfo
-from worker.domain.request import PackageHint
+from worker.domain.request import UNTIL_ACCEPTED, PackageHint
+from worker.domain.stragglers import straggler_marks
 from worker.stores.bulk_outcomes import BulkOutcome
-from worker.stores.bulk_store import BulkNotFoundError, BulkRecord, BulkStore, ChildSpec
+from worker.stores.bulk_store import UNTIL_KEY, BulkNotFoundError, BulkRecord, BulkStore, ChildSpec
 from worker.wsman import WmiInstance
 
 __all__ = ["DRY_RUN_KEY", "BulkRunner", "EnumerationResult", "child_kwargs"]
@@ -74,8 +84,10 @@ class EnumerationResult:
     dispatched: int
 
 
-def child_kwargs(bulk_id: str, child: ChildSpec, requested_at: str | None) -> dict[str, Any]:
-    """The `sccm.refresh_package` kwargs of one child (its spec is what enumeration stored)."""
+def child_kwargs(
+    bulk_id: str, child: ChildSpec, requested_at: str | None, *, until: str = UNTIL_ACCEPTED
+) -> dict[str, Any]:
+    """The `sccm.refresh_package` kwargs of one child (its spec is what enumeration stored; `until`, its bulk's)."""
     spec = child.spec
     kwargs: dict[str, Any] = {
         "request_id": child.request_id,
@@ -89,6 +101,8 @@ def child_kwargs(bulk_id: str, child: ChildSpec, requested_at: str | None) -> di
         kwargs["force"] = True
     if requested_at is not None:
         kwargs["requested_at"] = requested_at
+    if until != UNTIL_ACCEPTED:
+        kwargs["until"] = until  # the default is left out: a child of an older bulk reads the same
     return kwargs
 
 
@@ -124,7 +138,7 @@ class BulkRunner:
         record = self._record(bulk_id)
         if record.state != "enumerating":
             return EnumerationResult(record, 0, 0)
-        criteria = parse_criteria({k: v for k, v in record.criteria.items() if k != DRY_RUN_KEY})
+        criteria = parse_criteria({k: v for k, v in record.criteria.items() if k not in (DRY_RUN_KEY, UNTIL_KEY)})
         if record.criteria.get(DRY_RUN_KEY):
             return self._dry_run(record, criteria, client, page_size, deadline)
         enumerated = dispatched = 0
@@ -203,13 +217,43 @@ class BulkRunner:
             # Counting the child and refilling the window is one call (one round trip to Redis).
             window = self._window(outcome.site_code)
             update = self._store.child_finished(
-                bulk_id, outcome.request_id, outcome.status, refill=window, max_count=min(window, _PUMP_BATCH)
+                bulk_id,
+                outcome.request_id,
+                outcome.status,
+                refill=window,
+                max_count=min(window, _PUMP_BATCH),
+                marks=straggler_marks(outcome.distribution),
             )
         except BulkNotFoundError:
             return
         if update.last:
             self._publish_bulk(update.record)
         elif update.taken:
+            self._send(update.record, update.taken)
+
+    def child_progress(self, outcome: Outcome) -> None:
+        """A child followed to every DP reports (`distributing`): it leaves the window, its DPs are rolled up.
+
+        Following lasts as long as the DPs take (up to `FOLLOW__DEADLINE_S`): a child kept in the
+        window that long would pace the bulk by DP copies instead of provider calls. Its place is
+        refilled in the same call; its message stays watched by the lost-message sweep
+        (worker/stores/request_watch.py) like any re-queued request.
+        """
+        bulk_id = claimed_bulk(outcome.request_id)
+        if outcome.status != STATUS_DISTRIBUTING or bulk_id is None:
+            return
+        try:
+            window = self._window(outcome.site_code)
+            update = self._store.child_following(
+                bulk_id,
+                outcome.request_id,
+                straggler_marks(outcome.distribution),
+                refill=window,
+                max_count=min(window, _PUMP_BATCH),
+            )
+        except BulkNotFoundError:
+            return
+        if update.taken:
             self._send(update.record, update.taken)
 
     def pump(self, bulk_id: str) -> bool:
@@ -254,7 +298,8 @@ class BulkRunner:
         if not children:
             return
         requested_at = format_timestamp(record.started_at) if record.started_at is not None else None
-        self._dispatch([child_kwargs(record.bulk_id, child, requested_at) for child in children])
+        until = record.until
+        self._dispatch([child_kwargs(record.bulk_id, child, requested_at, until=until) for child in children])
 
     def _drain(self, record: BulkRecord) -> None:
         """Children a cancelled (or failed) bulk never sent end `cancelled`, each counted."""

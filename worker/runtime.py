@@ -144,6 +144,7 @@ def delivery_deps(*, interruptions: tuple[type[BaseException], ...] = ()) -> Del
                 slots=provider_slots(settings),
                 bulks=BulkStore(writer.redis, writer.keys, ttl_s=ttl_s),
                 on_final=bulk_runner().child_ended,
+                on_event=bulk_runner().child_progress,
                 watch=RequestWatch(writer.redis, writer.keys),
                 distribution=follow_snapshots_for if settings.follow.snapshot_s > 0 else None,
                 redistributions=RedisRedistributionMarks(writer.redis, writer.keys),

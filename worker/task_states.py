@@ -24,9 +24,10 @@ from typing import Any, Final
 from celery import states
 
 # The states sccm-refresh reports are the use case's names (any name of the same form works).
-from worker.usecase.values import JOINED, WAITING_FOR_MEDIUM, WAITING_FOR_SLOT
+from worker.usecase.values import FOLLOWING_TO_DPS, JOINED, WAITING_FOR_MEDIUM, WAITING_FOR_SLOT
 
 __all__ = [
+    "FOLLOWING_TO_DPS",
     "JOINED",
     "MAX_DETAIL_CHARS",
     "WAITING_FOR_MEDIUM",

@@ -1,23 +1,23 @@
-"""Bulk refreshes: start one (or a dry run), read its state and counts, cancel it (producers/bulk.py)."""
+"""Bulk refreshes: start one (or a dry run), read its state, counts and stragglers, cancel it (producers/bulk.py)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator
 
 from api.deps import ApiContext, ReadAccess, SubmitAccess
 from api.idempotency import Claim
 from api.idempotent_post import IdempotencyKey, idempotent
-from api.models import BulkAccepted, BulkRefreshBody, BulkStatus
+from api.models import BulkAccepted, BulkRefreshBody, BulkStatus, BulkStragglers
 from api.problems import ApiError, field_error
 from api.responses import POST_ERRORS, READ_ERRORS, error_responses
 from errors import ConfigError, InvalidRequestError
 from worker.bulk_job import DRY_RUN_KEY
 from worker.domain.ids import is_bulk_id
-from worker.stores.bulk_store import BulkRecord
+from worker.stores.bulk_store import MAX_STRAGGLER_DPS, BulkRecord
 
 __all__ = ["router"]
 
@@ -53,7 +53,10 @@ async def submit_bulk(
         bulk_id = claim.derived_id("bulk", 0) if claim is not None else None
         submission = await ctx.producers.run(lambda: _enqueue_bulk(ctx, body, bulk_id))
         payload = BulkAccepted(
-            bulk_id=submission.bulk_id, dry_run=submission.dry_run, package_classes=list(submission.package_classes)
+            bulk_id=submission.bulk_id,
+            dry_run=submission.dry_run,
+            package_classes=list(submission.package_classes),
+            until=body.until,
         ).model_dump(mode="json")
         return 202, payload, {"Location": f"{SUBMIT_ROUTE}/{submission.bulk_id}"}
 
@@ -70,6 +73,7 @@ def _enqueue_bulk(ctx: ApiContext, body: BulkRefreshBody, bulk_id: str | None) -
             ctx.producers.celery,
             body.criteria(),
             dry_run=body.dry_run,
+            until=body.until,
             bulk_id=bulk_id,
             queue=ctx.settings.queue,
             settings=ctx.settings,
@@ -94,6 +98,30 @@ async def get_bulk(bulk_id: BulkIdPath, access: ReadAccess) -> JSONResponse:
 
     record = await ctx.producers.run(lambda: read_bulk(ctx.settings, bulk_id))
     return JSONResponse(_status(record))
+
+
+@router.get(
+    "/bulk-refreshes/{bulk_id}/stragglers",
+    response_model=BulkStragglers,
+    responses=error_responses(*READ_ERRORS, 404),
+    summary="The DPs holding a bulk's packages back (until=distributed), the most first",
+)
+async def get_stragglers(
+    bulk_id: BulkIdPath,
+    access: ReadAccess,
+    limit: Annotated[int, Query(ge=1, le=MAX_STRAGGLER_DPS, description="DPs listed at most")] = 50,
+) -> JSONResponse:
+    """Each DP with how many of the bulk's packages it does not hold at V1 yet, by row status.
+
+    Read from a rollup the children keep as they report: bounded whatever the bulk's size.
+    """
+    ctx = access.ctx
+    from producers.bulk import get_stragglers as read_stragglers  # noqa: PLC0415 - as above
+
+    report = await ctx.producers.run(lambda: read_stragglers(ctx.settings, bulk_id, max_dps=limit))
+    if report is None:
+        raise ApiError(404, "no such bulk job (unknown or expired)")
+    return JSONResponse(BulkStragglers.model_validate(report).model_dump(mode="json"))
 
 
 @router.post(
@@ -137,4 +165,6 @@ def _status(record: BulkRecord | None) -> dict[str, Any]:
         dry_run=dry_run,
         package_classes=list(record.package_classes),
         sample=record.sample if dry_run else None,
+        until=record.until,
+        distribution=record.distribution,
     ).model_dump(mode="json")

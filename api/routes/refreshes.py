@@ -1,4 +1,4 @@
-"""Single refreshes: submit one or many, read a request's state, read a package's latest state."""
+"""Single refreshes: submit one or many, read a request's state or its distribution, read a package's latest state."""
 
 from __future__ import annotations
 
@@ -11,7 +11,16 @@ from fastapi.responses import JSONResponse
 from api.deps import ID_RULE, ApiContext, ReadAccess, SubmitAccess, checked_id, rule
 from api.idempotency import Claim
 from api.idempotent_post import IdempotencyKey, idempotent
-from api.models import PackageStatus, RefreshAccepted, RefreshBatch, RefreshItem, RefreshStatus, to_request
+from api.models import (
+    PackageStatus,
+    Problem,
+    RefreshAccepted,
+    RefreshBatch,
+    RefreshDistribution,
+    RefreshItem,
+    RefreshStatus,
+    to_request,
+)
 from api.problems import RETRY_AFTER_FULL, ApiError, field_error
 from api.producers import BrokerUnavailableError
 from api.redis_async import read_own_request_state, read_package_state
@@ -160,6 +169,50 @@ async def get_refresh(request_id: RequestIdPath, access: ReadAccess) -> JSONResp
             "updated_at": format_timestamp(state.updated_at),
             "stream_id": state.stream_id,
             "outcome": state.outcome.to_dict(),
+        }
+    )
+
+
+_NOT_FOLLOWED: Final = (
+    "the request ended without being followed to every DP (it did not ask until=distributed,"
+    " or it ended before acceptance, or its package reports no SourceVersion): see GET /v1/refreshes/{request_id}"
+)
+
+
+@router.get(
+    "/refreshes/{request_id}/distribution",
+    response_model=RefreshDistribution,
+    responses={
+        **error_responses(*READ_ERRORS, 404),
+        409: {"model": Problem, "description": "the request ended without being followed to every DP"},
+    },
+    summary="How far a request followed to every DP got",
+)
+async def get_refresh_distribution(request_id: RequestIdPath, access: ReadAccess) -> JSONResponse:
+    """The latest event's distribution block: V0, V1, counts, the DP rows (stragglers first).
+
+    `distribution` is null while the request has not been accepted yet (an event does not say
+    how far its request asked to be followed until then). A request that ended without a block
+    (not followed) is 409; an unknown one 404. Read as `GET /v1/refreshes/{request_id}` reads.
+    """
+    ctx = access.ctx
+    found = await read_own_request_state(ctx.redis, ctx.keys, own_candidates(access.principal.name, request_id))
+    if found is None:
+        raise ApiError(404, "no event recorded for this request id (unknown, not started yet, or expired)")
+    full_id, state = found
+    outcome = state.outcome
+    if outcome.distribution is None and state.final:
+        raise ApiError(409, _NOT_FOLLOWED)
+    return JSONResponse(
+        {
+            "request_id": full_id,
+            "status": state.status,
+            "final": state.final,
+            "updated_at": format_timestamp(state.updated_at),
+            "stream_id": state.stream_id,
+            "source_version_before": outcome.source_version_before,
+            "source_version_after": outcome.source_version_after,
+            "distribution": outcome.distribution,
         }
     )
 

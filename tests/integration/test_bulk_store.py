@@ -312,10 +312,11 @@ def test_a_child_whose_worker_died_is_found_by_its_stale_heartbeat(store: BulkSt
 
 
 def test_every_bulk_key_expires(store: BulkStore, redis_client: redis.Redis, redis_keys: RedisKeys) -> None:
-    """Record, pending, taken, heartbeats and the dedupe set all carry the bulk's TTL."""
+    """Every key of a bulk (the followed children and the stragglers rollup too) carries the bulk's TTL."""
     store.create(BULK, SITE, CRITERIA)
     store.append_pending(BULK, children(5))
-    store.take(BULK, 2)
+    first, _ = store.take(BULK, 2)
+    store.child_following(BULK, first.request_id, (("failed|DP02", 1),))
     keys = redis_keys.bulk_keys(BULK)
     assert all(redis_client.exists(key) for key in keys)
     assert all(0 < redis_client.ttl(key) <= 7 * 24 * 3600 for key in keys)

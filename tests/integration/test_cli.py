@@ -14,33 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from testing.cli_process import clean_env, pipeline_env, run_cli
 from testing.fixtures_pipeline import Pipeline
 from worker.domain.criteria import DEFAULT_PACKAGE_CLASSES
 from worker.domain.outcomes import OUTCOME_SCHEMA_VERSION
 
 pytestmark = pytest.mark.integration
-
-
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout_s: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCCM_REFRESH_")}
-    # The repo root on the path: the subprocess runs `-m cli.main` from another cwd.
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    env.update(extra)
-    return env
 
 
 def test_enqueue_refuses_a_bad_package_id_with_one_line_and_exit_2() -> None:
@@ -166,15 +145,6 @@ def test_worker_with_invalid_settings_exits_78_with_one_line() -> None:
     assert result.returncode == 78, result.stderr[-2000:]
     assert "providers.ps1.endpoint: endpoint must be an http:// or https:// WS-Man URL" in result.stderr
     assert "Traceback" not in result.stderr and "Hunter2-secret" not in result.stderr
-
-
-def pipeline_env(pipeline: Pipeline) -> dict[str, str]:
-    return clean_env(
-        SCCM_REFRESH_BROKER_URL=pipeline.redis_url,
-        SCCM_REFRESH_REDIS_URL=pipeline.redis_url,
-        SCCM_REFRESH_QUEUE=pipeline.queue,
-        SCCM_REFRESH_KEY_PREFIX=pipeline.keys.prefix,
-    )
 
 
 def test_bulk_refuses_hostile_criteria_with_one_line_and_exit_2() -> None:

@@ -21,6 +21,7 @@ from testing.wsman_requests import (
     pull_envelope,
     return_value,
 )
+from worker.domain.distribution import unsettled_dp_status_query
 
 pytestmark = pytest.mark.integration
 
@@ -199,6 +200,28 @@ def test_a_dp_with_a_closed_schedule_holds_its_copy_until_the_schedule_is_cleare
     assert _admin(admin, emulator, "GET", "distribution")["distribution_points"][0]["held_by_schedule"] == 1
     _admin(admin, emulator, "POST", "distribution", {"dp": "DP01", "schedule": None})
     assert wait_until(lambda: _rows(protocol, emulator, package_id)["DP01"] == (0, v0 + 1), timeout_s=_SETTLED_WITHIN_S)
+
+
+def test_the_unsettled_query_lists_rows_until_every_dp_holds_the_version_asked_for(
+    emulator_factory: EmulatorFactory, emulator_admin_session: requests.Session
+) -> None:
+    """The worker's filtered read over the wire: copies held -> every row of the package listed (not
+    installed at V1); copies landed -> none at V1, every one at V1 + 1; another package's rows never."""
+    emulator = emulator_factory(**_BASIC_HTTP, **_FAST_COPIES)
+    protocol = winrm_protocol(emulator)
+    package, other = _direct_package(emulator), _direct_package(emulator, 1)
+    pid, v1 = package["PackageID"], package["SourceVersion"] + 1
+
+    def unsettled(version: int) -> list[dict[str, str | None]]:
+        return _query(protocol, emulator, unsettled_dp_status_query({pid: version, other["PackageID"]: 1}))
+
+    _admin(emulator_admin_session, emulator, "POST", "distribution", {"hold": True})
+    _refresh(protocol, emulator, package)
+    assert wait_until(lambda: len(unsettled(v1)) == 5, timeout_s=_SETTLED_WITHIN_S)
+    assert {row["PackageID"] for row in unsettled(v1)} == {pid}
+    _admin(emulator_admin_session, emulator, "POST", "distribution", {"hold": False})
+    assert wait_until(lambda: unsettled(v1) == [], timeout_s=_SETTLED_WITHIN_S)
+    assert len(unsettled(v1 + 1)) == 5
 
 
 def test_a_chunk_of_200_package_ids_in_one_query_returns_every_row_of_exactly_those(

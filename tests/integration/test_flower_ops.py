@@ -51,8 +51,7 @@ class Watched:
     retried: RefreshRun
 
     def task(self, task_id: str) -> dict[str, Any]:
-        response = self.flower.get(f"/api/task/info/{task_id}", auth=self.flower.login)
-        return response.json() if response.status_code == 200 else {}
+        return self.flower.task_info(task_id)
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,9 @@ import pytest
 
 from emulator.sms.provider import Provider
 from testing.fixtures_emulator import make_emulator_settings
-from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun
+from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun, fast_follow_env
 from testing.following import Pick, basic_site_provider, emulated_provider, follow, only_final, package_picker
+from testing.offline_site import offline_dp_site
 from testing.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -35,39 +36,26 @@ _FAST_DPS: dict[str, Any] = {
     "dp_retry_count": 1,
     "package_count": 100,
 }
-_FOLLOW_ENV = {
-    "SCCM_REFRESH_FOLLOW__FIRST_POLL_S": "0.5",
-    "SCCM_REFRESH_FOLLOW__MAX_POLL_S": "0.5",
-    "SCCM_REFRESH_FOLLOW__DEADLINE_S": str(_DEADLINE_S),
-    "SCCM_REFRESH_FOLLOW__MAX_DP_ROWS": "5",
-    "SCCM_REFRESH_FOLLOW__SNAPSHOT_S": "0.5",
-    "SCCM_REFRESH_FOLLOW__SNAPSHOT_WAIT_S": "2",
+_FOLLOW_ENV = fast_follow_env(
+    _DEADLINE_S,
+    max_dp_rows="5",
     # Rows every interval: a DP retrying is seen retrying at each poll (not 1 in ROWS_REFRESH_S / SNAPSHOT_S).
-    "SCCM_REFRESH_FOLLOW__ROWS_REFRESH_S": "0.5",
-    "SCCM_REFRESH_FOLLOW__REDISTRIBUTE_AFTER_S": "1.5",
-    "SCCM_REFRESH_FOLLOW__REDISTRIBUTE_WINDOW_S": "600",
-    "SCCM_REFRESH_FOLLOW__REDISTRIBUTE_SETTLE_S": "1.5",
-}
+    rows_refresh_s="0.5",
+    redistribute_after_s="1.5",
+    redistribute_window_s="600",
+    redistribute_settle_s="1.5",
+)
 
 
 @pytest.fixture(scope="module")
 def redistributing(pipeline_factory: PipelineFactory) -> Pipeline:
     site_wide = make_emulator_settings(site_code=_SITE_WIDE, auth_modes=("basic",), allow_unencrypted=True, **_FAST_DPS)
-    offline = make_emulator_settings(
-        site_code=_OFFLINE_SITE,
-        auth_modes=("basic",),
-        allow_unencrypted=True,
-        dp_copy_time_s=0.05,
-        dp_retry_delay_s=0.5,
-        dp_retry_count=100_000,
-        dp_offline=("DP02",),
-        package_count=100,
-    )
+    offline, offline_provider = offline_dp_site(_OFFLINE_SITE)
 
     def providers(emulators: dict[str, Any]) -> dict[str, dict[str, str]]:
         return {
             _SITE_WIDE: basic_site_provider(emulators[_SITE_WIDE].url, redistribute_failed="true"),
-            _OFFLINE_SITE: basic_site_provider(emulators[_OFFLINE_SITE].url),
+            **offline_provider(emulators),
         }
 
     return pipeline_factory(

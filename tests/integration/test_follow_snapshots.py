@@ -7,7 +7,7 @@ under test is who reads, how often, and what the others are answered from.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import pytest
@@ -45,6 +45,7 @@ class CountingClient:
     calls: dict[str, int] = field(default_factory=lambda: {"versions": 0, "rows": 0, "gets": 0, "counts": 0})
     in_flight: set[str] = field(default_factory=set)  # their rollup says both DPs are copying
     rows_asked: list[str] = field(default_factory=list)
+    settled_asked: dict[str, int] = field(default_factory=dict)
     fail: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -72,6 +73,13 @@ class CountingClient:
         self.rows_asked.extend(ids)
         rows = [DpStatusRow(p, nal(dp), dp, DpState.INSTALLED, 0, 7) for p in ids for dp in ("DP01", "DP02")]
         return DpStatusBatch(rows=tuple(rows))
+
+    def read_unsettled_dp_status(
+        self, settled_at: Mapping[str, int], *, max_rows: int = 50_000, deadline: Deadline | None = None
+    ) -> DpStatusBatch:
+        # Every row is installed at 7: only packages waited for at a later version list theirs.
+        self.settled_asked.update(settled_at)
+        return self.read_dp_status([p for p, version in settled_at.items() if version > 7])
 
     def read_content_counts(
         self, package_ids: Iterable[str], *, max_rows: int = 50_000, deadline: Deadline | None = None
@@ -252,3 +260,26 @@ def test_rows_read_once_are_reused_while_the_rollup_stands_still(
     assert moved.packages_rows_kept == 0
     moved.forget(request(1), rows=True)
     assert not redis_client.exists(redis_keys.follow_keys(SITE, "rows", 0).kept)
+
+
+def test_rows_installed_at_the_followers_version_are_left_out_of_the_read(
+    redis_client: redis.Redis, redis_keys: RedisKeys, client: CountingClient
+) -> None:
+    """A follower that knows its V1 registers it: the shared read asks only for rows not installed
+    at the highest V1 of the package, so a package done costs no rows; its answer says so
+    (`settled_at`), and followers waiting for a later version than that read their own."""
+    now = 1_800_000_000.0
+    gate = UngatedOperations()
+    reader = snapshots(redis_client, redis_keys, client, now)
+    done = reader.dp_rows(request(1), gate, max_rows=100, deadline=None, v1=7)
+    assert done is not None and done.rows == () and done.settled_at == 7
+    assert client.settled_asked == {request(1).package_id: 7} and client.rows_asked == []
+    # Another follower of the package, at a version the read did not ask about: its own read.
+    newer = reader.dp_rows(request(1), gate, max_rows=100, deadline=None, v1=8)
+    assert newer is not None and newer.settled_at is None and len(newer.rows) == 2
+    # The next interval reads against the highest V1 registered: rows at 7 are not settled at 8.
+    later = snapshots(redis_client, redis_keys, client, now + POLICY.snapshot_s)
+    again = later.dp_rows(request(1), gate, max_rows=100, deadline=None, v1=7)
+    assert again is not None and again.settled_at == 8 and len(again.rows) == 2
+    later.forget(request(1), rows=True)
+    assert not redis_client.exists(redis_keys.follow_keys(SITE, "rows", 0).settled)

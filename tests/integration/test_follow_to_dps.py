@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from testing.fixtures_emulator import make_emulator_settings
-from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun
-from testing.following import Pick, basic_site_provider, emulated_provider, follow, only_final, package_picker
+from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun, fast_follow_env
+from testing.following import Pick, emulated_provider, follow, only_final, package_picker
+from testing.offline_site import offline_dp_site
 from testing.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -25,14 +25,7 @@ _DEADLINE_S = 15.0
 # Requests followed together, all accepted before DistMgr is let go: few enough that the last is
 # accepted well inside the first one's deadline on a busy machine.
 _TOGETHER = 12
-_FOLLOW_ENV = {
-    "SCCM_REFRESH_FOLLOW__FIRST_POLL_S": "0.5",
-    "SCCM_REFRESH_FOLLOW__MAX_POLL_S": "0.5",
-    "SCCM_REFRESH_FOLLOW__DEADLINE_S": str(_DEADLINE_S),
-    "SCCM_REFRESH_FOLLOW__MAX_DP_ROWS": "3",
-    "SCCM_REFRESH_FOLLOW__SNAPSHOT_S": "0.5",
-    "SCCM_REFRESH_FOLLOW__SNAPSHOT_WAIT_S": "2",
-}
+_FOLLOW_ENV = fast_follow_env(_DEADLINE_S, max_dp_rows="3")
 _FAST_DPS: dict[str, Any] = {
     "dp_copy_time_s": 0.05,
     "dp_retry_delay_s": 0.05,
@@ -44,19 +37,7 @@ _OFFLINE_SITE = "OS1"
 
 @pytest.fixture(scope="module")
 def followed(pipeline_factory: PipelineFactory) -> Pipeline:
-    offline_site = make_emulator_settings(
-        site_code=_OFFLINE_SITE,
-        auth_modes=("basic",),
-        allow_unencrypted=True,
-        dp_copy_time_s=0.05,
-        dp_retry_delay_s=0.5,
-        dp_retry_count=100_000,
-        dp_offline=("DP02",),
-    )
-
-    def providers(emulators: dict[str, Any]) -> dict[str, dict[str, str]]:
-        return {_OFFLINE_SITE: basic_site_provider(emulators[_OFFLINE_SITE].url)}
-
+    offline_site, providers = offline_dp_site(_OFFLINE_SITE)
     return pipeline_factory(
         emulator_overrides={"BS1": _FAST_DPS},
         extra_emulators={_OFFLINE_SITE: offline_site},

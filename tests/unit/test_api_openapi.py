@@ -19,7 +19,14 @@ from pydantic import ValidationError
 from api.app import create_app
 from api.events import is_stream_id
 from api.idempotency import Claim, fingerprint, is_valid_key
-from api.models import LOCAL_ID_MAX_CHARS, BulkRefreshBody, OutcomeDocument
+from api.models import (
+    LOCAL_ID_MAX_CHARS,
+    BulkRefreshBody,
+    DistributionBlock,
+    DistributionRow,
+    OutcomeDocument,
+    Redistribution,
+)
 from api.openapi import (
     BULK_ID_PATTERN,
     CLASS_PATTERN,
@@ -110,6 +117,22 @@ def test_the_outcome_model_has_exactly_the_documented_fields() -> None:
     assert schema["properties"]["version"]["const"] == documented["properties"]["version"]["const"]
 
 
+def test_the_distribution_models_have_exactly_the_documented_fields() -> None:
+    """DistributionBlock, DistributionRow and Redistribution mirror the schema's `distribution`,
+    `distributionRow` and `redistribution` (the block's optional `redistributed` is required in neither)."""
+    documented = json.loads(OUTCOME_SCHEMA.read_text(encoding="utf-8"))["$defs"]
+    for model, name in (
+        (DistributionBlock, "distribution"),
+        (DistributionRow, "distributionRow"),
+        (Redistribution, "redistribution"),
+    ):
+        schema = model.model_json_schema()
+        assert set(schema["properties"]) == set(documented[name]["properties"]), name
+        assert set(schema["required"]) == set(documented[name]["required"]), name
+    counts = DistributionBlock.model_json_schema()["$defs"]["DistributionCounts"]
+    assert set(counts["required"]) == set(documented["distribution"]["properties"]["counts"]["required"])
+
+
 def test_every_v1_operation_declares_its_token_and_its_errors() -> None:
     """Bearer security, 401/403/422/500/503 on every /v1 operation; 409 and 413 on every POST."""
     doc = document()
@@ -119,10 +142,12 @@ def test_every_v1_operation_declares_its_token_and_its_errors() -> None:
     assert {p for p, _, _ in operations} >= {
         "/v1/refreshes",
         "/v1/refreshes/{request_id}",
+        "/v1/refreshes/{request_id}/distribution",
         "/v1/sites/{site_code}/packages/{package_id}",
         "/v1/bulk-refreshes",
         "/v1/bulk-refreshes/{bulk_id}",
         "/v1/bulk-refreshes/{bulk_id}/cancel",
+        "/v1/bulk-refreshes/{bulk_id}/stragglers",
         "/v1/events",
         "/healthz",
         "/readyz",

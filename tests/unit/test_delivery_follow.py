@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NoReturn
+
+import pytest
 
 from config.settings import FollowSettings, LimitSettings, ProviderSettings, Settings
 from testing.standins import MemoryBulkChildren, MemoryCoalescer, MemorySlots, MemoryWatch, NoFences
@@ -14,6 +16,7 @@ from worker.domain.outcomes import Outcome
 from worker.domain.packages import PackageInfo
 from worker.domain.request import RETRY_STATE_KWARG, RetryState
 from worker.usecase.delivery import handle_delivery
+from worker.usecase.execute import run_delivery
 from worker.usecase.plan import Done, Plan, Requeue
 from worker.usecase.ports import Delivery, DeliveryDeps
 from worker.usecase.values import FOLLOWING_TO_DPS
@@ -197,3 +200,42 @@ def test_a_package_without_source_version_ends_accepted_instead_of_following_bli
     plan = world.deliver(dict(REQUEST))
     (final,) = plan.outcomes
     assert final.status == "accepted" and isinstance(plan.then, Done)
+
+
+class _RequeuedError(Exception):
+    pass
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.outcomes: list[Outcome] = []
+
+    def publish(self, outcome: Outcome, *, message_key: str | None = None) -> bool:
+        self.outcomes.append(outcome)
+        return True
+
+
+def _requeue(_kwargs: Any, _countdown_s: float) -> NoReturn:
+    raise _RequeuedError
+
+
+def test_a_distributing_event_is_told_to_on_event_once_published() -> None:
+    """A bulk follows its children there: the event reaches `on_event` after the sink has it."""
+    world, sink, told = World(), _Sink(), []
+    deps = replace(world.deps, on_event=lambda outcome: told.append((outcome.status, len(sink.outcomes))))
+    with pytest.raises(_RequeuedError):
+        run_delivery(Delivery((), dict(REQUEST), "task-1"), deps, sink, _requeue, control_flow=(_RequeuedError,))
+    assert told == [("distributing", 1)]
+
+
+def test_an_on_event_that_fails_changes_nothing_of_the_delivery() -> None:
+    """Best effort: the event stands, the request is re-queued as planned, no internal final."""
+    world, sink = World(), _Sink()
+
+    def broken(_outcome: Outcome) -> None:
+        raise ConnectionError("bulk store down")
+
+    with pytest.raises(_RequeuedError):
+        deps = replace(world.deps, on_event=broken)
+        run_delivery(Delivery((), dict(REQUEST), "task-1"), deps, sink, _requeue, control_flow=(_RequeuedError,))
+    assert [o.status for o in sink.outcomes] == ["distributing"]

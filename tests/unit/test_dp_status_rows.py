@@ -19,6 +19,7 @@ from worker.domain.distribution import (
     dp_status_query,
     merge_batches,
     package_chunks,
+    unsettled_dp_status_query,
     validate_nal_path,
 )
 from worker.wsman import WmiInstance
@@ -74,6 +75,21 @@ def test_the_query_escapes_nothing_it_does_not_validate_and_takes_at_most_200_id
         dp_status_query([f"PS1{n:05X}" for n in range(MAX_PACKAGES_PER_QUERY + 1)])
     with pytest.raises(InvalidRequestError, match="invalid PackageID"):
         dp_status_query(["PS100001' OR 1=1 --"])
+
+
+def test_the_unsettled_query_asks_only_for_rows_not_installed_at_each_packages_version() -> None:
+    query = unsettled_dp_status_query({"ps100001": 5, "PS100002": 12})
+    assert query.endswith(
+        "WHERE (PackageID = 'PS100001' AND (State <> 0 OR SourceVersion < 5))"
+        " OR (PackageID = 'PS100002' AND (State <> 0 OR SourceVersion < 12))"
+    )
+    for version in (0, -1, True, 2**32, "5", 1.5):
+        with pytest.raises(InvalidRequestError, match="settled version"):
+            unsettled_dp_status_query({"PS100001": version})  # type: ignore[dict-item]
+    with pytest.raises(InvalidRequestError, match="invalid PackageID"):
+        unsettled_dp_status_query({"PS100001' OR 1=1 --": 5})
+    with pytest.raises(InvalidRequestError):
+        unsettled_dp_status_query({})
 
 
 def test_package_ids_are_chunked_by_200_without_repeats() -> None:

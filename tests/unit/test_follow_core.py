@@ -61,6 +61,22 @@ def test_every_target_at_v1_in_state_0_is_distributed() -> None:
     assert step.counts["done"] == 2
 
 
+def test_targets_a_filtered_read_left_out_are_done_only_when_settled_at_v1_or_later() -> None:
+    """A filtered read lists only rows not installed at `settled_at`: a target it left out is done
+    when that version is V1 or later, and proves nothing when it is older (another follower's)."""
+    state = following([row("DP01", 0, 4), row("DP02", 0, 4)])
+    listed = [row("DP02", 2, 4)]
+    step = assess(state, package_version=None, rows=listed, settled_at=5, now=T0 + 60, policy=POLICY)
+    assert step.verdict == "following" and step.counts["done"] == 1 and step.counts["retrying"] == 1
+    done = next(report for report in step.rows if report.dp == "DP01")
+    assert done.state == 0 and done.source_version == 5
+    assert assess(state, package_version=None, rows=[], settled_at=5, now=T0 + 60, policy=POLICY).verdict == (
+        "distributed"
+    )
+    older = assess(state, package_version=None, rows=[], settled_at=4, now=T0 + 60, policy=POLICY)
+    assert older.verdict == "following" and older.counts["unknown"] == 2
+
+
 def test_a_failed_dp_ends_with_failures_once_nothing_else_moves() -> None:
     """State 3 on one target: distributed_with_failures, but only once no other target is still waiting."""
     state = following([row("DP01", 0, 4), row("DP02", 0, 4)])

@@ -20,7 +20,7 @@ rows costs a bounded amount of memory; the client stops pulling there.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final, Generic, TypeVar
@@ -58,6 +58,7 @@ __all__ = [
     "merge_batches",
     "package_chunks",
     "source_version_query",
+    "unsettled_dp_status_query",
     "validate_nal_path",
 ]
 
@@ -154,17 +155,42 @@ def package_chunks(package_ids: Iterable[str], size: int = MAX_PACKAGES_PER_QUER
 
 
 def _query(class_name: str, properties: Sequence[str], package_ids: Sequence[str]) -> str:
-    ids = [validate_package_id(package_id) for package_id in package_ids]
-    if not 1 <= len(ids) <= MAX_PACKAGES_PER_QUERY:
-        raise InvalidRequestError(f"a DP status query takes 1-{MAX_PACKAGES_PER_QUERY} PackageIDs, got {len(ids)}")
+    ids = _query_ids(package_ids)
     clauses = " OR ".join(f"{PACKAGE_ID_PROPERTY} = {wql_string_literal(pid)}" for pid in ids)
     # Class and property names are this module's constants; every literal is validated and escaped.
     return f"SELECT {', '.join(properties)} FROM {class_name} WHERE {clauses}"  # noqa: S608 - WQL, not SQL
 
 
+def _query_ids(package_ids: Iterable[str]) -> list[str]:
+    ids = [validate_package_id(package_id) for package_id in package_ids]
+    if not 1 <= len(ids) <= MAX_PACKAGES_PER_QUERY:
+        raise InvalidRequestError(f"a DP status query takes 1-{MAX_PACKAGES_PER_QUERY} PackageIDs, got {len(ids)}")
+    return ids
+
+
 def dp_status_query(package_ids: Sequence[str]) -> str:
     """`SELECT ... FROM SMS_PackageStatusDistPointsSummarizer WHERE PackageID = 'A' OR ...`."""
     return _query(SUMMARIZER_CLASS, _SUMMARY_PROPERTIES, package_ids)
+
+
+def unsettled_dp_status_query(settled_at: Mapping[str, int]) -> str:
+    """The rows of these packages that are not settled at the given version:
+    `... WHERE (PackageID = 'A' AND (State <> 0 OR SourceVersion < 5)) OR ...`.
+
+    A row left out is installed (State 0) at that SourceVersion or later: once every DP of a
+    package has the new version the read returns nothing for it, so a package done costs no rows.
+    """
+    versions = {validate_package_id(pid): version for pid, version in settled_at.items()}
+    for version in versions.values():
+        if isinstance(version, bool) or not isinstance(version, int) or not 0 < version <= _MAX_UINT32:
+            raise InvalidRequestError(f"a settled version must be 1-{_MAX_UINT32}, got {safe_repr(version)}")
+    ids = _query_ids(versions)
+    clauses = " OR ".join(
+        f"({PACKAGE_ID_PROPERTY} = {wql_string_literal(pid)} AND (State <> {int(DpState.INSTALLED)}"
+        f" OR SourceVersion < {versions[pid]}))"
+        for pid in ids
+    )
+    return f"SELECT {', '.join(_SUMMARY_PROPERTIES)} FROM {SUMMARIZER_CLASS} WHERE {clauses}"  # noqa: S608 - WQL
 
 
 def content_counts_query(package_ids: Sequence[str]) -> str:
@@ -252,6 +278,9 @@ class DpStatusBatch:
     truncated: bool = False
     problems: tuple[str, ...] = ()  # the first few reasons rows were refused, for a log line
     versions: tuple[PackageVersion, ...] = ()
+    # Set on a filtered read (`unsettled_dp_status_query`): a row not listed is installed at this
+    # SourceVersion or later. None: every row of the package is listed.
+    settled_at: int | None = None
 
 
 _Item = TypeVar("_Item", "DpStatusRow", "DpMessage", "ContentCounts", "PackageVersion")

@@ -232,6 +232,7 @@ def assess(
     rows: Sequence[DpStatusRow] | None,
     messages: Sequence[DpMessage] = (),
     truncated: bool = False,
+    settled_at: int | None = None,
     now: float,
     policy: FollowSettings,
 ) -> FollowStep:
@@ -240,6 +241,8 @@ def assess(
     `package_version`: the package's SourceVersion just read (phase one; None if not read).
     `rows`: the package's DP rows just read (phase two; None if not read this poll).
     `truncated`: the read stopped at its row bound, so a target missing from `rows` is unknown, not removed.
+    `settled_at`: `rows` came from a filtered read; a target missing from them is installed at
+    this SourceVersion or later (done, when that is V1 or later).
     """
     polled = replace(state, polls=state.polls + 1)
     timed_out = now >= state.deadline_at(policy)
@@ -249,7 +252,12 @@ def assess(
         counts = _held_counts(polled)
         verdict: Verdict = "distribution_timed_out" if timed_out else "following"
         return _step(verdict, polled, counts, (), now=now, policy=policy)
-    reports, retrying_since, moved = _classify(polled, rows, messages, truncated=truncated, now=now, policy=policy)
+    if settled_at is not None and settled_at < polled.v1:
+        # Left out as installed at an older version than ours: a missing target is unknown.
+        settled_at, truncated = None, True
+    reports, retrying_since, moved = _classify(
+        polled, rows, messages, truncated=truncated, settled_at=settled_at, now=now, policy=policy
+    )
     redistributed = tuple(replace(e, moved=True) if e.nal_path in moved else e for e in polled.redistributed)
     polled = replace(polled, retrying_since=retrying_since, redistributed=redistributed)
     counts = _counts(report.status for report in reports)
@@ -283,6 +291,7 @@ def _classify(
     messages: Sequence[DpMessage],
     *,
     truncated: bool,
+    settled_at: int | None,
     now: float,
     policy: FollowSettings,
 ) -> tuple[list[RowReport], tuple[tuple[str, float], ...], set[str]]:
@@ -297,6 +306,8 @@ def _classify(
     reports: list[RowReport] = []
     for nal_path in state.targets:
         row = by_nal.get(nal_path)
+        if row is None and settled_at is not None:
+            row = _settled_row(nal_path, settled_at)
         status = _row_status(row, state.v1, truncated)
         sent = pending.get(nal_path)
         if sent is not None and row is not None and row.state is not DpState.INSTALL_FAILED:
@@ -322,6 +333,18 @@ def _classify(
             )
         )
     return reports, tuple(sorted(kept.items())), moved
+
+
+def _settled_row(nal_path: str, version: int) -> DpStatusRow:
+    """A target a filtered read left out: installed at `version` or later (the lowest it can hold)."""
+    return DpStatusRow(
+        package_id="",
+        nal_path=nal_path,
+        dp_name=dp_name_from_nal(nal_path) or "?",
+        state=DpState.INSTALLED,
+        raw_state=int(DpState.INSTALLED),
+        source_version=version,
+    )
 
 
 def _row_status(row: DpStatusRow | None, v1: int, truncated: bool) -> RowStatus:

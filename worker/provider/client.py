@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from typing import TypeVar
 
 from config.settings import RetryPolicy
@@ -39,6 +39,7 @@ from worker.domain.distribution import (
     merge_batches,
     package_chunks,
     source_version_query,
+    unsettled_dp_status_query,
     validate_nal_path,
 )
 from worker.domain.packages import (
@@ -252,6 +253,21 @@ class SccmClient:
         200 packages; rows the provider got wrong are refused and counted, and reading stops at
         `max_rows` (`truncated`), its enumeration released."""
         return self._read_status(package_ids, dp_status_query, DpStatusReader, max_rows, deadline)
+
+    def read_unsettled_dp_status(
+        self, settled_at: Mapping[str, int], *, max_rows: int = DEFAULT_MAX_ROWS, deadline: Deadline | None = None
+    ) -> DpStatusBatch:
+        """The DP rows of these packages that are not installed at the given SourceVersion (or
+        later), bounded like `read_dp_status`: a package whose every DP has it costs no rows."""
+        with _as_refresh_errors():
+            versions = {validate_package_id(pid): version for pid, version in settled_at.items()}
+        return self._read_status(
+            versions,
+            lambda chunk: unsettled_dp_status_query({pid: versions[pid] for pid in chunk}),
+            DpStatusReader,
+            max_rows,
+            deadline,
+        )
 
     def read_dp_messages(
         self, package_ids: Iterable[str], *, max_rows: int = DEFAULT_MAX_ROWS, deadline: Deadline | None = None

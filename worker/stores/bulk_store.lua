@@ -2,17 +2,19 @@
 -- KEYS: 1 record (hash), 2 pending (list "<child id> <spec JSON>"), 3 taken (hash child id -> spec JSON),
 --       4 heartbeats (zset child id -> last sign of life), 5 children (set: ids appended, while enumerating),
 --       6 undelivered (zset child id -> when taken, until its first delivery checks in),
---       7 the jobs-by-state gauge for /metrics (hash state -> jobs; no TTL: one field per state)
+--       7 following (hash child id -> its straggler marks: accepted, followed to every DP, out of the window),
+--       8 dp stragglers (hash mark field -> packages), 9 dp rank (zset dp -> packages it holds back),
+--       10 the jobs-by-state gauge for /metrics (hash state -> jobs; no TTL: one field per state)
 -- ARGV: 1 operation, 2 now ('' = Redis TIME), 3 key ttl (s), then the operation's arguments (below).
 local RECORD, PENDING, TAKEN, HEARTBEATS, CHILDREN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local UNDELIVERED, BY_STATE = KEYS[6], KEYS[7]
+local UNDELIVERED, FOLLOWING, STRAGGLERS, RANK, BY_STATE = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local op = ARGV[1]
 local now = clock(ARGV[2])
 local ttl_s = tonumber(ARGV[3])
 
 -- Every key of a bulk expires ttl_s after the bulk's last write (missing keys are skipped).
 local function keep()
-  for i = 1, 6 do
+  for i = 1, 9 do
     redis.call('EXPIRE', KEYS[i], ttl_s)
   end
 end
@@ -31,7 +33,8 @@ local function set_state(new)
 end
 
 local function snapshot()
-  return {redis.call('HGETALL', RECORD), redis.call('LLEN', PENDING), redis.call('HLEN', TAKEN)}
+  return {redis.call('HGETALL', RECORD), redis.call('LLEN', PENDING), redis.call('HLEN', TAKEN),
+    redis.call('HLEN', FOLLOWING)}
 end
 
 local function state()
@@ -60,7 +63,7 @@ local function maybe_finish()
   if redis.call('HGET', RECORD, 'enumeration_done') ~= '1' then
     return 0
   end
-  if redis.call('LLEN', PENDING) > 0 or redis.call('HLEN', TAKEN) > 0 then
+  if redis.call('LLEN', PENDING) > 0 or redis.call('HLEN', TAKEN) > 0 or redis.call('HLEN', FOLLOWING) > 0 then
     return 0
   end
   if state() == 'running' then
@@ -85,6 +88,56 @@ local function move_pending(n)
     redis.call('HSET', TAKEN, id, spec)
     redis.call('ZADD', HEARTBEATS, num(now), id)
     redis.call('ZADD', UNDELIVERED, num(now), id)
+  end
+  return items
+end
+
+-- A child's straggler marks (worker/domain/stragglers.py) replace the ones it reported before:
+-- the rollup is the sum of every child's latest marks. `flat` is "field n field n ..." (fields hold
+-- no space); a mark "<status>|<dp>" also moves the DP's rank, "~source" and "~unlisted" do not.
+local function add_marks(flat, sign)
+  if not flat or flat == '' then
+    return
+  end
+  local field = nil
+  for token in string.gmatch(flat, '%S+') do
+    if field == nil then
+      field = token
+    else
+      local n = sign * tonumber(token)
+      if redis.call('HINCRBY', STRAGGLERS, field, n) <= 0 then
+        redis.call('HDEL', STRAGGLERS, field)
+      end
+      local bar = string.find(field, '|', 1, true)
+      if bar then
+        local dp = string.sub(field, bar + 1)
+        if tonumber(redis.call('ZINCRBY', RANK, n, dp)) <= 0 then
+          redis.call('ZREM', RANK, dp)
+        end
+      end
+      field = nil
+    end
+  end
+end
+
+local function replace_marks(child, new_flat)
+  add_marks(redis.call('HGET', FOLLOWING, child), -1)
+  add_marks(new_flat, 1)
+end
+
+local function joined(first)
+  return table.concat(ARGV, ' ', first, math.max(#ARGV, first - 1))
+end
+
+-- The window refill of `take`, for a call that just freed a place in it.
+local function refill(window, max_count)
+  local current = state()
+  if window <= 0 or (current ~= 'enumerating' and current ~= 'running') then
+    return {}
+  end
+  local items = move_pending(math.min(window - redis.call('HLEN', TAKEN), max_count))
+  if #items > 0 then
+    redis.call('HINCRBY', RECORD, 'enqueued', #items)
   end
   return items
 end
@@ -158,27 +211,47 @@ elseif op == 'drain' then
   return items
 
 elseif op == 'finished' then
-  -- ARGV: 4 child id, 5 status, 6 max outstanding (0: take nothing), 7 max count. Counted once:
-  -- only the call that removes it from taken counts it. That call also refills the window (the
-  -- `take` below, in the same script: one round trip per ending child instead of two).
-  if redis.call('HDEL', TAKEN, ARGV[4]) == 0 then
+  -- ARGV: 4 child id, 5 status, 6 max outstanding (0: take nothing), 7 max count, 8.. the final's
+  -- straggler marks (field, n pairs). Counted once: only the call that removes it from taken (or
+  -- following) counts it. That call also refills the window (the `take` below, in the same script:
+  -- one round trip per ending child instead of two).
+  local child = ARGV[4]
+  if redis.call('HDEL', TAKEN, child) == 0 and redis.call('HEXISTS', FOLLOWING, child) == 0 then
     return {0, 0, snapshot(), {}}
   end
-  redis.call('ZREM', HEARTBEATS, ARGV[4])
-  redis.call('ZREM', UNDELIVERED, ARGV[4])
+  replace_marks(child, joined(8))
+  redis.call('HDEL', FOLLOWING, child)
+  redis.call('ZREM', HEARTBEATS, child)
+  redis.call('ZREM', UNDELIVERED, child)
   redis.call('HINCRBY', RECORD, 'count:' .. ARGV[5], 1)
   local last = maybe_finish()
   local items = {}
-  local window = tonumber(ARGV[6] or '0')
-  local current = state()
-  if last == 0 and window > 0 and (current == 'enumerating' or current == 'running') then
-    items = move_pending(math.min(window - redis.call('HLEN', TAKEN), tonumber(ARGV[7])))
-    if #items > 0 then
-      redis.call('HINCRBY', RECORD, 'enqueued', #items)
-    end
+  if last == 0 then
+    items = refill(tonumber(ARGV[6] or '0'), tonumber(ARGV[7]))
   end
   keep()
   return {1, last, snapshot(), items}
+
+elseif op == 'following' then
+  -- ARGV: 4 child id, 5 max outstanding (0: take nothing), 6 max count, 7.. straggler marks.
+  -- A child accepted and followed to every DP (a `distributing` event): it leaves the window at
+  -- once (following can take a day; the window paces the provider's calls, not DP copies) and
+  -- its marks replace its last. A child neither outstanding nor following (it ended) is ignored.
+  local child = ARGV[4]
+  local items = {}
+  if redis.call('HDEL', TAKEN, child) == 1 then
+    redis.call('ZREM', HEARTBEATS, child)
+    redis.call('ZREM', UNDELIVERED, child)
+    redis.call('HSET', FOLLOWING, child, '')
+    items = refill(tonumber(ARGV[5]), tonumber(ARGV[6]))
+  elseif redis.call('HEXISTS', FOLLOWING, child) == 0 then
+    return {0, 0, snapshot(), {}}
+  end
+  local marks = joined(7)
+  replace_marks(child, marks)
+  redis.call('HSET', FOLLOWING, child, marks)
+  keep()
+  return {1, 0, snapshot(), items}
 
 elseif op == 'stop' then
   -- ARGV: 4 new state ('cancelled' or 'failed'), 5 error text. Only a live bulk stops.
@@ -213,7 +286,8 @@ elseif op == 'heartbeat' then
   -- ARGV: 4 child id. Only an outstanding child has a heartbeat to refresh. Answers with the
   -- bulk's state too, so a child about to start learns of a cancel in the same round trip.
   if not redis.call('ZSCORE', HEARTBEATS, ARGV[4]) then
-    return {0, state()}
+    -- A followed child polls its DPs with no heartbeat: out of the window, still the bulk's.
+    return {redis.call('HEXISTS', FOLLOWING, ARGV[4]), state()}
   end
   redis.call('ZADD', HEARTBEATS, num(now), ARGV[4])
   redis.call('ZREM', UNDELIVERED, ARGV[4])

@@ -40,7 +40,21 @@ from redis.exceptions import ResponseError
 
 from config.settings import LimitSettings
 from worker.domain.ids import is_bulk_id, is_request_id_key_part
+from worker.domain.outcomes import (
+    STATUS_DISTRIBUTED,
+    STATUS_DISTRIBUTED_WITH_FAILURES,
+    STATUS_DISTRIBUTION_TIMED_OUT,
+)
 from worker.domain.packages import validate_site_code
+from worker.domain.request import UNTIL_ACCEPTED, UNTIL_DISTRIBUTED, UNTIL_VALUES
+from worker.domain.stragglers import (
+    HELD_AT_SOURCE,
+    STRAGGLER_STATUSES,
+    UNLISTED,
+    DpStragglers,
+    StragglerMarks,
+    encode_marks,
+)
 from worker.stores.keys import RedisKeys
 from worker.stores.lua import epoch_arg, load_script
 from worker.usecase.values import BulkNotFoundError, Checkin
@@ -48,8 +62,11 @@ from worker.usecase.values import BulkNotFoundError, Checkin
 __all__ = [
     "BULK_STATES",
     "DEFAULT_BULK_TTL_S",
+    "DISTRIBUTION_FINALS",
     "MAX_BATCH",
     "MAX_SPEC_BYTES",
+    "MAX_STRAGGLER_DPS",
+    "UNTIL_KEY",
     "Appended",
     "BulkNotFoundError",
     "BulkRecord",
@@ -58,6 +75,7 @@ __all__ = [
     "BulkUpdate",
     "Checkin",
     "ChildSpec",
+    "Stragglers",
 ]
 
 BulkState = Literal["enumerating", "running", "done", "cancelled", "failed"]
@@ -70,6 +88,10 @@ _SCRIPT: Final = "bulk_store.lua"
 _COUNT_PREFIX: Final = "count:"
 _STATUS_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _NO_BULK: Final = "NOBULK"
+# Stored with the criteria in the bulk record (as `dry_run` is): how far every child is followed.
+UNTIL_KEY: Final = "until"
+DISTRIBUTION_FINALS: Final = (STATUS_DISTRIBUTED, STATUS_DISTRIBUTED_WITH_FAILURES, STATUS_DISTRIBUTION_TIMED_OUT)
+MAX_STRAGGLER_DPS: Final = 500  # DPs one stragglers read lists at most
 
 
 @dataclass(frozen=True)
@@ -119,6 +141,8 @@ class BulkRecord:
     dry_run: bool = False
     # A dry run's first matching packages (what a real run would refresh first).
     sample: list[dict[str, Any]] = field(default_factory=list)
+    # Children accepted and followed to every DP (until=distributed): out of the window, not finished.
+    following: int = 0
 
     @property
     def finished_children(self) -> int:
@@ -131,9 +155,32 @@ class BulkRecord:
         return tuple(name for name in classes if isinstance(name, str)) if isinstance(classes, list) else ()
 
     @property
+    def until(self) -> str:
+        """How far each child is followed (`until`, as its producer recorded it; `accepted` by default)."""
+        value = self.criteria.get(UNTIL_KEY)
+        return value if value in UNTIL_VALUES else UNTIL_ACCEPTED
+
+    @property
+    def distribution(self) -> dict[str, int] | None:
+        """Children by distribution state, for a bulk followed to every DP; None for any other."""
+        if self.until != UNTIL_DISTRIBUTED:
+            return None
+        return {"distributing": self.following} | {status: self.counts.get(status, 0) for status in DISTRIBUTION_FINALS}
+
+    @property
     def over(self) -> bool:
         """Every child is accounted for and the bulk's final outcome is due (or published)."""
         return self.finished_at is not None
+
+
+@dataclass(frozen=True)
+class Stragglers:
+    """What `stragglers` read: the top DPs, how many DPs hold anything back, the unnamed rest."""
+
+    dps: tuple[DpStragglers, ...]
+    dps_total: int
+    held_at_source: int
+    unlisted: int
 
 
 @dataclass(frozen=True)
@@ -220,12 +267,15 @@ class BulkStore:
         *,
         refill: int = 0,
         max_count: int = MAX_BATCH,
+        marks: StragglerMarks = (),
         now_s: float | None = None,
     ) -> BulkUpdate:
-        """Count an outstanding child's final status once; `last` for the one call that ends the bulk.
+        """Count an outstanding (or followed) child's final status once; `last` for the one call that ends the bulk.
 
         With `refill` (the window: max outstanding), the call that counts the child also takes
         pending children as `take(bulk_id, refill)` would, atomically: they are in `taken`.
+        `marks` (a followed child's final: worker/domain/stragglers.py) replace its last marks in
+        the bulk's stragglers rollup, in the same call.
         """
         _check_child(child_request_id)
         if not isinstance(status, str) or not _STATUS_RE.fullmatch(status):
@@ -233,14 +283,61 @@ class BulkStore:
         if refill:
             _check_count("refill", refill, 1_000_000)
         _check_count("max_count", max_count, MAX_BATCH)
-        reply = self._run(bulk_id, "finished", now_s, child_request_id, status, refill, max_count)
-        applied, last, snapshot, items = reply
-        return BulkUpdate(
-            applied=bool(int(applied)),
-            last=bool(int(last)),
-            record=_record(snapshot),
-            taken=tuple(ChildSpec.decode(str(item)) for item in items),
+        reply = self._run(bulk_id, "finished", now_s, child_request_id, status, refill, max_count, *encode_marks(marks))
+        return _taking_update(reply)
+
+    def child_following(
+        self,
+        bulk_id: str,
+        child_request_id: str,
+        marks: StragglerMarks,
+        *,
+        refill: int = 0,
+        max_count: int = MAX_BATCH,
+        now_s: float | None = None,
+    ) -> BulkUpdate:
+        """A child was accepted and is followed to every DP (a `distributing` event).
+
+        The first call moves it out of the window (`outstanding`) into `following`, and with
+        `refill` takes pending children in its place (`taken`); every call replaces its straggler
+        marks. `applied` is False for a child the bulk no longer lists (it ended).
+        """
+        _check_child(child_request_id)
+        if refill:
+            _check_count("refill", refill, 1_000_000)
+        _check_count("max_count", max_count, MAX_BATCH)
+        reply = self._run(bulk_id, "following", now_s, child_request_id, refill, max_count, *encode_marks(marks))
+        return _taking_update(reply)
+
+    def stragglers(self, bulk_id: str, *, max_dps: int = 50) -> Stragglers | None:
+        """The DPs holding the most of the bulk's packages back (at most `max_dps`), or None (no bulk).
+
+        Bounded whatever the bulk's size: one pipeline of a rank range and one field read per DP
+        listed; the rollup itself is kept by the children as they report.
+        """
+        _check_count("max_dps", max_dps, MAX_STRAGGLER_DPS)
+        keys = self._keys.bulk_keys(_checked_bulk_id(bulk_id))
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.exists(keys.record)
+            pipe.zrevrange(keys.dp_rank, 0, max_dps - 1, withscores=True)
+            pipe.zcard(keys.dp_rank)
+            pipe.hmget(keys.dp_stragglers, [HELD_AT_SOURCE, UNLISTED])
+            exists, ranked, dps_total, (at_source, unlisted) = pipe.execute()
+        if not exists:
+            return None
+        dps = [_text(dp) for dp, _ in ranked]
+        fields = [f"{status}|{dp}" for dp in dps for status in STRAGGLER_STATUSES]
+        values = self._redis.hmget(keys.dp_stragglers, fields) if fields else []
+        width = len(STRAGGLER_STATUSES)
+        rows = tuple(
+            DpStragglers(
+                dp=dp,
+                held=int(score),
+                by_status={status: int(values[i * width + j] or 0) for j, status in enumerate(STRAGGLER_STATUSES)},
+            )
+            for i, (dp, (_, score)) in enumerate(zip(dps, ranked, strict=True))
         )
+        return Stragglers(rows, int(dps_total), int(at_source or 0), int(unlisted or 0))
 
     def child_heartbeat(self, bulk_id: str, child_request_id: str, *, now_s: float | None = None) -> bool:
         """A sign of life from an outstanding child (each attempt); False if it is not outstanding."""
@@ -330,10 +427,11 @@ class BulkStore:
             pipe.hgetall(keys.record)
             pipe.llen(keys.pending)
             pipe.hlen(keys.taken)
-            raw, pending, taken = pipe.execute()
+            pipe.hlen(keys.following)
+            raw, pending, taken, following = pipe.execute()
         if not raw:
             return None
-        return _record([[item for pair in raw.items() for item in pair], pending, taken])
+        return _record([[item for pair in raw.items() for item in pair], pending, taken, following])
 
     def _run(self, bulk_id: str, op: str, now_s: float | None, *args: str | int) -> Any:
         keys = self._keys.bulk_keys(_checked_bulk_id(bulk_id))
@@ -361,13 +459,27 @@ def _check_count(name: str, value: int, maximum: int) -> None:
         raise ValueError(f"{name} must be an integer in [1, {maximum}], got {value!r}")
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _taking_update(reply: Any) -> BulkUpdate:
+    applied, last, snapshot, items = reply
+    return BulkUpdate(
+        applied=bool(int(applied)),
+        last=bool(int(last)),
+        record=_record(snapshot),
+        taken=tuple(ChildSpec.decode(str(item)) for item in items),
+    )
+
+
 def _update(reply: Any) -> BulkUpdate:
     applied, last, snapshot = reply
     return BulkUpdate(applied=bool(int(applied)), last=bool(int(last)), record=_record(snapshot))
 
 
 def _record(snapshot: Any) -> BulkRecord:
-    flat, pending, taken = snapshot
+    flat, pending, taken, following = snapshot
     data = {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
     state = data["state"]
     if state not in BULK_STATES:
@@ -391,6 +503,7 @@ def _record(snapshot: Any) -> BulkRecord:
         error=data.get("error"),
         dry_run=data.get("dry_run") == "1",
         sample=json.loads(data.get("sample") or "[]"),
+        following=int(following),
     )
 
 

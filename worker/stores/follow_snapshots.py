@@ -12,8 +12,12 @@ their SourceVersions from `SMS_PackageBaseclass` (one query per 200 packages), o
 their rollup from `SMS_ObjectContentExtraInfo` (one query per 200 packages) and DP rows from
 `SMS_PackageStatusDistPointsSummarizer` (one query per 200 packages, 500 rows a page) only for the
 packages whose rollup says a verdict may be near, plus a sample of the others
-(worker/domain/follow_triage.py; the others are answered "in flight": no rows this poll), and
-rows read earlier are reused while the package's rollup stands still (at most
+(worker/domain/follow_triage.py; the others are answered "in flight": no rows this poll). A
+follower that knows its V1 registers it (a zset keeping each package's highest): rows are then
+read filtered, only those not installed at that version, so a package whose copies all landed
+costs no rows; its entry says so (`settled_at`), and a follower waiting for a later version
+than the entry's reads its own. Rows read earlier are reused while the package's rollup and
+registered V1 stand still (at most
 `FOLLOW__ROWS_REFRESH_S`: a package whose copies all landed is read once, not every interval
 until its request polls again). Each
 chunk is written to the interval's hash as it is read (memory stays one chunk), then the hash is
@@ -42,7 +46,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, Protocol
 
 from redis import Redis
@@ -83,6 +87,9 @@ _READ_BOUND_S: Final = 300.0
 _READ_YOUR_OWN: Final = '"read your own"'
 _IN_FLIGHT: Final = "in flight"  # a rows entry: the rollup says copies are in flight, no rows read
 _IN_FLIGHT_JSON: Final = json.dumps(_IN_FLIGHT)
+# A rows entry of a filtered read: {"settled_at": V, "rows": [...]}, rows installed at V or later left out.
+_SETTLED_AT: Final = "settled_at"
+_ROWS_FIELD: Final = "rows"
 _WAIT_STEP_S: Final = 0.05
 _HSET_BATCH: Final = 1000
 _MAX_UINT32: Final = 0xFFFFFFFF
@@ -93,6 +100,10 @@ class SnapshotClient(FollowClient, Protocol):
 
     def read_content_counts(
         self, package_ids: Iterable[str], *, max_rows: int = ..., deadline: Deadline | None = None
+    ) -> DpStatusBatch: ...
+
+    def read_unsettled_dp_status(
+        self, settled_at: Mapping[str, int], *, max_rows: int = ..., deadline: Deadline | None = None
     ) -> DpStatusBatch: ...
 
 
@@ -145,16 +156,24 @@ class SiteSnapshots:
         max_rows: int,
         deadline: Deadline | None,
         required: bool = False,
+        v1: int | None = None,
     ) -> DpStatusBatch | None:
-        answer, value = self._lookup(_ROWS, request.package_id, gate, deadline)
+        answer, value = self._lookup(_ROWS, request.package_id, gate, deadline, v1=v1)
         if answer == _HIT and value == _IN_FLIGHT and not required:
             return None  # the rollup says copies are in flight: no verdict near, no rows read
         if answer == _SKIP and not required:
             return None
+        settled_at = None
+        if answer == _HIT and isinstance(value, dict):
+            settled_at = _settled_at(value)
+            # Rows left out at an older version than ours (or ours unknown) prove nothing.
+            if v1 is None or settled_at is None or settled_at < v1:
+                return self._direct.dp_rows(request, gate, max_rows=max_rows, deadline=deadline)
+            value = value.get(_ROWS_FIELD)
         rows = _rows_from_records(request.package_id, value) if answer == _HIT else None
         if rows is None:
             return self._direct.dp_rows(request, gate, max_rows=max_rows, deadline=deadline)
-        return DpStatusBatch(rows=rows[:max_rows], truncated=len(rows) > max_rows)
+        return DpStatusBatch(rows=rows[:max_rows], truncated=len(rows) > max_rows, settled_at=settled_at)
 
     def dp_messages(
         self, request: RefreshRequest, gate: OperationGate, *, max_rows: int, deadline: Deadline | None
@@ -165,20 +184,32 @@ class SiteSnapshots:
     def forget(self, request: RefreshRequest, *, rows: bool) -> None:
         # A package still registered is read (and its rows too: the rollup says it may be done) at
         # every interval until it goes stale: an hour of reads for a request that has its answer.
+        pipe = self._redis.pipeline(transaction=False)
         for kind in (_VERSIONS, _ROWS) if rows else (_VERSIONS,):
             keys = self._keys.follow_keys(self._site, kind, 0)
-            self._redis.zrem(keys.followed, request.package_id)
-            self._redis.hdel(keys.kept, request.package_id)
+            pipe.zrem(keys.followed, request.package_id)
+            pipe.hdel(keys.kept, request.package_id)
+            pipe.zrem(keys.settled, request.package_id)
+        pipe.execute()
 
     # -- the snapshot ---------------------------------------------------------------------------
 
-    def _lookup(self, kind: str, package_id: str, gate: OperationGate, deadline: Deadline | None) -> tuple[str, Any]:
+    def _lookup(
+        self, kind: str, package_id: str, gate: OperationGate, deadline: Deadline | None, *, v1: int | None = None
+    ) -> tuple[str, Any]:
         """(_HIT, the package's entry) from this interval's snapshot; (_SKIP, None): not in it, skip
         this poll; (_OWN, None): no snapshot to be had, read your own."""
         now = self._clock()
         keys = self._keys.follow_keys(self._site, kind, int(now // self._policy.snapshot_s))
-        self._redis.zadd(keys.followed, {package_id: now})
-        self._redis.expire(keys.followed, math.ceil(self._stale_s() + self._policy.snapshot_s))
+        ttl_s = math.ceil(self._stale_s() + self._policy.snapshot_s)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zadd(keys.followed, {package_id: now})
+        pipe.expire(keys.followed, ttl_s)
+        if v1 is not None:
+            # The highest V1 any follower of the package waits for: rows installed at it are left out.
+            pipe.zadd(keys.settled, {package_id: v1}, gt=True)
+            pipe.expire(keys.settled, ttl_s)
+        pipe.execute()
         entry = self._entry(keys, package_id)
         if entry is not None:
             return entry
@@ -271,11 +302,17 @@ class SiteSnapshots:
         for chunk in package_chunks(followed):
             counts = {c.package_id: c for c in self._client.read_content_counts(chunk, deadline=deadline).counts}
             entries: dict[str, str] = {}
-            for package, raw in zip(chunk, self._redis.hmget(keys.kept, chunk), strict=True):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hmget(keys.kept, chunk)
+            pipe.zmscore(keys.settled, chunk)
+            kept_raw, settled = pipe.execute()
+            for package, raw, settled_at in zip(chunk, kept_raw, settled, strict=True):
                 rollup = counts.get(package)
                 kept = _kept(raw)
-                fresh = kept is not None and rows_kept_fresh(
-                    rollup, kept[0], kept[1], now=now, max_age_s=self._policy.rows_refresh_s
+                fresh = (
+                    kept is not None
+                    and rows_kept_fresh(rollup, kept[0], kept[1], now=now, max_age_s=self._policy.rows_refresh_s)
+                    and _settled_at(kept[2]) == (int(settled_at) if settled_at is not None else None)
                 )
                 if kept is not None and fresh:
                     entries[package] = json.dumps(kept[2], separators=(",", ":"))
@@ -298,13 +335,26 @@ class SiteSnapshots:
         self, keys: FollowKeys, packages: dict[str, ContentCounts | None], deadline: Deadline | None, now: float
     ) -> dict[str, str]:
         self.packages_with_rows += len(packages)
-        batch = self._client.read_dp_status(list(packages), max_rows=DEFAULT_MAX_ROWS, deadline=deadline)
-        if batch.truncated:
+        scores = self._redis.zmscore(keys.settled, list(packages))
+        settled_at = {p: int(score) for p, score in zip(packages, scores, strict=True) if score is not None}
+        unsettled = [p for p in packages if p not in settled_at]
+        batches = []
+        if settled_at:
+            batches.append(
+                self._client.read_unsettled_dp_status(settled_at, max_rows=DEFAULT_MAX_ROWS, deadline=deadline)
+            )
+        if unsettled:
+            batches.append(self._client.read_dp_status(unsettled, max_rows=DEFAULT_MAX_ROWS, deadline=deadline))
+        if any(batch.truncated for batch in batches):
             # Which packages lost rows is unknown: each reads its own (an entry that is not rows).
             return dict.fromkeys(packages, _READ_YOUR_OWN)
-        records: dict[str, list[list[Any]]] = {p: [] for p in packages}
-        for row in batch.rows:
-            records[row.package_id].append(_record(row))
+        found: dict[str, list[list[Any]]] = {p: [] for p in packages}
+        for batch in batches:
+            for row in batch.rows:
+                found[row.package_id].append(_record(row))
+        records: dict[str, Any] = {
+            p: {_SETTLED_AT: settled_at[p], _ROWS_FIELD: rows} if p in settled_at else rows for p, rows in found.items()
+        }
         # Kept for later intervals, with the rollup they were read under (none without a rollup).
         kept = {
             p: json.dumps([rollup_key(rollup), round(now, 3), records[p]], separators=(",", ":"))
@@ -364,7 +414,13 @@ def _rows_from_records(package_id: str, value: Any) -> tuple[DpStatusRow, ...] |
     return tuple(rows)
 
 
-def _kept(raw: bytes | str | None) -> tuple[object, object, list[Any]] | None:
+def _settled_at(entry: object) -> int | None:
+    """The version a filtered entry's rows were read against (None: a full read)."""
+    value = entry.get(_SETTLED_AT) if isinstance(entry, dict) else None
+    return value if _is_uint(value) else None
+
+
+def _kept(raw: bytes | str | None) -> tuple[object, object, Any] | None:
     """(rollup, read at, rows) of a kept entry; None when there is none or it is not what we write
     (its rows are checked again when a poll rebuilds them)."""
     if raw is None:
@@ -373,7 +429,7 @@ def _kept(raw: bytes | str | None) -> tuple[object, object, list[Any]] | None:
         value = json.loads(raw)
     except ValueError:
         return None
-    if not (isinstance(value, list) and len(value) == 3 and isinstance(value[2], list)):
+    if not (isinstance(value, list) and len(value) == 3 and isinstance(value[2], list | dict)):
         return None
     return value[0], value[1], value[2]
 

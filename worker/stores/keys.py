@@ -17,7 +17,10 @@ from worker.domain.ids import is_bulk_id, is_key_part, is_request_id_key_part
 __all__ = [
     "ATTEMPT_LOCK",
     "BULK_CHILDREN",
+    "BULK_DP_RANK",
+    "BULK_DP_STRAGGLERS",
     "BULK_FINAL_MARKER",
+    "BULK_FOLLOWING",
     "BULK_HEARTBEATS",
     "BULK_PENDING",
     "BULK_RECORD",
@@ -31,10 +34,15 @@ __all__ = [
     "FOLLOW_FOLLOWED",
     "FOLLOW_READING",
     "FOLLOW_ROWS_KEPT",
+    "FOLLOW_SETTLED",
     "FOLLOW_SNAPSHOT",
     "HEALTH_PROBE_REPLY",
     "INVOKE_FENCE",
     "METRICS_ERRORS",
+    "METRICS_FOLLOW_DUE",
+    "METRICS_FOLLOW_LIVE",
+    "METRICS_FOLLOW_STRAGGLERS",
+    "METRICS_FOLLOW_TARGETS",
     "METRICS_LATENCY",
     "METRICS_OUTCOMES",
     "OUTCOME_CHANNEL",
@@ -74,6 +82,7 @@ __all__ = [
     "WORKERS_SEEN",
     "BulkKeys",
     "FollowKeys",
+    "FollowMetricKeys",
     "RedisKeys",
     "SlotKeys",
 ]
@@ -108,6 +117,14 @@ METRICS_ERRORS = "{prefix}:metrics:errors"  # hash "<kind>|<retrying|final>" -> 
 METRICS_LATENCY = "{prefix}:metrics:latency"  # hash: histogram of request-to-final seconds ("le:<b>", sum, count)
 WORKERS_SEEN = "{prefix}:workers"  # zset worker node name -> last sweep (epoch s); old members trimmed
 SITES = "{prefix}:sites"  # hash site code -> max_concurrency, as the workers are configured (for /metrics)
+# Requests followed to every DP, per site, kept by the outcome writer for /metrics (no TTL: each
+# request's share leaves with its final). live: hash request id -> its share (JSON: counts, stragglers);
+# targets: hash row status -> targets in it; stragglers: hash DP name -> requests it holds back;
+# due: zset request id -> when its share is dropped even without a final (epoch s).
+METRICS_FOLLOW_LIVE = "{prefix}:metrics:follow:{site_code}:live"
+METRICS_FOLLOW_TARGETS = "{prefix}:metrics:follow:{site_code}:targets"
+METRICS_FOLLOW_STRAGGLERS = "{prefix}:metrics:follow:{site_code}:stragglers"
+METRICS_FOLLOW_DUE = "{prefix}:metrics:follow:{site_code}:due"
 
 # Per-provider concurrency cap (worker/stores/slots.py): one set per site, every key with a TTL.
 # A lane within a site (a class refreshed one at a time) has its own set: "{site_code}" is then
@@ -131,6 +148,8 @@ FOLLOW_SNAPSHOT = "{prefix}:follow:{site_code}:{kind}:snapshot:{epoch}"
 FOLLOW_READING = "{prefix}:follow:{site_code}:{kind}:reading:{epoch}"  # string: the reader's token, TTL
 # hash package id -> [rollup, read at, rows] JSON: rows kept across intervals while the rollup stands still
 FOLLOW_ROWS_KEPT = "{prefix}:follow:{site_code}:{kind}:kept"
+# zset package id -> the highest V1 its followers wait for: rows installed at it are left out of reads
+FOLLOW_SETTLED = "{prefix}:follow:{site_code}:{kind}:settled"
 # Opt-in redistribution (worker/stores/redistribution_marks.py): string, PX the window. The DP is
 # named by a digest of its case-folded NAL path (quotes, brackets and backslashes never reach a key).
 REDISTRIBUTE_MARK = "{prefix}:redistribute:{site_code}:{package_id}:{nal_digest}"
@@ -143,6 +162,13 @@ BULK_HEARTBEATS = "{prefix}:bulk:{bulk_id}:heartbeats"  # zset child request id 
 # dispatcher died between taking it and publishing its message has no message anywhere.
 BULK_UNDELIVERED = "{prefix}:bulk:{bulk_id}:undelivered"
 BULK_CHILDREN = "{prefix}:bulk:{bulk_id}:children"  # set of child ids appended (dedupe while enumerating)
+# hash child request id -> its last straggler marks: children accepted and followed to every DP
+# (until=distributed). They leave the window (taken) at acceptance and stay here until their final.
+BULK_FOLLOWING = "{prefix}:bulk:{bulk_id}:following"
+# The stragglers rollup, kept as children report (worker/domain/stragglers.py): hash
+# "<status>|<dp>" / "~source" / "~unlisted" -> packages, and zset dp -> packages it holds back.
+BULK_DP_STRAGGLERS = "{prefix}:bulk:{bulk_id}:dp-stragglers"
+BULK_DP_RANK = "{prefix}:bulk:{bulk_id}:dp-rank"
 BULK_FINAL_MARKER = "{prefix}:bulk-final:{bulk_id}"  # string (stream id), TTL: the bulk outcome published once
 BULK_STATES = "{prefix}:metrics:bulks"  # hash state -> bulk jobs in it (kept by bulk_store.lua)
 
@@ -191,6 +217,16 @@ class FollowKeys(NamedTuple):
     snapshot: str
     reading: str
     kept: str
+    settled: str
+
+
+class FollowMetricKeys(NamedTuple):
+    """One site's following counters, in the order worker/stores/outcome_writer.lua takes them."""
+
+    live: str
+    targets: str
+    stragglers: str
+    due: str
 
 
 class BulkKeys(NamedTuple):
@@ -202,6 +238,9 @@ class BulkKeys(NamedTuple):
     heartbeats: str
     children: str
     undelivered: str
+    following: str
+    dp_stragglers: str
+    dp_rank: str
 
 
 def _key_part(name: str, value: str) -> str:
@@ -260,6 +299,16 @@ class RedisKeys:
             METRICS_OUTCOMES.format(prefix=prefix),
             METRICS_ERRORS.format(prefix=prefix),
             METRICS_LATENCY.format(prefix=prefix),
+        )
+
+    def follow_metrics(self, site_code: str) -> FollowMetricKeys:
+        """The counters /metrics reads about the requests followed to every DP at one site."""
+        parts = {"prefix": self.prefix, "site_code": _key_part("site_code", site_code)}
+        return FollowMetricKeys(
+            METRICS_FOLLOW_LIVE.format(**parts),
+            METRICS_FOLLOW_TARGETS.format(**parts),
+            METRICS_FOLLOW_STRAGGLERS.format(**parts),
+            METRICS_FOLLOW_DUE.format(**parts),
         )
 
     @property
@@ -328,6 +377,7 @@ class RedisKeys:
             FOLLOW_SNAPSHOT.format(**parts, epoch=epoch),
             FOLLOW_READING.format(**parts, epoch=epoch),
             FOLLOW_ROWS_KEPT.format(**parts),
+            FOLLOW_SETTLED.format(**parts),
         )
 
     def redistribute_mark(self, site_code: str, package_id: str, nal_path: str) -> str:
@@ -382,6 +432,9 @@ class RedisKeys:
                     BULK_HEARTBEATS,
                     BULK_CHILDREN,
                     BULK_UNDELIVERED,
+                    BULK_FOLLOWING,
+                    BULK_DP_STRAGGLERS,
+                    BULK_DP_RANK,
                 )
             )
         )

@@ -5,12 +5,17 @@
 --       4 rejection marker of this message ('' unless kind is 'rejection'),
 --       5 invoke fence of the request id ('' = none), 6 request state hash,
 --       7/8/9 metrics: outcomes, errors, latency (hashes without TTL: a handful of fields each),
---       10/11 the request watch: deadlines (zset), messages (hash)
+--       10/11 the request watch: deadlines (zset), messages (hash),
+--       12/13/14/15 following at the outcome's site: shares (hash), targets by status, stragglers by
+--       DP, when each share is due (zset) ('' unless the outcome is a followed request's: distributing
+--       or one of its finals)
 -- ARGV: 1 json, 2 request_id, 3 package_id, 4 site_code, 5 status, 6 final ('1'/'0'),
 --       7 requested_at, 8 attempt, 9 updated_at, 10 source_version ('' = unknown),
 --       11 stream maxlen (approximate), 12 marker ttl (s), 13 channel, 14 kind: 'event' | 'final' | 'rejection',
 --       15 metrics site label, 16 error kind ('' = none), 17 latency bucket field ('' = not a final),
---       18 latency seconds
+--       18 latency seconds, 19 the request's share of the following counters (JSON
+--       {"t": {status: targets}, "s": [straggler DP, ...]}; '' with a final: its share leaves),
+--       20 when that share is due (epoch s: past its following deadline, with room), 21 now (epoch s)
 --
 -- A rejection is final for the message it answers, but it does not reserve the request id: the
 -- producer may fix the request and send it again under the same id. So the final marker of a
@@ -88,6 +93,47 @@ if ARGV[17] ~= '' then
   redis.call('HINCRBY', KEYS[9], ARGV[17], 1)
   redis.call('HINCRBY', KEYS[9], 'count', 1)
   redis.call('HINCRBYFLOAT', KEYS[9], 'sum', ARGV[18])
+end
+-- Following: the request's last share is taken back and this event's added (a redelivered event
+-- adds what it takes back); a final only takes it back. A stale event (update_request false) changes nothing.
+if KEYS[12] ~= '' then
+  local function add_share(sign, raw)
+    local share = cjson.decode(raw)
+    for status, count in pairs(share.t) do
+      -- Never 0 * -1: Lua writes it "-0", which HINCRBY refuses.
+      if count ~= 0 and redis.call('HINCRBY', KEYS[13], status, sign * count) <= 0 then
+        redis.call('HDEL', KEYS[13], status)
+      end
+    end
+    for _, dp in ipairs(share.s) do
+      if redis.call('HINCRBY', KEYS[14], dp, sign) <= 0 then
+        redis.call('HDEL', KEYS[14], dp)
+      end
+    end
+  end
+  local function take_back(request_id)
+    local last = redis.call('HGET', KEYS[12], request_id)
+    if last then
+      add_share(-1, last)
+    end
+    redis.call('HDEL', KEYS[12], request_id)
+    redis.call('ZREM', KEYS[15], request_id)
+  end
+  -- A share long past its request's deadline belongs to a request that will publish nothing more
+  -- (every followed request ends by its deadline): a few are dropped here, so none counts for ever.
+  for _, overdue in ipairs(redis.call('ZRANGEBYSCORE', KEYS[15], '-inf', ARGV[21], 'LIMIT', 0, 10)) do
+    if overdue ~= ARGV[2] then
+      take_back(overdue)
+    end
+  end
+  if update_request then
+    take_back(ARGV[2])
+    if not is_final then
+      add_share(1, ARGV[19])
+      redis.call('HSET', KEYS[12], ARGV[2], ARGV[19])
+      redis.call('ZADD', KEYS[15], ARGV[20], ARGV[2])
+    end
+  end
 end
 redis.call('PUBLISH', ARGV[13], ARGV[1])
 return {1, id, update_state and 1 or 0}

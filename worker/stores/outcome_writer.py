@@ -16,6 +16,7 @@ strings). Stream and channel always receive the event; only the hash is guarded.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,13 +30,20 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_de
 
 from config.settings import LimitSettings
 from worker.domain.ids import is_key_part
-from worker.domain.outcomes import STATUS_REJECTED, Outcome, format_timestamp
+from worker.domain.outcomes import STATUS_REJECTED, Outcome, format_timestamp, parse_timestamp
 from worker.stores import keys as k
 from worker.stores.bulk_outcomes import BulkOutcome
 from worker.stores.keys import REJECTED_MARKER_PREFIX, RedisKeys
 from worker.stores.redis_full import refuses_writes
 
-__all__ = ["LATENCY_BUCKETS_S", "OutcomePublisher", "PublishResult", "latency_bucket"]
+__all__ = [
+    "FOLLOW_SHARE_GRACE_S",
+    "LATENCY_BUCKETS_S",
+    "OutcomePublisher",
+    "PublishResult",
+    "follow_share",
+    "latency_bucket",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +74,11 @@ _KIND_REJECTION: Final = "rejection"
 # buckets, transient retries in minutes, medium waits in hours.
 LATENCY_BUCKETS_S: Final = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 6 * 3600.0)
 LATENCY_BUCKET_INF: Final = "le:+Inf"
+# Row statuses of a DP that holds a followed request back (docs/outcomes.md, "The distribution block").
+_STRAGGLING: Final = frozenset({"waiting", "retrying", "failed", "unknown"})
+# A followed request publishes its final by its deadline (later only if its poll waited for a slot
+# or a worker): a share still there this long after is a request that will publish nothing more.
+FOLLOW_SHARE_GRACE_S: Final = 3600.0
 
 
 def latency_bucket(seconds: float) -> str:
@@ -239,6 +252,7 @@ class OutcomePublisher:
             *self._keys.metrics,
             self._keys.watch_deadlines,
             self._keys.watch_messages,
+            *(self._keys.follow_metrics(outcome.site_code) if outcome.distribution is not None else ("",) * 4),
         ]
         latency_s = (outcome.finished_at - outcome.requested_at).total_seconds() if outcome.final else 0.0
         args: list[str | int] = [
@@ -260,8 +274,35 @@ class OutcomePublisher:
             outcome.error["kind"] if outcome.error else "",
             latency_bucket(latency_s) if outcome.final else "",
             f"{max(0.0, latency_s):.3f}",
+            follow_share(outcome),
+            _follow_share_due(outcome),
+            f"{outcome.finished_at.timestamp():.3f}",
         ]
         return keys, args
+
+
+def follow_share(outcome: Outcome) -> str:
+    """A followed request's share of the per-site following counters /metrics reads ('' for a final).
+
+    Targets by row status, and the DPs its listed rows show not done at V1 (phase `dps` only: in
+    phase `source` no copy has started, so no DP is late yet). Only the listed rows are known
+    (FOLLOW__MAX_DP_ROWS, stragglers first).
+    """
+    block = outcome.distribution
+    if block is None or outcome.final:
+        return ""
+    stragglers = (
+        sorted({row["dp"] for row in block["dps"] if row["status"] in _STRAGGLING}) if block["phase"] == "dps" else []
+    )
+    return json.dumps({"t": block["counts"], "s": stragglers}, separators=(",", ":"))
+
+
+def _follow_share_due(outcome: Outcome) -> str:
+    """When a followed request's share is dropped even if no final took it back (epoch s; '' for none)."""
+    block = outcome.distribution
+    if block is None or outcome.final:
+        return ""
+    return f"{parse_timestamp(block['deadline_at']).timestamp() + FOLLOW_SHARE_GRACE_S:.3f}"
 
 
 def _log_retry(request_id: str) -> Callable[[RetryCallState], None]:

@@ -124,6 +124,7 @@ def _execute(
             log.warning("retrying event for %s not published: %s", outcome.request_id, type(exc).__name__)
             continue
         _after_final(plan, outcome, deps)
+        _after_event(outcome, deps)
         # What Celery logs and Flower shows as the task's result: short, and nothing a producer sent.
         summary = {
             "request_id": outcome.request_id,
@@ -185,6 +186,20 @@ def _after_final(plan: Plan, outcome: Outcome, deps: DeliveryDeps) -> None:
             outcome.request_id,
             type(exc).__name__,
         )
+
+
+def _after_event(outcome: Outcome, deps: DeliveryDeps) -> None:
+    """A non-final event told to whoever follows them (a bulk: its followed children); never raises.
+
+    Nothing depends on it being told: the next event tells again, and the final counts the child
+    whether or not any event was told.
+    """
+    if outcome.final or deps.on_event is None:
+        return
+    try:
+        deps.on_event(outcome)
+    except Exception as exc:
+        log.warning("bookkeeping after an event of %s failed (%s)", outcome.request_id, type(exc).__name__)
 
 
 def _cause(exc: BaseException, deps: DeliveryDeps) -> str:

@@ -64,10 +64,12 @@ class DistributionReader(Protocol):
         max_rows: int,
         deadline: Deadline | None,
         required: bool = False,
+        v1: int | None = None,
     ) -> DpStatusBatch | None:
         """The package's DP rows (`rows`; `truncated` if the bound was reached). None also when a
         cheaper read said no verdict is near (copies in flight), unless `required` (the targets
-        are unknown, or the deadline passed and the final lists the DPs)."""
+        are unknown, or the deadline passed and the final lists the DPs). With `v1` (the targets
+        known), a shared read may leave out rows installed at `v1` or later (`settled_at`)."""
         ...
 
     def dp_messages(
@@ -121,6 +123,7 @@ class DirectReader:
         max_rows: int,
         deadline: Deadline | None,
         required: bool = False,
+        v1: int | None = None,
     ) -> DpStatusBatch | None:
         return gate.run(lambda: self._client.read_dp_status([request.package_id], max_rows=max_rows, deadline=deadline))
 
@@ -188,19 +191,34 @@ def poll(
         reader.forget(request, rows=False)
     # Rows whatever the rollup says when the targets are unknown, or for a final by the deadline.
     required = state.targets is None or now >= state.deadline_at(policy)
-    batch = _gated(request, "DP rows", lambda: _rows(reader, gate, request, policy, deadline, required=required))
+    # Rows installed at V1 may be left out only once the targets are known: they name the DPs.
+    v1 = (state.v1 or version) if state.targets is not None else None
+    batch = _gated(request, "DP rows", lambda: _rows(reader, gate, request, policy, deadline, required=required, v1=v1))
     if batch is not None and state.targets is None and not batch.truncated:
         state = state.with_targets(batch.rows, policy.max_targets)
     rows: tuple[DpStatusRow, ...] | None = batch.rows if batch is not None else None
     truncated = batch.truncated if batch is not None else False
-    step = assess(state, package_version=version, rows=rows, truncated=truncated, now=now, policy=policy)
+    settled_at = batch.settled_at if batch is not None else None
+
+    def assessed(state: FollowState, messages: Sequence[DpMessage] = ()) -> FollowStep:
+        return assess(
+            state,
+            package_version=version,
+            rows=rows,
+            messages=messages,
+            truncated=truncated,
+            settled_at=settled_at,
+            now=now,
+            policy=policy,
+        )
+
+    step = assessed(state)
     sent: tuple[Redistribution, ...] = ()
     if redistribute is not None and rows is not None:
         sent = redistribute(step, rows, now)
         if sent:
             state = state.with_redistributions(sent)
-            step = assess(state, package_version=version, rows=rows, truncated=truncated, now=now, policy=policy)
-            step = replace(step, redistributed_now=sent)
+            step = replace(assessed(state), redistributed_now=sent)
     if step.final:
         reader.forget(request, rows=True)
     if rows is None or not step.final:
@@ -211,10 +229,7 @@ def poll(
     )
     if not messages:
         return step
-    final = assess(
-        state, package_version=version, rows=rows, messages=messages, truncated=truncated, now=now, policy=policy
-    )
-    return replace(final, redistributed_now=sent)
+    return replace(assessed(state, messages), redistributed_now=sent)
 
 
 def _rows(
@@ -225,9 +240,10 @@ def _rows(
     deadline: Deadline | None,
     *,
     required: bool,
+    v1: int | None = None,
 ) -> DpStatusBatch | None:
     return reader.dp_rows(
-        request, gate, max_rows=policy.max_targets + _ROW_MARGIN, deadline=deadline, required=required
+        request, gate, max_rows=policy.max_targets + _ROW_MARGIN, deadline=deadline, required=required, v1=v1
     )
 
 

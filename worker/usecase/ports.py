@@ -145,6 +145,9 @@ class DeliveryDeps:
     watch: Watching
     # Told of every final outcome once it is recorded (a bulk counts its children there).
     on_final: Callable[[Outcome], None]
+    # Told of every non-final event once it is recorded (a bulk follows its children there); best
+    # effort: a failure is logged, and the child's next event or final tells the bulk again.
+    on_event: Callable[[Outcome], None] | None = None
     # A site's reader of DP status for requests followed to every DP (until=distributed); None:
     # the provider client itself. The per-site batcher's seam (worker/usecase/follow.py).
     distribution: Callable[[str], DistributionReader] | None = None
