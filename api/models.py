@@ -28,7 +28,14 @@ from worker.domain.packages import (
     validate_refreshable_class,
     validate_site_code,
 )
-from worker.domain.request import DEFAULT_PACKAGE_CLASS, RefreshRequest, Until, check_verify_until, is_valid_id
+from worker.domain.request import (
+    DEFAULT_PACKAGE_CLASS,
+    RefreshRequest,
+    Until,
+    check_redistribute_until,
+    check_verify_until,
+    is_valid_id,
+)
 
 __all__ = [
     "LOCAL_ID_MAX_CHARS",
@@ -127,12 +134,16 @@ class RefreshItem(BaseModel):
     )
     verify: bool = Field(default=False, description="the older spelling of until=source_updated")
     until: Until | None = Field(default=None, description=RefreshRequest.model_fields["until"].description)
+    redistribute_failed: bool = Field(
+        default=False, description=RefreshRequest.model_fields["redistribute_failed"].description
+    )
 
     _few_keys = model_validator(mode="before")(_few_keys)
 
     @model_validator(mode="after")
     def _verify_agrees_with_until(self) -> RefreshItem:
         check_verify_until(verify=self.verify, until=self.until)
+        check_redistribute_until(redistribute_failed=self.redistribute_failed, until=self.until)
         return self
 
     @field_validator("force")
@@ -154,6 +165,7 @@ def to_request(item: RefreshItem, *, request_id: str, requested_at: datetime) ->
         force=item.force,
         verify=item.verify,
         until=item.until,
+        redistribute_failed=item.redistribute_failed,
         requested_at=requested_at,
         package_hint=None,
     )
@@ -253,6 +265,26 @@ class DistributionCounts(BaseModel):
     removed: int = Field(ge=0)
 
 
+class RedistributionError(BaseModel):
+    """The provider's refusal of a RefreshNow (an error kind and its message)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(max_length=2000)
+    message: str = Field(max_length=2000)
+
+
+class Redistribution(BaseModel):
+    """RefreshNow sent to one target DP (opt-in redistribution; docs/outcomes.md, "Redistribution")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dp: str = Field(min_length=1, max_length=255)
+    nal_path: str = Field(min_length=1, max_length=512)
+    at: str = Field(pattern=_TIMESTAMP_PATTERN)
+    error: RedistributionError | None = Field(description="null: the Put landed; else the provider's refusal")
+
+
 class DistributionBlock(BaseModel):
     """What following a refresh to every DP found (an outcome's `distribution`, schema version 3)."""
 
@@ -269,6 +301,14 @@ class DistributionBlock(BaseModel):
     deadline_at: str = Field(pattern=_TIMESTAMP_PATTERN)
     next_poll_at: str | None = Field(pattern=_TIMESTAMP_PATTERN, description="null once final")
     polls: int = Field(ge=0)
+    redistributed: list[Redistribution] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description=(
+            "only present for a request that redistributes (redistribute_failed, its own or its site's): "
+            "the DPs it sent RefreshNow, the latest per DP"
+        ),
+    )
 
 
 class OutcomeDocument(BaseModel):

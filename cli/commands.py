@@ -32,6 +32,7 @@ def enqueue(
     verify: bool,
     force: bool,
     until: str | None = None,
+    redistribute_failed: bool = False,
 ) -> int:
     """Validate every request first (all or nothing), then enqueue; print one JSON line each."""
     validated = []
@@ -46,6 +47,7 @@ def enqueue(
                         "correlation_id": correlation_id,
                         "verify": verify,
                         "until": until,
+                        "redistribute_failed": redistribute_failed,
                         "force": force,
                     }
                 )
@@ -81,6 +83,9 @@ def format_outcome(outcome: Outcome) -> str:
         counts = ", ".join(f"{n} {key}" for key, n in block["counts"].items() if n) or "targets not read yet"
         stragglers = [f"{row['dp']} {row['status']}" for row in block["dps"] if row["status"] != "done"][:3]
         detail += f" DPs: {counts}" + (f" ({'; '.join(stragglers)})" if stragglers else "")
+        redistributed = [entry["dp"] for entry in block.get("redistributed", ()) if entry["error"] is None]
+        if redistributed:
+            detail += f" redistributed: {', '.join(redistributed[:3])}"
     name = data.get("package_name") or ""
     return (
         f"{data.get('site_code')}/{data.get('package_id')} {name[:40]!s:<40} "

@@ -69,6 +69,11 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="follow each request until accepted (default), source_updated, or distributed (every targeted DP)",
     )
+    enqueue.add_argument(
+        "--redistribute-failed",
+        action="store_true",
+        help="with --until distributed: send RefreshNow to a DP that failed (at most once per DP per window)",
+    )
     enqueue.add_argument("--force", action="store_true", help="allow SMS_TaskSequencePackage")
 
     watch = sub.add_parser("watch", help="follow outcomes live")
@@ -194,6 +199,7 @@ def _enqueue(args: argparse.Namespace) -> int:
         correlation_id=args.correlation_id,
         verify=args.verify,
         until=args.until,
+        redistribute_failed=args.redistribute_failed,
         force=args.force,
     )
 

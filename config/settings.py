@@ -201,6 +201,13 @@ class FollowSettings(BaseModel):
     # near (worker/domain/follow_triage.py); a package with copies in flight gets its rows about
     # once per `rows_refresh_s` (so long retries are seen); at most `snapshot_s`: every interval.
     rows_refresh_s: float = Field(default=600.0, ge=0, le=86_400)
+    # Redistribution (opt-in: a request's `redistribute_failed`, or its site's): a target DP failed
+    # (State 3), or retrying longer than `redistribute_after_s`, gets RefreshNow at most once per
+    # package and DP per `redistribute_window_s` (a Redis marker). A redistributed DP still reading
+    # State 3 counts as retrying until it is seen in another state, or for `redistribute_settle_s`.
+    redistribute_after_s: float = Field(default=4 * 3600.0, ge=0, le=7 * 86_400)
+    redistribute_window_s: float = Field(default=86_400.0, gt=0, le=30 * 86_400)
+    redistribute_settle_s: float = Field(default=1800.0, ge=0, le=86_400)
 
     @model_validator(mode="after")
     def _first_below_max(self) -> FollowSettings:
@@ -311,6 +318,9 @@ class ProviderSettings(BaseModel):
     # renewed while it waits (worker/stores/lease_keeper.py).
     boot_image_operation_timeout_s: int = Field(default=240, ge=1, le=3600)
     max_concurrency: int = Field(default=3, ge=1, le=256)
+    # Every request of this site followed to every DP redistributes its failed DPs, as if it had
+    # asked `redistribute_failed` (FOLLOW__REDISTRIBUTE_* bound it; docs/outcomes.md).
+    redistribute_failed: bool = False
 
     @field_validator("endpoint")
     @classmethod

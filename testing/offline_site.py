@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from emulator.settings import EmulatorSettings
-from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME, make_emulator_settings
+from testing.fixtures_emulator import make_emulator_settings
+from testing.following import basic_site_provider
 
 __all__ = ["offline_dp_site"]
 
@@ -36,17 +37,6 @@ def offline_dp_site(
     )
 
     def providers(emulators: dict[str, Any]) -> dict[str, dict[str, str]]:
-        return {
-            site_code: {
-                "endpoint": emulators[site_code].url,
-                "transport": "basic",
-                "username": EMULATOR_USERNAME,
-                "password": EMULATOR_PASSWORD,
-                "allow_unencrypted": "true",
-                "operation_timeout_s": "5",
-                "read_timeout_s": "8",
-                **(provider_extra or {}),
-            }
-        }
+        return {site_code: basic_site_provider(emulators[site_code].url, **(provider_extra or {}))}
 
     return settings, providers

@@ -36,6 +36,7 @@ from worker.stores import (
 )
 from worker.stores.follow_snapshots import SiteSnapshots
 from worker.stores.lease_keeper import lease_keeper
+from worker.stores.redistribution_marks import RedisRedistributionMarks
 from worker.usecase import DeliveryDeps
 
 __all__ = [
@@ -146,6 +147,7 @@ def delivery_deps(*, interruptions: tuple[type[BaseException], ...] = ()) -> Del
                 on_event=bulk_runner().child_progress,
                 watch=RequestWatch(writer.redis, writer.keys),
                 distribution=follow_snapshots_for if settings.follow.snapshot_s > 0 else None,
+                redistributions=RedisRedistributionMarks(writer.redis, writer.keys),
             )
         return _runtime.deps
 

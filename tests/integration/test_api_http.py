@@ -431,6 +431,21 @@ def test_internal_fields_and_an_unforced_task_sequence_are_422(submitter: httpx.
     assert submitter.post("/v1/refreshes", json={"packages": [forced]}).status_code == 202
 
 
+def test_redistribute_failed_is_a_boolean_asked_with_until_distributed(submitter: httpx.Client) -> None:
+    """`redistribute_failed` only means something while following to every DP: with another `until`,
+    or as a string, 422 naming it; with until=distributed, accepted."""
+    for extra in (
+        {"redistribute_failed": True},
+        {"redistribute_failed": True, "until": "source_updated"},
+        {"redistribute_failed": "true", "until": "distributed"},
+    ):
+        response = submitter.post("/v1/refreshes", json={"packages": [{**GOOD_ITEM, **extra}]})
+        assert response.status_code == 422, (extra, response.text)
+        assert "redistribute_failed" in response.text
+    asked = {**GOOD_ITEM, "until": "distributed", "redistribute_failed": True}
+    assert submitter.post("/v1/refreshes", json={"packages": [asked]}).status_code == 202
+
+
 def test_a_body_with_a_hundred_thousand_unknown_keys_is_one_quick_error(
     redis_server: RedisServer, tokens_file: Path, tmp_path: Path
 ) -> None:

@@ -8,16 +8,14 @@ once then failed. OS1: DP02 offline for good, retried every half second for ever
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from emulator.sms.provider import Provider
 from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun, fast_follow_env
+from testing.following import Pick, emulated_provider, follow, only_final, package_picker
 from testing.offline_site import offline_dp_site
 from testing.waiting import wait_until
-from worker.domain.outcomes import Outcome
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +33,6 @@ _FAST_DPS: dict[str, Any] = {
     "package_count": 300,
 }
 _OFFLINE_SITE = "OS1"
-Pick = Callable[..., dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
@@ -52,37 +49,11 @@ def followed(pipeline_factory: PipelineFactory) -> Pipeline:
 
 @pytest.fixture(scope="module")
 def fresh_package(followed: Pipeline) -> Pick:
-    """A different ready package each call, so no test sees rows another left behind."""
-    used: set[str] = set()
-
-    def pick(site: str = "BS1") -> dict[str, Any]:
-        pkg = followed.package(site, pkg_source_flag=2, package_class="SMS_Package", exclude=tuple(used))
-        used.add(pkg["PackageID"])
-        return pkg
-
-    return pick
-
-
-def _provider(pipeline: Pipeline, site: str) -> Provider:
-    provider = pipeline.emulators[site].provider
-    assert isinstance(provider, Provider)
-    return provider
+    return package_picker(followed)
 
 
 def _follow(pipeline: Pipeline, pkg: dict[str, Any], site: str = "BS1") -> RefreshRun:
-    return pipeline.refresh(
-        site_code=site,
-        package_id=pkg["PackageID"],
-        package_class=pkg["class"],
-        until="distributed",
-        timeout_s=_DEADLINE_S + 10,
-    )
-
-
-def _only_final(pipeline: Pipeline, run: RefreshRun) -> Outcome:
-    assert run.final is not None, run.statuses
-    assert len(pipeline.finals()[run.request_id]) == 1
-    return run.final
+    return follow(pipeline, pkg, site=site, timeout_s=_DEADLINE_S + 10)
 
 
 def test_a_request_is_followed_until_every_dp_holds_the_new_version(followed: Pipeline, fresh_package: Pick) -> None:
@@ -90,7 +61,7 @@ def test_a_request_is_followed_until_every_dp_holds_the_new_version(followed: Pi
     pkg = fresh_package()
     v0 = pkg["SourceVersion"]
     run = _follow(followed, pkg)
-    final = _only_final(followed, run)
+    final = only_final(followed, run)
     assert final.status == "distributed", final.distribution
     assert run.statuses[0] == "distributing" and set(run.statuses[:-1]) == {"distributing"}
     assert (final.source_version_before, final.source_version_after) == (v0, v0 + 1)
@@ -101,20 +72,20 @@ def test_a_request_is_followed_until_every_dp_holds_the_new_version(followed: Pi
     assert len(block["dps"]) == 3 and block["dps_omitted"] == 2  # FOLLOW__MAX_DP_ROWS=3
     assert {row["status"] for row in block["dps"]} == {"done"}
     assert all(row["source_version"] == v0 + 1 and row["message_id"] is not None for row in block["dps"])
-    rows = _provider(followed, "BS1").distribution_rows(pkg["PackageID"])
+    rows = emulated_provider(followed, "BS1").distribution_rows(pkg["PackageID"])
     assert rows is not None and {row["source_version"] for row in rows} == {v0 + 1}
 
 
 def test_a_dp_failing_its_copies_ends_distributed_with_failures(followed: Pipeline, fresh_package: Pick) -> None:
     """DP03 fails every copy: once its retry is used up (State 3) and the rest are done, the final names it."""
     pkg = fresh_package()
-    provider = _provider(followed, "BS1")
+    provider = emulated_provider(followed, "BS1")
     provider.control_distribution(dp="DP03", failure_share=1.0)
     try:
         run = _follow(followed, pkg)
     finally:
         provider.control_distribution(dp="DP03", failure_share=0.0)
-    final = _only_final(followed, run)
+    final = only_final(followed, run)
     assert final.status == "distributed_with_failures", final.distribution
     block = final.distribution
     assert block is not None
@@ -128,13 +99,13 @@ def test_an_offline_dp_makes_the_request_time_out_with_the_dp_named(followed: Pi
     """OS1's DP02 retries for ever and DP04's schedule stays closed: at the deadline the final is
     distribution_timed_out, DP02 retrying and DP04 waiting, neither failed."""
     pkg = fresh_package(_OFFLINE_SITE)
-    provider = _provider(followed, _OFFLINE_SITE)
+    provider = emulated_provider(followed, _OFFLINE_SITE)
     provider.control_distribution(dp="DP04", schedule=(None, 0.0))
     try:
         run = _follow(followed, pkg, site=_OFFLINE_SITE)
     finally:
         provider.control_distribution(dp="DP04", clear_schedule=True)
-    final = _only_final(followed, run)
+    final = only_final(followed, run)
     assert final.status == "distribution_timed_out", final.distribution
     block = final.distribution
     assert block is not None
@@ -149,14 +120,14 @@ def test_rows_at_the_old_version_in_state_0_are_never_counted_as_done(followed: 
     """DistMgr held: SourceVersion never passes V0 and every DP row reads State 0 at V0; the request is
     not `distributed` (the V0/V1 trap) but times out still waiting for V1."""
     pkg = fresh_package()
-    provider = _provider(followed, "BS1")
+    provider = emulated_provider(followed, "BS1")
     provider.control_distmgr(hold=True)
     try:
         run = _follow(followed, pkg)
         rows = provider.distribution_rows(pkg["PackageID"])
     finally:
         provider.control_distmgr(hold=False, drain=True)
-    final = _only_final(followed, run)
+    final = only_final(followed, run)
     assert final.status == "distribution_timed_out", final.distribution
     assert (final.source_version_before, final.source_version_after) == (pkg["SourceVersion"], None)
     block = final.distribution
@@ -170,7 +141,7 @@ def test_rows_at_the_old_version_in_state_0_are_never_counted_as_done(followed: 
 def test_packages_followed_together_share_their_reads(followed: Pipeline, fresh_package: Pick) -> None:
     """Twelve requests followed at once at one site, DistMgr slow to process them: their polls are
     answered from per-site snapshots (one chunked read per interval for all), not one Get each."""
-    provider = _provider(followed, "BS1")
+    provider = emulated_provider(followed, "BS1")
     packages = [fresh_package() for _ in range(_TOGETHER)]
     before = provider.call_totals()
     provider.control_distmgr(hold=True)

@@ -16,8 +16,9 @@ import pytest
 
 from emulator.sms.provider import Provider
 from testing.fixtures_api import SUBMIT_TOKEN, ApiServer
-from testing.fixtures_emulator import EMULATOR_PASSWORD, EMULATOR_USERNAME, make_emulator_settings
+from testing.fixtures_emulator import make_emulator_settings
 from testing.fixtures_pipeline import Pipeline, PipelineFactory, RefreshRun, fast_follow_env
+from testing.following import basic_site_provider
 from testing.waiting import wait_until
 from worker.domain.outcomes import Outcome
 
@@ -47,17 +48,7 @@ def pipeline(pipeline_factory: PipelineFactory) -> Pipeline:
     )
 
     def providers(emulators: dict[str, Any]) -> dict[str, dict[str, str]]:
-        return {
-            _SITE: {
-                "endpoint": emulators[_SITE].url,
-                "transport": "basic",
-                "username": EMULATOR_USERNAME,
-                "password": EMULATOR_PASSWORD,
-                "allow_unencrypted": "true",
-                "operation_timeout_s": "5",
-                "read_timeout_s": "8",
-            }
-        }
+        return {_SITE: basic_site_provider(emulators[_SITE].url)}
 
     return pipeline_factory(
         extra_emulators={_SITE: site}, extra_providers=providers, worker_extra_env=_FOLLOW_ENV, concurrency=2

@@ -19,7 +19,14 @@ from pydantic import ValidationError
 from api.app import create_app
 from api.events import is_stream_id
 from api.idempotency import Claim, fingerprint, is_valid_key
-from api.models import LOCAL_ID_MAX_CHARS, BulkRefreshBody, DistributionBlock, DistributionRow, OutcomeDocument
+from api.models import (
+    LOCAL_ID_MAX_CHARS,
+    BulkRefreshBody,
+    DistributionBlock,
+    DistributionRow,
+    OutcomeDocument,
+    Redistribution,
+)
 from api.openapi import (
     BULK_ID_PATTERN,
     CLASS_PATTERN,
@@ -111,9 +118,14 @@ def test_the_outcome_model_has_exactly_the_documented_fields() -> None:
 
 
 def test_the_distribution_models_have_exactly_the_documented_fields() -> None:
-    """DistributionBlock and DistributionRow mirror the schema's `distribution` and `distributionRow`."""
+    """DistributionBlock, DistributionRow and Redistribution mirror the schema's `distribution`,
+    `distributionRow` and `redistribution` (the block's optional `redistributed` is required in neither)."""
     documented = json.loads(OUTCOME_SCHEMA.read_text(encoding="utf-8"))["$defs"]
-    for model, name in ((DistributionBlock, "distribution"), (DistributionRow, "distributionRow")):
+    for model, name in (
+        (DistributionBlock, "distribution"),
+        (DistributionRow, "distributionRow"),
+        (Redistribution, "redistribution"),
+    ):
         schema = model.model_json_schema()
         assert set(schema["properties"]) == set(documented[name]["properties"]), name
         assert set(schema["required"]) == set(documented[name]["required"]), name

@@ -130,3 +130,23 @@ def test_basic_password_outside_latin1_is_refused_without_echoing_it(monkeypatch
     with pytest.raises(ConfigError) as info:
         get_settings()
     assert "Latin-1" in info.value.message and "Sommer" not in info.value.message
+
+
+def test_redistribution_is_off_by_default_and_set_per_site_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A site's `redistribute_failed` and the FOLLOW__REDISTRIBUTE_* bounds come from the environment;
+    a window of 0 (no bound at all) is refused."""
+    monkeypatch.setenv("SCCM_REFRESH_PROVIDERS__PS1__ENDPOINT", "https://sccm01:5986/wsman")
+    monkeypatch.setenv("SCCM_REFRESH_PROVIDERS__PS1__USERNAME", "LAB\\svc")
+    monkeypatch.setenv("SCCM_REFRESH_PROVIDERS__PS1__PASSWORD", SECRET)
+    defaults = get_settings()
+    assert defaults.provider("PS1").redistribute_failed is False
+    assert (defaults.follow.redistribute_after_s, defaults.follow.redistribute_window_s) == (14_400.0, 86_400.0)
+    monkeypatch.setenv("SCCM_REFRESH_PROVIDERS__PS1__REDISTRIBUTE_FAILED", "true")
+    monkeypatch.setenv("SCCM_REFRESH_FOLLOW__REDISTRIBUTE_AFTER_S", "7200")
+    reset_settings()
+    settings = get_settings()
+    assert settings.provider("PS1").redistribute_failed and settings.follow.redistribute_after_s == 7200.0
+    monkeypatch.setenv("SCCM_REFRESH_FOLLOW__REDISTRIBUTE_WINDOW_S", "0")
+    reset_settings()
+    with pytest.raises(ConfigError, match="redistribute_window_s"):
+        get_settings()

@@ -18,6 +18,11 @@ waiting for its schedule, or still at the old version: nothing wrong seen), `ret
 SDK does not list, or the read was cut before the row), `removed` (the row is leaving the DP,
 States 4-6, or is gone: no longer a target).
 
+Redistribution (opt-in, worker/domain/redistribution.py decides which rows): a DP the worker sent
+RefreshNow (`with_redistributions`) and that still reads State 3 counts as `retrying` until it is
+seen in another state or `redistribute_settle_s` has passed (the Put may not have reached DistMgr
+yet); its retrying clock starts at the Put.
+
 Verdicts: `distributed` (every target done or removed), `distributed_with_failures` (nothing
 waiting, retrying or unknown, some failed), `distribution_timed_out` (the deadline passed first),
 else `following` (poll again after `next_poll_s`).
@@ -37,6 +42,7 @@ __all__ = [
     "COUNT_KEYS",
     "FollowState",
     "FollowStep",
+    "Redistribution",
     "RowReport",
     "RowStatus",
     "Verdict",
@@ -62,6 +68,31 @@ _STATUS_OF_STATE: Final[dict[DpState, RowStatus]] = {
     DpState.REMOVAL_FAILED: "removed",
 }
 _UINT32_MAX: Final = 0xFFFFFFFF
+_MAX_ERROR_CHARS: Final = 300
+
+
+@dataclass(frozen=True)
+class Redistribution:
+    """RefreshNow sent to one target DP by this request (the latest one per DP is kept).
+
+    `error_kind`/`error_message`: the provider refused the Put (reported, not fatal; never retried
+    within the window: a timed-out Put may have landed). `moved`: the DP was seen in a state
+    other than failed since, so a later State 3 is a new failure.
+    """
+
+    nal_path: str
+    at: float
+    error_kind: str | None = None
+    error_message: str | None = None
+    moved: bool = False
+
+    @property
+    def landed(self) -> bool:
+        return self.error_kind is None
+
+    @classmethod
+    def refused(cls, nal_path: str, at: float, kind: str, message: str) -> Redistribution:
+        return cls(nal_path, at, error_kind=kind[:64], error_message=message[:_MAX_ERROR_CHARS])
 
 
 @dataclass(frozen=True)
@@ -81,6 +112,8 @@ class FollowState:
     retrying_since: tuple[tuple[str, float], ...] = ()
     # The counts last reported (COUNT_KEYS order): a `distributing` event goes out only when they change.
     reported: tuple[int, ...] | None = None
+    # RefreshNow sent by this request, the latest per target DP (opt-in redistribution).
+    redistributed: tuple[Redistribution, ...] = ()
 
     @classmethod
     def accepted(cls, v0: int, now: float) -> FollowState:
@@ -90,6 +123,21 @@ class FollowState:
         """The targets: rows of the package not being removed, the first `max_targets` by NAL path."""
         nal_paths = sorted({row.nal_path for row in rows if not row.leaving})
         return replace(self, targets=tuple(nal_paths[:max_targets]))
+
+    def with_redistributions(self, sent: Iterable[Redistribution]) -> FollowState:
+        """This state with RefreshNow sent to some targets: each replaces that DP's earlier entry, and
+        a landed one restarts the DP's retrying clock (a DP retrying for hours is not failed at once)."""
+        latest = {entry.nal_path: entry for entry in self.redistributed}
+        since = dict(self.retrying_since)
+        for entry in sent:
+            latest[entry.nal_path] = entry
+            if entry.landed:
+                since[entry.nal_path] = entry.at
+        return replace(
+            self,
+            redistributed=tuple(sorted(latest.values(), key=lambda entry: entry.nal_path)),
+            retrying_since=tuple(sorted(since.items())),
+        )
 
     def deadline_at(self, policy: FollowSettings) -> float:
         return self.started_at + policy.deadline_s
@@ -107,7 +155,19 @@ class FollowState:
         known = set(targets)
         if any(nal not in known or not math.isfinite(at) for nal, at in self.retrying_since):
             return False
+        if len({entry.nal_path for entry in self.redistributed}) != len(self.redistributed) or not all(
+            _plausible_redistribution(entry, known, now) for entry in self.redistributed
+        ):
+            return False
         return self.reported is None or len(self.reported) == len(COUNT_KEYS)
+
+
+def _plausible_redistribution(entry: Redistribution, targets: set[str], now: float) -> bool:
+    if entry.error_kind is None or entry.error_message is None:
+        error_fits = entry.error_kind is None and entry.error_message is None
+    else:
+        error_fits = len(entry.error_kind) <= 64 and len(entry.error_message) <= _MAX_ERROR_CHARS
+    return entry.nal_path in targets and math.isfinite(entry.at) and entry.at <= now + 60.0 and error_fits
 
 
 @dataclass(frozen=True)
@@ -135,6 +195,8 @@ class FollowStep:
     counts: dict[str, int]
     rows: tuple[RowReport, ...]
     next_poll_s: float | None  # None once final
+    # RefreshNow sent (or refused) in this poll: a `distributing` event tells it even if no count moved.
+    redistributed_now: tuple[Redistribution, ...] = ()
 
     @property
     def final(self) -> bool:
@@ -193,10 +255,11 @@ def assess(
     if settled_at is not None and settled_at < polled.v1:
         # Left out as installed at an older version than ours: a missing target is unknown.
         settled_at, truncated = None, True
-    reports, retrying_since = _classify(
+    reports, retrying_since, moved = _classify(
         polled, rows, messages, truncated=truncated, settled_at=settled_at, now=now, policy=policy
     )
-    polled = replace(polled, retrying_since=retrying_since)
+    redistributed = tuple(replace(e, moved=True) if e.nal_path in moved else e for e in polled.redistributed)
+    polled = replace(polled, retrying_since=retrying_since, redistributed=redistributed)
     counts = _counts(report.status for report in reports)
     if not any(counts[key] for key in _BUSY):
         verdict = "distributed_with_failures" if counts["failed"] else "distributed"
@@ -231,19 +294,29 @@ def _classify(
     settled_at: int | None,
     now: float,
     policy: FollowSettings,
-) -> tuple[list[RowReport], tuple[tuple[str, float], ...]]:
+) -> tuple[list[RowReport], tuple[tuple[str, float], ...], set[str]]:
+    """The target rows' reports, who is retrying since when, and which redistributed DPs moved."""
     assert state.v1 is not None and state.targets is not None
     by_nal = {row.nal_path: row for row in rows}
     last_message = {message.nal_path: message for message in messages}
     since = dict(state.retrying_since)
+    pending = {e.nal_path: e for e in state.redistributed if e.landed and not e.moved}
     kept: dict[str, float] = {}
+    moved: set[str] = set()
     reports: list[RowReport] = []
     for nal_path in state.targets:
         row = by_nal.get(nal_path)
         if row is None and settled_at is not None:
             row = _settled_row(nal_path, settled_at)
         status = _row_status(row, state.v1, truncated)
-        if status == "retrying":
+        sent = pending.get(nal_path)
+        if sent is not None and row is not None and row.state is not DpState.INSTALL_FAILED:
+            moved.add(nal_path)
+        elif sent is not None and status == "failed" and now - sent.at < policy.redistribute_settle_s:
+            # The failure the Put answered, until DistMgr picks the re-send up.
+            status = "retrying"
+            kept[nal_path] = since.get(nal_path, sent.at)
+        elif status == "retrying":
             first = kept[nal_path] = since.get(nal_path, now)
             if now - first >= policy.retrying_failed_after_s:
                 status = "failed"
@@ -259,7 +332,7 @@ def _classify(
                 message_at=message.last_update if message is not None else None,
             )
         )
-    return reports, tuple(sorted(kept.items()))
+    return reports, tuple(sorted(kept.items())), moved
 
 
 def _settled_row(nal_path: str, version: int) -> DpStatusRow:

@@ -31,6 +31,7 @@ from worker.domain.ids import is_request_id_key_part
 
 __all__ = [
     "DISTRIBUTION_KEYS",
+    "DISTRIBUTION_OPTIONAL_KEYS",
     "DISTRIBUTION_ROW_KEYS",
     "ERROR_FIELDS",
     "ERROR_MESSAGE_MAX_CHARS",
@@ -39,6 +40,7 @@ __all__ = [
     "JSON_KEYS",
     "OUTCOME_SCHEMA_NAME",
     "OUTCOME_SCHEMA_VERSION",
+    "REDISTRIBUTION_KEYS",
     "STATUSES",
     "STATUS_ACCEPTED",
     "STATUS_CANCELLED",
@@ -143,6 +145,9 @@ DISTRIBUTION_KEYS: Final = (
     "next_poll_at",
     "polls",
 )
+# Present only for a request that redistributes its failed DPs (added to version 3, optional).
+DISTRIBUTION_OPTIONAL_KEYS: Final = ("redistributed",)
+REDISTRIBUTION_KEYS: Final = ("dp", "nal_path", "at", "error")
 DISTRIBUTION_ROW_KEYS: Final = ("dp", "nal_path", "status", "state", "source_version", "message_id", "message_at")
 _DISTRIBUTION_PHASES: Final = ("source", "dps")
 _DISTRIBUTION_MAX_ROWS: Final = 1000
@@ -490,7 +495,10 @@ def _encode(name: str, value: Any) -> Any:
     if name == "error":
         return _copy_error(value)
     if name == "distribution":
-        return {**value, "counts": dict(value["counts"]), "dps": [dict(row) for row in value["dps"]]}
+        block = {**value, "counts": dict(value["counts"]), "dps": [dict(row) for row in value["dps"]]}
+        if "redistributed" in value:
+            block["redistributed"] = [_checked_redistribution(entry) for entry in value["redistributed"]]
+        return block
     if name == "duration_ms":
         return round(value, 3)
     return value
@@ -629,8 +637,11 @@ def _checked_error(error: Any) -> dict[str, Any]:
 
 def _checked_distribution(block: Any) -> dict[str, Any]:
     """A copy of the `distribution` block if it has exactly the documented shape."""
-    if not isinstance(block, dict) or set(block) != set(DISTRIBUTION_KEYS):
-        raise InvalidOutcomeError(f"distribution must have exactly the keys {list(DISTRIBUTION_KEYS)}")
+    if not isinstance(block, dict) or set(block) - set(DISTRIBUTION_OPTIONAL_KEYS) != set(DISTRIBUTION_KEYS):
+        raise InvalidOutcomeError(
+            f"distribution must have exactly the keys {list(DISTRIBUTION_KEYS)} (and optionally "
+            f"{list(DISTRIBUTION_OPTIONAL_KEYS)})"
+        )
     if block["phase"] not in _DISTRIBUTION_PHASES:
         raise InvalidOutcomeError(f"distribution.phase must be one of {list(_DISTRIBUTION_PHASES)}")
     counts = block["counts"]
@@ -646,7 +657,33 @@ def _checked_distribution(block: Any) -> dict[str, Any]:
     rows = block["dps"]
     if not isinstance(rows, list) or len(rows) > _DISTRIBUTION_MAX_ROWS:
         raise InvalidOutcomeError(f"distribution.dps must be a list of at most {_DISTRIBUTION_MAX_ROWS} rows")
-    return {**block, "counts": dict(counts), "dps": [_checked_distribution_row(row) for row in rows]}
+    checked = {**block, "counts": dict(counts), "dps": [_checked_distribution_row(row) for row in rows]}
+    if "redistributed" in block:
+        sent = block["redistributed"]
+        if not isinstance(sent, list) or len(sent) > _DISTRIBUTION_MAX_ROWS * 10:
+            raise InvalidOutcomeError("distribution.redistributed must be a list of at most 10,000 entries")
+        checked["redistributed"] = [_checked_redistribution(entry) for entry in sent]
+    return checked
+
+
+def _checked_redistribution(entry: Any) -> dict[str, Any]:
+    if not isinstance(entry, dict) or set(entry) != set(REDISTRIBUTION_KEYS):
+        raise InvalidOutcomeError(f"a redistribution must have exactly the keys {list(REDISTRIBUTION_KEYS)}")
+    for name in ("dp", "nal_path"):
+        value, limit = entry[name], _DISTRIBUTION_ROW_TEXT[name]
+        if not (isinstance(value, str) and 0 < len(value) <= limit):
+            raise InvalidOutcomeError(f"redistribution {name} must be a string of 1-{limit} characters")
+    parse_timestamp(entry["at"])
+    error = entry["error"]
+    if error is None:
+        return dict(entry)
+    if not (
+        isinstance(error, dict)
+        and set(error) == {"kind", "message"}
+        and all(isinstance(error[k], str) and len(error[k]) <= ERROR_MESSAGE_MAX_CHARS for k in error)
+    ):
+        raise InvalidOutcomeError("redistribution error must be null or {kind, message} strings")
+    return {**entry, "error": dict(error)}
 
 
 def _checked_distribution_row(row: Any) -> dict[str, Any]:

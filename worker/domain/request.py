@@ -40,6 +40,7 @@ __all__ = [
     "RefreshRequest",
     "RetryState",
     "Until",
+    "check_redistribute_until",
     "check_verify_until",
     "is_valid_id",
     "parse_request",
@@ -130,6 +131,15 @@ class RefreshRequest(BaseModel):
             "distributed: every targeted DP holds the new version"
         ),
     )
+    # Left out of a message when false (exclude_if): a worker that predates it would refuse the field.
+    redistribute_failed: bool = Field(
+        default=False,
+        exclude_if=lambda value: value is False,
+        description=(
+            "with until=distributed: a target DP failed, or retrying for hours, gets RefreshNow "
+            "(the console's Redistribute), at most once per package and DP per window"
+        ),
+    )
     requested_at: datetime | None = Field(
         default=None, description="when the producer asked (ISO-8601 with a zone); defaults to the first attempt"
     )
@@ -184,6 +194,7 @@ class RefreshRequest(BaseModel):
     @model_validator(mode="after")
     def _verify_agrees_with_until(self) -> RefreshRequest:
         check_verify_until(verify=self.verify, until=self.until)
+        check_redistribute_until(redistribute_failed=self.redistribute_failed, until=self.until)
         return self
 
     @property
@@ -202,6 +213,12 @@ def check_verify_until(*, verify: bool, until: Until | None) -> None:
     """verify=true is the older spelling of until=source_updated: with until=accepted a request says two things."""
     if verify and until == UNTIL_ACCEPTED:
         raise ValueError("verify=true means until=source_updated: it contradicts until=accepted")
+
+
+def check_redistribute_until(*, redistribute_failed: bool, until: Until | None) -> None:
+    """Redistribution happens while following to every DP: asked with another `until` it would do nothing."""
+    if redistribute_failed and until != UNTIL_DISTRIBUTED:
+        raise ValueError("redistribute_failed=true needs until=distributed")
 
 
 def _as_value_error(normalize: Any, value: str) -> str:

@@ -12,6 +12,8 @@
     outcome_writer.py (+.lua, bulk_outcome_writer.lua) one atomic write per outcome
     outcome_reader.py  the stream, the latest states, live subscriptions
     request_watch.py (+.lua) when each live request is next due (a lost message is sent again)
+    follow_snapshots.py per-site shared reads of the packages followed to every DP
+    redistribution_marks.py one RefreshNow per package and DP per window (opt-in redistribution)
 
 The stores implement the use case's ports with its value types (worker/usecase/values.py).
 """

@@ -7,6 +7,7 @@ without seeing each other's data. Templates below are the single source of the k
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -47,6 +48,7 @@ __all__ = [
     "OUTCOME_CHANNEL",
     "OUTCOME_STREAM",
     "PACKAGE_STATE",
+    "REDISTRIBUTE_MARK",
     "REJECTED_MARKER_PREFIX",
     "REJECTION_MARKER",
     "REQUEST_STATE",
@@ -148,6 +150,9 @@ FOLLOW_READING = "{prefix}:follow:{site_code}:{kind}:reading:{epoch}"  # string:
 FOLLOW_ROWS_KEPT = "{prefix}:follow:{site_code}:{kind}:kept"
 # zset package id -> the highest V1 its followers wait for: rows installed at it are left out of reads
 FOLLOW_SETTLED = "{prefix}:follow:{site_code}:{kind}:settled"
+# Opt-in redistribution (worker/stores/redistribution_marks.py): string, PX the window. The DP is
+# named by a digest of its case-folded NAL path (quotes, brackets and backslashes never reach a key).
+REDISTRIBUTE_MARK = "{prefix}:redistribute:{site_code}:{package_id}:{nal_digest}"
 # Bulk jobs (worker/stores/bulk_store.py); every key of a bulk shares its TTL, refreshed on each write.
 BULK_RECORD = "{prefix}:bulk:{bulk_id}"  # hash: the job record and its counters
 BULK_PENDING = "{prefix}:bulk:{bulk_id}:pending"  # list "<child request id> <spec JSON>", not yet taken
@@ -373,6 +378,16 @@ class RedisKeys:
             FOLLOW_READING.format(**parts, epoch=epoch),
             FOLLOW_ROWS_KEPT.format(**parts),
             FOLLOW_SETTLED.format(**parts),
+        )
+
+    def redistribute_mark(self, site_code: str, package_id: str, nal_path: str) -> str:
+        """The marker of RefreshNow sent to one package on one DP (at most one per window)."""
+        digest = hashlib.sha256(nal_path.casefold().encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        return REDISTRIBUTE_MARK.format(
+            prefix=self.prefix,
+            site_code=_key_part("site_code", site_code),
+            package_id=_key_part("package_id", package_id),
+            nal_digest=digest,
         )
 
     def coalesce_leader(self, site_code: str, package_id: str) -> str:

@@ -20,6 +20,7 @@ in the context and passes (returns None):
     redelivery     the request already ended                    -> Drop (and any unpublished joined finals)
     wake_early     a long wait split into hops                  -> Requeue, no provider call
     follow         an accepted request followed to every DP     -> distributing + Requeue, or its final
+                   (redistribute_failed: RefreshNow on failed DPs, worker/usecase/redistribute.py)
     bulk_child     a child of a cancelled bulk, never attempted -> cancelled
     coalesce       a refresh of the package is already pending  -> join it: Requeue as its watcher
                    (not with until=distributed: it refreshes on its own, to follow its own V0 -> V1)
@@ -84,6 +85,7 @@ from worker.usecase.decide import decide_after_error, wake_early
 from worker.usecase.follow import DirectReader, DistributionReader, FollowClient, poll, start_following
 from worker.usecase.plan import Done, Drop, Park, Plan, Requeue
 from worker.usecase.ports import Delivery, DeliveryDeps, Fences
+from worker.usecase.redistribute import RedistributeClient, Redistributor
 from worker.usecase.untrusted import message_key, task_id_for, trusted_task_id, untrusted_info
 from worker.usecase.values import (
     FOLLOWING_TO_DPS,
@@ -264,6 +266,7 @@ def _follow(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
             now=deps.clock.time(),
             policy=deps.settings.follow,
             deadline=_attempt_deadline(ctx, deps),
+            redistribute=_redistributor(ctx, deps),
         )
     finally:
         deps.fences.unlock(ctx.request_id, ctx.lock)
@@ -288,7 +291,9 @@ def _start_following(ctx: _Context, deps: DeliveryDeps, v0: int) -> Plan:
 def _following(ctx: _Context, deps: DeliveryDeps, step: FollowStep) -> Plan:
     """The plan after a follow step: its final, or a `distributing` event (when the counts moved) and a re-queue."""
     policy, now = deps.settings.follow, deps.clock.time()
-    block = distribution_block(step, max_rows=policy.max_dp_rows, now=now, policy=policy)
+    block = distribution_block(
+        step, max_rows=policy.max_dp_rows, now=now, policy=policy, redistributes=_redistributes(ctx, deps)
+    )
     status = step.verdict if step.final else STATUS_DISTRIBUTING
     outcome = Outcome.following(
         _request_info(ctx),
@@ -301,7 +306,7 @@ def _following(ctx: _Context, deps: DeliveryDeps, step: FollowStep) -> Plan:
     if step.final:
         log.info("request %s followed to every DP: %s %s", ctx.request_id, step.verdict, step.counts)
         return Plan((outcome,), Done(), request_id=ctx.request_id)
-    told = step.counts_changed
+    told = step.counts_changed or bool(step.redistributed_now)
     if told:
         step = step.reported()
     assert step.next_poll_s is not None
@@ -313,6 +318,29 @@ def _following(ctx: _Context, deps: DeliveryDeps, step: FollowStep) -> Plan:
     detail = f"following to every DP ({counts or 'targets not read yet'}); next poll {block['next_poll_at']}"
     requeue = Requeue(countdown_s, _retry_kwargs(ctx, state), state=FOLLOWING_TO_DPS, detail=detail)
     return Plan((outcome,) if told else (), requeue, request_id=ctx.request_id)
+
+
+def _redistributes(ctx: _Context, deps: DeliveryDeps) -> bool:
+    """Whether this followed request redistributes failed DPs: it asked, or its site is set to."""
+    request = ctx.valid
+    return request.redistribute_failed or deps.settings.provider(request.site_code).redistribute_failed
+
+
+def _redistributor(ctx: _Context, deps: DeliveryDeps) -> Redistributor | None:
+    """The poll's redistribution (worker/usecase/redistribute.py), when this request redistributes."""
+    if deps.redistributions is None or not _redistributes(ctx, deps):
+        return None
+    client = deps.provider(ctx.valid.site_code)
+    if not isinstance(client, RedistributeClient):
+        raise InternalError(f"the provider client of {ctx.valid.site_code} cannot send RefreshNow")
+    return Redistributor(
+        client,
+        deps.redistributions,
+        _SlotGate(ctx, deps),
+        ctx.valid,
+        policy=deps.settings.follow,
+        deadline=_attempt_deadline(ctx, deps),
+    )
 
 
 def _distribution_reader(ctx: _Context, deps: DeliveryDeps, *, own: bool = False) -> DistributionReader:

@@ -11,7 +11,9 @@ no free slot, is skipped: the poll says what it can, and the next one comes afte
 One poll needs: in phase one the package's SourceVersion; once V1 is known its DP rows
 (`SMS_PackageStatusDistPointsSummarizer`; a shared reader may answer None when the package's
 rollup says no verdict is near, and the poll then tells the counts it told last); and, only in
-the poll that ends the request, the DPs' last status messages (for the final's rows). Two readers answer:
+the poll that ends the request, the DPs' last status messages (for the final's rows). A request
+that redistributes passes `redistribute` (worker/usecase/redistribute.py): it runs after the
+verdict, and a DP it sent RefreshNow is assessed again as redistributed. Two readers answer:
 
     DirectReader       one request's own reads, each under a provider slot of its own (`gate`):
                        a Get, a WQL read of its rows, a WQL read of its messages
@@ -24,19 +26,20 @@ the poll that ends the request, the DPs' last status messages (for the final's r
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Protocol, TypeVar, runtime_checkable
 
 from config.settings import FollowSettings
 from errors import RefreshError
 from worker.domain.deadline import Deadline
 from worker.domain.distribution import DpMessage, DpStatusBatch, DpStatusRow
-from worker.domain.follow import FollowState, FollowStep, assess, started
+from worker.domain.follow import FollowState, FollowStep, Redistribution, assess, started
 from worker.domain.packages import PackageInfo
 from worker.domain.request import RefreshRequest
 from worker.usecase.attempt import OperationGate
 
-__all__ = ["DirectReader", "DistributionReader", "FollowClient", "poll", "start_following"]
+__all__ = ["DirectReader", "DistributionReader", "FollowClient", "Redistribute", "poll", "start_following"]
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +161,12 @@ def start_following(
     return started(state, now=now, policy=policy)
 
 
+class Redistribute(Protocol):
+    """What a poll that redistributes calls after its verdict (worker/usecase/redistribute.py)."""
+
+    def __call__(self, step: FollowStep, rows: Sequence[DpStatusRow], now: float) -> tuple[Redistribution, ...]: ...
+
+
 def poll(
     reader: DistributionReader,
     gate: OperationGate,
@@ -167,8 +176,13 @@ def poll(
     now: float,
     policy: FollowSettings,
     deadline: Deadline | None = None,
+    redistribute: Redistribute | None = None,
 ) -> FollowStep:
-    """One poll: SourceVersion until V1, then the DP rows (and their last messages for a final)."""
+    """One poll: SourceVersion until V1, then the DP rows (and their last messages for a final).
+
+    With `redistribute`, the DPs it sent RefreshNow are assessed again as redistributed (a failed
+    one is retrying again), so a poll that redistributes is not the final.
+    """
     version = None
     if state.v1 is None:
         version = _gated(request, "SourceVersion", lambda: reader.source_version(request, gate, deadline=deadline))
@@ -185,15 +199,26 @@ def poll(
     rows: tuple[DpStatusRow, ...] | None = batch.rows if batch is not None else None
     truncated = batch.truncated if batch is not None else False
     settled_at = batch.settled_at if batch is not None else None
-    step = assess(
-        state,
-        package_version=version,
-        rows=rows,
-        truncated=truncated,
-        settled_at=settled_at,
-        now=now,
-        policy=policy,
-    )
+
+    def assessed(state: FollowState, messages: Sequence[DpMessage] = ()) -> FollowStep:
+        return assess(
+            state,
+            package_version=version,
+            rows=rows,
+            messages=messages,
+            truncated=truncated,
+            settled_at=settled_at,
+            now=now,
+            policy=policy,
+        )
+
+    step = assessed(state)
+    sent: tuple[Redistribution, ...] = ()
+    if redistribute is not None and rows is not None:
+        sent = redistribute(step, rows, now)
+        if sent:
+            state = state.with_redistributions(sent)
+            step = replace(assessed(state), redistributed_now=sent)
     if step.final:
         reader.forget(request, rows=True)
     if rows is None or not step.final:
@@ -204,16 +229,7 @@ def poll(
     )
     if not messages:
         return step
-    return assess(
-        state,
-        package_version=version,
-        rows=rows,
-        messages=messages,
-        truncated=truncated,
-        settled_at=settled_at,
-        now=now,
-        policy=policy,
-    )
+    return replace(assessed(state, messages), redistributed_now=sent)
 
 
 def _rows(

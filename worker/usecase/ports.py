@@ -15,6 +15,7 @@ from config.settings import Settings
 from worker.domain.outcomes import Outcome
 from worker.usecase.attempt import RefreshClient
 from worker.usecase.follow import DistributionReader
+from worker.usecase.redistribute import RedistributionMarks
 from worker.usecase.values import Checkin, Closed, FenceSnapshot, Follower, Granted, Joined, Leader, Lease, Wait
 
 __all__ = [
@@ -150,6 +151,9 @@ class DeliveryDeps:
     # A site's reader of DP status for requests followed to every DP (until=distributed); None:
     # the provider client itself. The per-site batcher's seam (worker/usecase/follow.py).
     distribution: Callable[[str], DistributionReader] | None = None
+    # The site-wide markers of opt-in redistribution (one RefreshNow per package and DP per window);
+    # None: followed requests never redistribute.
+    redistributions: RedistributionMarks | None = None
     clock: Clock = field(default_factory=SystemClock)
     sleep: Callable[[float], None] = time.sleep
     # Exceptions that interrupt an attempt from outside (Celery's soft time limit): the attempt
