@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -43,6 +44,17 @@ def test_phase_one_waits_for_source_version_to_pass_v0() -> None:
     assert step.verdict == "following" and step.state.v1 is None
     step = assess(step.state, package_version=6, rows=None, now=T0 + 120, policy=POLICY)
     assert step.state.v1 == 6
+
+
+def test_the_poll_that_sees_v1_is_news_even_when_no_count_moved() -> None:
+    """V1 seen: a `distributing` event goes out (phase two began), counts unchanged or not; not again after."""
+    state = replace(FollowState.accepted(4, T0), targets=(nal("DP01"),))
+    first = assess(state, package_version=4, rows=None, now=T0 + 60, policy=POLICY).reported()
+    assert not first.news
+    seen = assess(first.state, package_version=5, rows=None, now=T0 + 120, policy=POLICY)
+    assert seen.source_updated_now and seen.news and not seen.counts_changed
+    after = assess(seen.reported().state, package_version=None, rows=None, now=T0 + 180, policy=POLICY)
+    assert not after.source_updated_now and not after.news
 
 
 def test_rows_at_the_old_version_in_state_0_are_never_done() -> None:

@@ -197,6 +197,14 @@ class FollowStep:
     next_poll_s: float | None  # None once final
     # RefreshNow sent (or refused) in this poll: a `distributing` event tells it even if no count moved.
     redistributed_now: tuple[Redistribution, ...] = ()
+    # SourceVersion passed V0 in this poll (phase two begins): told too, counts moved or not, so a
+    # bulk's stragglers report stops counting the package as held at the site server.
+    source_updated_now: bool = False
+
+    @property
+    def news(self) -> bool:
+        """Worth a `distributing` event: counts moved, a redistribution, or V1 just seen."""
+        return self.counts_changed or bool(self.redistributed_now) or self.source_updated_now
 
     @property
     def final(self) -> bool:
@@ -244,6 +252,30 @@ def assess(
     `settled_at`: `rows` came from a filtered read; a target missing from them is installed at
     this SourceVersion or later (done, when that is V1 or later).
     """
+    step = _assess(
+        state,
+        package_version=package_version,
+        rows=rows,
+        messages=messages,
+        truncated=truncated,
+        settled_at=settled_at,
+        now=now,
+        policy=policy,
+    )
+    return replace(step, source_updated_now=True) if state.v1 is None and step.state.v1 is not None else step
+
+
+def _assess(
+    state: FollowState,
+    *,
+    package_version: int | None,
+    rows: Sequence[DpStatusRow] | None,
+    messages: Sequence[DpMessage],
+    truncated: bool,
+    settled_at: int | None,
+    now: float,
+    policy: FollowSettings,
+) -> FollowStep:
     polled = replace(state, polls=state.polls + 1)
     timed_out = now >= state.deadline_at(policy)
     if polled.v1 is None and package_version is not None and package_version > polled.v0:

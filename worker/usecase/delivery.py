@@ -306,7 +306,7 @@ def _following(ctx: _Context, deps: DeliveryDeps, step: FollowStep) -> Plan:
     if step.final:
         log.info("request %s followed to every DP: %s %s", ctx.request_id, step.verdict, step.counts)
         return Plan((outcome,), Done(), request_id=ctx.request_id)
-    told = step.counts_changed or bool(step.redistributed_now)
+    told = step.news
     if told:
         step = step.reported()
     assert step.next_poll_s is not None
