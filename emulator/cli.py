@@ -273,6 +273,7 @@ def settings_from_args(args: argparse.Namespace, password: str) -> EmulatorSetti
         dp_scheduled=tuple(args.dp_scheduled),
         dp_schedule_period_s=args.dp_schedule_period_s,
         dp_schedule_open_s=args.dp_schedule_open_s,
+        dp_child_sites=tuple(args.dp_child_site),
         latency_s=args.latency_ms / 1000.0,
         latency_distribution=args.latency_distribution,
         fault_rates=FaultRates(**rates),
@@ -320,6 +321,9 @@ def _add_distribution_flags(parser: argparse.ArgumentParser) -> None:
         help="delay between retries (ConfigMgr: 1800)",
     )
     dps.add_argument("--dp-offline", action="append", default=[], metavar="DP", help="an offline DP (DP03)")
+    dps.add_argument(
+        "--dp-child-site", action="append", default=[], metavar="DP=SITE", help="a DP of a child site (DP04=S01)"
+    )
     dps.add_argument(
         "--dp-failing", action="append", default=[], metavar="DP", help="a DP failing --dp-failure-share of copies"
     )

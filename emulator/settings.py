@@ -101,6 +101,9 @@ class EmulatorSettings:
     dp_scheduled: tuple[str, ...] = ()
     dp_schedule_period_s: float = 3600.0
     dp_schedule_open_s: float = 600.0
+    # A hierarchy, as the source site's provider reports it: "DP04=S01" makes DP04 a DP of child
+    # site S01 (its NAL path and rows carry S01); the source site's summarizer lists it with its own.
+    dp_child_sites: tuple[str, ...] = ()
 
     # Operational behaviour.
     latency_s: float = 0.0

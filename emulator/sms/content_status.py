@@ -16,6 +16,7 @@ Not thread-safe: the catalogue (under the provider's lock) owns it.
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -128,6 +129,18 @@ def nal_path(server: str, site_code: str) -> str:
     return f'["Display=\\\\{server}\\"]MSWNET:["SMS_SITE={site_code}"]\\\\{server}\\'
 
 
+def _child_sites(pairs: Iterable[str], dp_count: int) -> dict[str, str]:
+    """{"DP04": "S01"} from ("DP04=S01",): DPs of child sites (ValueError for a malformed pair)."""
+    sites: dict[str, str] = {}
+    for pair in pairs:
+        dp, _, site = pair.partition("=")
+        dp, site = dp.strip().upper(), site.strip().upper()
+        if not (re.fullmatch(r"DP\d{2}", dp) and 1 <= int(dp[2:]) <= dp_count and re.fullmatch(r"[A-Z0-9]{3}", site)):
+            raise ValueError(f"dp_child_sites: expected DPnn=SITE (DP01..DP{dp_count:02d}), got {pair!r}")
+        sites[dp] = site
+    return sites
+
+
 def build_distribution_points(settings: EmulatorSettings, *, origin: float = 0.0) -> list[DistributionPoint]:
     """DP01..DPnn in the machine's domain, the last `pull_dp_count` pull DPs, faults by short name."""
     if settings.dp_count < 1:
@@ -137,10 +150,11 @@ def build_distribution_points(settings: EmulatorSettings, *, origin: float = 0.0
     domain = settings.machine.split(".", 1)[1] if "." in settings.machine else "lab.local"
     site = settings.site_code.upper()
     first_pull = settings.dp_count - settings.pull_dp_count
-    dps = [
-        DistributionPoint(index, f"DP{index + 1:02d}.{domain}", nal_path(f"DP{index + 1:02d}.{domain}", site))
-        for index in range(settings.dp_count)
-    ]
+    sites = _child_sites(settings.dp_child_sites, settings.dp_count)
+    dps = []
+    for index in range(settings.dp_count):
+        server, dp_site = f"DP{index + 1:02d}.{domain}", sites.get(f"DP{index + 1:02d}", site)
+        dps.append(DistributionPoint(index, server, nal_path(server, dp_site), dp_site))
     for dp in dps[first_pull:]:
         dp.pull = True
     by_short = {dp.short_name.upper(): dp for dp in dps}
@@ -273,7 +287,7 @@ class ContentStatus:
                 "PackageID": package_id,
                 "RefreshNow": False,  # a trigger: it reads back false once the re-send is queued
                 "ServerNALPath": dp.nal_path,
-                "SiteCode": self._site,
+                "SiteCode": dp.site_code,
                 "SourceSite": package.site_code,
             }
         state, version, copied, changed, message_id, message_state, message_at = self._row_view(row, package)
@@ -282,7 +296,7 @@ class ContentStatus:
                 "LastCopied": copied,
                 "PackageID": package_id,
                 "ServerNALPath": dp.nal_path,
-                "SiteCode": self._site,
+                "SiteCode": dp.site_code,
                 "SourceVersion": version,
                 "State": state,
                 "SummaryDate": changed,
@@ -299,7 +313,7 @@ class ContentStatus:
                 "NALPath": dp.nal_path,
                 "Name": dp.name,
                 "PackageID": package_id,
-                "SiteCode": self._site,
+                "SiteCode": dp.site_code,
             }
         )
         return properties

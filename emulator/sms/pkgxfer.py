@@ -117,6 +117,7 @@ class DistributionPoint:
     index: int
     name: str  # the server's FQDN
     nal_path: str
+    site_code: str  # the site the DP belongs to: the provider's own, or a child site's
     pull: bool = False
     offline: bool = False
     failure_share: float = 0.0

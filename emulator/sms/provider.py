@@ -448,9 +448,10 @@ class Provider:
         object_path = (
             f'{DISTRIBUTION_POINT_CLASS}.PackageID="{package_id}",ServerNALPath="{escaped_nal}",SiteCode="{site_code}"'
         )
-        properties = None
-        if site_code.upper() == self._site:
-            properties = self._catalogue.distribution_point(package_id, nal_path)
+        # The DP's own site (a child site's DP is listed by its source site's provider too).
+        properties = self._catalogue.distribution_point(package_id, nal_path)
+        if properties is not None and str(properties["SiteCode"]).upper() != site_code.upper():
+            properties = None
         return package_id, self._visible(
             request, properties, package_id, object_path=object_path, operation=operation, user=user
         )

@@ -248,6 +248,35 @@ def test_get_of_a_distribution_point_round_trips_its_nal_path(emulator_basic_htt
     assert (item["ServerNALPath"], item["PackageID"], item["RefreshNow"]) == (nal, package_id, "false")
 
 
+def test_a_child_sites_dp_is_listed_by_the_source_site_with_its_own_site_code(
+    emulator_factory: EmulatorFactory,
+) -> None:
+    """A hierarchy as the source site's provider reports it: DP04 of child site S01 is in the
+    summarizer with SiteCode S01 and SMS_SITE=S01 in its NAL path; its SMS_DistributionPoint is
+    found with SiteCode S01 and not with the source site's code."""
+    emulator = emulator_factory(**_BASIC_HTTP, dp_child_sites=("DP04=S01",))
+    protocol = winrm_protocol(emulator)
+    package_id = _direct_package(emulator)["PackageID"]
+    wql = _wql("ServerNALPath, SiteCode", _SUMMARIZER, f"PackageID = '{package_id}'")
+    sites = {
+        str(row["ServerNALPath"]).rstrip("\\").rsplit("\\", 1)[-1][:4]: row["SiteCode"]
+        for row in _query(protocol, emulator, wql)
+    }
+    assert sites == {"DP01": "PS1", "DP02": "PS1", "DP03": "PS1", "DP04": "S01", "DP05": "PS1"}
+    nal = _nal(emulator, "DP04")
+    assert '["SMS_SITE=S01"]' in nal
+    for site_code, found in (("S01", True), ("PS1", False)):
+        selectors = {"PackageID": package_id, "ServerNALPath": nal, "SiteCode": site_code}
+        envelope = instance_envelope(emulator.url, "PS1", "SMS_DistributionPoint", selectors)
+        if found:
+            assert b"SMS_DistributionPoint" in protocol.send_message(envelope)
+        else:
+            with pytest.raises(WinRMError):
+                protocol.send_message(envelope)
+    with pytest.raises(ValueError, match="dp_child_sites"):
+        emulator_factory(**_BASIC_HTTP, dp_child_sites=("DP09=S01",))
+
+
 def _body(reply: bytes) -> bytes:
     start = reply.index(b"<s:Body>") + len(b"<s:Body>")
     return reply[start : reply.index(b"</s:Body>")]

@@ -1,7 +1,8 @@
 """Opt-in redistribution while following to every DP: two real Celery worker processes, real Redis,
 the emulator over HTTP; RefreshNow Puts counted in the emulator's call log.
 
-BS1 and RS1: five DPs each, copies of 0.05 s, a failed copy retried once then failed (State 3).
+BS1 and RS1: five DPs each (DP03 of child site S01), copies of 0.05 s, a failed copy retried
+once then failed (State 3).
 RS1's provider settings say `redistribute_failed = true`: its followed requests redistribute
 without asking. OS1: DP02 offline, retried every half second for ever (State 2). The workers
 poll every 0.5 s; a DP retrying for 1.5 s is due (FOLLOW__REDISTRIBUTE_AFTER_S); a redistributed
@@ -35,6 +36,9 @@ _FAST_DPS: dict[str, Any] = {
     "dp_retry_delay_s": 0.05,
     "dp_retry_count": 1,
     "package_count": 100,
+    # DP03 belongs to child site S01 (a hierarchy as the source site reports it): its RefreshNow
+    # must name S01, the DP's own site, as SiteCode, or the provider finds no such instance.
+    "dp_child_sites": ("DP03=S01",),
 }
 _FOLLOW_ENV = fast_follow_env(
     _DEADLINE_S,
@@ -121,6 +125,7 @@ def test_a_failed_dp_gets_refresh_now_once_and_the_request_ends_distributed(
     assert block is not None and block["counts"]["done"] == 5
     (sent,) = block["redistributed"]
     assert (sent["dp"].split(".")[0], sent["error"]) == ("DP03", None)
+    assert '["SMS_SITE=S01"]' in sent["nal_path"]  # a child site's DP, redistributed through its source site
     told = [o for o in run.live if o.status == "distributing" and o.distribution and o.distribution["redistributed"]]
     assert told and told[0].distribution is not None
     assert told[0].distribution["redistributed"] == block["redistributed"]

@@ -34,7 +34,11 @@ class Clock:
 def _dps(count: int = 3, *, pull: int = 0) -> list[DistributionPoint]:
     return [
         DistributionPoint(
-            i, f"DP{i + 1:02d}.lab.local", nal_path(f"DP{i + 1:02d}.lab.local", "PS1"), pull=i >= count - pull
+            i,
+            f"DP{i + 1:02d}.lab.local",
+            nal_path(f"DP{i + 1:02d}.lab.local", "PS1"),
+            "PS1",
+            pull=i >= count - pull,
         )
         for i in range(count)
     ]
