@@ -134,19 +134,15 @@ def test_a_dp_whose_schedule_stays_closed_makes_the_request_time_out_with_it_wai
     assert (counts["done"], counts["waiting"], counts["failed"]) == (18, 1, 1)
 
 
-def test_a_bulk_on_twenty_dps_ends_with_its_children_counted_and_the_offline_dp_named(
-    pipeline: Pipeline, pipeline_api: ApiServer
-) -> None:
-    """Five packages as a bulk with until=distributed through the API: every child ends
-    `distributed_with_failures` (DP02), the bulk counts them so, and its stragglers report names
-    DP02 alone, failed for all five."""
+def _bulk(pipeline: Pipeline, api: ApiServer, count: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`count` packages as a bulk with until=distributed through the API: its record and stragglers once done."""
     chosen = [
         p["PackageID"]
         for p in pipeline.emulators[_SITE].provider.packages()
         if p["PkgSourceFlag"] == 2 and p["class"] == "SMS_Package" and p["PackageID"] not in _used
-    ][:5]
+    ][:count]
     _used.update(chosen)
-    with pipeline_api.client(SUBMIT_TOKEN) as client:
+    with api.client(SUBMIT_TOKEN) as client:
         accepted = client.post(
             "/v1/bulk-refreshes", json={"site_code": _SITE, "package_ids": chosen, "until": "distributed"}
         )
@@ -154,12 +150,51 @@ def test_a_bulk_on_twenty_dps_ends_with_its_children_counted_and_the_offline_dp_
         bulk_id = accepted.json()["bulk_id"]
         assert wait_until(
             lambda: client.get(f"/v1/bulk-refreshes/{bulk_id}").json()["finished_at"] is not None,
-            timeout_s=2 * _DEADLINE_S,
+            timeout_s=2 * _DEADLINE_S + 10,
             poll_s=0.3,
         )
-        status = client.get(f"/v1/bulk-refreshes/{bulk_id}").json()
-        report = client.get(f"/v1/bulk-refreshes/{bulk_id}/stragglers").json()
+        return client.get(f"/v1/bulk-refreshes/{bulk_id}").json(), client.get(
+            f"/v1/bulk-refreshes/{bulk_id}/stragglers"
+        ).json()
+
+
+def test_a_bulk_on_twenty_dps_ends_with_its_children_counted_and_the_offline_dp_named(
+    pipeline: Pipeline, pipeline_api: ApiServer
+) -> None:
+    """Five packages as a bulk: every child ends `distributed_with_failures` (DP02), the bulk counts
+    them so, and its stragglers report names DP02 alone, failed for all five."""
+    status, report = _bulk(pipeline, pipeline_api, 5)
     assert status["state"] == "done" and status["counts"] == {"distributed_with_failures": 5}
     assert status["distribution"]["distributed_with_failures"] == 5
     (dp02,) = report["dps"]
     assert dp02["dp"].startswith("DP02") and (dp02["held"], dp02["failed"]) == (5, 5)
+
+
+def test_a_bulk_on_twenty_dps_all_online_ends_distributed_with_no_straggler(
+    pipeline: Pipeline, pipeline_api: ApiServer
+) -> None:
+    """DP02 back online: four children `distributed` on all 20 DPs (the pull and flaky ones included)."""
+    provider = _provider(pipeline)
+    provider.control_distribution(dp="DP02", offline=False)
+    try:
+        status, report = _bulk(pipeline, pipeline_api, 4)
+    finally:
+        provider.control_distribution(dp="DP02", offline=True)
+    assert status["counts"] == {"distributed": 4} and report["dps"] == []
+
+
+def test_a_bulk_on_twenty_dps_with_a_closed_schedule_times_out_naming_both_stragglers(
+    pipeline: Pipeline, pipeline_api: ApiServer
+) -> None:
+    """DP05's schedule closed: three children `distribution_timed_out`; DP05 holds them back waiting
+    and DP02 failed."""
+    provider = _provider(pipeline)
+    provider.control_distribution(dp="DP05", schedule=(None, 0.0))
+    try:
+        status, report = _bulk(pipeline, pipeline_api, 3)
+    finally:
+        provider.control_distribution(dp="DP05", clear_schedule=True)
+    assert status["counts"] == {"distribution_timed_out": 3}
+    held = {row["dp"].split(".")[0]: row for row in report["dps"]}
+    assert set(held) == {"DP02", "DP05"}
+    assert (held["DP05"]["waiting"], held["DP02"]["failed"]) == (3, 3)
