@@ -3,7 +3,8 @@
 `RefreshItem` and `BulkCriteria` validate site codes, PackageIDs, classes and ids with
 functions (worker/domain/packages.py, worker/domain/request.py, worker/domain/criteria.py); JSON Schema cannot see
 those, so the document adds the same rules as patterns, `minItems` and `if`/`then` (a task
-sequence needs `force`; `verify` never comes with `until: accepted`), on body fields and on path,
+sequence needs `force`; `verify` never comes with `until: accepted`; `redistribute_failed` needs
+`until: distributed`), on body fields and on path,
 query and header parameters alike (tests/unit/test_api_openapi.py checks that each pattern
 accepts exactly what its validator accepts), and the configured package limit as `maxItems`.
 schemathesis runs every check over the served document (tests/integration/test_api_schemathesis.py).
@@ -89,7 +90,8 @@ _FIELD_RULES: Final[dict[str, dict[str, dict[str, Any]]]] = {
     },
 }
 # Whole-object rules: a task sequence needs `force: true`; `verify: true` is `until: source_updated`
-# (worker/domain/request.py: check_verify_until), so it cannot come with `until: accepted`.
+# (worker/domain/request.py: check_verify_until), so it cannot come with `until: accepted`;
+# `redistribute_failed: true` needs `until: distributed`.
 _FORCE_TRUE: Final = {"properties": {"force": {"const": True}}, "required": ["force"]}
 _OBJECT_RULES: Final[dict[str, dict[str, Any]]] = {
     "RefreshItem": {
@@ -104,6 +106,11 @@ _OBJECT_RULES: Final[dict[str, dict[str, Any]]] = {
             {
                 "if": {"properties": {"verify": {"const": True}}, "required": ["verify"]},
                 "then": {"properties": {"until": {"not": {"const": "accepted"}}}},
+            },
+            {
+                # check_redistribute_until: redistribution happens only while following to every DP.
+                "if": {"properties": {"redistribute_failed": {"const": True}}, "required": ["redistribute_failed"]},
+                "then": {"properties": {"until": {"const": "distributed"}}, "required": ["until"]},
             },
         ]
     },

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from worker.domain.packages import validate_site_code
 from worker.stores.slots import estimate_retry_after_s
-from worker.usecase.values import AcquireResult, Granted, Lease, Parked, SweepResult, Wait
+from worker.usecase.values import AcquireResult, Granted, Lease, Parked, SweepResult, Wait, woken_ahead
 
 __all__ = ["MemorySlots"]
 
@@ -36,6 +36,8 @@ class _Site:
     holders: dict[str, Lease] = field(default_factory=dict)
     waiters: dict[str, _Waiter] = field(default_factory=dict)
     parked: dict[str, str] = field(default_factory=dict)  # holder -> wake record
+    # holder -> when its record was sent ahead of its slot; -1: it parked again, not woken ahead again
+    prewoken: dict[str, float] = field(default_factory=dict)
     limit: int = 0
     arrivals: int = 0
     ewma_hold_s: float | None = None
@@ -47,6 +49,7 @@ class _Site:
         for holder, lease in list(self.holders.items()):
             if lease.expires_at_s > now:
                 continue
+            self.prewoken.pop(holder, None)
             if holder in self.parked:
                 self.holders[holder] = Lease(self.name, holder, uuid.uuid4().hex, now, now + lease_s, self.lane)
                 woken.append(self.parked[holder])
@@ -55,14 +58,28 @@ class _Site:
         self.waiters = {h: waiter for h, waiter in self.waiters.items() if h in self.parked or waiter.deadline_s > now}
 
     def hand_off(self, now: float, lease_s: float, woken: list[str]) -> None:
-        """Free slots go to the head of the line if it is parked (a polling head keeps one for its next look)."""
+        """Free slots go to the head of the line if it is parked (a polling head keeps one for its next look);
+        then the next parked waiters, up to half the limit, are woken ahead of their slot."""
         while len(self.holders) < self.limit and self.waiters:
             head = min(self.waiters, key=lambda h: self.waiters[h].place)
             if head not in self.parked:
-                return
+                break
             del self.waiters[head]
             self.holders[head] = Lease(self.name, head, uuid.uuid4().hex, now, now + lease_s, self.lane)
-            woken.append(self.parked[head])
+            if self.prewoken.pop(head, -1.0) < 0:  # woken ahead: its record was sent already
+                woken.append(self.parked[head])
+        self.wake_ahead(now, woken)
+
+    def wake_ahead(self, now: float, woken: list[str]) -> None:
+        ahead = woken_ahead(self.limit)
+        count = sum(1 for score in self.prewoken.values() if score >= 0)
+        for holder in sorted(self.waiters, key=lambda h: self.waiters[h].place)[:ahead]:
+            if count >= ahead:
+                return
+            if holder not in self.prewoken and holder in self.parked:
+                self.prewoken[holder] = now
+                woken.append(self.parked[holder])
+                count += 1
 
     def rank(self, holder_id: str) -> int:
         line = sorted(self.waiters, key=lambda h: self.waiters[h].place)
@@ -135,6 +152,7 @@ class MemorySlots:
             site.holders[holder_id] = held = replace(held, expires_at_s=now + self._lease_s)
             site.waiters.pop(holder_id, None)
             site.parked.pop(holder_id, None)
+            site.prewoken.pop(holder_id, None)
             return Granted(held)
         in_use = len(site.holders)
         if join:
@@ -167,6 +185,8 @@ class MemorySlots:
         now = self._now() if now_s is None else now_s
         site = self._site(validate_site_code(site_code), None, now)
         site.limit = limit
+        if holder_id in site.prewoken:
+            site.prewoken[holder_id] = -1.0  # woken ahead, it came back: woken with its slot next time
         site.parked[holder_id] = wake
         if holder_id not in site.holders:
             site.join(holder_id, priority)
@@ -182,6 +202,13 @@ class MemorySlots:
         answer = self.try_acquire(site_code, holder_id, limit, priority=priority, join=False)
         return answer if isinstance(answer, Granted) else None
 
+    def await_woken_slot(
+        self, site_code: str, holder_id: str, limit: int, *, priority: int, timeout_s: float
+    ) -> Granted | None:
+        """This stand-in wakes no one ahead of its slot: a slot free now, or None (the caller parks)."""
+        answer = self.try_acquire(site_code, holder_id, limit, priority=priority, join=False)
+        return answer if isinstance(answer, Granted) else None
+
     def leave(self, site_code: str, holder_id: str, *, now_s: float | None = None) -> bool:
         """Whatever `holder_id` holds or waits for at the site goes."""
         now = self._now() if now_s is None else now_s
@@ -189,6 +216,7 @@ class MemorySlots:
         left = site.holders.pop(holder_id, None) is not None
         left = site.waiters.pop(holder_id, None) is not None or left
         site.parked.pop(holder_id, None)
+        site.prewoken.pop(holder_id, None)
         site.hand_off(now, self._lease_s, self.woken)
         return left
 

@@ -159,7 +159,8 @@ def test_the_pushed_message_carries_the_validated_request_as_the_task_kwargs(red
 def test_with_the_sites_cap_known_a_burst_parks_beyond_the_free_slots_and_only_those_are_queued(
     redis_url: str,
 ) -> None:
-    """Cap 2: the first two requests are queued (woken, each holding a slot), the other three wait in the line."""
+    """Cap 2: the first two requests are queued (woken, each holding a slot), the third too (woken
+    ahead of its slot: half the cap), the other two wait in the line."""
     requests = _requests(*(f"PS10000{i}" for i in range(1, 6)))
 
     async def act(producers: Producers, client: AsyncRedis, keys: RedisKeys) -> tuple[Published, int]:
@@ -169,8 +170,8 @@ def test_with_the_sites_cap_known_a_burst_parks_beyond_the_free_slots_and_only_t
 
     published, parked = _publish_with(redis_url, redis_url, act, max_concurrency=2)
     assert published.requests == requests
-    assert _queued_ids(redis_url) == [r.request_id for r in requests[:2]]
-    assert parked == 5  # two woken (kept until their delivery claims the slot), three waiting
+    assert _queued_ids(redis_url) == [r.request_id for r in requests[:3]]
+    assert parked == 5  # two woken and one ahead (kept until their delivery claims the slot), two waiting
     client = redis.Redis.from_url(redis_url)
     try:
         (message,) = [json.loads(raw) for raw in client.lrange(QUEUE, -1, -1)]

@@ -342,10 +342,11 @@ def test_the_redis_clock_is_used_when_no_time_is_given(slots: ProviderSlots, red
 
 
 def test_every_slot_key_expires(slots: ProviderSlots, redis_client: redis.Redis, redis_keys: RedisKeys) -> None:
-    """Holders, leases, waiters, deadlines, stats and parked records all carry a TTL: nothing is left forever."""
+    """Holders, leases, waiters, deadlines, stats, parked records and the woken-ahead all carry a TTL:
+    nothing is left forever."""
     grant(slots.try_acquire(SITE, "a", 1, priority=PRIORITY_SINGLE, now_s=T0))
-    wait(slots.try_acquire(SITE, "b", 1, priority=PRIORITY_SINGLE, now_s=T0))
     slots.park(SITE, "c", 1, priority=PRIORITY_SINGLE, wake=push_wake("q", "m"), now_s=T0)
+    wait(slots.try_acquire(SITE, "b", 1, priority=PRIORITY_SINGLE, now_s=T0))
     keys = list(redis_keys.slot_keys(SITE))
     assert all(redis_client.exists(key) for key in keys)
     ttls = [redis_client.ttl(key) for key in keys]
@@ -406,20 +407,72 @@ def test_a_lane_caps_its_holders_apart_from_the_site_and_releases_by_its_lease(
 # -- parked requests, woken by the broker's own Redis ---------------------------------------------
 
 
-def test_a_release_pushes_the_parked_requests_message_onto_its_queue(
+def test_a_parked_request_next_in_line_is_woken_ahead_and_its_release_grants_without_a_second_push(
     slots: ProviderSlots, redis_client: redis.Redis, redis_keys: RedisKeys
 ) -> None:
-    """Push kind: the message lands at the end of the queue list consumers take from next (RPUSH)."""
+    """Push kind: the message of a waiter within half the limit goes back at once, at the end of the
+    queue list consumers take from next (RPUSH), before its slot is free; the release then grants
+    it the slot and pushes nothing more."""
     queue = f"{redis_keys.prefix}:queue"
     redis_client.lpush(queue, "older")
     held = grant(slots.try_acquire(SITE, "holder", 1, priority=PRIORITY_SINGLE, now_s=T0))
     message = json.dumps({"body": "b", "properties": {"delivery_tag": "tag-1"}})
     parked = slots.park(SITE, "waiter", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, message), now_s=T0)
-    assert not parked.woken and redis_client.llen(queue) == 1
+    assert not parked.woken and redis_client.lrange(queue, 0, -1) == ["older", message]
     assert slots.release(held, now_s=T0 + 1)
-    assert redis_client.rpop(queue) == message
+    assert redis_client.lrange(queue, 0, -1) == ["older", message]
     claimed = grant(slots.try_acquire(SITE, "waiter", 1, priority=PRIORITY_SINGLE, join=False, now_s=T0 + 2))
     assert claimed.acquired_at_s == T0 + 1
+
+
+def test_a_release_pushes_the_message_of_a_waiter_not_woken_ahead(
+    slots: ProviderSlots, redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    """Limit 1: one waiter is woken ahead, the second is not; the release grants the first (no push)
+    and wakes the second ahead; a waiter woken ahead that parks again is pushed with its slot."""
+    queue = f"{redis_keys.prefix}:queue"
+    held = grant(slots.try_acquire(SITE, "holder", 1, priority=PRIORITY_SINGLE, now_s=T0))
+    slots.park(SITE, "first", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "first"), now_s=T0)
+    slots.park(SITE, "second", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "second"), now_s=T0)
+    assert redis_client.lrange(queue, 0, -1) == ["first"]
+    assert slots.release(held, now_s=T0 + 1)
+    assert redis_client.lrange(queue, 0, -1) == ["first", "second"]
+    redis_client.delete(queue)
+    # "second" came back before its slot was free and waited in vain: it parks its message again.
+    slots.park(SITE, "second", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "second again"), now_s=T0 + 2)
+    first = grant(slots.try_acquire(SITE, "first", 1, priority=PRIORITY_SINGLE, join=False, now_s=T0 + 2))
+    assert redis_client.llen(queue) == 0  # not woken ahead twice
+    assert slots.release(first, now_s=T0 + 3)
+    assert redis_client.lrange(queue, 0, -1) == ["second again"]
+
+
+def test_a_request_woken_ahead_gets_the_released_slot_in_its_thread(
+    slots: ProviderSlots, redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    """Its delivery waits (await_woken_slot) and the release hands it the slot at once, nothing pushed;
+    one that waited in vain parks again, and a slot that came in between sends its message then."""
+    queue = f"{redis_keys.prefix}:queue"
+    woken = f"bulk-{'0' * 32}:PS100001"  # a bulk child's request id: its signal key takes the ":"
+    held = grant(slots.try_acquire(SITE, "holder", 1, priority=PRIORITY_SINGLE))
+    slots.park(SITE, woken, 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "woken"))
+    assert redis_client.lrange(queue, 0, -1) == ["woken"]
+    redis_client.delete(queue)
+    releaser = threading.Timer(0.3, lambda: slots.release(held))
+    releaser.start()
+    started = time.monotonic()
+    answer = slots.await_woken_slot(SITE, woken, 1, priority=PRIORITY_SINGLE, timeout_s=3.0)
+    waited_s = time.monotonic() - started
+    releaser.join()
+    assert isinstance(answer, Granted) and 0.2 < waited_s < 2.0
+    assert redis_client.llen(queue) == 0
+    # The next one waits in vain (nobody releases), and the slot comes just after it gave up.
+    slots.park(SITE, "late", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "late"))
+    redis_client.delete(queue)
+    assert slots.await_woken_slot(SITE, "late", 1, priority=PRIORITY_SINGLE, timeout_s=0.2) is None
+    slots.release(answer.lease)
+    assert redis_client.llen(queue) == 0  # told its (gone) thread, not its queue
+    slots.park(SITE, "late", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "late again"))
+    assert redis_client.lrange(queue, 0, -1) == ["late again"]
 
 
 def test_a_wake_never_claimed_is_pushed_again_with_a_new_delivery_tag(
@@ -477,9 +530,9 @@ def test_a_blocked_waiter_is_handed_the_released_slot_before_parked_requests(
     waited_s = time.monotonic() - started
     releaser.join()
     assert isinstance(answer, Granted) and 0.2 < waited_s < 2.0
-    assert redis_client.llen(queue) == 0
+    assert redis_client.lrange(queue, 0, -1) == ["parked"]  # woken ahead when it parked
     slots.release(answer.lease)
-    assert redis_client.lrange(queue, 0, -1) == ["parked"]
+    assert redis_client.lrange(queue, 0, -1) == ["parked"]  # its slot now, no second push
 
 
 def test_a_blocked_waiter_that_times_out_leaves_the_line_and_holds_nothing(

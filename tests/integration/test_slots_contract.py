@@ -226,15 +226,16 @@ def test_the_retry_estimate_learns_from_hold_times_and_release_gaps(slots: Slots
 # -- parked requests: woken by the release, never polling ------------------------------------------
 
 
-def test_a_release_wakes_the_parked_head_of_the_line_and_grants_it_the_slot(slots: SlotsUnderTest) -> None:
-    """The slot goes straight to the parked request; its next delivery claims it with the same lease."""
+def test_the_parked_head_is_woken_ahead_and_the_release_grants_it_the_slot(slots: SlotsUnderTest) -> None:
+    """Next in line (within half the limit): its message goes back before its slot is free; the slot
+    goes straight to it on release, its message not sent again; its delivery claims the same lease."""
     held = grant(slots.try_acquire(SITE, "holder", 1, priority=PRIORITY_SINGLE, now_s=T0))
     assert isinstance(slots.try_acquire(SITE, "p", 1, priority=PRIORITY_SINGLE, join=False, now_s=T0), Wait)
     parked = park(slots, "p", 1, PRIORITY_SINGLE, T0)
     assert (parked.woken, parked.rank, parked.in_use, parked.waiting) == (False, 0, 1, 1)
-    assert woken(slots) == []
-    assert slots.release(held, now_s=T0 + 2)
     assert woken(slots) == ["p"]
+    assert slots.release(held, now_s=T0 + 2)
+    assert woken(slots) == []
     claimed = grant(slots.try_acquire(SITE, "p", 1, priority=PRIORITY_SINGLE, join=False, now_s=T0 + 3))
     assert claimed.acquired_at_s == T0 + 2
     assert isinstance(slots.try_acquire(SITE, "newcomer", 1, priority=PRIORITY_SINGLE, join=False, now_s=T0 + 3), Wait)
@@ -243,18 +244,25 @@ def test_a_release_wakes_the_parked_head_of_the_line_and_grants_it_the_slot(slot
 def test_parked_requests_are_woken_by_priority_then_arrival_and_newcomers_wait_behind(
     slots: SlotsUnderTest,
 ) -> None:
-    """Bulk parked first, then two singles: the singles are woken first; a newcomer never takes a freed slot."""
+    """Bulk parked first, then two singles: the singles get the slots first; a newcomer never takes a
+    freed slot. The bulk, alone in line when it parked, was woken ahead (half of limit 2): its slot
+    comes after the singles', without a second message."""
     leases = [grant(slots.try_acquire(SITE, h, 2, priority=PRIORITY_SINGLE, now_s=T0)) for h in ("h1", "h2")]
     park(slots, "bulk", 2, PRIORITY_BULK, T0 + 1)
+    assert woken(slots) == ["bulk"]
     park(slots, "single-1", 2, PRIORITY_SINGLE, T0 + 2)
     park(slots, "single-2", 2, PRIORITY_SINGLE, T0 + 3)
+    assert woken(slots) == []
     slots.release(leases[0], now_s=T0 + 4)
     assert isinstance(slots.try_acquire(SITE, "newcomer", 2, priority=PRIORITY_SINGLE, join=False, now_s=T0 + 4), Wait)
     slots.release(leases[1], now_s=T0 + 5)
     assert woken(slots) == ["single-1", "single-2"]
     first = grant(slots.try_acquire(SITE, "single-1", 2, priority=PRIORITY_SINGLE, join=False, now_s=T0 + 6))
     slots.release(first, now_s=T0 + 7)
-    assert woken(slots) == ["bulk"]
+    assert woken(slots) == []
+    assert grant(
+        slots.try_acquire(SITE, "bulk", 2, priority=PRIORITY_BULK, join=False, now_s=T0 + 8)
+    ).acquired_at_s == (T0 + 7)
 
 
 def test_a_request_parking_when_a_slot_is_free_is_woken_at_once(slots: SlotsUnderTest) -> None:
@@ -285,33 +293,40 @@ def test_a_dead_holders_slot_goes_to_the_parked_line_at_the_sweep(slots: SlotsUn
     """No release ever comes from a SIGKILLed holder: its lease lapses and the sweep wakes the next request."""
     grant(slots.try_acquire(SITE, "dead", 1, priority=PRIORITY_SINGLE, now_s=T0))
     park(slots, "next", 1, PRIORITY_SINGLE, T0)
+    assert woken(slots) == ["next"]  # woken ahead
     slots.sweep(SITE, 1, now_s=T0 + LEASE_S - 1)
-    assert woken(slots) == []
+    assert isinstance(slots.try_acquire(SITE, "next", 1, priority=PRIORITY_SINGLE, join=False, now_s=T0 + 1), Wait)
     slots.sweep(SITE, 1, now_s=T0 + LEASE_S)
-    assert woken(slots) == ["next"]
+    assert woken(slots) == []
+    grant(slots.try_acquire(SITE, "next", 1, priority=PRIORITY_SINGLE, join=False, now_s=T0 + LEASE_S + 1))
 
 
 def test_leaving_gives_a_woken_slot_to_the_next_in_line(slots: SlotsUnderTest) -> None:
-    """A woken request that ended before needing its slot leaves: the next parked request is woken."""
+    """A woken request that ended before needing its slot leaves: the next parked request (woken
+    ahead when the slot went to the first) gets the slot."""
     held = grant(slots.try_acquire(SITE, "holder", 1, priority=PRIORITY_SINGLE, now_s=T0))
     park(slots, "ended", 1, PRIORITY_SINGLE, T0)
     park(slots, "next", 1, PRIORITY_SINGLE, T0)
-    slots.release(held, now_s=T0 + 1)
     assert woken(slots) == ["ended"]
-    assert slots.leave(SITE, "ended", now_s=T0 + 2) and not slots.leave(SITE, "ended", now_s=T0 + 2)
+    slots.release(held, now_s=T0 + 1)
     assert woken(slots) == ["next"]
+    assert slots.leave(SITE, "ended", now_s=T0 + 2) and not slots.leave(SITE, "ended", now_s=T0 + 2)
+    assert woken(slots) == []
+    grant(slots.try_acquire(SITE, "next", 1, priority=PRIORITY_SINGLE, join=False, now_s=T0 + 3))
 
 
 def test_a_polling_follow_up_at_the_head_keeps_the_freed_slot_for_its_next_look(slots: SlotsUnderTest) -> None:
     """A verifying Get outranks parked requests: the release wakes nobody, the Get's poll takes the slot."""
     held = grant(slots.try_acquire(SITE, "holder", 1, priority=PRIORITY_SINGLE, now_s=T0))
     park(slots, "parked", 1, PRIORITY_SINGLE, T0)
+    assert woken(slots) == ["parked"]  # woken ahead while it was next
     wait(slots.try_acquire(SITE, "follow-up", 1, priority=PRIORITY_FOLLOW_UP, now_s=T0 + 1))
     slots.release(held, now_s=T0 + 2)
     assert woken(slots) == []
     get = grant(slots.try_acquire(SITE, "follow-up", 1, priority=PRIORITY_FOLLOW_UP, now_s=T0 + 3))
     slots.release(get, now_s=T0 + 4)
-    assert woken(slots) == ["parked"]
+    assert woken(slots) == []
+    grant(slots.try_acquire(SITE, "parked", 1, priority=PRIORITY_SINGLE, join=False, now_s=T0 + 5))
 
 
 _SITES = itertools.count(1)

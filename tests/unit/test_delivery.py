@@ -522,10 +522,14 @@ def test_a_request_retrying_its_medium_parks_behind_requests_not_tried_yet() -> 
 
 
 def test_a_released_slot_wakes_the_parked_request_which_claims_it() -> None:
-    """The release hands its slot to the parked request and sends its message back; that delivery refreshes."""
+    """Next in line, its message goes back ahead of its slot; that delivery finds the slots still
+    full and parks again (this stand-in waits in no thread); the release then hands it the slot and
+    sends its message back; that delivery refreshes."""
     world = World()
     leases = fill_slots(world)
     parked(world, handle_delivery(Delivery((), VALID, "task-1"), world.deps))
+    (early,) = woken(world)
+    parked(world, handle_delivery(Delivery((), early, "task-1"), world.deps))
     assert woken(world) == []
     world.slots.release(leases[0])
     (message,) = woken(world)
@@ -535,17 +539,20 @@ def test_a_released_slot_wakes_the_parked_request_which_claims_it() -> None:
 
 
 def test_a_single_request_is_woken_before_a_bulk_child_that_parked_earlier() -> None:
-    """Priority before arrival: the single request parked second gets the freed slot, the child the next one."""
+    """Priority before arrival: the single request parked second gets the freed slot, the child the
+    next one (both were woken ahead: half of the limit, 3, rounded up)."""
     world = World()
     child = child_of(BULK_ID, "PS100002")
     world.bulks.add_bulk(BULK_ID, [child["request_id"]])
     leases = fill_slots(world)
     parked(world, handle_delivery(Delivery((), child, "task-c"), world.deps))
     parked(world, handle_delivery(Delivery((), VALID, "task-1"), world.deps))
+    early_child, early_single = woken(world)
+    assert (early_child["request_id"], early_single["request_id"]) == (child["request_id"], "req-1")
     world.slots.release(leases[0])
-    (message,) = woken(world)
-    assert message["request_id"] == "req-1"
-    plan = handle_delivery(Delivery((), message, "task-1"), world.deps)
+    assert woken(world) == []  # the slot is req-1's: its message is on its way already
+    parked(world, handle_delivery(Delivery((), early_child, "task-c"), world.deps))  # not its turn: parks again
+    plan = handle_delivery(Delivery((), early_single, "task-1"), world.deps)
     assert [(o.request_id, o.status) for o in plan.outcomes] == [("req-1", "accepted")]
     # req-1 gave its slot back at its Invoke: the child is woken by that release.
     assert [m["request_id"] for m in woken(world)] == [child["request_id"]]
@@ -558,8 +565,9 @@ def test_a_woken_request_that_ended_meanwhile_gives_its_slot_to_the_next_in_line
     parked(world, handle_delivery(Delivery((), VALID, "task-1"), world.deps))
     other = {**VALID, "request_id": "req-2", "package_id": "PS100009"}
     parked(world, handle_delivery(Delivery((), other, "task-2"), world.deps))
+    message, early_other = woken(world)  # both woken ahead of a slot
     world.slots.release(leases[0])
-    (message,) = woken(world)
+    assert woken(world) == []
     when = datetime.fromtimestamp(world.clock.now, UTC)
     info = RequestInfo(
         request_id="req-1", site_code="PS1", package_class="SMS_Package", package_id="PS100001", requested_at=when
@@ -567,7 +575,9 @@ def test_a_woken_request_that_ended_meanwhile_gives_its_slot_to_the_next_in_line
     world.recorder.publish(Outcome.cancelled(info, AttemptInfo(1, 1, when, when, "elsewhere:1")))
     plan = handle_delivery(Delivery((), message, "task-1"), world.deps)
     assert isinstance(plan.then, Drop) and plan.outcomes == ()
-    assert [m["request_id"] for m in woken(world)] == ["req-2"]
+    assert woken(world) == []  # req-2 has the slot now; its message went back when it was woken ahead
+    plan = handle_delivery(Delivery((), early_other, "task-2"), world.deps)
+    assert [(o.request_id, o.status) for o in plan.outcomes] == [("req-2", "accepted")]
 
 
 def test_a_request_requeued_after_a_woken_attempt_is_no_longer_marked_parked() -> None:

@@ -56,6 +56,7 @@ __all__ = [
     "SLOT_HOLDERS",
     "SLOT_LEASES",
     "SLOT_PARKED",
+    "SLOT_PREWOKEN",
     "SLOT_SIGNAL",
     "SLOT_STATS",
     "SLOT_WAITERS",
@@ -135,6 +136,9 @@ SLOT_WAITERS = "{prefix}:slots:{site_code}:waiters"  # zset holder id -> priorit
 SLOT_WAITER_DEADLINES = "{prefix}:slots:{site_code}:waiter-deadlines"  # zset holder id -> deadline (epoch s)
 SLOT_STATS = "{prefix}:slots:{site_code}:stats"  # hash: seq, limit, ewma_hold_s, counters
 SLOT_PARKED = "{prefix}:slots:{site_code}:parked"  # hash holder id -> wake record JSON (its message)
+# zset holder -> when its message was sent back early (a woken-ahead waiter; -1: it came back
+# and parked again, so it is not woken ahead again): worker/stores/slots.lua `wake_ahead`
+SLOT_PREWOKEN = "{prefix}:slots:{site_code}:prewoken"
 # list: the token a release pushes to a waiter blocked in its thread (BLPOP), TTL 60 s.
 SLOT_SIGNAL = "{prefix}:slots:{site_code}:signal:{holder_id}"
 # Request coalescing (worker/stores/coalesce.py).
@@ -210,6 +214,7 @@ class SlotKeys(NamedTuple):
     waiter_deadlines: str
     stats: str
     parked: str
+    prewoken: str
 
 
 class FollowKeys(NamedTuple):
@@ -357,15 +362,18 @@ class RedisKeys:
                     SLOT_WAITER_DEADLINES,
                     SLOT_STATS,
                     SLOT_PARKED,
+                    SLOT_PREWOKEN,
                 )
             )
         )
 
     def slot_signal(self, site_code: str, holder_id: str) -> str:
-        """The key a blocked waiter for one of a site's slots waits on (worker/stores/slots.py `await_slot`)."""
-        return SLOT_SIGNAL.format(
-            prefix=self.prefix, site_code=_key_part("site_code", site_code), holder_id=_key_part("holder_id", holder_id)
-        )
+        """The key a blocked waiter for one of a site's slots waits on (worker/stores/slots.py `await_slot`).
+
+        The holder id (a request id: a bulk child's has a ":") ends the key, as it is."""
+        if not is_request_id_key_part(holder_id):
+            raise ValueError(f"holder_id cannot be part of a Redis key: {holder_id[:40]!r}")
+        return SLOT_SIGNAL.format(prefix=self.prefix, site_code=_key_part("site_code", site_code), holder_id=holder_id)
 
     def follow_keys(self, site_code: str, kind: str, epoch: int) -> FollowKeys:
         """The keys of one site's snapshot of `kind` for one snapshot interval."""

@@ -4,7 +4,9 @@
 --       3 waiters (zset holder -> priority * 1e13 + seq), 4 waiter deadlines (zset holder -> deadline,
 --       polling waiters only), 5 stats (hash: seq, limit, ewma_hold_s, ewma_gap_s, last_release_at,
 --       grants, releases, reclaimed, abandoned, parked, woken, rewoken),
---       6 parked (hash holder -> wake record JSON: the message that brings the request back)
+--       6 parked (hash holder -> wake record JSON: the message that brings the request back),
+--       7 prewoken (zset holder -> when its message was sent back ahead of its slot; -1: it came
+--       back and parked again, not woken ahead again)
 -- ARGV: 1 operation, 2 now ('' = Redis TIME), 3 lease_s (of a grant, a wake included),
 --       4 key ttl margin ms, 5 stats/line ttl ms, then the operation's arguments (from 6, below).
 --
@@ -12,6 +14,7 @@
 -- runs from the wake. When that lease lapses unclaimed (the message was lost, or the worker
 -- that took it died), the request is woken again with the same slot: nothing parked is lost.
 local HOLDERS, LEASES, WAITERS, DEADLINES, STATS, PARKED = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local PREWOKEN = KEYS[7]
 local op = ARGV[1]
 local now = clock(ARGV[2])
 local lease_s = tonumber(ARGV[3])
@@ -102,6 +105,36 @@ local function deliver(holder, record, again)
   end
 end
 
+local function is_signal(record)
+  return string.find(record, '"signal"', 1, true) ~= nil
+end
+
+-- A waiter woken ahead: its message went back before a slot was free, so that its delivery does
+-- what comes before the slot (a broker hop, the watch, the coalescing claim) while the slots are
+-- still busy, and then waits in its thread for the hand-off (`await_woken_slot`): a freed slot
+-- goes to work at once instead of idling through that delivery. At most half the limit (rounded
+-- up) are woken ahead at a time: each may hold a worker thread while it waits.
+local function wake_ahead(limit)
+  local ahead = math.ceil(limit / 2)
+  local woken = redis.call('ZCOUNT', PREWOKEN, 0, '+inf')
+  if woken >= ahead then
+    return
+  end
+  for _, holder in ipairs(redis.call('ZRANGE', WAITERS, 0, ahead - 1)) do
+    if woken >= ahead then
+      break
+    end
+    if not redis.call('ZSCORE', PREWOKEN, holder) then
+      local record = redis.call('HGET', PARKED, holder)
+      if record and not is_signal(record) and try_write('ZADD', PREWOKEN, num(now), holder) then
+        try_write('HINCRBY', STATS, 'woken_ahead', 1)
+        deliver(holder, record, false)
+        woken = woken + 1
+      end
+    end
+  end
+end
+
 local function wake_token(holder)
   return 'wake-' .. num(now) .. '-' .. redis.sha1hex(holder)
 end
@@ -111,8 +144,9 @@ end
 local function reclaim()
   local expired = redis.call('ZRANGEBYSCORE', HOLDERS, '-inf', num(now))
   for _, holder in ipairs(expired) do
+    redis.call('ZREM', PREWOKEN, holder)
     local record = redis.call('HGET', PARKED, holder)
-    if record and string.find(record, '"signal"', 1, true) then
+    if record and is_signal(record) then
       -- A blocked waiter that never claimed its slot gave up or died with its thread: it goes.
       redis.call('HDEL', PARKED, holder)
       record = nil
@@ -157,15 +191,23 @@ local function hand_off()
       break
     end
     try_write('HINCRBY', STATS, 'woken', 1)
-    deliver(holder, record, false)
+    local ahead = tonumber(redis.call('ZSCORE', PREWOKEN, holder) or '-1')
+    redis.call('ZREM', PREWOKEN, holder)
+    if ahead < 0 or is_signal(record) then
+      -- Woken ahead, its message is already on its way: its delivery claims the slot. Waiting in
+      -- its thread: the signal tells it now.
+      deliver(holder, record, false)
+    end
     in_use = in_use + 1
   end
+  wake_ahead(limit)
 end
 
 local function keep_line()
   extend_pttl(WAITERS, line_ms)
   extend_pttl(DEADLINES, line_ms)
   extend_pttl(PARKED, line_ms)
+  extend_pttl(PREWOKEN, line_ms)
   redis.call('PEXPIRE', STATS, line_ms)
 end
 
@@ -207,6 +249,7 @@ if op == 'acquire' then
     redis.call('ZREM', WAITERS, holder)
     redis.call('ZREM', DEADLINES, holder)
     redis.call('HDEL', PARKED, holder)
+    redis.call('ZREM', PREWOKEN, holder)
     local acquired, held = lease_fields(holder)
     if not held then
       -- Unreachable while both keys share their TTLs; repaired rather than trusted.
@@ -256,9 +299,16 @@ elseif op == 'park' then
   local holder, limit, priority = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
   set_limit(limit)
   reclaim()
+  local previous = redis.call('HGET', PARKED, holder)
+  -- It waited in its thread (woken ahead) and parks its message again: if the slot came to it
+  -- meanwhile (the hand-off told a thread that stopped listening), the message goes now.
+  local gave_up_waiting = ARGV[10] == '' and previous and is_signal(previous) and redis.call('ZSCORE', HOLDERS, holder)
   if ARGV[10] ~= '' then
     -- A blocking waiter's key: no token left from an earlier wait may wake it.
     redis.call('DEL', ARGV[10])
+  elseif redis.call('ZSCORE', PREWOKEN, holder) then
+    -- Woken ahead, it waited in vain: woken with its slot from now on, not ahead again.
+    redis.call('ZADD', PREWOKEN, -1, holder)
   end
   redis.call('HSET', PARKED, holder, ARGV[9])
   redis.call('HINCRBY', STATS, 'parked', 1)
@@ -269,6 +319,9 @@ elseif op == 'park' then
   hand_off()
   keep_line()
   if redis.call('ZSCORE', HOLDERS, holder) then
+    if gave_up_waiting then
+      deliver(holder, ARGV[9], false)  -- granted before this park (a hand-off below would have sent it)
+    end
     reply = {'woken', 0, redis.call('ZCARD', HOLDERS), redis.call('ZCARD', WAITERS)}
   else
     reply = {'parked', redis.call('ZRANK', WAITERS, holder), redis.call('ZCARD', HOLDERS), redis.call('ZCARD', WAITERS)}
@@ -340,6 +393,7 @@ elseif op == 'leave' then
   redis.call('HDEL', LEASES, holder)
   redis.call('HDEL', PARKED, holder)
   redis.call('ZREM', DEADLINES, holder)
+  redis.call('ZREM', PREWOKEN, holder)
   reclaim()
   hand_off()
   reply = {left}
@@ -363,6 +417,7 @@ elseif op == 'abandon' then
   local removed = redis.call('ZREM', WAITERS, ARGV[6])
   redis.call('ZREM', DEADLINES, ARGV[6])
   redis.call('HDEL', PARKED, ARGV[6])
+  redis.call('ZREM', PREWOKEN, ARGV[6])
   hand_off()
   reply = {removed}
 

@@ -18,6 +18,13 @@ ways:
   claims it. A wake whose message never comes back (lost, or the worker that took it died) lapses
   with its lease and the request is woken again, by the next operation on the site or by the
   sweep every worker runs on a timer (`sweep`): a crash loses nothing.
+- Woken ahead: that delivery (a broker hop, the request watch, the coalescing claim) would leave
+  the freed slot idle while it runs. So every hand-off also sends back the messages of the next
+  parked waiters, up to half the limit (`woken_ahead`), before any slot is theirs; each such
+  delivery waits for its slot in its thread (`await_woken_slot`, a few seconds at most) and gets
+  it from the release at once. One that waits in vain parks its message again and is woken with
+  its slot next time, not ahead again. A message woken ahead that is lost is woken again once the
+  slot it was granted lapses, like any wake.
 - Polling (`try_acquire(join=True)`): it keeps its place by asking again before `waiter_ttl_s`
   has passed, and drops out after that time if it stops. A verifying request's follow-up Get (it
   holds its thread anyway) and the lanes wait so; a polling head keeps a free slot until its
@@ -288,6 +295,25 @@ class ProviderSlots:
                 return answer
         self.leave(site, holder_id)
         return None
+
+    def await_woken_slot(
+        self, site_code: str, holder_id: str, limit: int, *, priority: int, timeout_s: float
+    ) -> Granted | None:
+        """A parked request woken ahead of its slot (slots.lua `wake_ahead`) waits for it in its
+        thread, in its place in line, blocked on its own key that the hand-off writes to: the slot
+        goes to work the moment it frees. None after `timeout_s` (at most a few seconds): the
+        caller parks its message again, keeping its place (and the park sends the message at once
+        if the slot came in between)."""
+        site = validate_site_code(site_code)
+        signal = self._keys.slot_signal(site, holder_id)
+        record = json.dumps({"signal": signal}, separators=(",", ":"))
+        parked = self._park(site, holder_id, limit, priority=priority, wake=record, signal=signal, now_s=None)
+        # Within the client's socket timeout (worker/stores/redis_client.py).
+        block_s = max(0.01, min(timeout_s, _LONGEST_BLOCK_S))
+        if not parked.woken and self._redis.blpop([signal], timeout=block_s) is None:
+            return None
+        answer = self.try_acquire(site, holder_id, limit, priority=priority, join=False)
+        return answer if isinstance(answer, Granted) else None
 
     def _keep(self, lease: Lease) -> None:
         """With a keeper, renew the lease while it is held, so it can be short (a dead holder's lapses soon)."""

@@ -101,6 +101,7 @@ from worker.usecase.values import (
     Granted,
     Leader,
     Lease,
+    woken_ahead,
 )
 
 __all__ = ["STEPS", "handle_delivery", "internal_failure_plan", "reject_delivery"]
@@ -108,6 +109,9 @@ __all__ = ["STEPS", "handle_delivery", "internal_failure_plan", "reject_delivery
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+# How long a request woken ahead of its slot waits for it in its thread before parking again:
+# a few hold times of a busy provider, and within the Redis client's socket timeout.
+_WOKEN_AHEAD_WAIT_S = 4.0
 
 
 # -- the steps ----------------------------------------------------------------------------------
@@ -444,6 +448,14 @@ def _provider_slot(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     if isinstance(answer, Granted):
         ctx.lease = answer.lease
         return None
+    if ctx.state.parked_at is not None and answer.rank < woken_ahead(limit):
+        # Woken ahead of its slot (worker/stores/slots.py): the next release hands it over at once.
+        granted = deps.slots.await_woken_slot(
+            request.site_code, ctx.request_id, limit, priority=priority, timeout_s=_WOKEN_AHEAD_WAIT_S
+        )
+        if granted is not None:
+            ctx.lease = granted.lease
+            return None
     _release_slots(ctx, deps)
     detail = (
         f"in line for {request.site_code}'s provider ({answer.in_use} of {limit} slots in use, "

@@ -83,6 +83,10 @@ class Slots(Protocol):
         self, site_code: str, holder_id: str, limit: int, *, priority: int, timeout_s: float
     ) -> Granted | None: ...
 
+    def await_woken_slot(
+        self, site_code: str, holder_id: str, limit: int, *, priority: int, timeout_s: float
+    ) -> Granted | None: ...
+
 
 class Watching(Protocol):
     """worker.stores.request_watch.RequestWatch: when each live request is next due."""

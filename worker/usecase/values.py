@@ -43,6 +43,7 @@ __all__ = [
     "SweepResult",
     "Wait",
     "landed",
+    "woken_ahead",
 ]
 
 
@@ -75,6 +76,12 @@ class Lease:
 @dataclass(frozen=True)
 class Granted:
     lease: Lease
+
+
+def woken_ahead(limit: int) -> int:
+    """How many parked waiters a site wakes ahead of their slot: half its limit, rounded up
+    (worker/stores/slots.lua `wake_ahead` counts the same way)."""
+    return -(-limit // 2)
 
 
 @dataclass(frozen=True)
