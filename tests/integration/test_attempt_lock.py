@@ -1,4 +1,4 @@
-"""The attempt lock against a real redis-server: one holder, and a waiter told how long it has left."""
+"""The attempt lock on a real redis-server: one holder, a waiter told its time left, the fence read with it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import redis
 
 from worker.stores.fence import RedisInvokeFences
 from worker.stores.keys import RedisKeys
+from worker.usecase.values import FenceSnapshot
 
 pytestmark = pytest.mark.integration
 
@@ -40,3 +41,28 @@ def test_a_lapsed_lock_has_nothing_left(
     assert 0.0 <= fences.lock_left_s("req-2") <= 0.05
     redis_client.delete(redis_keys.attempt_lock("req-2"))
     assert fences.lock_left_s("req-2") == 0.0
+
+
+def test_the_lock_brings_the_fence_with_it_once_and_later_reads_go_to_redis(
+    redis_client: redis.Redis, redis_keys: RedisKeys, fences: RedisInvokeFences
+) -> None:
+    """Taking the lock reads the fence in the same round trip; the attempt's first read is that one,
+    the next read asks Redis again; a refused lock keeps nothing."""
+    fences.write("req-3", FenceSnapshot(5, None, 0, 1.0))
+    token = fences.try_lock("req-3", ttl_s=20)
+    assert token is not None
+    try:
+        redis_client.set(redis_keys.invoke_fence("req-3"), FenceSnapshot(6, None, 0, 2.0).to_json())
+        first = fences.read("req-3")
+        assert first is not None and first.source_version == 5  # as read with the lock
+        second = fences.read("req-3")
+        assert second is not None and second.source_version == 6
+        assert fences.try_lock("req-3", ttl_s=20) is None
+    finally:
+        fences.unlock("req-3", token)
+    absent = fences.try_lock("req-4", ttl_s=20)
+    assert absent is not None
+    try:
+        assert fences.read("req-4") is None
+    finally:
+        fences.unlock("req-4", absent)

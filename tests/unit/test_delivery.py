@@ -538,6 +538,25 @@ def test_a_released_slot_wakes_the_parked_request_which_claims_it() -> None:
     assert isinstance(world.slots.try_acquire("PS1", "newcomer", LIMIT, priority=PRIORITY_SINGLE), Granted)
 
 
+def test_a_request_that_parks_holds_no_attempt_lock_and_one_whose_slot_step_fails_gives_it_back() -> None:
+    """The lock (taken before the slot, with the fence) goes back when the delivery parks or its slot step raises."""
+    world = World()
+    fill_slots(world)
+    parked(world, handle_delivery(Delivery((), VALID, "task-1"), world.deps))
+    assert world.fences.locked == set()
+
+    class UnreachableError(Exception):
+        pass
+
+    def fail(*_args: Any, **_kwargs: Any) -> Any:
+        raise UnreachableError
+
+    world.slots.try_acquire = fail  # type: ignore[method-assign]
+    with pytest.raises(UnreachableError):
+        handle_delivery(Delivery((), {**VALID, "request_id": "req-2", "package_id": "PS100009"}, "task-2"), world.deps)
+    assert world.fences.locked == set()
+
+
 def test_a_single_request_is_woken_before_a_bulk_child_that_parked_earlier() -> None:
     """Priority before arrival: the single request parked second gets the freed slot, the child the
     next one (both were woken ahead: half of the limit, 3, rounded up)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from typing import Any, Final
 
 from redis import Redis
 
@@ -35,6 +36,8 @@ from worker.stores.lease_keeper import Held, LeaseKeeper, lease_keeper
 from worker.usecase.values import FenceSnapshot
 
 __all__ = ["FenceSnapshot", "RedisInvokeFences"]
+
+_NOT_READ: Final = object()
 
 _UNLOCK_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -80,10 +83,14 @@ class RedisInvokeFences:
         self._renew = redis.register_script(_RENEW_LUA)
         self._write = redis.register_script(_WRITE_LUA)
         self._held: dict[str, tuple[str, Held]] = {}  # request id -> (token, its kept lease)
+        self._prefetched: dict[str, Any] = {}  # request id -> its fence as read with the lock (once)
         self._held_lock = threading.Lock()
 
     def read(self, request_id: str) -> FenceSnapshot | None:
-        raw = self._redis.get(self._keys.invoke_fence(request_id))
+        with self._held_lock:
+            prefetched = self._prefetched.pop(request_id, _NOT_READ)
+        # Read with the lock it holds (`try_lock`): only the lock's holder writes the fence.
+        raw = self._redis.get(self._keys.invoke_fence(request_id)) if prefetched is _NOT_READ else prefetched
         if raw is None:
             return None
         return FenceSnapshot.from_json(raw.decode() if isinstance(raw, bytes) else str(raw))
@@ -108,7 +115,13 @@ class RedisInvokeFences:
         """
         token = secrets.token_hex(8)
         key = self._keys.attempt_lock(request_id)
-        if not self._redis.set(key, token, nx=True, ex=ttl_s):
+        # The fence is read in the same round trip: the attempt reads it first, and this way not
+        # while it holds a provider slot.
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(key, token, nx=True, ex=ttl_s)
+        pipe.get(self._keys.invoke_fence(request_id))
+        locked, fence = pipe.execute()
+        if not locked:
             return None
         ttl_ms = int(ttl_s * 1000)
         lease = self._keeper.keep(
@@ -119,6 +132,7 @@ class RedisInvokeFences:
         )
         with self._held_lock:
             self._held[request_id] = (token, lease)
+            self._prefetched[request_id] = fence
         return token
 
     def lock_left_s(self, request_id: str) -> float:
@@ -136,6 +150,7 @@ class RedisInvokeFences:
             held = self._held.get(request_id)
             if held is not None and held[0] == token:
                 del self._held[request_id]
+                self._prefetched.pop(request_id, None)
         if held is not None and held[0] == token:
             self._keeper.drop(held[1])
         self._unlock(keys=[self._keys.attempt_lock(request_id)], args=[token])

@@ -95,8 +95,14 @@ local function deliver(holder, record, again)
     end
     table.insert(to_push, {wake.queue, message})
   elseif type(wake.signal) == 'string' then
-    -- A waiter blocked in a thread (BLPOP on this key): a token tells it the slot is its own.
-    try_write('RPUSH', wake.signal, '1')
+    -- A waiter blocked in a thread (BLPOP on this key): its lease ("<token> <acquired> <expires>")
+    -- tells it the slot is its own, with no claim to make.
+    local acquired, token = lease_fields(holder)
+    local granted = '1'
+    if token then
+      granted = token .. ' ' .. num(acquired) .. ' ' .. num(now + lease_s)
+    end
+    try_write('RPUSH', wake.signal, granted)
     redis.call('PEXPIRE', wake.signal, SIGNAL_TTL_MS)
   elseif type(wake.publish) == 'string' then
     table.insert(to_publish, wake.publish)

@@ -308,10 +308,16 @@ class ProviderSlots:
         signal = self._keys.slot_signal(site, holder_id)
         record = json.dumps({"signal": signal}, separators=(",", ":"))
         parked = self._park(site, holder_id, limit, priority=priority, wake=record, signal=signal, now_s=None)
-        # Within the client's socket timeout (worker/stores/redis_client.py).
-        block_s = max(0.01, min(timeout_s, _LONGEST_BLOCK_S))
-        if not parked.woken and self._redis.blpop([signal], timeout=block_s) is None:
-            return None
+        if not parked.woken:
+            # Within the client's socket timeout (worker/stores/redis_client.py).
+            woken = self._redis.blpop([signal], timeout=max(0.01, min(timeout_s, _LONGEST_BLOCK_S)))
+            if woken is None:
+                return None
+            lease = _signalled_lease(site, holder_id, woken[1])
+            if lease is not None:
+                # The hand-off granted it and wrote its lease here: no round trip to claim it.
+                self._keep(lease)
+                return Granted(lease)
         answer = self.try_acquire(site, holder_id, limit, priority=priority, join=False)
         return answer if isinstance(answer, Granted) else None
 
@@ -398,6 +404,17 @@ class ProviderSlots:
             self._publish_wake(text)
         except Exception as exc:  # its lease lapses unclaimed and the sweep wakes it again
             log.warning("sending a woken request's message failed (%s); it is woken again later", type(exc).__name__)
+
+
+def _signalled_lease(site: str, holder_id: str, payload: bytes | str) -> Lease | None:
+    """The lease a hand-off pushed to a blocked waiter's key ("<token> <acquired> <expires>"), or None."""
+    parts = (payload.decode() if isinstance(payload, bytes) else str(payload)).split()
+    if len(parts) != 3:
+        return None
+    try:
+        return Lease(site, holder_id, parts[0], float(parts[1]), float(parts[2]), None)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,10 @@ in the context and passes (returns None):
     bulk_child     a child of a cancelled bulk, never attempted -> cancelled
     coalesce       a refresh of the package is already pending  -> join it: Requeue as its watcher
                    (not with until=distributed: it refreshes on its own, to follow its own V0 -> V1)
-    provider_slot  the site's concurrency cap is reached        -> Park: in line, woken by the release
     exclusive      another copy of this message is attempting   -> Requeue until it is done
+                   (the lock and the fence in one round trip, before the slot: not spent holding it)
+    provider_slot  the site's concurrency cap is reached        -> Park: in line, woken by the release
+                   (the lock given back first)
     attempt        Get, fence, Invoke, verify                   -> the success, with its followers' finals
                    (until=distributed: V0 and the DPs recorded  -> distributing + Requeue)
     decide         after a failed attempt                       -> retrying + Requeue, or the failure
@@ -424,7 +426,17 @@ def _provider_slot(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
 
     A class refreshed one at a time (a boot image) first takes its lane's only slot at the site;
     the lane's line is polled (a woken boot image would otherwise hold a site slot while waiting).
+    The attempt lock taken before is given back on every way out but the attempt's.
     """
+    try:
+        return _take_provider_slot(ctx, deps)
+    except BaseException:
+        # Held past here, this process would renew it until the task time limit.
+        _unlock(ctx, deps)
+        raise
+
+
+def _take_provider_slot(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     ctx.slot_step_ran = True
     request = ctx.valid
     limit = deps.settings.provider(request.site_code).max_concurrency
@@ -442,6 +454,7 @@ def _provider_slot(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
                 f"in line, next look in {lane.retry_after_s:.1f}s"
             )
             wait = Requeue(lane.retry_after_s, _retry_kwargs(ctx, ctx.state), state=WAITING_FOR_SLOT, detail=detail)
+            _unlock(ctx, deps)
             return Plan(then=wait, request_id=ctx.request_id)
         ctx.lane_lease = lane.lease
     answer = deps.slots.try_acquire(request.site_code, ctx.request_id, limit, priority=priority, join=False)
@@ -457,6 +470,7 @@ def _provider_slot(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
             ctx.lease = granted.lease
             return None
     _release_slots(ctx, deps)
+    _unlock(ctx, deps)
     detail = (
         f"in line for {request.site_code}'s provider ({answer.in_use} of {limit} slots in use, "
         f"{answer.waiting} waiting): woken when a slot frees"
@@ -619,8 +633,8 @@ STEPS: tuple[Step, ...] = (
     _follow,
     _bulk_child,
     _coalesce,
-    _provider_slot,
     _exclusive,
+    _provider_slot,
     _attempt,
     _decide,
 )
@@ -734,6 +748,13 @@ class _SlotGate:
             return operation()
         finally:
             slots.release(answer.lease)
+
+
+def _unlock(ctx: _Context, deps: DeliveryDeps) -> None:
+    """Give back the attempt lock (a delivery that parks or waits holds none)."""
+    lock, ctx.lock = ctx.lock, None
+    if lock is not None:
+        deps.fences.unlock(ctx.request_id, lock)
 
 
 def _release_slots(ctx: _Context, deps: DeliveryDeps) -> None:
