@@ -15,7 +15,7 @@ from redis import exceptions as redis_errors
 from embedded.redis_server import RedisServer
 from errors import ConnectError, InvalidRequestError, MediumNotReadyError
 from testing.fixtures_redis import RedisServerFactory
-from worker.domain.outcomes import AttemptInfo, Outcome, RequestInfo
+from worker.domain.outcomes import AttemptInfo, InvalidOutcomeError, Outcome, RequestInfo
 from worker.stores.keys import RedisKeys
 from worker.stores.outcome_reader import final_stream_id, latest_state, read_stream, request_state, subscribe
 from worker.stores.outcome_writer import OutcomePublisher, latency_bucket
@@ -326,3 +326,17 @@ def test_the_writer_keeps_metrics_counters_without_scanning_anything(
     expected_s = (final(number=2).finished_at - T0).total_seconds()
     assert latency["count"] == "1" and float(latency["sum"]) == pytest.approx(expected_s)
     assert latency[latency_bucket(expected_s)] == "1"
+
+
+def test_a_subscription_made_from_a_client_nobody_else_holds_misses_nothing(
+    redis_url: str, redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    """`subscribe(redis_from_url(...))`, as `sccm-refresh watch` does: the subscription keeps its
+    client alive. Before, the client was collected at once and its pool disconnected, the
+    subscribed connection with it: of 200 messages published right after subscribing, 198 went
+    to no subscriber."""
+    for _ in range(50):
+        with subscribe(redis_from_url(redis_url), redis_keys) as live:
+            assert redis_client.publish(redis_keys.outcome_channel, "not an outcome") == 1
+            with pytest.raises(InvalidOutcomeError):
+                live.get(timeout_s=2.0)

@@ -159,6 +159,11 @@ class OutcomeSubscription:
     """
 
     def __init__(self, redis: Redis, keys: RedisKeys, *, confirm_timeout_s: float = 5.0) -> None:
+        # Held for as long as the subscription: a client made for the call (`subscribe(redis_from_url(...))`)
+        # would otherwise be collected at once, and redis-py's Redis.__del__ disconnects its whole pool,
+        # the subscribed connection too: it reconnected and subscribed again on the next read, and
+        # what was published in between was lost (a CI run's `watch` missed its first message).
+        self._redis = redis
         self._pubsub = redis.pubsub()
         self._pubsub.subscribe(keys.outcome_channel)
         # Without waiting for the confirmation, a PUBLISH sent right after on another connection
