@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from bench.api_bench import SCENARIOS
+from testing.bench_process import bench_report
 
 pytestmark = pytest.mark.integration
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_api_benchmark_reports_latency_and_throughput_for_every_scenario() -> None:
     """JSON on stdout with p50/p99 and requests/s per scenario, no errors, and the goal's verdict."""
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.api_bench", "--sequential", "20", "--threads", "2", "--seconds", "0.3"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    report, stderr = bench_report(
+        "bench.api_bench", "--sequential", "20", "--threads", "2", "--seconds", "0.3", timeout_s=120
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads(result.stdout)
     assert set(report["results"]) == {scenario.name for scenario in SCENARIOS}
     for name, scenario in report["results"].items():
         assert scenario["sequential"]["errors"] == 0 and scenario["concurrent"]["errors"] == 0, name
@@ -38,4 +25,4 @@ def test_the_api_benchmark_reports_latency_and_throughput_for_every_scenario() -
     assert set(report["goal"]["floor_p50_ratios"]) == set(report["goal"]["scenarios"])
     for name in report["goal"]["scenarios"]:
         assert report["comparisons"][name]["p50_ratio_to_floor"] > 0
-    assert "p50 ms" in result.stderr
+    assert "p50 ms" in stderr

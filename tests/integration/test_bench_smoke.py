@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from testing.bench_process import bench_report
 
 pytestmark = pytest.mark.integration
 
@@ -39,12 +39,7 @@ def is_running(pid: int) -> bool:
 
 def test_bench_prints_one_json_report_with_positive_rates_for_every_scenario() -> None:
     """A tiny basic-auth run exits 0 and reports completed direct, rejected and refresh scenarios."""
-    done = subprocess.run(
-        [*BENCH, *TINY], cwd=REPO_ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False
-    )
-
-    assert done.returncode == 0, done.stderr[-3000:]
-    report: dict[str, Any] = json.loads(done.stdout)
+    report, _table = bench_report("bench.pipeline_bench", *TINY, timeout_s=RUN_TIMEOUT_S)
     assert report["ok"] is True and report["problems"] == []
     assert {"cpu_count", "python", "versions"} <= report["machine"].keys()
     assert report["parameters"]["requests"] == 20

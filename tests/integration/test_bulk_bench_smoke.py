@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-from typing import Any
-
 import pytest
+
+from testing.bench_process import bench_report
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY = [
     "--rounds",
     "1",
@@ -38,17 +33,7 @@ RUN_TIMEOUT_S = 110.0  # a safety net only: the tiny run takes well under a minu
 
 def test_the_bulk_bench_prints_one_json_report_with_every_measurement() -> None:
     """A tiny run exits 0 and its JSON holds efficiency, fan-out, overhead and the goals, each filled in."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.bulk_bench", *TINY],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        check=False,
-    )
-
-    assert done.returncode == 0, done.stderr[-3000:]
-    report: dict[str, Any] = json.loads(done.stdout)
+    report, stderr = bench_report("bench.bulk_bench", *TINY, timeout_s=RUN_TIMEOUT_S)
     assert report["ok"] is True and report["problems"] == []
     assert report["parameters"]["packages"] == 40
     (efficiency,) = report["results"]["efficiency"]
@@ -65,4 +50,4 @@ def test_the_bulk_bench_prints_one_json_report_with_every_measurement() -> None:
     assert overhead["noop"]["worker_cpu_ms_per_task"] > 0
     assert overhead["floor"]["parts_ms"]["wsman_invoke"] > 0
     assert set(report["goals"]) >= {"efficiency", "vs_naive", "peak_concurrency", "fanout_time", "overhead"}
-    assert "1+3. bulk efficiency" in done.stderr and "goals" in done.stderr
+    assert "1+3. bulk efficiency" in stderr and "goals" in stderr

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from testing.bench_process import bench_report
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # 300 packages read 200 a query: chunk rounding, not the design, decides the tiny run's ratio to the goal.
 TINY = ["--packages", "300", "--memory-at", "100", "--baseline-sample", "50", "--intervals", "2"]
 RUN_TIMEOUT_S = 60.0  # a safety net only: the tiny run takes a few seconds
@@ -21,17 +17,7 @@ def test_the_follow_bench_prints_one_json_report_with_batched_reads_below_per_re
     """A tiny run (real Redis, the emulator over HTTP, pywinrm) exits 0; every figure is there, the
     operations it sent are the ones the emulator counted, and per 100 packages the snapshot costs
     less than each package reading its own status, in both phases; rows read once are reused."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.follow_bench", *TINY, "--goal-ops-per-100", "5"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        check=False,
-    )
-
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout)
+    report, stderr = bench_report("bench.follow_bench", *TINY, "--goal-ops-per-100", "5", timeout_s=RUN_TIMEOUT_S)
     summary = report["summary"]
     assert report["settings"]["packages"] == 300 and report["settings"]["dps"] == 10
     assert summary["baseline_phase_one_ops_per_100"] >= 100 and summary["baseline_phase_two_ops_per_100"] >= 100
@@ -43,4 +29,4 @@ def test_the_follow_bench_prints_one_json_report_with_batched_reads_below_per_re
     (first, second) = report["phase_two_in_flight"]
     assert first["answers"]["operations"] == 0 and first["answers"]["in_flight"] > first["answers"]["with_rows"]
     assert all(i["operations"] == i["emulator_operations"] for i in (first, second, report["phase_one"]))
-    assert summary["traced_peak_mib_at_full"] > 0 and "phase one (SourceVersion)" in done.stderr
+    assert summary["traced_peak_mib_at_full"] > 0 and "phase one (SourceVersion)" in stderr
