@@ -333,12 +333,15 @@ _SITES = itertools.count(1)
 
 
 def _claim_woken(slots: SlotsUnderTest, site: str, now: float, holding: dict[str, Lease], parked: set[str]) -> None:
-    """Each woken request's message comes back: it claims its slot."""
+    """Each woken request's message comes back: it claims its slot, or, woken ahead of a slot not
+    free yet, parks again (as its delivery does once its wait in the thread is over)."""
     for claimed in woken(slots):
         answer = slots.try_acquire(site, claimed, 2, priority=PRIORITY_SINGLE, join=False, now_s=now)
         if claimed in parked and isinstance(answer, Granted):
             holding[claimed] = answer.lease
             parked.discard(claimed)
+        elif claimed in parked:
+            slots.park(site, claimed, 2, priority=PRIORITY_SINGLE, wake=publish_wake(claimed), now_s=now)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
