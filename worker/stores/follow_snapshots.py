@@ -89,6 +89,9 @@ _IN_FLIGHT: Final = "in flight"  # a rows entry: the rollup says copies are in f
 _IN_FLIGHT_JSON: Final = json.dumps(_IN_FLIGHT)
 # A rows entry of a filtered read: {"settled_at": V, "rows": [...]}, rows installed at V or later left out.
 _SETTLED_AT: Final = "settled_at"
+# A package whose rows this interval reads: its rollup (None: none listed) and the V1 its rows are
+# read against (None: its followers have not said, every row is read).
+_Pending = tuple[ContentCounts | None, int | None]
 _ROWS_FIELD: Final = "rows"
 _WAIT_STEP_S: Final = 0.05
 _HSET_BATCH: Final = 1000
@@ -298,7 +301,7 @@ class SiteSnapshots:
         (worker/domain/follow_triage.py): package id -> its entry's JSON."""
         every = sample_every(self._policy.rows_refresh_s, self._policy.snapshot_s)
         interval = int(now // self._policy.snapshot_s)
-        pending: dict[str, ContentCounts | None] = {}
+        pending: dict[str, _Pending] = {}
         for chunk in package_chunks(followed):
             counts = {c.package_id: c for c in self._client.read_content_counts(chunk, deadline=deadline).counts}
             entries: dict[str, str] = {}
@@ -306,19 +309,20 @@ class SiteSnapshots:
             pipe.hmget(keys.kept, chunk)
             pipe.zmscore(keys.settled, chunk)
             kept_raw, settled = pipe.execute()
-            for package, raw, settled_at in zip(chunk, kept_raw, settled, strict=True):
+            for package, raw, score in zip(chunk, kept_raw, settled, strict=True):
                 rollup = counts.get(package)
+                settled_at = int(score) if score is not None else None
                 kept = _kept(raw)
                 fresh = (
                     kept is not None
                     and rows_kept_fresh(rollup, kept[0], kept[1], now=now, max_age_s=self._policy.rows_refresh_s)
-                    and _settled_at(kept[2]) == (int(settled_at) if settled_at is not None else None)
+                    and _settled_at(kept[2]) == settled_at
                 )
                 if kept is not None and fresh:
                     entries[package] = json.dumps(kept[2], separators=(",", ":"))
                     self.packages_rows_kept += 1
                 elif rows_needed(rollup, package_id=package, interval=interval, sample_every=every):
-                    pending[package] = rollup
+                    pending[package] = (rollup, settled_at)
                 else:
                     entries[package] = _IN_FLIGHT_JSON
                     self.packages_in_flight += 1
@@ -332,11 +336,10 @@ class SiteSnapshots:
             yield self._rows_of(keys, pending, deadline, now)
 
     def _rows_of(
-        self, keys: FollowKeys, packages: dict[str, ContentCounts | None], deadline: Deadline | None, now: float
+        self, keys: FollowKeys, packages: dict[str, _Pending], deadline: Deadline | None, now: float
     ) -> dict[str, str]:
         self.packages_with_rows += len(packages)
-        scores = self._redis.zmscore(keys.settled, list(packages))
-        settled_at = {p: int(score) for p, score in zip(packages, scores, strict=True) if score is not None}
+        settled_at = {p: version for p, (_rollup, version) in packages.items() if version is not None}
         unsettled = [p for p in packages if p not in settled_at]
         batches = []
         if settled_at:
@@ -358,7 +361,7 @@ class SiteSnapshots:
         # Kept for later intervals, with the rollup they were read under (none without a rollup).
         kept = {
             p: json.dumps([rollup_key(rollup), round(now, 3), records[p]], separators=(",", ":"))
-            for p, rollup in packages.items()
+            for p, (rollup, _version) in packages.items()
             if rollup is not None
         }
         if kept:

@@ -284,17 +284,10 @@ class ProviderSlots:
         answer = self.try_acquire(site, holder_id, limit, priority=priority, join=False)
         if isinstance(answer, Granted):
             return answer
-        signal = self._keys.slot_signal(site, holder_id)
-        record = json.dumps({"signal": signal}, separators=(",", ":"))
-        self._park(site, holder_id, limit, priority=priority, wake=record, signal=signal, now_s=None)
-        # Within the client's socket timeout (worker/stores/redis_client.py): a longer wait is the caller's loop.
-        woken = self._redis.blpop([signal], timeout=max(0.01, min(timeout_s, _LONGEST_BLOCK_S)))
-        if woken is not None:
-            answer = self.try_acquire(site, holder_id, limit, priority=priority, join=False)
-            if isinstance(answer, Granted):
-                return answer
-        self.leave(site, holder_id)
-        return None
+        granted = self._wait_signalled(site, holder_id, limit, priority=priority, timeout_s=timeout_s)
+        if granted is None:
+            self.leave(site, holder_id)
+        return granted
 
     def await_woken_slot(
         self, site_code: str, holder_id: str, limit: int, *, priority: int, timeout_s: float
@@ -305,11 +298,18 @@ class ProviderSlots:
         caller parks its message again, keeping its place (and the park sends the message at once
         if the slot came in between)."""
         site = validate_site_code(site_code)
+        return self._wait_signalled(site, holder_id, limit, priority=priority, timeout_s=timeout_s)
+
+    def _wait_signalled(
+        self, site: str, holder_id: str, limit: int, *, priority: int, timeout_s: float
+    ) -> Granted | None:
+        """In line with a record naming a key of its own, blocked on that key until the hand-off
+        writes the lease there (or `timeout_s`, at most a few seconds, passes: None)."""
         signal = self._keys.slot_signal(site, holder_id)
         record = json.dumps({"signal": signal}, separators=(",", ":"))
         parked = self._park(site, holder_id, limit, priority=priority, wake=record, signal=signal, now_s=None)
         if not parked.woken:
-            # Within the client's socket timeout (worker/stores/redis_client.py).
+            # Within the client's socket timeout (worker/stores/redis_client.py): a longer wait is the caller's loop.
             woken = self._redis.blpop([signal], timeout=max(0.01, min(timeout_s, _LONGEST_BLOCK_S)))
             if woken is None:
                 return None
