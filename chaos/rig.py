@@ -34,6 +34,7 @@ from redis import exceptions as redis_errors
 
 from chaos.ledger import OutcomeLedger
 from chaos.report import LATENESS_BOUND_S
+from chaos.timeline import TIMELINE_FILE, Timeline
 from config.settings import Settings
 from embedded.redis_server import RedisServer
 from embedded.worker_process import WorkerProcess, worker_environment
@@ -60,6 +61,8 @@ WORKER_NAMES: Final = ("chaos-a", "chaos-b")
 # kombu's Redis transport keeps a message with priority p > 0 in "<queue>\x06\x16<p>".
 _PRIORITY_SEPARATOR: Final = "\x06\x16"
 _POLL_S: Final = 0.1
+# What Celery logs (CRITICAL) when an error escapes its consumer's loop; it then shuts the worker down.
+_UNRECOVERABLE: Final = "Unrecoverable error"
 _FLOWER_PATHS: Final = ("/api/tasks", "/api/workers?refresh=1")
 _SUPERVISE_POLL_S: Final = 0.5
 # A poison message kills every worker that takes it: restarting forever would only burn CPU.
@@ -181,6 +184,25 @@ class Rig:
         self._stack.callback(self.producer.close)
         self.ledger = OutcomeLedger(self.redis_server.url, self.keys)
         self._stack.callback(self.ledger.close)
+        # Where the requests stood each second: what a late row is explained from.
+        timeline = Timeline(
+            self.workdir / TIMELINE_FILE,
+            self.redis_server.url,
+            self.keys,
+            queue=self.queue,
+            inflight_prefix=self._inflight_prefix,
+            site_code=SITE_CODE,
+            extra=self._provider_counts,
+            worker_pids=self._worker_pids,
+        ).start()
+        self._stack.callback(timeline.stop)
+
+    def _worker_pids(self) -> dict[str, int]:
+        return {worker.name: worker.pid for worker in self.workers if worker.alive()}
+
+    def _provider_counts(self) -> dict[str, int]:
+        totals = self.emulator.provider.call_totals()
+        return {"provider_" + name: int(value) for name, value in totals.items() if isinstance(value, int)}
 
     def _kerberos_realm(self, settings: EmulatorSettings) -> tuple[EmulatorSettings, dict[str, str]]:
         """A KDC with the workers' account (its keytab) and the emulator's SPN; the realm's environment
@@ -293,6 +315,19 @@ class Rig:
             time.sleep(_POLL_S)  # Redis state of other processes: no event to await
         self.ledger.poll()
         return wanted <= self.ledger.final_task_ids()
+
+    def consumers_stopped(self) -> dict[str, str]:
+        """Workers whose log says Celery stopped their consumer on an error ("Unrecoverable error: ..."):
+        name -> that line. Such a process may live on for a while without taking anything."""
+        stopped: dict[str, str] = {}
+        for worker in self.workers:
+            if worker.log_file is None or not worker.log_file.exists():
+                continue
+            for line in worker.log_file.read_text(encoding="utf-8", errors="replace").splitlines():
+                if _UNRECOVERABLE in line:
+                    stopped[worker.name] = line.strip()[:300]
+                    break
+        return stopped
 
     def finals_seen(self) -> int:
         """Task ids with a final outcome so far (reads what arrived since the last look)."""

@@ -117,12 +117,16 @@ def finish(
     """
     ledger = rig.ledger
     running = [worker.alive() for worker in rig.workers]
+    # A consumer that stopped on an error it took for unrecoverable can leave its process alive
+    # (a warm shutdown waits for its running tasks): alive is not enough.
+    stopped = rig.consumers_stopped()
     all_checks = [
         *checks,
         Check(
             "no worker crashed",
-            all(running) and rig.crash_restarts == 0,
-            f"running at the end: {running}; restarted after dying: {rig.crash_restarts} time(s)",
+            all(running) and rig.crash_restarts == 0 and not stopped,
+            f"running at the end: {running}; restarted after dying: {rig.crash_restarts} time(s)"
+            + "".join(f"; {name} stopped consuming: {line}" for name, line in stopped.items()),
         ),
         leak_check({"EMULATOR_PASSWORD": rig.password}, rig.evidence()),
     ]

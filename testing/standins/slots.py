@@ -188,10 +188,13 @@ class MemorySlots:
         if holder_id in site.prewoken:
             site.prewoken[holder_id] = -1.0  # woken ahead, it came back: woken with its slot next time
         site.parked[holder_id] = wake
-        if holder_id not in site.holders:
+        granted_before = holder_id in site.holders
+        if not granted_before:
             site.join(holder_id, priority)
         site.hand_off(now, self._lease_s, self.woken)
         if holder_id in site.holders:
+            if granted_before:  # its grant sent nothing this message could claim (slots.lua `park`)
+                self.woken.append(wake)
             return Parked(woken=True, rank=0, in_use=len(site.holders), waiting=len(site.waiters))
         return Parked(False, site.rank(holder_id), len(site.holders), len(site.waiters))
 

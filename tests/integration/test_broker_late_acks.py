@@ -31,6 +31,7 @@ import pytest
 
 import worker.broker.transport as broker
 from testing.fixtures_redis import RedisServerFactory
+from testing.redis_full import redis_full
 from worker.stores.redis_client import redis_from_url
 
 pytestmark = pytest.mark.integration
@@ -169,3 +170,28 @@ def test_a_requeue_published_at_the_front_is_taken_before_the_backlog_queued_bef
     finally:
         consumer.close()
     assert order == ["again", 0, 1, 2, 3]
+
+
+def test_a_requeue_that_a_full_redis_refuses_is_kept_and_put_back_once_it_takes_writes(
+    redis_server_factory: RedisServerFactory, prefix: str, queue: Queue
+) -> None:
+    """kombu restores a rejected message in a MULTI; a full Redis refuses it (a queued write, or the EXEC:
+    EXECABORT): that is a pause, never an error out of the consumer's loop, which Celery takes for
+    unrecoverable and stops the worker."""
+    server = redis_server_factory()
+    side = Side(server.url, prefix, queue)
+    admin = redis_from_url(server.url)
+    try:
+        side.publish(queue, {"n": 1})
+        held = side.receive_one()
+        with redis_full(admin):
+            held.reject(requeue=True)  # raised ExecAbortError before
+            assert admin.hexists(UNACKED, held.delivery_tag), "a refused re-queue must leave the message held"
+        side.channel.qos.restore_deferred()
+        again = side.receive_one()
+        assert again.payload == {"n": 1}
+        again.ack()
+        assert not admin.hexists(UNACKED, again.delivery_tag)
+    finally:
+        admin.close()
+        side.close()

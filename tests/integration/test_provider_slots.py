@@ -446,6 +446,27 @@ def test_a_release_pushes_the_message_of_a_waiter_not_woken_ahead(
     assert redis_client.lrange(queue, 0, -1) == ["second again"]
 
 
+def test_a_request_woken_ahead_that_parks_again_after_its_slot_came_has_its_new_message_pushed(
+    slots: ProviderSlots, redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    """Its delivery found no slot, and a release granted it one before that delivery parked again: the
+    grant pushed nothing (its message was on its way), so the park must send the new one. Before,
+    nothing was sent: the slot idled, granted, until its lease lapsed (30 s) and a sweep woke it again."""
+    queue = f"{redis_keys.prefix}:queue"
+    held = grant(slots.try_acquire(SITE, "holder", 1, priority=PRIORITY_SINGLE, now_s=T0))
+    slots.park(SITE, "woken", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "woken"), now_s=T0)
+    assert redis_client.lrange(queue, 0, -1) == ["woken"]  # woken ahead
+    redis_client.delete(queue)  # its delivery has it, and finds no slot yet
+    assert wait(slots.try_acquire(SITE, "woken", 1, priority=PRIORITY_SINGLE, join=False, now_s=T0 + 1)).rank == 0
+    assert slots.release(held, now_s=T0 + 2)  # granted to it, nothing pushed: its delivery would claim it
+    assert redis_client.llen(queue) == 0
+    parked = slots.park(SITE, "woken", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "again"), now_s=T0 + 3)
+    assert parked.woken
+    assert redis_client.lrange(queue, 0, -1) == ["again"]
+    claimed = grant(slots.try_acquire(SITE, "woken", 1, priority=PRIORITY_SINGLE, join=False, now_s=T0 + 4))
+    assert claimed.acquired_at_s == T0 + 2
+
+
 def test_a_request_woken_ahead_gets_the_released_slot_in_its_thread(
     slots: ProviderSlots, redis_client: redis.Redis, redis_keys: RedisKeys
 ) -> None:

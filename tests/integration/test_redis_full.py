@@ -78,8 +78,14 @@ def test_each_way_a_real_redis_refuses_the_workers_writes_is_recognised_as_a_pau
         "LPUSH": lambda: client.lpush("q", "message"),
         "SET": lambda: client.set("lock", "token", nx=True, ex=20),
         "XADD": lambda: client.xadd("outcomes", {"outcome": "{}"}),
+        # kombu's restore of a rejected message is a MULTI: one queued before the refusal began is
+        # refused at its EXEC (EXECABORT ... because of: OOM), and stopped a worker before.
+        "EXEC": lambda: queued.execute_command("EXEC"),
     }
     client.lpush("q", "queued")  # BLMOVE moves only what exists
+    queued = redis.Redis.from_url(server.url, single_connection_client=True)
+    queued.execute_command("MULTI")
+    queued.execute_command("LPUSH", "q", "in a transaction")
     recognised: dict[str, str | None] = {}
     try:
         if refusal == "full":
@@ -93,6 +99,7 @@ def test_each_way_a_real_redis_refuses_the_workers_writes_is_recognised_as_a_pau
                 recognised[name] = write_refusal(raised.value)
         assert client.lpush("q", "after") >= 1  # taken again once the block ends
     finally:
+        queued.close()
         client.close()
         admin.close()
     assert recognised == dict.fromkeys(writes, DETAIL[refusal])

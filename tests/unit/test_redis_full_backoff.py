@@ -10,7 +10,7 @@ import logging
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
+from redis.exceptions import ExecAbortError, OutOfMemoryError, ReadOnlyError, ResponseError
 
 from worker.stores.redis_full import (
     FULL_DETAIL,
@@ -70,6 +70,11 @@ SCRIPT_62 = (
         (ResponseError(f"{SCRIPT_62}{MISCONF}"), MISCONF_DETAIL),
         (ResponseError(f"Command # 1 (SET a 1) of pipeline caused error: {MISCONF}"), MISCONF_DETAIL),
         (OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), FULL_DETAIL),
+        (
+            ExecAbortError("Transaction discarded because of: OOM command not allowed when used memory > 'maxmemory'."),
+            FULL_DETAIL,
+        ),
+        (ExecAbortError(f"Transaction discarded because of: {MISCONF}"), MISCONF_DETAIL),
     ],
 )
 def test_every_passing_refusal_of_writes_is_recognised_with_what_an_operator_should_read(

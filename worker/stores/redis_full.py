@@ -39,8 +39,9 @@ NOREPLICAS_DETAIL: Final = (
 
 # The error code, where Redis puts it: first (a plain reply; a script's refused write from Redis
 # 7.2), after a '-' (a script's, Redis 6.2 and 7.0: "... @user_script: 22: -OOM command not
-# allowed ..."), or after redis-py's "caused error: " (a refused command of a transaction).
-_CODE: Final = re.compile(r"(?:^|-|caused error: )(OOM command not allowed|MISCONF|READONLY|NOREPLICAS)\b")
+# allowed ..."), after redis-py's "caused error: " (a refused command of a pipeline), or after
+# "because of: " (EXECABORT: a MULTI refused at its EXEC, as kombu's restore of a rejected message can be).
+_CODE: Final = re.compile(r"(?:^|-|caused error: |because of: )(OOM command not allowed|MISCONF|READONLY|NOREPLICAS)\b")
 _DETAIL_OF: Final = {
     "OOM command not allowed": FULL_DETAIL,
     "MISCONF": MISCONF_DETAIL,

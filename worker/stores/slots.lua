@@ -305,10 +305,12 @@ elseif op == 'park' then
   local holder, limit, priority = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
   set_limit(limit)
   reclaim()
-  local previous = redis.call('HGET', PARKED, holder)
-  -- It waited in its thread (woken ahead) and parks its message again: if the slot came to it
-  -- meanwhile (the hand-off told a thread that stopped listening), the message goes now.
-  local gave_up_waiting = ARGV[10] == '' and previous and is_signal(previous) and redis.call('ZSCORE', HOLDERS, holder)
+  -- Already granted as it parks its message (not a thread's wait): the grant sent nothing this
+  -- message could claim. A waiter woken ahead whose delivery found no slot and parks again, the
+  -- slot handed over in between (the grant pushed nothing: that delivery was to claim it), or one
+  -- that waited in its thread and stopped listening just before the hand-off told it. Its message
+  -- goes now; before, the slot idled granted until its lease lapsed and a sweep woke it again.
+  local granted_before = ARGV[10] == '' and redis.call('ZSCORE', HOLDERS, holder)
   if ARGV[10] ~= '' then
     -- A blocking waiter's key: no token left from an earlier wait may wake it.
     redis.call('DEL', ARGV[10])
@@ -325,8 +327,8 @@ elseif op == 'park' then
   hand_off()
   keep_line()
   if redis.call('ZSCORE', HOLDERS, holder) then
-    if gave_up_waiting then
-      deliver(holder, ARGV[9], false)  -- granted before this park (a hand-off below would have sent it)
+    if granted_before then
+      deliver(holder, ARGV[9], false)  -- granted before this park (a grant by the hand-off above sent it)
     end
     reply = {'woken', 0, redis.call('ZCARD', HOLDERS), redis.call('ZCARD', WAITERS)}
   else

@@ -114,6 +114,13 @@ _T = TypeVar("_T")
 # How long a request woken ahead of its slot waits for it in its thread before parking again:
 # a few hold times of a busy provider, and within the Redis client's socket timeout.
 _WOKEN_AHEAD_WAIT_S = 4.0
+# The longest a second copy of a request waits before looking at the first copy's attempt lock again.
+_LOCK_RECHECK_S = 2.0
+# The longest a request of a one-at-a-time class (boot images: a lane of one, polled, not parked)
+# waits before looking at its lane again. The estimate from the lane's hold times assumes 30 s before
+# the first release and grows with the place in line (up to a minute); a look costs one round trip,
+# and a guessed wait, when the lane freed long before, was a request's lateness (chaos: 30 + 25 s).
+_LANE_RECHECK_S = 5.0
 
 
 # -- the steps ----------------------------------------------------------------------------------
@@ -451,9 +458,10 @@ def _take_provider_slot(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
                 deps.slots.leave(request.site_code, ctx.request_id)
             detail = (
                 f"{request.package_class} refreshes one at a time at {request.site_code}: place {lane.rank + 1} "
-                f"in line, next look in {lane.retry_after_s:.1f}s"
+                f"in line, next look in {min(lane.retry_after_s, _LANE_RECHECK_S):.1f}s"
             )
-            wait = Requeue(lane.retry_after_s, _retry_kwargs(ctx, ctx.state), state=WAITING_FOR_SLOT, detail=detail)
+            look_again_s = min(lane.retry_after_s, _LANE_RECHECK_S)
+            wait = Requeue(look_again_s, _retry_kwargs(ctx, ctx.state), state=WAITING_FOR_SLOT, detail=detail)
             _unlock(ctx, deps)
             return Plan(then=wait, request_id=ctx.request_id)
         ctx.lane_lease = lane.lease
@@ -494,9 +502,17 @@ def _exclusive(ctx: _Context, deps: DeliveryDeps) -> Plan | None:
     if ctx.lock is not None:
         return None
     _release_slots(ctx, deps)
-    # Back when the holder's lock lapses (a frozen holder stops renewing it), not a whole lock
-    # lifetime later; a second past it so the lock is surely gone, at least a second between looks.
-    wait_s = min(deps.fences.lock_left_s(ctx.request_id) + 1.0, float(ttl_s), deps.settings.limits.max_countdown_s)
+    # Back when the holder's lock lapses (a frozen holder stops renewing it; a second past it so
+    # the lock is surely gone), and at the latest after _LOCK_RECHECK_S: a live holder usually lets
+    # go within milliseconds (it parks for a slot, re-queues, ends), and a copy that waited out the
+    # whole lock (up to 20 s) each time two copies met added that to the request's lateness (the
+    # chaos suite's redis-maxmemory, whose refused re-queues leave copies behind).
+    wait_s = min(
+        deps.fences.lock_left_s(ctx.request_id) + 1.0,
+        _LOCK_RECHECK_S,
+        float(ttl_s),
+        deps.settings.limits.max_countdown_s,
+    )
     log.info(
         "request %s is being attempted by another delivery; this one looks again in %.1f s", ctx.request_id, wait_s
     )
