@@ -83,7 +83,8 @@ def test_each_way_a_real_redis_refuses_the_workers_writes_is_recognised_as_a_pau
         "EXEC": lambda: queued.execute_command("EXEC"),
     }
     client.lpush("q", "queued")  # BLMOVE moves only what exists
-    queued = redis.Redis.from_url(server.url, single_connection_client=True)
+    # redis-py types execute_command as untyped: the raw MULTI / EXEC go through Any.
+    queued: Any = redis.Redis.from_url(server.url, single_connection_client=True)
     queued.execute_command("MULTI")
     queued.execute_command("LPUSH", "q", "in a transaction")
     recognised: dict[str, str | None] = {}
