@@ -467,6 +467,30 @@ def test_a_request_woken_ahead_that_parks_again_after_its_slot_came_has_its_new_
     assert claimed.acquired_at_s == T0 + 2
 
 
+def test_a_wake_whose_push_fails_leaves_the_slot_free_and_the_request_first_in_line(
+    slots: ProviderSlots, redis_client: redis.Redis, redis_keys: RedisKeys, occupancy: Occupancy
+) -> None:
+    """Redis refused the push after the grant's own writes (at maxmemory: memory crossed the limit in
+    between; here the queue key holds a string): the grant is undone and the request keeps its place,
+    so the next hand-off sends it. Before, the slot stayed granted to a message never sent for its
+    whole lease (30 s)."""
+    queue = f"{redis_keys.prefix}:queue"
+    held = grant(slots.try_acquire(SITE, "holder", 1, priority=PRIORITY_SINGLE, now_s=T0))
+    slots.park(SITE, "waiter", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "ahead"), now_s=T0)
+    # Its delivery found no slot and parked again: woken with its slot next time, not ahead.
+    slots.park(SITE, "waiter", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "again"), now_s=T0 + 1)
+    redis_client.delete(queue)
+    redis_client.set(queue, "not a list")  # RPUSH onto it fails
+    assert slots.release(held, now_s=T0 + 2)
+    assert occupancy(SITE, now_s=T0 + 2).in_use == 0
+    assert wait(slots.try_acquire(SITE, "newcomer", 1, priority=PRIORITY_SINGLE, join=False, now_s=T0 + 2)).rank >= 1
+    redis_client.delete(queue)
+    assert slots.sweep(SITE, 1, now_s=T0 + 3).in_use == 1
+    assert redis_client.lrange(queue, 0, -1) == ["again"]
+    claimed = grant(slots.try_acquire(SITE, "waiter", 1, priority=PRIORITY_SINGLE, join=False, now_s=T0 + 4))
+    assert claimed.acquired_at_s == T0 + 3
+
+
 def test_a_request_woken_ahead_gets_the_released_slot_in_its_thread(
     slots: ProviderSlots, redis_client: redis.Redis, redis_keys: RedisKeys
 ) -> None:

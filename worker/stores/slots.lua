@@ -50,16 +50,31 @@ local function try_write(...)
 end
 
 -- RPUSH puts each at the end consumers take from next: the last woken goes first, so the first
--- woken is taken first. Refused (Redis full): the lease lapses unclaimed and it is woken again.
+-- woken is taken first. A push for a grant from the line (its third field, the holder, still in
+-- the line) settles that grant: pushed, the holder leaves the line; refused (Redis full, a push
+-- refused after the grant's own writes went through), the grant is undone and the request keeps
+-- its place, parked, for the next hand-off once Redis has room (ZREM and HDEL free memory, so a
+-- full Redis allows them). Before, the slot stayed granted to a message that was never sent until
+-- its lease lapsed (30 s). A re-wake's refused push (no holder here) lapses and is woken again.
 local function flush_pushes()
   for i = #to_push, 1, -1 do
-    try_write('RPUSH', to_push[i][1], to_push[i][2])
+    local queue, message, holder = to_push[i][1], to_push[i][2], to_push[i][3]
+    if try_write('RPUSH', queue, message) then
+      if holder then
+        redis.call('ZREM', WAITERS, holder)
+      end
+    elseif holder then
+      redis.call('ZREM', HOLDERS, holder)
+      redis.call('HDEL', LEASES, holder)
+      try_write('HINCRBY', STATS, 'push_refused', 1)
+    end
   end
   to_push = {}
 end
 
--- The holder enters before it leaves the line: a refused write never drops it from both.
-local function grant(holder, token)
+-- The holder enters before it leaves the line: a refused write never drops it from both. With
+-- `stay_in_line` it leaves the line only once its wake's push went out (flush_pushes).
+local function grant(holder, token, stay_in_line)
   if not try_write('ZADD', HOLDERS, num(now + lease_s), holder) then
     return false
   end
@@ -67,7 +82,9 @@ local function grant(holder, token)
     redis.call('ZREM', HOLDERS, holder)
     return false
   end
-  redis.call('ZREM', WAITERS, holder)
+  if not stay_in_line then
+    redis.call('ZREM', WAITERS, holder)
+  end
   redis.call('ZREM', DEADLINES, holder)
   try_write('HINCRBY', STATS, 'grants', 1)
   extend_pttl(HOLDERS, lease_ms)
@@ -78,10 +95,13 @@ end
 -- Send a parked request's message back to its queue: pushed here (its queue is in this Redis) at
 -- the end kombu takes from next, or handed to the caller to publish. `again`: a re-wake, whose
 -- message gets a new delivery tag (the first copy may still exist somewhere).
-local function deliver(holder, record, again)
+local function deliver(holder, record, again, from_line)
   local ok, wake = pcall(cjson.decode, record)
   if not ok or type(wake) ~= 'table' then
     redis.call('HDEL', PARKED, holder)
+    if from_line then
+      redis.call('ZREM', WAITERS, holder)
+    end
     return
   end
   if type(wake.queue) == 'string' and type(wake.message) == 'string' then
@@ -93,7 +113,8 @@ local function deliver(holder, record, again)
         message = cjson.encode(decoded)
       end
     end
-    table.insert(to_push, {wake.queue, message})
+    table.insert(to_push, {wake.queue, message, from_line and holder or nil})
+    return
   elseif type(wake.signal) == 'string' then
     -- A waiter blocked in a thread (BLPOP on this key): its lease ("<token> <acquired> <expires>")
     -- tells it the slot is its own, with no claim to make.
@@ -115,22 +136,28 @@ local function is_signal(record)
   return string.find(record, '"signal"', 1, true) ~= nil
 end
 
+-- A record this script pushes itself (worker/stores/slots.py `push_wake`).
+local function is_push(record)
+  return string.sub(record, 1, 9) == '{"queue":'
+end
+
 -- A waiter woken ahead: its message went back before a slot was free, so that its delivery does
 -- what comes before the slot (a broker hop, the watch, the coalescing claim) while the slots are
 -- still busy, and then waits in its thread for the hand-off (`await_woken_slot`): a freed slot
 -- goes to work at once instead of idling through that delivery. At most half the limit (rounded
 -- up) are woken ahead at a time: each may hold a worker thread while it waits.
-local function wake_ahead(limit)
+local function wake_ahead(limit, granted_in_line)
   local ahead = math.ceil(limit / 2)
   local woken = redis.call('ZCOUNT', PREWOKEN, 0, '+inf')
   if woken >= ahead then
     return
   end
-  for _, holder in ipairs(redis.call('ZRANGE', WAITERS, 0, ahead - 1)) do
+  -- The first `granted_in_line` of the line hold a slot already (their push is to go): past them.
+  for _, holder in ipairs(redis.call('ZRANGE', WAITERS, 0, ahead - 1 + (granted_in_line or 0))) do
     if woken >= ahead then
       break
     end
-    if not redis.call('ZSCORE', PREWOKEN, holder) then
+    if not redis.call('ZSCORE', PREWOKEN, holder) and not redis.call('ZSCORE', HOLDERS, holder) then
       local record = redis.call('HGET', PARKED, holder)
       if record and not is_signal(record) and try_write('ZADD', PREWOKEN, num(now), holder) then
         try_write('HINCRBY', STATS, 'woken_ahead', 1)
@@ -183,8 +210,10 @@ end
 local function hand_off()
   local limit = tonumber(redis.call('HGET', STATS, 'limit') or '0')
   local in_use = redis.call('ZCARD', HOLDERS)
+  -- Heads granted here whose push is still to go stay first in the line until flush_pushes.
+  local pending = 0
   while in_use < limit do
-    local head = redis.call('ZRANGE', WAITERS, 0, 0)
+    local head = redis.call('ZRANGE', WAITERS, pending, pending)
     if #head == 0 then
       break
     end
@@ -193,20 +222,25 @@ local function hand_off()
     if not record then
       break
     end
-    if not grant(holder, wake_token(holder)) then
+    local ahead = tonumber(redis.call('ZSCORE', PREWOKEN, holder) or '-1')
+    -- Woken ahead, its message is already on its way: its delivery claims the slot. Waiting in
+    -- its thread: the signal tells it now. Otherwise its message is sent now.
+    local sends = ahead < 0 or is_signal(record)
+    local stays = sends and is_push(record)
+    if not grant(holder, wake_token(holder), stays) then
       break
     end
     try_write('HINCRBY', STATS, 'woken', 1)
-    local ahead = tonumber(redis.call('ZSCORE', PREWOKEN, holder) or '-1')
     redis.call('ZREM', PREWOKEN, holder)
-    if ahead < 0 or is_signal(record) then
-      -- Woken ahead, its message is already on its way: its delivery claims the slot. Waiting in
-      -- its thread: the signal tells it now.
-      deliver(holder, record, false)
+    if sends then
+      deliver(holder, record, false, stays)
+    end
+    if stays then
+      pending = pending + 1
     end
     in_use = in_use + 1
   end
-  wake_ahead(limit)
+  wake_ahead(limit, pending)
 end
 
 local function keep_line()
