@@ -204,7 +204,24 @@ def test_two_workers_following_one_package_send_one_refresh_now_per_window(
     redistributing: Pipeline, fresh_package: Pick
 ) -> None:
     """RS1 redistributes site-wide. Six requests for one package, spread over two worker processes, all
-    see DP04 failed at about the same poll: the marker lets exactly one RefreshNow through."""
+    see DP04 failed at about the same poll: the marker lets exactly one RefreshNow through.
+
+    Which process takes which request is the broker's choice: on a loaded machine one process can
+    take all six (1 run in about 8). Every round must send exactly one RefreshNow; a round in which
+    only one process saw the failure is run again on a fresh package (at most 3 rounds), so that
+    the marker is shown to hold across processes, not only across threads."""
+    rounds = []
+    for _ in range(3):
+        tallies = _one_refresh_now_round(redistributing, fresh_package)
+        rounds.append(tallies)
+        if all(sent + held > 0 for sent, held in tallies):
+            break
+    print(f"per round, per worker process (sent, held back): {rounds}")
+    assert all(sent + held > 0 for sent, held in rounds[-1]), f"one process saw DP04 failed in every round: {rounds}"
+
+
+def _one_refresh_now_round(redistributing: Pipeline, fresh_package: Pick) -> list[tuple[int, int]]:
+    """Six requests for a fresh package; checks the one RefreshNow; returns (sent, held back) per process."""
     pkg = fresh_package(_SITE_WIDE)
     provider = emulated_provider(redistributing, _SITE_WIDE)
     provider.control_distribution(dp="DP04", failure_share=1.0)
@@ -237,6 +254,5 @@ def test_two_workers_following_one_package_send_one_refresh_now_per_window(
         tallies.append(
             (text.count(f"{pkg['PackageID']}: RefreshNow sent"), text.count(f"{pkg['PackageID']}: RefreshNow to"))
         )
-    print(f"per worker process (sent, held back): {tallies}")
     assert sum(sent for sent, _ in tallies) == 1 and sum(held for _, held in tallies) >= 1
-    assert all(sent + held > 0 for sent, held in tallies), "both processes saw DP04 failed"
+    return tallies
