@@ -491,6 +491,23 @@ def test_a_wake_whose_push_fails_leaves_the_slot_free_and_the_request_first_in_l
     assert claimed.acquired_at_s == T0 + 3
 
 
+def test_a_copy_that_claims_the_slot_its_failed_push_was_for_keeps_it(
+    slots: ProviderSlots, redis_client: redis.Redis, redis_keys: RedisKeys, occupancy: Occupancy
+) -> None:
+    """The same call grants the head its slot, then the head's own copy (asking) claims it, and the push
+    fails: the claim stands, so the slot is neither lost nor counted twice."""
+    queue = f"{redis_keys.prefix}:queue"
+    held = grant(slots.try_acquire(SITE, "holder", 1, priority=PRIORITY_SINGLE, now_s=T0))
+    slots.park(SITE, "waiter", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "ahead"), now_s=T0)
+    slots.park(SITE, "waiter", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "again"), now_s=T0 + 1)
+    redis_client.delete(queue)
+    redis_client.set(queue, "not a list")
+    assert slots.release(held, now_s=T0 + 2)  # its push fails: the grant is undone
+    claimed = grant(slots.try_acquire(SITE, "waiter", 1, priority=PRIORITY_SINGLE, join=False, now_s=T0 + 3))
+    assert occupancy(SITE, now_s=T0 + 3).in_use == 1
+    assert slots.release(claimed, now_s=T0 + 4)
+
+
 def test_a_request_woken_ahead_gets_the_released_slot_in_its_thread(
     slots: ProviderSlots, redis_client: redis.Redis, redis_keys: RedisKeys
 ) -> None:

@@ -63,7 +63,8 @@ local function flush_pushes()
       if holder then
         redis.call('ZREM', WAITERS, holder)
       end
-    elseif holder then
+    elseif holder and redis.call('HEXISTS', PARKED, holder) == 1 then
+      -- (A holder that claimed its slot in this same call, a copy of its message asking, keeps it.)
       redis.call('ZREM', HOLDERS, holder)
       redis.call('HDEL', LEASES, holder)
       try_write('HINCRBY', STATS, 'push_refused', 1)
