@@ -34,7 +34,7 @@ from redis import exceptions as redis_errors
 
 from chaos.ledger import OutcomeLedger
 from chaos.report import LATENESS_BOUND_S
-from chaos.timeline import TIMELINE_FILE, Timeline
+from chaos.timeline import TIMELINE_FILE, Timeline, broker_lists
 from config.settings import Settings
 from embedded.redis_server import RedisServer
 from embedded.worker_process import WorkerProcess, worker_environment
@@ -58,8 +58,6 @@ USERNAME: Final = "LAB\\chaos-svc"
 KERBEROS_REALM: Final = "LAB.TEST"
 KERBEROS_PRINCIPAL: Final = f"chaos-svc@{KERBEROS_REALM}"
 WORKER_NAMES: Final = ("chaos-a", "chaos-b")
-# kombu's Redis transport keeps a message with priority p > 0 in "<queue>\x06\x16<p>".
-_PRIORITY_SEPARATOR: Final = "\x06\x16"
 _POLL_S: Final = 0.1
 # What Celery logs (CRITICAL) when an error escapes its consumer's loop; it then shuts the worker down.
 _UNRECOVERABLE: Final = "Unrecoverable error"
@@ -258,11 +256,8 @@ class Rig:
         could produce an outcome."""
         client = redis_from_url(self.redis_server.url, retries=0, socket_timeout_s=2.0)
         try:
-            queues = [self.queue, *client.scan_iter(match=f"{self.queue}{_PRIORITY_SEPARATOR}*")]
-            # The worker's transport moves each message it takes into a list of its own
-            # (worker/broker/transport.py: "<inflight prefix>:<consumer>|<queue>") until kombu records it.
-            queues += client.scan_iter(match=f"{self._inflight_prefix}:*|*")
-            waiting = sum(client.llen(name) for name in queues)
+            queues, inflight = broker_lists(client, queue=self.queue, inflight_prefix=self._inflight_prefix)
+            waiting = sum(client.llen(name) for name in (*queues, *inflight))
             # A request waiting for a provider slot is parked with its message in the slots' keys.
             if waiting or client.hlen(UNACKED_HASH):
                 return False

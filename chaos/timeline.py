@@ -26,10 +26,11 @@ from testing.fixtures_pipeline import UNACKED_HASH
 from worker.stores.keys import RedisKeys
 from worker.stores.redis_client import redis_from_url
 
-__all__ = ["TIMELINE_FILE", "Timeline", "sample_redis"]
+__all__ = ["TIMELINE_FILE", "Timeline", "broker_lists", "sample_redis"]
 
 TIMELINE_FILE: Final = "timeline.jsonl"
 _INTERVAL_S: Final = 1.0
+# kombu's Redis transport keeps a message with priority p > 0 in "<queue>\x06\x16<p>".
 _PRIORITY_SEPARATOR: Final = "\x06\x16"
 # No provider call for this long while requests wait: a stall, whose workers' stacks are saved.
 STALL_S: Final = 8.0
@@ -37,12 +38,18 @@ _STALL_DUMP_EVERY_S: Final = 30.0
 _DUMP_TIMEOUT_S: Final = 20.0
 
 
+def broker_lists(client: Redis, *, queue: str, inflight_prefix: str) -> tuple[list[str], list[str]]:
+    """The lists a message can wait in: the queue with its priority lists, and the consumers' in-flight
+    lists (worker/broker/transport.py: "<inflight prefix>:<consumer>|<queue>") until kombu records it."""
+    queues = [queue, *client.scan_iter(match=f"{queue}{_PRIORITY_SEPARATOR}*")]
+    return queues, list(client.scan_iter(match=f"{inflight_prefix}:*|*"))
+
+
 def sample_redis(
     client: Redis, keys: RedisKeys, *, queue: str, inflight_prefix: str, site_code: str, now_s: float
 ) -> dict[str, Any]:
     """Where the messages and slots stand in Redis at `now_s` (one SCAN per message family)."""
-    queues = [queue, *client.scan_iter(match=f"{queue}{_PRIORITY_SEPARATOR}*")]
-    inflight = list(client.scan_iter(match=f"{inflight_prefix}:*|*"))
+    queues, inflight = broker_lists(client, queue=queue, inflight_prefix=inflight_prefix)
     slot = keys.slot_keys(site_code)
     pipe = client.pipeline(transaction=False)
     for name in queues:

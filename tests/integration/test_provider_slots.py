@@ -467,6 +467,21 @@ def test_a_request_woken_ahead_that_parks_again_after_its_slot_came_has_its_new_
     assert claimed.acquired_at_s == T0 + 2
 
 
+def _released_to_a_waiter_whose_push_fails(
+    slots: ProviderSlots, redis_client: redis.Redis, redis_keys: RedisKeys
+) -> str:
+    """Limit 1: "waiter" parked (woken ahead, then parked again: woken with its slot next time); its
+    queue key made a string, so RPUSH onto it fails; the holder releases at T0 + 2. Returns the queue."""
+    queue = f"{redis_keys.prefix}:queue"
+    held = grant(slots.try_acquire(SITE, "holder", 1, priority=PRIORITY_SINGLE, now_s=T0))
+    slots.park(SITE, "waiter", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "ahead"), now_s=T0)
+    slots.park(SITE, "waiter", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "again"), now_s=T0 + 1)
+    redis_client.delete(queue)
+    redis_client.set(queue, "not a list")
+    assert slots.release(held, now_s=T0 + 2)
+    return queue
+
+
 def test_a_wake_whose_push_fails_leaves_the_slot_free_and_the_request_first_in_line(
     slots: ProviderSlots, redis_client: redis.Redis, redis_keys: RedisKeys, occupancy: Occupancy
 ) -> None:
@@ -474,14 +489,7 @@ def test_a_wake_whose_push_fails_leaves_the_slot_free_and_the_request_first_in_l
     between; here the queue key holds a string): the grant is undone and the request keeps its place,
     so the next hand-off sends it. Before, the slot stayed granted to a message never sent for its
     whole lease (30 s)."""
-    queue = f"{redis_keys.prefix}:queue"
-    held = grant(slots.try_acquire(SITE, "holder", 1, priority=PRIORITY_SINGLE, now_s=T0))
-    slots.park(SITE, "waiter", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "ahead"), now_s=T0)
-    # Its delivery found no slot and parked again: woken with its slot next time, not ahead.
-    slots.park(SITE, "waiter", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "again"), now_s=T0 + 1)
-    redis_client.delete(queue)
-    redis_client.set(queue, "not a list")  # RPUSH onto it fails
-    assert slots.release(held, now_s=T0 + 2)
+    queue = _released_to_a_waiter_whose_push_fails(slots, redis_client, redis_keys)
     assert occupancy(SITE, now_s=T0 + 2).in_use == 0
     assert wait(slots.try_acquire(SITE, "newcomer", 1, priority=PRIORITY_SINGLE, join=False, now_s=T0 + 2)).rank >= 1
     redis_client.delete(queue)
@@ -496,13 +504,7 @@ def test_a_copy_that_claims_the_slot_its_failed_push_was_for_keeps_it(
 ) -> None:
     """The same call grants the head its slot, then the head's own copy (asking) claims it, and the push
     fails: the claim stands, so the slot is neither lost nor counted twice."""
-    queue = f"{redis_keys.prefix}:queue"
-    held = grant(slots.try_acquire(SITE, "holder", 1, priority=PRIORITY_SINGLE, now_s=T0))
-    slots.park(SITE, "waiter", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "ahead"), now_s=T0)
-    slots.park(SITE, "waiter", 1, priority=PRIORITY_SINGLE, wake=push_wake(queue, "again"), now_s=T0 + 1)
-    redis_client.delete(queue)
-    redis_client.set(queue, "not a list")
-    assert slots.release(held, now_s=T0 + 2)  # its push fails: the grant is undone
+    _released_to_a_waiter_whose_push_fails(slots, redis_client, redis_keys)
     claimed = grant(slots.try_acquire(SITE, "waiter", 1, priority=PRIORITY_SINGLE, join=False, now_s=T0 + 3))
     assert occupancy(SITE, now_s=T0 + 3).in_use == 1
     assert slots.release(claimed, now_s=T0 + 4)
